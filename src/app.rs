@@ -1,0 +1,125 @@
+//! Start-up and shutdown of the whole process: raise the file limit, bind the listeners, start
+//! one worker per configured thread, wait for them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::listener::{bind_reuseport, ListenerSpec};
+use crate::route::Router;
+use crate::shutdown::{self, Shutdown};
+use crate::stats::StatsRegistry;
+use crate::worker::{Worker, WorkerSetup};
+
+/// Raises RLIMIT_NOFILE to its hard limit (a proxy holds two sockets per request path).
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            log::warn!("getrlimit(RLIMIT_NOFILE) failed");
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let old = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                log::debug!("raised open file limit from {old} to {}", limit.rlim_max);
+            } else {
+                log::warn!("could not raise the open file limit above {old}");
+            }
+        }
+    }
+}
+
+/// A running proxy: its worker threads and the addresses it listens on.
+pub struct Running {
+    /// The listeners' bound addresses, in config order (port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    /// The shutdown flag; `request()` it to stop.
+    pub shutdown: Arc<Shutdown>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every worker to finish.
+    pub fn wait(self) {
+        for handle in self.workers {
+            if handle.join().is_err() {
+                log::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// Binds every listener once per worker and starts the workers.
+pub fn start(config: &Config) -> Result<Running, String> {
+    let router = Arc::new(Router::new(config)?);
+    let workers = config.worker_count().max(1);
+    let registry = Arc::new(StatsRegistry::new(workers));
+    let shutdown = Shutdown::new();
+
+    // Bind the first socket of each listener to learn its real port (the config may say 0),
+    // then bind the other workers' sockets to that same address.
+    let mut sockets: Vec<Vec<(std::net::TcpListener, ListenerSpec)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for listener in &config.listeners {
+        let first = bind_reuseport(listener.bind)
+            .map_err(|e| format!("listener '{}': bind {}: {e}", listener.name, listener.bind))?;
+        let addr = first
+            .local_addr()
+            .map_err(|e| format!("listener '{}': {e}", listener.name))?;
+        let spec = ListenerSpec::new(listener, addr);
+        addrs.push(addr);
+        let mut first = Some(first);
+        for per_worker in sockets.iter_mut() {
+            let socket = match first.take() {
+                Some(s) => s,
+                None => bind_reuseport(addr)
+                    .map_err(|e| format!("listener '{}': bind {addr}: {e}", listener.name))?,
+            };
+            per_worker.push((socket, spec.clone()));
+        }
+        log::info!("listener '{}' on {addr}", listener.name);
+    }
+
+    let mut handles = Vec::new();
+    for (id, listeners) in sockets.into_iter().enumerate() {
+        let worker = Worker::new(WorkerSetup {
+            id,
+            router: router.clone(),
+            listeners,
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .map_err(|e| format!("worker {id}: {e}"))?;
+        let handle = std::thread::Builder::new()
+            .name(format!("bifrost-w{id}"))
+            .spawn(move || worker.run())
+            .map_err(|e| format!("worker {id}: {e}"))?;
+        handles.push(handle);
+    }
+    log::info!("{workers} worker(s) serving");
+    Ok(Running {
+        addrs,
+        shutdown,
+        workers: handles,
+    })
+}
+
+/// Runs until SIGINT/SIGTERM, then drains and returns.
+pub fn run(config: &Config) -> Result<(), String> {
+    raise_fd_limit();
+    shutdown::block_termination_signals();
+    let running = start(config)?;
+    shutdown::spawn_signal_thread(running.shutdown.clone())
+        .map_err(|e| format!("signal thread: {e}"))?;
+    running.wait();
+    log::info!("stopped");
+    Ok(())
+}

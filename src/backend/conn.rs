@@ -1,0 +1,405 @@
+//! One connection from a worker to one memcached server.
+//!
+//! States: `Idle` (never connected, or closed cleanly) → `Connecting` → `Connected`; a failed
+//! connect moves to `Backoff` until a retry instant, during which new requests fail fast.
+//! Requests are connected lazily: the first request to an idle connection starts the connect
+//! and waits in the write queue.
+//!
+//! Every request sent is recorded in the in-flight FIFO with its reply kind and deadline;
+//! replies are framed in order against that FIFO. Any error (timeout, EOF, bad bytes) resets the
+//! connection and answers every in-flight fragment exactly once, so no late reply can ever be
+//! matched to a later request.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::fragment::{Completion, FailReason, Fragment};
+use crate::buffer::{read_into, WriteQueue};
+use crate::protocol::{parse_reply, ReplyKind};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest reply line the framer accepts from a server (a `VALUE` or `STAT` line).
+const MAX_REPLY_LINE: usize = 64 * 1024;
+/// Bytes of the `MN\r\n` that ends an `UntilNoop` reply.
+const NOOP_REPLY_LEN: usize = 4;
+
+/// Connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// No socket; the next request connects.
+    Idle,
+    /// Non-blocking connect in progress.
+    Connecting,
+    /// Ready for traffic.
+    Connected,
+    /// Recent connects failed; requests fail fast until this instant.
+    Backoff(Instant),
+}
+
+/// One backend connection and everything in flight on it.
+pub struct BackendConn {
+    /// Index of the server (in the router's server list).
+    pub server: usize,
+    addr: SocketAddr,
+    timeout: Duration,
+    connect_timeout: Duration,
+    token: Token,
+    state: ConnState,
+    stream: Option<TcpStream>,
+    /// Bumped on every reset, so timers armed for an earlier connection are ignored.
+    pub generation: u32,
+    write_queue: WriteQueue,
+    inflight: VecDeque<Fragment>,
+    read_buf: BytesMut,
+    backoff: Duration,
+    /// The request deadline a timer is currently armed for, if any.
+    armed_deadline: Option<Instant>,
+    /// When a connect in progress gives up.
+    connect_deadline: Option<Instant>,
+    /// Readiness seen and not yet consumed (edge-triggered polling).
+    pub readable: bool,
+    /// See `readable`.
+    pub writable: bool,
+    /// True while the connection sits in the worker's list of connections to flush.
+    pub queued_for_flush: bool,
+}
+
+/// What a timer should be armed for, returned to the loop which owns the wheel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArmTimer {
+    /// When.
+    pub at: Instant,
+    /// The connection generation it applies to.
+    pub generation: u32,
+}
+
+impl BackendConn {
+    /// An idle connection to `addr` registered under `token` when it connects.
+    pub fn new(
+        server: usize,
+        addr: SocketAddr,
+        timeout: Duration,
+        connect_timeout: Duration,
+        token: Token,
+    ) -> Self {
+        BackendConn {
+            server,
+            addr,
+            timeout,
+            connect_timeout,
+            token,
+            state: ConnState::Idle,
+            stream: None,
+            generation: 0,
+            write_queue: WriteQueue::default(),
+            inflight: VecDeque::new(),
+            read_buf: BytesMut::new(),
+            backoff: BACKOFF_MIN,
+            armed_deadline: None,
+            connect_deadline: None,
+            readable: false,
+            writable: false,
+            queued_for_flush: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// Fragments waiting for a reply.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.write_queue.len()
+    }
+
+    /// The deadline of a request made now.
+    pub fn deadline_from(&self, now: Instant) -> Instant {
+        now + self.timeout
+    }
+
+    /// Queues a request (`parts` are written back to back) whose reply is tracked by
+    /// `fragment`. Starts a connect if needed. Fails fast while in backoff or if the connect
+    /// cannot even start; the caller then answers the fragment itself with the returned reason.
+    pub fn enqueue(
+        &mut self,
+        registry: &Registry,
+        parts: [Option<Bytes>; 2],
+        fragment: Fragment,
+        now: Instant,
+    ) -> Result<[Option<ArmTimer>; 2], FailReason> {
+        let mut connect_timer = None;
+        match self.state {
+            ConnState::Backoff(until) if now < until => return Err(FailReason::Unavailable),
+            ConnState::Idle | ConnState::Backoff(_) => {
+                connect_timer = Some(self.connect(registry, now)?);
+            }
+            ConnState::Connecting | ConnState::Connected => {}
+        }
+        for part in parts.into_iter().flatten() {
+            self.write_queue.push(part);
+        }
+        self.inflight.push_back(fragment);
+        Ok([connect_timer, self.rearm()])
+    }
+
+    fn connect(&mut self, registry: &Registry, now: Instant) -> Result<ArmTimer, FailReason> {
+        let mut stream = match TcpStream::connect(self.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("backend {}: connect failed: {e}", self.addr);
+                self.enter_backoff(now);
+                return Err(FailReason::ConnectFailed);
+            }
+        };
+        if let Err(e) = registry.register(
+            &mut stream,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("backend {}: register failed: {e}", self.addr);
+            self.enter_backoff(now);
+            return Err(FailReason::ConnectFailed);
+        }
+        self.stream = Some(stream);
+        self.state = ConnState::Connecting;
+        self.readable = false;
+        self.writable = false;
+        let at = now + self.connect_timeout;
+        self.connect_deadline = Some(at);
+        Ok(ArmTimer {
+            at,
+            generation: self.generation,
+        })
+    }
+
+    fn enter_backoff(&mut self, now: Instant) {
+        self.state = ConnState::Backoff(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Handles readiness: completes a pending connect, reads and frames replies (appending one
+    /// completion per answered fragment to `out`), and writes what is queued. On any error the
+    /// connection is reset and every in-flight fragment is answered.
+    pub fn drive(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Completion>) {
+        if let Err(reason) = self.try_drive(out) {
+            self.reset(registry, reason, now, out);
+        }
+    }
+
+    fn try_drive(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
+        if self.state == ConnState::Connecting {
+            if !self.writable && !self.readable {
+                return Ok(());
+            }
+            self.finish_connect()?;
+        }
+        if self.state != ConnState::Connected {
+            return Ok(());
+        }
+        if self.readable {
+            self.read_replies(out)?;
+        }
+        self.flush()
+    }
+
+    fn finish_connect(&mut self) -> Result<(), FailReason> {
+        let stream = self.stream.as_ref().ok_or(FailReason::ConnectFailed)?;
+        match stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                log::warn!("backend {}: connect failed: {e}", self.addr);
+                return Err(FailReason::ConnectFailed);
+            }
+        }
+        match stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => {
+                log::warn!("backend {}: connect failed: {e}", self.addr);
+                return Err(FailReason::ConnectFailed);
+            }
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("backend {}: TCP_NODELAY: {e}", self.addr);
+        }
+        log::debug!("backend {}: connected", self.addr);
+        self.state = ConnState::Connected;
+        self.backoff = BACKOFF_MIN;
+        self.connect_deadline = None;
+        Ok(())
+    }
+
+    /// Writes what is queued (one `writev` per batch). Call once per loop iteration.
+    pub fn flush(&mut self) -> Result<(), FailReason> {
+        if self.state != ConnState::Connected || self.write_queue.is_empty() {
+            return Ok(());
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(FailReason::ConnectionLost);
+        };
+        match self.write_queue.write_to(stream) {
+            Ok(_) => {
+                self.writable = self.write_queue.is_empty();
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("backend {}: write failed: {e}", self.addr);
+                Err(FailReason::ConnectionLost)
+            }
+        }
+    }
+
+    fn read_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
+        loop {
+            let Some(stream) = self.stream.as_ref() else {
+                return Err(FailReason::ConnectionLost);
+            };
+            match read_into(stream, &mut self.read_buf) {
+                Ok(0) => {
+                    // Frame what arrived before the close, then fail the rest.
+                    self.frame_replies(out)?;
+                    log::warn!("backend {}: connection closed by server", self.addr);
+                    return Err(FailReason::ConnectionLost);
+                }
+                Ok(_) => self.frame_replies(out)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("backend {}: read failed: {e}", self.addr);
+                    return Err(FailReason::ConnectionLost);
+                }
+            }
+        }
+    }
+
+    fn frame_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
+        while !self.read_buf.is_empty() {
+            let Some(fragment) = self.inflight.front().copied() else {
+                log::warn!("backend {}: reply with no request in flight", self.addr);
+                return Err(FailReason::BadReply);
+            };
+            let reply = match parse_reply(&self.read_buf, fragment.kind, MAX_REPLY_LINE) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    log::warn!("backend {}: bad reply: {}", self.addr, e.as_str());
+                    return Err(FailReason::BadReply);
+                }
+            };
+            let mut bytes = self.read_buf.split_to(reply.len).freeze();
+            if fragment.kind == ReplyKind::UntilNoop {
+                bytes.truncate(bytes.len().saturating_sub(NOOP_REPLY_LEN));
+            }
+            self.inflight.pop_front();
+            if self.armed_deadline == Some(fragment.deadline) {
+                self.armed_deadline = None;
+            }
+            out.push(Completion {
+                owner: fragment.owner,
+                reply: if fragment.discard_reply {
+                    Bytes::new()
+                } else {
+                    bytes
+                },
+                values: reply.values,
+                lookups: fragment.lookups,
+                failed: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// A timer armed for this connection at `at` fired. Fails everything if the connect or the
+    /// oldest request is past its deadline; otherwise returns the next timer to arm. Timers
+    /// of an earlier connection, or for a deadline no longer current, are ignored.
+    pub fn on_timer(
+        &mut self,
+        registry: &Registry,
+        generation: u32,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Completion>,
+    ) -> Option<ArmTimer> {
+        if generation != self.generation {
+            return None;
+        }
+        if self.state == ConnState::Connecting && self.connect_deadline.is_some_and(|d| d <= now)
+        {
+            log::warn!("backend {}: connect timed out", self.addr);
+            self.reset(registry, FailReason::ConnectFailed, now, out);
+            return None;
+        }
+        if self.armed_deadline != Some(at) {
+            return None;
+        }
+        self.armed_deadline = None;
+        let head = self.inflight.front().map(|f| f.deadline)?;
+        if head <= now {
+            log::warn!(
+                "backend {}: request timed out; resetting connection with {} in flight",
+                self.addr,
+                self.inflight.len()
+            );
+            self.reset(registry, FailReason::Timeout, now, out);
+            return None;
+        }
+        self.rearm()
+    }
+
+    /// After replies were framed, the timer to arm for the new oldest request, if none is armed.
+    pub fn rearm(&mut self) -> Option<ArmTimer> {
+        if self.armed_deadline.is_some() {
+            return None;
+        }
+        let head = self.inflight.front()?.deadline;
+        self.armed_deadline = Some(head);
+        Some(ArmTimer {
+            at: head,
+            generation: self.generation,
+        })
+    }
+
+    /// Closes the socket and answers every in-flight fragment with `reason`, exactly once.
+    pub fn reset(
+        &mut self,
+        registry: &Registry,
+        reason: FailReason,
+        now: Instant,
+        out: &mut Vec<Completion>,
+    ) {
+        if let Some(mut stream) = self.stream.take() {
+            if let Err(e) = registry.deregister(&mut stream) {
+                log::debug!("backend {}: deregister: {e}", self.addr);
+            }
+        }
+        if reason == FailReason::ConnectFailed {
+            self.enter_backoff(now);
+        } else {
+            self.state = ConnState::Idle;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        self.armed_deadline = None;
+        self.connect_deadline = None;
+        self.readable = false;
+        self.writable = false;
+        self.write_queue.clear();
+        self.read_buf.clear();
+        out.extend(self.inflight.drain(..).map(|f| f.fail(reason)));
+    }
+}

@@ -1,0 +1,356 @@
+//! The schema walk, top level, listeners and backends; routes and side effects are in
+//! [`super::routes`], whole-document checks in [`super::validate`].
+
+use serde_yaml::Value;
+
+use super::error::ConfigErrors;
+use super::walker::{index, join, Fields, Walker};
+use super::*;
+
+/// Keys allowed at the top level.
+const TOP_KEYS: &[&str] = &["workers", "admin", "listeners", "backends", "routes", "side_effects"];
+const ADMIN_KEYS: &[&str] = &["bind"];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "bind",
+    "max_connections",
+    "idle_timeout",
+    "routes",
+    "max_line_length",
+    "max_value_size",
+    "max_outstanding_requests",
+    "max_buffered_reply_bytes",
+];
+const BACKEND_KEYS: &[&str] = &[
+    "servers",
+    "distribution",
+    "hash",
+    "hash_tag",
+    "timeout",
+    "connect_timeout",
+    "connections",
+    "health",
+];
+const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
+const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failure_limit", "retry_after", "eject"];
+
+/// Smallest accepted `max_line_length`: room for a 250-byte key and a command's other fields.
+pub(super) const MIN_LINE_LENGTH: u64 = 512;
+/// Largest accepted `max_value_size` (memcached's own item size limit is at most 1 GiB).
+pub(super) const MAX_VALUE_SIZE: u64 = 1 << 30;
+
+/// One item of a list (or map) of the document, walked as far as it could be.
+pub(super) struct Slot<T> {
+    /// The item's path (`routes[2]`, `backends.l1`).
+    pub path: String,
+    /// The item's name, when one could be read (or defaulted), even if the item is broken.
+    pub name: Option<String>,
+    /// Where the name was read (`routes[2].name`), or the item's path when defaulted.
+    pub name_path: String,
+    /// The item, when every part of it was valid.
+    pub value: Option<T>,
+}
+
+/// The document as walked: everything valid is here, everything broken is an error already.
+pub(super) struct Draft {
+    pub workers: usize,
+    pub admin: Option<AdminConfig>,
+    pub listeners: Vec<Slot<ListenerConfig>>,
+    pub backends: Vec<Slot<BackendConfig>>,
+    pub routes: Vec<Slot<RouteConfig>>,
+    pub side_effects: Vec<Slot<SideEffectConfig>>,
+}
+
+/// Names that routes, listeners and side effects may refer to, read before the full walk so
+/// that a reference to a broken item is not also reported as a reference to a missing one.
+pub(super) struct Names {
+    pub backends: Vec<String>,
+    pub routes: Vec<String>,
+}
+
+/// Parses `text`, walks and validates it: the entry point behind [`Config::parse`].
+pub(super) fn parse(text: &str, file: &str, format: Format) -> Result<Config, ConfigErrors> {
+    let parsed: Result<Value, String> = match format {
+        Format::Yaml => serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}")),
+        Format::Json => serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}")),
+    };
+    let root = parsed.map_err(|e| ConfigErrors::single(file, "", e))?;
+    let mut w = Walker::new(file);
+    let draft = walk_root(&mut w, &root);
+    if let Some(draft) = &draft {
+        validate::check(&mut w, draft);
+    }
+    match draft {
+        Some(draft) if w.errors.is_empty() => assemble(draft).ok_or_else(|| {
+            ConfigErrors::single(file, "", "internal error: a part of the config was lost".into())
+        }),
+        _ => Err(ConfigErrors { errors: w.errors }),
+    }
+}
+
+/// The final [`Config`], when every slot holds a value.
+fn assemble(d: Draft) -> Option<Config> {
+    fn all<T>(slots: Vec<Slot<T>>) -> Option<Vec<T>> {
+        slots.into_iter().map(|s| s.value).collect()
+    }
+    Some(Config {
+        workers: d.workers,
+        admin: d.admin,
+        listeners: all(d.listeners)?,
+        backends: all(d.backends)?,
+        routes: all(d.routes)?,
+        side_effects: all(d.side_effects)?,
+    })
+}
+
+fn walk_root(w: &mut Walker, root: &Value) -> Option<Draft> {
+    if root.is_null() {
+        w.error("", "the file is empty; expected a map with listeners, backends and routes");
+        return None;
+    }
+    let Some(top) = w.fields(root, "", TOP_KEYS) else {
+        return None;
+    };
+    let names = Names { backends: backend_names(&top), routes: routes::route_names(&top) };
+    let workers = match top.get("workers") {
+        Some(v) => w.integer(v, "workers", 0, MAX_WORKERS as u64).unwrap_or(0) as usize,
+        None => 0,
+    };
+    let admin = top.get("admin").and_then(|v| walk_admin(w, v));
+    Some(Draft {
+        workers,
+        admin,
+        listeners: walk_listeners(w, &top, &names),
+        backends: walk_backends(w, &top),
+        routes: routes::walk_routes(w, &top, &names),
+        side_effects: routes::walk_side_effects(w, &top, &names),
+    })
+}
+
+/// The keys of the `backends` map that are strings.
+fn backend_names(top: &Fields) -> Vec<String> {
+    match top.get("backends") {
+        Some(Value::Mapping(m)) => m.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A required, non-empty list at `key` of the top level.
+pub(super) fn top_list<'v>(w: &mut Walker, top: &Fields<'v>, key: &str, what: &str) -> &'v [Value] {
+    let Some(v) = w.required(top, key) else {
+        return &[];
+    };
+    let items = w.list(v, key).unwrap_or(&[]);
+    if items.is_empty() && v.is_sequence() {
+        w.error(key, format!("must list at least one {what}"));
+    }
+    items
+}
+
+fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
+    let f = w.fields(v, "admin", ADMIN_KEYS)?;
+    let bind = w.required(&f, "bind")?;
+    let (_, bind) = w.address(bind, "admin.bind", false)?;
+    Some(AdminConfig { bind })
+}
+
+fn walk_listeners(w: &mut Walker, top: &Fields, names: &Names) -> Vec<Slot<ListenerConfig>> {
+    let items = top_list(w, top, "listeners", "listener");
+    items.iter().enumerate().map(|(i, v)| walk_listener(w, v, index("listeners", i), names)).collect()
+}
+
+fn walk_listener(w: &mut Walker, v: &Value, path: String, names: &Names) -> Slot<ListenerConfig> {
+    let name_path = join(&path, "name");
+    let Some(f) = w.fields(v, &path, LISTENER_KEYS) else {
+        return Slot { path, name: None, name_path, value: None };
+    };
+    let name = w.required(&f, "name").and_then(|v| w.name(v, &name_path));
+    let bind = w.required(&f, "bind").and_then(|v| w.address(v, &f.at("bind"), false));
+    let mut size = |key: &str, min: u64, max: u64, default: usize| match f.get(key) {
+        Some(v) => w.size(v, &f.at(key), min, max),
+        None => Some(default),
+    };
+    let max_line_length = size("max_line_length", MIN_LINE_LENGTH, u64::MAX, DEFAULT_MAX_LINE_LENGTH);
+    let max_value_size = size("max_value_size", 1, MAX_VALUE_SIZE, DEFAULT_MAX_VALUE_SIZE);
+    let max_buffered_reply_bytes =
+        size("max_buffered_reply_bytes", 1, u64::MAX, DEFAULT_MAX_BUFFERED_REPLY_BYTES);
+    let mut count = |key: &str, default: usize| match f.get(key) {
+        Some(v) => w.integer(v, &f.at(key), 1, u32::MAX as u64).map(|n| n as usize),
+        None => Some(default),
+    };
+    let max_connections = count("max_connections", DEFAULT_MAX_CONNECTIONS);
+    let max_outstanding_requests = count("max_outstanding_requests", DEFAULT_MAX_OUTSTANDING_REQUESTS);
+    let idle_timeout = match f.get("idle_timeout") {
+        Some(v) => w.duration(v, &f.at("idle_timeout")).map(|d| (!d.is_zero()).then_some(d)),
+        None => Some(None),
+    };
+    let routes = match f.get("routes") {
+        Some(v) => w.references(v, &f.at("routes"), "route", &names.routes).map(Some),
+        None => Some(None),
+    };
+    let value = (|| {
+        Some(ListenerConfig {
+            name: name.clone()?,
+            bind: bind?.1,
+            max_connections: max_connections?,
+            idle_timeout: idle_timeout?,
+            routes: routes?,
+            max_line_length: max_line_length?,
+            max_value_size: max_value_size?,
+            max_outstanding_requests: max_outstanding_requests?,
+            max_buffered_reply_bytes: max_buffered_reply_bytes?,
+        })
+    })();
+    Slot { path, name, name_path, value }
+}
+
+fn walk_backends(w: &mut Walker, top: &Fields) -> Vec<Slot<BackendConfig>> {
+    let Some(v) = w.required(top, "backends") else {
+        return Vec::new();
+    };
+    let Some(map) = w.map(v, "backends") else {
+        return Vec::new();
+    };
+    if map.is_empty() {
+        w.error("backends", "must define at least one backend");
+    }
+    let mut slots = Vec::with_capacity(map.len());
+    for (key, v) in map {
+        let Some(name) = key.as_str() else {
+            w.expected("backends", "backend names that are strings", key);
+            continue;
+        };
+        let path = join("backends", name);
+        let name = match walker::check_name(name) {
+            Ok(()) => Some(name.to_string()),
+            Err(e) => {
+                w.error(&path, e);
+                None
+            }
+        };
+        let value = walk_backend(w, v, &path).and_then(|mut b| {
+            b.name = name.clone()?;
+            Some(b)
+        });
+        slots.push(Slot { name_path: path.clone(), path, name, value });
+    }
+    slots
+}
+
+fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> {
+    let f = w.fields(v, path, BACKEND_KEYS)?;
+    let servers = w.required(&f, "servers").and_then(|v| walk_servers(w, v, &f.at("servers")));
+    let mut b = BackendConfig::with_defaults("", Vec::new());
+    let mut ok = true;
+    let mut take = |x: Option<()>| ok &= x.is_some();
+    if let Some(v) = f.get("distribution") {
+        let options: Vec<_> = Distribution::ALL.iter().map(|d| (d.name(), *d)).collect();
+        take(w.choice(v, &f.at("distribution"), "distribution", &options).map(|d| b.distribution = d));
+    }
+    if let Some(v) = f.get("hash") {
+        let options: Vec<_> = HashFunction::ALL.iter().map(|h| (h.name(), *h)).collect();
+        take(w.choice(v, &f.at("hash"), "hash", &options).map(|h| b.hash = h));
+    }
+    if let Some(v) = f.get("hash_tag") {
+        take(hash_tag(w, v, &f.at("hash_tag")).map(|t| b.hash_tag = Some(t)));
+    }
+    if let Some(v) = f.get("timeout") {
+        take(w.positive_duration(v, &f.at("timeout")).map(|d| b.timeout = d));
+    }
+    if let Some(v) = f.get("connect_timeout") {
+        take(w.positive_duration(v, &f.at("connect_timeout")).map(|d| b.connect_timeout = d));
+    }
+    if let Some(v) = f.get("connections") {
+        let max = MAX_CONNECTIONS_PER_SERVER as u64;
+        take(w.integer(v, &f.at("connections"), 1, max).map(|n| b.connections = n as usize));
+    }
+    if let Some(v) = f.get("health") {
+        take(walk_health(w, v, &f.at("health")).map(|h| b.health = h));
+    }
+    b.servers = servers?;
+    ok.then_some(b)
+}
+
+fn hash_tag(w: &mut Walker, v: &Value, path: &str) -> Option<String> {
+    let s = w.string(v, path)?;
+    if s.len() == 2 && s.is_ascii() {
+        Some(s.to_string())
+    } else {
+        w.error(path, format!("must be exactly two ASCII characters, the opening and the closing one, like \"{{}}\"; got '{s}'"));
+        None
+    }
+}
+
+fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfig>> {
+    let items = w.list(v, path)?;
+    if items.is_empty() {
+        w.error(path, "must list at least one server");
+        return None;
+    }
+    let mut servers: Vec<ServerConfig> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let item_path = index(path, i);
+        let Some(server) = walk_server(w, item, &item_path) else {
+            ok = false;
+            continue;
+        };
+        if let Some(j) = servers.iter().position(|s| s.addr == server.addr) {
+            let msg = format!("server {} is listed twice (also {path}[{j}])", server.addr);
+            w.error(&item_path, msg);
+            ok = false;
+        } else if let Some(j) = servers.iter().position(|s| s.name.is_some() && s.name == server.name) {
+            let msg = format!("server name '{}' is used twice (also {path}[{j}])", server.name.clone().unwrap_or_default());
+            w.error(&join(&item_path, "name"), msg);
+            ok = false;
+        }
+        servers.push(server);
+    }
+    ok.then_some(servers)
+}
+
+fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
+    if v.is_string() {
+        let (address, addr) = w.address(v, path, true)?;
+        return Some(ServerConfig { address, addr, weight: 1, name: None });
+    }
+    if !v.is_mapping() {
+        w.expected(path, "\"host:port\" or a map {address, weight, name}", v);
+        return None;
+    }
+    let f = w.fields(v, path, SERVER_KEYS)?;
+    let address = w.required(&f, "address").and_then(|v| w.address(v, &f.at("address"), true));
+    let weight = match f.get("weight") {
+        Some(v) => w.integer(v, &f.at("weight"), 1, u32::MAX as u64).map(|n| n as u32),
+        None => Some(1),
+    };
+    let name = match f.get("name") {
+        Some(v) => w.name(v, &f.at("name")).map(Some),
+        None => Some(None),
+    };
+    let (address, addr) = address?;
+    Some(ServerConfig { address, addr, weight: weight?, name: name? })
+}
+
+fn walk_health(w: &mut Walker, v: &Value, path: &str) -> Option<HealthConfig> {
+    let f = w.fields(v, path, HEALTH_KEYS)?;
+    let mut h = HealthConfig::default();
+    let mut ok = true;
+    let mut take = |x: Option<()>| ok &= x.is_some();
+    if let Some(v) = f.get("interval") {
+        take(w.positive_duration(v, &f.at("interval")).map(|d| h.interval = d));
+    }
+    if let Some(v) = f.get("timeout") {
+        take(w.positive_duration(v, &f.at("timeout")).map(|d| h.timeout = d));
+    }
+    if let Some(v) = f.get("failure_limit") {
+        take(w.integer(v, &f.at("failure_limit"), 1, u32::MAX as u64).map(|n| h.failure_limit = n as u32));
+    }
+    if let Some(v) = f.get("retry_after") {
+        take(w.positive_duration(v, &f.at("retry_after")).map(|d| h.retry_after = d));
+    }
+    if let Some(v) = f.get("eject") {
+        take(w.boolean(v, &f.at("eject")).map(|b| h.eject = b));
+    }
+    ok.then_some(h)
+}

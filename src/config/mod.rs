@@ -1,0 +1,571 @@
+//! Configuration: the typed model of a Bifröst config file, and its loader.
+//!
+//! This is the only module that touches `serde_yaml` / `serde_json`. Loading goes in three steps:
+//!
+//! 1. **Parse** the text (YAML, or JSON when the file name ends in `.json`) into a generic
+//!    [`serde_yaml::Value`] tree; JSON is read straight into that same tree, so both formats keep
+//!    the file's key order and reject duplicate keys the same way.
+//! 2. **Walk** the tree by hand ([`load`], [`routes`]), carrying the document path of every node
+//!    (`routes[1].cold`, `backends.l1.servers[0].weight`), building the typed structs below and
+//!    collecting *every* problem instead of stopping at the first one. Unknown keys are errors.
+//! 3. **Validate** what only the whole document can tell ([`validate`]): duplicate names and
+//!    binds, unreachable routes, blind_forward pools of more than one server.
+//!
+//! Problems come back as [`ConfigErrors`], one [`ConfigError`] per problem, each naming the file,
+//! the path in the document and what is wrong. `docs/configuration.md` is the reference for every
+//! key; `config/reference.yaml` shows them all with comments.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::protocol::Command;
+
+mod error;
+mod load;
+mod routes;
+mod units;
+mod validate;
+mod walker;
+
+#[cfg(test)]
+mod tests_errors;
+#[cfg(test)]
+mod tests_load;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use units::{parse_duration, parse_size};
+
+/// Default [`ListenerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`ListenerConfig::max_line_length`] (64 KiB).
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 64 * 1024;
+/// Default [`ListenerConfig::max_value_size`] (1 MiB, memcached's default item size limit).
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+/// Default [`ListenerConfig::max_outstanding_requests`].
+pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 1024;
+/// Default [`ListenerConfig::max_buffered_reply_bytes`] (4 MiB).
+pub const DEFAULT_MAX_BUFFERED_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`SideEffectConfig::Replicate`] queue length.
+pub const DEFAULT_REPLICATE_QUEUE: usize = 10_000;
+/// Largest accepted `workers` value.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest accepted [`BackendConfig::connections`].
+pub const MAX_CONNECTIONS_PER_SERVER: usize = 64;
+
+/// The file format of a config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// YAML (the default for any file name not ending in `.json`).
+    Yaml,
+    /// JSON, with the same schema as the YAML form.
+    Json,
+}
+
+impl Format {
+    /// The format a file name implies: `.json` (any case) is JSON, everything else YAML.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// A whole, validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Worker threads; 0 means one per core (see [`Config::worker_count`]).
+    pub workers: usize,
+    /// The admin HTTP listener, if configured.
+    pub admin: Option<AdminConfig>,
+    /// Client-facing listeners (at least one).
+    pub listeners: Vec<ListenerConfig>,
+    /// Backend pools, in file order (at least one).
+    pub backends: Vec<BackendConfig>,
+    /// Routes, in file order; the first whose matcher accepts a key wins (at least one).
+    pub routes: Vec<RouteConfig>,
+    /// Background side effects (replication).
+    pub side_effects: Vec<SideEffectConfig>,
+}
+
+/// The admin HTTP API listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address the admin HTTP API listens on.
+    pub bind: SocketAddr,
+}
+
+/// One client-facing listener and its per-client limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Unique listener name (used in logs and metrics).
+    pub name: String,
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Most client connections open at once on this listener.
+    pub max_connections: usize,
+    /// Close clients idle this long; `None` never closes idle clients.
+    pub idle_timeout: Option<Duration>,
+    /// Names of the routes this listener uses, tried in the order listed; `None` uses every
+    /// route in file order.
+    pub routes: Option<Vec<String>>,
+    /// Longest request line accepted, in bytes.
+    pub max_line_length: usize,
+    /// Largest value accepted in a storage command, in bytes.
+    pub max_value_size: usize,
+    /// Most requests one client may have in flight before the proxy stops reading from it.
+    pub max_outstanding_requests: usize,
+    /// Most reply bytes buffered for one client before the proxy stops reading from it.
+    pub max_buffered_reply_bytes: usize,
+}
+
+impl ListenerConfig {
+    /// A listener with every limit at its default.
+    pub fn with_defaults(name: &str, bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.to_string(),
+            bind,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: None,
+            routes: None,
+            max_line_length: DEFAULT_MAX_LINE_LENGTH,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            max_outstanding_requests: DEFAULT_MAX_OUTSTANDING_REQUESTS,
+            max_buffered_reply_bytes: DEFAULT_MAX_BUFFERED_REPLY_BYTES,
+        }
+    }
+}
+
+/// A backend: a named pool of one or more memcached servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Unique backend name (the key under `backends:`).
+    pub name: String,
+    /// The servers of the pool (at least one).
+    pub servers: Vec<ServerConfig>,
+    /// How keys are spread over the servers (used by `consistent_hash`).
+    pub distribution: Distribution,
+    /// The key hash (used by `consistent_hash`).
+    pub hash: HashFunction,
+    /// Two characters; when a key contains both, only the part between them is hashed.
+    pub hash_tag: Option<String>,
+    /// Deadline of one request to this backend.
+    pub timeout: Duration,
+    /// Deadline of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Connections per worker per server.
+    pub connections: usize,
+    /// Health checking of the servers.
+    pub health: HealthConfig,
+}
+
+impl BackendConfig {
+    /// A pool with every setting at its default.
+    pub fn with_defaults(name: &str, servers: Vec<ServerConfig>) -> BackendConfig {
+        BackendConfig {
+            name: name.to_string(),
+            servers,
+            distribution: Distribution::Ketama,
+            hash: HashFunction::Fnv1a_64,
+            hash_tag: None,
+            timeout: DEFAULT_BACKEND_TIMEOUT,
+            connect_timeout: DEFAULT_BACKEND_TIMEOUT,
+            connections: 1,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// One memcached server of a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The address as written in the file (`127.0.0.1:11211`, `cache-a:11211`).
+    pub address: String,
+    /// The address resolved at load time (IPv4 preferred).
+    pub addr: SocketAddr,
+    /// Relative weight on the ketama ring (> 0).
+    pub weight: u32,
+    /// Optional name; ketama hashes it instead of the address when given.
+    pub name: Option<String>,
+}
+
+impl ServerConfig {
+    /// A server of weight 1 with no name, written as its socket address.
+    pub fn from_addr(addr: SocketAddr) -> ServerConfig {
+        ServerConfig { address: addr.to_string(), addr, weight: 1, name: None }
+    }
+}
+
+/// How a pool spreads keys over its servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// A ketama continuum, compatible with twemproxy.
+    Ketama,
+    /// Hash modulo the number of servers.
+    Modula,
+    /// A random server per request.
+    Random,
+}
+
+impl Distribution {
+    /// Every distribution, in documentation order.
+    pub const ALL: [Distribution; 3] = [Distribution::Ketama, Distribution::Modula, Distribution::Random];
+
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Ketama => "ketama",
+            Distribution::Modula => "modula",
+            Distribution::Random => "random",
+        }
+    }
+
+    /// Looks a distribution up by its config name.
+    pub fn from_name(name: &str) -> Option<Distribution> {
+        Distribution::ALL.iter().copied().find(|d| d.name() == name)
+    }
+}
+
+/// The key hash functions, as twemproxy names them.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashFunction {
+    /// `one_at_a_time`
+    OneAtATime,
+    /// `md5`
+    Md5,
+    /// `crc16`
+    Crc16,
+    /// `crc32` (twemproxy's variant)
+    Crc32,
+    /// `crc32a` (the standard CRC-32)
+    Crc32a,
+    /// `fnv1_64`
+    Fnv1_64,
+    /// `fnv1a_64`
+    Fnv1a_64,
+    /// `fnv1_32`
+    Fnv1_32,
+    /// `fnv1a_32`
+    Fnv1a_32,
+    /// `hsieh`
+    Hsieh,
+    /// `murmur`
+    Murmur,
+    /// `jenkins`
+    Jenkins,
+}
+
+impl HashFunction {
+    /// Every hash function, in twemproxy's order.
+    pub const ALL: [HashFunction; 12] = [
+        HashFunction::OneAtATime,
+        HashFunction::Md5,
+        HashFunction::Crc16,
+        HashFunction::Crc32,
+        HashFunction::Crc32a,
+        HashFunction::Fnv1_64,
+        HashFunction::Fnv1a_64,
+        HashFunction::Fnv1_32,
+        HashFunction::Fnv1a_32,
+        HashFunction::Hsieh,
+        HashFunction::Murmur,
+        HashFunction::Jenkins,
+    ];
+
+    /// The name used in config files (twemproxy's spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            HashFunction::OneAtATime => "one_at_a_time",
+            HashFunction::Md5 => "md5",
+            HashFunction::Crc16 => "crc16",
+            HashFunction::Crc32 => "crc32",
+            HashFunction::Crc32a => "crc32a",
+            HashFunction::Fnv1_64 => "fnv1_64",
+            HashFunction::Fnv1a_64 => "fnv1a_64",
+            HashFunction::Fnv1_32 => "fnv1_32",
+            HashFunction::Fnv1a_32 => "fnv1a_32",
+            HashFunction::Hsieh => "hsieh",
+            HashFunction::Murmur => "murmur",
+            HashFunction::Jenkins => "jenkins",
+        }
+    }
+
+    /// Looks a hash function up by its config name.
+    pub fn from_name(name: &str) -> Option<HashFunction> {
+        HashFunction::ALL.iter().copied().find(|h| h.name() == name)
+    }
+}
+
+/// Health checking of a pool's servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between probes of a healthy server.
+    pub interval: Duration,
+    /// Deadline of one probe.
+    pub timeout: Duration,
+    /// Consecutive failures that mark a server down.
+    pub failure_limit: u32,
+    /// Time between probes of a down server.
+    pub retry_after: Duration,
+    /// Whether a down server leaves the ring (its keys move to the others).
+    pub eject: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            failure_limit: 3,
+            retry_after: Duration::from_secs(5),
+            eject: false,
+        }
+    }
+}
+
+/// One route: which keys (and commands) it takes, and the strategy that serves them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Unique route name; `route<index>` when the file gives none.
+    pub name: String,
+    /// Which keys the route takes (the `match` key).
+    pub matcher: KeyMatch,
+    /// Only these commands take this route; `None` means every command.
+    pub commands: Option<Vec<Command>>,
+    /// How the route serves requests.
+    pub strategy: Strategy,
+}
+
+impl RouteConfig {
+    /// True when the route takes every key of every command, so that no later route can match.
+    pub fn is_catch_all(&self) -> bool {
+        self.commands.is_none() && self.matcher.matches_everything()
+    }
+}
+
+/// How a route selects keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// A glob pattern: `*` matches any run of bytes (a string `match:`).
+    Glob(String),
+    /// Keys starting with this prefix (`match: {prefix: ...}`); `""` matches every key.
+    Prefix(String),
+    /// A regular expression (`match: {regex: ...}`).
+    Regex(String),
+}
+
+impl KeyMatch {
+    /// True for the matchers that accept every key: a glob of only `*`, or the empty prefix.
+    pub fn matches_everything(&self) -> bool {
+        match self {
+            KeyMatch::Glob(g) => !g.is_empty() && g.bytes().all(|b| b == b'*'),
+            KeyMatch::Prefix(p) => p.is_empty(),
+            KeyMatch::Regex(_) => false,
+        }
+    }
+}
+
+/// A route's strategy and its targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every request to the one server of `backend`.
+    BlindForward {
+        /// The target backend (exactly one server).
+        backend: String,
+    },
+    /// Each request to the next healthy server of `backend` in turn.
+    RoundRobin {
+        /// The target pool.
+        backend: String,
+    },
+    /// Each key to the server of `backend` that owns it on the hash ring.
+    ConsistentHash {
+        /// The target pool.
+        backend: String,
+    },
+    /// The first healthy backend in order; the next on error or timeout.
+    Failover {
+        /// The backends, in order of preference (at least two).
+        backends: Vec<String>,
+        /// What a miss on the first backend does.
+        on_miss: OnMiss,
+    },
+    /// Every request to all backends at once.
+    Parallel {
+        /// The backends (at least two).
+        backends: Vec<String>,
+        /// Which replies a write waits for.
+        writes: WritePolicy,
+    },
+    /// Reads from `warm`, then `cold` on a miss; writes to `cold`, then `warm`.
+    WarmFirst {
+        /// The fast tier, read first.
+        warm: String,
+        /// The tier of record.
+        cold: String,
+        /// Copy cold hits into warm, with this TTL.
+        write_on_miss: Option<WriteOnMiss>,
+    },
+}
+
+impl Strategy {
+    /// Every strategy name, in documentation order.
+    pub const NAMES: [&'static str; 6] =
+        ["blind_forward", "round_robin", "consistent_hash", "failover", "parallel", "warm_first"];
+
+    /// The strategy's name in config files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::BlindForward { .. } => "blind_forward",
+            Strategy::RoundRobin { .. } => "round_robin",
+            Strategy::ConsistentHash { .. } => "consistent_hash",
+            Strategy::Failover { .. } => "failover",
+            Strategy::Parallel { .. } => "parallel",
+            Strategy::WarmFirst { .. } => "warm_first",
+        }
+    }
+
+    /// The names of every backend the strategy uses, in the order the file gives them.
+    pub fn backend_names(&self) -> Vec<&str> {
+        match self {
+            Strategy::BlindForward { backend }
+            | Strategy::RoundRobin { backend }
+            | Strategy::ConsistentHash { backend } => vec![backend.as_str()],
+            Strategy::Failover { backends, .. } | Strategy::Parallel { backends, .. } => {
+                backends.iter().map(String::as_str).collect()
+            }
+            Strategy::WarmFirst { warm, cold, .. } => vec![warm.as_str(), cold.as_str()],
+        }
+    }
+}
+
+/// What a failover route does when its first healthy backend answers a miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMiss {
+    /// Answer the miss (default).
+    Stop,
+    /// Ask the next backend.
+    Next,
+}
+
+impl OnMiss {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnMiss::Stop => "stop",
+            OnMiss::Next => "next",
+        }
+    }
+}
+
+/// Which backend replies a parallel write waits for before answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePolicy {
+    /// Every backend must succeed (default).
+    All,
+    /// More than half must succeed.
+    Majority,
+    /// The first reply answers.
+    First,
+}
+
+impl WritePolicy {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePolicy::All => "all",
+            WritePolicy::Majority => "majority",
+            WritePolicy::First => "first",
+        }
+    }
+}
+
+/// The `write_on_miss` setting of a warm_first route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOnMiss {
+    /// Expiry (seconds, 0 = never) of values copied into the warm tier.
+    pub ttl: u32,
+}
+
+/// A background side effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SideEffectConfig {
+    /// Copy writes taken by some routes to another backend, asynchronously.
+    Replicate {
+        /// Names of the routes whose writes are copied.
+        routes: Vec<String>,
+        /// Name of the backend that receives the copies.
+        to: String,
+        /// The write commands copied.
+        commands: Vec<Command>,
+        /// Most copies waiting; overflow is dropped and counted.
+        queue: usize,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path` (JSON when it ends in `.json`, else YAML).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file, Format::from_path(path)),
+            Err(e) => Err(ConfigErrors::single(&file, "", format!("cannot read the file: {e}"))),
+        }
+    }
+
+    /// Parses and validates config text; `file_name` is only used in error messages.
+    pub fn parse(text: &str, file_name: &str, format: Format) -> Result<Config, ConfigErrors> {
+        load::parse(text, file_name, format)
+    }
+
+    /// The configuration used without `--config`: one listener `main` on 127.0.0.1:11311,
+    /// blind_forward of every key to the backend `default` = 127.0.0.1:11211.
+    pub fn embedded_default() -> Config {
+        let local = |port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        Config {
+            workers: 0,
+            admin: None,
+            listeners: vec![ListenerConfig::with_defaults("main", local(11311))],
+            backends: vec![BackendConfig::with_defaults(
+                "default",
+                vec![ServerConfig::from_addr(local(11211))],
+            )],
+            routes: vec![RouteConfig {
+                name: "default".to_string(),
+                matcher: KeyMatch::Glob("*".to_string()),
+                commands: None,
+                strategy: Strategy::BlindForward { backend: "default".to_string() },
+            }],
+            side_effects: Vec::new(),
+        }
+    }
+
+    /// The backend called `name` and its index in [`Config::backends`].
+    pub fn backend(&self, name: &str) -> Option<(usize, &BackendConfig)> {
+        self.backends.iter().enumerate().find(|(_, b)| b.name == name)
+    }
+
+    /// The route called `name` and its index in [`Config::routes`].
+    pub fn route(&self, name: &str) -> Option<(usize, &RouteConfig)> {
+        self.routes.iter().enumerate().find(|(_, r)| r.name == name)
+    }
+
+    /// The number of worker threads to run: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// One message per feature the config uses that this release does not implement yet.
+    /// The server refuses to start when this is non-empty; `--check` prints them as warnings.
+    pub fn unsupported_features(&self) -> Vec<String> {
+        validate::unsupported_features(self)
+    }
+}

@@ -1,0 +1,249 @@
+//! Turning one parsed client request into work: a local answer, or fragments queued on backend
+//! connections with a reply slot that will collect their replies.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::backend::{Failure, Fragment, Owner};
+use crate::client::{Combine, Next, Slot};
+use crate::protocol::{Command, ReplyKind, Request};
+use crate::route::Target;
+use crate::stats::WorkerStats;
+use crate::worker::Worker;
+
+/// Sent after every `noreply` or quiet request so the end of its (possibly empty) reply can
+/// be found: the backend answers `MN` once everything before it is done.
+const NOOP: &[u8] = b"mn\r\n";
+const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
+const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
+const SPLIT_UNSUPPORTED: &[u8] =
+    b"SERVER_ERROR keys of one request route to different servers\r\n";
+
+/// How a forwarded request is framed on the backend and answered if the backend fails.
+struct Framing {
+    kind: ReplyKind,
+    on_failure: Failure,
+    discard_reply: bool,
+    noop_tail: bool,
+    silent_slot: bool,
+}
+
+fn framing(request: &Request) -> Framing {
+    let miss = match request.command {
+        Command::Get | Command::Gets | Command::Gat | Command::Gats => {
+            Some(Failure::Miss(b"END\r\n"))
+        }
+        Command::MetaGet => Some(Failure::Miss(b"EN\r\n")),
+        _ => None,
+    };
+    if request.noreply {
+        return Framing {
+            kind: ReplyKind::UntilNoop,
+            on_failure: Failure::Silent,
+            discard_reply: true,
+            noop_tail: true,
+            silent_slot: true,
+        };
+    }
+    if request.quiet {
+        // Quiet mode hides misses and success codes, not errors.
+        let on_failure = if miss.is_some() {
+            Failure::Silent
+        } else {
+            Failure::Error
+        };
+        return Framing {
+            kind: ReplyKind::UntilNoop,
+            on_failure,
+            discard_reply: false,
+            noop_tail: true,
+            silent_slot: false,
+        };
+    }
+    Framing {
+        kind: request.command.reply_kind(),
+        on_failure: miss.unwrap_or(Failure::Error),
+        discard_reply: false,
+        noop_tail: false,
+        silent_slot: false,
+    }
+}
+
+impl Worker {
+    /// Handles what the parser found next on client `client`.
+    pub(crate) fn dispatch(&mut self, client: usize, next: Next, now: Instant) {
+        match next {
+            Next::Error(error) => {
+                WorkerStats::add(&self.stats.client_errors, 1);
+                log::debug!("client request refused: {}", error.as_str());
+                let slot = Slot::ready(Bytes::from_static(error.reply()));
+                let slot = if error.skip().is_none() {
+                    slot.then_close()
+                } else {
+                    slot
+                };
+                self.answer_locally(client, slot);
+            }
+            Next::Request(request, bytes) => self.dispatch_request(client, request, bytes, now),
+        }
+    }
+
+    fn dispatch_request(&mut self, client: usize, request: Request, bytes: Bytes, now: Instant) {
+        self.count_command(&request);
+        let local = |reply: &'static [u8]| Slot::ready(Bytes::from_static(reply));
+        match request.command {
+            Command::Quit => self.answer_locally(client, Slot::ready(Bytes::new()).then_close()),
+            Command::Version => self.answer_locally(client, local(VERSION_REPLY)),
+            Command::Verbosity => {
+                let reply: &'static [u8] = if request.noreply { b"" } else { b"OK\r\n" };
+                self.answer_locally(client, local(reply));
+            }
+            Command::Stats => {
+                let reply = if request.args.is_empty() {
+                    Bytes::from(self.registry.render())
+                } else {
+                    // Only the general group is the proxy's own; other groups are per server.
+                    Bytes::from_static(b"END\r\n")
+                };
+                self.answer_locally(client, Slot::ready(reply));
+            }
+            Command::MetaNoop => self.answer_locally(client, local(b"MN\r\n")),
+            Command::FlushAll => self.fan_out_to_all(client, &request, bytes, now),
+            _ => self.forward(client, &request, bytes, now),
+        }
+    }
+
+    fn count_command(&self, request: &Request) {
+        let counter = match request.command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats => {
+                WorkerStats::add(&self.stats.cmd_get, request.key_count as u64);
+                if matches!(request.command, Command::Gat | Command::Gats) {
+                    WorkerStats::add(&self.stats.cmd_touch, request.key_count as u64);
+                }
+                return;
+            }
+            Command::Set
+            | Command::Add
+            | Command::Replace
+            | Command::Append
+            | Command::Prepend
+            | Command::Cas => &self.stats.cmd_set,
+            Command::Touch => &self.stats.cmd_touch,
+            Command::Delete => &self.stats.cmd_delete,
+            Command::Incr | Command::Decr => &self.stats.cmd_arith,
+            Command::FlushAll => &self.stats.cmd_flush,
+            Command::MetaGet
+            | Command::MetaSet
+            | Command::MetaDelete
+            | Command::MetaArithmetic
+            | Command::MetaNoop
+            | Command::MetaDebug => &self.stats.cmd_meta,
+            Command::Version | Command::Verbosity | Command::Stats | Command::Quit => return,
+        };
+        WorkerStats::add(counter, 1);
+    }
+
+    /// Sends a keyed request to the server its key routes to.
+    fn forward(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
+        let target = self.router.route(request.first_key(&bytes));
+        let Some(Target::Server(server)) = target else {
+            self.answer_locally(client, Slot::ready(Bytes::from_static(NO_ROUTE)));
+            return;
+        };
+        if request.key_count > 1
+            && request
+                .keys(&bytes)
+                .any(|key| self.router.route(key) != target)
+        {
+            self.answer_locally(client, Slot::ready(Bytes::from_static(SPLIT_UNSUPPORTED)));
+            return;
+        }
+        let lookups = match request.command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
+                request.key_count
+            }
+            _ => 0,
+        };
+        let framing = framing(request);
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let seq = c.push_slot(Slot::waiting(1, Combine::Single, framing.silent_slot));
+        let owner = Owner {
+            client,
+            generation: c.generation,
+            seq,
+        };
+        self.send(server, owner, &framing, bytes, lookups, now);
+    }
+
+    /// Sends `flush_all` to every server the routes reach; OK only if every one says OK.
+    fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
+        let framing = framing(request);
+        let targets = self.flush_targets.clone();
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        if targets.is_empty() {
+            let reply: &'static [u8] = if request.noreply { b"" } else { b"OK\r\n" };
+            c.push_slot(Slot::ready(Bytes::from_static(reply)));
+            return;
+        }
+        let fragments = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let seq = c.push_slot(Slot::waiting(
+            fragments,
+            Combine::AllOk,
+            framing.silent_slot,
+        ));
+        let owner = Owner {
+            client,
+            generation: c.generation,
+            seq,
+        };
+        for server in targets {
+            self.send(server, owner, &framing, bytes.clone(), 0, now);
+        }
+    }
+
+    /// Queues one fragment on the client's connection to `server`; a backend that cannot take
+    /// it answers the fragment at once (its failure reply).
+    fn send(
+        &mut self,
+        server: usize,
+        owner: Owner,
+        framing: &Framing,
+        bytes: Bytes,
+        lookups: usize,
+        now: Instant,
+    ) {
+        let Some(conn_index) = self.conn_for(server, owner.client) else {
+            return;
+        };
+        let Some(conn) = self.backends.get_mut(conn_index) else {
+            return;
+        };
+        let fragment = Fragment {
+            owner,
+            kind: framing.kind,
+            on_failure: framing.on_failure,
+            discard_reply: framing.discard_reply,
+            deadline: conn.deadline_from(now),
+            lookups,
+        };
+        let tail = framing.noop_tail.then(|| Bytes::from_static(NOOP));
+        WorkerStats::add(&self.stats.backend_requests, 1);
+        match conn.enqueue(self.poll.registry(), [Some(bytes), tail], fragment, now) {
+            Ok(timers) => {
+                if !conn.queued_for_flush {
+                    conn.queued_for_flush = true;
+                    self.flush_backends.push(conn_index);
+                }
+                for timer in timers.into_iter().flatten() {
+                    self.schedule_backend(conn_index, timer);
+                }
+            }
+            Err(reason) => self.completions.push(fragment.fail(reason)),
+        }
+    }
+}

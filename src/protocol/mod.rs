@@ -1,0 +1,16 @@
+//! The memcached ASCII protocol, both directions.
+//!
+//! * [`command`]: the command table (names, what kind of reply each one expects).
+//! * [`request`]: the zero-allocation incremental request parser used on client connections.
+//! * [`reply`]: the reply framer used on backend connections; it finds where each reply ends.
+//!
+//! Both parsers work on a byte slice (the connection's read buffer) and return offsets into it,
+//! never copies, and treat "not enough bytes yet" as a normal outcome.
+
+pub mod command;
+pub mod reply;
+pub mod request;
+
+pub use command::{Command, ReplyKind};
+pub use reply::{parse_reply, Reply, ReplyError};
+pub use request::{parse_request, KeyIter, Limits, ParseError, Parsed, Request, Span};

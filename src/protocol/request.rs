@@ -1,0 +1,422 @@
+//! The client request parser: incremental, zero-allocation, offsets into the read buffer.
+//!
+//! CONTRACT (implemented by the parser helper; callers rely on exactly this):
+//! `parse_request(buf, limits)` looks at the start of `buf` only.
+//! * `Ok(Parsed::Incomplete)`: more bytes are needed (also while a data block is partly read).
+//! * `Ok(Parsed::Complete(req))`: `req.len` bytes at the start of `buf` are one whole request
+//!   (command line + data block + its CRLF); all spans are offsets into `buf`.
+//! * `Err(e)`: the request is bad; `e.reply()` is the memcached-style reply and `e.skip()` says
+//!   how many bytes to drop (which may exceed what is buffered: the rest is swallowed as it
+//!   arrives) or, when `None`, that the connection must close after the reply.
+//!
+//! How it works: one `memchr` for `\n` bounded by [`Limits::max_line_length`], the command
+//! name matched by length then bytes, the arguments walked as space-separated tokens (runs of
+//! spaces collapse, as in memcached's tokenizer), numbers parsed in place. Nothing is copied
+//! and nothing is allocated; the parser keeps no state, so a caller simply calls it again on
+//! the same buffer once more bytes have arrived. The accepted syntax, every error reply and
+//! every deliberate difference from memcached are listed in `docs/protocol.md`.
+
+use memchr::memchr;
+
+use super::command::Command;
+
+mod classic;
+mod meta;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+/// A byte range `start..end` into the buffer the request was parsed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// The bytes of `buf` this span covers (empty if out of range: never panics).
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start..self.end).unwrap_or(&[])
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// True when the span covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The parser's limits; each one is a configuration knob with a memcached-compatible reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest command line accepted, counting its line ending (default 65536). A client that
+    /// sends this many bytes without a `\n` gets [`ParseError::LineTooLong`].
+    pub max_line_length: usize,
+    /// Largest data block accepted by a storage command (default 1 MiB).
+    pub max_value_size: usize,
+    /// Longest key accepted, in bytes as sent on the wire (default 250, memcached's limit).
+    pub max_key_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_length: 65536,
+            max_value_size: 1024 * 1024,
+            max_key_length: 250,
+        }
+    }
+}
+
+/// The outcome of a successful parse step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Parsed {
+    /// One whole request is at the start of the buffer.
+    Complete(Request),
+    /// More bytes are needed before anything can be decided.
+    Incomplete,
+}
+
+/// One parsed request: its command and offsets into the buffer it was parsed from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Request {
+    /// Which command this is.
+    pub command: Command,
+    /// Bytes of the command line including its line ending (`\r\n`, or a bare `\n`).
+    pub line_len: usize,
+    /// Bytes of the whole request: line, data block and the data block's `\r\n`.
+    pub len: usize,
+    /// The key tokens: for get/gets/gat/gats from the first key's start to the last key's end
+    /// (keys separated by one or more spaces); for other keyed commands the one key; an empty
+    /// span for keyless commands.
+    pub keys: Span,
+    /// How many keys [`Request::keys`] holds.
+    pub key_count: usize,
+    /// The data block without its trailing CRLF (set/add/replace/append/prepend/cas/ms).
+    pub data: Option<Span>,
+    /// The classic `noreply` token was given.
+    pub noreply: bool,
+    /// The meta `q` (quiet) flag was given.
+    pub quiet: bool,
+    /// The meta `b` flag was given: the key is base64 and has been checked to decode.
+    pub base64_key: bool,
+    /// The tokens after the command name: from the first one's start to the last one's end
+    /// (surrounding spaces and the line ending excluded). Empty (positioned right after the
+    /// command name) when there are none. Used to rewrite or forward the line.
+    pub args: Span,
+}
+
+impl Request {
+    /// Iterates the key slices of this request in the order they were given (no allocation).
+    pub fn keys<'a>(&self, buf: &'a [u8]) -> KeyIter<'a> {
+        KeyIter {
+            rest: self.keys.of(buf),
+        }
+    }
+
+    /// The first key, or an empty slice for a keyless command.
+    pub fn first_key<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        self.keys(buf).next().unwrap_or(&[])
+    }
+
+    /// False for classic `noreply` requests and meta requests with the `q` flag. A quiet meta
+    /// request still gets a reply on some outcomes (for example `mg` hits and every error),
+    /// which is why the proxy follows such requests with `mn` when it forwards them and frames
+    /// their replies with [`super::ReplyKind::UntilNoop`].
+    pub fn expects_reply(&self) -> bool {
+        !(self.noreply || self.quiet)
+    }
+}
+
+/// Iterator over the keys of a [`Request`], as slices of the parsed buffer.
+#[derive(Clone, Debug)]
+pub struct KeyIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for KeyIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let tail = self.rest.get(start..)?;
+        let len = memchr(b' ', tail).unwrap_or(tail.len());
+        let (key, rest) = tail.split_at(len);
+        self.rest = rest;
+        Some(key)
+    }
+}
+
+/// Why a request was refused. Each variant maps to exactly one wire reply ([`ParseError::reply`])
+/// and one action ([`ParseError::skip`]); a refused request never reaches a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Unknown command name, an empty line, or a retrieval command without keys: reply
+    /// `ERROR` and drop the line.
+    UnknownCommand {
+        /// Bytes to drop (the line).
+        skip: usize,
+    },
+    /// A malformed command line (bad number, missing or extra token, bad key, bad meta flag):
+    /// reply `CLIENT_ERROR bad command line format`. For storage commands whose `<bytes>`
+    /// token parsed, `skip` includes the data block and its CRLF so the value is swallowed.
+    BadCommandLine {
+        /// Bytes to drop (may exceed what is buffered).
+        skip: usize,
+    },
+    /// The value is larger than [`Limits::max_value_size`]: reply
+    /// `SERVER_ERROR object too large for cache`; `skip` = line + bytes + 2, which may exceed
+    /// what is buffered (the caller swallows the rest as it arrives).
+    TooLarge {
+        /// Bytes to drop (may exceed what is buffered).
+        skip: usize,
+    },
+    /// The data block was not followed by `\r\n`: reply `CLIENT_ERROR bad data chunk`;
+    /// `skip` = line + bytes + 2.
+    BadDataChunk {
+        /// Bytes to drop.
+        skip: usize,
+    },
+    /// No line end within [`Limits::max_line_length`] bytes: reply
+    /// `CLIENT_ERROR line too long`, then close the connection.
+    LineTooLong,
+    /// The first byte is the binary protocol's magic (0x80): reply
+    /// `CLIENT_ERROR binary protocol is not supported`, then close the connection.
+    BinaryProtocol,
+}
+
+impl ParseError {
+    /// The bytes to send to the client for this error.
+    pub fn reply(&self) -> &'static [u8] {
+        match self {
+            ParseError::UnknownCommand { .. } => b"ERROR\r\n",
+            ParseError::BadCommandLine { .. } => b"CLIENT_ERROR bad command line format\r\n",
+            ParseError::TooLarge { .. } => b"SERVER_ERROR object too large for cache\r\n",
+            ParseError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
+            ParseError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
+            ParseError::BinaryProtocol => b"CLIENT_ERROR binary protocol is not supported\r\n",
+        }
+    }
+
+    /// How many bytes to drop from the buffer after replying, or `None` when the connection
+    /// must be closed after the reply is sent.
+    pub fn skip(&self) -> Option<usize> {
+        match *self {
+            ParseError::UnknownCommand { skip }
+            | ParseError::BadCommandLine { skip }
+            | ParseError::TooLarge { skip }
+            | ParseError::BadDataChunk { skip } => Some(skip),
+            ParseError::LineTooLong | ParseError::BinaryProtocol => None,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ParseError::UnknownCommand { .. } => "unknown_command",
+            ParseError::BadCommandLine { .. } => "bad_command_line",
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::BadDataChunk { .. } => "bad_data_chunk",
+            ParseError::LineTooLong => "line_too_long",
+            ParseError::BinaryProtocol => "binary_protocol",
+        }
+    }
+}
+
+/// The binary protocol's request magic byte.
+const BINARY_MAGIC: u8 = 0x80;
+
+/// Parses the request at the start of `buf`. See the module documentation for the contract.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
+    let Some(&first) = buf.first() else {
+        return Ok(Parsed::Incomplete);
+    };
+    if first == BINARY_MAGIC {
+        return Err(ParseError::BinaryProtocol);
+    }
+    let window = buf.get(..limits.max_line_length).unwrap_or(buf);
+    let Some(newline) = memchr(b'\n', window) else {
+        return if buf.len() >= limits.max_line_length {
+            Err(ParseError::LineTooLong)
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    };
+    let line_len = newline + 1;
+    let text_end = if newline > 0 && buf.get(newline - 1) == Some(&b'\r') {
+        newline - 1
+    } else {
+        newline
+    };
+    let line = buf.get(..text_end).unwrap_or(&[]);
+    let mut toks = tokens::Tokens::new(line, 0);
+    let Some(name) = toks.next() else {
+        return Err(ParseError::UnknownCommand { skip: line_len });
+    };
+    let Some(command) = lookup(name.of(line)) else {
+        return Err(ParseError::UnknownCommand { skip: line_len });
+    };
+    let ctx = Ctx {
+        buf,
+        line,
+        line_len,
+        limits,
+        command,
+        args: tokens::trimmed(line, name.end),
+    };
+    match command {
+        Command::Get | Command::Gets => classic::retrieval(&ctx, toks, false),
+        Command::Gat | Command::Gats => classic::retrieval(&ctx, toks, true),
+        Command::Set | Command::Add | Command::Replace | Command::Append | Command::Prepend => {
+            classic::storage(&ctx, toks, false)
+        }
+        Command::Cas => classic::storage(&ctx, toks, true),
+        Command::Delete => classic::delete(&ctx, toks),
+        Command::Incr | Command::Decr => classic::key_number(&ctx, toks, tokens::Number::U64),
+        Command::Touch => classic::key_number(&ctx, toks, tokens::Number::I64),
+        Command::FlushAll => classic::flush_all(&ctx, toks),
+        Command::Verbosity => classic::verbosity(&ctx, toks),
+        Command::Version | Command::Quit | Command::Stats | Command::MetaNoop => {
+            Ok(Parsed::Complete(ctx.request()))
+        }
+        Command::MetaGet
+        | Command::MetaSet
+        | Command::MetaDelete
+        | Command::MetaArithmetic
+        | Command::MetaDebug => meta::parse(&ctx, toks),
+    }
+}
+
+/// Matches a command name by length, then bytes.
+fn lookup(name: &[u8]) -> Option<Command> {
+    let command = match name.len() {
+        2 => match name {
+            b"mg" => Command::MetaGet,
+            b"ms" => Command::MetaSet,
+            b"md" => Command::MetaDelete,
+            b"ma" => Command::MetaArithmetic,
+            b"mn" => Command::MetaNoop,
+            b"me" => Command::MetaDebug,
+            _ => return None,
+        },
+        3 => match name {
+            b"get" => Command::Get,
+            b"set" => Command::Set,
+            b"gat" => Command::Gat,
+            b"add" => Command::Add,
+            b"cas" => Command::Cas,
+            _ => return None,
+        },
+        4 => match name {
+            b"gets" => Command::Gets,
+            b"gats" => Command::Gats,
+            b"incr" => Command::Incr,
+            b"decr" => Command::Decr,
+            b"quit" => Command::Quit,
+            _ => return None,
+        },
+        5 => match name {
+            b"touch" => Command::Touch,
+            b"stats" => Command::Stats,
+            _ => return None,
+        },
+        6 => match name {
+            b"append" => Command::Append,
+            b"delete" => Command::Delete,
+            _ => return None,
+        },
+        7 => match name {
+            b"replace" => Command::Replace,
+            b"prepend" => Command::Prepend,
+            b"version" => Command::Version,
+            _ => return None,
+        },
+        9 => match name {
+            b"flush_all" => Command::FlushAll,
+            b"verbosity" => Command::Verbosity,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(command)
+}
+
+/// What every command parser needs to know about the line being parsed.
+struct Ctx<'a> {
+    /// The whole buffer (the data block, if any, follows the line in it).
+    buf: &'a [u8],
+    /// The command line without its line ending.
+    line: &'a [u8],
+    /// Bytes of the line including its line ending.
+    line_len: usize,
+    limits: &'a Limits,
+    command: Command,
+    /// The arguments span (see [`Request::args`]).
+    args: Span,
+}
+
+impl Ctx<'_> {
+    /// A request for this line with no keys, no data and no reply flags: the callers fill in
+    /// what their command has.
+    fn request(&self) -> Request {
+        Request {
+            command: self.command,
+            line_len: self.line_len,
+            len: self.line_len,
+            keys: Span::default(),
+            key_count: 0,
+            data: None,
+            noreply: false,
+            quiet: false,
+            base64_key: false,
+            args: self.args,
+        }
+    }
+
+    /// `BadCommandLine` skipping the line only.
+    fn bad_line(&self) -> ParseError {
+        ParseError::BadCommandLine {
+            skip: self.line_len,
+        }
+    }
+
+    /// True when `key` is 1..=max_key_length bytes with no control characters or spaces.
+    fn valid_key(&self, key: &[u8]) -> bool {
+        !key.is_empty()
+            && key.len() <= self.limits.max_key_length
+            && key.iter().all(|&b| b > b' ' && b != 0x7f)
+    }
+
+    /// Finishes a request that carries a data block of `data_len` bytes after its line:
+    /// checks the size limit, waits for the block and checks its CRLF. `total` is
+    /// `line_len + data_len + 2`, already computed without overflow by the caller.
+    fn with_data(
+        &self,
+        mut request: Request,
+        data_len: usize,
+        total: usize,
+    ) -> Result<Parsed, ParseError> {
+        if data_len > self.limits.max_value_size {
+            return Err(ParseError::TooLarge { skip: total });
+        }
+        let Some(terminator) = self.buf.get(total - 2..total) else {
+            return Ok(Parsed::Incomplete);
+        };
+        if terminator != b"\r\n" {
+            return Err(ParseError::BadDataChunk { skip: total });
+        }
+        request.data = Some(Span {
+            start: self.line_len,
+            end: self.line_len + data_len,
+        });
+        request.len = total;
+        Ok(Parsed::Complete(request))
+    }
+}

@@ -1,0 +1,559 @@
+//! Table-driven tests of the request parser: every command, every error, every split point.
+
+use super::meta::base64_decoded_len;
+use super::tokens::{parse_data_len, parse_i64, parse_u64};
+use super::*;
+
+fn parse(buf: &[u8]) -> Result<Parsed, ParseError> {
+    parse_request(buf, &Limits::default())
+}
+
+fn complete(buf: &[u8]) -> Request {
+    match parse(buf) {
+        Ok(Parsed::Complete(r)) => r,
+        other => panic!("{:?}: expected Complete, got {other:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+/// One accepted request and what the parser must make of it.
+struct Case {
+    input: &'static [u8],
+    command: Command,
+    keys: &'static [&'static str],
+    data: Option<&'static [u8]>,
+    noreply: bool,
+    quiet: bool,
+    base64: bool,
+    args: &'static str,
+}
+
+const fn ok(input: &'static [u8], command: Command, keys: &'static [&'static str]) -> Case {
+    Case {
+        input,
+        command,
+        keys,
+        data: None,
+        noreply: false,
+        quiet: false,
+        base64: false,
+        args: "",
+    }
+}
+
+impl Case {
+    const fn data(mut self, data: &'static [u8]) -> Self {
+        self.data = Some(data);
+        self
+    }
+    const fn noreply(mut self) -> Self {
+        self.noreply = true;
+        self
+    }
+    const fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+    const fn base64(mut self) -> Self {
+        self.base64 = true;
+        self
+    }
+    const fn args(mut self, args: &'static str) -> Self {
+        self.args = args;
+        self
+    }
+}
+
+fn accepted() -> Vec<Case> {
+    use Command::*;
+    vec![
+        ok(b"get foo\r\n", Get, &["foo"]).args("foo"),
+        ok(b"get foo\n", Get, &["foo"]).args("foo"),
+        ok(b"get a b  c\r\n", Get, &["a", "b", "c"]).args("a b  c"),
+        ok(b"  get   foo   \r\n", Get, &["foo"]).args("foo"),
+        ok(b"gets foo bar\r\n", Gets, &["foo", "bar"]).args("foo bar"),
+        ok(b"gat 100 foo bar\r\n", Gat, &["foo", "bar"]).args("100 foo bar"),
+        ok(b"gats -1 foo\r\n", Gats, &["foo"]).args("-1 foo"),
+        ok("get caf\u{e9}:\u{1f600}\r\n".as_bytes(), Get, &["caf\u{e9}:\u{1f600}"]),
+        ok(b"set foo 5 0 3\r\nbar\r\n", Set, &["foo"]).data(b"bar").args("foo 5 0 3"),
+        ok(b"set foo 0 0 0\r\n\r\n", Set, &["foo"]).data(b""),
+        ok(b"set foo 0 0 7\r\n\r\nEND\r\n\r\n", Set, &["foo"]).data(b"\r\nEND\r\n"),
+        ok(b"set foo 4294967295 -1 1\r\nx\r\n", Set, &["foo"]).data(b"x"),
+        ok(b"add foo 0 0 3 noreply\r\nbar\r\n", Add, &["foo"]).data(b"bar").noreply(),
+        ok(b"replace foo 0 0 3\r\nbar\r\n", Replace, &["foo"]).data(b"bar"),
+        ok(b"append foo 0 0 3\r\nbar\r\n", Append, &["foo"]).data(b"bar"),
+        ok(b"prepend foo 0 0 3\r\nbar\r\n", Prepend, &["foo"]).data(b"bar"),
+        ok(b"cas foo 0 0 3 12345\r\nbar\r\n", Cas, &["foo"]).data(b"bar"),
+        ok(b"cas foo 0 0 3 12345 noreply\r\nbar\r\n", Cas, &["foo"]).data(b"bar").noreply(),
+        ok(b"delete foo\r\n", Delete, &["foo"]).args("foo"),
+        ok(b"delete foo noreply\r\n", Delete, &["foo"]).noreply(),
+        ok(b"delete foo 0\r\n", Delete, &["foo"]),
+        ok(b"delete foo 0 noreply\r\n", Delete, &["foo"]).noreply(),
+        ok(b"incr foo 1\r\n", Incr, &["foo"]),
+        ok(b"decr foo 18446744073709551615 noreply\r\n", Decr, &["foo"]).noreply(),
+        ok(b"touch foo 10\r\n", Touch, &["foo"]),
+        ok(b"touch foo -1 noreply\r\n", Touch, &["foo"]).noreply(),
+        ok(b"flush_all\r\n", FlushAll, &[]),
+        ok(b"flush_all 10\r\n", FlushAll, &[]).args("10"),
+        ok(b"flush_all noreply\r\n", FlushAll, &[]).noreply().args("noreply"),
+        ok(b"flush_all 0 noreply\r\n", FlushAll, &[]).noreply(),
+        ok(b"version\r\n", Version, &[]),
+        ok(b"verbosity 1\r\n", Verbosity, &[]).args("1"),
+        ok(b"verbosity 1 noreply\r\n", Verbosity, &[]).noreply(),
+        ok(b"stats\r\n", Stats, &[]),
+        ok(b"stats slabs\r\n", Stats, &[]).args("slabs"),
+        ok(b"quit\r\n", Quit, &[]),
+        ok(b"mn\r\n", MetaNoop, &[]),
+        ok(b"mg foo v f t\r\n", MetaGet, &["foo"]).args("foo v f t"),
+        ok(b"mg foo\r\n", MetaGet, &["foo"]).args("foo"),
+        ok(b"mg foo v q\r\n", MetaGet, &["foo"]).quiet(),
+        ok(b"mg Zm9v b v\r\n", MetaGet, &["Zm9v"]).base64(),
+        ok(b"mg Zg== b\r\n", MetaGet, &["Zg=="]).base64(),
+        ok(b"mg foo O123456 k\r\n", MetaGet, &["foo"]),
+        ok(b"ms foo 3 T90 F1\r\nbar\r\n", MetaSet, &["foo"]).data(b"bar").args("foo 3 T90 F1"),
+        ok(b"ms foo 3 q MA\r\nbar\r\n", MetaSet, &["foo"]).data(b"bar").quiet(),
+        ok(b"ms foo 0\r\n\r\n", MetaSet, &["foo"]).data(b""),
+        ok(b"md foo q\r\n", MetaDelete, &["foo"]).quiet(),
+        ok(b"ma foo D5 N0 MI\r\n", MetaArithmetic, &["foo"]),
+        ok(b"me foo\r\n", MetaDebug, &["foo"]),
+    ]
+}
+
+#[test]
+fn accepts_every_command() {
+    for case in accepted() {
+        let name = String::from_utf8_lossy(case.input);
+        let r = complete(case.input);
+        assert_eq!(r.command, case.command, "{name}");
+        assert_eq!(r.len, case.input.len(), "{name}");
+        let keys: Vec<&[u8]> = r.keys(case.input).collect();
+        let want: Vec<&[u8]> = case.keys.iter().map(|k| k.as_bytes()).collect();
+        assert_eq!(keys, want, "{name}");
+        assert_eq!(r.key_count, case.keys.len(), "{name}");
+        assert_eq!(r.first_key(case.input), want.first().copied().unwrap_or(b""), "{name}");
+        assert_eq!(r.data.map(|d| d.of(case.input)), case.data, "{name}");
+        assert_eq!(r.noreply, case.noreply, "{name}");
+        assert_eq!(r.quiet, case.quiet, "{name}");
+        assert_eq!(r.base64_key, case.base64, "{name}");
+        assert_eq!(r.expects_reply(), !(case.noreply || case.quiet), "{name}");
+        if !case.args.is_empty() {
+            assert_eq!(r.args.of(case.input), case.args.as_bytes(), "{name}");
+        }
+        let line = &case.input[..r.line_len];
+        assert!(line.ends_with(b"\n"), "{name}");
+        assert_eq!(memchr(b'\n', line), Some(r.line_len - 1), "{name}");
+    }
+    let mut seen: Vec<Command> = accepted().iter().map(|c| c.command).collect();
+    seen.dedup();
+    for command in Command::ALL {
+        assert!(seen.contains(&command), "no accepted sample for {command:?}");
+        assert_eq!(lookup(command.name().as_bytes()), Some(command));
+    }
+}
+
+#[test]
+fn keyless_and_empty_spans() {
+    let r = complete(b"version\r\n");
+    assert!(r.keys.is_empty());
+    assert_eq!(r.keys(b"version\r\n").count(), 0);
+    assert_eq!(r.first_key(b"version\r\n"), b"");
+    assert_eq!(r.args, Span { start: 7, end: 7 });
+    let r = complete(b"stats   \r\n");
+    assert!(r.args.is_empty());
+}
+
+fn line_plus(line: &[u8], extra: usize) -> usize {
+    line.iter().position(|&b| b == b'\n').unwrap() + 1 + extra
+}
+
+#[test]
+fn rejects_with_the_right_error() {
+    use ParseError::*;
+    let long_key = "k".repeat(251);
+    let ok_key = "k".repeat(250);
+    let set_long_key = format!("set {long_key} 0 0 3\r\nbar\r\n");
+    let get_long_key = format!("get foo {long_key}\r\n");
+    let b64_long = format!("mg {} b\r\n", "QUFB".repeat(62));
+    let too_many_flags = "mg foo a c d e f g h i j k l m n o p r s t u\r\n";
+    let cases: Vec<(&[u8], ParseError)> = vec![
+        (b"\r\n", UnknownCommand { skip: 2 }),
+        (b"\n", UnknownCommand { skip: 1 }),
+        (b"   \r\n", UnknownCommand { skip: 5 }),
+        (b"GET foo\r\n", UnknownCommand { skip: 9 }),
+        (b"bogus\r\n", UnknownCommand { skip: 7 }),
+        (b"gett foo\r\n", UnknownCommand { skip: 10 }),
+        (b"get\r\n", UnknownCommand { skip: 5 }),
+        (b"get   \r\n", UnknownCommand { skip: 8 }),
+        (b"gets\r\n", UnknownCommand { skip: 6 }),
+        (b"gat\r\n", UnknownCommand { skip: 5 }),
+        (b"gat 10\r\n", UnknownCommand { skip: 8 }),
+        (b"gats 10   \r\n", UnknownCommand { skip: 12 }),
+        (b"gat abc foo\r\n", BadCommandLine { skip: 13 }),
+        (get_long_key.as_bytes(), BadCommandLine { skip: get_long_key.len() }),
+        (b"get foo\x01bar\r\n", BadCommandLine { skip: 13 }),
+        (b"get foo\tbar\r\n", BadCommandLine { skip: 13 }),
+        (b"get foo\x7f\r\n", BadCommandLine { skip: 10 }),
+        (b"get foo\r\r\n", BadCommandLine { skip: 10 }),
+        (b"set foo 0 0\r\n", BadCommandLine { skip: 13 }),
+        (b"set\r\n", BadCommandLine { skip: 5 }),
+        (b"set foo 0 0 3 noreply extra\r\nbar\r\n", BadCommandLine { skip: 34 }),
+        (b"set foo abc 0 3\r\nbar\r\n", BadCommandLine { skip: 22 }),
+        (b"set foo 4294967296 0 3\r\nbar\r\n", BadCommandLine { skip: 29 }),
+        (b"set foo -1 0 3\r\nbar\r\n", BadCommandLine { skip: 21 }),
+        (b"set foo 0 abc 3\r\nbar\r\n", BadCommandLine { skip: 22 }),
+        (b"set foo 0 0 -1\r\n", BadCommandLine { skip: 16 }),
+        (b"set foo 0 0 abc\r\n", BadCommandLine { skip: 17 }),
+        (b"set foo 0 0 +3\r\n", BadCommandLine { skip: 16 }),
+        (b"set foo 0 0 3 garbage\r\nbar\r\n", BadCommandLine { skip: 28 }),
+        (set_long_key.as_bytes(), BadCommandLine { skip: set_long_key.len() }),
+        (b"set foo 0 0 2147483646\r\n", BadCommandLine { skip: 24 }),
+        (b"set foo 0 0 99999999999999999999999\r\n", BadCommandLine { skip: 37 }),
+        (b"set foo 0 0 1048577\r\n", TooLarge { skip: 21 + 1048577 + 2 }),
+        (b"set foo 0 0 2147483645\r\n", TooLarge { skip: 24 + 2147483645 + 2 }),
+        (b"set foo 0 0 3\r\nbarXY", BadDataChunk { skip: 20 }),
+        (b"set foo 0 0 3\r\nbar\n\n", BadDataChunk { skip: 20 }),
+        (b"set foo 0 0 0\r\nXY", BadDataChunk { skip: 17 }),
+        (b"cas foo 0 0 3\r\nbar\r\n", BadCommandLine { skip: 20 }),
+        (b"cas foo 0 0 3 -5\r\nbar\r\n", BadCommandLine { skip: 23 }),
+        (b"cas foo 0 0 3 1 noreply x\r\nbar\r\n", BadCommandLine { skip: 32 }),
+        (b"delete\r\n", BadCommandLine { skip: 8 }),
+        (b"delete foo 5\r\n", BadCommandLine { skip: 14 }),
+        (b"delete foo bar baz\r\n", BadCommandLine { skip: 20 }),
+        (b"delete foo 0 noreply x\r\n", BadCommandLine { skip: 24 }),
+        (b"delete foo\x02\r\n", BadCommandLine { skip: 13 }),
+        (b"incr foo\r\n", BadCommandLine { skip: 10 }),
+        (b"incr foo -1\r\n", BadCommandLine { skip: 13 }),
+        (b"incr foo 18446744073709551616\r\n", BadCommandLine { skip: 31 }),
+        (b"decr foo 1 x\r\n", BadCommandLine { skip: 14 }),
+        (b"touch foo\r\n", BadCommandLine { skip: 11 }),
+        (b"touch foo x\r\n", BadCommandLine { skip: 13 }),
+        (b"flush_all x\r\n", BadCommandLine { skip: 13 }),
+        (b"flush_all 1 2\r\n", BadCommandLine { skip: 15 }),
+        (b"flush_all 1 noreply x\r\n", BadCommandLine { skip: 23 }),
+        (b"verbosity\r\n", BadCommandLine { skip: 11 }),
+        (b"verbosity noreply\r\n", BadCommandLine { skip: 19 }),
+        (b"verbosity 1 2\r\n", BadCommandLine { skip: 15 }),
+        (b"mg\r\n", BadCommandLine { skip: 4 }),
+        (b"mg foo 1\r\n", BadCommandLine { skip: 10 }),
+        (b"mg foo v v\r\n", BadCommandLine { skip: 12 }),
+        (b"mg foo \xc3\xa9\r\n", BadCommandLine { skip: 11 }),
+        (too_many_flags.as_bytes(), BadCommandLine { skip: 46 }),
+        (b"mg foo b\r\n", BadCommandLine { skip: 10 }),
+        (b"mg Zm9v= b\r\n", BadCommandLine { skip: 12 }),
+        (b"mg ==== b\r\n", BadCommandLine { skip: 11 }),
+        (b"mg Zm9v!A== b\r\n", BadCommandLine { skip: 15 }),
+        (b"ms foo\r\n", BadCommandLine { skip: 8 }),
+        (b"ms foo bar\r\n", BadCommandLine { skip: 12 }),
+        (b"ms foo 3 1\r\nbar\r\n", BadCommandLine { skip: 17 }),
+        (b"ms foo\x01 3\r\nbar\r\n", BadCommandLine { skip: 17 }),
+        (b"ms foo 2000000\r\n", TooLarge { skip: 16 + 2000000 + 2 }),
+        (b"ms foo 3\r\nbarXX", BadDataChunk { skip: 15 }),
+        (b"md\r\n", BadCommandLine { skip: 4 }),
+        (b"ma\r\n", BadCommandLine { skip: 4 }),
+        (b"me\r\n", BadCommandLine { skip: 4 }),
+        (b"\x80\x00\x00\x05", BinaryProtocol),
+        (b"\x80", BinaryProtocol),
+    ];
+    for (input, want) in cases {
+        assert_eq!(parse(input), Err(want), "{:?}", String::from_utf8_lossy(input));
+        if let Some(skip) = want.skip() {
+            assert!(skip > 0);
+        }
+    }
+    // Limits on the edge are accepted.
+    let at_limit = format!("get {ok_key}\r\n");
+    assert_eq!(complete(at_limit.as_bytes()).key_count, 1);
+    let set_at_limit = format!("set {ok_key} 0 0 1\r\nx\r\n");
+    assert_eq!(complete(set_at_limit.as_bytes()).len, set_at_limit.len());
+    // A base64 key may be up to max_key_length on the wire; this one decodes to 186 bytes.
+    assert!(complete(b64_long.as_bytes()).base64_key);
+    // 20 tokens: the most memcached accepts on a meta line.
+    assert_eq!(complete(b"mg foo a c d e f g h i j k l m n o p r s t\r\n").key_count, 1);
+}
+
+#[test]
+fn data_block_size_limit_is_checked_before_the_data_arrives() {
+    let input = b"set foo 0 0 1048577\r\n";
+    assert_eq!(parse(input), Err(ParseError::TooLarge { skip: 21 + 1048579 }));
+    let limits = Limits {
+        max_value_size: 3,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        parse_request(b"set foo 0 0 3\r\nbar\r\n", &limits),
+        Ok(Parsed::Complete(_))
+    ));
+    assert_eq!(
+        parse_request(b"set foo 0 0 4\r\n", &limits),
+        Err(ParseError::TooLarge { skip: 21 })
+    );
+    assert_eq!(
+        parse_request(b"ms foo 4 T0\r\n", &limits),
+        Err(ParseError::TooLarge { skip: 19 })
+    );
+}
+
+#[test]
+fn line_limit() {
+    let limits = Limits {
+        max_line_length: 16,
+        ..Limits::default()
+    };
+    // 15 bytes + '\n' = 16: fits.
+    assert!(matches!(parse_request(b"get 0123456789\r\n", &limits), Ok(Parsed::Complete(_))));
+    assert_eq!(parse_request(b"get 0123456789a\r\n", &limits), Err(ParseError::LineTooLong));
+    assert_eq!(parse_request(b"get 0123456789ab", &limits), Err(ParseError::LineTooLong));
+    assert_eq!(parse_request(b"get 0123456789a", &limits), Ok(Parsed::Incomplete));
+    let mut big = vec![b'a'; 65535];
+    assert_eq!(parse(&big), Ok(Parsed::Incomplete));
+    big.push(b'a');
+    assert_eq!(parse(&big), Err(ParseError::LineTooLong));
+    let zero = Limits {
+        max_line_length: 0,
+        ..Limits::default()
+    };
+    assert_eq!(parse_request(b"get a\r\n", &zero), Err(ParseError::LineTooLong));
+    assert_eq!(parse_request(b"", &zero), Ok(Parsed::Incomplete));
+}
+
+#[test]
+fn custom_key_limit() {
+    let limits = Limits {
+        max_key_length: 3,
+        ..Limits::default()
+    };
+    assert!(matches!(parse_request(b"get abc\r\n", &limits), Ok(Parsed::Complete(_))));
+    assert_eq!(
+        parse_request(b"get abcd\r\n", &limits),
+        Err(ParseError::BadCommandLine { skip: 10 })
+    );
+    // "YWJjZA==" is 8 bytes on the wire: over the limit before decoding.
+    assert_eq!(
+        parse_request(b"mg YWJjZA== b\r\n", &limits),
+        Err(ParseError::BadCommandLine { skip: 15 })
+    );
+}
+
+#[test]
+fn error_table() {
+    use ParseError::*;
+    let table = [
+        (UnknownCommand { skip: 1 }, "ERROR\r\n", "unknown_command", Some(1)),
+        (
+            BadCommandLine { skip: 2 },
+            "CLIENT_ERROR bad command line format\r\n",
+            "bad_command_line",
+            Some(2),
+        ),
+        (
+            TooLarge { skip: 3 },
+            "SERVER_ERROR object too large for cache\r\n",
+            "too_large",
+            Some(3),
+        ),
+        (BadDataChunk { skip: 4 }, "CLIENT_ERROR bad data chunk\r\n", "bad_data_chunk", Some(4)),
+        (LineTooLong, "CLIENT_ERROR line too long\r\n", "line_too_long", None),
+        (
+            BinaryProtocol,
+            "CLIENT_ERROR binary protocol is not supported\r\n",
+            "binary_protocol",
+            None,
+        ),
+    ];
+    for (error, reply, name, skip) in table {
+        assert_eq!(error.reply(), reply.as_bytes());
+        assert_eq!(error.as_str(), name);
+        assert_eq!(error.skip(), skip);
+    }
+}
+
+/// Requests used by the split and pipelining tests.
+fn samples() -> Vec<Vec<u8>> {
+    let mut many = b"get".to_vec();
+    for n in 0..100 {
+        many.extend_from_slice(format!(" key:{n}").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    vec![
+        b"get foo\r\n".to_vec(),
+        b"get a bb ccc\r\n".to_vec(),
+        many,
+        b"set foo 1 2 12\r\nab\r\nEND\r\ncd\r\n\r\n".to_vec(),
+        b"set foo 0 0 0\r\n\r\n".to_vec(),
+        b"cas foo 0 0 3 99\r\nbar\r\n".to_vec(),
+        b"ms foo 5 T60 F3 q b\r\nhello\r\n".to_vec(),
+        b"ms Zm9v 2 b I\r\n\r\n\r\n".to_vec(),
+        b"gat 60 foo bar\r\n".to_vec(),
+        b"gats 0 foo\n".to_vec(),
+        b"set foo 0 0 3 noreply\r\nbar\r\n".to_vec(),
+        b"delete foo noreply\r\n".to_vec(),
+        b"incr foo 5 noreply\r\n".to_vec(),
+        b"touch foo 5 noreply\r\n".to_vec(),
+        b"mg foo v q k\r\n".to_vec(),
+        b"mn\r\n".to_vec(),
+        b"bogus command\r\n".to_vec(),
+        b"set foo x 0 3\r\nbar\r\n".to_vec(),
+        b"set foo 0 0 3\r\nbarXY".to_vec(),
+        b"set foo 0 0 1048577\r\n".to_vec(),
+    ]
+}
+
+#[test]
+fn every_split_point_is_incomplete_then_identical() {
+    for sample in samples() {
+        let whole = parse(&sample);
+        assert_ne!(whole, Ok(Parsed::Incomplete));
+        // The smallest prefix that decides the outcome.
+        let decided = match whole {
+            Ok(Parsed::Complete(r)) => r.len,
+            Err(ParseError::TooLarge { .. }) | Err(ParseError::BadCommandLine { .. }) => {
+                line_plus(&sample, 0)
+            }
+            Err(_) => sample.len(),
+        };
+        for cut in 0..sample.len() {
+            let prefix = &sample[..cut];
+            let got = parse(prefix);
+            if cut < decided {
+                assert_eq!(got, Ok(Parsed::Incomplete), "{:?} cut {cut}", String::from_utf8_lossy(&sample));
+            } else {
+                assert_eq!(got, whole, "{:?} cut {cut}", String::from_utf8_lossy(&sample));
+            }
+        }
+    }
+}
+
+#[test]
+fn pipelined_requests_parse_one_after_another() {
+    let samples: Vec<Vec<u8>> = samples().into_iter().filter(|s| matches!(parse(s), Ok(Parsed::Complete(_)))).collect();
+    let stream: Vec<u8> = samples.concat();
+    let mut offset = 0;
+    for sample in &samples {
+        let got = parse(&stream[offset..]);
+        assert_eq!(got, parse(sample));
+        let Ok(Parsed::Complete(r)) = got else { unreachable!() };
+        offset += r.len;
+    }
+    assert_eq!(offset, stream.len());
+    // A bad request in the middle: skip it and carry on.
+    let stream = b"get a\r\nset a x 0 3\r\nget\r\nxyz\r\nbogus\r\nget b\r\n";
+    let mut offset = 0;
+    let mut outcomes = Vec::new();
+    while offset < stream.len() {
+        match parse(&stream[offset..]) {
+            Ok(Parsed::Complete(r)) => {
+                outcomes.push(r.command.name().to_string());
+                offset += r.len;
+            }
+            Err(e) => {
+                outcomes.push(e.as_str().to_string());
+                offset += e.skip().unwrap();
+            }
+            Ok(Parsed::Incomplete) => panic!("incomplete at {offset}"),
+        }
+    }
+    // "set a x 0 3" has a bad <flags> but a good <bytes>: its 3-byte value "get" and the CRLF
+    // after it are swallowed, so "get\r\n" is never read as a command.
+    assert_eq!(outcomes, ["get", "bad_command_line", "unknown_command", "unknown_command", "get"]);
+}
+
+#[test]
+fn huge_counts() {
+    let limits = Limits {
+        max_line_length: 1 << 20,
+        ..Limits::default()
+    };
+    let mut line = b"get".to_vec();
+    for n in 0..20_000 {
+        line.extend_from_slice(format!(" k{n}").as_bytes());
+    }
+    line.extend_from_slice(b"\r\n");
+    let Ok(Parsed::Complete(r)) = parse_request(&line, &limits) else { panic!() };
+    assert_eq!(r.key_count, 20_000);
+    assert_eq!(r.keys(&line).count(), 20_000);
+    assert_eq!(r.keys(&line).last(), Some(&b"k19999"[..]));
+    let spaces = format!("get{}a{}\r\n", " ".repeat(30_000), " ".repeat(30_000));
+    assert_eq!(complete(spaces.as_bytes()).key_count, 1);
+}
+
+#[test]
+fn numbers() {
+    assert_eq!(parse_u64(b"0"), Some(0));
+    assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+    assert_eq!(parse_u64(b"18446744073709551616"), None);
+    assert_eq!(parse_u64(b"000000000000000000001"), None);
+    assert_eq!(parse_u64(b""), None);
+    assert_eq!(parse_u64(b"-1"), None);
+    assert_eq!(parse_u64(b"1a"), None);
+    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    assert_eq!(parse_i64(b"-9223372036854775809"), None);
+    assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+    assert_eq!(parse_i64(b"9223372036854775808"), None);
+    assert_eq!(parse_i64(b"-"), None);
+    assert_eq!(parse_i64(b"--1"), None);
+    assert_eq!(parse_data_len(b"2147483645"), Some(2147483645));
+    assert_eq!(parse_data_len(b"2147483646"), None);
+}
+
+#[test]
+fn base64_keys() {
+    assert_eq!(base64_decoded_len(b"Zm9v"), Some(3));
+    assert_eq!(base64_decoded_len(b"Zm8="), Some(2));
+    assert_eq!(base64_decoded_len(b"Zg=="), Some(1));
+    assert_eq!(base64_decoded_len(b"Zg="), None);
+    assert_eq!(base64_decoded_len(b"Z==="), None);
+    assert_eq!(base64_decoded_len(b"Zm=v"), None);
+    assert_eq!(base64_decoded_len(b""), None);
+    assert_eq!(base64_decoded_len(b"Zm9-"), None);
+    assert_eq!(base64_decoded_len(b"+/+/"), Some(3));
+}
+
+#[test]
+fn garbage_never_panics_and_keeps_invariants() {
+    let alphabet: &[&[u8]] = &[
+        b"get", b"set", b"gat", b"ms", b"mg", b"cas", b"delete", b"noreply", b" ", b"  ", b"\r\n",
+        b"\n", b"\r", b"0", b"3", b"-1", b"99999999999999999999", b"foo", b"q", b"b", b"Zm9v",
+        b"\x00", b"\x80", b"\x7f", b"\t", b"=", b"T60",
+    ];
+    let limits = Limits {
+        max_line_length: 64,
+        max_value_size: 16,
+        max_key_length: 8,
+    };
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..20_000 {
+        let mut buf = Vec::new();
+        for _ in 0..(next() % 24) {
+            buf.extend_from_slice(alphabet[(next() % alphabet.len() as u64) as usize]);
+        }
+        for lim in [&limits, &Limits::default()] {
+            let whole = parse_request(&buf, lim);
+            match whole {
+                Ok(Parsed::Complete(r)) => {
+                    assert!(r.line_len <= r.len && r.len <= buf.len());
+                    assert!(r.args.end < r.line_len && r.keys.end <= r.line_len);
+                    assert_eq!(r.keys(&buf).count(), r.key_count);
+                    for key in r.keys(&buf) {
+                        assert!(!key.is_empty() && key.len() <= lim.max_key_length);
+                        assert!(!key.iter().any(|&b| b == b' ' || b == b'\r' || b == b'\n'));
+                    }
+                    if let Some(d) = r.data {
+                        assert_eq!(d.start, r.line_len);
+                        assert_eq!(d.end + 2, r.len);
+                    }
+                }
+                Ok(Parsed::Incomplete) => {}
+                Err(e) => assert!(e.skip().map_or(true, |s| s > 0)),
+            }
+            for cut in 0..buf.len() {
+                let got = parse_request(&buf[..cut], lim);
+                assert!(got == Ok(Parsed::Incomplete) || got == whole, "{buf:?} cut {cut}");
+            }
+        }
+    }
+}
