@@ -283,7 +283,9 @@ mod tests {
         slot.deliver(Bytes::from_static(b"SERVER_ERROR timeout\r\n"));
         slot.deliver(Bytes::from_static(b"SERVER_ERROR other\r\n"));
         assert!(slot.is_complete());
-        assert!(matches!(&slot.output, Output::One(b) if b.as_ref() == b"SERVER_ERROR timeout\r\n"));
+        assert!(
+            matches!(&slot.output, Output::One(b) if b.as_ref() == b"SERVER_ERROR timeout\r\n")
+        );
 
         let mut slot = Slot::waiting(2, Combine::AllOk, false);
         slot.deliver(Bytes::from_static(b"OK\r\n"));

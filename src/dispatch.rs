@@ -17,8 +17,7 @@ use crate::worker::Worker;
 const NOOP: &[u8] = b"mn\r\n";
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
 const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
-const SPLIT_UNSUPPORTED: &[u8] =
-    b"SERVER_ERROR keys of one request route to different servers\r\n";
+const SPLIT_UNSUPPORTED: &[u8] = b"SERVER_ERROR keys of one request route to different servers\r\n";
 
 /// How a forwarded request is framed on the backend and answered if the backend fails.
 struct Framing {
@@ -100,11 +99,12 @@ impl Worker {
                 self.answer_locally(client, local(reply));
             }
             Command::Stats => {
+                // Only the general group is the proxy's own; the others (items, slabs,
+                // settings...) describe one memcached server and have no proxy-wide meaning.
                 let reply = if request.args.is_empty() {
                     Bytes::from(self.registry.render())
                 } else {
-                    // Only the general group is the proxy's own; other groups are per server.
-                    Bytes::from_static(b"END\r\n")
+                    Bytes::from_static(b"ERROR\r\n")
                 };
                 self.answer_locally(client, Slot::ready(reply));
             }

@@ -81,7 +81,9 @@ impl StatsRegistry {
         StatsRegistry {
             started: Instant::now(),
             started_unix,
-            workers: (0..workers).map(|_| Arc::new(WorkerStats::default())).collect(),
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerStats::default()))
+                .collect(),
         }
     }
 

@@ -124,6 +124,7 @@ impl Worker {
                 pending_accept: true,
             });
         }
+        let stats = setup.registry.worker(setup.id);
         let mut backends = Vec::new();
         let mut server_conns = Vec::new();
         for (index, server) in setup.router.servers().iter().enumerate() {
@@ -136,6 +137,7 @@ impl Worker {
                     server.timeout,
                     server.connect_timeout,
                     token,
+                    stats.clone(),
                 ));
             }
         }
@@ -151,7 +153,7 @@ impl Worker {
             server_conns,
             router: setup.router,
             timers: TimerWheel::new(now),
-            stats: setup.registry.worker(setup.id),
+            stats,
             registry: setup.registry,
             shutdown: setup.shutdown,
             shutdown_deadline: None,
@@ -217,11 +219,9 @@ impl Worker {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     client.readable = true;
                 }
-                if event.is_writable() || event.is_readable() {
-                    if !client.queued {
-                        client.queued = true;
-                        self.revisit.push(index);
-                    }
+                if !client.queued {
+                    client.queued = true;
+                    self.revisit.push(index);
                 }
                 if event.is_error() {
                     client.dead = true;
@@ -461,23 +461,28 @@ impl Worker {
                 continue;
             }
             listener.pending_accept = false;
-            for _ in 0..ACCEPT_BATCH {
-                let Some(listener) = self.listeners.get_mut(li) else {
-                    break;
-                };
-                let Some(socket) = listener.socket.as_ref() else {
+            let mut accepted = 0;
+            while accepted < ACCEPT_BATCH {
+                let Some(socket) = self.listeners.get(li).and_then(|l| l.socket.as_ref()) else {
                     break;
                 };
                 match socket.accept() {
-                    Ok((stream, _peer)) => self.admit(li, stream, now),
+                    Ok((stream, _peer)) => {
+                        accepted += 1;
+                        self.admit(li, stream, now);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        // EMFILE and friends: try again next iteration rather than spin.
+                        // EMFILE and friends: try again on the next readiness event rather
+                        // than spin on an error that will not clear by itself.
                         log::warn!("accept failed: {e}");
                         break;
                     }
                 }
+            }
+            if accepted == ACCEPT_BATCH {
+                // More may be waiting: come back next iteration without sleeping.
                 if let Some(listener) = self.listeners.get_mut(li) {
                     listener.pending_accept = true;
                 }
@@ -495,7 +500,10 @@ impl Worker {
             WorkerStats::add(&self.stats.rejected_connections, 1);
             // memcached's words; best effort, the socket buffer of a new connection is empty.
             let _ = std::io::Write::write(&mut stream, b"ERROR Too many open connections\r\n");
-            log::debug!("listener {}: connection rejected (max_connections)", spec.name);
+            log::debug!(
+                "listener {}: connection rejected (max_connections)",
+                spec.name
+            );
             return;
         }
         let idle_timeout = spec.idle_timeout;
@@ -663,5 +671,4 @@ impl Worker {
             c.push_slot(slot);
         }
     }
-
 }

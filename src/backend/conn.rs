@@ -20,8 +20,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
-use crate::buffer::{read_into, WriteQueue};
+use crate::buffer::{read_into, WriteQueue, READ_CHUNK};
 use crate::protocol::{parse_reply, ReplyKind};
+use crate::stats::WorkerStats;
+use std::sync::Arc;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -69,6 +71,7 @@ pub struct BackendConn {
     pub writable: bool,
     /// True while the connection sits in the worker's list of connections to flush.
     pub queued_for_flush: bool,
+    stats: Arc<WorkerStats>,
 }
 
 /// What a timer should be armed for, returned to the loop which owns the wheel.
@@ -88,6 +91,7 @@ impl BackendConn {
         timeout: Duration,
         connect_timeout: Duration,
         token: Token,
+        stats: Arc<WorkerStats>,
     ) -> Self {
         BackendConn {
             server,
@@ -107,6 +111,7 @@ impl BackendConn {
             readable: false,
             writable: false,
             queued_for_flush: false,
+            stats,
         }
     }
 
@@ -186,6 +191,7 @@ impl BackendConn {
     }
 
     fn enter_backoff(&mut self, now: Instant) {
+        WorkerStats::add(&self.stats.backend_connect_failures, 1);
         self.state = ConnState::Backoff(now + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
@@ -237,6 +243,7 @@ impl BackendConn {
         }
         log::debug!("backend {}: connected", self.addr);
         self.state = ConnState::Connected;
+        WorkerStats::add(&self.stats.backend_connections, 1);
         self.backoff = BACKOFF_MIN;
         self.connect_deadline = None;
         Ok(())
@@ -322,6 +329,10 @@ impl BackendConn {
                 failed: None,
             });
         }
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * READ_CHUNK {
+            // A burst of large values is over: give the memory back.
+            self.read_buf = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -339,8 +350,7 @@ impl BackendConn {
         if generation != self.generation {
             return None;
         }
-        if self.state == ConnState::Connecting && self.connect_deadline.is_some_and(|d| d <= now)
-        {
+        if self.state == ConnState::Connecting && self.connect_deadline.is_some_and(|d| d <= now) {
             log::warn!("backend {}: connect timed out", self.addr);
             self.reset(registry, FailReason::ConnectFailed, now, out);
             return None;
@@ -387,6 +397,9 @@ impl BackendConn {
             if let Err(e) = registry.deregister(&mut stream) {
                 log::debug!("backend {}: deregister: {e}", self.addr);
             }
+        }
+        if self.state == ConnState::Connected {
+            WorkerStats::sub(&self.stats.backend_connections, 1);
         }
         if reason == FailReason::ConnectFailed {
             self.enter_backoff(now);

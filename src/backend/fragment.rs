@@ -115,7 +115,11 @@ impl Fragment {
         };
         Completion {
             owner: self.owner,
-            reply: if self.discard_reply { Bytes::new() } else { reply },
+            reply: if self.discard_reply {
+                Bytes::new()
+            } else {
+                reply
+            },
             values: 0,
             lookups: self.lookups,
             failed: Some(reason),

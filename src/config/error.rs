@@ -38,7 +38,11 @@ impl ConfigErrors {
     /// A list holding one error.
     pub fn single(file: &str, path: &str, message: String) -> ConfigErrors {
         ConfigErrors {
-            errors: vec![ConfigError { file: file.to_string(), path: path.to_string(), message }],
+            errors: vec![ConfigError {
+                file: file.to_string(),
+                path: path.to_string(),
+                message,
+            }],
         }
     }
 

@@ -8,7 +8,14 @@ use super::walker::{index, join, Fields, Walker};
 use super::*;
 
 /// Keys allowed at the top level.
-const TOP_KEYS: &[&str] = &["workers", "admin", "listeners", "backends", "routes", "side_effects"];
+const TOP_KEYS: &[&str] = &[
+    "workers",
+    "admin",
+    "listeners",
+    "backends",
+    "routes",
+    "side_effects",
+];
 const ADMIN_KEYS: &[&str] = &["bind"];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -32,7 +39,13 @@ const BACKEND_KEYS: &[&str] = &[
     "health",
 ];
 const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
-const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failure_limit", "retry_after", "eject"];
+const HEALTH_KEYS: &[&str] = &[
+    "interval",
+    "timeout",
+    "failure_limit",
+    "retry_after",
+    "eject",
+];
 
 /// Smallest accepted `max_line_length`: room for a 250-byte key and a command's other fields.
 pub(super) const MIN_LINE_LENGTH: u64 = 512;
@@ -53,19 +66,31 @@ pub(super) struct Slot<T> {
 
 /// The document as walked: everything valid is here, everything broken is an error already.
 pub(super) struct Draft {
+    /// `workers` (0 when broken).
     pub workers: usize,
+    /// `admin`, when present and valid.
     pub admin: Option<AdminConfig>,
+    /// `listeners`, in file order.
     pub listeners: Vec<Slot<ListenerConfig>>,
+    /// Each listener's `routes`, as far as it could be read: `Some(None)` when absent (every
+    /// route), `None` when broken; kept apart so that a listener broken elsewhere still counts.
+    pub listener_routes: Vec<ListenerRoutes>,
+    /// `backends`, in file order.
     pub backends: Vec<Slot<BackendConfig>>,
+    /// `routes`, in file order.
     pub routes: Vec<Slot<RouteConfig>>,
+    /// `side_effects`, in file order.
     pub side_effects: Vec<Slot<SideEffectConfig>>,
 }
 
 /// Names that routes, listeners and side effects may refer to, read before the full walk so
 /// that a reference to a broken item is not also reported as a reference to a missing one.
+/// `None` when the section is not of the right type, so that its names are unknown.
 pub(super) struct Names {
-    pub backends: Vec<String>,
-    pub routes: Vec<String>,
+    /// The backend names (keys of `backends`).
+    pub backends: Option<Vec<String>>,
+    /// The route names (given or defaulted).
+    pub routes: Option<Vec<String>>,
 }
 
 /// Parses `text`, walks and validates it: the entry point behind [`Config::parse`].
@@ -82,7 +107,11 @@ pub(super) fn parse(text: &str, file: &str, format: Format) -> Result<Config, Co
     }
     match draft {
         Some(draft) if w.errors.is_empty() => assemble(draft).ok_or_else(|| {
-            ConfigErrors::single(file, "", "internal error: a part of the config was lost".into())
+            ConfigErrors::single(
+                file,
+                "",
+                "internal error: a part of the config was lost".into(),
+            )
         }),
         _ => Err(ConfigErrors { errors: w.errors }),
     }
@@ -105,33 +134,44 @@ fn assemble(d: Draft) -> Option<Config> {
 
 fn walk_root(w: &mut Walker, root: &Value) -> Option<Draft> {
     if root.is_null() {
-        w.error("", "the file is empty; expected a map with listeners, backends and routes");
+        w.error(
+            "",
+            "the file is empty; expected a map with listeners, backends and routes",
+        );
         return None;
     }
-    let Some(top) = w.fields(root, "", TOP_KEYS) else {
-        return None;
+    let top = w.fields(root, "", TOP_KEYS)?;
+    let names = Names {
+        backends: backend_names(&top),
+        routes: routes::route_names(&top),
     };
-    let names = Names { backends: backend_names(&top), routes: routes::route_names(&top) };
     let workers = match top.get("workers") {
         Some(v) => w.integer(v, "workers", 0, MAX_WORKERS as u64).unwrap_or(0) as usize,
         None => 0,
     };
     let admin = top.get("admin").and_then(|v| walk_admin(w, v));
+    let (listeners, listener_routes) = walk_listeners(w, &top, &names);
     Some(Draft {
         workers,
         admin,
-        listeners: walk_listeners(w, &top, &names),
+        listeners,
+        listener_routes,
         backends: walk_backends(w, &top),
         routes: routes::walk_routes(w, &top, &names),
         side_effects: routes::walk_side_effects(w, &top, &names),
     })
 }
 
-/// The keys of the `backends` map that are strings.
-fn backend_names(top: &Fields) -> Vec<String> {
+/// The keys of the `backends` map that are strings; `None` when `backends` is not a map.
+fn backend_names(top: &Fields) -> Option<Vec<String>> {
     match top.get("backends") {
-        Some(Value::Mapping(m)) => m.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
-        _ => Vec::new(),
+        Some(Value::Mapping(m)) => Some(
+            m.keys()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+        ),
+        None => Some(Vec::new()),
+        Some(_) => None,
     }
 }
 
@@ -154,40 +194,83 @@ fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
     Some(AdminConfig { bind })
 }
 
-fn walk_listeners(w: &mut Walker, top: &Fields, names: &Names) -> Vec<Slot<ListenerConfig>> {
+/// A listener's `routes` as far as it could be read.
+pub(super) type ListenerRoutes = Option<Option<Vec<String>>>;
+
+fn walk_listeners(
+    w: &mut Walker,
+    top: &Fields,
+    names: &Names,
+) -> (Vec<Slot<ListenerConfig>>, Vec<ListenerRoutes>) {
     let items = top_list(w, top, "listeners", "listener");
-    items.iter().enumerate().map(|(i, v)| walk_listener(w, v, index("listeners", i), names)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| walk_listener(w, v, index("listeners", i), names))
+        .unzip()
 }
 
-fn walk_listener(w: &mut Walker, v: &Value, path: String, names: &Names) -> Slot<ListenerConfig> {
+fn walk_listener(
+    w: &mut Walker,
+    v: &Value,
+    path: String,
+    names: &Names,
+) -> (Slot<ListenerConfig>, ListenerRoutes) {
     let name_path = join(&path, "name");
     let Some(f) = w.fields(v, &path, LISTENER_KEYS) else {
-        return Slot { path, name: None, name_path, value: None };
+        return (
+            Slot {
+                path,
+                name: None,
+                name_path,
+                value: None,
+            },
+            None,
+        );
     };
     let name = w.required(&f, "name").and_then(|v| w.name(v, &name_path));
-    let bind = w.required(&f, "bind").and_then(|v| w.address(v, &f.at("bind"), false));
+    let bind = w
+        .required(&f, "bind")
+        .and_then(|v| w.address(v, &f.at("bind"), false));
     let mut size = |key: &str, min: u64, max: u64, default: usize| match f.get(key) {
         Some(v) => w.size(v, &f.at(key), min, max),
         None => Some(default),
     };
-    let max_line_length = size("max_line_length", MIN_LINE_LENGTH, u64::MAX, DEFAULT_MAX_LINE_LENGTH);
+    let max_line_length = size(
+        "max_line_length",
+        MIN_LINE_LENGTH,
+        u64::MAX,
+        DEFAULT_MAX_LINE_LENGTH,
+    );
     let max_value_size = size("max_value_size", 1, MAX_VALUE_SIZE, DEFAULT_MAX_VALUE_SIZE);
-    let max_buffered_reply_bytes =
-        size("max_buffered_reply_bytes", 1, u64::MAX, DEFAULT_MAX_BUFFERED_REPLY_BYTES);
+    let max_buffered_reply_bytes = size(
+        "max_buffered_reply_bytes",
+        1,
+        u64::MAX,
+        DEFAULT_MAX_BUFFERED_REPLY_BYTES,
+    );
     let mut count = |key: &str, default: usize| match f.get(key) {
-        Some(v) => w.integer(v, &f.at(key), 1, u32::MAX as u64).map(|n| n as usize),
+        Some(v) => w
+            .integer(v, &f.at(key), 1, u32::MAX as u64)
+            .map(|n| n as usize),
         None => Some(default),
     };
     let max_connections = count("max_connections", DEFAULT_MAX_CONNECTIONS);
-    let max_outstanding_requests = count("max_outstanding_requests", DEFAULT_MAX_OUTSTANDING_REQUESTS);
+    let max_outstanding_requests =
+        count("max_outstanding_requests", DEFAULT_MAX_OUTSTANDING_REQUESTS);
     let idle_timeout = match f.get("idle_timeout") {
-        Some(v) => w.duration(v, &f.at("idle_timeout")).map(|d| (!d.is_zero()).then_some(d)),
+        Some(v) => w
+            .duration(v, &f.at("idle_timeout"))
+            .map(|d| (!d.is_zero()).then_some(d)),
         None => Some(None),
     };
     let routes = match f.get("routes") {
-        Some(v) => w.references(v, &f.at("routes"), "route", &names.routes).map(Some),
+        Some(v) => w
+            .references(v, &f.at("routes"), "route", names.routes.as_deref())
+            .map(Some),
         None => Some(None),
     };
+    let listener_routes = routes.clone();
     let value = (|| {
         Some(ListenerConfig {
             name: name.clone()?,
@@ -201,7 +284,15 @@ fn walk_listener(w: &mut Walker, v: &Value, path: String, names: &Names) -> Slot
             max_buffered_reply_bytes: max_buffered_reply_bytes?,
         })
     })();
-    Slot { path, name, name_path, value }
+    (
+        Slot {
+            path,
+            name,
+            name_path,
+            value,
+        },
+        listener_routes,
+    )
 }
 
 fn walk_backends(w: &mut Walker, top: &Fields) -> Vec<Slot<BackendConfig>> {
@@ -232,37 +323,59 @@ fn walk_backends(w: &mut Walker, top: &Fields) -> Vec<Slot<BackendConfig>> {
             b.name = name.clone()?;
             Some(b)
         });
-        slots.push(Slot { name_path: path.clone(), path, name, value });
+        slots.push(Slot {
+            name_path: path.clone(),
+            path,
+            name,
+            value,
+        });
     }
     slots
 }
 
 fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> {
     let f = w.fields(v, path, BACKEND_KEYS)?;
-    let servers = w.required(&f, "servers").and_then(|v| walk_servers(w, v, &f.at("servers")));
+    let servers = w
+        .required(&f, "servers")
+        .and_then(|v| walk_servers(w, v, &f.at("servers")));
     let mut b = BackendConfig::with_defaults("", Vec::new());
     let mut ok = true;
     let mut take = |x: Option<()>| ok &= x.is_some();
     if let Some(v) = f.get("distribution") {
         let options: Vec<_> = Distribution::ALL.iter().map(|d| (d.name(), *d)).collect();
-        take(w.choice(v, &f.at("distribution"), "distribution", &options).map(|d| b.distribution = d));
+        take(
+            w.choice(v, &f.at("distribution"), "distribution", &options)
+                .map(|d| b.distribution = d),
+        );
     }
     if let Some(v) = f.get("hash") {
         let options: Vec<_> = HashFunction::ALL.iter().map(|h| (h.name(), *h)).collect();
-        take(w.choice(v, &f.at("hash"), "hash", &options).map(|h| b.hash = h));
+        take(
+            w.choice(v, &f.at("hash"), "hash", &options)
+                .map(|h| b.hash = h),
+        );
     }
     if let Some(v) = f.get("hash_tag") {
         take(hash_tag(w, v, &f.at("hash_tag")).map(|t| b.hash_tag = Some(t)));
     }
     if let Some(v) = f.get("timeout") {
-        take(w.positive_duration(v, &f.at("timeout")).map(|d| b.timeout = d));
+        take(
+            w.positive_duration(v, &f.at("timeout"))
+                .map(|d| b.timeout = d),
+        );
     }
     if let Some(v) = f.get("connect_timeout") {
-        take(w.positive_duration(v, &f.at("connect_timeout")).map(|d| b.connect_timeout = d));
+        take(
+            w.positive_duration(v, &f.at("connect_timeout"))
+                .map(|d| b.connect_timeout = d),
+        );
     }
     if let Some(v) = f.get("connections") {
         let max = MAX_CONNECTIONS_PER_SERVER as u64;
-        take(w.integer(v, &f.at("connections"), 1, max).map(|n| b.connections = n as usize));
+        take(
+            w.integer(v, &f.at("connections"), 1, max)
+                .map(|n| b.connections = n as usize),
+        );
     }
     if let Some(v) = f.get("health") {
         take(walk_health(w, v, &f.at("health")).map(|h| b.health = h));
@@ -276,7 +389,11 @@ fn hash_tag(w: &mut Walker, v: &Value, path: &str) -> Option<String> {
     if s.len() == 2 && s.is_ascii() {
         Some(s.to_string())
     } else {
-        w.error(path, format!("must be exactly two ASCII characters, the opening and the closing one, like \"{{}}\"; got '{s}'"));
+        let msg = format!(
+            "must be exactly two ASCII characters, the opening and the closing one, \
+             like \"{{}}\"; got '{s}'"
+        );
+        w.error(path, msg);
         None
     }
 }
@@ -299,8 +416,14 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
             let msg = format!("server {} is listed twice (also {path}[{j}])", server.addr);
             w.error(&item_path, msg);
             ok = false;
-        } else if let Some(j) = servers.iter().position(|s| s.name.is_some() && s.name == server.name) {
-            let msg = format!("server name '{}' is used twice (also {path}[{j}])", server.name.clone().unwrap_or_default());
+        } else if let Some(j) = servers
+            .iter()
+            .position(|s| s.name.is_some() && s.name == server.name)
+        {
+            let msg = format!(
+                "server name '{}' is used twice (also {path}[{j}])",
+                server.name.clone().unwrap_or_default()
+            );
             w.error(&join(&item_path, "name"), msg);
             ok = false;
         }
@@ -312,16 +435,25 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
     if v.is_string() {
         let (address, addr) = w.address(v, path, true)?;
-        return Some(ServerConfig { address, addr, weight: 1, name: None });
+        return Some(ServerConfig {
+            address,
+            addr,
+            weight: 1,
+            name: None,
+        });
     }
     if !v.is_mapping() {
         w.expected(path, "\"host:port\" or a map {address, weight, name}", v);
         return None;
     }
     let f = w.fields(v, path, SERVER_KEYS)?;
-    let address = w.required(&f, "address").and_then(|v| w.address(v, &f.at("address"), true));
+    let address = w
+        .required(&f, "address")
+        .and_then(|v| w.address(v, &f.at("address"), true));
     let weight = match f.get("weight") {
-        Some(v) => w.integer(v, &f.at("weight"), 1, u32::MAX as u64).map(|n| n as u32),
+        Some(v) => w
+            .integer(v, &f.at("weight"), 1, u32::MAX as u64)
+            .map(|n| n as u32),
         None => Some(1),
     };
     let name = match f.get("name") {
@@ -329,7 +461,12 @@ fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
         None => Some(None),
     };
     let (address, addr) = address?;
-    Some(ServerConfig { address, addr, weight: weight?, name: name? })
+    Some(ServerConfig {
+        address,
+        addr,
+        weight: weight?,
+        name: name?,
+    })
 }
 
 fn walk_health(w: &mut Walker, v: &Value, path: &str) -> Option<HealthConfig> {
@@ -338,16 +475,28 @@ fn walk_health(w: &mut Walker, v: &Value, path: &str) -> Option<HealthConfig> {
     let mut ok = true;
     let mut take = |x: Option<()>| ok &= x.is_some();
     if let Some(v) = f.get("interval") {
-        take(w.positive_duration(v, &f.at("interval")).map(|d| h.interval = d));
+        take(
+            w.positive_duration(v, &f.at("interval"))
+                .map(|d| h.interval = d),
+        );
     }
     if let Some(v) = f.get("timeout") {
-        take(w.positive_duration(v, &f.at("timeout")).map(|d| h.timeout = d));
+        take(
+            w.positive_duration(v, &f.at("timeout"))
+                .map(|d| h.timeout = d),
+        );
     }
     if let Some(v) = f.get("failure_limit") {
-        take(w.integer(v, &f.at("failure_limit"), 1, u32::MAX as u64).map(|n| h.failure_limit = n as u32));
+        take(
+            w.integer(v, &f.at("failure_limit"), 1, u32::MAX as u64)
+                .map(|n| h.failure_limit = n as u32),
+        );
     }
     if let Some(v) = f.get("retry_after") {
-        take(w.positive_duration(v, &f.at("retry_after")).map(|d| h.retry_after = d));
+        take(
+            w.positive_duration(v, &f.at("retry_after"))
+                .map(|d| h.retry_after = d),
+        );
     }
     if let Some(v) = f.get("eject") {
         take(w.boolean(v, &f.at("eject")).map(|b| h.eject = b));

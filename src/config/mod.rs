@@ -195,7 +195,12 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A server of weight 1 with no name, written as its socket address.
     pub fn from_addr(addr: SocketAddr) -> ServerConfig {
-        ServerConfig { address: addr.to_string(), addr, weight: 1, name: None }
+        ServerConfig {
+            address: addr.to_string(),
+            addr,
+            weight: 1,
+            name: None,
+        }
     }
 }
 
@@ -212,7 +217,11 @@ pub enum Distribution {
 
 impl Distribution {
     /// Every distribution, in documentation order.
-    pub const ALL: [Distribution; 3] = [Distribution::Ketama, Distribution::Modula, Distribution::Random];
+    pub const ALL: [Distribution; 3] = [
+        Distribution::Ketama,
+        Distribution::Modula,
+        Distribution::Random,
+    ];
 
     /// The name used in config files.
     pub fn name(self) -> &'static str {
@@ -414,8 +423,14 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy name, in documentation order.
-    pub const NAMES: [&'static str; 6] =
-        ["blind_forward", "round_robin", "consistent_hash", "failover", "parallel", "warm_first"];
+    pub const NAMES: [&'static str; 6] = [
+        "blind_forward",
+        "round_robin",
+        "consistent_hash",
+        "failover",
+        "parallel",
+        "warm_first",
+    ];
 
     /// The strategy's name in config files.
     pub fn name(&self) -> &'static str {
@@ -513,7 +528,11 @@ impl Config {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &file, Format::from_path(path)),
-            Err(e) => Err(ConfigErrors::single(&file, "", format!("cannot read the file: {e}"))),
+            Err(e) => Err(ConfigErrors::single(
+                &file,
+                "",
+                format!("cannot read the file: {e}"),
+            )),
         }
     }
 
@@ -538,7 +557,9 @@ impl Config {
                 name: "default".to_string(),
                 matcher: KeyMatch::Glob("*".to_string()),
                 commands: None,
-                strategy: Strategy::BlindForward { backend: "default".to_string() },
+                strategy: Strategy::BlindForward {
+                    backend: "default".to_string(),
+                },
             }],
             side_effects: Vec::new(),
         }
@@ -546,7 +567,10 @@ impl Config {
 
     /// The backend called `name` and its index in [`Config::backends`].
     pub fn backend(&self, name: &str) -> Option<(usize, &BackendConfig)> {
-        self.backends.iter().enumerate().find(|(_, b)| b.name == name)
+        self.backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.name == name)
     }
 
     /// The route called `name` and its index in [`Config::routes`].
@@ -559,7 +583,9 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 

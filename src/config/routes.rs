@@ -50,25 +50,40 @@ fn route_name(v: &Value, i: usize) -> Option<String> {
     }
 }
 
-/// Every route name that can be read, for references from listeners and side effects.
-pub(super) fn route_names(top: &Fields) -> Vec<String> {
+/// Every route name that can be read, for references from listeners and side effects;
+/// `None` when `routes` is not a list.
+pub(super) fn route_names(top: &Fields) -> Option<Vec<String>> {
     match top.get("routes") {
-        Some(Value::Sequence(items)) => {
-            items.iter().enumerate().filter_map(|(i, v)| route_name(v, i)).collect()
-        }
-        _ => Vec::new(),
+        Some(Value::Sequence(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| route_name(v, i))
+                .collect(),
+        ),
+        None => Some(Vec::new()),
+        Some(_) => None,
     }
 }
 
 /// Walks `routes`.
 pub(super) fn walk_routes(w: &mut Walker, top: &Fields, names: &Names) -> Vec<Slot<RouteConfig>> {
     let items = top_list(w, top, "routes", "route");
-    items.iter().enumerate().map(|(i, v)| walk_route(w, v, i, names)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| walk_route(w, v, i, names))
+        .collect()
 }
 
 fn walk_route(w: &mut Walker, v: &Value, i: usize, names: &Names) -> Slot<RouteConfig> {
     let path = index("routes", i);
-    let mut slot = Slot { name: None, name_path: path.clone(), value: None, path };
+    let mut slot = Slot {
+        name: None,
+        name_path: path.clone(),
+        value: None,
+        path,
+    };
     let Some(map) = w.map(v, &slot.path) else {
         return slot;
     };
@@ -105,14 +120,21 @@ fn walk_route(w: &mut Walker, v: &Value, i: usize, names: &Names) -> Slot<RouteC
         None => route_name(v, i),
     };
     slot.name = name.clone();
-    let matcher = w.required(&f, "match").and_then(|v| walk_match(w, v, &f.at("match")));
+    let matcher = w
+        .required(&f, "match")
+        .and_then(|v| walk_match(w, v, &f.at("match")));
     let commands = match f.get("commands") {
         Some(v) => walk_commands(w, v, &f.at("commands"), false).map(Some),
         None => Some(None),
     };
     let strategy = strategy_name.and_then(|s| walk_strategy(w, &f, s, names));
     slot.value = (|| {
-        Some(RouteConfig { name: name?, matcher: matcher?, commands: commands?, strategy: strategy? })
+        Some(RouteConfig {
+            name: name?,
+            matcher: matcher?,
+            commands: commands?,
+            strategy: strategy?,
+        })
     })();
     slot
 }
@@ -120,7 +142,10 @@ fn walk_route(w: &mut Walker, v: &Value, i: usize, names: &Names) -> Slot<RouteC
 fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
     let matcher = match v {
         Value::String(glob) if glob.is_empty() => {
-            w.error(path, "an empty glob matches no key; use \"*\" to match every key");
+            w.error(
+                path,
+                "an empty glob matches no key; use \"*\" to match every key",
+            );
             return None;
         }
         Value::String(glob) => KeyMatch::Glob(glob.clone()),
@@ -141,7 +166,10 @@ fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
                     KeyMatch::Regex(r.to_string())
                 }
                 (None, None) => {
-                    w.error(path, "expected {prefix: ...} or {regex: ...}");
+                    // Unknown keys have been reported already.
+                    if f.is_empty() {
+                        w.error(path, "expected {prefix: ...} or {regex: ...}");
+                    }
                     return None;
                 }
             }
@@ -156,7 +184,10 @@ fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
         KeyMatch::Regex(_) => return Some(matcher),
     };
     if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        w.error(path, format!("'{pattern}' can never match: memcached keys contain no spaces or control characters"));
+        let msg = format!(
+            "'{pattern}' can never match: memcached keys contain no spaces or control characters"
+        );
+        w.error(path, msg);
         return None;
     }
     Some(matcher)
@@ -166,7 +197,10 @@ fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
 fn walk_commands(w: &mut Walker, v: &Value, path: &str, writes_only: bool) -> Option<Vec<Command>> {
     let items = w.list(v, path)?;
     if items.is_empty() {
-        w.error(path, "must list at least one command (leave `commands` out to take every command)");
+        w.error(
+            path,
+            "must list at least one command (leave `commands` out to take every command)",
+        );
         return None;
     }
     let mut commands = Vec::with_capacity(items.len());
@@ -175,8 +209,16 @@ fn walk_commands(w: &mut Walker, v: &Value, path: &str, writes_only: bool) -> Op
         let item_path = index(path, i);
         match command(w, item, &item_path) {
             Some(c) if writes_only && !is_write(c) => {
-                let writes: Vec<&str> = Command::ALL.iter().filter(|c| is_write(**c)).map(|c| c.name()).collect();
-                let msg = format!("'{}' is not a write command; replicate copies only: {}", c.name(), writes.join(", "));
+                let writes: Vec<&str> = Command::ALL
+                    .iter()
+                    .filter(|c| is_write(**c))
+                    .map(|c| c.name())
+                    .collect();
+                let msg = format!(
+                    "'{}' is not a write command; replicate copies only: {}",
+                    c.name(),
+                    writes.join(", ")
+                );
                 w.error(&item_path, msg);
                 ok = false;
             }
@@ -194,13 +236,19 @@ fn command(w: &mut Walker, v: &Value, path: &str) -> Option<Command> {
     let found = Command::from_name(s.as_bytes());
     if found.is_none() {
         let names: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
-        w.error(path, format!("unknown command '{s}' (expected one of: {})", names.join(", ")));
+        w.error(
+            path,
+            format!(
+                "unknown command '{s}' (expected one of: {})",
+                names.join(", ")
+            ),
+        );
     }
     found
 }
 
 fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Option<Strategy> {
-    let known = &names.backends;
+    let known = names.backends.as_deref();
     let one = |w: &mut Walker, key: &str| {
         let v = w.required(f, key)?;
         w.reference(v, &f.at(key), "backend", known)
@@ -209,15 +257,24 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
         let v = w.required(f, "backends")?;
         let list = w.references(v, &f.at("backends"), "backend", known)?;
         if list.len() < 2 {
-            w.error(&f.at("backends"), format!("{name} needs at least two backends"));
+            w.error(
+                &f.at("backends"),
+                format!("{name} needs at least two backends"),
+            );
             return None;
         }
         Some(list)
     };
     match name {
-        "blind_forward" => Some(Strategy::BlindForward { backend: one(w, "backend")? }),
-        "round_robin" => Some(Strategy::RoundRobin { backend: one(w, "backend")? }),
-        "consistent_hash" => Some(Strategy::ConsistentHash { backend: one(w, "backend")? }),
+        "blind_forward" => Some(Strategy::BlindForward {
+            backend: one(w, "backend")?,
+        }),
+        "round_robin" => Some(Strategy::RoundRobin {
+            backend: one(w, "backend")?,
+        }),
+        "consistent_hash" => Some(Strategy::ConsistentHash {
+            backend: one(w, "backend")?,
+        }),
         "failover" => {
             let backends = several(w);
             let options = [("stop", OnMiss::Stop), ("next", OnMiss::Next)];
@@ -225,24 +282,36 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
                 Some(v) => w.choice(v, &f.at("on_miss"), "on_miss", &options),
                 None => Some(OnMiss::Stop),
             };
-            Some(Strategy::Failover { backends: backends?, on_miss: on_miss? })
+            Some(Strategy::Failover {
+                backends: backends?,
+                on_miss: on_miss?,
+            })
         }
         "parallel" => {
             let backends = several(w);
-            let options =
-                [("all", WritePolicy::All), ("majority", WritePolicy::Majority), ("first", WritePolicy::First)];
+            let options = [
+                ("all", WritePolicy::All),
+                ("majority", WritePolicy::Majority),
+                ("first", WritePolicy::First),
+            ];
             let writes = match f.get("writes") {
                 Some(v) => w.choice(v, &f.at("writes"), "writes policy", &options),
                 None => Some(WritePolicy::All),
             };
-            Some(Strategy::Parallel { backends: backends?, writes: writes? })
+            Some(Strategy::Parallel {
+                backends: backends?,
+                writes: writes?,
+            })
         }
         "warm_first" => {
             let warm = one(w, "warm");
             let cold = one(w, "cold");
             if let (Some(warm), Some(cold)) = (&warm, &cold) {
                 if warm == cold {
-                    w.error(&f.at("cold"), format!("warm and cold must be different backends, both are '{cold}'"));
+                    w.error(
+                        &f.at("cold"),
+                        format!("warm and cold must be different backends, both are '{cold}'"),
+                    );
                     return None;
                 }
             }
@@ -250,7 +319,11 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
                 Some(v) => walk_write_on_miss(w, v, &f.at("write_on_miss")).map(Some),
                 None => Some(None),
             };
-            Some(Strategy::WarmFirst { warm: warm?, cold: cold?, write_on_miss: write_on_miss? })
+            Some(Strategy::WarmFirst {
+                warm: warm?,
+                cold: cold?,
+                write_on_miss: write_on_miss?,
+            })
         }
         _ => None,
     }
@@ -262,7 +335,8 @@ fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMi
     let ttl = w.integer(v, &f.at("ttl"), 0, u64::MAX)?;
     if ttl > MAX_RELATIVE_TTL {
         let msg = format!(
-            "must be at most {MAX_RELATIVE_TTL} seconds (30 days), got {ttl}: memcached reads a larger TTL as a unix time"
+            "must be at most {MAX_RELATIVE_TTL} seconds (30 days), got {ttl}: \
+             memcached reads a larger TTL as a unix time"
         );
         w.error(&f.at("ttl"), msg);
         return None;
@@ -271,21 +345,43 @@ fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMi
 }
 
 /// Walks `side_effects` (optional, may be empty).
-pub(super) fn walk_side_effects(w: &mut Walker, top: &Fields, names: &Names) -> Vec<Slot<SideEffectConfig>> {
+pub(super) fn walk_side_effects(
+    w: &mut Walker,
+    top: &Fields,
+    names: &Names,
+) -> Vec<Slot<SideEffectConfig>> {
     let Some(v) = top.get("side_effects") else {
         return Vec::new();
     };
     let items = w.list(v, "side_effects").unwrap_or(&[]);
-    items.iter().enumerate().map(|(i, v)| walk_side_effect(w, v, index("side_effects", i), names)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| walk_side_effect(w, v, index("side_effects", i), names))
+        .collect()
 }
 
-fn walk_side_effect(w: &mut Walker, v: &Value, path: String, names: &Names) -> Slot<SideEffectConfig> {
-    let mut slot = Slot { name: None, name_path: path.clone(), value: None, path };
+fn walk_side_effect(
+    w: &mut Walker,
+    v: &Value,
+    path: String,
+    names: &Names,
+) -> Slot<SideEffectConfig> {
+    let mut slot = Slot {
+        name: None,
+        name_path: path.clone(),
+        value: None,
+        path,
+    };
     let Some(map) = w.map(v, &slot.path) else {
         return slot;
     };
     if map.len() != 1 {
-        let msg = format!("expected a map with exactly one key naming the side effect, like {{replicate: {{...}}}}, got {} keys", map.len());
+        let msg = format!(
+            "expected a map with exactly one key naming the side effect, \
+             like {{replicate: {{...}}}}, got {} keys",
+            map.len()
+        );
         w.error(&slot.path, msg);
         return slot;
     }
@@ -295,7 +391,10 @@ fn walk_side_effect(w: &mut Walker, v: &Value, path: String, names: &Names) -> S
                 slot.value = walk_replicate(w, body, &join(&slot.path, "replicate"), names);
             }
             Some(k) => {
-                let msg = format!("unknown side effect '{k}' (expected one of: {})", SIDE_EFFECT_KINDS.join(", "));
+                let msg = format!(
+                    "unknown side effect '{k}' (expected one of: {})",
+                    SIDE_EFFECT_KINDS.join(", ")
+                );
                 w.error(&join(&slot.path, k), msg);
             }
             None => w.expected(&slot.path, "a side effect name", key),
@@ -304,14 +403,32 @@ fn walk_side_effect(w: &mut Walker, v: &Value, path: String, names: &Names) -> S
     slot
 }
 
-fn walk_replicate(w: &mut Walker, v: &Value, path: &str, names: &Names) -> Option<SideEffectConfig> {
+fn walk_replicate(
+    w: &mut Walker,
+    v: &Value,
+    path: &str,
+    names: &Names,
+) -> Option<SideEffectConfig> {
     let f = w.fields(v, path, REPLICATE_KEYS)?;
-    let routes = w.required(&f, "routes").and_then(|v| w.references(v, &f.at("routes"), "route", &names.routes));
-    let to = w.required(&f, "to").and_then(|v| w.reference(v, &f.at("to"), "backend", &names.backends));
-    let commands = w.required(&f, "commands").and_then(|v| walk_commands(w, v, &f.at("commands"), true));
+    let routes = w
+        .required(&f, "routes")
+        .and_then(|v| w.references(v, &f.at("routes"), "route", names.routes.as_deref()));
+    let to = w
+        .required(&f, "to")
+        .and_then(|v| w.reference(v, &f.at("to"), "backend", names.backends.as_deref()));
+    let commands = w
+        .required(&f, "commands")
+        .and_then(|v| walk_commands(w, v, &f.at("commands"), true));
     let queue = match f.get("queue") {
-        Some(v) => w.integer(v, &f.at("queue"), 1, u32::MAX as u64).map(|n| n as usize),
+        Some(v) => w
+            .integer(v, &f.at("queue"), 1, u32::MAX as u64)
+            .map(|n| n as usize),
         None => Some(DEFAULT_REPLICATE_QUEUE),
     };
-    Some(SideEffectConfig::Replicate { routes: routes?, to: to?, commands: commands?, queue: queue? })
+    Some(SideEffectConfig::Replicate {
+        routes: routes?,
+        to: to?,
+        commands: commands?,
+        queue: queue?,
+    })
 }

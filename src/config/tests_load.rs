@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::*;
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
 }
 
 fn load(name: &str) -> Config {
@@ -42,7 +44,10 @@ fn every_example_file_loads() {
             count += 1;
         }
     }
-    assert!(count >= 3, "expected at least 3 example configs, found {count}");
+    assert!(
+        count >= 3,
+        "expected at least 3 example configs, found {count}"
+    );
 }
 
 #[test]
@@ -71,14 +76,26 @@ fn reference_yaml_and_its_json_translation_agree() {
 #[test]
 fn reference_yaml_uses_every_key_and_value_kind() {
     let c = load("reference.yaml");
-    assert_eq!(c.admin, Some(AdminConfig { bind: addr("127.0.0.1:9120") }));
+    assert_eq!(
+        c.admin,
+        Some(AdminConfig {
+            bind: addr("127.0.0.1:9120")
+        })
+    );
     let main = &c.listeners[0];
     assert_eq!(main.idle_timeout, Some(Duration::from_secs(600)));
     assert_eq!(main.max_line_length, 65536);
     assert_eq!(main.max_buffered_reply_bytes, 4 << 20);
-    assert_eq!(c.listeners[1].routes, Some(vec!["sessions".to_string(), "rest".to_string()]));
+    assert_eq!(
+        c.listeners[1].routes,
+        Some(vec!["sessions".to_string(), "rest".to_string()])
+    );
     let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["l1", "l2", "replica", "legacy"], "file order is kept");
+    assert_eq!(
+        names,
+        ["l1", "l2", "replica", "legacy"],
+        "file order is kept"
+    );
     let l1 = &c.backends[0];
     assert_eq!(l1.servers[1].weight, 2);
     assert_eq!(l1.servers[1].name.as_deref(), Some("cache-b"));
@@ -91,14 +108,22 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     let mut all = Strategy::NAMES.to_vec();
     all.sort_unstable();
     assert_eq!(sorted, all, "reference.yaml shows every strategy once");
-    assert_eq!(c.routes[0].commands, Some(vec![Command::Incr, Command::Decr, Command::Get]));
+    assert_eq!(
+        c.routes[0].commands,
+        Some(vec![Command::Incr, Command::Decr, Command::Get])
+    );
     assert!(matches!(c.routes[2].matcher, KeyMatch::Regex(_)));
     assert_eq!(c.side_effects.len(), 1);
     // Everything but blind_forward is reported.
     let unsupported = c.unsupported_features();
     assert!(unsupported.iter().any(|m| m.starts_with("admin:")));
-    assert!(unsupported.iter().any(|m| m.starts_with("listeners[1] ('sessions'): route selection")));
-    assert!(!unsupported.iter().any(|m| m.contains("'legacy'")), "{unsupported:?}");
+    assert!(unsupported
+        .iter()
+        .any(|m| m.starts_with("listeners[1] ('sessions'): route selection")));
+    assert!(
+        !unsupported.iter().any(|m| m.contains("'legacy'")),
+        "{unsupported:?}"
+    );
 }
 
 #[test]
@@ -110,22 +135,45 @@ fn defaults() {
     );
     assert_eq!(c.workers, 0);
     assert_eq!(c.admin, None);
-    assert_eq!(c.listeners[0], ListenerConfig::with_defaults("a", addr("127.0.0.1:0")));
+    assert_eq!(
+        c.listeners[0],
+        ListenerConfig::with_defaults("a", addr("127.0.0.1:0"))
+    );
     let l = &c.listeners[0];
     assert_eq!(
-        (l.max_connections, l.idle_timeout, l.max_line_length, l.max_value_size),
+        (
+            l.max_connections,
+            l.idle_timeout,
+            l.max_line_length,
+            l.max_value_size
+        ),
         (10000, None, 65536, 1 << 20)
     );
-    assert_eq!((l.max_outstanding_requests, l.max_buffered_reply_bytes), (1024, 4 << 20));
+    assert_eq!(
+        (l.max_outstanding_requests, l.max_buffered_reply_bytes),
+        (1024, 4 << 20)
+    );
     let b = &c.backends[0];
     assert_eq!(b.distribution, Distribution::Ketama);
     assert_eq!(b.hash, HashFunction::Fnv1a_64);
-    assert_eq!((b.timeout, b.connect_timeout, b.connections), (Duration::from_secs(1), Duration::from_secs(1), 1));
+    assert_eq!(
+        (b.timeout, b.connect_timeout, b.connections),
+        (Duration::from_secs(1), Duration::from_secs(1), 1)
+    );
     let h = &b.health;
-    assert_eq!((h.interval, h.timeout, h.failure_limit), (Duration::from_secs(1), Duration::from_millis(500), 3));
+    assert_eq!(
+        (h.interval, h.timeout, h.failure_limit),
+        (Duration::from_secs(1), Duration::from_millis(500), 3)
+    );
     assert_eq!((h.retry_after, h.eject), (Duration::from_secs(5), false));
-    assert_eq!(b.servers[0], ServerConfig::from_addr(addr("127.0.0.1:11211")));
-    assert_eq!(c.routes[0].name, "route0", "an unnamed route is named by its index");
+    assert_eq!(
+        b.servers[0],
+        ServerConfig::from_addr(addr("127.0.0.1:11211"))
+    );
+    assert_eq!(
+        c.routes[0].name, "route0",
+        "an unnamed route is named by its index"
+    );
     assert_eq!(c.routes[0].commands, None);
     assert!(c.side_effects.is_empty());
 }
@@ -162,17 +210,30 @@ fn values_in_every_form() {
     assert_eq!(c.workers, 4);
     assert_eq!(c.worker_count(), 4);
     let (a, b) = (&c.listeners[0], &c.listeners[1]);
-    assert_eq!(a.bind, addr("127.0.0.1:7000"), "localhost resolves, IPv4 first");
+    assert_eq!(
+        a.bind,
+        addr("127.0.0.1:7000"),
+        "localhost resolves, IPv4 first"
+    );
     assert_eq!(a.idle_timeout, None, "0s means no idle timeout");
     assert_eq!((a.max_line_length, a.max_value_size), (2048, 2 << 20));
     assert_eq!(b.bind, addr("[::1]:7001"));
     assert_eq!(b.idle_timeout, Some(Duration::from_millis(1500)));
     assert_eq!((b.max_value_size, b.max_buffered_reply_bytes), (1000, 1000));
     let p = &c.backends[0];
-    assert_eq!(p.servers[0].address, "localhost:11211", "the address is kept as written");
+    assert_eq!(
+        p.servers[0].address, "localhost:11211",
+        "the address is kept as written"
+    );
     assert_eq!(p.servers[0].addr, addr("127.0.0.1:11211"));
-    assert_eq!((p.servers[1].weight, p.servers[1].name.as_deref()), (3, None));
-    assert_eq!((p.distribution, p.hash, p.connections), (Distribution::Modula, HashFunction::Crc32a, 64));
+    assert_eq!(
+        (p.servers[1].weight, p.servers[1].name.as_deref()),
+        (3, None)
+    );
+    assert_eq!(
+        (p.distribution, p.hash, p.connections),
+        (Distribution::Modula, HashFunction::Crc32a, 64)
+    );
     assert_eq!(c.routes[0].matcher, KeyMatch::Prefix(String::new()));
     assert!(c.routes[0].is_catch_all());
 }
@@ -195,14 +256,60 @@ fn every_strategy_parses() {
     );
     let s: Vec<Strategy> = c.routes.into_iter().map(|r| r.strategy).collect();
     let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    assert_eq!(s[0], Strategy::BlindForward { backend: "x".into() });
-    assert_eq!(s[1], Strategy::RoundRobin { backend: "y".into() });
-    assert_eq!(s[2], Strategy::ConsistentHash { backend: "z".into() });
-    assert_eq!(s[3], Strategy::Failover { backends: names(&["x", "y", "z"]), on_miss: OnMiss::Stop });
-    assert_eq!(s[4], Strategy::Failover { backends: names(&["y", "x"]), on_miss: OnMiss::Next });
-    assert_eq!(s[5], Strategy::Parallel { backends: names(&["x", "y"]), writes: WritePolicy::All });
-    assert_eq!(s[6], Strategy::Parallel { backends: names(&["x", "y"]), writes: WritePolicy::First });
-    assert_eq!(s[7], Strategy::WarmFirst { warm: "x".into(), cold: "y".into(), write_on_miss: None });
+    assert_eq!(
+        s[0],
+        Strategy::BlindForward {
+            backend: "x".into()
+        }
+    );
+    assert_eq!(
+        s[1],
+        Strategy::RoundRobin {
+            backend: "y".into()
+        }
+    );
+    assert_eq!(
+        s[2],
+        Strategy::ConsistentHash {
+            backend: "z".into()
+        }
+    );
+    assert_eq!(
+        s[3],
+        Strategy::Failover {
+            backends: names(&["x", "y", "z"]),
+            on_miss: OnMiss::Stop
+        }
+    );
+    assert_eq!(
+        s[4],
+        Strategy::Failover {
+            backends: names(&["y", "x"]),
+            on_miss: OnMiss::Next
+        }
+    );
+    assert_eq!(
+        s[5],
+        Strategy::Parallel {
+            backends: names(&["x", "y"]),
+            writes: WritePolicy::All
+        }
+    );
+    assert_eq!(
+        s[6],
+        Strategy::Parallel {
+            backends: names(&["x", "y"]),
+            writes: WritePolicy::First
+        }
+    );
+    assert_eq!(
+        s[7],
+        Strategy::WarmFirst {
+            warm: "x".into(),
+            cold: "y".into(),
+            write_on_miss: None
+        }
+    );
     assert_eq!(s[8].backend_names(), ["x", "z"]);
     assert_eq!(s[3].backend_names(), ["x", "y", "z"]);
     assert_eq!(s[0].backend_names(), ["x"]);
@@ -224,7 +331,10 @@ fn accessors_and_names() {
     }
     assert_eq!(HashFunction::Fnv1a_64.name(), "fnv1a_64");
     assert_eq!(HashFunction::OneAtATime.name(), "one_at_a_time");
-    assert_eq!((OnMiss::Next.name(), WritePolicy::Majority.name()), ("next", "majority"));
+    assert_eq!(
+        (OnMiss::Next.name(), WritePolicy::Majority.name()),
+        ("next", "majority")
+    );
 }
 
 #[test]
@@ -269,7 +379,9 @@ fn unsupported_features_one_message_each() {
         ]
     );
     match &c.side_effects[0] {
-        SideEffectConfig::Replicate { queue, commands, .. } => {
+        SideEffectConfig::Replicate {
+            queue, commands, ..
+        } => {
             assert_eq!((*queue, commands.as_slice()), (10000, &[Command::Set][..]));
         }
     }
@@ -293,7 +405,10 @@ fn a_filtered_catch_all_does_not_hide_later_routes() {
          backends: {x: {servers: ['127.0.0.1:1']}}\n\
          routes: [{match: '*', commands: [get, gets], strategy: blind_forward, backend: x}, {match: '*', strategy: blind_forward, backend: x}]\n",
     );
-    assert_eq!(c.routes[0].commands, Some(vec![Command::Get, Command::Gets]));
+    assert_eq!(
+        c.routes[0].commands,
+        Some(vec![Command::Get, Command::Gets])
+    );
     assert!(!c.routes[0].is_catch_all());
     assert!(c.routes[1].is_catch_all());
 }

@@ -9,12 +9,15 @@ pub(crate) const DURATION_HINT: &str =
 
 /// What a size must look like, for error messages.
 pub(crate) const SIZE_HINT: &str =
-    "a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB)";
+    "a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB \
+     (units: B, KB, KiB, MB, MiB, GB, GiB)";
 
 /// Parses a duration: a decimal number (`5`, `1.5`) followed directly by a unit:
 /// `us`, `ms`, `s`, `m` or `h`. A bare number is rejected: the unit is never guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit_nanos: u128 = match unit {
         "us" | "µs" => 1_000,
@@ -25,11 +28,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" if !number.is_empty() => {
             return Err(format!("'{text}' has no unit; expected {DURATION_HINT}"));
         }
-        _ if number.is_empty() => return Err(format!("'{text}' is not a duration; expected {DURATION_HINT}")),
-        _ => return Err(format!("'{text}' has an unknown unit '{unit}'; expected {DURATION_HINT}")),
+        _ if number.is_empty() => {
+            return Err(format!(
+                "'{text}' is not a duration; expected {DURATION_HINT}"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit '{unit}'; expected {DURATION_HINT}"
+            ))
+        }
     };
     if !is_decimal(number) {
-        return Err(format!("'{text}' is not a duration; expected {DURATION_HINT}"));
+        return Err(format!(
+            "'{text}' is not a duration; expected {DURATION_HINT}"
+        ));
     }
     let nanos = decimal_times(number, unit_nanos)
         .and_then(|n| u64::try_from(n).ok())
@@ -40,7 +53,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size: a whole number of bytes, optionally followed by a unit (an optional single
 /// space between them): `B`, `KB` (1000), `KiB` (1024), `MB`, `MiB`, `GB`, `GiB`, any case.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit = unit.strip_prefix(' ').unwrap_or(unit);
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -51,8 +66,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        _ if number.is_empty() => return Err(format!("'{text}' is not a size; expected {SIZE_HINT}")),
-        _ => return Err(format!("'{text}' has an unknown unit '{unit}'; expected {SIZE_HINT}")),
+        _ if number.is_empty() => {
+            return Err(format!("'{text}' is not a size; expected {SIZE_HINT}"))
+        }
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit '{unit}'; expected {SIZE_HINT}"
+            ))
+        }
     };
     if number.is_empty() {
         return Err(format!("'{text}' is not a size; expected {SIZE_HINT}"));

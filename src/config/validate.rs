@@ -20,7 +20,10 @@ fn unique_names<T>(w: &mut Walker, slots: &[Slot<T>], what: &str) {
     for (i, slot) in slots.iter().enumerate() {
         let Some(name) = &slot.name else { continue };
         if let Some(first) = slots[..i].iter().find(|s| s.name.as_ref() == Some(name)) {
-            w.error(&slot.name_path, format!("duplicate {what} name '{name}' (also {})", first.path));
+            w.error(
+                &slot.name_path,
+                format!("duplicate {what} name '{name}' (also {})", first.path),
+            );
         }
     }
 }
@@ -35,13 +38,19 @@ fn unique_binds(w: &mut Walker, d: &Draft) {
             continue;
         }
         match seen.iter().find(|(a, _)| *a == l.bind) {
-            Some((_, owner)) => w.error(&join(&slot.path, "bind"), format!("{} is already used by {owner}", l.bind)),
+            Some((_, owner)) => w.error(
+                &join(&slot.path, "bind"),
+                format!("{} is already used by {owner}", l.bind),
+            ),
             None => seen.push((l.bind, format!("{} ('{}')", slot.path, l.name))),
         }
     }
     if let Some(admin) = &d.admin {
         if let Some((_, owner)) = seen.iter().find(|(a, _)| *a == admin.bind) {
-            w.error("admin.bind", format!("{} is already used by {owner}", admin.bind));
+            w.error(
+                "admin.bind",
+                format!("{} is already used by {owner}", admin.bind),
+            );
         }
     }
 }
@@ -49,14 +58,21 @@ fn unique_binds(w: &mut Walker, d: &Draft) {
 /// blind_forward sends everything to one server, so its backend must have exactly one.
 fn blind_forward_pools(w: &mut Walker, d: &Draft) {
     for slot in &d.routes {
-        let Some(RouteConfig { strategy: Strategy::BlindForward { backend }, .. }) = &slot.value else {
+        let Some(RouteConfig {
+            strategy: Strategy::BlindForward { backend },
+            ..
+        }) = &slot.value
+        else {
             continue;
         };
         let pool = d.backends.iter().find(|b| b.name.as_ref() == Some(backend));
-        let Some(b) = pool.and_then(|b| b.value.as_ref()) else { continue };
+        let Some(b) = pool.and_then(|b| b.value.as_ref()) else {
+            continue;
+        };
         if b.servers.len() != 1 {
             let msg = format!(
-                "blind_forward needs a backend with exactly one server, '{backend}' has {} (use consistent_hash or round_robin to spread keys over a pool)",
+                "blind_forward needs a backend with exactly one server, '{backend}' has {} \
+                 (use consistent_hash or round_robin to spread keys over a pool)",
                 b.servers.len()
             );
             w.error(&join(&slot.path, "backend"), msg);
@@ -67,16 +83,16 @@ fn blind_forward_pools(w: &mut Walker, d: &Draft) {
 /// A route that every listener using it only reaches after a catch-all route (one that takes
 /// every key of every command) can never be chosen.
 fn unreachable_routes(w: &mut Walker, d: &Draft) {
-    // A broken listener's route list is unknown: do not guess.
-    if d.listeners.iter().any(|l| l.value.is_none()) {
+    // A listener whose `routes` is broken uses an unknown list: do not guess.
+    if d.listener_routes.iter().any(Option::is_none) {
         return;
     }
     let all: Vec<usize> = (0..d.routes.len()).collect();
     let mut orders: Vec<Vec<usize>> = d
-        .listeners
+        .listener_routes
         .iter()
-        .filter_map(|l| l.value.as_ref())
-        .map(|l| match &l.routes {
+        .flatten()
+        .map(|routes| match routes {
             None => all.clone(),
             Some(names) => names
                 .iter()
@@ -87,13 +103,20 @@ fn unreachable_routes(w: &mut Walker, d: &Draft) {
     if orders.is_empty() {
         orders.push(all);
     }
-    let catch_all = |i: usize| d.routes[i].value.as_ref().is_some_and(RouteConfig::is_catch_all);
+    let catch_all = |i: usize| {
+        d.routes[i]
+            .value
+            .as_ref()
+            .is_some_and(RouteConfig::is_catch_all)
+    };
     for (r, slot) in d.routes.iter().enumerate() {
         let mut shadow = None;
         let mut used = false;
         let mut reachable = false;
         for order in &orders {
-            let Some(pos) = order.iter().position(|&i| i == r) else { continue };
+            let Some(pos) = order.iter().position(|&i| i == r) else {
+                continue;
+            };
             used = true;
             match order[..pos].iter().copied().find(|&i| catch_all(i)) {
                 Some(c) => shadow = shadow.or(Some(c)),
@@ -102,7 +125,10 @@ fn unreachable_routes(w: &mut Walker, d: &Draft) {
         }
         if let (true, false, Some(c)) = (used, reachable, shadow) {
             let name = d.routes[c].name.as_deref().unwrap_or("?");
-            let msg = format!("unreachable: {} ('{name}') matches every key before it", d.routes[c].path);
+            let msg = format!(
+                "unreachable: {} ('{name}') matches every key before it",
+                d.routes[c].path
+            );
             w.error(&slot.path, msg);
         }
     }
@@ -117,7 +143,8 @@ pub(super) fn unsupported_features(c: &Config) -> Vec<String> {
     for (i, l) in c.listeners.iter().enumerate() {
         if l.routes.is_some() {
             out.push(format!(
-                "listeners[{i}] ('{}'): route selection (`routes`) is not implemented in this release; leave it out to use every route",
+                "listeners[{i}] ('{}'): route selection (`routes`) is not implemented in this \
+                 release; leave it out to use every route",
                 l.name
             ));
         }
@@ -126,21 +153,28 @@ pub(super) fn unsupported_features(c: &Config) -> Vec<String> {
         let at = format!("routes[{i}] ('{}')", r.name);
         if !matches!(r.strategy, Strategy::BlindForward { .. }) {
             out.push(format!(
-                "{at}: strategy '{}' is not implemented in this release (it arrives with the routing issue)",
+                "{at}: strategy '{}' is not implemented in this release \
+                 (it arrives with the routing issue)",
                 r.strategy.name()
             ));
         }
         if matches!(r.matcher, KeyMatch::Regex(_)) {
-            out.push(format!("{at}: regex matching is not implemented in this release"));
+            out.push(format!(
+                "{at}: regex matching is not implemented in this release"
+            ));
         }
         if r.commands.is_some() {
-            out.push(format!("{at}: `commands` filters are not implemented in this release"));
+            out.push(format!(
+                "{at}: `commands` filters are not implemented in this release"
+            ));
         }
     }
     for (i, s) in c.side_effects.iter().enumerate() {
         match s {
             SideEffectConfig::Replicate { .. } => {
-                out.push(format!("side_effects[{i}]: replicate is not implemented in this release"));
+                out.push(format!(
+                    "side_effects[{i}]: replicate is not implemented in this release"
+                ));
             }
         }
     }

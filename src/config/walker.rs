@@ -50,6 +50,11 @@ impl<'v> Fields<'v> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// True when the map has no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The path of `key` in this map.
     pub fn at(&self, key: &str) -> String {
         join(&self.path, key)
@@ -66,7 +71,10 @@ pub(super) struct Walker<'a> {
 impl<'a> Walker<'a> {
     /// A walker for `file` with no errors yet.
     pub fn new(file: &'a str) -> Walker<'a> {
-        Walker { file, errors: Vec::new() }
+        Walker {
+            file,
+            errors: Vec::new(),
+        }
     }
 
     /// Records a problem at `path`.
@@ -87,7 +95,10 @@ impl<'a> Walker<'a> {
     pub fn fields<'v>(&mut self, v: &'v Value, path: &str, allowed: &[&str]) -> Option<Fields<'v>> {
         let map = self.map(v, path)?;
         self.check_keys(map, path, allowed);
-        Some(Fields { path: path.to_string(), map })
+        Some(Fields {
+            path: path.to_string(),
+            map,
+        })
     }
 
     /// `v` as a map, keys not checked.
@@ -108,7 +119,10 @@ impl<'a> Walker<'a> {
                 Some(k) if allowed.contains(&k) => {}
                 Some(k) => self.error(
                     &join(path, k),
-                    format!("unknown key '{k}' (expected one of: {})", allowed.join(", ")),
+                    format!(
+                        "unknown key '{k}' (expected one of: {})",
+                        allowed.join(", ")
+                    ),
                 ),
                 None => self.error(path, format!("keys must be strings, got {}", describe(key))),
             }
@@ -174,7 +188,11 @@ impl<'a> Walker<'a> {
             _ => None,
         };
         let Some(n) = n else {
-            let what = if min == 0 { "a whole number" } else { "a positive whole number" };
+            let what = if min == 0 {
+                "a whole number"
+            } else {
+                "a positive whole number"
+            };
             self.expected(path, what, v);
             return None;
         };
@@ -184,7 +202,9 @@ impl<'a> Walker<'a> {
     /// `v` as a size in bytes (an integer or a string like `64KiB`) in `min..=max`.
     pub fn size(&mut self, v: &Value, path: &str, min: u64, max: u64) -> Option<usize> {
         let n = match v {
-            Value::Number(n) => n.as_u64().ok_or_else(|| format!("expected {SIZE_HINT}, got {n}")),
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| format!("expected {SIZE_HINT}, got {n}")),
             Value::String(s) => parse_size(s),
             _ => Err(format!("expected {SIZE_HINT}, got {}", describe(v))),
         };
@@ -244,22 +264,41 @@ impl<'a> Walker<'a> {
     }
 
     /// `v` as one of the names in `options`; "unknown WHAT 'x' (expected one of: ...)" otherwise.
-    pub fn choice<T: Copy>(&mut self, v: &Value, path: &str, what: &str, options: &[(&str, T)]) -> Option<T> {
+    pub fn choice<T: Copy>(
+        &mut self,
+        v: &Value,
+        path: &str,
+        what: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
         let s = self.string(v, path)?;
         match options.iter().find(|(name, _)| *name == s) {
             Some((_, t)) => Some(*t),
             None => {
                 let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                self.error(path, format!("unknown {what} '{s}' (expected one of: {})", names.join(", ")));
+                self.error(
+                    path,
+                    format!(
+                        "unknown {what} '{s}' (expected one of: {})",
+                        names.join(", ")
+                    ),
+                );
                 None
             }
         }
     }
 
-    /// `v` as the name of one of `known` (a `what`: "backend", "route").
-    pub fn reference(&mut self, v: &Value, path: &str, what: &str, known: &[String]) -> Option<String> {
+    /// `v` as the name of one of `known` (a `what`: "backend", "route"); any name when the
+    /// known names could not be read (that section's own errors say why).
+    pub fn reference(
+        &mut self,
+        v: &Value,
+        path: &str,
+        what: &str,
+        known: Option<&[String]>,
+    ) -> Option<String> {
         let s = self.string(v, path)?;
-        if known.iter().any(|k| k == s) {
+        if known.map_or(true, |known| known.iter().any(|k| k == s)) {
             Some(s.to_string())
         } else {
             self.error(path, format!("no {what} named '{s}'"));
@@ -268,7 +307,13 @@ impl<'a> Walker<'a> {
     }
 
     /// `v` as a non-empty list of distinct names of `known`.
-    pub fn references(&mut self, v: &Value, path: &str, what: &str, known: &[String]) -> Option<Vec<String>> {
+    pub fn references(
+        &mut self,
+        v: &Value,
+        path: &str,
+        what: &str,
+        known: Option<&[String]>,
+    ) -> Option<Vec<String>> {
         let items = self.list(v, path)?;
         if items.is_empty() {
             self.error(path, format!("must name at least one {what}"));
@@ -295,7 +340,10 @@ impl<'a> Walker<'a> {
         let text = self.string(v, path)?;
         match resolve(text) {
             Ok(addr) if server && addr.port() == 0 => {
-                self.error(path, format!("bad address '{text}': port 0 is not allowed for a server"));
+                self.error(
+                    path,
+                    format!("bad address '{text}': port 0 is not allowed for a server"),
+                );
                 None
             }
             Ok(addr) => Some((text.to_string(), addr)),
@@ -312,7 +360,9 @@ pub(super) fn check_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         Err("a name must not be empty".to_string())
     } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err(format!("name '{s}' must not contain spaces or control characters"))
+        Err(format!(
+            "name '{s}' must not contain spaces or control characters"
+        ))
     } else {
         Ok(())
     }

@@ -135,7 +135,10 @@ impl Command {
 
     /// Looks a command up by its wire name.
     pub fn from_name(name: &[u8]) -> Option<Command> {
-        Command::ALL.iter().copied().find(|c| c.name().as_bytes() == name)
+        Command::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name().as_bytes() == name)
     }
 
     /// True for the commands that carry a data block after the command line.
@@ -154,7 +157,10 @@ impl Command {
 
     /// True for get/gets/gat/gats, which may name many keys.
     pub fn is_multi_key(self) -> bool {
-        matches!(self, Command::Get | Command::Gets | Command::Gat | Command::Gats)
+        matches!(
+            self,
+            Command::Get | Command::Gets | Command::Gat | Command::Gats
+        )
     }
 
     /// True for commands that name a key and are forwarded to the backend owning it.

@@ -83,7 +83,9 @@ pub fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
             },
         }
     }
-    pattern.get(p..).is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
 /// Matches one byte against the class starting at `pattern[start] == b'['`; returns the index

@@ -4,10 +4,11 @@ use super::{
     free_port, looks_like_addr_in_use, Client, Memcached, Proc, TempFile, EXIT_TIMEOUT, POLL,
     START_ATTEMPTS, START_TIMEOUT,
 };
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,22 +68,39 @@ impl Bifrost {
     /// Runs `bifrost --check --config FILE` on `config_yaml` (10 s deadline).
     pub fn check(config_yaml: &str) -> CheckOutcome {
         let config = TempFile::new("check", "yaml", config_yaml.as_bytes());
-        let path = config
-            .path()
-            .to_str()
-            .expect("temp path is UTF-8")
-            .to_string();
-        let mut proc = Proc::spawn(
-            "bifrost-check",
-            Command::new(BIN).args(["--check", "--config", &path]),
+        let (stdout, stderr) = (
+            TempFile::new("check", "stdout", b""),
+            TempFile::new("check", "stderr", b""),
         );
-        let status = proc.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|| {
-            proc.kill();
-            panic!("bifrost --check did not exit within {EXIT_TIMEOUT:?} (log below)");
-        });
+        let create = |f: &TempFile| File::create(f.path()).expect("create output file");
+        let mut child = Command::new(BIN)
+            .arg("--check")
+            .arg("--config")
+            .arg(config.path())
+            .stdin(Stdio::null())
+            .stdout(create(&stdout))
+            .stderr(create(&stderr))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for bifrost --check") {
+                break status;
+            }
+            if start.elapsed() >= EXIT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "bifrost --check did not exit within {EXIT_TIMEOUT:?}; stderr: {}",
+                    stderr.read()
+                );
+            }
+            thread::sleep(POLL);
+        };
         CheckOutcome {
             status,
-            output: proc.log(),
+            stdout: stdout.read(),
+            stderr: stderr.read(),
             config,
         }
     }
@@ -205,8 +223,8 @@ impl Drop for Bifrost {
 /// The result of `bifrost --check`.
 pub struct CheckOutcome {
     pub status: ExitStatus,
-    /// stdout and stderr, interleaved as written.
-    pub output: String,
+    pub stdout: String,
+    pub stderr: String,
     /// The config file that was checked (error messages should name its path).
     pub config: TempFile,
 }

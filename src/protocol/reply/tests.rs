@@ -1,0 +1,323 @@
+//! Table-driven tests of the reply framer: every kind, every error, every split point.
+
+use super::*;
+
+const MAX: usize = 1024;
+
+fn frame(buf: &[u8], kind: ReplyKind) -> Result<Option<Reply>, ReplyError> {
+    parse_reply(buf, kind, MAX)
+}
+
+fn reply(len: usize, values: usize, error: bool) -> Result<Option<Reply>, ReplyError> {
+    Ok(Some(Reply { len, values, error }))
+}
+
+/// (kind, complete reply, values, error): each framed as exactly its own length.
+fn complete_samples() -> Vec<(ReplyKind, &'static [u8], usize, bool)> {
+    use ReplyKind::*;
+    vec![
+        (Line, b"STORED\r\n", 0, false),
+        (Line, b"NOT_STORED\r\n", 0, false),
+        (Line, b"DELETED\r\n", 0, false),
+        (Line, b"NOT_FOUND\n", 0, false),
+        (Line, b"12345\r\n", 0, false),
+        (Line, b"OK\r\n", 0, false),
+        (Line, b"VERSION 1.6.21\r\n", 0, false),
+        (Line, b"ERROR\r\n", 0, true),
+        (Line, b"ERROR unknown command\r\n", 0, true),
+        (Line, b"CLIENT_ERROR bad command line format\r\n", 0, true),
+        (Line, b"SERVER_ERROR out of memory\r\n", 0, true),
+        (Line, b"ERRORS\r\n", 0, false),
+        (Retrieval, b"END\r\n", 0, false),
+        (Retrieval, b"VALUE foo 0 3\r\nbar\r\nEND\r\n", 1, false),
+        (Retrieval, b"VALUE foo 5 3 77\r\nbar\r\nEND\r\n", 1, false),
+        (
+            Retrieval,
+            b"VALUE a 0 1\r\nx\r\nVALUE b 0 0\r\n\r\nEND\r\n",
+            2,
+            false,
+        ),
+        (
+            Retrieval,
+            b"VALUE foo 0 7\r\n\r\nEND\r\n\r\nEND\r\n",
+            1,
+            false,
+        ),
+        (
+            Retrieval,
+            b"VALUE foo 0 3\r\nbar\r\nSERVER_ERROR out of memory\r\n",
+            1,
+            true,
+        ),
+        (Retrieval, b"SERVER_ERROR backend down\r\n", 0, true),
+        (
+            Retrieval,
+            b"CLIENT_ERROR bad command line format\r\n",
+            0,
+            true,
+        ),
+        (Retrieval, b"ERROR\r\n", 0, true),
+        (Stats, b"STAT pid 1\r\nSTAT uptime 2\r\nEND\r\n", 0, false),
+        (Stats, b"END\r\n", 0, false),
+        (Stats, b"ITEM foo [3 b; 0 s]\r\nEND\r\n", 0, false),
+        (Stats, b"ERROR\r\n", 0, true),
+        (Meta, b"HD\r\n", 0, false),
+        (Meta, b"HD c123 Oabc\r\n", 0, false),
+        (Meta, b"EN\r\n", 0, false),
+        (Meta, b"NF\r\n", 0, false),
+        (Meta, b"NS\r\n", 0, false),
+        (Meta, b"EX\r\n", 0, false),
+        (Meta, b"MN\r\n", 0, false),
+        (
+            Meta,
+            b"ME foo exp=-1 la=1 cas=2 fetch=no cls=1 size=63\r\n",
+            0,
+            false,
+        ),
+        (Meta, b"VA 3 f1 t-1\r\nbar\r\n", 1, false),
+        (Meta, b"VA 0\r\n\r\n", 1, false),
+        (Meta, b"VA 4\r\nMN\r\n\r\n", 1, false),
+        (Meta, b"CLIENT_ERROR bad data chunk\r\n", 0, true),
+        (Meta, b"SERVER_ERROR out of memory\r\n", 0, true),
+        (UntilNoop, b"MN\r\n", 0, false),
+        (UntilNoop, b"STORED\r\nMN\r\n", 0, false),
+        (UntilNoop, b"VA 2 t\r\nhi\r\nHD\r\nMN\r\n", 1, false),
+        (UntilNoop, b"VALUE k 0 2\r\nMN\r\nEND\r\nMN\r\n", 1, false),
+        (
+            UntilNoop,
+            b"SERVER_ERROR oops\r\nDELETED\r\nMN\r\n",
+            0,
+            true,
+        ),
+        (UntilNoop, b"\r\nNOT_FOUND\r\n42\r\nMN\r\n", 0, false),
+    ]
+}
+
+#[test]
+fn frames_every_kind() {
+    for (kind, sample, values, error) in complete_samples() {
+        let name = format!("{kind:?} {:?}", String::from_utf8_lossy(sample));
+        assert_eq!(
+            frame(sample, kind),
+            reply(sample.len(), values, error),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn malformed_replies() {
+    use ReplyKind::*;
+    let cases: Vec<(ReplyKind, &[u8])> = vec![
+        (Retrieval, b"VALUE foo 0 3\r\nbarXYEND\r\n"),
+        (Retrieval, b"HELLO\r\n"),
+        (Retrieval, b"STORED\r\n"),
+        (Retrieval, b"VALUE foo 0\r\n"),
+        (Retrieval, b"VALUE foo 0 abc\r\n"),
+        (Retrieval, b"VALUE foo 0 -3\r\n"),
+        (Retrieval, b"VALUE foo 0 3 1 2\r\n"),
+        (Retrieval, b"VALUE foo 0 99999999999999999999999\r\n"),
+        (Retrieval, b"VALUE foo 0 18446744073709551615\r\n"),
+        (Retrieval, b"VALUEfoo 0 3\r\nbar\r\nEND\r\n"),
+        (Stats, b"STAT a 1\r\nFOO\r\n"),
+        (Stats, b"VALUE foo 0 1\r\n"),
+        (Meta, b"XX\r\n"),
+        (Meta, b"HDX\r\n"),
+        (Meta, b"\r\n"),
+        (Meta, b"VA x\r\n"),
+        (Meta, b"VA\r\n"),
+        (Meta, b"VA 3\r\nbarXY"),
+        (Meta, b"STORED\r\n"),
+        (UntilNoop, b"VA 2\r\nhiXXMN\r\n"),
+        (UntilNoop, b"VALUE k 0\r\nMN\r\n"),
+        (UntilNoop, b"VA nope\r\nMN\r\n"),
+    ];
+    for (kind, input) in cases {
+        assert_eq!(
+            frame(input, kind),
+            Err(ReplyError::Malformed),
+            "{kind:?} {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn line_limit() {
+    assert_eq!(
+        parse_reply(b"STORED\r\n", ReplyKind::Line, 8),
+        reply(8, 0, false)
+    );
+    assert_eq!(
+        parse_reply(b"STORED!\r\n", ReplyKind::Line, 8),
+        Err(ReplyError::LineTooLong)
+    );
+    assert_eq!(
+        parse_reply(b"STORED!!", ReplyKind::Line, 8),
+        Err(ReplyError::LineTooLong)
+    );
+    assert_eq!(parse_reply(b"STORED!", ReplyKind::Line, 8), Ok(None));
+    // The limit is per line, not per reply; data blocks are not lines.
+    let mut big = b"VALUE k 0 100\r\n".to_vec();
+    big.extend_from_slice(&[b'x'; 100]);
+    big.extend_from_slice(b"\r\nEND\r\n");
+    assert_eq!(
+        parse_reply(&big, ReplyKind::Retrieval, 16),
+        reply(big.len(), 1, false)
+    );
+    assert_eq!(
+        parse_reply(b"END\r\nSTAT a very long line", ReplyKind::Stats, 8),
+        reply(5, 0, false)
+    );
+    assert_eq!(
+        parse_reply(b"STAT a very long line", ReplyKind::Stats, 8),
+        Err(ReplyError::LineTooLong)
+    );
+    assert_eq!(
+        parse_reply(b"", ReplyKind::Line, 0),
+        Err(ReplyError::LineTooLong)
+    );
+}
+
+#[test]
+fn every_split_point_is_incomplete_then_identical() {
+    for (kind, sample, _, _) in complete_samples() {
+        let whole = frame(sample, kind);
+        for cut in 0..sample.len() {
+            assert_eq!(
+                frame(&sample[..cut], kind),
+                Ok(None),
+                "{kind:?} {:?} cut {cut}",
+                String::from_utf8_lossy(sample)
+            );
+        }
+        // Trailing bytes (the next reply) change nothing.
+        let mut longer = sample.to_vec();
+        longer.extend_from_slice(b"VALUE x 0 1\r\n");
+        assert_eq!(frame(&longer, kind), whole);
+    }
+}
+
+#[test]
+fn pipelined_replies() {
+    use ReplyKind::*;
+    let stream: &[u8] =
+        b"VALUE a 0 1\r\nx\r\nEND\r\nSTORED\r\nVA 2 f0\r\nhi\r\nHD\r\nEND\r\nMN\r\n\
+STAT a 1\r\nEND\r\nSERVER_ERROR busy\r\n";
+    let kinds = [Retrieval, Line, Meta, UntilNoop, Stats, Line];
+    let lens = [21, 8, 13, 13, 15, 19];
+    let mut offset = 0;
+    for (kind, len) in kinds.iter().zip(lens) {
+        let got = frame(&stream[offset..], *kind).unwrap().unwrap();
+        assert_eq!(got.len, len, "{kind:?} at {offset}");
+        offset += got.len;
+    }
+    assert_eq!(offset, stream.len());
+}
+
+#[test]
+fn retrieval_body() {
+    let cases: [(&[u8], usize); 6] = [
+        (b"END\r\n", 0),
+        (b"VALUE foo 0 3\r\nbar\r\nEND\r\n", 20),
+        (b"VALUE foo 0 5\r\nEND\r\n\r\nEND\r\n", 22),
+        (b"END\n", 0),
+        (b"SERVER_ERROR down\r\n", 19),
+        (b"", 0),
+    ];
+    for (input, len) in cases {
+        assert_eq!(
+            retrieval_body_len(input),
+            len,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Merging two bodies and one END gives a reply that frames as both values.
+    let a = b"VALUE a 0 1\r\nx\r\nEND\r\n";
+    let b = b"VALUE b 0 1\r\ny\r\nEND\r\n";
+    let mut merged = a[..retrieval_body_len(a)].to_vec();
+    merged.extend_from_slice(&b[..retrieval_body_len(b)]);
+    merged.extend_from_slice(b"END\r\n");
+    assert_eq!(
+        frame(&merged, ReplyKind::Retrieval),
+        reply(merged.len(), 2, false)
+    );
+}
+
+#[test]
+fn error_names() {
+    assert_eq!(ReplyError::Malformed.as_str(), "malformed_reply");
+    assert_eq!(ReplyError::LineTooLong.as_str(), "reply_line_too_long");
+}
+
+#[test]
+fn huge_counts_and_garbage_never_panic() {
+    let mut many = Vec::new();
+    for n in 0..10_000 {
+        many.extend_from_slice(format!("VALUE k{n} 0 1\r\nx\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"END\r\n");
+    assert_eq!(
+        frame(&many, ReplyKind::Retrieval),
+        reply(many.len(), 10_000, false)
+    );
+    let alphabet: &[&[u8]] = &[
+        b"VALUE",
+        b"VA",
+        b"END",
+        b"MN",
+        b"HD",
+        b"STAT",
+        b"ERROR",
+        b"SERVER_ERROR",
+        b" ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"0",
+        b"3",
+        b"-1",
+        b"99999999999999999999",
+        b"k",
+        b"\x00",
+        b"\xff",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let kinds = [
+        ReplyKind::Line,
+        ReplyKind::Retrieval,
+        ReplyKind::Stats,
+        ReplyKind::Meta,
+        ReplyKind::UntilNoop,
+    ];
+    for _ in 0..20_000 {
+        let mut buf = Vec::new();
+        for _ in 0..(next() % 20) {
+            buf.extend_from_slice(alphabet[(next() % alphabet.len() as u64) as usize]);
+        }
+        for kind in kinds {
+            for max in [16, MAX] {
+                let whole = parse_reply(&buf, kind, max);
+                if let Ok(Some(r)) = whole {
+                    assert!(r.len > 0 && r.len <= buf.len());
+                    assert_eq!(buf[r.len - 1], b'\n');
+                    assert_eq!(parse_reply(&buf[..r.len], kind, max), whole);
+                }
+                for cut in 0..buf.len() {
+                    let got = parse_reply(&buf[..cut], kind, max);
+                    assert!(
+                        got == Ok(None) || got == whole,
+                        "{kind:?} {buf:?} cut {cut}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -12,7 +12,8 @@ const NOREPLY: &[u8] = b"noreply";
 /// True when `key` holds a control character (bytes below 0x20, and 0x7f). Written without an
 /// early exit so the compiler can vectorize it; keys are short.
 fn has_control(key: &[u8]) -> bool {
-    key.iter().fold(false, |bad, &b| bad | (b < b' ') | (b == 0x7f))
+    key.iter()
+        .fold(false, |bad, &b| bad | (b < b' ') | (b == 0x7f))
 }
 
 /// `get|gets <key>+` and, with `with_exptime`, `gat|gats <exptime> <key>+`.
@@ -38,8 +39,7 @@ pub(super) fn retrieval(
     let mut last_end = pos;
     let mut count = 0usize;
     let mut bad = false;
-    loop {
-        let Some(rest) = line.get(pos..) else { break };
+    while let Some(rest) = line.get(pos..) {
         let Some(skip) = rest.iter().position(|&b| b != b' ') else {
             break;
         };

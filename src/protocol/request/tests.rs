@@ -11,7 +11,10 @@ fn parse(buf: &[u8]) -> Result<Parsed, ParseError> {
 fn complete(buf: &[u8]) -> Request {
     match parse(buf) {
         Ok(Parsed::Complete(r)) => r,
-        other => panic!("{:?}: expected Complete, got {other:?}", String::from_utf8_lossy(buf)),
+        other => panic!(
+            "{:?}: expected Complete, got {other:?}",
+            String::from_utf8_lossy(buf)
+        ),
     }
 }
 
@@ -73,17 +76,27 @@ fn accepted() -> Vec<Case> {
         ok(b"gets foo bar\r\n", Gets, &["foo", "bar"]).args("foo bar"),
         ok(b"gat 100 foo bar\r\n", Gat, &["foo", "bar"]).args("100 foo bar"),
         ok(b"gats -1 foo\r\n", Gats, &["foo"]).args("-1 foo"),
-        ok("get caf\u{e9}:\u{1f600}\r\n".as_bytes(), Get, &["caf\u{e9}:\u{1f600}"]),
-        ok(b"set foo 5 0 3\r\nbar\r\n", Set, &["foo"]).data(b"bar").args("foo 5 0 3"),
+        ok(
+            "get caf\u{e9}:\u{1f600}\r\n".as_bytes(),
+            Get,
+            &["caf\u{e9}:\u{1f600}"],
+        ),
+        ok(b"set foo 5 0 3\r\nbar\r\n", Set, &["foo"])
+            .data(b"bar")
+            .args("foo 5 0 3"),
         ok(b"set foo 0 0 0\r\n\r\n", Set, &["foo"]).data(b""),
         ok(b"set foo 0 0 7\r\n\r\nEND\r\n\r\n", Set, &["foo"]).data(b"\r\nEND\r\n"),
         ok(b"set foo 4294967295 -1 1\r\nx\r\n", Set, &["foo"]).data(b"x"),
-        ok(b"add foo 0 0 3 noreply\r\nbar\r\n", Add, &["foo"]).data(b"bar").noreply(),
+        ok(b"add foo 0 0 3 noreply\r\nbar\r\n", Add, &["foo"])
+            .data(b"bar")
+            .noreply(),
         ok(b"replace foo 0 0 3\r\nbar\r\n", Replace, &["foo"]).data(b"bar"),
         ok(b"append foo 0 0 3\r\nbar\r\n", Append, &["foo"]).data(b"bar"),
         ok(b"prepend foo 0 0 3\r\nbar\r\n", Prepend, &["foo"]).data(b"bar"),
         ok(b"cas foo 0 0 3 12345\r\nbar\r\n", Cas, &["foo"]).data(b"bar"),
-        ok(b"cas foo 0 0 3 12345 noreply\r\nbar\r\n", Cas, &["foo"]).data(b"bar").noreply(),
+        ok(b"cas foo 0 0 3 12345 noreply\r\nbar\r\n", Cas, &["foo"])
+            .data(b"bar")
+            .noreply(),
         ok(b"delete foo\r\n", Delete, &["foo"]).args("foo"),
         ok(b"delete foo noreply\r\n", Delete, &["foo"]).noreply(),
         ok(b"delete foo 0\r\n", Delete, &["foo"]),
@@ -94,7 +107,9 @@ fn accepted() -> Vec<Case> {
         ok(b"touch foo -1 noreply\r\n", Touch, &["foo"]).noreply(),
         ok(b"flush_all\r\n", FlushAll, &[]),
         ok(b"flush_all 10\r\n", FlushAll, &[]).args("10"),
-        ok(b"flush_all noreply\r\n", FlushAll, &[]).noreply().args("noreply"),
+        ok(b"flush_all noreply\r\n", FlushAll, &[])
+            .noreply()
+            .args("noreply"),
         ok(b"flush_all 0 noreply\r\n", FlushAll, &[]).noreply(),
         ok(b"version\r\n", Version, &[]),
         ok(b"verbosity 1\r\n", Verbosity, &[]).args("1"),
@@ -109,8 +124,12 @@ fn accepted() -> Vec<Case> {
         ok(b"mg Zm9v b v\r\n", MetaGet, &["Zm9v"]).base64(),
         ok(b"mg Zg== b\r\n", MetaGet, &["Zg=="]).base64(),
         ok(b"mg foo O123456 k\r\n", MetaGet, &["foo"]),
-        ok(b"ms foo 3 T90 F1\r\nbar\r\n", MetaSet, &["foo"]).data(b"bar").args("foo 3 T90 F1"),
-        ok(b"ms foo 3 q MA\r\nbar\r\n", MetaSet, &["foo"]).data(b"bar").quiet(),
+        ok(b"ms foo 3 T90 F1\r\nbar\r\n", MetaSet, &["foo"])
+            .data(b"bar")
+            .args("foo 3 T90 F1"),
+        ok(b"ms foo 3 q MA\r\nbar\r\n", MetaSet, &["foo"])
+            .data(b"bar")
+            .quiet(),
         ok(b"ms foo 0\r\n\r\n", MetaSet, &["foo"]).data(b""),
         ok(b"md foo q\r\n", MetaDelete, &["foo"]).quiet(),
         ok(b"ma foo D5 N0 MI\r\n", MetaArithmetic, &["foo"]),
@@ -129,7 +148,11 @@ fn accepts_every_command() {
         let want: Vec<&[u8]> = case.keys.iter().map(|k| k.as_bytes()).collect();
         assert_eq!(keys, want, "{name}");
         assert_eq!(r.key_count, case.keys.len(), "{name}");
-        assert_eq!(r.first_key(case.input), want.first().copied().unwrap_or(b""), "{name}");
+        assert_eq!(
+            r.first_key(case.input),
+            want.first().copied().unwrap_or(b""),
+            "{name}"
+        );
         assert_eq!(r.data.map(|d| d.of(case.input)), case.data, "{name}");
         assert_eq!(r.noreply, case.noreply, "{name}");
         assert_eq!(r.quiet, case.quiet, "{name}");
@@ -145,7 +168,10 @@ fn accepts_every_command() {
     let mut seen: Vec<Command> = accepted().iter().map(|c| c.command).collect();
     seen.dedup();
     for command in Command::ALL {
-        assert!(seen.contains(&command), "no accepted sample for {command:?}");
+        assert!(
+            seen.contains(&command),
+            "no accepted sample for {command:?}"
+        );
         assert_eq!(lookup(command.name().as_bytes()), Some(command));
     }
 }
@@ -188,33 +214,68 @@ fn rejects_with_the_right_error() {
         (b"gat 10\r\n", UnknownCommand { skip: 8 }),
         (b"gats 10   \r\n", UnknownCommand { skip: 12 }),
         (b"gat abc foo\r\n", BadCommandLine { skip: 13 }),
-        (get_long_key.as_bytes(), BadCommandLine { skip: get_long_key.len() }),
+        (
+            get_long_key.as_bytes(),
+            BadCommandLine {
+                skip: get_long_key.len(),
+            },
+        ),
         (b"get foo\x01bar\r\n", BadCommandLine { skip: 13 }),
         (b"get foo\tbar\r\n", BadCommandLine { skip: 13 }),
         (b"get foo\x7f\r\n", BadCommandLine { skip: 10 }),
         (b"get foo\r\r\n", BadCommandLine { skip: 10 }),
         (b"set foo 0 0\r\n", BadCommandLine { skip: 13 }),
         (b"set\r\n", BadCommandLine { skip: 5 }),
-        (b"set foo 0 0 3 noreply extra\r\nbar\r\n", BadCommandLine { skip: 34 }),
+        (
+            b"set foo 0 0 3 noreply extra\r\nbar\r\n",
+            BadCommandLine { skip: 34 },
+        ),
         (b"set foo abc 0 3\r\nbar\r\n", BadCommandLine { skip: 22 }),
-        (b"set foo 4294967296 0 3\r\nbar\r\n", BadCommandLine { skip: 29 }),
+        (
+            b"set foo 4294967296 0 3\r\nbar\r\n",
+            BadCommandLine { skip: 29 },
+        ),
         (b"set foo -1 0 3\r\nbar\r\n", BadCommandLine { skip: 21 }),
         (b"set foo 0 abc 3\r\nbar\r\n", BadCommandLine { skip: 22 }),
         (b"set foo 0 0 -1\r\n", BadCommandLine { skip: 16 }),
         (b"set foo 0 0 abc\r\n", BadCommandLine { skip: 17 }),
         (b"set foo 0 0 +3\r\n", BadCommandLine { skip: 16 }),
-        (b"set foo 0 0 3 garbage\r\nbar\r\n", BadCommandLine { skip: 28 }),
-        (set_long_key.as_bytes(), BadCommandLine { skip: set_long_key.len() }),
+        (
+            b"set foo 0 0 3 garbage\r\nbar\r\n",
+            BadCommandLine { skip: 28 },
+        ),
+        (
+            set_long_key.as_bytes(),
+            BadCommandLine {
+                skip: set_long_key.len(),
+            },
+        ),
         (b"set foo 0 0 2147483646\r\n", BadCommandLine { skip: 24 }),
-        (b"set foo 0 0 99999999999999999999999\r\n", BadCommandLine { skip: 37 }),
-        (b"set foo 0 0 1048577\r\n", TooLarge { skip: 21 + 1048577 + 2 }),
-        (b"set foo 0 0 2147483645\r\n", TooLarge { skip: 24 + 2147483645 + 2 }),
+        (
+            b"set foo 0 0 99999999999999999999999\r\n",
+            BadCommandLine { skip: 37 },
+        ),
+        (
+            b"set foo 0 0 1048577\r\n",
+            TooLarge {
+                skip: 21 + 1048577 + 2,
+            },
+        ),
+        (
+            b"set foo 0 0 2147483645\r\n",
+            TooLarge {
+                skip: 24 + 2147483645 + 2,
+            },
+        ),
         (b"set foo 0 0 3\r\nbarXY", BadDataChunk { skip: 20 }),
         (b"set foo 0 0 3\r\nbar\n\n", BadDataChunk { skip: 20 }),
         (b"set foo 0 0 0\r\nXY", BadDataChunk { skip: 17 }),
         (b"cas foo 0 0 3\r\nbar\r\n", BadCommandLine { skip: 20 }),
         (b"cas foo 0 0 3 -5\r\nbar\r\n", BadCommandLine { skip: 23 }),
-        (b"cas foo 0 0 3 1 noreply x\r\nbar\r\n", BadCommandLine { skip: 32 }),
+        (
+            b"cas foo 0 0 3 1 noreply x\r\nbar\r\n",
+            BadCommandLine { skip: 32 },
+        ),
         (b"delete\r\n", BadCommandLine { skip: 8 }),
         (b"delete foo 5\r\n", BadCommandLine { skip: 14 }),
         (b"delete foo bar baz\r\n", BadCommandLine { skip: 20 }),
@@ -222,7 +283,10 @@ fn rejects_with_the_right_error() {
         (b"delete foo\x02\r\n", BadCommandLine { skip: 13 }),
         (b"incr foo\r\n", BadCommandLine { skip: 10 }),
         (b"incr foo -1\r\n", BadCommandLine { skip: 13 }),
-        (b"incr foo 18446744073709551616\r\n", BadCommandLine { skip: 31 }),
+        (
+            b"incr foo 18446744073709551616\r\n",
+            BadCommandLine { skip: 31 },
+        ),
         (b"decr foo 1 x\r\n", BadCommandLine { skip: 14 }),
         (b"touch foo\r\n", BadCommandLine { skip: 11 }),
         (b"touch foo x\r\n", BadCommandLine { skip: 13 }),
@@ -244,8 +308,13 @@ fn rejects_with_the_right_error() {
         (b"ms foo\r\n", BadCommandLine { skip: 8 }),
         (b"ms foo bar\r\n", BadCommandLine { skip: 12 }),
         (b"ms foo 3 1\r\nbar\r\n", BadCommandLine { skip: 17 }),
-        (b"ms foo\x01 3\r\nbar\r\n", BadCommandLine { skip: 17 }),
-        (b"ms foo 2000000\r\n", TooLarge { skip: 16 + 2000000 + 2 }),
+        (b"ms foo\x01 3\r\nbar\r\n", BadCommandLine { skip: 16 }),
+        (
+            b"ms foo 2000000\r\n",
+            TooLarge {
+                skip: 16 + 2000000 + 2,
+            },
+        ),
         (b"ms foo 3\r\nbarXX", BadDataChunk { skip: 15 }),
         (b"md\r\n", BadCommandLine { skip: 4 }),
         (b"ma\r\n", BadCommandLine { skip: 4 }),
@@ -254,7 +323,12 @@ fn rejects_with_the_right_error() {
         (b"\x80", BinaryProtocol),
     ];
     for (input, want) in cases {
-        assert_eq!(parse(input), Err(want), "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            parse(input),
+            Err(want),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
         if let Some(skip) = want.skip() {
             assert!(skip > 0);
         }
@@ -267,13 +341,19 @@ fn rejects_with_the_right_error() {
     // A base64 key may be up to max_key_length on the wire; this one decodes to 186 bytes.
     assert!(complete(b64_long.as_bytes()).base64_key);
     // 20 tokens: the most memcached accepts on a meta line.
-    assert_eq!(complete(b"mg foo a c d e f g h i j k l m n o p r s t\r\n").key_count, 1);
+    assert_eq!(
+        complete(b"mg foo a c d e f g h i j k l m n o p r s t\r\n").key_count,
+        1
+    );
 }
 
 #[test]
 fn data_block_size_limit_is_checked_before_the_data_arrives() {
     let input = b"set foo 0 0 1048577\r\n";
-    assert_eq!(parse(input), Err(ParseError::TooLarge { skip: 21 + 1048579 }));
+    assert_eq!(
+        parse(input),
+        Err(ParseError::TooLarge { skip: 21 + 1048579 })
+    );
     let limits = Limits {
         max_value_size: 3,
         ..Limits::default()
@@ -299,10 +379,22 @@ fn line_limit() {
         ..Limits::default()
     };
     // 15 bytes + '\n' = 16: fits.
-    assert!(matches!(parse_request(b"get 0123456789\r\n", &limits), Ok(Parsed::Complete(_))));
-    assert_eq!(parse_request(b"get 0123456789a\r\n", &limits), Err(ParseError::LineTooLong));
-    assert_eq!(parse_request(b"get 0123456789ab", &limits), Err(ParseError::LineTooLong));
-    assert_eq!(parse_request(b"get 0123456789a", &limits), Ok(Parsed::Incomplete));
+    assert!(matches!(
+        parse_request(b"get 0123456789\r\n", &limits),
+        Ok(Parsed::Complete(_))
+    ));
+    assert_eq!(
+        parse_request(b"get 0123456789a\r\n", &limits),
+        Err(ParseError::LineTooLong)
+    );
+    assert_eq!(
+        parse_request(b"get 0123456789ab", &limits),
+        Err(ParseError::LineTooLong)
+    );
+    assert_eq!(
+        parse_request(b"get 0123456789a", &limits),
+        Ok(Parsed::Incomplete)
+    );
     let mut big = vec![b'a'; 65535];
     assert_eq!(parse(&big), Ok(Parsed::Incomplete));
     big.push(b'a');
@@ -311,7 +403,10 @@ fn line_limit() {
         max_line_length: 0,
         ..Limits::default()
     };
-    assert_eq!(parse_request(b"get a\r\n", &zero), Err(ParseError::LineTooLong));
+    assert_eq!(
+        parse_request(b"get a\r\n", &zero),
+        Err(ParseError::LineTooLong)
+    );
     assert_eq!(parse_request(b"", &zero), Ok(Parsed::Incomplete));
 }
 
@@ -321,7 +416,10 @@ fn custom_key_limit() {
         max_key_length: 3,
         ..Limits::default()
     };
-    assert!(matches!(parse_request(b"get abc\r\n", &limits), Ok(Parsed::Complete(_))));
+    assert!(matches!(
+        parse_request(b"get abc\r\n", &limits),
+        Ok(Parsed::Complete(_))
+    ));
     assert_eq!(
         parse_request(b"get abcd\r\n", &limits),
         Err(ParseError::BadCommandLine { skip: 10 })
@@ -337,7 +435,12 @@ fn custom_key_limit() {
 fn error_table() {
     use ParseError::*;
     let table = [
-        (UnknownCommand { skip: 1 }, "ERROR\r\n", "unknown_command", Some(1)),
+        (
+            UnknownCommand { skip: 1 },
+            "ERROR\r\n",
+            "unknown_command",
+            Some(1),
+        ),
         (
             BadCommandLine { skip: 2 },
             "CLIENT_ERROR bad command line format\r\n",
@@ -350,8 +453,18 @@ fn error_table() {
             "too_large",
             Some(3),
         ),
-        (BadDataChunk { skip: 4 }, "CLIENT_ERROR bad data chunk\r\n", "bad_data_chunk", Some(4)),
-        (LineTooLong, "CLIENT_ERROR line too long\r\n", "line_too_long", None),
+        (
+            BadDataChunk { skip: 4 },
+            "CLIENT_ERROR bad data chunk\r\n",
+            "bad_data_chunk",
+            Some(4),
+        ),
+        (
+            LineTooLong,
+            "CLIENT_ERROR line too long\r\n",
+            "line_too_long",
+            None,
+        ),
         (
             BinaryProtocol,
             "CLIENT_ERROR binary protocol is not supported\r\n",
@@ -377,7 +490,7 @@ fn samples() -> Vec<Vec<u8>> {
         b"get foo\r\n".to_vec(),
         b"get a bb ccc\r\n".to_vec(),
         many,
-        b"set foo 1 2 12\r\nab\r\nEND\r\ncd\r\n\r\n".to_vec(),
+        b"set foo 1 2 11\r\nab\r\nEND\r\ncd\r\n".to_vec(),
         b"set foo 0 0 0\r\n\r\n".to_vec(),
         b"cas foo 0 0 3 99\r\nbar\r\n".to_vec(),
         b"ms foo 5 T60 F3 q b\r\nhello\r\n".to_vec(),
@@ -408,15 +521,25 @@ fn every_split_point_is_incomplete_then_identical() {
             Err(ParseError::TooLarge { .. }) | Err(ParseError::BadCommandLine { .. }) => {
                 line_plus(&sample, 0)
             }
-            Err(_) => sample.len(),
+            Err(_) | Ok(Parsed::Incomplete) => sample.len(),
         };
         for cut in 0..sample.len() {
             let prefix = &sample[..cut];
             let got = parse(prefix);
             if cut < decided {
-                assert_eq!(got, Ok(Parsed::Incomplete), "{:?} cut {cut}", String::from_utf8_lossy(&sample));
+                assert_eq!(
+                    got,
+                    Ok(Parsed::Incomplete),
+                    "{:?} cut {cut}",
+                    String::from_utf8_lossy(&sample)
+                );
             } else {
-                assert_eq!(got, whole, "{:?} cut {cut}", String::from_utf8_lossy(&sample));
+                assert_eq!(
+                    got,
+                    whole,
+                    "{:?} cut {cut}",
+                    String::from_utf8_lossy(&sample)
+                );
             }
         }
     }
@@ -424,13 +547,18 @@ fn every_split_point_is_incomplete_then_identical() {
 
 #[test]
 fn pipelined_requests_parse_one_after_another() {
-    let samples: Vec<Vec<u8>> = samples().into_iter().filter(|s| matches!(parse(s), Ok(Parsed::Complete(_)))).collect();
+    let samples: Vec<Vec<u8>> = samples()
+        .into_iter()
+        .filter(|s| matches!(parse(s), Ok(Parsed::Complete(_))))
+        .collect();
     let stream: Vec<u8> = samples.concat();
     let mut offset = 0;
     for sample in &samples {
         let got = parse(&stream[offset..]);
         assert_eq!(got, parse(sample));
-        let Ok(Parsed::Complete(r)) = got else { unreachable!() };
+        let Ok(Parsed::Complete(r)) = got else {
+            unreachable!()
+        };
         offset += r.len;
     }
     assert_eq!(offset, stream.len());
@@ -453,7 +581,16 @@ fn pipelined_requests_parse_one_after_another() {
     }
     // "set a x 0 3" has a bad <flags> but a good <bytes>: its 3-byte value "get" and the CRLF
     // after it are swallowed, so "get\r\n" is never read as a command.
-    assert_eq!(outcomes, ["get", "bad_command_line", "unknown_command", "unknown_command", "get"]);
+    assert_eq!(
+        outcomes,
+        [
+            "get",
+            "bad_command_line",
+            "unknown_command",
+            "unknown_command",
+            "get"
+        ]
+    );
 }
 
 #[test]
@@ -467,7 +604,9 @@ fn huge_counts() {
         line.extend_from_slice(format!(" k{n}").as_bytes());
     }
     line.extend_from_slice(b"\r\n");
-    let Ok(Parsed::Complete(r)) = parse_request(&line, &limits) else { panic!() };
+    let Ok(Parsed::Complete(r)) = parse_request(&line, &limits) else {
+        panic!()
+    };
     assert_eq!(r.key_count, 20_000);
     assert_eq!(r.keys(&line).count(), 20_000);
     assert_eq!(r.keys(&line).last(), Some(&b"k19999"[..]));
@@ -510,9 +649,33 @@ fn base64_keys() {
 #[test]
 fn garbage_never_panics_and_keeps_invariants() {
     let alphabet: &[&[u8]] = &[
-        b"get", b"set", b"gat", b"ms", b"mg", b"cas", b"delete", b"noreply", b" ", b"  ", b"\r\n",
-        b"\n", b"\r", b"0", b"3", b"-1", b"99999999999999999999", b"foo", b"q", b"b", b"Zm9v",
-        b"\x00", b"\x80", b"\x7f", b"\t", b"=", b"T60",
+        b"get",
+        b"set",
+        b"gat",
+        b"ms",
+        b"mg",
+        b"cas",
+        b"delete",
+        b"noreply",
+        b" ",
+        b"  ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"0",
+        b"3",
+        b"-1",
+        b"99999999999999999999",
+        b"foo",
+        b"q",
+        b"b",
+        b"Zm9v",
+        b"\x00",
+        b"\x80",
+        b"\x7f",
+        b"\t",
+        b"=",
+        b"T60",
     ];
     let limits = Limits {
         max_line_length: 64,
@@ -552,7 +715,10 @@ fn garbage_never_panics_and_keeps_invariants() {
             }
             for cut in 0..buf.len() {
                 let got = parse_request(&buf[..cut], lim);
-                assert!(got == Ok(Parsed::Incomplete) || got == whole, "{buf:?} cut {cut}");
+                assert!(
+                    got == Ok(Parsed::Incomplete) || got == whole,
+                    "{buf:?} cut {cut}"
+                );
             }
         }
     }

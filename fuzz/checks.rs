@@ -1,0 +1,257 @@
+//! Invariant checks shared by the fuzz targets (`fuzz/fuzz_targets/*.rs`) and by the corpus
+//! replay test (`tests/fuzz_replay.rs`, stable toolchain), which include this file with
+//! `#[path]`. Each check panics when an invariant breaks; libFuzzer reports that as a crash.
+
+use bifrost::config::{Config, Format};
+use bifrost::protocol::{parse_reply, parse_request, Limits, ParseError, Parsed, ReplyKind};
+
+/// Every reply kind, each tried on every reply input.
+pub const REPLY_KINDS: [ReplyKind; 5] = [
+    ReplyKind::Line,
+    ReplyKind::Retrieval,
+    ReplyKind::Stats,
+    ReplyKind::Meta,
+    ReplyKind::UntilNoop,
+];
+
+/// The request limits each input is parsed with: the defaults, and tiny ones that reach the
+/// line, value and key limits with small inputs.
+fn limit_sets() -> [Limits; 2] {
+    [
+        Limits::default(),
+        Limits {
+            max_line_length: 64,
+            max_value_size: 16,
+            max_key_length: 8,
+        },
+    ]
+}
+
+/// Where to split an input of `len` bytes: everywhere for small inputs, else the start, the
+/// end, evenly spaced points and the points around `extra` (a line end, a reply end).
+fn cut_points(len: usize, extra: &[usize]) -> Vec<usize> {
+    if len <= 256 {
+        return (0..=len).collect();
+    }
+    let mut cuts: Vec<usize> = (0..16).chain(len - 16..=len).collect();
+    cuts.extend((1..32).map(|i| len * i / 32));
+    for &at in extra {
+        cuts.extend(
+            [at.saturating_sub(1), at, at + 1]
+                .into_iter()
+                .filter(|&c| c <= len),
+        );
+    }
+    cuts
+}
+
+/// Checks every request invariant on `data`: the parse of the whole buffer, of every prefix
+/// at the cut points, and of the pipelined requests that follow one another in it.
+pub fn check_request(data: &[u8]) {
+    for limits in limit_sets() {
+        let whole = parse_request(data, &limits);
+        check_request_outcome(data, &limits, whole);
+        let line_end = memchr_newline(data).map_or(0, |i| i + 1);
+        for cut in cut_points(data.len(), &[line_end]) {
+            check_request_split(data, cut, &limits, whole);
+        }
+        check_request_pipeline(data, &limits);
+    }
+}
+
+fn memchr_newline(data: &[u8]) -> Option<usize> {
+    data.iter().position(|&b| b == b'\n')
+}
+
+/// The prefix `data[..cut]` parses as `Incomplete` or exactly like the whole buffer; for a
+/// complete request, exactly `Incomplete` below its length and the same request from there on.
+pub fn check_request_split(
+    data: &[u8],
+    cut: usize,
+    limits: &Limits,
+    whole: Result<Parsed, ParseError>,
+) {
+    let got = parse_request(&data[..cut], limits);
+    match whole {
+        Ok(Parsed::Complete(r)) if cut < r.len => {
+            assert_eq!(
+                got,
+                Ok(Parsed::Incomplete),
+                "prefix {cut} of a {}-byte request",
+                r.len
+            )
+        }
+        _ => assert!(
+            got == Ok(Parsed::Incomplete) || got == whole,
+            "prefix {cut}: {got:?}, whole: {whole:?}"
+        ),
+    }
+}
+
+/// The invariants of one parse result.
+fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, ParseError>) {
+    match outcome {
+        Ok(Parsed::Complete(r)) => {
+            assert!(
+                r.line_len >= 1 && r.line_len <= r.len && r.len <= data.len(),
+                "{r:?}"
+            );
+            assert!(r.line_len <= limits.max_line_length, "{r:?}");
+            assert_eq!(
+                memchr_newline(data),
+                Some(r.line_len - 1),
+                "line end of {r:?}"
+            );
+            assert!(
+                r.keys.start <= r.keys.end && r.keys.end < r.line_len,
+                "{r:?}"
+            );
+            assert!(
+                r.args.start <= r.args.end && r.args.end < r.line_len,
+                "{r:?}"
+            );
+            assert!(r.keys.is_empty() || r.args.start <= r.keys.start, "{r:?}");
+            let keys: Vec<&[u8]> = r.keys(data).collect();
+            assert_eq!(keys.len(), r.key_count, "{r:?}");
+            assert_eq!(r.key_count > 0, r.command.is_keyed(), "{r:?}");
+            assert!(r.key_count <= 1 || r.command.is_multi_key(), "{r:?}");
+            assert_eq!(r.first_key(data), keys.first().copied().unwrap_or(b""));
+            for key in keys {
+                assert!(
+                    !key.is_empty() && key.len() <= limits.max_key_length,
+                    "{key:?}"
+                );
+                assert!(key.iter().all(|&b| b > b' ' && b != 0x7f), "{key:?}");
+            }
+            assert_eq!(r.data.is_some(), r.command.has_data(), "{r:?}");
+            match r.data {
+                Some(d) => {
+                    assert_eq!(d.start, r.line_len, "{r:?}");
+                    assert_eq!(d.end + 2, r.len, "{r:?}");
+                    assert!(d.len() <= limits.max_value_size, "{r:?}");
+                    assert_eq!(&data[d.end..r.len], b"\r\n", "{r:?}");
+                }
+                None => assert_eq!(r.len, r.line_len, "{r:?}"),
+            }
+            assert!(!r.noreply || !r.command.is_meta(), "{r:?}");
+            assert!(!(r.quiet || r.base64_key) || r.command.is_meta(), "{r:?}");
+            assert_eq!(r.expects_reply(), !(r.noreply || r.quiet));
+        }
+        Ok(Parsed::Incomplete) => {
+            let window = &data[..data.len().min(limits.max_line_length)];
+            assert!(
+                memchr_newline(window).is_some() || data.len() < limits.max_line_length,
+                "incomplete without a line end past the line limit"
+            );
+        }
+        Err(e) => {
+            assert!(e.reply().ends_with(b"\r\n") && e.reply().len() > 2);
+            assert!(!e.as_str().is_empty());
+            assert_eq!(
+                e == ParseError::BinaryProtocol,
+                data.first() == Some(&0x80),
+                "{e:?}"
+            );
+            match e {
+                ParseError::LineTooLong => {
+                    assert!(data.len() >= limits.max_line_length);
+                    let window = &data[..limits.max_line_length];
+                    assert_eq!(memchr_newline(window), None);
+                }
+                ParseError::BinaryProtocol => {}
+                ParseError::UnknownCommand { skip } | ParseError::BadDataChunk { skip } => {
+                    assert!(skip >= 1 && skip <= data.len(), "{e:?}");
+                }
+                ParseError::BadCommandLine { skip } | ParseError::TooLarge { skip } => {
+                    let line_end = memchr_newline(data).map_or(0, |i| i + 1);
+                    assert!(skip >= line_end && line_end >= 1, "{e:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Parses the requests that follow one another in `data` the way a client connection does,
+/// checking each one and that every step makes progress.
+fn check_request_pipeline(data: &[u8], limits: &Limits) {
+    let mut offset = 0;
+    while offset < data.len() {
+        let rest = &data[offset..];
+        let outcome = parse_request(rest, limits);
+        check_request_outcome(rest, limits, outcome);
+        let step = match outcome {
+            Ok(Parsed::Complete(r)) => r.len,
+            Ok(Parsed::Incomplete) => return,
+            Err(e) => match e.skip() {
+                Some(skip) => skip,
+                None => return,
+            },
+        };
+        assert!(step >= 1, "no progress at {offset}");
+        offset = offset.saturating_add(step);
+    }
+}
+
+/// Checks every reply invariant on `data`, for every reply kind and two line limits.
+pub fn check_reply(data: &[u8]) {
+    for kind in REPLY_KINDS {
+        for max_line_length in [16, 4096] {
+            check_reply_kind(data, kind, max_line_length);
+        }
+    }
+}
+
+/// The reply invariants for one kind: a framed reply lies within the buffer and ends with a
+/// line end, frames the same on its own bytes, and every shorter prefix is incomplete; for
+/// anything else a prefix is incomplete or gives the same result.
+pub fn check_reply_kind(data: &[u8], kind: ReplyKind, max_line_length: usize) {
+    let whole = parse_reply(data, kind, max_line_length);
+    match whole {
+        Ok(Some(r)) => {
+            assert!(r.len >= 1 && r.len <= data.len(), "{kind:?} {r:?}");
+            assert_eq!(data[r.len - 1], b'\n', "{kind:?} {r:?}");
+            assert_eq!(parse_reply(&data[..r.len], kind, max_line_length), whole);
+            if matches!(kind, ReplyKind::Line | ReplyKind::Meta) {
+                assert!(r.values <= 1, "{kind:?} {r:?}");
+            }
+            if kind == ReplyKind::Line {
+                assert_eq!(r.values, 0, "{kind:?} {r:?}");
+            }
+            for cut in cut_points(r.len, &[]) {
+                let got = parse_reply(&data[..cut], kind, max_line_length);
+                if cut < r.len {
+                    assert_eq!(got, Ok(None), "{kind:?} prefix {cut} of {r:?}");
+                }
+            }
+            // What follows is the next reply: framing it must not depend on this one.
+            let mut offset = r.len;
+            let mut steps = 0;
+            while offset < data.len() && steps < 64 {
+                match parse_reply(&data[offset..], kind, max_line_length) {
+                    Ok(Some(next)) => {
+                        assert!(next.len >= 1 && offset + next.len <= data.len());
+                        offset += next.len;
+                    }
+                    _ => break,
+                }
+                steps += 1;
+            }
+        }
+        Ok(None) | Err(_) => {
+            for cut in cut_points(data.len(), &[]) {
+                let got = parse_reply(&data[..cut], kind, max_line_length);
+                assert!(
+                    got == Ok(None) || got == whole,
+                    "{kind:?} prefix {cut}: {got:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Loads `data` as a YAML configuration document: it may be refused, it must not panic.
+pub fn check_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(text, "fuzz.yaml", Format::Yaml);
+    }
+}
