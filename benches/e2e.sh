@@ -132,6 +132,21 @@ wait_ready() { # NAME PID PORT LOG: deadline loop (10 s) until PORT answers; fal
     return 1
 }
 
+backend_ops() { # cmd_get + cmd_set of our memcached (a multi-get counts each key)
+    local fd line total=0
+    local -a w
+    exec {fd}<>"/dev/tcp/127.0.0.1/$MC_PORT"
+    printf 'stats\r\n' >&"$fd"
+    while IFS= read -r -t 2 line <&"$fd"; do
+        line=${line%$'\r'}
+        [[ $line == END ]] && break
+        read -r -a w <<<"$line"
+        [[ ${w[1]} == cmd_get || ${w[1]} == cmd_set ]] && total=$((total + w[2]))
+    done
+    exec {fd}>&-
+    echo "$total"
+}
+
 cpu_ticks() { # PID: utime + stime of the whole process (all threads), in clock ticks
     local stat rest
     local -a f
@@ -242,12 +257,14 @@ cmd
 EOF
 }
 
-# Runs memcaslap against PORT; sets RUN_OPS_S, RUN_OPS, RUN_PROXY_TICKS, RUN_MC_TICKS.
+# Runs memcaslap against PORT; sets RUN_OPS_S, RUN_OPS, RUN_PROXY_TICKS, RUN_MC_TICKS,
+# RUN_ERRORS (error replies memcaslap saw) and RUN_BACKEND_OPS (what reached memcached).
 # PROXY_PID may be empty (memcached direct). False if memcaslap failed.
 run_load() { # NAME PORT PROXY_PID
     local name=$1 port=$2 proxy_pid=$3 out=$WORKDIR/memcaslap-$1.out
-    local p0=0 p1=0 m0 m1 rc=0
-    RUN_OPS='' RUN_OPS_S=
+    local p0=0 p1=0 m0 m1 b0 b1 rc=0
+    RUN_OPS="" RUN_OPS_S=""
+    b0=$(backend_ops)
     [[ -n $proxy_pid ]] && p0=$(cpu_ticks "$proxy_pid")
     m0=$(cpu_ticks "$MC_PID")
     timeout $((E2E_SECONDS + 60)) memcaslap -s "127.0.0.1:$port" -c "$E2E_CONCURRENCY" \
@@ -255,6 +272,7 @@ run_load() { # NAME PORT PROXY_PID
         --cfg_cmd="$WORKDIR/load.cfg" "${LOAD_ARGS[@]}" >"$out" 2>&1 || rc=$?
     [[ -n $proxy_pid ]] && p1=$(cpu_ticks "$proxy_pid")
     m1=$(cpu_ticks "$MC_PID")
+    b1=$(backend_ops)
     # The summary line: "Run time: 10.0s Ops: 1234567 TPS: 123456 Net_rate: 22.0M/s"
     read -r RUN_OPS RUN_OPS_S < <(awk '/^Run time:/ { print $5, $7 }' "$out") || true
     if [[ $rc -ne 0 || -z ${RUN_OPS:-} || ${RUN_OPS:-0} -eq 0 ]]; then
@@ -264,13 +282,16 @@ run_load() { # NAME PORT PROXY_PID
     fi
     RUN_PROXY_TICKS=$((p1 - p0))
     RUN_MC_TICKS=$((m1 - m0))
+    RUN_BACKEND_OPS=$((b1 - b0))
+    # memcaslap counts any reply as an op, errors included, and prints "<fd ERROR-LINE" for them.
+    RUN_ERRORS=$(grep -c 'ERROR' "$out" || true)
 }
 
 # Results of the current scenario, one entry per row.
-ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=()
+ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=() ROW_OK=()
 
-add_row() { # NAME OPS_S PROXY_US MC_US ("-" where not applicable)
-    ROW_NAME+=("$1") ROW_OPS_S+=("$2") ROW_PROXY_US+=("$3") ROW_MC_US+=("$4")
+add_row() { # NAME OPS_S PROXY_US MC_US OK ("-" where not applicable; OK=0: no ratios)
+    ROW_NAME+=("$1") ROW_OPS_S+=("$2") ROW_PROXY_US+=("$3") ROW_MC_US+=("$4") ROW_OK+=("$5")
 }
 
 us_per_op() { # TICKS OPS
@@ -278,15 +299,28 @@ us_per_op() { # TICKS OPS
 }
 
 measure() { # NAME PORT PROXY_PID
-    local name=$1 port=$2 proxy_pid=$3 proxy_us=-
+    local name=$1 port=$2 proxy_pid=$3 proxy_us=- mc_us problem=""
     log "$name: memcaslap for ${E2E_SECONDS}s on port $port"
     if ! run_load "$name" "$port" "$proxy_pid"; then
         [[ $E2E_STRICT == 1 ]] && die "$name failed"
-        add_row "$name (failed)" - - -
+        add_row "$name (failed)" - - - 0
         return 0
     fi
     [[ -n $proxy_pid ]] && proxy_us=$(us_per_op "$RUN_PROXY_TICKS" "$RUN_OPS")
-    add_row "$name" "$RUN_OPS_S" "$proxy_us" "$(us_per_op "$RUN_MC_TICKS" "$RUN_OPS")"
+    mc_us=$(us_per_op "$RUN_MC_TICKS" "$RUN_OPS")
+    # A run is valid only if the ops were answered without errors and did reach memcached.
+    ((RUN_ERRORS == 0)) || problem="$RUN_ERRORS error replies"
+    if ((RUN_BACKEND_OPS * 100 < RUN_OPS * 95)); then
+        problem+="${problem:+, }memcached saw $((RUN_BACKEND_OPS * 100 / RUN_OPS))% of the ops"
+    fi
+    if [[ -n $problem ]]; then
+        log "$name: INVALID run: $problem; first errors (E2E_KEEP=1 keeps $WORKDIR):"
+        grep -m 3 'ERROR' "$WORKDIR/memcaslap-$name.out" | cat -v | sed 's/^/    /' >&2 || true
+        [[ $E2E_STRICT == 1 ]] && die "$name: invalid run"
+        add_row "$name (INVALID: $problem)" "$RUN_OPS_S" "$proxy_us" "$mc_us" 0
+        return 0
+    fi
+    add_row "$name" "$RUN_OPS_S" "$proxy_us" "$mc_us" 1
 }
 
 run_target() { # memcached | twemproxy | bifrost:WORKERS
@@ -301,7 +335,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
             stop_pid "$TARGET_PID"
         else
             [[ $E2E_STRICT == 1 ]] && die "twemproxy did not start"
-            add_row "twemproxy (skipped: did not start)" - - -
+            add_row "twemproxy (skipped: did not start)" - - - 0
         fi
         ;;
     bifrost:*)
@@ -311,7 +345,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
             stop_pid "$TARGET_PID"
         else
             [[ $E2E_STRICT == 1 ]] && die "$name did not start"
-            add_row "$name (skipped: did not start)" - - -
+            add_row "$name (skipped: did not start)" - - - 0
         fi
         ;;
     *) die "unknown target $target" ;;
@@ -331,10 +365,14 @@ print_table() { # TITLE
         echo "|---|---:|---:|---:|---:|---:|"
         for i in "${!ROW_NAME[@]}"; do
             ops_s=${ROW_OPS_S[$i]} proxy_us=${ROW_PROXY_US[$i]} vs_direct=- vs_twem=-
-            if [[ $ops_s != - && -n $direct ]]; then
+            if [[ ${ROW_OK[$i]} != 1 && $ops_s != - ]]; then # shown, but not to be compared
+                ops_s="($ops_s)"
+                [[ $proxy_us == - ]] || proxy_us="($proxy_us)"
+            fi
+            if [[ ${ROW_OK[$i]} == 1 && -n $direct ]]; then
                 vs_direct=$(awk -v a="$ops_s" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')
             fi
-            if [[ $proxy_us != - && -n $twem && $twem != - ]]; then
+            if [[ ${ROW_OK[$i]} == 1 && $proxy_us != - && -n $twem ]]; then
                 vs_twem=$(awk -v a="$proxy_us" -v b="$twem" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')
             fi
             printf '| %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$ops_s" "$vs_direct" \
@@ -362,7 +400,7 @@ run_scenario() { # NAME
     local target workers
     declare -F "scenario_$1" >/dev/null || die "unknown scenario $1 (get_set, multiget)"
     "scenario_$1"
-    ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=()
+    ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=() ROW_OK=()
     for target in $E2E_TARGETS; do
         if [[ $target == bifrost ]]; then
             for workers in $E2E_BIFROST_WORKERS; do run_target "bifrost:$workers"; done

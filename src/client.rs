@@ -70,6 +70,11 @@ impl Slot {
         self
     }
 
+    /// True when the connection closes after this slot's reply.
+    pub fn closes_connection(&self) -> bool {
+        self.close_after
+    }
+
     fn is_complete(&self) -> bool {
         self.pending == 0
     }

@@ -665,9 +665,13 @@ impl Worker {
         Some(base + client % count.max(1))
     }
 
-    /// A ready-made reply slot for `client` (answers produced by the proxy itself).
+    /// A ready-made reply slot for `client` (answers produced by the proxy itself). A slot that
+    /// closes the connection also stops the parsing of anything the client sent after it.
     pub(crate) fn answer_locally(&mut self, client: usize, slot: Slot) {
         if let Some(c) = self.clients.get_mut(client) {
+            if slot.closes_connection() {
+                c.closing = true;
+            }
             c.push_slot(slot);
         }
     }

@@ -1,0 +1,426 @@
+//! End-to-end tests of the `bifrost` command line: `--check` on the shipped and on broken
+//! configs, JSON configs, features this release refuses to serve, `--workers`, `--version`,
+//! graceful shutdown on SIGTERM/SIGINT, and the embedded default config.
+
+mod common;
+
+use common::{
+    free_port, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
+    TempFile,
+};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bifrost");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Local helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A `bifrost` process started with arbitrary arguments, its stdout and stderr in files.
+/// SIGKILLed on drop; a failing test prints its output.
+struct Run {
+    child: Child,
+    stdout: TempFile,
+    stderr: TempFile,
+    status: Option<ExitStatus>,
+}
+
+impl Run {
+    /// Starts `bifrost ARGS` in the crate's directory (so `config/...` paths work).
+    fn spawn(args: &[&str]) -> Run {
+        let stdout = TempFile::new("cli-stdout", "log", b"");
+        let stderr = TempFile::new("cli-stderr", "log", b"");
+        let open = |f: &TempFile| std::fs::File::create(f.path()).expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(MANIFEST_DIR)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(open(&stdout))
+            .stderr(open(&stderr))
+            .spawn()
+            .expect("spawn bifrost");
+        Run {
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    /// Runs `bifrost ARGS` to completion (10 s deadline).
+    fn to_exit(args: &[&str]) -> Run {
+        let mut run = Run::spawn(args);
+        run.wait_exit(EXIT_DEADLINE);
+        run
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits for the exit; panics after `deadline`.
+    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "bifrost did not exit within {deadline:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn status(&self) -> ExitStatus {
+        self.status.expect("the process has exited")
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.read()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.read()
+    }
+
+    /// Waits until `addr` answers `version` (the process must keep running meanwhile).
+    fn wait_serving(&mut self, addr: &str) {
+        wait_until(Duration::from_secs(10), "bifrost serves", || {
+            if let Some(status) = self.exited() {
+                panic!("bifrost exited ({status}) before serving");
+            }
+            Client::try_connect(addr).is_ok_and(|mut c| c.version().starts_with("VERSION "))
+        });
+    }
+
+    fn signal(&mut self, signal: i32) {
+        assert!(self.exited().is_none(), "bifrost already exited");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- bifrost stdout ---\n{}\n--- bifrost stderr ---\n{}\n--- end ---",
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+#[track_caller]
+fn assert_contains(haystack: &str, needle: &str, what: &str) {
+    assert!(
+        haystack.contains(needle),
+        "{what}: expected to find {needle:?} in:\n{haystack}"
+    );
+}
+
+/// A round trip through the proxy to the backend: set then get of a key of its own.
+#[track_caller]
+fn assert_round_trip(c: &mut Client, key: &str) {
+    assert_eq!(c.set(key, key.as_bytes(), 0, 0), "STORED", "set {key}");
+    assert_eq!(c.get(key).as_deref(), Some(key.as_bytes()), "get {key}");
+}
+
+/// One counter of the proxy's `stats`.
+fn stat(c: &mut Client, name: &str) -> String {
+    c.send(b"stats\r\n");
+    let mut found = None;
+    loop {
+        let line = c.read_line();
+        if line == "END" {
+            break;
+        }
+        if let Some(v) = line.strip_prefix(&format!("STAT {name} ")) {
+            found = Some(v.to_string());
+        }
+    }
+    found.unwrap_or_else(|| panic!("stats has no {name}"))
+}
+
+/// A config whose only route uses `consistent_hash` over two servers.
+fn consistent_hash_config(port: u16) -> String {
+    format!(
+        "workers: 1\n\
+         listeners:\n  - name: main\n    bind: 127.0.0.1:{port}\n\
+         backends:\n  pool:\n    servers: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
+         routes:\n  - name: all\n    match: \"*\"\n    strategy: consistent_hash\n    backend: pool\n",
+        free_port(),
+        free_port()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// --check
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_every_shipped_config() {
+    for file in [
+        "config/blind_forward.yaml",
+        "config/blind_forward.json",
+        "config/reference.yaml",
+    ] {
+        let run = Run::to_exit(&["--check", "--config", file]);
+        assert!(
+            run.status().success(),
+            "bifrost --check --config {file}: {}\nstdout:\n{}\nstderr:\n{}",
+            run.status(),
+            run.stdout(),
+            run.stderr()
+        );
+    }
+    // reference.yaml shows features this release lacks: --check says so, as warnings.
+    let run = Run::to_exit(&["--check", "--config", "config/reference.yaml"]);
+    assert_contains(&run.stderr(), "warning", "--check of reference.yaml");
+}
+
+#[test]
+fn check_reports_every_fault_at_once_with_file_and_path() {
+    let broken = "workers: 1\n\
+                  listeners:\n  - name: main\n    bind: 127.0.0.1:11311\n    colour: blue\n\
+                  backends:\n  b1:\n    servers: [\"127.0.0.1:notaport\"]\n    timeout: 5 parsecs\n\
+                  routes:\n  - name: all\n    match: \"*\"\n    strategy: blind_forward\n    backend: nosuch\n";
+    let out = Bifrost::check(broken);
+    assert!(
+        !out.status.success(),
+        "--check of a broken config exited {}:\n{}",
+        out.status,
+        out.stderr
+    );
+    let file = out.config.path().display().to_string();
+    for (path, what) in [
+        ("listeners[0].colour", "unknown key 'colour'"),
+        ("backends.b1.servers[0]", "bad address '127.0.0.1:notaport'"),
+        ("backends.b1.timeout", "'5 parsecs'"),
+        ("routes[0].backend", "no backend named 'nosuch'"),
+    ] {
+        assert_contains(
+            &out.stderr,
+            &format!("{file}: {path}: "),
+            &format!("the error at {path}"),
+        );
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("{file}: {path}: ")))
+            .unwrap_or_default();
+        assert_contains(line, what, &format!("the error at {path}"));
+    }
+
+    // Without --check: the same errors, and nothing is served.
+    let config = TempFile::new("broken", "yaml", broken.as_bytes());
+    let path = config.path().to_str().expect("utf-8 path");
+    let run = Run::to_exit(&["--config", path]);
+    assert!(
+        !run.status().success(),
+        "bifrost with a broken config exited 0"
+    );
+    assert_contains(
+        &run.stderr(),
+        &format!("{path}: routes[0].backend: "),
+        "stderr",
+    );
+}
+
+#[test]
+fn missing_config_file_is_an_error_naming_it() {
+    let run = Run::to_exit(&["--check", "--config", "/nonexistent/bifrost.yaml"]);
+    assert!(!run.status().success());
+    assert_contains(&run.stderr(), "/nonexistent/bifrost.yaml", "stderr");
+}
+
+#[test]
+fn consistent_hash_passes_check_with_a_warning_but_refuses_to_serve() {
+    let port = free_port();
+    let yaml = consistent_hash_config(port);
+    let out = Bifrost::check(&yaml);
+    assert!(
+        out.status.success(),
+        "--check exited {}:\n{}",
+        out.status,
+        out.stderr
+    );
+    assert_contains(&out.stderr, "warning", "--check output");
+    assert_contains(&out.stderr, "consistent_hash", "--check output");
+
+    let config = TempFile::new("consistent-hash", "yaml", yaml.as_bytes());
+    let run = Run::to_exit(&["--config", config.path().to_str().expect("utf-8 path")]);
+    assert!(
+        !run.status().success(),
+        "bifrost served a config it cannot route"
+    );
+    let stderr = run.stderr();
+    assert_contains(&stderr, "consistent_hash", "refusal");
+    assert_contains(&stderr, "refusing to start", "refusal");
+    assert!(
+        Client::try_connect(&format!("127.0.0.1:{port}")).is_err(),
+        "its listener is not open"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn json_config_serves() {
+    let mc = Memcached::start();
+    let port = free_port();
+    let json = format!(
+        r#"{{
+  "workers": 1,
+  "listeners": [ {{ "name": "main", "bind": "127.0.0.1:{port}" }} ],
+  "backends": {{ "mc": {{ "servers": ["{}"], "timeout": "500ms" }} }},
+  "routes": [ {{ "name": "all", "match": "*", "strategy": "blind_forward", "backend": "mc" }} ]
+}}"#,
+        mc.addr()
+    );
+    let config = TempFile::new("config", "json", json.as_bytes());
+    let mut run = Run::spawn(&["--config", config.path().to_str().expect("utf-8 path")]);
+    let addr = format!("127.0.0.1:{port}");
+    run.wait_serving(&addr);
+    let mut c = Client::connect(&addr);
+    assert_round_trip(&mut c, "json");
+    assert_eq!(mc.client().get("json").as_deref(), Some(&b"json"[..]));
+    run.signal(libc::SIGTERM);
+    assert!(run.wait_exit(EXIT_DEADLINE).success());
+}
+
+#[test]
+fn version_flag_and_version_command() {
+    let version = env!("CARGO_PKG_VERSION");
+    let run = Run::to_exit(&["--version"]);
+    assert!(run.status().success());
+    assert_eq!(run.stdout().trim(), format!("bifrost {version}"));
+
+    let fake = FakeBackend::start(Behavior::NeverAnswer);
+    let b = Bifrost::blind_forward_to(&fake.addr());
+    assert_eq!(b.client().version(), format!("VERSION {version}"));
+    fake.assert_untouched();
+}
+
+#[test]
+fn workers_flag_overrides_the_config() {
+    let mc = Memcached::start();
+    let b = BlindForward::new(&mc.addr())
+        .workers(1)
+        .arg("--workers")
+        .arg("2")
+        .start();
+    let mut c = b.client();
+    assert_eq!(stat(&mut c, "threads"), "2");
+    assert_round_trip(&mut c, "workers-flag");
+}
+
+/// `workers: 2`: connections are spread over both workers, each with its own backend
+/// connection, and every one of 20 clients is served.
+#[test]
+fn two_workers_serve_many_connections() {
+    let mc = Memcached::start();
+    let b = BlindForward::new(&mc.addr()).workers(2).start();
+    let mut clients: Vec<Client> = (0..20).map(|_| b.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_round_trip(c, &format!("conn{i}"));
+    }
+    let mut c = b.client();
+    assert_eq!(stat(&mut c, "threads"), "2");
+    assert_eq!(
+        stat(&mut c, "backend_connections"),
+        "2",
+        "both workers served clients (each opens its own backend connection)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+// ---------------------------------------------------------------------------------------------
+
+/// A request is in flight to a backend that answers after 500 ms when `signal` arrives: the
+/// reply still comes, an idle client is closed, and the process exits 0.
+fn graceful_exit_on(signal: i32) {
+    let fake = FakeBackend::start(Behavior::SlowAnswer(Duration::from_millis(500)));
+    let mut b = BlindForward::new(&fake.addr()).timeout("3s").start();
+    let mut idle = b.client();
+    assert!(idle.version().starts_with("VERSION "));
+    let mut busy = b.client();
+    let request = b"set k 0 0 1\r\nx\r\n";
+    busy.send(request);
+    fake.wait_for_bytes(request.len(), Duration::from_secs(5));
+
+    let start = Instant::now();
+    b.signal(signal);
+    assert_eq!(busy.read_line(), "STORED", "the in-flight request's reply");
+    let status = b.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "exit status {status} after signal {signal}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "exited before the in-flight reply could have arrived"
+    );
+    idle.expect_closed();
+    busy.expect_closed();
+    assert!(
+        Client::try_connect(&b.addr()).is_err(),
+        "the listener is closed after the exit"
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_0() {
+    graceful_exit_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_finishes_in_flight_requests_and_exits_0() {
+    graceful_exit_on(libc::SIGINT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// No --config
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn no_config_runs_the_embedded_default() {
+    const DEFAULT_LISTEN: &str = "127.0.0.1:11311";
+    match TcpListener::bind(DEFAULT_LISTEN) {
+        Ok(probe) => drop(probe),
+        Err(e) => {
+            eprintln!("note: {DEFAULT_LISTEN} is in use ({e}); skipping the embedded-default test");
+            return;
+        }
+    }
+    let mut run = Run::spawn(&[]);
+    run.wait_serving(DEFAULT_LISTEN);
+    assert_contains(&run.stderr(), "embedded default", "log");
+    let mut c = Client::connect(DEFAULT_LISTEN);
+    assert_eq!(
+        c.version(),
+        format!("VERSION {}", env!("CARGO_PKG_VERSION"))
+    );
+    run.signal(libc::SIGTERM);
+    assert!(run.wait_exit(EXIT_DEADLINE).success());
+}
