@@ -16,8 +16,9 @@
 #   E2E_TARGETS ["memcached twemproxy bifrost"]
 #   BIFROST_BIN               binary to run; unset: `cargo build --release` and target/release/bifrost
 #   E2E_BIFROST_LOG_LEVEL [warn]
-#   E2E_STRICT [0]            1: a target that fails to start or to run fails the script
-#                             (0: it is reported as skipped and the rest goes on)
+#   E2E_STRICT [0]            1: a target that fails to start or memcaslap failing fails the
+#                             script; 2: an INVALID run (error replies, requests that did not
+#                             reach memcached) too. 0: such rows are marked and the rest goes on
 #   E2E_OUT                   also append the tables (markdown) to this file
 #   E2E_KEEP [0]              1: keep the work directory (configs, logs, memcaslap output)
 #
@@ -302,7 +303,7 @@ measure() { # NAME PORT PROXY_PID
     local name=$1 port=$2 proxy_pid=$3 proxy_us=- mc_us problem=""
     log "$name: memcaslap for ${E2E_SECONDS}s on port $port"
     if ! run_load "$name" "$port" "$proxy_pid"; then
-        [[ $E2E_STRICT == 1 ]] && die "$name failed"
+        ((E2E_STRICT >= 1)) && die "$name failed"
         add_row "$name (failed)" - - - 0
         return 0
     fi
@@ -316,7 +317,7 @@ measure() { # NAME PORT PROXY_PID
     if [[ -n $problem ]]; then
         log "$name: INVALID run: $problem; first errors (E2E_KEEP=1 keeps $WORKDIR):"
         grep -m 3 'ERROR' "$WORKDIR/memcaslap-$name.out" | cat -v | sed 's/^/    /' >&2 || true
-        [[ $E2E_STRICT == 1 ]] && die "$name: invalid run"
+        ((E2E_STRICT >= 2)) && die "$name: invalid run"
         add_row "$name (INVALID: $problem)" "$RUN_OPS_S" "$proxy_us" "$mc_us" 0
         return 0
     fi
@@ -334,7 +335,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
             measure twemproxy "$TARGET_PORT" "$TARGET_PID"
             stop_pid "$TARGET_PID"
         else
-            [[ $E2E_STRICT == 1 ]] && die "twemproxy did not start"
+            ((E2E_STRICT >= 1)) && die "twemproxy did not start"
             add_row "twemproxy (skipped: did not start)" - - - 0
         fi
         ;;
@@ -344,7 +345,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
             measure "$name" "$TARGET_PORT" "$TARGET_PID"
             stop_pid "$TARGET_PID"
         else
-            [[ $E2E_STRICT == 1 ]] && die "$name did not start"
+            ((E2E_STRICT >= 1)) && die "$name did not start"
             add_row "$name (skipped: did not start)" - - - 0
         fi
         ;;

@@ -186,12 +186,33 @@ impl<'a> Framer<'a> {
     }
 
     /// [`ReplyKind::Line`]: exactly one line.
+    /// One line that some classic command can get back: a status word, a number (incr/decr),
+    /// `VERSION ...`, or an error. Anything else means the stream is out of step.
     fn line(&mut self) -> Step<()> {
         let Some(line) = self.next_line()? else {
             return Ok(None);
         };
         self.error = is_error_line(line);
-        Ok(Some(()))
+        let known = self.error
+            || parse_len(line).is_some()
+            || [
+                &b"STORED"[..],
+                b"NOT_STORED",
+                b"EXISTS",
+                b"NOT_FOUND",
+                b"DELETED",
+                b"TOUCHED",
+                b"OK",
+                b"RESET",
+                b"VERSION",
+            ]
+            .iter()
+            .any(|word| is_word(line, word));
+        if known {
+            Ok(Some(()))
+        } else {
+            Err(ReplyError::Malformed)
+        }
     }
 
     /// [`ReplyKind::Retrieval`]: `VALUE` blocks then `END`, or an error line.

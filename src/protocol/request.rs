@@ -178,6 +178,12 @@ pub enum ParseError {
         /// Bytes to drop (may exceed what is buffered).
         skip: usize,
     },
+    /// [`ParseError::TooLarge`] for a `noreply` request: the value is swallowed and nothing is
+    /// sent, as memcached does.
+    TooLargeNoreply {
+        /// Bytes to drop (may exceed what is buffered).
+        skip: usize,
+    },
     /// The data block was not followed by `\r\n`: reply `CLIENT_ERROR bad data chunk`;
     /// `skip` = line + bytes + 2.
     BadDataChunk {
@@ -199,6 +205,7 @@ impl ParseError {
             ParseError::UnknownCommand { .. } => b"ERROR\r\n",
             ParseError::BadCommandLine { .. } => b"CLIENT_ERROR bad command line format\r\n",
             ParseError::TooLarge { .. } => b"SERVER_ERROR object too large for cache\r\n",
+            ParseError::TooLargeNoreply { .. } => b"",
             ParseError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
             ParseError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseError::BinaryProtocol => b"CLIENT_ERROR binary protocol is not supported\r\n",
@@ -212,6 +219,7 @@ impl ParseError {
             ParseError::UnknownCommand { skip }
             | ParseError::BadCommandLine { skip }
             | ParseError::TooLarge { skip }
+            | ParseError::TooLargeNoreply { skip }
             | ParseError::BadDataChunk { skip } => Some(skip),
             ParseError::LineTooLong | ParseError::BinaryProtocol => None,
         }
@@ -222,7 +230,7 @@ impl ParseError {
         match self {
             ParseError::UnknownCommand { .. } => "unknown_command",
             ParseError::BadCommandLine { .. } => "bad_command_line",
-            ParseError::TooLarge { .. } => "too_large",
+            ParseError::TooLarge { .. } | ParseError::TooLargeNoreply { .. } => "too_large",
             ParseError::BadDataChunk { .. } => "bad_data_chunk",
             ParseError::LineTooLong => "line_too_long",
             ParseError::BinaryProtocol => "binary_protocol",
@@ -283,6 +291,12 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
         Command::Touch => classic::key_number(&ctx, toks, tokens::Number::I64),
         Command::FlushAll => classic::flush_all(&ctx, toks),
         Command::Verbosity => classic::verbosity(&ctx, toks),
+        // `version` and `quit` take no arguments: `version foo` is refused as memcached
+        // before 1.6 refused it (conformance checkers rely on that; newer memcached ignores
+        // the extra words).
+        Command::Version | Command::Quit if !ctx.args.is_empty() => {
+            Err(ParseError::UnknownCommand { skip: line_len })
+        }
         Command::Version | Command::Quit | Command::Stats | Command::MetaNoop => {
             Ok(Parsed::Complete(ctx.request()))
         }
@@ -292,6 +306,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
         | Command::MetaArithmetic
         | Command::MetaDebug => meta::parse(&ctx, toks),
     }
+}
+
+/// Bytes a key may not contain: the separators and NUL. memcached itself splits keys on spaces
+/// only and stores any other byte (load generators such as memcaslap put bytes 0x10-0x1f in
+/// their keys), so the proxy refuses no more than that: a client that works against memcached
+/// works through the proxy.
+#[inline]
+pub(crate) fn forbidden_in_key(b: u8) -> bool {
+    matches!(b, b' ' | b'\r' | b'\n' | 0)
 }
 
 /// Matches a command name by length, then bytes.
@@ -387,11 +410,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// True when `key` is 1..=max_key_length bytes with no control characters or spaces.
+    /// True when `key` is 1..=max_key_length bytes, none of them forbidden in a key.
     fn valid_key(&self, key: &[u8]) -> bool {
         !key.is_empty()
             && key.len() <= self.limits.max_key_length
-            && key.iter().all(|&b| b > b' ' && b != 0x7f)
+            && !key.iter().any(|&b| forbidden_in_key(b))
     }
 
     /// Finishes a request that carries a data block of `data_len` bytes after its line:
@@ -404,7 +427,12 @@ impl Ctx<'_> {
         total: usize,
     ) -> Result<Parsed, ParseError> {
         if data_len > self.limits.max_value_size {
-            return Err(ParseError::TooLarge { skip: total });
+            // memcached swallows the value silently when the client asked for no reply.
+            return Err(if request.noreply {
+                ParseError::TooLargeNoreply { skip: total }
+            } else {
+                ParseError::TooLarge { skip: total }
+            });
         }
         let Some(terminator) = self.buf.get(total - 2..total) else {
             return Ok(Parsed::Incomplete);

@@ -95,7 +95,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A file in `std::env::temp_dir()` with a unique name, removed on drop unless kept.
+/// A file in `<temp_dir>/bifrost-tests/` with a unique name, removed on drop unless kept.
 /// Files of a failing test are kept (and their paths printed) so they can be read afterwards.
 pub struct TempFile {
     path: PathBuf,
@@ -103,12 +103,11 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates `<tmp>/bifrost-test-<pid>-<n>-<hint>.<ext>` holding `contents`.
+    /// Creates `<tmp>/bifrost-tests/<pid>-<n>-<hint>.<ext>` holding `contents`.
     pub fn new(hint: &str, ext: &str, contents: &[u8]) -> TempFile {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("bifrost-test-{}-{n}-{hint}.{ext}", std::process::id());
-        let path = std::env::temp_dir().join(name);
+        let path = temp_files_dir().join(format!("{}-{n}-{hint}.{ext}", std::process::id()));
         fs::write(&path, contents)
             .unwrap_or_else(|e| panic!("cannot write temp file {}: {e}", path.display()));
         TempFile { path, keep: false }
@@ -136,6 +135,29 @@ impl Drop for TempFile {
         }
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// `<temp_dir>/bifrost-tests`, created on first use, when files kept by failing tests that are
+/// over a day old are removed (so the directory does not grow without bound).
+fn temp_files_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join("bifrost-tests");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let day = Duration::from_secs(24 * 3600);
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed());
+            if let Ok(Ok(age)) = age {
+                if age > day {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        dir
+    })
 }
 
 /// A child process whose stdout and stderr go to a log file. Killed (SIGKILL) and reaped on drop;

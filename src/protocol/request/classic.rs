@@ -9,11 +9,11 @@ use super::{Ctx, ParseError, Parsed, Span};
 /// The `noreply` token.
 const NOREPLY: &[u8] = b"noreply";
 
-/// True when `key` holds a control character (bytes below 0x20, and 0x7f). Written without an
-/// early exit so the compiler can vectorize it; keys are short.
+/// True when `key` holds a byte no key may hold (see [`super::forbidden_in_key`]). Written
+/// without an early exit so the compiler can vectorize it; keys are short.
 fn has_control(key: &[u8]) -> bool {
     key.iter()
-        .fold(false, |bad, &b| bad | (b < b' ') | (b == 0x7f))
+        .fold(false, |bad, &b| bad | super::forbidden_in_key(b))
 }
 
 /// `get|gets <key>+` and, with `with_exptime`, `gat|gats <exptime> <key>+`.
@@ -175,13 +175,12 @@ pub(super) fn verbosity(ctx: &Ctx<'_>, mut toks: Tokens<'_>) -> Result<Parsed, P
     let (args, count) = toks.collect_n::<2>();
     let arg = |i: usize| args.get(i).map_or(&[][..], |s| s.of(ctx.line));
     let noreply = match count {
-        1 => false,
-        2 if arg(1) == NOREPLY => true,
+        // memcached reads `verbosity noreply` as level 0, quietly.
+        1 if arg(0) == NOREPLY => true,
+        1 if Number::U32.accepts(arg(0)) => false,
+        2 if Number::U32.accepts(arg(0)) && arg(1) == NOREPLY => true,
         _ => return Err(ctx.bad_line()),
     };
-    if !Number::U32.accepts(arg(0)) {
-        return Err(ctx.bad_line());
-    }
     let mut request = ctx.request();
     request.noreply = noreply;
     Ok(Parsed::Complete(request))
