@@ -12,9 +12,20 @@ pub const READ_CHUNK: usize = 16 * 1024;
 /// How many queued buffers one `writev` sends at most.
 const MAX_IOVECS: usize = 64;
 
+/// What one read got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// Bytes read; 0 means end of stream.
+    pub bytes: usize,
+    /// The read returned less than it asked for, so the socket had nothing more at that
+    /// moment. Under edge-triggered polling, anything arriving later raises a new event, so
+    /// the caller can wait for it instead of spending a syscall to see `EAGAIN`.
+    pub drained: bool,
+}
+
 /// Reads once from `source` into the spare capacity of `buf` (growing it by [`READ_CHUNK`]
-/// when needed). Returns the number of bytes read; 0 means end of stream.
-pub fn read_into(source: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<usize> {
+/// when needed).
+pub fn read_into(source: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<Read> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -29,7 +40,10 @@ pub fn read_into(source: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<usize>
     let n = n as usize;
     // SAFETY: the kernel initialised exactly `n <= want` bytes of the spare capacity.
     unsafe { buf.advance_mut(n) };
-    Ok(n)
+    Ok(Read {
+        bytes: n,
+        drained: n < want,
+    })
 }
 
 /// A FIFO of byte buffers waiting to be written, with a running byte count.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
-use crate::buffer::{read_into, WriteQueue};
+use crate::buffer::{read_into, Read, WriteQueue};
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
 /// How a slot combines the replies of its fragments.
@@ -123,6 +123,8 @@ pub struct Client {
     write_queue: WriteQueue,
     /// Readiness seen and not yet consumed (edge-triggered polling).
     pub readable: bool,
+    /// The peer's FIN was reported: read until end of stream even after a short read.
+    pub read_closed: bool,
     /// No more reading: close once every slot is written.
     pub closing: bool,
     /// The peer closed or the socket failed: close now.
@@ -150,6 +152,7 @@ impl Client {
             head_seq: 0,
             write_queue: WriteQueue::default(),
             readable: true,
+            read_closed: false,
             closing: false,
             dead: false,
             last_active: now,
@@ -179,8 +182,8 @@ impl Client {
         self.slots.is_empty() && self.write_queue.is_empty()
     }
 
-    /// Reads once from the socket. Ok(0) means the peer closed its side.
-    pub fn read(&mut self) -> io::Result<usize> {
+    /// Reads once from the socket (0 bytes: the peer closed its side).
+    pub fn read(&mut self) -> io::Result<Read> {
         read_into(&self.stream, &mut self.read_buf)
     }
 

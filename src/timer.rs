@@ -17,6 +17,9 @@ pub struct TimerWheel<T> {
     cursor: u64,
     slots: Vec<Vec<(Instant, T)>>,
     len: usize,
+    /// No pending timer is due before this (exact after a recompute, a lower bound after
+    /// schedules), so most loop iterations skip the wheel entirely.
+    earliest: Option<Instant>,
 }
 
 impl<T> TimerWheel<T> {
@@ -27,6 +30,7 @@ impl<T> TimerWheel<T> {
             cursor: 0,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             len: 0,
+            earliest: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl<T> TimerWheel<T> {
         if let Some(bucket) = self.slots.get_mut(slot) {
             bucket.push((at, payload));
             self.len += 1;
+            self.earliest = Some(self.earliest.map_or(at, |e| e.min(at)));
         }
     }
 
@@ -61,6 +66,9 @@ impl<T> TimerWheel<T> {
     pub fn expire(&mut self, now: Instant, out: &mut Vec<T>) {
         if self.len == 0 {
             self.cursor = self.tick_of(now).saturating_sub(1).max(self.cursor);
+            return;
+        }
+        if self.earliest.is_some_and(|e| e > now) {
             return;
         }
         let now_tick = self.tick_of(now);
@@ -85,6 +93,7 @@ impl<T> TimerWheel<T> {
             }
             self.cursor += 1;
         }
+        self.earliest = self.slots.iter().flatten().map(|(at, _)| *at).min();
     }
 
     /// How long the loop may sleep before the earliest pending timer is due (None: no timers).
@@ -92,9 +101,7 @@ impl<T> TimerWheel<T> {
         if self.len == 0 {
             return None;
         }
-        // A full scan: far-future timers share slots with near ones, and 1024 mostly empty
-        // vectors cost about a microsecond, paid once per loop iteration.
-        let earliest = self.slots.iter().flatten().map(|(at, _)| *at).min();
+        let earliest = self.earliest;
         earliest.map(|at| at.saturating_duration_since(now))
     }
 }

@@ -219,6 +219,7 @@ impl Worker {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     client.readable = true;
                 }
+                client.read_closed |= event.is_read_closed();
                 if !client.queued {
                     client.queued = true;
                     self.revisit.push(index);
@@ -231,6 +232,7 @@ impl Worker {
             let index = token - BACKEND_BASE;
             if let Some(conn) = self.backends.get_mut(index) {
                 conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                conn.read_closed |= event.is_read_closed() || event.is_error();
                 conn.writable |= event.is_writable() || event.is_write_closed();
                 self.backend_events.push(index);
             }
@@ -360,13 +362,14 @@ impl Worker {
             }
             reads += 1;
             match client.read() {
-                Ok(0) => {
+                Ok(read) if read.bytes == 0 => {
                     client.readable = false;
                     client.closing = true;
                 }
-                Ok(n) => {
+                Ok(read) => {
                     client.last_active = now;
-                    WorkerStats::add(&self.stats.bytes_read, n as u64);
+                    client.readable = !read.drained || client.read_closed;
+                    WorkerStats::add(&self.stats.bytes_read, read.bytes as u64);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     client.readable = false;

@@ -69,6 +69,8 @@ pub struct BackendConn {
     pub readable: bool,
     /// See `readable`.
     pub writable: bool,
+    /// The server's FIN (or an error) was reported: read to the end even after a short read.
+    pub read_closed: bool,
     /// True while the connection sits in the worker's list of connections to flush.
     pub queued_for_flush: bool,
     stats: Arc<WorkerStats>,
@@ -110,6 +112,7 @@ impl BackendConn {
             connect_deadline: None,
             readable: false,
             writable: false,
+            read_closed: false,
             queued_for_flush: false,
             stats,
         }
@@ -275,13 +278,19 @@ impl BackendConn {
                 return Err(FailReason::ConnectionLost);
             };
             match read_into(stream, &mut self.read_buf) {
-                Ok(0) => {
+                Ok(read) if read.bytes == 0 => {
                     // Frame what arrived before the close, then fail the rest.
                     self.frame_replies(out)?;
                     log::warn!("backend {}: connection closed by server", self.addr);
                     return Err(FailReason::ConnectionLost);
                 }
-                Ok(_) => self.frame_replies(out)?,
+                Ok(read) => {
+                    self.frame_replies(out)?;
+                    if read.drained && !self.read_closed {
+                        self.readable = false;
+                        return Ok(());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return Ok(());
@@ -313,10 +322,9 @@ impl BackendConn {
             if fragment.kind == ReplyKind::UntilNoop {
                 bytes.truncate(bytes.len().saturating_sub(NOOP_REPLY_LEN));
             }
+            // The deadline timer stays armed: when it fires it re-arms for the then-oldest
+            // request, so the wheel sees about one timer per timeout period, not per request.
             self.inflight.pop_front();
-            if self.armed_deadline == Some(fragment.deadline) {
-                self.armed_deadline = None;
-            }
             out.push(Completion {
                 owner: fragment.owner,
                 reply: if fragment.discard_reply {
@@ -372,7 +380,7 @@ impl BackendConn {
         self.rearm()
     }
 
-    /// After replies were framed, the timer to arm for the new oldest request, if none is armed.
+    /// The timer to arm for the oldest request when none is armed.
     pub fn rearm(&mut self) -> Option<ArmTimer> {
         if self.armed_deadline.is_some() {
             return None;
@@ -411,6 +419,7 @@ impl BackendConn {
         self.connect_deadline = None;
         self.readable = false;
         self.writable = false;
+        self.read_closed = false;
         self.write_queue.clear();
         self.read_buf.clear();
         out.extend(self.inflight.drain(..).map(|f| f.fail(reason)));

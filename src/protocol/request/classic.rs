@@ -1,20 +1,11 @@
 //! The classic (pre-meta) commands: retrieval, storage, delete, incr/decr, touch, flush_all
 //! and verbosity. Each function gets the line context and the tokens after the command name.
 
-use memchr::memchr;
-
 use super::tokens::{self, Number, Tokens};
 use super::{Ctx, ParseError, Parsed, Span};
 
 /// The `noreply` token.
 const NOREPLY: &[u8] = b"noreply";
-
-/// True when `key` holds a byte no key may hold (see [`super::forbidden_in_key`]). Written
-/// without an early exit so the compiler can vectorize it; keys are short.
-fn has_control(key: &[u8]) -> bool {
-    key.iter()
-        .fold(false, |bad, &b| bad | super::forbidden_in_key(b))
-}
 
 /// `get|gets <key>+` and, with `with_exptime`, `gat|gats <exptime> <key>+`.
 ///
@@ -32,26 +23,36 @@ pub(super) fn retrieval(
     } else {
         true
     };
-    let line = ctx.line;
+    // One pass over the keys: a byte is a separator, starts a key, or continues one.
+    let from = toks.pos();
+    let keys = ctx.line.get(from..).unwrap_or(&[]);
     let max_key = ctx.limits.max_key_length;
-    let mut pos = toks.pos();
     let mut first = None;
-    let mut last_end = pos;
+    let mut start = 0;
+    let mut last_end = 0;
+    let mut in_key = false;
     let mut count = 0usize;
     let mut bad = false;
-    while let Some(rest) = line.get(pos..) {
-        let Some(skip) = rest.iter().position(|&b| b != b' ') else {
-            break;
-        };
-        let start = pos + skip;
-        let tail = line.get(start..).unwrap_or(&[]);
-        let len = memchr(b' ', tail).unwrap_or(tail.len());
-        let key = tail.get(..len).unwrap_or(&[]);
-        bad |= len > max_key || has_control(key);
-        first.get_or_insert(start);
-        pos = start + len;
-        last_end = pos;
-        count += 1;
+    for (i, &b) in keys.iter().enumerate() {
+        if b == b' ' {
+            if in_key {
+                bad |= i - start > max_key;
+                last_end = i;
+                in_key = false;
+            }
+            continue;
+        }
+        if !in_key {
+            in_key = true;
+            start = i;
+            count += 1;
+            first.get_or_insert(i);
+        }
+        bad |= super::forbidden_in_key(b);
+    }
+    if in_key {
+        bad |= keys.len() - start > max_key;
+        last_end = keys.len();
     }
     let Some(first) = first else {
         return Err(ParseError::UnknownCommand { skip: ctx.line_len });
@@ -61,8 +62,8 @@ pub(super) fn retrieval(
     }
     let mut request = ctx.request();
     request.keys = Span {
-        start: first,
-        end: last_end,
+        start: from + first,
+        end: from + last_end,
     };
     request.key_count = count;
     Ok(Parsed::Complete(request))
