@@ -465,6 +465,7 @@ fn error_table() {
             "too_large",
             Some(3),
         ),
+        (TooLargeNoreply { skip: 5 }, "", "too_large", Some(5)),
         (
             BadDataChunk { skip: 4 },
             "CLIENT_ERROR bad data chunk\r\n",
