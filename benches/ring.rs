@@ -1,0 +1,2 @@
+// Ketama ring and hash micro-benchmarks (being written).
+fn main() {}
