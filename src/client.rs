@@ -16,19 +16,35 @@ use crate::buffer::{read_into, Read, WriteQueue};
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
 /// How a slot combines the replies of its fragments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Combine {
     /// One fragment; its reply is the answer.
     Single,
     /// Several fragments that must all answer `OK` (e.g. `flush_all`); else the first other
     /// reply is the answer.
     AllOk,
+    /// A retrieval split across servers: the replies are merged (see [`crate::multiget`]).
+    MultiGet(Box<SplitRetrieval>),
+}
+
+/// What a split retrieval needs to merge its fragments' replies.
+#[derive(Debug)]
+pub struct SplitRetrieval {
+    /// The original request and its bytes (for the keys, in the order asked).
+    pub request: Request,
+    /// The bytes `request`'s spans index into.
+    pub bytes: Bytes,
+    /// For each key, in order, the fragment it was sent in.
+    pub key_parts: Vec<usize>,
+    /// Each fragment's reply, once it has arrived.
+    pub parts: Vec<Bytes>,
 }
 
 #[derive(Debug)]
 enum Output {
     Empty,
     One(Bytes),
+    Many(Vec<Bytes>),
 }
 
 /// A reply slot: the place in the client's reply order that one request holds.
@@ -79,13 +95,26 @@ impl Slot {
         self.pending == 0
     }
 
-    fn deliver(&mut self, reply: Bytes) {
+    fn deliver(&mut self, part: usize, reply: Bytes) {
         if self.pending == 0 {
             return;
         }
         self.pending -= 1;
-        match self.combine {
+        match &mut self.combine {
             Combine::Single => self.output = Output::One(reply),
+            Combine::MultiGet(split) => {
+                if let Some(slot) = split.parts.get_mut(part) {
+                    *slot = reply;
+                }
+                if self.pending == 0 {
+                    let keys = split.request.keys(&split.bytes);
+                    let merged = crate::multiget::merge(
+                        keys.zip(split.key_parts.iter().copied()),
+                        &split.parts,
+                    );
+                    self.output = Output::Many(merged);
+                }
+            }
             Combine::AllOk => {
                 if reply.as_ref() != b"OK\r\n" && matches!(self.output, Output::Empty) {
                     self.output = Output::One(reply);
@@ -236,7 +265,7 @@ impl Client {
 
     /// Hands a fragment's reply to slot `seq`. Returns true when the head slot is complete
     /// (something can be written). Replies for slots already gone are ignored.
-    pub fn deliver(&mut self, seq: u64, reply: Bytes) -> bool {
+    pub fn deliver(&mut self, seq: u64, part: usize, reply: Bytes) -> bool {
         let Some(index) = seq.checked_sub(self.head_seq) else {
             return false;
         };
@@ -244,7 +273,7 @@ impl Client {
             .ok()
             .and_then(|i| self.slots.get_mut(i))
         {
-            slot.deliver(reply);
+            slot.deliver(part, reply);
         }
         self.slots.front().is_some_and(Slot::is_complete)
     }
@@ -257,8 +286,14 @@ impl Client {
                 break;
             };
             self.head_seq += 1;
-            if let (false, Output::One(reply)) = (slot.silent, slot.output) {
-                self.write_queue.push(reply);
+            if !slot.silent {
+                match slot.output {
+                    Output::Empty => {}
+                    Output::One(reply) => self.write_queue.push(reply),
+                    Output::Many(replies) => {
+                        replies.into_iter().for_each(|r| self.write_queue.push(r))
+                    }
+                }
             }
             if slot.close_after {
                 self.closing = true;
@@ -287,26 +322,26 @@ mod tests {
     #[test]
     fn all_ok_combines_to_ok_or_first_failure() {
         let mut slot = Slot::waiting(3, Combine::AllOk, false);
-        slot.deliver(Bytes::from_static(b"OK\r\n"));
-        slot.deliver(Bytes::from_static(b"SERVER_ERROR timeout\r\n"));
-        slot.deliver(Bytes::from_static(b"SERVER_ERROR other\r\n"));
+        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
+        slot.deliver(0, Bytes::from_static(b"SERVER_ERROR timeout\r\n"));
+        slot.deliver(0, Bytes::from_static(b"SERVER_ERROR other\r\n"));
         assert!(slot.is_complete());
         assert!(
             matches!(&slot.output, Output::One(b) if b.as_ref() == b"SERVER_ERROR timeout\r\n")
         );
 
         let mut slot = Slot::waiting(2, Combine::AllOk, false);
-        slot.deliver(Bytes::from_static(b"OK\r\n"));
+        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
         assert!(!slot.is_complete());
-        slot.deliver(Bytes::from_static(b"OK\r\n"));
+        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
         assert!(matches!(&slot.output, Output::One(b) if b.as_ref() == b"OK\r\n"));
     }
 
     #[test]
     fn extra_deliveries_are_ignored() {
         let mut slot = Slot::waiting(1, Combine::Single, false);
-        slot.deliver(Bytes::from_static(b"STORED\r\n"));
-        slot.deliver(Bytes::from_static(b"NOT_STORED\r\n"));
+        slot.deliver(0, Bytes::from_static(b"STORED\r\n"));
+        slot.deliver(0, Bytes::from_static(b"NOT_STORED\r\n"));
         assert!(matches!(&slot.output, Output::One(b) if b.as_ref() == b"STORED\r\n"));
     }
 }

@@ -6,9 +6,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::backend::{Failure, Fragment, Owner};
-use crate::client::{Combine, Next, Slot};
-use crate::protocol::{Command, ReplyKind, Request};
-use crate::route::Target;
+use crate::client::{Combine, Next, Slot, SplitRetrieval};
+use crate::multiget;
+use crate::protocol::{base64, Command, ReplyKind, Request};
+use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
 
@@ -17,7 +18,21 @@ use crate::worker::Worker;
 const NOOP: &[u8] = b"mn\r\n";
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
 const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
-const SPLIT_UNSUPPORTED: &[u8] = b"SERVER_ERROR keys of one request route to different servers\r\n";
+
+/// The key a request is routed by: its first key, decoded first when a meta command says it
+/// is base64 (`b` flag). None for a base64 key that does not decode.
+fn routing_key<'a>(
+    request: &Request,
+    bytes: &'a [u8],
+    decoded: &'a mut [u8; base64::MAX_DECODED],
+) -> Option<&'a [u8]> {
+    let key = request.first_key(bytes);
+    if !request.base64_key {
+        return Some(key);
+    }
+    let len = base64::decode(key, decoded)?;
+    decoded.get(..len)
+}
 
 /// How a forwarded request is framed on the backend and answered if the backend fails.
 struct Framing {
@@ -144,20 +159,42 @@ impl Worker {
         WorkerStats::add(counter, 1);
     }
 
-    /// Sends a keyed request to the server its key routes to.
+    /// Sends a keyed request to the server(s) its key(s) route to.
     fn forward(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
-        let target = self.router.route(request.first_key(&bytes));
-        let Some(Target::Server(server)) = target else {
+        let Some(listener) = self.clients.get(client).map(|c| c.listener) else {
+            return;
+        };
+        let mut decoded = [0u8; base64::MAX_DECODED];
+        let key = match routing_key(request, &bytes, &mut decoded) {
+            Some(key) => key,
+            None => {
+                let reply = Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n");
+                self.answer_locally(client, Slot::ready(reply));
+                return;
+            }
+        };
+        let mut memo = None;
+        let Some(server) = self.pick_server(listener, request.command, key, client, now, &mut memo)
+        else {
+            WorkerStats::add(&self.stats.no_route, 1);
             self.answer_locally(client, Slot::ready(Bytes::from_static(NO_ROUTE)));
             return;
         };
-        if request.key_count > 1
-            && request
-                .keys(&bytes)
-                .any(|key| self.router.route(key) != target)
-        {
-            self.answer_locally(client, Slot::ready(Bytes::from_static(SPLIT_UNSUPPORTED)));
-            return;
+        if request.key_count > 1 {
+            let keys = request.keys(&bytes).skip(1);
+            let mut spans_servers = false;
+            for key in keys {
+                let other =
+                    self.pick_server(listener, request.command, key, client, now, &mut memo);
+                if other != Some(server) {
+                    spans_servers = true;
+                    break;
+                }
+            }
+            if spans_servers {
+                self.forward_split(client, listener, request, bytes, now);
+                return;
+            }
         }
         let lookups = match request.command {
             Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
@@ -174,17 +211,133 @@ impl Worker {
             client,
             generation: c.generation,
             seq,
+            part: 0,
         };
         self.send(server, owner, &framing, bytes, lookups, now);
     }
 
-    /// Sends `flush_all` to every server the routes reach; OK only if every one says OK.
-    fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
+    /// Picks the server for `key` by the listener's routes, or None when no route matches.
+    /// `memo` keeps the round-robin pick of one route for the rest of a multi-key request, so
+    /// its keys are not scattered one per server.
+    fn pick_server(
+        &mut self,
+        listener: usize,
+        command: Command,
+        key: &[u8],
+        client: usize,
+        now: Instant,
+        memo: &mut Option<(usize, usize)>,
+    ) -> Option<usize> {
+        let router = &*self.router;
+        let route_index = router.route(listener, command, key)?;
+        let route = router.routes().get(route_index)?;
+        match route.kind {
+            RouteKind::BlindForward(server) => Some(server),
+            RouteKind::ConsistentHash(pool) => router.pools().get(pool).map(|p| p.server_for(key)),
+            RouteKind::RoundRobin(pool_index) => {
+                if let Some((r, server)) = *memo {
+                    if r == route_index {
+                        return Some(server);
+                    }
+                }
+                let pool = router.pools().get(pool_index)?;
+                let (backends, server_conns) = (&self.backends, &self.server_conns);
+                let usable = |server: usize| {
+                    server_conns
+                        .get(server)
+                        .and_then(|&(base, count)| backends.get(base + client % count.max(1)))
+                        .is_some_and(|conn| conn.is_usable(now))
+                };
+                let server = self.round_robin.next(pool, pool_index, usable);
+                *memo = Some((route_index, server));
+                Some(server)
+            }
+        }
+    }
+
+    /// Sends a multi-key retrieval whose keys live on several servers: one request line per
+    /// server with its keys, replies merged in the slot. Keys that match no route are misses.
+    fn forward_split(
+        &mut self,
+        client: usize,
+        listener: usize,
+        request: &Request,
+        bytes: Bytes,
+        now: Instant,
+    ) {
+        let mut servers: Vec<usize> = Vec::new();
+        let mut key_parts: Vec<usize> = Vec::with_capacity(request.key_count);
+        let mut memo = None;
+        for key in request.keys(&bytes) {
+            let part =
+                match self.pick_server(listener, request.command, key, client, now, &mut memo) {
+                    Some(server) => match servers.iter().position(|&s| s == server) {
+                        Some(part) => part,
+                        None => {
+                            servers.push(server);
+                            servers.len() - 1
+                        }
+                    },
+                    None => {
+                        WorkerStats::add(&self.stats.no_route, 1);
+                        usize::MAX
+                    }
+                };
+            key_parts.push(part);
+        }
         let framing = framing(request);
-        let targets = self.flush_targets.clone();
+        let lines: Vec<(Bytes, usize)> = (0..servers.len())
+            .map(|part| {
+                let keys = request
+                    .keys(&bytes)
+                    .zip(key_parts.iter())
+                    .filter(move |(_, &p)| p == part)
+                    .map(|(key, _)| key);
+                let lookups = key_parts.iter().filter(|&&p| p == part).count();
+                let line = multiget::request_line(request, &bytes, keys, request.keys.len());
+                (line, lookups)
+            })
+            .collect();
+        let split = SplitRetrieval {
+            request: *request,
+            bytes,
+            key_parts,
+            parts: vec![Bytes::new(); servers.len()],
+        };
+        let fragments = u32::try_from(servers.len()).unwrap_or(u32::MAX);
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
+        let slot = if servers.is_empty() {
+            Slot::ready(Bytes::from_static(multiget::END))
+        } else {
+            Slot::waiting(fragments, Combine::MultiGet(Box::new(split)), false)
+        };
+        let seq = c.push_slot(slot);
+        let generation = c.generation;
+        for (part, (server, (line, lookups))) in servers.into_iter().zip(lines).enumerate() {
+            let owner = Owner {
+                client,
+                generation,
+                seq,
+                part,
+            };
+            self.send(server, owner, &framing, line, lookups, now);
+        }
+    }
+
+    /// Sends `flush_all` to every server the listener's routes reach; OK only if every one
+    /// says OK.
+    fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
+        let framing = framing(request);
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let targets = self
+            .flush_targets
+            .get(c.listener)
+            .cloned()
+            .unwrap_or_default();
         if targets.is_empty() {
             let reply: &'static [u8] = if request.noreply { b"" } else { b"OK\r\n" };
             c.push_slot(Slot::ready(Bytes::from_static(reply)));
@@ -196,12 +349,14 @@ impl Worker {
             Combine::AllOk,
             framing.silent_slot,
         ));
-        let owner = Owner {
-            client,
-            generation: c.generation,
-            seq,
-        };
-        for server in targets {
+        let generation = c.generation;
+        for (part, server) in targets.into_iter().enumerate() {
+            let owner = Owner {
+                client,
+                generation,
+                seq,
+                part,
+            };
             self.send(server, owner, &framing, bytes.clone(), 0, now);
         }
     }

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod listener;
+pub mod multiget;
 pub mod protocol;
 pub mod route;
 pub mod shutdown;

@@ -43,6 +43,7 @@ counters! {
     bytes_read => "bytes_read",
     bytes_written => "bytes_written",
     client_errors => "client_errors",
+    no_route => "no_route",
     backend_requests => "backend_requests",
     backend_errors => "backend_errors",
     backend_timeouts => "backend_timeouts",

@@ -26,7 +26,7 @@ use crate::backend::conn::ArmTimer;
 use crate::backend::{BackendConn, Completion};
 use crate::client::{Client, Slot};
 use crate::listener::ListenerSpec;
-use crate::route::Router;
+use crate::route::{RoundRobin, Router};
 use crate::shutdown::Shutdown;
 use crate::stats::{StatsRegistry, WorkerStats};
 use crate::timer::TimerWheel;
@@ -93,7 +93,10 @@ pub struct Worker {
     /// For each server: (index of its first connection in `backends`, connection count).
     pub(crate) server_conns: Vec<(usize, usize)>,
     pub(crate) router: Arc<Router>,
-    pub(crate) flush_targets: Vec<usize>,
+    /// Per listener, the servers `flush_all` goes to.
+    pub(crate) flush_targets: Vec<Vec<usize>>,
+    /// Round-robin turns, per pool.
+    pub(crate) round_robin: RoundRobin,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) registry: Arc<StatsRegistry>,
@@ -114,6 +117,7 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         setup.shutdown.add_waker(waker);
         let mut listeners = Vec::new();
+        let listener_count = setup.listeners.len();
         for (i, (socket, spec)) in setup.listeners.into_iter().enumerate() {
             let mut socket = TcpListener::from_std(socket);
             poll.registry()
@@ -148,7 +152,10 @@ impl Worker {
             listeners,
             clients: Slab::new(),
             next_generation: 0,
-            flush_targets: setup.router.reachable_servers(),
+            flush_targets: (0..listener_count)
+                .map(|l| setup.router.reachable_servers(l))
+                .collect(),
+            round_robin: RoundRobin::new(setup.router.pools().len()),
             backends,
             server_conns,
             router: setup.router,
@@ -294,7 +301,7 @@ impl Worker {
             if client.generation != owner.generation {
                 continue;
             }
-            if client.deliver(owner.seq, completion.reply) && !client.pending_flush {
+            if client.deliver(owner.seq, owner.part, completion.reply) && !client.pending_flush {
                 client.pending_flush = true;
                 self.flush_clients.push(owner.client);
             }

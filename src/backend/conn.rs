@@ -123,6 +123,11 @@ impl BackendConn {
         self.state
     }
 
+    /// False while the connection is in connect backoff (its requests would fail fast).
+    pub fn is_usable(&self, now: Instant) -> bool {
+        !matches!(self.state, ConnState::Backoff(until) if now < until)
+    }
+
     /// Fragments waiting for a reply.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()

@@ -17,6 +17,8 @@ pub struct Owner {
     pub generation: u32,
     /// The reply slot's sequence number in that client's FIFO.
     pub seq: u64,
+    /// Which fragment of the slot's request this is (0 unless the request was split).
+    pub part: usize,
 }
 
 /// How a fragment is answered when its backend cannot answer it.

@@ -7,6 +7,7 @@
 //! Both parsers work on a byte slice (the connection's read buffer) and return offsets into it,
 //! never copies, and treat "not enough bytes yet" as a normal outcome.
 
+pub mod base64;
 pub mod command;
 pub mod reply;
 pub mod request;

@@ -1,8 +1,8 @@
-//! Key patterns: globs (`*`, `?`, `[abc]`, `[a-z]`, `[!x]`) and prefixes. Matching allocates
-//! nothing.
+//! Key patterns: globs (`*`, `?`, `[abc]`, `[a-z]`, `[!x]`), prefixes and regular expressions.
+//! Matching allocates nothing.
 
 /// A compiled key pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum KeyPattern {
     /// Matches every key (the glob `*`).
     Any,
@@ -10,6 +10,9 @@ pub enum KeyPattern {
     Prefix(Vec<u8>),
     /// A general glob.
     Glob(Vec<u8>),
+    /// A regular expression, matched anywhere in the key unless anchored (`^...$`). Keys are
+    /// bytes, so it runs on bytes (`regex::bytes`): non-UTF-8 keys match too.
+    Regex(regex::bytes::Regex),
 }
 
 impl KeyPattern {
@@ -36,6 +39,13 @@ impl KeyPattern {
         }
     }
 
+    /// Compiles a regular expression.
+    pub fn regex(pattern: &str) -> Result<KeyPattern, String> {
+        regex::bytes::Regex::new(pattern)
+            .map(KeyPattern::Regex)
+            .map_err(|e| e.to_string())
+    }
+
     /// True when `key` matches.
     #[inline]
     pub fn matches(&self, key: &[u8]) -> bool {
@@ -43,6 +53,7 @@ impl KeyPattern {
             KeyPattern::Any => true,
             KeyPattern::Prefix(p) => key.starts_with(p),
             KeyPattern::Glob(g) => glob_matches(g, key),
+            KeyPattern::Regex(r) => r.is_match(key),
         }
     }
 }
@@ -159,10 +170,20 @@ mod tests {
 
     #[test]
     fn glob_compiles_to_faster_forms() {
-        assert_eq!(KeyPattern::glob("*"), KeyPattern::Any);
-        assert_eq!(KeyPattern::glob("ab*"), KeyPattern::Prefix(b"ab".to_vec()));
+        assert!(matches!(KeyPattern::glob("*"), KeyPattern::Any));
+        assert!(matches!(KeyPattern::glob("ab*"), KeyPattern::Prefix(p) if p == b"ab"));
         assert!(matches!(KeyPattern::glob("a?*"), KeyPattern::Glob(_)));
-        assert_eq!(KeyPattern::prefix(""), KeyPattern::Any);
+        assert!(matches!(KeyPattern::prefix(""), KeyPattern::Any));
+    }
+
+    #[test]
+    fn regex_matches_bytes_anywhere_unless_anchored() {
+        let r = KeyPattern::regex("^user:[0-9]+$").unwrap_or(KeyPattern::Any);
+        assert!(r.matches(b"user:42"));
+        assert!(!r.matches(b"user:42x"));
+        let r = KeyPattern::regex("sess").unwrap_or(KeyPattern::Any);
+        assert!(r.matches(b"\x10\xffsession"));
+        assert!(KeyPattern::regex("(").is_err());
     }
 
     #[test]

@@ -1,23 +1,36 @@
 //! The route table: which backend server a key goes to.
 //!
-//! Routes are tried in order and the first whose pattern matches the key wins. Each route's
-//! strategy turns a key into a target server; this release implements `blind_forward`.
-//! Servers are numbered once for the whole process ([`ServerSpec`]), so a worker can keep its
-//! backend connections in a flat vector indexed by server.
+//! Routes are tried in order (a listener may name the routes it uses and their order) and the
+//! first whose pattern matches the key, and whose `commands` filter (if any) includes the
+//! command, wins. The route's strategy then picks a server of its pool:
+//! * `blind_forward`: the backend's one server;
+//! * `round_robin`: the next server of the pool in turn that is not in connect backoff (the
+//!   turn is kept per worker, see [`RoundRobin`]);
+//! * `consistent_hash`: the server owning the key on the pool's ring (ketama, modula or
+//!   random, placing keys exactly as twemproxy does), after the pool's hash tag.
+//!
+//! Servers are numbered once for the whole process ([`ServerSpec`]), so a worker keeps its
+//! backend connections in a flat vector indexed by server. Matching allocates nothing.
 
+pub mod hash;
 pub mod matcher;
+pub mod ring;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Config, KeyMatch, Strategy};
+use crate::protocol::Command;
 use matcher::KeyPattern;
+use ring::{Ring, RingServer};
 
 /// One memcached server as the workers see it.
 #[derive(Clone, Debug)]
 pub struct ServerSpec {
     /// Name of the backend pool this server belongs to.
     pub backend: String,
+    /// The address as written in the config (stats name it so).
+    pub address: String,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Per-request deadline.
@@ -28,64 +41,178 @@ pub struct ServerSpec {
     pub connections: usize,
 }
 
-/// What a strategy resolved a key to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// Forward to this server (index into [`Router::servers`]).
-    Server(usize),
+/// A backend pool: its servers (global indices) and how keys are spread over them.
+#[derive(Debug)]
+pub struct Pool {
+    /// The backend's name.
+    pub name: String,
+    /// Its servers, as indices into [`Router::servers`].
+    pub servers: Vec<usize>,
+    ring: Ring,
+    hash_tag: Option<Vec<u8>>,
 }
 
+impl Pool {
+    /// The server (global index) owning `key` on this pool's ring.
+    #[inline]
+    pub fn server_for(&self, key: &[u8]) -> usize {
+        let hashed = match &self.hash_tag {
+            Some(tag) => hash::hash_tag_slice(key, tag),
+            None => key,
+        };
+        let index = self.ring.server_for(hashed);
+        self.servers.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// How a route picks a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Always this server.
+    BlindForward(usize),
+    /// The next server of this pool in turn.
+    RoundRobin(usize),
+    /// The server owning the key on this pool's ring.
+    ConsistentHash(usize),
+}
+
+/// One compiled route.
 #[derive(Debug)]
-struct Route {
-    name: String,
+pub struct Route {
+    /// The route's name (stats).
+    pub name: String,
     pattern: KeyPattern,
-    target: Target,
+    /// Bit `1 << command as u32` set for each command the route takes; all bits when unfiltered.
+    commands: u32,
+    /// How it picks a server.
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// True when this route takes `command` for `key`.
+    #[inline]
+    pub fn accepts(&self, command: Command, key: &[u8]) -> bool {
+        self.commands & command_bit(command) != 0 && self.pattern.matches(key)
+    }
+}
+
+#[inline]
+fn command_bit(command: Command) -> u32 {
+    1u32 << (command as u32)
+}
+
+/// Per-worker round-robin cursors, one per pool (no sharing between workers).
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    cursors: Vec<usize>,
+}
+
+impl RoundRobin {
+    /// Cursors for `pools` pools.
+    pub fn new(pools: usize) -> Self {
+        RoundRobin {
+            cursors: vec![0; pools],
+        }
+    }
+
+    /// The next server of `pool` in turn for which `usable` holds (or the next in turn when
+    /// none does, so its request fails fast like any request to a down server).
+    pub fn next(
+        &mut self,
+        pool: &Pool,
+        pool_index: usize,
+        usable: impl Fn(usize) -> bool,
+    ) -> usize {
+        let count = pool.servers.len().max(1);
+        let Some(cursor) = self.cursors.get_mut(pool_index) else {
+            return pool.servers.first().copied().unwrap_or(0);
+        };
+        let start = *cursor;
+        for step in 0..count {
+            let position = (start + step) % count;
+            if let Some(&server) = pool.servers.get(position) {
+                if usable(server) {
+                    *cursor = position + 1;
+                    return server;
+                }
+            }
+        }
+        *cursor = start + 1;
+        pool.servers.get(start % count).copied().unwrap_or(0)
+    }
 }
 
 /// The compiled route table for the whole process (immutable; shared by workers).
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
+    pools: Vec<Pool>,
     servers: Vec<ServerSpec>,
+    /// Per listener, the indices of the routes it uses, in the order it tries them.
+    listener_routes: Vec<Vec<usize>>,
 }
 
 impl Router {
-    /// Compiles the route table of `config`. Fails with a message for anything this release
-    /// cannot route (the config loader reports those first via `unsupported_features`).
+    /// Compiles the route table of `config` (already validated by the config loader).
     pub fn new(config: &Config) -> Result<Router, String> {
         let mut servers = Vec::new();
-        let mut first_server_of_backend = Vec::new();
+        let mut pools = Vec::new();
         for backend in &config.backends {
-            first_server_of_backend.push(servers.len());
+            let mut members = Vec::new();
+            let mut ring_servers = Vec::new();
             for server in &backend.servers {
+                members.push(servers.len());
+                ring_servers.push(RingServer {
+                    name: ring::ring_name(&server.address, server.name.as_deref()),
+                    weight: server.weight,
+                });
                 servers.push(ServerSpec {
                     backend: backend.name.clone(),
+                    address: server.address.clone(),
                     addr: server.addr,
                     timeout: backend.timeout,
                     connect_timeout: backend.connect_timeout,
                     connections: backend.connections.max(1),
                 });
             }
+            pools.push(Pool {
+                name: backend.name.clone(),
+                servers: members,
+                ring: Ring::new(&ring_servers, backend.distribution, backend.hash),
+                hash_tag: backend.hash_tag.as_ref().map(|t| t.as_bytes().to_vec()),
+            });
         }
         let mut routes = Vec::new();
         for (i, route) in config.routes.iter().enumerate() {
             let pattern = match &route.matcher {
                 KeyMatch::Glob(g) => KeyPattern::glob(g),
                 KeyMatch::Prefix(p) => KeyPattern::prefix(p),
-                KeyMatch::Regex(_) => {
-                    return Err(format!("routes[{i}]: regex matching is not implemented"))
+                KeyMatch::Regex(r) => {
+                    KeyPattern::regex(r).map_err(|e| format!("routes[{i}].match: {e}"))?
                 }
             };
-            let target = match &route.strategy {
+            let commands = match &route.commands {
+                Some(list) => list.iter().fold(0, |mask, c| mask | command_bit(*c)),
+                None => u32::MAX,
+            };
+            let pool_of = |name: &str| {
+                config
+                    .backend(name)
+                    .map(|(index, _)| index)
+                    .ok_or_else(|| format!("routes[{i}]: no backend named '{name}'"))
+            };
+            let kind = match &route.strategy {
                 Strategy::BlindForward { backend } => {
-                    let (index, _) = config
-                        .backend(backend)
-                        .ok_or_else(|| format!("routes[{i}]: no backend named '{backend}'"))?;
-                    let server = first_server_of_backend
-                        .get(index)
-                        .copied()
+                    let pool = pool_of(backend)?;
+                    let server = pools
+                        .get(pool)
+                        .and_then(|p: &Pool| p.servers.first().copied())
                         .ok_or_else(|| format!("routes[{i}]: backend '{backend}' is empty"))?;
-                    Target::Server(server)
+                    RouteKind::BlindForward(server)
+                }
+                Strategy::RoundRobin { backend } => RouteKind::RoundRobin(pool_of(backend)?),
+                Strategy::ConsistentHash { backend } => {
+                    RouteKind::ConsistentHash(pool_of(backend)?)
                 }
                 other => {
                     return Err(format!(
@@ -97,40 +224,80 @@ impl Router {
             routes.push(Route {
                 name: route.name.clone(),
                 pattern,
-                target,
+                commands,
+                kind,
             });
         }
-        Ok(Router { routes, servers })
+        let mut listener_routes = Vec::new();
+        for (li, listener) in config.listeners.iter().enumerate() {
+            let order = match &listener.routes {
+                None => (0..routes.len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|name| {
+                        routes.iter().position(|r| &r.name == name).ok_or_else(|| {
+                            format!("listeners[{li}].routes: no route named '{name}'")
+                        })
+                    })
+                    .collect::<Result<Vec<usize>, String>>()?,
+            };
+            listener_routes.push(order);
+        }
+        Ok(Router {
+            routes,
+            pools,
+            servers,
+            listener_routes,
+        })
     }
 
-    /// Every server, indexed by the numbers in [`Target::Server`].
+    /// Every server, indexed by the numbers routes resolve to.
     pub fn servers(&self) -> &[ServerSpec] {
         &self.servers
     }
 
-    /// The target of `key`, or None when no route matches.
-    #[inline]
-    pub fn route(&self, key: &[u8]) -> Option<Target> {
-        self.routes
-            .iter()
-            .find(|r| r.pattern.matches(key))
-            .map(|r| r.target)
+    /// Every pool, in config order.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
     }
 
-    /// Every server some route can send to (for `flush_all`), without repeats.
-    pub fn reachable_servers(&self) -> Vec<usize> {
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The index of the route listener `listener` uses for `command` on `key`, if any.
+    #[inline]
+    pub fn route(&self, listener: usize, command: Command, key: &[u8]) -> Option<usize> {
+        self.listener_routes
+            .get(listener)?
+            .iter()
+            .copied()
+            .find(|&r| {
+                self.routes
+                    .get(r)
+                    .is_some_and(|route| route.accepts(command, key))
+            })
+    }
+
+    /// Every server of every pool that the routes of `listener` reach, without repeats (the
+    /// targets of `flush_all`).
+    pub fn reachable_servers(&self, listener: usize) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
-        for route in &self.routes {
-            let Target::Server(s) = route.target;
-            if !out.contains(&s) {
-                out.push(s);
+        let order = self.listener_routes.get(listener).map_or(&[][..], |v| v);
+        for route in order.iter().filter_map(|&r| self.routes.get(r)) {
+            let members: &[usize] = match route.kind {
+                RouteKind::BlindForward(server) => &[server][..],
+                RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
+                    self.pools.get(pool).map_or(&[][..], |p| &p.servers[..])
+                }
+            };
+            for &server in members {
+                if !out.contains(&server) {
+                    out.push(server);
+                }
             }
         }
         out
-    }
-
-    /// Names of the routes, in order (for logs and stats).
-    pub fn route_names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.name.as_str())
     }
 }

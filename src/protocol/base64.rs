@@ -1,0 +1,71 @@
+//! Decoding of base64 meta-command keys (the `b` flag) into a stack buffer, so routing by
+//! the decoded key allocates nothing.
+
+/// Longest decoded key (memcached's key limit).
+pub const MAX_DECODED: usize = 250;
+
+fn sextet(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// Decodes standard base64 (with `=` padding) into `out`; returns the decoded length, or
+/// None for input that is not valid base64 or decodes to more than `out` holds.
+pub fn decode(input: &[u8], out: &mut [u8; MAX_DECODED]) -> Option<usize> {
+    if input.is_empty() || input.len() % 4 != 0 {
+        return None;
+    }
+    let mut len = 0;
+    let chunks = input.len() / 4;
+    for (index, chunk) in input.chunks_exact(4).enumerate() {
+        let last = index + 1 == chunks;
+        let pad = chunk.iter().rev().take_while(|&&b| b == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut word: u32 = 0;
+        for &b in chunk.get(..4 - pad)? {
+            word = (word << 6) | u32::from(sextet(b)?);
+        }
+        word <<= 6 * pad as u32;
+        let bytes = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
+        for &byte in bytes.get(..3 - pad)? {
+            *out.get_mut(len)? = byte;
+            len += 1;
+        }
+    }
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Option<Vec<u8>> {
+        let mut out = [0u8; MAX_DECODED];
+        decode(s.as_bytes(), &mut out).map(|n| out[..n].to_vec())
+    }
+
+    #[test]
+    fn decodes_padded_base64() {
+        assert_eq!(dec("Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(dec("Zm9vYg==").as_deref(), Some(&b"foob"[..]));
+        assert_eq!(dec("Zm9vYmE=").as_deref(), Some(&b"fooba"[..]));
+        assert_eq!(dec("AP8=").as_deref(), Some(&[0u8, 255][..]));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for bad in ["", "Zm9", "Zm9v!A==", "Z===", "Zg==Zm9v", "Zm9v\r\n"] {
+            assert_eq!(dec(bad), None, "{bad:?}");
+        }
+        let long = "A".repeat(4 * 84); // decodes to 252 bytes
+        assert_eq!(dec(&long), None);
+    }
+}
