@@ -60,7 +60,11 @@ impl Running {
 pub fn start(config: &Config) -> Result<Running, String> {
     let router = Arc::new(Router::new(config)?);
     let workers = config.worker_count().max(1);
-    let registry = Arc::new(StatsRegistry::new(workers));
+    let registry = Arc::new(StatsRegistry::new(
+        workers,
+        router.routes().iter().map(|r| r.name.clone()).collect(),
+        router.servers().iter().map(|s| s.address.clone()).collect(),
+    ));
     let shutdown = Shutdown::new();
 
     // Bind the first socket of each listener to learn its real port (the config may say 0),

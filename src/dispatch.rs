@@ -229,7 +229,10 @@ impl Worker {
         memo: &mut Option<(usize, usize)>,
     ) -> Option<usize> {
         let router = &*self.router;
-        let route_index = router.route(listener, command, key)?;
+        let Some(route_index) = router.route(listener, command, key) else {
+            return None;
+        };
+        self.detail.route_request(route_index);
         let route = router.routes().get(route_index)?;
         match route.kind {
             RouteKind::BlindForward(server) => Some(server),
@@ -388,6 +391,7 @@ impl Worker {
         };
         let tail = framing.noop_tail.then(|| Bytes::from_static(NOOP));
         WorkerStats::add(&self.stats.backend_requests, 1);
+        self.detail.server_request(server);
         match conn.enqueue(self.poll.registry(), [Some(bytes), tail], fragment, now) {
             Ok(timers) => {
                 if !conn.queued_for_flush {
@@ -398,7 +402,7 @@ impl Worker {
                     self.schedule_backend(conn_index, timer);
                 }
             }
-            Err(reason) => self.completions.push(fragment.fail(reason)),
+            Err(reason) => self.completions.push(fragment.fail(server, reason)),
         }
     }
 }

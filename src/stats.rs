@@ -65,16 +65,71 @@ impl WorkerStats {
     }
 }
 
+/// One worker's per-route and per-server counters (same single-writer rule as
+/// [`WorkerStats`]).
+#[derive(Default)]
+pub struct DetailStats {
+    route_requests: Vec<AtomicU64>,
+    server_requests: Vec<AtomicU64>,
+    server_errors: Vec<AtomicU64>,
+    server_timeouts: Vec<AtomicU64>,
+}
+
+fn bump(counters: &[AtomicU64], index: usize) {
+    if let Some(counter) = counters.get(index) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn zeroes(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl DetailStats {
+    fn new(routes: usize, servers: usize) -> Self {
+        DetailStats {
+            route_requests: zeroes(routes),
+            server_requests: zeroes(servers),
+            server_errors: zeroes(servers),
+            server_timeouts: zeroes(servers),
+        }
+    }
+
+    /// A key was routed by route `route`.
+    #[inline]
+    pub fn route_request(&self, route: usize) {
+        bump(&self.route_requests, route);
+    }
+
+    /// A request fragment was sent to server `server`.
+    #[inline]
+    pub fn server_request(&self, server: usize) {
+        bump(&self.server_requests, server);
+    }
+
+    /// Server `server` failed a fragment (`timeout`: by its deadline).
+    pub fn server_failure(&self, server: usize, timeout: bool) {
+        bump(&self.server_errors, server);
+        if timeout {
+            bump(&self.server_timeouts, server);
+        }
+    }
+}
+
 /// Every worker's counters, plus process-wide facts, shared read-only between workers.
 pub struct StatsRegistry {
     started: Instant,
     started_unix: u64,
     workers: Vec<Arc<WorkerStats>>,
+    details: Vec<Arc<DetailStats>>,
+    route_names: Vec<String>,
+    server_names: Vec<String>,
 }
 
 impl StatsRegistry {
-    /// A registry with one counter block per worker.
-    pub fn new(workers: usize) -> Self {
+    /// A registry with one counter block per worker, and per-route and per-server counters
+    /// for the routes and servers named.
+    pub fn new(workers: usize, route_names: Vec<String>, server_names: Vec<String>) -> Self {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -85,7 +140,25 @@ impl StatsRegistry {
             workers: (0..workers)
                 .map(|_| Arc::new(WorkerStats::default()))
                 .collect(),
+            details: (0..workers)
+                .map(|_| Arc::new(DetailStats::new(route_names.len(), server_names.len())))
+                .collect(),
+            route_names,
+            server_names,
         }
+    }
+
+    /// The per-route and per-server counters of worker `index`.
+    pub fn detail(&self, index: usize) -> Arc<DetailStats> {
+        self.details.get(index).cloned().unwrap_or_default()
+    }
+
+    fn detail_total(&self, pick: impl Fn(&DetailStats) -> &[AtomicU64], index: usize) -> u64 {
+        self.details
+            .iter()
+            .filter_map(|d| pick(d).get(index))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The counter block of worker `index` (a fresh detached block if out of range).
@@ -118,6 +191,18 @@ impl StatsRegistry {
         for (name, value) in self.totals() {
             let _ = write!(out, "STAT {name} {value}\r\n");
         }
+        for (i, route) in self.route_names.iter().enumerate() {
+            let requests = self.detail_total(|d| &d.route_requests, i);
+            let _ = write!(out, "STAT route:{route}:requests {requests}\r\n");
+        }
+        for (i, server) in self.server_names.iter().enumerate() {
+            let requests = self.detail_total(|d| &d.server_requests, i);
+            let errors = self.detail_total(|d| &d.server_errors, i);
+            let timeouts = self.detail_total(|d| &d.server_timeouts, i);
+            let _ = write!(out, "STAT server:{server}:requests {requests}\r\n");
+            let _ = write!(out, "STAT server:{server}:errors {errors}\r\n");
+            let _ = write!(out, "STAT server:{server}:timeouts {timeouts}\r\n");
+        }
         out.push_str("END\r\n");
         out.into_bytes()
     }
@@ -129,7 +214,10 @@ mod tests {
 
     #[test]
     fn totals_sum_workers_and_render_ends_with_end() {
-        let reg = StatsRegistry::new(2);
+        let reg = StatsRegistry::new(2, vec!["r".into()], vec!["127.0.0.1:1".into()]);
+        reg.detail(0).route_request(0);
+        reg.detail(1).route_request(0);
+        reg.detail(1).server_failure(0, true);
         WorkerStats::add(&reg.worker(0).cmd_get, 3);
         WorkerStats::add(&reg.worker(1).cmd_get, 4);
         let totals = reg.totals();
@@ -137,6 +225,9 @@ mod tests {
         let text = String::from_utf8(reg.render()).unwrap_or_default();
         assert!(text.contains("STAT cmd_get 7\r\n"));
         assert!(text.contains("STAT threads 2\r\n"));
+        assert!(text.contains("STAT route:r:requests 2\r\n"));
+        assert!(text.contains("STAT server:127.0.0.1:1:errors 1\r\n"));
+        assert!(text.contains("STAT server:127.0.0.1:1:timeouts 1\r\n"));
         assert!(text.ends_with("END\r\n"));
     }
 }

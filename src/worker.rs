@@ -28,7 +28,7 @@ use crate::client::{Client, Slot};
 use crate::listener::ListenerSpec;
 use crate::route::{RoundRobin, Router};
 use crate::shutdown::Shutdown;
-use crate::stats::{StatsRegistry, WorkerStats};
+use crate::stats::{DetailStats, StatsRegistry, WorkerStats};
 use crate::timer::TimerWheel;
 
 const WAKER: Token = Token(1 << 16);
@@ -99,6 +99,8 @@ pub struct Worker {
     pub(crate) round_robin: RoundRobin,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
+    /// Per-route and per-server counters.
+    pub(crate) detail: Arc<DetailStats>,
     pub(crate) registry: Arc<StatsRegistry>,
     shutdown: Arc<Shutdown>,
     shutdown_deadline: Option<Instant>,
@@ -161,6 +163,7 @@ impl Worker {
             router: setup.router,
             timers: TimerWheel::new(now),
             stats,
+            detail: setup.registry.detail(setup.id),
             registry: setup.registry,
             shutdown: setup.shutdown,
             shutdown_deadline: None,
@@ -284,10 +287,12 @@ impl Worker {
     pub(crate) fn apply_completions(&mut self) {
         for completion in self.completions.drain(..) {
             if let Some(reason) = completion.failed {
+                let timeout = reason == crate::backend::FailReason::Timeout;
                 WorkerStats::add(&self.stats.backend_errors, 1);
-                if reason == crate::backend::FailReason::Timeout {
+                if timeout {
                     WorkerStats::add(&self.stats.backend_timeouts, 1);
                 }
+                self.detail.server_failure(completion.server, timeout);
             }
             if completion.lookups > 0 {
                 let hits = completion.values.min(completion.lookups);

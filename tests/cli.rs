@@ -159,13 +159,13 @@ fn stat(c: &mut Client, name: &str) -> String {
     found.unwrap_or_else(|| panic!("stats has no {name}"))
 }
 
-/// A config whose only route uses `consistent_hash` over two servers.
-fn consistent_hash_config(port: u16) -> String {
+/// A config using `warm_first`, a strategy of a later release.
+fn later_strategy_config(port: u16) -> String {
     format!(
         "workers: 1\n\
          listeners:\n  - name: main\n    bind: 127.0.0.1:{port}\n\
-         backends:\n  pool:\n    servers: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
-         routes:\n  - name: all\n    match: \"*\"\n    strategy: consistent_hash\n    backend: pool\n",
+         backends:\n  l1:\n    servers: [\"127.0.0.1:{}\"]\n  l2:\n    servers: [\"127.0.0.1:{}\"]\n\
+         routes:\n  - name: all\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n",
         free_port(),
         free_port()
     )
@@ -252,9 +252,9 @@ fn missing_config_file_is_an_error_naming_it() {
 }
 
 #[test]
-fn consistent_hash_passes_check_with_a_warning_but_refuses_to_serve() {
+fn later_strategy_passes_check_with_a_warning_but_refuses_to_serve() {
     let port = free_port();
-    let yaml = consistent_hash_config(port);
+    let yaml = later_strategy_config(port);
     let out = Bifrost::check(&yaml);
     assert!(
         out.status.success(),
@@ -263,16 +263,16 @@ fn consistent_hash_passes_check_with_a_warning_but_refuses_to_serve() {
         out.stderr
     );
     assert_contains(&out.stderr, "warning", "--check output");
-    assert_contains(&out.stderr, "consistent_hash", "--check output");
+    assert_contains(&out.stderr, "warm_first", "--check output");
 
-    let config = TempFile::new("consistent-hash", "yaml", yaml.as_bytes());
+    let config = TempFile::new("warm-first", "yaml", yaml.as_bytes());
     let run = Run::to_exit(&["--config", config.path().to_str().expect("utf-8 path")]);
     assert!(
         !run.status().success(),
         "bifrost served a config it cannot route"
     );
     let stderr = run.stderr();
-    assert_contains(&stderr, "consistent_hash", "refusal");
+    assert_contains(&stderr, "warm_first", "refusal");
     assert_contains(&stderr, "refusing to start", "refusal");
     assert!(
         Client::try_connect(&format!("127.0.0.1:{port}")).is_err(),

@@ -339,6 +339,7 @@ impl BackendConn {
                 },
                 values: reply.values,
                 lookups: fragment.lookups,
+                server: self.server,
                 failed: None,
             });
         }
@@ -427,6 +428,7 @@ impl BackendConn {
         self.read_closed = false;
         self.write_queue.clear();
         self.read_buf.clear();
-        out.extend(self.inflight.drain(..).map(|f| f.fail(reason)));
+        let server = self.server;
+        out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
     }
 }

@@ -103,13 +103,15 @@ pub struct Completion {
     pub values: usize,
     /// Keys the fragment looked up (copied from the fragment).
     pub lookups: usize,
+    /// The server that answered or failed it.
+    pub server: usize,
     /// The backend failed this fragment (timeouts and connection errors).
     pub failed: Option<FailReason>,
 }
 
 impl Fragment {
-    /// The completion that answers this fragment for a backend failure.
-    pub fn fail(&self, reason: FailReason) -> Completion {
+    /// The completion that answers this fragment for a failure of `server`.
+    pub fn fail(&self, server: usize, reason: FailReason) -> Completion {
         let reply = match self.on_failure {
             Failure::Miss(bytes) => Bytes::from_static(bytes),
             Failure::Error => Bytes::from_static(reason.reply()),
@@ -124,6 +126,7 @@ impl Fragment {
             },
             values: 0,
             lookups: self.lookups,
+            server,
             failed: Some(reason),
         }
     }

@@ -163,6 +163,12 @@ fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
                         w.error(&f.at("regex"), "a regex must not be empty");
                         return None;
                     }
+                    if let Err(e) = regex::bytes::Regex::new(r) {
+                        let first_line = e.to_string();
+                        let reason = first_line.lines().last().unwrap_or("invalid").trim();
+                        w.error(&f.at("regex"), format!("invalid regex '{r}': {reason}"));
+                        return None;
+                    }
                     KeyMatch::Regex(r.to_string())
                 }
                 (None, None) => {
@@ -183,10 +189,12 @@ fn walk_match(w: &mut Walker, v: &Value, path: &str) -> Option<KeyMatch> {
         KeyMatch::Glob(p) | KeyMatch::Prefix(p) => p,
         KeyMatch::Regex(_) => return Some(matcher),
     };
-    if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        let msg = format!(
-            "'{pattern}' can never match: memcached keys contain no spaces or control characters"
-        );
+    if pattern
+        .chars()
+        .any(|c| matches!(c, ' ' | '\r' | '\n' | '\0'))
+    {
+        let msg =
+            format!("'{pattern}' can never match: memcached keys contain no spaces, CR, LF or NUL");
         w.error(path, msg);
         return None;
     }

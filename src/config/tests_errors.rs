@@ -485,10 +485,11 @@ fn strategy_rules() {
         ("routes: [{match: '*', strategy: parallel, backends: [l1, l2], writes: any}]", "routes[0].writes: unknown writes policy 'any' (expected one of: all, majority, first)"),
         ("routes: [{match: '*', strategy: warm_first, warm: l1, cold: l1}]", "routes[0].cold: warm and cold must be different backends, both are 'l1'"),
         ("routes: [{match: '', strategy: blind_forward, backend: l1}]", "routes[0].match: an empty glob matches no key; use \"*\" to match every key"),
-        ("routes: [{match: 'a *', strategy: blind_forward, backend: l1}]", "routes[0].match: 'a *' can never match: memcached keys contain no spaces or control characters"),
+        ("routes: [{match: 'a *', strategy: blind_forward, backend: l1}]", "routes[0].match: 'a *' can never match: memcached keys contain no spaces, CR, LF or NUL"),
         ("routes: [{match: {prefix: a, regex: b}, strategy: blind_forward, backend: l1}]", "routes[0].match: give either prefix or regex, not both"),
         ("routes: [{match: {}, strategy: blind_forward, backend: l1}]", "routes[0].match: expected {prefix: ...} or {regex: ...}"),
         ("routes: [{match: {regex: ''}, strategy: blind_forward, backend: l1}]", "routes[0].match.regex: a regex must not be empty"),
+        ("routes: [{match: {regex: 'a('}, strategy: blind_forward, backend: l1}]", "routes[0].match.regex: invalid regex 'a(': error: unclosed group"),
         ("routes: [{name: '', match: '*', strategy: blind_forward, backend: l1}]", "routes[0].name: a name must not be empty"),
         ("side_effects: [{}]", "side_effects[0]: expected a map with exactly one key naming the side effect, like {replicate: {...}}, got 0 keys"),
     ];

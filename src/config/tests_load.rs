@@ -114,12 +114,26 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     );
     assert!(matches!(c.routes[2].matcher, KeyMatch::Regex(_)));
     assert_eq!(c.side_effects.len(), 1);
-    // Everything but blind_forward is reported.
+    // The admin API, side effects and the strategies of later releases are reported.
     let unsupported = c.unsupported_features();
     assert!(unsupported.iter().any(|m| m.starts_with("admin:")));
-    assert!(unsupported
-        .iter()
-        .any(|m| m.starts_with("listeners[1] ('sessions'): route selection")));
+    assert!(unsupported.iter().any(|m| m.starts_with("side_effects[0]")));
+    for strategy in ["failover", "parallel", "warm_first"] {
+        assert!(
+            unsupported
+                .iter()
+                .any(|m| m.contains(&format!("'{strategy}'"))),
+            "{unsupported:?}"
+        );
+    }
+    for strategy in ["blind_forward", "round_robin", "consistent_hash"] {
+        assert!(
+            !unsupported
+                .iter()
+                .any(|m| m.contains(&format!("'{strategy}'"))),
+            "{unsupported:?}"
+        );
+    }
     assert!(
         !unsupported.iter().any(|m| m.contains("'legacy'")),
         "{unsupported:?}"
@@ -371,10 +385,6 @@ fn unsupported_features_one_message_each() {
         c.unsupported_features(),
         [
             "admin: the admin HTTP API is not implemented in this release",
-            "listeners[0] ('a'): route selection (`routes`) is not implemented in this release; leave it out to use every route",
-            "routes[0] ('r'): strategy 'consistent_hash' is not implemented in this release (it arrives with the routing issue)",
-            "routes[0] ('r'): regex matching is not implemented in this release",
-            "routes[0] ('r'): `commands` filters are not implemented in this release",
             "side_effects[0]: replicate is not implemented in this release",
         ]
     );

@@ -140,32 +140,18 @@ pub(super) fn unsupported_features(c: &Config) -> Vec<String> {
     if c.admin.is_some() {
         out.push("admin: the admin HTTP API is not implemented in this release".to_string());
     }
-    for (i, l) in c.listeners.iter().enumerate() {
-        if l.routes.is_some() {
-            out.push(format!(
-                "listeners[{i}] ('{}'): route selection (`routes`) is not implemented in this \
-                 release; leave it out to use every route",
-                l.name
-            ));
-        }
-    }
     for (i, r) in c.routes.iter().enumerate() {
-        let at = format!("routes[{i}] ('{}')", r.name);
-        if !matches!(r.strategy, Strategy::BlindForward { .. }) {
+        let implemented = matches!(
+            r.strategy,
+            Strategy::BlindForward { .. }
+                | Strategy::RoundRobin { .. }
+                | Strategy::ConsistentHash { .. }
+        );
+        if !implemented {
             out.push(format!(
-                "{at}: strategy '{}' is not implemented in this release \
-                 (it arrives with the routing issue)",
+                "routes[{i}] ('{}'): strategy '{}' is not implemented in this release",
+                r.name,
                 r.strategy.name()
-            ));
-        }
-        if matches!(r.matcher, KeyMatch::Regex(_)) {
-            out.push(format!(
-                "{at}: regex matching is not implemented in this release"
-            ));
-        }
-        if r.commands.is_some() {
-            out.push(format!(
-                "{at}: `commands` filters are not implemented in this release"
             ));
         }
     }
