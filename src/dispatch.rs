@@ -229,9 +229,7 @@ impl Worker {
         memo: &mut Option<(usize, usize)>,
     ) -> Option<usize> {
         let router = &*self.router;
-        let Some(route_index) = router.route(listener, command, key) else {
-            return None;
-        };
+        let route_index = router.route(listener, command, key)?;
         self.detail.route_request(route_index);
         let route = router.routes().get(route_index)?;
         match route.kind {
