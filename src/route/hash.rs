@@ -18,7 +18,10 @@
 //! - **`jenkins`** is Bob Jenkins' lookup3 `hashlittle` with the initial value 13.
 //! - **`murmur`** is MurmurHash2 seeded with `0xdeadbeef * len`.
 //! - **`hsieh`** is Paul Hsieh's SuperFastHash (0 for an empty key).
-//! - **`crc16`** is CRC-16/ARC (reflected polynomial 0xA001, initial value 0).
+//! - **`crc16`** walks the CRC-16/XMODEM table (polynomial 0x1021, initial value 0) but keeps
+//!   the running value in 32 bits without masking: the result spans 32 bits, and only its low 16
+//!   bits are the textbook CRC-16/XMODEM. (Later twemproxy sources use CRC-16/ARC in 16 bits;
+//!   Debian's 0.5.0 does not, as the nutcracker comparison test shows.)
 //!
 //! [`hash_tag_slice`] applies a pool's `hash_tag` before hashing, as twemproxy does. The router
 //! calls it, then [`crate::route::ring::Ring::server_for`], which calls [`hash`].
@@ -101,18 +104,18 @@ fn md5(key: &[u8]) -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
-/// CRC-16/ARC lookup table, built at compile time from the reflected polynomial 0xA001.
+/// CRC-16/XMODEM lookup table (polynomial 0x1021, not reflected), built at compile time.
 const CRC16_TABLE: [u16; 256] = {
     let mut table = [0u16; 256];
     let mut i = 0;
     while i < 256 {
-        let mut crc = i as u16;
+        let mut crc = (i as u16) << 8;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
             } else {
-                crc >> 1
+                crc << 1
             };
             bit += 1;
         }
@@ -122,15 +125,18 @@ const CRC16_TABLE: [u16; 256] = {
     table
 };
 
-/// CRC-16/ARC: reflected, polynomial 0x8005 (0xA001 reflected), initial value 0, no final xor.
+/// twemproxy's `crc16`: the CRC-16/XMODEM table walk with the running value kept in 32 bits and
+/// never masked, so bits shifted past bit 15 stay in the result. Its low 16 bits are exactly
+/// CRC-16/XMODEM.
 fn crc16(key: &[u8]) -> u32 {
-    let mut crc: u16 = 0;
+    let mut crc: u32 = 0;
     for &b in key {
-        let slot = usize::from((crc ^ u16::from(b)) & 0xff);
+        let slot = ((crc >> 8) ^ u32::from(b)) & 0xff;
         // `slot` < 256 by the mask; the fallback is unreachable.
-        crc = (crc >> 8) ^ CRC16_TABLE.get(slot).copied().unwrap_or(0);
+        let entry = CRC16_TABLE.get(slot as usize).copied().unwrap_or(0);
+        crc = (crc << 8) ^ u32::from(entry);
     }
-    u32::from(crc)
+    crc
 }
 
 /// twemproxy's `crc32` (libmemcached's): bits 16..30 of the standard CRC-32.

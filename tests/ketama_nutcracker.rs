@@ -1,0 +1,483 @@
+//! Placement compatibility with twemproxy, proven against a real nutcracker (`/usr/sbin/nutcracker`,
+//! Debian's 0.5.x).
+//!
+//! - `ketama_placement_matches_nutcracker`: four real memcached (one weighted 2, one named, one
+//!   on 127.0.0.1:11211 when that port is free), ketama with fnv1a_64, with md5, and with
+//!   `hash_tag: "{}"`. 3000 keys are written through nutcracker, then every memcached is asked
+//!   directly which keys it holds; each key must sit on `servers[ring.server_for(key)]`.
+//! - `every_hash_and_distribution_matches_nutcracker`: twelve recording fake memcached and one
+//!   pool per hash function, for ketama and for modula (weighted, named servers whose name order
+//!   differs from the configured order). Keys are asked for through nutcracker; the fakes record
+//!   which server each key reached.
+//!
+//! Skipped (with a note) when nutcracker is not installed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bifrost::config::{Distribution, HashFunction};
+use bifrost::route::hash::hash_tag_slice;
+use bifrost::route::ring::{Ring, RingServer};
+use common::{
+    free_port, looks_like_addr_in_use, Behavior, Client, FakeBackend, Memcached, Proc, TempFile,
+};
+
+const NUTCRACKER: &str = "/usr/sbin/nutcracker";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn nutcracker_installed() -> bool {
+    if Path::new(NUTCRACKER).exists() {
+        return true;
+    }
+    eprintln!("note: {NUTCRACKER} is not installed; skipping the twemproxy comparison");
+    false
+}
+
+/// One backend server of a nutcracker pool and of our ring.
+#[derive(Clone, Debug)]
+struct Server {
+    address: String,
+    weight: u32,
+    name: Option<String>,
+}
+
+impl Server {
+    fn new(address: String, weight: u32, name: Option<&str>) -> Server {
+        Server {
+            address,
+            weight,
+            name: name.map(str::to_string),
+        }
+    }
+
+    /// twemproxy's `host:port:weight [name]`.
+    fn nutcracker_line(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{}:{} {name}", self.address, self.weight),
+            None => format!("{}:{}", self.address, self.weight),
+        }
+    }
+
+    fn ring_server(&self) -> RingServer {
+        RingServer::new(&self.address, self.name.as_deref(), self.weight)
+    }
+}
+
+/// A nutcracker pool.
+struct Pool {
+    name: String,
+    hash: HashFunction,
+    distribution: Distribution,
+    hash_tag: Option<&'static str>,
+    servers: Vec<Server>,
+}
+
+impl Pool {
+    fn ring(&self) -> Ring {
+        let servers: Vec<RingServer> = self.servers.iter().map(Server::ring_server).collect();
+        Ring::new(&servers, self.distribution, self.hash)
+    }
+
+    fn yaml(&self, listen: u16) -> String {
+        let mut yaml = format!(
+            "{}:\n  listen: 127.0.0.1:{listen}\n  hash: {}\n  distribution: {}\n  \
+             auto_eject_hosts: false\n  timeout: 3000\n",
+            self.name,
+            self.hash.name(),
+            self.distribution.name()
+        );
+        if let Some(tag) = self.hash_tag {
+            yaml.push_str(&format!("  hash_tag: \"{tag}\"\n"));
+        }
+        yaml.push_str("  servers:\n");
+        for server in &self.servers {
+            yaml.push_str(&format!("   - {}\n", server.nutcracker_line()));
+        }
+        yaml
+    }
+}
+
+/// A running nutcracker with one listen port per pool; SIGKILLed on drop.
+struct Nutcracker {
+    _proc: Proc,
+    _config: TempFile,
+    ports: Vec<u16>,
+}
+
+impl Nutcracker {
+    /// Starts nutcracker serving `pools` and waits until every pool answers `get`; retries with
+    /// new ports if one was taken meanwhile.
+    fn start(pools: &[Pool]) -> Nutcracker {
+        for _ in 0..5 {
+            let ports: Vec<u16> = pools.iter().map(|_| free_port()).collect();
+            let yaml: String = pools.iter().zip(&ports).map(|(p, &l)| p.yaml(l)).collect();
+            let config = TempFile::new("nutcracker", "yml", yaml.as_bytes());
+            let stats_port = free_port().to_string();
+            let mut cmd = Command::new(NUTCRACKER);
+            cmd.arg("-c")
+                .arg(config.path())
+                .args(["-s", &stats_port, "-a", "127.0.0.1"]);
+            let mut proc = Proc::spawn("nutcracker", &mut cmd);
+            if wait_ready(&mut proc, &ports) {
+                return Nutcracker {
+                    _proc: proc,
+                    _config: config,
+                    ports,
+                };
+            }
+        }
+        panic!("nutcracker: its ports were taken on each of 5 attempts");
+    }
+
+    fn addr(&self, pool: usize) -> String {
+        let port = self.ports.get(pool).copied().unwrap_or(0);
+        format!("127.0.0.1:{port}")
+    }
+}
+
+/// Waits until every port answers `get` with `END`. False if nutcracker exited because an
+/// address was in use; panics on any other failure or after the deadline.
+fn wait_ready(proc: &mut Proc, ports: &[u16]) -> bool {
+    let start = Instant::now();
+    let mut ready = 0;
+    while ready < ports.len() {
+        if let Some(status) = proc.exited() {
+            if looks_like_addr_in_use(&proc.log()) {
+                return false;
+            }
+            panic!(
+                "nutcracker exited ({status}) before answering:\n{}",
+                proc.log()
+            );
+        }
+        let port = ports.get(ready).copied().unwrap_or(0);
+        if answers_get(&format!("127.0.0.1:{port}")) {
+            ready += 1;
+            continue;
+        }
+        if start.elapsed() > START_TIMEOUT {
+            panic!("nutcracker did not answer on port {port} within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+fn answers_get(addr: &str) -> bool {
+    let Ok(mut client) = Client::try_connect(addr) else {
+        return false;
+    };
+    if client.try_send(b"get __ready__\r\n").is_err() {
+        return false;
+    }
+    client.read_values().is_ok()
+}
+
+/// A memcached on 127.0.0.1:11211 (ours, checked by pid), or None when the port is taken.
+fn memcached_on_11211() -> Option<Proc> {
+    if TcpListener::bind("127.0.0.1:11211").is_err() {
+        return None;
+    }
+    let mut cmd = Command::new("memcached");
+    cmd.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        "11211",
+        "-U",
+        "0",
+        "-m",
+        "16",
+        "-t",
+        "1",
+    ]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
+    }
+    let mut proc = Proc::spawn("memcached-11211", &mut cmd);
+    let want = format!("STAT pid {}\r\n", proc.pid());
+    let start = Instant::now();
+    loop {
+        if proc.exited().is_some() {
+            return None; // someone took the port between our check and its bind
+        }
+        if let Ok(mut client) = Client::try_connect("127.0.0.1:11211") {
+            client.send(b"stats\r\n");
+            let mut stats = String::new();
+            loop {
+                let line = client.read_line();
+                if line == "END" {
+                    break;
+                }
+                stats.push_str(&line);
+                stats.push_str("\r\n");
+            }
+            return stats.contains(&want).then_some(proc);
+        }
+        if start.elapsed() > START_TIMEOUT {
+            panic!("memcached on 11211 did not answer within {START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// 3000 keys: short and long, ASCII and with bytes >= 0x80, some with a `{...}` hash tag.
+fn keys() -> Vec<String> {
+    (0..3000)
+        .map(|i| match i % 6 {
+            0 => format!("key:{i}"),
+            1 => format!("user:{{{}}}:field{i}", i % 97),
+            2 => format!("cl\u{e9}:{i}:\u{4e2d}\u{6587}"),
+            3 => format!("{i}{}", "x".repeat(i % 200)),
+            4 => format!("session:{i:08x}:{{}}:{{"),
+            _ => format!("{{{i}"),
+        })
+        .collect()
+}
+
+/// Writes every key through `addr` (pipelined), each with a value naming it.
+fn set_all(addr: &str, keys: &[String]) {
+    let mut client = Client::connect(addr);
+    for batch in keys.chunks(200) {
+        let mut req = Vec::new();
+        for key in batch {
+            req.extend_from_slice(
+                format!("set {key} 0 0 {}\r\nv:{key}\r\n", key.len() + 2).as_bytes(),
+            );
+        }
+        client.send(&req);
+        for key in batch {
+            assert_eq!(client.read_line(), "STORED", "set {key} through nutcracker");
+        }
+    }
+}
+
+/// Which of `servers` holds each key, asked straight from each memcached.
+fn holders(servers: &[Server], keys: &[String]) -> HashMap<String, Vec<usize>> {
+    let mut held: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, server) in servers.iter().enumerate() {
+        let mut client = Client::connect(&server.address);
+        for batch in keys.chunks(100) {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            for (key, value) in client.get_multi(&refs) {
+                assert_eq!(value, format!("v:{key}").into_bytes(), "value of {key}");
+                held.entry(key).or_default().push(index);
+            }
+        }
+    }
+    held
+}
+
+fn flush_all(servers: &[Server]) {
+    for server in servers {
+        let mut client = Client::connect(&server.address);
+        assert_eq!(client.request(b"flush_all\r\n"), b"OK\r\n");
+    }
+}
+
+#[test]
+fn ketama_placement_matches_nutcracker() {
+    if !nutcracker_installed() {
+        return;
+    }
+    let started = Instant::now();
+    let mcs: Vec<Memcached> = (0..3)
+        .map(|_| Memcached::builder().memory_mb(16).start())
+        .collect();
+    let fixed = memcached_on_11211();
+    let extra = match &fixed {
+        Some(_) => None,
+        None => {
+            eprintln!("note: 127.0.0.1:11211 is taken; the port-11211 naming variant is skipped");
+            Some(Memcached::builder().memory_mb(16).start())
+        }
+    };
+    let fourth = extra
+        .as_ref()
+        .map_or("127.0.0.1:11211".to_string(), Memcached::addr);
+    let addr = |i: usize| mcs.get(i).map(Memcached::addr).unwrap_or_default();
+    let servers = vec![
+        Server::new(addr(0), 1, None),
+        Server::new(addr(1), 2, None),
+        Server::new(addr(2), 1, Some("cache-c")),
+        Server::new(fourth, 1, None),
+    ];
+    let keys = keys();
+    let variants = [
+        (HashFunction::Fnv1a_64, None),
+        (HashFunction::Md5, None),
+        (HashFunction::Fnv1a_64, Some("{}")),
+        (HashFunction::Md5, Some("{}")),
+    ];
+    for (hash, hash_tag) in variants {
+        let pool = Pool {
+            name: "ketama".to_string(),
+            hash,
+            distribution: Distribution::Ketama,
+            hash_tag,
+            servers: servers.clone(),
+        };
+        let ring = pool.ring();
+        let nutcracker = Nutcracker::start(std::slice::from_ref(&pool));
+        set_all(&nutcracker.addr(0), &keys);
+        let held = holders(&servers, &keys);
+        let mut wrong = Vec::new();
+        let mut per_server = [0usize; 4];
+        for key in &keys {
+            let hashed = hash_tag_slice(key.as_bytes(), hash_tag.unwrap_or("").as_bytes());
+            let want = ring.server_for(hashed);
+            let got = held.get(key).cloned().unwrap_or_default();
+            if got != [want] {
+                wrong.push(format!(
+                    "{key:?}: nutcracker put it on {got:?}, ring says {want}"
+                ));
+            }
+            if let Some(count) = per_server.get_mut(want) {
+                *count += 1;
+            }
+        }
+        let variant = format!("{} hash_tag {hash_tag:?}", hash.name());
+        assert!(
+            wrong.is_empty(),
+            "{variant}: {} of {} keys misplaced, first: {:#?}",
+            wrong.len(),
+            keys.len(),
+            wrong.iter().take(10).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "{variant}: all {} keys placed as nutcracker does; per server {per_server:?}",
+            keys.len()
+        );
+        drop(nutcracker);
+        flush_all(&servers);
+    }
+    eprintln!(
+        "ketama_placement_matches_nutcracker took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Keys of the fake-backend test: prefixed per pool so a recorded key names its pool.
+fn fake_keys(pool: usize) -> Vec<String> {
+    (0..400)
+        .map(|i| match i % 5 {
+            0 => format!("p{pool}:{i}"),
+            1 => format!("{i}:p{pool}:\u{e9}\u{e8}{}", "y".repeat(i % 13)),
+            2 => format!("p{pool}-{i}-{}", "k".repeat(i % 230)),
+            3 => format!("\u{ff}{i}p{pool}"),
+            _ => format!("p{pool}.{i:x}"),
+        })
+        .collect()
+}
+
+/// The keys each fake received in `get` lines after its first `skip[i]` bytes, with the fake's
+/// index.
+fn recorded(fakes: &[FakeBackend], skip: &[usize]) -> HashMap<Vec<u8>, Vec<usize>> {
+    let mut seen: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for (index, fake) in fakes.iter().enumerate() {
+        let received = fake.received();
+        let from = skip.get(index).copied().unwrap_or(0).min(received.len());
+        for line in received[from..].split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+            if tokens.next() != Some(b"get".as_slice()) {
+                continue;
+            }
+            for key in tokens {
+                seen.entry(key.to_vec()).or_default().push(index);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn every_hash_and_distribution_matches_nutcracker() {
+    if !nutcracker_installed() {
+        return;
+    }
+    let started = Instant::now();
+    let fakes: Vec<FakeBackend> = (0..12)
+        .map(|_| FakeBackend::start(Behavior::SlowAnswer(Duration::ZERO)))
+        .collect();
+    // Configured order differs from twemproxy's name order (shorter names first): the long name
+    // comes first, the short one last.
+    let servers: Vec<Server> = fakes
+        .iter()
+        .enumerate()
+        .map(|(i, fake)| {
+            let name = match i {
+                0 => Some("zz-a-rather-long-server-name"),
+                11 => Some("alpha"),
+                _ => None,
+            };
+            Server::new(
+                fake.addr(),
+                [1, 2, 1, 3, 1, 1, 5, 1, 1, 2, 1, 1][i % 12],
+                name,
+            )
+        })
+        .collect();
+    for distribution in [Distribution::Ketama, Distribution::Modula] {
+        let skip: Vec<usize> = fakes.iter().map(|f| f.received().len()).collect();
+        let pools: Vec<Pool> = HashFunction::ALL
+            .iter()
+            .map(|&hash| Pool {
+                name: format!("{}_{}", distribution.name(), hash.name()),
+                hash,
+                distribution,
+                hash_tag: None,
+                servers: servers.clone(),
+            })
+            .collect();
+        let nutcracker = Nutcracker::start(&pools);
+        for (index, _) in pools.iter().enumerate() {
+            let mut client = Client::connect(&nutcracker.addr(index));
+            for batch in fake_keys(index).chunks(50) {
+                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                assert!(client.get_multi(&refs).is_empty());
+            }
+        }
+        drop(nutcracker);
+        let seen = recorded(&fakes, &skip);
+        let mut wrong = Vec::new();
+        let mut wrong_pools = Vec::new();
+        for (index, pool) in pools.iter().enumerate() {
+            let ring = pool.ring();
+            let wrong_before = wrong.len();
+            for key in fake_keys(index) {
+                let want = ring.server_for(key.as_bytes());
+                let got = seen.get(key.as_bytes()).cloned().unwrap_or_default();
+                if got != [want] {
+                    wrong.push(format!(
+                        "{}: {key:?} reached {got:?}, ring says {want}",
+                        pool.name
+                    ));
+                }
+            }
+            if wrong.len() > wrong_before {
+                wrong_pools.push(format!("{} ({})", pool.name, wrong.len() - wrong_before));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} keys misplaced, in pools {wrong_pools:?}; first: {:#?}",
+            wrong.len(),
+            wrong.iter().take(12).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "{}: 12 hash functions x 400 keys placed as nutcracker does",
+            distribution.name()
+        );
+    }
+    eprintln!(
+        "every_hash_and_distribution_matches_nutcracker took {:?}",
+        started.elapsed()
+    );
+}
