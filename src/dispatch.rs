@@ -176,6 +176,11 @@ impl Worker {
         let mut memo = None;
         let Some(server) = self.pick_server(listener, request.command, key, client, now, &mut memo)
         else {
+            if request.key_count > 1 {
+                // The other keys may have routes: they are answered, this one is a miss.
+                self.forward_split(client, listener, request, bytes, now);
+                return;
+            }
             WorkerStats::add(&self.stats.no_route, 1);
             self.answer_locally(client, Slot::ready(Bytes::from_static(NO_ROUTE)));
             return;

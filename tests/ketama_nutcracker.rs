@@ -4,7 +4,9 @@
 //! - `ketama_placement_matches_nutcracker`: four real memcached (one weighted 2, one named, one
 //!   on 127.0.0.1:11211 when that port is free), ketama with fnv1a_64, with md5, and with
 //!   `hash_tag: "{}"`. 3000 keys are written through nutcracker, then every memcached is asked
-//!   directly which keys it holds; each key must sit on `servers[ring.server_for(key)]`.
+//!   directly which keys it holds; each key must sit on `servers[ring.server_for(key)]`. The
+//!   same keys are then written through bifrost (a `consistent_hash` route over the same pool)
+//!   and must land on the same servers.
 //! - `every_hash_and_distribution_matches_nutcracker`: twelve recording fake memcached and one
 //!   pool per hash function, for ketama and for modula (weighted, named servers whose name order
 //!   differs from the configured order). Keys are asked for through nutcracker; the fakes record
@@ -24,7 +26,8 @@ use bifrost::config::{Distribution, HashFunction};
 use bifrost::route::hash::hash_tag_slice;
 use bifrost::route::ring::{Ring, RingServer};
 use common::{
-    free_port, looks_like_addr_in_use, Behavior, Client, FakeBackend, Memcached, Proc, TempFile,
+    free_port, looks_like_addr_in_use, Behavior, Bifrost, Client, FakeBackend, Memcached, Proc,
+    TempFile,
 };
 
 const NUTCRACKER: &str = "/usr/sbin/nutcracker";
@@ -81,6 +84,35 @@ impl Pool {
     fn ring(&self) -> Ring {
         let servers: Vec<RingServer> = self.servers.iter().map(Server::ring_server).collect();
         Ring::new(&servers, self.distribution, self.hash)
+    }
+
+    /// The same pool as a bifrost config: one listener, one consistent_hash route.
+    fn bifrost_yaml(&self, listen: u16) -> String {
+        let mut yaml = format!(
+            "workers: 1\nlisteners:\n  - name: main\n    bind: 127.0.0.1:{listen}\n\
+             backends:\n  pool:\n    distribution: {}\n    hash: {}\n",
+            self.distribution.name(),
+            self.hash.name()
+        );
+        if let Some(tag) = self.hash_tag {
+            yaml.push_str(&format!("    hash_tag: \"{tag}\"\n"));
+        }
+        yaml.push_str("    servers:\n");
+        for server in &self.servers {
+            let name = server
+                .name
+                .as_ref()
+                .map_or(String::new(), |n| format!(", name: {n}"));
+            yaml.push_str(&format!(
+                "      - {{ address: {}, weight: {}{name} }}\n",
+                server.address, server.weight
+            ));
+        }
+        yaml.push_str(
+            "routes:\n  - name: all\n    match: \"*\"\n    strategy: consistent_hash\n    \
+             backend: pool\n",
+        );
+        yaml
     }
 
     fn yaml(&self, listen: u16) -> String {
@@ -281,6 +313,45 @@ fn flush_all(servers: &[Server]) {
     }
 }
 
+/// Writes `keys` through the proxy at `addr`, asks every memcached of `pool` which keys it holds,
+/// and panics unless each key is on exactly `ring.server_for(key)` (after the hash tag).
+/// Returns the number of keys per server.
+fn check_placement(
+    proxy: &str,
+    addr: &str,
+    pool: &Pool,
+    ring: &Ring,
+    keys: &[String],
+) -> Vec<usize> {
+    set_all(addr, keys);
+    let held = holders(&pool.servers, keys);
+    let tag = pool.hash_tag.unwrap_or("").as_bytes();
+    let mut wrong = Vec::new();
+    let mut per_server = vec![0usize; pool.servers.len()];
+    for key in keys {
+        let want = ring.server_for(hash_tag_slice(key.as_bytes(), tag));
+        let got = held.get(key).cloned().unwrap_or_default();
+        if got != [want] {
+            wrong.push(format!(
+                "{key:?}: {proxy} put it on {got:?}, ring says {want}"
+            ));
+        }
+        if let Some(count) = per_server.get_mut(want) {
+            *count += 1;
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{proxy}, {} hash_tag {:?}: {} of {} keys misplaced, first: {:#?}",
+        pool.hash.name(),
+        pool.hash_tag,
+        wrong.len(),
+        keys.len(),
+        wrong.iter().take(10).collect::<Vec<_>>()
+    );
+    per_server
+}
+
 #[test]
 fn ketama_placement_matches_nutcracker() {
     if !nutcracker_installed() {
@@ -324,37 +395,23 @@ fn ketama_placement_matches_nutcracker() {
             servers: servers.clone(),
         };
         let ring = pool.ring();
-        let nutcracker = Nutcracker::start(std::slice::from_ref(&pool));
-        set_all(&nutcracker.addr(0), &keys);
-        let held = holders(&servers, &keys);
-        let mut wrong = Vec::new();
-        let mut per_server = [0usize; 4];
-        for key in &keys {
-            let hashed = hash_tag_slice(key.as_bytes(), hash_tag.unwrap_or("").as_bytes());
-            let want = ring.server_for(hashed);
-            let got = held.get(key).cloned().unwrap_or_default();
-            if got != [want] {
-                wrong.push(format!(
-                    "{key:?}: nutcracker put it on {got:?}, ring says {want}"
-                ));
-            }
-            if let Some(count) = per_server.get_mut(want) {
-                *count += 1;
-            }
-        }
         let variant = format!("{} hash_tag {hash_tag:?}", hash.name());
-        assert!(
-            wrong.is_empty(),
-            "{variant}: {} of {} keys misplaced, first: {:#?}",
-            wrong.len(),
-            keys.len(),
-            wrong.iter().take(10).collect::<Vec<_>>()
-        );
+        let nutcracker = Nutcracker::start(std::slice::from_ref(&pool));
+        let per_server = check_placement("nutcracker", &nutcracker.addr(0), &pool, &ring, &keys);
         eprintln!(
             "{variant}: all {} keys placed as nutcracker does; per server {per_server:?}",
             keys.len()
         );
         drop(nutcracker);
+        flush_all(&servers);
+        // End to end: the binary, configured with the same pool, places keys the same way.
+        let bifrost = Bifrost::start_templated(|port| pool.bifrost_yaml(port), &[]);
+        check_placement("bifrost", &bifrost.addr(), &pool, &ring, &keys);
+        eprintln!(
+            "{variant}: bifrost places all {} keys the same way",
+            keys.len()
+        );
+        drop(bifrost);
         flush_all(&servers);
     }
     eprintln!(

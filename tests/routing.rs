@@ -531,14 +531,22 @@ fn keys_without_a_route_get_an_error_alone_and_are_misses_in_a_multi_get() {
     assert_bytes(&c.read_reply_retrieval(), &want, "get x1 after set y");
     assert_bytes(&c.request(b"delete y\r\n"), NO_ROUTE, "delete y");
     assert_bytes(&c.request(b"mg y v\r\n"), NO_ROUTE, "mg y v");
+    // A base64 key is matched decoded: `eDE=` is x1, `eQ==` is y.
+    assert_bytes(&c.request(b"mg eDE= b v\r\n"), b"VA 3\r\n", "mg eDE= b v");
+    assert_bytes(
+        &c.read_line_raw(),
+        b"one\r\n",
+        "mg eDE= b v: the value of x1",
+    );
+    assert_bytes(&c.request(b"mg eQ== b v\r\n"), NO_ROUTE, "mg eQ== b v");
     assert_eq!(
         fleet.holders("y"),
         Vec::<usize>::new(),
         "y reached no server"
     );
 
-    // get y, the y of get x1 y x2, yy and zz, set y, delete y, mg y: 7.
-    assert_eq!(stat(&mut c, "no_route") - no_route_before, 7, "no_route");
+    // get y, the y of get x1 y x2, yy and zz, set y, delete y, mg y, mg eQ==: 8.
+    assert_eq!(stat(&mut c, "no_route") - no_route_before, 8, "no_route");
 }
 
 /// A multi-get whose first key has no route is still a multi-get: that key is a miss, the
@@ -806,9 +814,17 @@ fn meta_commands_with_base64_keys_are_routed_by_the_decoded_key() {
     assert_bytes(&c.read_line_raw(), b"6\r\n", "ma counter value");
     assert_eq!(fleet.at(counter_server).get("counter"), Some(b"6".to_vec()));
 
-    let (k0, k1) = ("order-0", "order-1");
+    // Two keys on different servers, so the replies come from different connections.
+    let k0 = "order-0";
     set_ok(&mut c, k0, b"zero");
-    set_ok(&mut c, k1, b"one");
+    let server0 = fleet.owner(k0);
+    let k1 = (1..)
+        .map(|i| format!("order-{i}"))
+        .find(|k| {
+            set_ok(&mut c, k, b"one");
+            fleet.owner(k) != server0
+        })
+        .expect("a key on another server");
     c.send(
         format!(
             "mg {k0} v\r\nmn\r\nmg nothing-here v\r\nmn\r\nmg {} b v q\r\nmg nothing-here v q\r\nmn\r\n",

@@ -426,10 +426,26 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
             );
             w.error(&join(&item_path, "name"), msg);
             ok = false;
+        } else if let Some(j) = servers
+            .iter()
+            .position(|s| ring_key(s) == ring_key(&server))
+        {
+            // Two servers hashing to the same ring points would leave one without keys.
+            let msg = format!(
+                "server hashes to the same ketama name '{}' as {path}[{j}]; give one a `name`",
+                ring_key(&server)
+            );
+            w.error(&item_path, msg);
+            ok = false;
         }
         servers.push(server);
     }
     ok.then_some(servers)
+}
+
+/// The name a server's ketama points are hashed from (twemproxy's rule).
+fn ring_key(server: &ServerConfig) -> String {
+    crate::route::ring::ring_name(&server.address, server.name.as_deref())
 }
 
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {

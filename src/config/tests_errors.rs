@@ -368,6 +368,11 @@ fn backend_settings() {
         error(&["backends: {l1: {servers: [{address: '127.0.0.1:1', name: a}, {address: '127.0.0.1:2', name: a}]}}"]),
         "backends.l1.servers[1].name: server name 'a' is used twice (also backends.l1.servers[0])"
     );
+    // Port 11211 is left out of the hashed name, so this collides with a server named so.
+    assert_eq!(
+        error(&["backends: {l1: {servers: ['127.0.0.1:11211', {address: '127.0.0.1:2', name: '127.0.0.1'}]}}"]),
+        "backends.l1.servers[1]: server hashes to the same ketama name '127.0.0.1' as backends.l1.servers[0]; give one a `name`"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! - **Signed bytes.** twemproxy reads keys through `const char *`, and `char` is signed on
 //!   amd64. `one_at_a_time`, `fnv1_64`, `fnv1a_64`, `fnv1_32`, `fnv1a_32` and the 3-byte tail of
 //!   `hsieh` therefore widen a byte >= 0x80 with its sign (0xE9 becomes 0xFFFF_FFE9), which
-//!   changes the hash of every key that is not plain ASCII. [`sext`] does that widening.
+//!   changes the hash of every key that is not plain ASCII. `sext` does that widening.
 //! - **`fnv1a_64` is a 32-bit hash.** It starts from the low 32 bits of the 64-bit FNV offset
 //!   basis (0x8422_2325) and multiplies by the low 32 bits of the 64-bit prime (0x1b3) in 32-bit
 //!   arithmetic. `fnv1_64` really runs in 64 bits and returns the low 32.

@@ -14,7 +14,9 @@
 //!   computed in `f32` exactly as twemproxy does (`n` = servers with points). Point group `i`
 //!   of a server is the MD5 digest of `"<name>-<i>"`; its 16 bytes give four points, each a
 //!   little-endian `u32`. The points are sorted by value (stably, in server order); a key goes to
-//!   the first point whose value is >= the key's hash, wrapping to the first point.
+//!   the first point whose value is >= the key's hash, wrapping to the first point. A table
+//!   indexed by the top bits of the hash (about one entry per point, 16 to 65536 entries)
+//!   narrows that search to the one or two points of the hash's bucket.
 //! - **Modula.** Each server owns `weight` consecutive slots in server order; a key goes to slot
 //!   `hash % total_weight`.
 //! - **Random.** Every server with a weight is equally likely per request (twemproxy ignores
@@ -99,7 +101,14 @@ enum Placement {
     /// Exactly one server has a weight: it gets every key, unhashed.
     Single(usize),
     /// Sorted point values and, at the same positions, the server owning each point.
-    Ketama { values: Vec<u32>, servers: Vec<u32> },
+    /// `buckets[b]` is the index of the first point whose top `bucket_bits` bits are >= `b`
+    /// (with one extra entry, `values.len()`), so a lookup searches only one bucket's points.
+    Ketama {
+        values: Vec<u32>,
+        servers: Vec<u32>,
+        buckets: Vec<u32>,
+        bucket_bits: u32,
+    },
     /// `ends[i]` is the first slot after server `servers[i]`'s slots; `ends.last()` = total.
     Modula { ends: Vec<u64>, servers: Vec<u32> },
     /// The servers to pick from, and the generator state.
@@ -163,9 +172,21 @@ impl Ring {
         match &self.placement {
             Placement::Empty => 0,
             Placement::Single(index) => *index,
-            Placement::Ketama { values, servers } => {
-                let at = values.partition_point(|&v| v < key_hash);
-                let at = if at == values.len() { 0 } else { at };
+            Placement::Ketama {
+                values,
+                servers,
+                buckets,
+                bucket_bits,
+            } => {
+                // The first point >= key_hash lies in key_hash's bucket, or is the bucket's end.
+                let bucket = (u64::from(key_hash) >> (32 - bucket_bits)) as usize;
+                let start = buckets.get(bucket).map_or(0, |&i| i as usize);
+                let end = buckets
+                    .get(bucket + 1)
+                    .map_or(values.len(), |&i| i as usize);
+                let within = values.get(start..end).unwrap_or_default();
+                let at = start + within.partition_point(|&v| v < key_hash);
+                let at = if at >= values.len() { 0 } else { at };
                 servers.get(at).map_or(0, |&s| s as usize)
             }
             Placement::Modula { ends, servers } => {
@@ -278,9 +299,20 @@ fn ketama(servers: &[RingServer], order: &[usize]) -> Placement {
         }
     }
     points.sort_by_key(|&(value, _)| value); // stable: ties stay in server order
+    let values: Vec<u32> = points.iter().map(|&(v, _)| v).collect();
+    // About one to two points per bucket, between 16 and 65536 buckets.
+    let bucket_bits = (usize::BITS - values.len().leading_zeros()).clamp(4, 16);
+    let buckets = (0..=1u64 << bucket_bits)
+        .map(|b| {
+            let floor = b << (32 - bucket_bits);
+            values.partition_point(|&v| u64::from(v) < floor) as u32
+        })
+        .collect();
     Placement::Ketama {
-        values: points.iter().map(|&(v, _)| v).collect(),
+        values,
         servers: points.iter().map(|&(_, s)| s).collect(),
+        buckets,
+        bucket_bits,
     }
 }
 

@@ -89,7 +89,10 @@ fn golden_ketama_ring() {
     );
     let ring = Ring::new(&pool, Distribution::Ketama, HashFunction::Md5);
     assert_eq!(ring.points(), 640);
-    let Placement::Ketama { values, servers } = &ring.placement else {
+    let Placement::Ketama {
+        values, servers, ..
+    } = &ring.placement
+    else {
         panic!("not a ketama ring: {ring:?}");
     };
     let per_server: Vec<usize> = (0..4u32)
@@ -304,4 +307,35 @@ fn ring_is_shareable_between_workers() {
     assert_send_sync::<Ring>();
     let ring = Ring::new(&test_pool(), Distribution::Random, HashFunction::Md5);
     assert!(format!("{ring:?}").contains("Random"));
+}
+
+#[test]
+fn bucketed_lookup_equals_a_plain_binary_search() {
+    for n in [2usize, 3, 5, 17, 100, 300] {
+        let pool: Vec<RingServer> = (0..n)
+            .map(|i| RingServer::new(&format!("10.1.{}.{}:11211", i / 256, i % 256), None, 1))
+            .collect();
+        let ring = Ring::new(&pool, Distribution::Ketama, HashFunction::Md5);
+        let Placement::Ketama {
+            values, servers, ..
+        } = &ring.placement
+        else {
+            panic!("not a ketama ring: {ring:?}");
+        };
+        let plain = |h: u32| {
+            let at = values.partition_point(|&v| v < h);
+            let at = if at == values.len() { 0 } else { at };
+            servers.get(at).map_or(0, |&s| s as usize)
+        };
+        // Every point, its neighbours, bucket edges, and a spread of other values.
+        let mut probes: Vec<u32> = vec![0, 1, u32::MAX, u32::MAX - 1, 1 << 31];
+        for &v in values {
+            probes.extend([v, v.wrapping_add(1), v.wrapping_sub(1)]);
+        }
+        probes.extend((0..20_000u32).map(|i| i.wrapping_mul(0x9E37_79B9)));
+        probes.extend((0..=16u32).map(|b| (1u64 << 32 >> b) as u32));
+        for h in probes {
+            assert_eq!(ring.server_for_hash(h), plain(h), "{n} servers, hash {h}");
+        }
+    }
 }
