@@ -10,8 +10,8 @@
 mod common;
 
 use common::{
-    free_port, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
-    TempFile,
+    assert_bytes, free_port, show, wait_until, Behavior, Bifrost, BlindForward, Client,
+    FakeBackend, Memcached, TempFile,
 };
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,27 +34,6 @@ const DEAD_BACKEND_ERRORS: [&[u8]; 3] = [CONNECTION_LOST, CONNECT_FAILED, UNAVAI
 // ---------------------------------------------------------------------------------------------
 // Local helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Bytes for an assertion message: escaped, cut after 300 bytes.
-fn show(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(300)];
-    let more = if bytes.len() > 300 {
-        format!("... ({} bytes)", bytes.len())
-    } else {
-        String::new()
-    };
-    format!("\"{}\"{more}", cut.escape_ascii())
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}: expected {}, got {}",
-        show(want),
-        show(got)
-    );
-}
 
 #[track_caller]
 fn assert_one_of(got: &[u8], allowed: &[&[u8]], what: &str) {

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached};
+use common::{
+    assert_bytes, show, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::thread;
@@ -21,26 +23,6 @@ const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 // ---------------------------------------------------------------------------------------------
 // Local helpers
 // ---------------------------------------------------------------------------------------------
-
-fn show(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(300)];
-    let more = if bytes.len() > 300 {
-        format!("... ({} bytes)", bytes.len())
-    } else {
-        String::new()
-    };
-    format!("\"{}\"{more}", cut.escape_ascii())
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}: expected {}, got {}",
-        show(want),
-        show(got)
-    );
-}
 
 /// An always-miss fake memcached (it answers every request correctly framed and counts every
 /// byte that reaches it) behind a bifrost whose listener has `listener_options`.

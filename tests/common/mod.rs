@@ -310,3 +310,25 @@ pub(crate) fn looks_like_addr_in_use(log: &str) -> bool {
     let log = log.to_ascii_lowercase();
     log.contains("address already in use") || log.contains("addrinuse")
 }
+
+/// `bytes` escaped for a failure message, cut after 400 bytes.
+pub fn show(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(400)];
+    let more = if bytes.len() > 400 {
+        format!("... ({} bytes)", bytes.len())
+    } else {
+        String::new()
+    };
+    format!("\"{}\"{more}", cut.escape_ascii())
+}
+
+/// Asserts two byte strings are equal, showing both escaped when they are not.
+#[track_caller]
+pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}:\n  expected {}\n  got      {}",
+        show(want),
+        show(got)
+    );
+}
