@@ -105,10 +105,22 @@ start_bg() { # LOG CMD...: starts CMD in the background, output to LOG; sets LAS
 
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Ports to pick from: outside the kernel's ephemeral range, whose ports are the local ports of
+# outgoing connections (memcaslap's, the proxies') — a listener cannot bind one of those in use,
+# yet nothing answers on it, so the check below would not see it.
+PORT_LOW=20000 PORT_COUNT=40000
+if read -r EPH_LOW EPH_HIGH </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null; then
+    if ((EPH_LOW > 21024)); then
+        PORT_LOW=20000 PORT_COUNT=$((EPH_LOW - 20000))
+    elif ((EPH_HIGH < 64511)); then
+        PORT_LOW=$((EPH_HIGH + 1)) PORT_COUNT=$((65535 - EPH_HIGH))
+    fi
+fi
+
 pick_port() { # prints a loopback port nobody listens on (and not handed out before)
     local port i
     for ((i = 0; i < 200; i++)); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        port=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % PORT_COUNT))
         [[ $USED_PORTS == *" $port "* ]] && continue
         if port_is_free "$port"; then
             USED_PORTS+="$port "
@@ -249,8 +261,9 @@ e2e:
 EOF
         for mc in "${BACKEND_PORTS[@]}"; do echo "    - 127.0.0.1:$mc:1"; done
     } >"$conf"
+    # -o: without it the Debian package logs to /var/log/nutcracker/, not to stderr.
     start_bg "$WORKDIR/nutcracker.log" nutcracker -c "$conf" -s "$stats_port" -a 127.0.0.1 \
-        -p "$WORKDIR/nutcracker.pid" -v 4
+        -p "$WORKDIR/nutcracker.pid" -o "$WORKDIR/nutcracker.log" -v 4
     TARGET_PID=$LAST_PID
     TARGET_PORT=$port
     wait_ready twemproxy "$TARGET_PID" "$TARGET_PORT" "$WORKDIR/nutcracker.log"

@@ -182,7 +182,10 @@ impl Worker {
                 return;
             }
             WorkerStats::add(&self.stats.no_route, 1);
-            self.answer_locally(client, Slot::ready(Bytes::from_static(NO_ROUTE)));
+            // A `noreply` client reads no replies: an unasked-for error would be taken for the
+            // answer to its next request.
+            let reply = if request.noreply { &b""[..] } else { NO_ROUTE };
+            self.answer_locally(client, Slot::ready(Bytes::from_static(reply)));
             return;
         };
         if request.key_count > 1 {
@@ -285,7 +288,9 @@ impl Worker {
                         }
                     },
                     None => {
+                        // Answered as a miss, and counted as one.
                         WorkerStats::add(&self.stats.no_route, 1);
+                        WorkerStats::add(&self.stats.get_misses, 1);
                         usize::MAX
                     }
                 };

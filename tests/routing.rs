@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{free_port, wait_until, Bifrost, Client, Memcached};
+use common::{assert_bytes, free_port, wait_until, Bifrost, Client, Memcached};
 use std::collections::HashMap;
 use std::thread;
 use std::time::Duration;
@@ -27,27 +27,6 @@ const BATCH: usize = 200;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Bytes for an assertion message: escaped, cut after 400 bytes.
-fn show(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(400)];
-    let more = if bytes.len() > 400 {
-        format!("... ({} bytes)", bytes.len())
-    } else {
-        String::new()
-    };
-    format!("\"{}\"{more}", cut.escape_ascii())
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}:\n  expected {}\n  got      {}",
-        show(want),
-        show(got)
-    );
-}
 
 /// Memcached servers, each with a direct connection, to see where keys landed.
 struct Fleet {
@@ -547,6 +526,36 @@ fn keys_without_a_route_get_an_error_alone_and_are_misses_in_a_multi_get() {
 
     // get y, the y of get x1 y x2, yy and zz, set y, delete y, mg y, mg eQ==: 8.
     assert_eq!(stat(&mut c, "no_route") - no_route_before, 8, "no_route");
+
+    // A key without a route in a multi-get counts as a miss, as memcached would count it.
+    let (hits, misses) = (stat(&mut c, "get_hits"), stat(&mut c, "get_misses"));
+    c.send(b"get x1 y\r\n");
+    assert_bytes(
+        &c.read_reply_retrieval(),
+        b"VALUE x1 0 3\r\none\r\nEND\r\n",
+        "get x1 y",
+    );
+    assert_eq!(stat(&mut c, "get_hits") - hits, 1, "get_hits");
+    assert_eq!(stat(&mut c, "get_misses") - misses, 1, "get_misses");
+    // A noreply request without a route gets no reply: the client reads none.
+    c.send(b"set y 0 0 1 noreply\r\nz\r\nmn\r\n");
+    assert_bytes(&c.read_line_raw(), b"MN\r\n", "set y noreply, then mn");
+    // Per-route and per-server counters: every routed key counts on its route and server.
+    let routed = stat(&mut c, "route:xs:requests");
+    let sent = stat(&mut c, &format!("server:{}:requests", fleet.addr(0)));
+    assert_bytes(&c.request(b"delete x2\r\n"), b"DELETED\r\n", "delete x2");
+    assert_eq!(
+        stat(&mut c, "route:xs:requests") - routed,
+        1,
+        "route counter"
+    );
+    let sent_now = stat(&mut c, &format!("server:{}:requests", fleet.addr(0)));
+    assert_eq!(sent_now - sent, 1, "server counter");
+    assert_eq!(
+        stat(&mut c, &format!("server:{}:errors", fleet.addr(0))),
+        0,
+        "server errors"
+    );
 }
 
 /// A multi-get whose first key has no route is still a multi-get: that key is a miss, the
@@ -563,6 +572,15 @@ fn multi_get_starting_with_a_key_without_a_route_answers_the_other_keys() {
     let items = c.read_values().expect("gets zz x1: a retrieval reply");
     let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["x1"], "gets zz x1");
+    // With no routable key at all, every key is a miss.
+    let no_route_before = stat(&mut c, "no_route");
+    c.send(b"get y zz\r\n");
+    assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get y zz");
+    assert_eq!(
+        stat(&mut c, "no_route") - no_route_before,
+        2,
+        "no_route after get y zz"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{free_port, wait_until, Bifrost, Client, Memcached};
+use common::{assert_bytes, free_port, show, wait_until, Bifrost, Client, Memcached};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,33 +24,6 @@ const LISTENER_READY: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Bytes for an assertion message: escaped, cut after 400 bytes.
-fn show(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(400)];
-    let more = if bytes.len() > 400 {
-        format!("... ({} bytes)", bytes.len())
-    } else {
-        String::new()
-    };
-    format!("\"{}\"{more}", cut.escape_ascii())
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let at = got.iter().zip(want).take_while(|(a, b)| a == b).count();
-        let from = at.saturating_sub(60);
-        panic!(
-            "{what}: {} bytes expected, {} received, first difference at byte {at}:\n  \
-             expected ...{}\n  got      ...{}",
-            want.len(),
-            got.len(),
-            show(&want[from..]),
-            show(&got[from..])
-        );
-    }
-}
 
 #[track_caller]
 fn assert_one_of(got: &[u8], allowed: &[&[u8]], what: &str) {
@@ -378,14 +351,13 @@ fn multi_get_with_a_dead_server_misses_only_that_servers_keys() {
 
     let (plain, hits) = m.expected(&m.asked, None, |s| s != dead);
     let (with_cas, _) = m.expected(&m.asked, Some(&cas), |s| s != dead);
-    let (all_plain, all_hits) = m.expected(&m.asked, None, |_| true);
+    let (_, all_hits) = m.expected(&m.asked, None, |_| true);
     assert!(
         hits < all_hits,
         "the dead server held some of the asked keys"
     );
     assert_bytes(&m.ask("get"), &plain, "get with server 2 dead");
     assert_bytes(&m.ask("gets"), &with_cas, "gets with server 2 dead");
-    assert_ne!(plain, all_plain);
 
     let c = &mut m.client;
     c.send(format!("get {dead_key}\r\n").as_bytes());
