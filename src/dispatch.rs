@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::backend::{Failure, Fragment, Owner};
 use crate::client::{Combine, Next, Slot, SplitRetrieval};
-use crate::multiget;
+use crate::multiget::{self, SubRequest};
 use crate::protocol::{base64, Command, ReplyKind, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
@@ -275,18 +275,26 @@ impl Worker {
         now: Instant,
     ) {
         let mut servers: Vec<usize> = Vec::new();
+        let mut subs: Vec<SubRequest> = Vec::new();
         let mut key_parts: Vec<usize> = Vec::with_capacity(request.key_count);
         let mut memo = None;
         for key in request.keys(&bytes) {
             let part =
                 match self.pick_server(listener, request.command, key, client, now, &mut memo) {
-                    Some(server) => match servers.iter().position(|&s| s == server) {
-                        Some(part) => part,
-                        None => {
-                            servers.push(server);
-                            servers.len() - 1
+                    Some(server) => {
+                        let part = match servers.iter().position(|&s| s == server) {
+                            Some(part) => part,
+                            None => {
+                                servers.push(server);
+                                subs.push(SubRequest::new(request, &bytes, request.keys.len()));
+                                servers.len() - 1
+                            }
+                        };
+                        if let Some(sub) = subs.get_mut(part) {
+                            sub.push(key);
                         }
-                    },
+                        part
+                    }
                     None => {
                         // Answered as a miss, and counted as one.
                         WorkerStats::add(&self.stats.no_route, 1);
@@ -297,16 +305,11 @@ impl Worker {
             key_parts.push(part);
         }
         let framing = framing(request);
-        let lines: Vec<(Bytes, usize)> = (0..servers.len())
-            .map(|part| {
-                let keys = request
-                    .keys(&bytes)
-                    .zip(key_parts.iter())
-                    .filter(move |(_, &p)| p == part)
-                    .map(|(key, _)| key);
-                let lookups = key_parts.iter().filter(|&&p| p == part).count();
-                let line = multiget::request_line(request, &bytes, keys, request.keys.len());
-                (line, lookups)
+        let lines: Vec<(Bytes, usize)> = subs
+            .into_iter()
+            .map(|sub| {
+                let lookups = sub.keys;
+                (sub.finish(), lookups)
             })
             .collect();
         let split = SplitRetrieval {

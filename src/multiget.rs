@@ -15,29 +15,41 @@ use crate::protocol::{Command, Request};
 /// `END\r\n`, the one terminator of a merged reply.
 pub const END: &[u8] = b"END\r\n";
 
-/// Builds the request line for the keys of one server: `<cmd> [<exptime>] <key>...\r\n`.
-/// `keys` yields the keys in the order asked.
-pub fn request_line<'a>(
-    request: &Request,
-    original: &[u8],
-    keys: impl Iterator<Item = &'a [u8]>,
-    capacity: usize,
-) -> Bytes {
-    let mut line = BytesMut::with_capacity(capacity + 16);
-    line.put_slice(request.command.name().as_bytes());
-    if matches!(request.command, Command::Gat | Command::Gats) {
-        // The exptime is the first argument; the keys follow it.
-        let args = request.args.of(original);
-        let exptime = args.split(|&b| b == b' ').next().unwrap_or(b"0");
-        line.put_u8(b' ');
-        line.put_slice(exptime);
+/// One server's share of a split retrieval: its request line, built key by key.
+pub struct SubRequest {
+    line: BytesMut,
+    /// Keys added so far.
+    pub keys: usize,
+}
+
+impl SubRequest {
+    /// Starts the line `<cmd> [<exptime>]` of `request` (whose bytes are `original`), with room
+    /// for about `capacity` bytes of keys.
+    pub fn new(request: &Request, original: &[u8], capacity: usize) -> SubRequest {
+        let mut line = BytesMut::with_capacity(capacity + 16);
+        line.put_slice(request.command.name().as_bytes());
+        if matches!(request.command, Command::Gat | Command::Gats) {
+            // The exptime is the first argument; the keys follow it.
+            let args = request.args.of(original);
+            let exptime = args.split(|&b| b == b' ').next().unwrap_or(b"0");
+            line.put_u8(b' ');
+            line.put_slice(exptime);
+        }
+        SubRequest { line, keys: 0 }
     }
-    for key in keys {
-        line.put_u8(b' ');
-        line.put_slice(key);
+
+    /// Appends one key.
+    pub fn push(&mut self, key: &[u8]) {
+        self.line.put_u8(b' ');
+        self.line.put_slice(key);
+        self.keys += 1;
     }
-    line.put_slice(b"\r\n");
-    line.freeze()
+
+    /// The finished request line.
+    pub fn finish(mut self) -> Bytes {
+        self.line.put_slice(b"\r\n");
+        self.line.freeze()
+    }
 }
 
 /// The key and total length of the `VALUE` block at the start of `reply`, if there is one.
@@ -96,17 +108,21 @@ mod tests {
         }
     }
 
+    fn sub_request(original: &[u8], keys: &[&[u8]]) -> Bytes {
+        let request = parse(original);
+        let mut sub = SubRequest::new(&request, original, 8);
+        keys.iter().for_each(|k| sub.push(k));
+        assert_eq!(sub.keys, keys.len());
+        sub.finish()
+    }
+
     #[test]
     fn request_lines_keep_the_command_and_exptime() {
-        let original = b"gats 300 a b c\r\n";
-        let request = parse(original);
-        let keys: Vec<&[u8]> = vec![b"a", b"c"];
-        let line = request_line(&request, original, keys.into_iter(), 8);
-        assert_eq!(&line[..], b"gats 300 a c\r\n");
-        let original = b"get x y\r\n";
-        let request = parse(original);
-        let line = request_line(&request, original, [&b"y"[..]].into_iter(), 8);
-        assert_eq!(&line[..], b"get y\r\n");
+        assert_eq!(
+            &sub_request(b"gats 300 a b c\r\n", &[b"a", b"c"])[..],
+            b"gats 300 a c\r\n"
+        );
+        assert_eq!(&sub_request(b"get x y\r\n", &[b"y"])[..], b"get y\r\n");
     }
 
     #[test]
