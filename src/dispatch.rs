@@ -174,11 +174,12 @@ impl Worker {
             }
         };
         let mut memo = None;
-        let Some(server) = self.pick_server(listener, request.command, key, client, now, &mut memo)
+        let Some(server) =
+            self.pick_server(listener, request.command, key, client, now, &mut memo, true)
         else {
             if request.key_count > 1 {
                 // The other keys may have routes: they are answered, this one is a miss.
-                self.forward_split(client, listener, request, bytes, now);
+                self.forward_split(client, listener, request, bytes, now, (1, memo));
                 return;
             }
             WorkerStats::add(&self.stats.no_route, 1);
@@ -189,19 +190,15 @@ impl Worker {
             return;
         };
         if request.key_count > 1 {
-            let keys = request.keys(&bytes).skip(1);
-            let mut spans_servers = false;
-            for key in keys {
+            let mut checked = 1;
+            for key in request.keys(&bytes).skip(1) {
+                checked += 1;
                 let other =
-                    self.pick_server(listener, request.command, key, client, now, &mut memo);
+                    self.pick_server(listener, request.command, key, client, now, &mut memo, true);
                 if other != Some(server) {
-                    spans_servers = true;
-                    break;
+                    self.forward_split(client, listener, request, bytes, now, (checked, memo));
+                    return;
                 }
-            }
-            if spans_servers {
-                self.forward_split(client, listener, request, bytes, now);
-                return;
             }
         }
         let lookups = match request.command {
@@ -226,7 +223,8 @@ impl Worker {
 
     /// Picks the server for `key` by the listener's routes, or None when no route matches.
     /// `memo` keeps the round-robin pick of one route for the rest of a multi-key request, so
-    /// its keys are not scattered one per server.
+    /// its keys are not scattered one per server. `count` adds the key to its route's counter.
+    #[allow(clippy::too_many_arguments)]
     fn pick_server(
         &mut self,
         listener: usize,
@@ -235,10 +233,13 @@ impl Worker {
         client: usize,
         now: Instant,
         memo: &mut Option<(usize, usize)>,
+        count: bool,
     ) -> Option<usize> {
         let router = &*self.router;
         let route_index = router.route(listener, command, key)?;
-        self.detail.route_request(route_index);
+        if count {
+            self.detail.route_request(route_index);
+        }
         let route = router.routes().get(route_index)?;
         match route.kind {
             RouteKind::BlindForward(server) => Some(server),
@@ -266,6 +267,8 @@ impl Worker {
 
     /// Sends a multi-key retrieval whose keys live on several servers: one request line per
     /// server with its keys, replies merged in the slot. Keys that match no route are misses.
+    /// `routed` carries what [`Self::forward`] already did: how many keys it routed (and
+    /// counted), and its round-robin memo, so those picks stand.
     fn forward_split(
         &mut self,
         client: usize,
@@ -273,35 +276,44 @@ impl Worker {
         request: &Request,
         bytes: Bytes,
         now: Instant,
+        routed: (usize, Option<(usize, usize)>),
     ) {
+        let (counted, mut memo) = routed;
         let mut servers: Vec<usize> = Vec::new();
         let mut subs: Vec<SubRequest> = Vec::new();
         let mut key_parts: Vec<usize> = Vec::with_capacity(request.key_count);
-        let mut memo = None;
-        for key in request.keys(&bytes) {
-            let part =
-                match self.pick_server(listener, request.command, key, client, now, &mut memo) {
-                    Some(server) => {
-                        let part = match servers.iter().position(|&s| s == server) {
-                            Some(part) => part,
-                            None => {
-                                servers.push(server);
-                                subs.push(SubRequest::new(request, &bytes, request.keys.len()));
-                                servers.len() - 1
-                            }
-                        };
-                        if let Some(sub) = subs.get_mut(part) {
-                            sub.push(key);
+        for (index, key) in request.keys(&bytes).enumerate() {
+            let count = index >= counted;
+            let part = match self.pick_server(
+                listener,
+                request.command,
+                key,
+                client,
+                now,
+                &mut memo,
+                count,
+            ) {
+                Some(server) => {
+                    let part = match servers.iter().position(|&s| s == server) {
+                        Some(part) => part,
+                        None => {
+                            servers.push(server);
+                            subs.push(SubRequest::new(request, &bytes, request.keys.len()));
+                            servers.len() - 1
                         }
-                        part
+                    };
+                    if let Some(sub) = subs.get_mut(part) {
+                        sub.push(key);
                     }
-                    None => {
-                        // Answered as a miss, and counted as one.
-                        WorkerStats::add(&self.stats.no_route, 1);
-                        WorkerStats::add(&self.stats.get_misses, 1);
-                        usize::MAX
-                    }
-                };
+                    part
+                }
+                None => {
+                    // Answered as a miss, and counted as one.
+                    WorkerStats::add(&self.stats.no_route, 1);
+                    WorkerStats::add(&self.stats.get_misses, 1);
+                    usize::MAX
+                }
+            };
             key_parts.push(part);
         }
         let framing = framing(request);
