@@ -52,22 +52,28 @@ impl SubRequest {
     }
 }
 
-/// The key and total length of the `VALUE` block at the start of `reply`, if there is one.
-fn value_block(reply: &[u8]) -> Option<(&[u8], usize)> {
-    let rest = reply.strip_prefix(b"VALUE ")?;
-    let newline = memchr(b'\n', rest)?;
-    let header = rest.get(..newline)?;
-    let header = header.strip_suffix(b"\r").unwrap_or(header);
-    let mut tokens = header.split(|&b| b == b' ').filter(|t| !t.is_empty());
-    let key = tokens.next()?;
-    let _flags = tokens.next()?;
-    let size: usize = std::str::from_utf8(tokens.next()?).ok()?.parse().ok()?;
-    let total = 6usize
-        .checked_add(newline)?
-        .checked_add(1)?
-        .checked_add(size)?
-        .checked_add(2)?;
-    (total <= reply.len()).then_some((key, total))
+/// The length of the `VALUE` block at the start of `reply` when it holds `key`. The framer has
+/// already checked the block's shape; this only reads the key and the `<bytes>` count.
+fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
+    let rest = reply.strip_prefix(b"VALUE ")?.strip_prefix(key)?;
+    let rest = rest.strip_prefix(b" ")?;
+    // `<flags> <bytes>[ <cas>]\r\n`
+    let flags_end = memchr(b' ', rest)?;
+    let after_flags = rest.get(flags_end + 1..)?;
+    let digits = after_flags
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(after_flags.len());
+    let size = after_flags
+        .get(..digits)?
+        .iter()
+        .try_fold(0usize, |n, &d| {
+            n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+        })?;
+    let newline = memchr(b'\n', after_flags)?;
+    let header = 6 + key.len() + 1 + flags_end + 1 + newline + 1;
+    let total = header.checked_add(size)?.checked_add(2)?;
+    (total <= reply.len()).then_some(total)
 }
 
 /// Merges the replies of the fragments of a split retrieval.
@@ -78,22 +84,47 @@ fn value_block(reply: &[u8]) -> Option<(&[u8], usize)> {
 pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes]) -> Vec<Bytes> {
     let mut cursors = vec![0usize; parts.len()];
     let mut out = Vec::new();
+    // Consecutive hits from the same server are contiguous in its reply: send them as one slice
+    // (fewer reference counts to touch, fewer iovecs to write). `run` = (part, start of run).
+    let mut run: Option<(usize, usize)> = None;
     for (key, part) in keys {
-        let (Some(reply), Some(cursor)) = (parts.get(part), cursors.get_mut(part)) else {
+        let (Some(reply), Some(&cursor)) = (parts.get(part), cursors.get(part)) else {
             continue;
         };
-        let Some(rest) = reply.get(*cursor..) else {
+        let Some(len) = reply
+            .get(cursor..)
+            .and_then(|rest| value_block_of(rest, key))
+        else {
             continue;
         };
-        if let Some((block_key, len)) = value_block(rest) {
-            if block_key == key {
-                out.push(reply.slice(*cursor..*cursor + len));
-                *cursor += len;
+        match run {
+            Some((run_part, _)) if run_part == part => {}
+            _ => {
+                flush_run(&mut out, run, parts, &cursors);
+                run = Some((part, cursor));
             }
         }
+        if let Some(c) = cursors.get_mut(part) {
+            *c += len;
+        }
     }
+    flush_run(&mut out, run, parts, &cursors);
     out.push(Bytes::from_static(END));
     out
+}
+
+/// Appends the slice of a run of hits (from its start to its part's cursor).
+fn flush_run(
+    out: &mut Vec<Bytes>,
+    run: Option<(usize, usize)>,
+    parts: &[Bytes],
+    cursors: &[usize],
+) {
+    if let Some((part, start)) = run {
+        if let (Some(reply), Some(&end)) = (parts.get(part), cursors.get(part)) {
+            out.push(reply.slice(start..end));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +164,10 @@ mod tests {
         );
         let part1 = Bytes::from_static(b"VALUE d 0 2\r\nhi\r\nEND\r\n");
         let keys: [(&[u8], usize); 5] = [(b"a", 0), (b"b", 1), (b"c", 0), (b"a", 0), (b"d", 1)];
-        let merged: Vec<u8> = merge(keys.into_iter(), &[part0, part1]).concat();
+        let merged = merge(keys.into_iter(), &[part0, part1]);
+        // a c a are one run from server 0 (b, a miss, sends nothing), then d, then END.
+        assert_eq!(merged.len(), 3, "{merged:?}");
+        let merged: Vec<u8> = merged.concat();
         assert_eq!(
             merged,
             b"VALUE a 0 1\r\n1\r\nVALUE c 5 3\r\nEND\r\nVALUE a 0 1\r\n1\r\nVALUE d 0 2\r\nhi\r\nEND\r\n"
@@ -149,6 +183,17 @@ mod tests {
         assert_eq!(merged, b"VALUE b 0 1\r\nx\r\nEND\r\n");
         let merged: Vec<u8> = merge(keys.into_iter(), &[]).concat();
         assert_eq!(merged, b"END\r\n");
+    }
+
+    #[test]
+    fn value_blocks_are_read_for_their_exact_key() {
+        let reply = b"VALUE ab 7 3 99\r\nxyz\r\nEND\r\n";
+        assert_eq!(value_block_of(reply, b"ab"), Some(22));
+        assert_eq!(value_block_of(reply, b"a"), None);
+        assert_eq!(value_block_of(reply, b"abc"), None);
+        assert_eq!(value_block_of(b"VALUE k 0 0\r\n\r\n", b"k"), Some(15));
+        assert_eq!(value_block_of(b"VALUE k 0 5\r\nab", b"k"), None);
+        assert_eq!(value_block_of(b"END\r\n", b"k"), None);
     }
 
     #[test]

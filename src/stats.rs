@@ -52,16 +52,23 @@ counters! {
 }
 
 impl WorkerStats {
-    /// Adds `n` to a counter.
+    /// Adds `n` to a counter. Each worker is the only writer of its block, so a plain load
+    /// and store suffice (readers see a recent value); no locked instruction on the hot path.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Subtracts `n` from a gauge.
+    /// Subtracts `n` from a gauge (same single-writer rule as [`WorkerStats::add`]).
     #[inline]
     pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -77,7 +84,7 @@ pub struct DetailStats {
 
 fn bump(counters: &[AtomicU64], index: usize) {
     if let Some(counter) = counters.get(index) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        WorkerStats::add(counter, 1);
     }
 }
 

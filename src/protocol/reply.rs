@@ -120,6 +120,29 @@ fn parse_len(token: &[u8]) -> Option<usize> {
 }
 
 /// Walks one reply; `pos` is where the next line starts.
+/// The `<bytes>` of a `VALUE <key> <flags> <bytes> [<cas>]` line (memcached separates tokens
+/// with one space); None when the line has another shape.
+fn value_size(line: &[u8]) -> Option<usize> {
+    let rest = line.strip_prefix(b"VALUE ")?;
+    let key_end = memchr(b' ', rest)?;
+    let rest = rest.get(key_end + 1..)?;
+    let flags_end = memchr(b' ', rest)?;
+    let (key, flags) = (line.get(6..6 + key_end)?, rest.get(..flags_end)?);
+    let rest = rest.get(flags_end + 1..)?;
+    let (bytes, cas) = match memchr(b' ', rest) {
+        Some(end) => (rest.get(..end)?, Some(rest.get(end + 1..)?)),
+        None => (rest, None),
+    };
+    let well_formed = !key.is_empty()
+        && !flags.is_empty()
+        && flags.iter().all(u8::is_ascii_digit)
+        && cas.is_none_or(|c| !c.is_empty() && c.iter().all(u8::is_ascii_digit));
+    if !well_formed {
+        return None;
+    }
+    parse_len(bytes)
+}
+
 struct Framer<'a> {
     buf: &'a [u8],
     max_line_length: usize,
@@ -169,12 +192,9 @@ impl<'a> Framer<'a> {
 
     /// The data block announced by `VALUE <key> <flags> <bytes> [<cas>]`.
     fn value_block(&mut self, line: &[u8]) -> Step<()> {
-        let tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).count();
-        let size = token(line, 3).and_then(parse_len);
-        match size {
-            Some(size) if tokens == 4 || tokens == 5 => self.data_block(size),
-            _ => Err(ReplyError::Malformed),
-        }
+        // This runs once per hit: find the token ends with memchr instead of walking bytes.
+        let size = value_size(line).ok_or(ReplyError::Malformed)?;
+        self.data_block(size)
     }
 
     /// The data block announced by `VA <size> <flags>*`.

@@ -23,36 +23,24 @@ pub(super) fn retrieval(
     } else {
         true
     };
-    // One pass over the keys: a byte is a separator, starts a key, or continues one.
+    // Vectorised: one memchr3 for bytes no key may hold (a space only separates keys), then
+    // one memchr pass over the separators; the keys themselves are never walked byte by byte.
     let from = toks.pos();
     let keys = ctx.line.get(from..).unwrap_or(&[]);
     let max_key = ctx.limits.max_key_length;
+    let mut bad = memchr::memchr3(b'\r', b'\n', 0, keys).is_some();
     let mut first = None;
-    let mut start = 0;
     let mut last_end = 0;
-    let mut in_key = false;
     let mut count = 0usize;
-    let mut bad = false;
-    for (i, &b) in keys.iter().enumerate() {
-        if b == b' ' {
-            if in_key {
-                bad |= i - start > max_key;
-                last_end = i;
-                in_key = false;
-            }
-            continue;
-        }
-        if !in_key {
-            in_key = true;
-            start = i;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b' ', keys).chain(std::iter::once(keys.len())) {
+        if end > start {
             count += 1;
-            first.get_or_insert(i);
+            first.get_or_insert(start);
+            last_end = end;
+            bad |= end - start > max_key;
         }
-        bad |= super::forbidden_in_key(b);
-    }
-    if in_key {
-        bad |= keys.len() - start > max_key;
-        last_end = keys.len();
+        start = end + 1;
     }
     let Some(first) = first else {
         return Err(ParseError::UnknownCommand { skip: ctx.line_len });
