@@ -136,7 +136,10 @@ fn value_size(line: &[u8]) -> Option<usize> {
     let well_formed = !key.is_empty()
         && !flags.is_empty()
         && flags.iter().all(u8::is_ascii_digit)
-        && cas.is_none_or(|c| !c.is_empty() && c.iter().all(u8::is_ascii_digit));
+        && match cas {
+            None => true,
+            Some(c) => !c.is_empty() && c.iter().all(u8::is_ascii_digit),
+        };
     if !well_formed {
         return None;
     }
