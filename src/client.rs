@@ -34,8 +34,9 @@ pub struct SplitRetrieval {
     pub request: Request,
     /// The bytes `request`'s spans index into.
     pub bytes: Bytes,
-    /// For each key, in order, the fragment it was sent in.
-    pub key_parts: Vec<usize>,
+    /// Each key as asked, in order: where it is in `bytes`, and the fragment it was sent in
+    /// (`usize::MAX`: none, a miss).
+    pub asked: Vec<crate::multiget::AskedKey>,
     /// Each fragment's reply, once it has arrived.
     pub parts: Vec<Bytes>,
 }
@@ -107,11 +108,9 @@ impl Slot {
                     *slot = reply;
                 }
                 if self.pending == 0 {
-                    let keys = split.request.keys(&split.bytes);
-                    let merged = crate::multiget::merge(
-                        keys.zip(split.key_parts.iter().copied()),
-                        &split.parts,
-                    );
+                    let bytes = &split.bytes;
+                    let keys = split.asked.iter().map(|k| (k.key(bytes), k.part));
+                    let merged = crate::multiget::merge(keys, &split.parts);
                     self.output = Output::Many(merged);
                 }
             }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::backend::{Failure, Fragment, Owner};
 use crate::client::{Combine, Next, Slot, SplitRetrieval};
-use crate::multiget::{self, SubRequest};
+use crate::multiget::{self, AskedKey, SubRequest};
 use crate::protocol::{base64, Command, ReplyKind, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
@@ -281,7 +281,7 @@ impl Worker {
         let (counted, mut memo) = routed;
         let mut servers: Vec<usize> = Vec::new();
         let mut subs: Vec<SubRequest> = Vec::new();
-        let mut key_parts: Vec<usize> = Vec::with_capacity(request.key_count);
+        let mut asked: Vec<AskedKey> = Vec::with_capacity(request.key_count);
         for (index, key) in request.keys(&bytes).enumerate() {
             let count = index >= counted;
             let part = match self.pick_server(
@@ -314,20 +314,13 @@ impl Worker {
                     usize::MAX
                 }
             };
-            key_parts.push(part);
+            asked.push(AskedKey::new(&bytes, key, part));
         }
         let framing = framing(request);
-        let lines: Vec<(Bytes, usize)> = subs
-            .into_iter()
-            .map(|sub| {
-                let lookups = sub.keys;
-                (sub.finish(), lookups)
-            })
-            .collect();
         let split = SplitRetrieval {
             request: *request,
             bytes,
-            key_parts,
+            asked,
             parts: vec![Bytes::new(); servers.len()],
         };
         let fragments = u32::try_from(servers.len()).unwrap_or(u32::MAX);
@@ -341,14 +334,15 @@ impl Worker {
         };
         let seq = c.push_slot(slot);
         let generation = c.generation;
-        for (part, (server, (line, lookups))) in servers.into_iter().zip(lines).enumerate() {
+        for (part, (server, sub)) in servers.into_iter().zip(subs).enumerate() {
             let owner = Owner {
                 client,
                 generation,
                 seq,
                 part,
             };
-            self.send(server, owner, &framing, line, lookups, now);
+            let lookups = sub.keys;
+            self.send(server, owner, &framing, sub.finish(), lookups, now);
         }
     }
 

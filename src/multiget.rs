@@ -8,12 +8,40 @@
 //! passed on as a slice of the server's reply, no copy) or is not (a miss).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use memchr::memchr;
 
 use crate::protocol::{Command, Request};
 
 /// `END\r\n`, the one terminator of a merged reply.
 pub const END: &[u8] = b"END\r\n";
+
+/// One key of a split retrieval as asked: where it lies in the request's bytes, and which
+/// fragment it went out in. Kept so the merge need not scan the request line again.
+#[derive(Clone, Copy, Debug)]
+pub struct AskedKey {
+    start: usize,
+    end: usize,
+    /// The fragment (part) the key was sent in; `usize::MAX` when none (no route: a miss).
+    pub part: usize,
+}
+
+impl AskedKey {
+    /// `key`, a slice of `bytes`, sent in fragment `part`.
+    pub fn new(bytes: &[u8], key: &[u8], part: usize) -> AskedKey {
+        // `key` borrows from `bytes` (the parser's spans), so the address difference is its
+        // offset; a slice from elsewhere would give a range that `key()` rejects.
+        let start = (key.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+        AskedKey {
+            start,
+            end: start.saturating_add(key.len()),
+            part,
+        }
+    }
+
+    /// The key's bytes in `bytes` (empty if out of range).
+    pub fn key<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        bytes.get(self.start..self.end).unwrap_or(&[])
+    }
+}
 
 /// One server's share of a split retrieval: its request line, built key by key.
 pub struct SubRequest {
@@ -57,8 +85,8 @@ impl SubRequest {
 fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
     let rest = reply.strip_prefix(b"VALUE ")?.strip_prefix(key)?;
     let rest = rest.strip_prefix(b" ")?;
-    // `<flags> <bytes>[ <cas>]\r\n`
-    let flags_end = memchr(b' ', rest)?;
+    // `<flags> <bytes>[ <cas>]\r\n`: short tokens, a plain scan beats memchr's set-up.
+    let flags_end = rest.iter().position(|&b| b == b' ')?;
     let after_flags = rest.get(flags_end + 1..)?;
     let digits = after_flags
         .iter()
@@ -70,7 +98,7 @@ fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
         .try_fold(0usize, |n, &d| {
             n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
         })?;
-    let newline = memchr(b'\n', after_flags)?;
+    let newline = after_flags.iter().position(|&b| b == b'\n')?;
     let header = 6 + key.len() + 1 + flags_end + 1 + newline + 1;
     let total = header.checked_add(size)?.checked_add(2)?;
     (total <= reply.len()).then_some(total)
