@@ -9,8 +9,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// How many bytes one read asks the kernel for.
 pub const READ_CHUNK: usize = 16 * 1024;
-/// How many queued buffers one `writev` sends at most.
-const MAX_IOVECS: usize = 64;
+/// How many queued buffers one `writev` sends at most (a merged multi-get of 100 keys is up to
+/// ~100 slices; Linux takes 1024).
+const MAX_IOVECS: usize = 512;
+/// Iovec array size for the common case of a few buffers.
+const SMALL_BATCH: usize = 16;
 
 /// What one read got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,28 +81,41 @@ impl WriteQueue {
         self.bytes = 0;
     }
 
-    /// Writes as much as the socket takes, with one `writev` per up to 64 buffers. Returns the
-    /// bytes written; stops at `WouldBlock` (returned as Ok) or at the first other error.
+    /// Writes as much as the socket takes, with one `writev` per up to [`MAX_IOVECS`] buffers.
+    /// Returns the bytes written; stops at `WouldBlock` (returned as Ok) or at the first other
+    /// error.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<usize> {
         let mut total = 0;
         while !self.parts.is_empty() {
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, part) in slices.iter_mut().zip(self.parts.iter()) {
-                *slot = IoSlice::new(part);
-                count += 1;
-            }
-            let written = match sink.write_vectored(slices.get(..count).unwrap_or(&[])) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            // Most writes carry a few buffers: don't fill a large iovec array for them.
+            let batch = if self.parts.len() <= SMALL_BATCH {
+                self.write_batch::<SMALL_BATCH>(sink)
+            } else {
+                self.write_batch::<MAX_IOVECS>(sink)
             };
-            total += written;
-            self.consume(written);
+            match batch {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(total)
+    }
+
+    /// One `writev` of up to `N` queued buffers.
+    fn write_batch<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
+        let mut slices: [IoSlice<'_>; N] = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for (slot, part) in slices.iter_mut().zip(self.parts.iter()) {
+            *slot = IoSlice::new(part);
+            count += 1;
+        }
+        sink.write_vectored(slices.get(..count).unwrap_or(&[]))
     }
 
     fn consume(&mut self, mut n: usize) {
