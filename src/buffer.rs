@@ -9,6 +9,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// How many bytes one read asks the kernel for.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// How many bytes one read from a backend asks for: one backend connection carries the replies
+/// of many clients, so bigger reads save syscalls there.
+pub const BACKEND_READ_CHUNK: usize = 64 * 1024;
 /// How many queued buffers one `writev` sends at most (a merged multi-get of 100 keys is up to
 /// ~100 slices; Linux takes 1024).
 const MAX_IOVECS: usize = 512;
@@ -26,11 +29,11 @@ pub struct Read {
     pub drained: bool,
 }
 
-/// Reads once from `source` into the spare capacity of `buf` (growing it by [`READ_CHUNK`]
-/// when needed).
-pub fn read_into(source: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<Read> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// Reads once from `source` into the spare capacity of `buf` (growing it by `chunk` when less
+/// than a quarter of that is free).
+pub fn read_into(source: &impl AsRawFd, buf: &mut BytesMut, chunk: usize) -> io::Result<Read> {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
     }
     let spare = buf.chunk_mut();
     let want = spare.len();

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
-use crate::buffer::{read_into, Read, WriteQueue};
+use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
 /// How a slot combines the replies of its fragments.
@@ -212,7 +212,7 @@ impl Client {
 
     /// Reads once from the socket (0 bytes: the peer closed its side).
     pub fn read(&mut self) -> io::Result<Read> {
-        read_into(&self.stream, &mut self.read_buf)
+        read_into(&self.stream, &mut self.read_buf, READ_CHUNK)
     }
 
     /// Parses the next request out of the buffer (dropping swallowed bytes first).

@@ -20,7 +20,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
-use crate::buffer::{read_into, WriteQueue, READ_CHUNK};
+use crate::buffer::{read_into, WriteQueue, BACKEND_READ_CHUNK};
 use crate::protocol::{parse_reply, ReplyKind};
 use crate::stats::WorkerStats;
 use std::sync::Arc;
@@ -282,7 +282,7 @@ impl BackendConn {
             let Some(stream) = self.stream.as_ref() else {
                 return Err(FailReason::ConnectionLost);
             };
-            match read_into(stream, &mut self.read_buf) {
+            match read_into(stream, &mut self.read_buf, BACKEND_READ_CHUNK) {
                 Ok(read) if read.bytes == 0 => {
                     // Frame what arrived before the close, then fail the rest.
                     self.frame_replies(out)?;
@@ -343,7 +343,7 @@ impl BackendConn {
                 failed: None,
             });
         }
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * READ_CHUNK {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * BACKEND_READ_CHUNK {
             // A burst of large values is over: give the memory back.
             self.read_buf = BytesMut::new();
         }
