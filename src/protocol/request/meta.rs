@@ -4,6 +4,7 @@
 
 use super::tokens::{self, Tokens};
 use super::{Ctx, ParseError, Parsed};
+use crate::protocol::base64;
 use crate::protocol::command::Command;
 
 /// memcached refuses meta lines of more than 20 tokens (command, key, `ms`'s datalen and the
@@ -58,7 +59,10 @@ pub(super) fn parse(ctx: &Ctx<'_>, mut toks: Tokens<'_>) -> Result<Parsed, Parse
     let key_bytes = key.of(ctx.line);
     ok &= used <= MAX_META_TOKENS && ctx.valid_key(key_bytes);
     if base64_key {
-        ok &= base64_decoded_len(key_bytes).is_some_and(|n| n <= ctx.limits.max_key_length);
+        // The same decoder the router uses, so what passes here always routes.
+        let mut decoded = [0u8; base64::MAX_DECODED];
+        ok &=
+            base64::decode(key_bytes, &mut decoded).is_some_and(|n| n <= ctx.limits.max_key_length);
     }
     if !ok {
         return Err(bad);
@@ -72,25 +76,4 @@ pub(super) fn parse(ctx: &Ctx<'_>, mut toks: Tokens<'_>) -> Result<Parsed, Parse
         Some((data_len, total)) => ctx.with_data(request, data_len, total),
         None => Ok(Parsed::Complete(request)),
     }
-}
-
-/// The decoded length of a padded standard-alphabet base64 string, or `None` when it is not
-/// valid base64 (empty, length not a multiple of 4, a byte outside the alphabet, or more than
-/// two `=` of padding, or padding anywhere but at the end).
-pub(super) fn base64_decoded_len(encoded: &[u8]) -> Option<usize> {
-    if encoded.is_empty() || encoded.len() % 4 != 0 {
-        return None;
-    }
-    let pad = encoded.iter().rev().take_while(|&&b| b == b'=').count();
-    if pad > 2 {
-        return None;
-    }
-    let body = encoded.get(..encoded.len() - pad)?;
-    if !body
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-    {
-        return None;
-    }
-    Some(encoded.len() / 4 * 3 - pad)
 }

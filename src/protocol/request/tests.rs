@@ -1,6 +1,5 @@
 //! Table-driven tests of the request parser: every command, every error, every split point.
 
-use super::meta::base64_decoded_len;
 use super::tokens::{parse_data_len, parse_i64, parse_u64};
 use super::*;
 
@@ -644,6 +643,12 @@ fn numbers() {
     assert_eq!(parse_i64(b"--1"), None);
     assert_eq!(parse_data_len(b"2147483645"), Some(2147483645));
     assert_eq!(parse_data_len(b"2147483646"), None);
+}
+
+/// The decoded length of a base64 key, as the meta parser checks it.
+fn base64_decoded_len(encoded: &[u8]) -> Option<usize> {
+    let mut out = [0u8; crate::protocol::base64::MAX_DECODED];
+    crate::protocol::base64::decode(encoded, &mut out)
 }
 
 #[test]
