@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::backend::{Failure, Fragment, Owner};
 use crate::client::{Combine, Next, Slot, SplitRetrieval};
-use crate::multiget::{self, AskedKey, SubRequest};
+use crate::multiget::{self, AskedKey};
 use crate::protocol::{base64, Command, ReplyKind, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
@@ -279,8 +279,11 @@ impl Worker {
         routed: (usize, Option<(usize, usize)>),
     ) {
         let (counted, mut memo) = routed;
-        let mut servers: Vec<usize> = Vec::new();
-        let mut subs: Vec<SubRequest> = Vec::new();
+        // Scratch vectors live in the worker: a split allocates only what it keeps.
+        let mut servers = std::mem::take(&mut self.split_servers);
+        let mut lines = std::mem::take(&mut self.split_lines);
+        servers.clear();
+        lines.clear();
         let mut asked: Vec<AskedKey> = Vec::with_capacity(request.key_count);
         for (index, key) in request.keys(&bytes).enumerate() {
             let count = index >= counted;
@@ -293,20 +296,13 @@ impl Worker {
                 &mut memo,
                 count,
             ) {
-                Some(server) => {
-                    let part = match servers.iter().position(|&s| s == server) {
-                        Some(part) => part,
-                        None => {
-                            servers.push(server);
-                            subs.push(SubRequest::new(request, &bytes, request.keys.len()));
-                            servers.len() - 1
-                        }
-                    };
-                    if let Some(sub) = subs.get_mut(part) {
-                        sub.push(key);
+                Some(server) => match servers.iter().position(|&s| s == server) {
+                    Some(part) => part,
+                    None => {
+                        servers.push(server);
+                        servers.len() - 1
                     }
-                    part
-                }
+                },
                 None => {
                     // Answered as a miss, and counted as one.
                     WorkerStats::add(&self.stats.no_route, 1);
@@ -316,6 +312,14 @@ impl Worker {
             };
             asked.push(AskedKey::new(&bytes, key, part));
         }
+        multiget::build_lines(
+            request,
+            &bytes,
+            &asked,
+            servers.len(),
+            &mut self.split_lens,
+            &mut lines,
+        );
         let framing = framing(request);
         let split = SplitRetrieval {
             request: *request,
@@ -324,26 +328,28 @@ impl Worker {
             parts: vec![Bytes::new(); servers.len()],
         };
         let fragments = u32::try_from(servers.len()).unwrap_or(u32::MAX);
-        let Some(c) = self.clients.get_mut(client) else {
-            return;
-        };
-        let slot = if servers.is_empty() {
-            Slot::ready(Bytes::from_static(multiget::END))
-        } else {
-            Slot::waiting(fragments, Combine::MultiGet(Box::new(split)), false)
-        };
-        let seq = c.push_slot(slot);
-        let generation = c.generation;
-        for (part, (server, sub)) in servers.into_iter().zip(subs).enumerate() {
-            let owner = Owner {
-                client,
-                generation,
-                seq,
-                part,
+        if let Some(c) = self.clients.get_mut(client) {
+            let slot = if servers.is_empty() {
+                Slot::ready(Bytes::from_static(multiget::END))
+            } else {
+                Slot::waiting(fragments, Combine::MultiGet(Box::new(split)), false)
             };
-            let lookups = sub.keys;
-            self.send(server, owner, &framing, sub.finish(), lookups, now);
+            let seq = c.push_slot(slot);
+            let generation = c.generation;
+            for (part, (&server, (line, lookups))) in
+                servers.iter().zip(lines.drain(..)).enumerate()
+            {
+                let owner = Owner {
+                    client,
+                    generation,
+                    seq,
+                    part,
+                };
+                self.send(server, owner, &framing, line, lookups, now);
+            }
         }
+        self.split_servers = servers;
+        self.split_lines = lines;
     }
 
     /// Sends `flush_all` to every server the listener's routes reach; OK only if every one

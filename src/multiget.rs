@@ -43,40 +43,49 @@ impl AskedKey {
     }
 }
 
-/// One server's share of a split retrieval: its request line, built key by key.
-pub struct SubRequest {
-    line: BytesMut,
-    /// Keys added so far.
-    pub keys: usize,
+/// The `<exptime>` of a `gat`/`gats` (its first argument), or None for `get`/`gets`.
+fn exptime<'a>(request: &Request, original: &'a [u8]) -> Option<&'a [u8]> {
+    matches!(request.command, Command::Gat | Command::Gats)
+        .then(|| request.args.of(original))
+        .and_then(|args| args.split(|&b| b == b' ').next())
 }
 
-impl SubRequest {
-    /// Starts the line `<cmd> [<exptime>]` of `request` (whose bytes are `original`), with room
-    /// for about `capacity` bytes of keys.
-    pub fn new(request: &Request, original: &[u8], capacity: usize) -> SubRequest {
-        let mut line = BytesMut::with_capacity(capacity + 16);
-        line.put_slice(request.command.name().as_bytes());
-        if matches!(request.command, Command::Gat | Command::Gats) {
-            // The exptime is the first argument; the keys follow it.
-            let args = request.args.of(original);
-            let exptime = args.split(|&b| b == b' ').next().unwrap_or(b"0");
-            line.put_u8(b' ');
-            line.put_slice(exptime);
+/// Builds the request line of each part of a split retrieval: `<cmd> [<exptime>] <key>...\r\n`
+/// with the keys `asked` assigned to that part, in the order asked. All lines share one
+/// allocation; `out` receives, per part in order, its line and its number of keys. `lens` is
+/// scratch space (both are reused across calls by the caller).
+pub fn build_lines(
+    request: &Request,
+    original: &[u8],
+    asked: &[AskedKey],
+    parts: usize,
+    lens: &mut Vec<(usize, usize)>,
+    out: &mut Vec<(Bytes, usize)>,
+) {
+    let name = request.command.name().as_bytes();
+    let exptime = exptime(request, original);
+    let header = name.len() + exptime.map_or(0, |e| e.len() + 1);
+    lens.clear();
+    lens.resize(parts, (header + 2, 0));
+    for key in asked {
+        if let Some((len, keys)) = lens.get_mut(key.part) {
+            *len += 1 + (key.end - key.start);
+            *keys += 1;
         }
-        SubRequest { line, keys: 0 }
     }
-
-    /// Appends one key.
-    pub fn push(&mut self, key: &[u8]) {
-        self.line.put_u8(b' ');
-        self.line.put_slice(key);
-        self.keys += 1;
-    }
-
-    /// The finished request line.
-    pub fn finish(mut self) -> Bytes {
-        self.line.put_slice(b"\r\n");
-        self.line.freeze()
+    let mut buf = BytesMut::with_capacity(lens.iter().map(|(len, _)| len).sum());
+    for (part, &(len, keys)) in lens.iter().enumerate() {
+        buf.put_slice(name);
+        if let Some(exptime) = exptime {
+            buf.put_u8(b' ');
+            buf.put_slice(exptime);
+        }
+        for key in asked.iter().filter(|k| k.part == part) {
+            buf.put_u8(b' ');
+            buf.put_slice(key.key(original));
+        }
+        buf.put_slice(b"\r\n");
+        out.push((buf.split_to(len.min(buf.len())).freeze(), keys));
     }
 }
 
@@ -110,7 +119,16 @@ fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
 /// `parts` holds each fragment's whole reply (`VALUE` blocks then `END`, or an error line, or
 /// `END` alone for a failed server). Returns the slices to send, ending with `END`.
 pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes]) -> Vec<Bytes> {
-    let mut cursors = vec![0usize; parts.len()];
+    // Cursors on the stack for the usual handful of servers.
+    let mut inline = [0usize; 16];
+    let mut heap = Vec::new();
+    let cursors: &mut [usize] = match inline.get_mut(..parts.len()) {
+        Some(cursors) => cursors,
+        None => {
+            heap.resize(parts.len(), 0);
+            &mut heap
+        }
+    };
     let mut out = Vec::new();
     // Consecutive hits from the same server are contiguous in its reply: send them as one slice
     // (fewer reference counts to touch, fewer iovecs to write). `run` = (part, start of run).
@@ -128,7 +146,7 @@ pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes])
         match run {
             Some((run_part, _)) if run_part == part => {}
             _ => {
-                flush_run(&mut out, run, parts, &cursors);
+                flush_run(&mut out, run, parts, cursors);
                 run = Some((part, cursor));
             }
         }
@@ -136,7 +154,7 @@ pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes])
             *c += len;
         }
     }
-    flush_run(&mut out, run, parts, &cursors);
+    flush_run(&mut out, run, parts, cursors);
     out.push(Bytes::from_static(END));
     out
 }
@@ -167,21 +185,27 @@ mod tests {
         }
     }
 
-    fn sub_request(original: &[u8], keys: &[&[u8]]) -> Bytes {
+    fn lines(original: &[u8], parts_of_keys: &[usize], parts: usize) -> Vec<(Bytes, usize)> {
         let request = parse(original);
-        let mut sub = SubRequest::new(&request, original, 8);
-        keys.iter().for_each(|k| sub.push(k));
-        assert_eq!(sub.keys, keys.len());
-        sub.finish()
+        let asked: Vec<AskedKey> = request
+            .keys(original)
+            .zip(parts_of_keys)
+            .map(|(key, &part)| AskedKey::new(original, key, part))
+            .collect();
+        let (mut lens, mut out) = (Vec::new(), Vec::new());
+        build_lines(&request, original, &asked, parts, &mut lens, &mut out);
+        out
     }
 
     #[test]
     fn request_lines_keep_the_command_and_exptime() {
-        assert_eq!(
-            &sub_request(b"gats 300 a b c\r\n", &[b"a", b"c"])[..],
-            b"gats 300 a c\r\n"
-        );
-        assert_eq!(&sub_request(b"get x y\r\n", &[b"y"])[..], b"get y\r\n");
+        let out = lines(b"gats 300 a b c\r\n", &[0, 1, 0], 2);
+        assert_eq!(&out[0].0[..], b"gats 300 a c\r\n");
+        assert_eq!(out[0].1, 2);
+        assert_eq!(&out[1].0[..], b"gats 300 b\r\n");
+        let out = lines(b"get x y zz\r\n", &[1, usize::MAX, 0], 2);
+        assert_eq!(&out[0].0[..], b"get zz\r\n");
+        assert_eq!(&out[1].0[..], b"get x\r\n");
     }
 
     #[test]

@@ -97,6 +97,11 @@ pub struct Worker {
     pub(crate) flush_targets: Vec<Vec<usize>>,
     /// Round-robin turns, per pool.
     pub(crate) round_robin: RoundRobin,
+    /// Scratch for splitting multi-gets (reused, so a split allocates only what it keeps):
+    /// the servers of the parts, the parts' line lengths and key counts, the built lines.
+    pub(crate) split_servers: Vec<usize>,
+    pub(crate) split_lens: Vec<(usize, usize)>,
+    pub(crate) split_lines: Vec<(bytes::Bytes, usize)>,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
     /// Per-route and per-server counters.
@@ -158,6 +163,9 @@ impl Worker {
                 .map(|l| setup.router.reachable_servers(l))
                 .collect(),
             round_robin: RoundRobin::new(setup.router.pools().len()),
+            split_servers: Vec::new(),
+            split_lens: Vec::new(),
+            split_lines: Vec::new(),
             backends,
             server_conns,
             router: setup.router,
