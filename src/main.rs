@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use bifrost::config::Config;
 use clap::Parser;
 
+/// musl's allocator returns memory to the kernel eagerly (an mmap/munmap pair every few
+/// requests under load); mimalloc keeps per-thread free lists.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bifröst, a memcached proxy.
 #[derive(Parser, Debug)]
 #[command(name = "bifrost", version, about)]
