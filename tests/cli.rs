@@ -334,6 +334,41 @@ fn workers_flag_overrides_the_config() {
     assert_round_trip(&mut c, "workers-flag");
 }
 
+/// At start-up the open-file limit is raised to its hard limit (a proxy holds a socket per
+/// client and per backend connection): started with a soft limit of 256, bifrost runs with
+/// soft == hard.
+#[test]
+fn open_file_limit_is_raised_to_the_hard_limit() {
+    let mc = Memcached::start();
+    let port = free_port();
+    let yaml = BlindForward::new(&mc.addr()).workers(1).yaml(port);
+    let config = TempFile::new("rlimit", "yaml", yaml.as_bytes());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --config \"$1\" --log-level warn")
+        .arg(env!("CARGO_BIN_EXE_bifrost"))
+        .arg(config.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    wait_until(Duration::from_secs(10), "bifrost listening", || {
+        Client::try_connect(&format!("127.0.0.1:{port}")).is_ok()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()))
+        .expect("/proc/PID/limits is readable");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_ne!(numbers[0], "256", "the soft limit was raised: {line}");
+    assert_eq!(numbers[0], numbers[1], "soft limit == hard limit: {line}");
+}
+
 /// `workers: 2`: connections are spread over both workers, each with its own backend
 /// connection, and every one of 20 clients is served.
 #[test]
