@@ -143,22 +143,6 @@ fn assert_round_trip(c: &mut Client, key: &str) {
     assert_eq!(c.get(key).as_deref(), Some(key.as_bytes()), "get {key}");
 }
 
-/// One counter of the proxy's `stats`.
-fn stat(c: &mut Client, name: &str) -> String {
-    c.send(b"stats\r\n");
-    let mut found = None;
-    loop {
-        let line = c.read_line();
-        if line == "END" {
-            break;
-        }
-        if let Some(v) = line.strip_prefix(&format!("STAT {name} ")) {
-            found = Some(v.to_string());
-        }
-    }
-    found.unwrap_or_else(|| panic!("stats has no {name}"))
-}
-
 /// A config using `warm_first`, a strategy of a later release.
 fn later_strategy_config(port: u16) -> String {
     format!(
@@ -330,7 +314,7 @@ fn workers_flag_overrides_the_config() {
         .arg("2")
         .start();
     let mut c = b.client();
-    assert_eq!(stat(&mut c, "threads"), "2");
+    assert_eq!(c.stat("threads"), 2);
     assert_round_trip(&mut c, "workers-flag");
 }
 
@@ -380,10 +364,10 @@ fn two_workers_serve_many_connections() {
         assert_round_trip(c, &format!("conn{i}"));
     }
     let mut c = b.client();
-    assert_eq!(stat(&mut c, "threads"), "2");
+    assert_eq!(c.stat("threads"), 2);
     assert_eq!(
-        stat(&mut c, "backend_connections"),
-        "2",
+        c.stat("backend_connections"),
+        2,
         "both workers served clients (each opens its own backend connection)"
     );
 }

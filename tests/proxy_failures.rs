@@ -10,7 +10,7 @@
 mod common;
 
 use common::{
-    assert_bytes, free_port, show, wait_until, Behavior, Bifrost, BlindForward, Client,
+    assert_bytes, assert_one_of, free_port, wait_until, Behavior, Bifrost, BlindForward, Client,
     FakeBackend, Memcached, TempFile,
 };
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -35,20 +35,6 @@ const DEAD_BACKEND_ERRORS: [&[u8]; 3] = [CONNECTION_LOST, CONNECT_FAILED, UNAVAI
 // Local helpers
 // ---------------------------------------------------------------------------------------------
 
-#[track_caller]
-fn assert_one_of(got: &[u8], allowed: &[&[u8]], what: &str) {
-    assert!(
-        allowed.contains(&got),
-        "{what}: expected one of [{}], got {}",
-        allowed
-            .iter()
-            .map(|a| show(a))
-            .collect::<Vec<_>>()
-            .join(", "),
-        show(got)
-    );
-}
-
 /// A storage request `set <key> 0 0 <len>\r\n<value>\r\n` (with ` noreply` if asked).
 fn set_request(key: &str, value: &[u8], noreply: bool) -> Vec<u8> {
     let tail = if noreply { " noreply" } else { "" };
@@ -63,23 +49,6 @@ fn set_request(key: &str, value: &[u8], noreply: bool) -> Vec<u8> {
 fn assert_still_works(c: &mut Client) {
     let reply = c.version();
     assert!(reply.starts_with("VERSION "), "version answered {reply:?}");
-}
-
-/// One proxy counter from `stats`, over a fresh connection.
-fn stat(b: &Bifrost, name: &str) -> u64 {
-    let mut c = b.client();
-    c.send(b"stats\r\n");
-    loop {
-        let line = c.read_line();
-        if line == "END" {
-            panic!("stats has no counter {name:?}");
-        }
-        if let Some(value) = line.strip_prefix(&format!("STAT {name} ")) {
-            return value
-                .parse()
-                .unwrap_or_else(|e| panic!("STAT {name} {value:?}: {e}"));
-        }
-    }
 }
 
 /// Freezes a process the harness started (SIGSTOP) and waits until every thread is stopped:
@@ -272,8 +241,8 @@ fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recov
     assert_eq!(c.set("warm", b"up", 0, 0), "STORED");
 
     freeze(mc.pid());
-    let forwarded_before = stat(&b, "backend_requests");
-    let errors_before = stat(&b, "backend_errors");
+    let forwarded_before = b.client().stat("backend_requests");
+    let errors_before = b.client().stat("backend_errors");
     let mut pipeline = Vec::new();
     let mut expected: Vec<&[u8]> = Vec::new();
     for i in 0..200 {
@@ -289,7 +258,7 @@ fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recov
     wait_until(
         Duration::from_secs(5),
         "the proxy has forwarded all 200 requests",
-        || stat(&b, "backend_requests") >= forwarded_before + 200,
+        || b.client().stat("backend_requests") >= forwarded_before + 200,
     );
     mc.kill();
 
@@ -304,7 +273,7 @@ fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recov
     // Nothing more was queued before this reply: no request was answered twice.
     assert_still_works(&mut c);
     assert!(
-        stat(&b, "backend_errors") >= errors_before + 200,
+        b.client().stat("backend_errors") >= errors_before + 200,
         "200 failed requests are counted in backend_errors"
     );
 
@@ -335,7 +304,7 @@ fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recov
 
     // Stay down long enough for the connect backoff (50 ms, doubling) to reach its 2 s cap:
     // uncapped, the next attempt after 3.3 s of failures would come at 6.35 s.
-    let failures = stat(&b, "backend_connect_failures");
+    let failures = b.client().stat("backend_connect_failures");
     while start.elapsed() < Duration::from_millis(3300) {
         let reply = c.request(b"delete down\r\n");
         assert_one_of(
@@ -346,7 +315,7 @@ fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recov
         thread::sleep(Duration::from_millis(20)); // the client's pace, not a wait
     }
     assert!(
-        stat(&b, "backend_connect_failures") >= failures + 4,
+        b.client().stat("backend_connect_failures") >= failures + 4,
         "the proxy kept retrying the connect"
     );
 
@@ -467,13 +436,13 @@ fn connect_failure_then_backoff_answers_server_errors_and_misses() {
         saw_unavailable,
         "never `SERVER_ERROR backend unavailable` during backoff"
     );
-    let errors = stat(&b, "backend_errors");
+    let errors = b.client().stat("backend_errors");
     c.send(b"get k\r\ngets k j\r\n");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get, backend down");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "gets, backend down");
     assert_bytes(&c.request(b"mg k v\r\n"), b"EN\r\n", "mg, backend down");
     assert_eq!(
-        stat(&b, "backend_errors"),
+        b.client().stat("backend_errors"),
         errors + 3,
         "each failed retrieval counts in backend_errors"
     );
@@ -492,8 +461,8 @@ fn never_answering_backend_times_out_each_request_once() {
     let fake = FakeBackend::start(Behavior::NeverAnswer);
     let b = BlindForward::new(&fake.addr()).timeout("200ms").start();
     let mut c = b.client();
-    let timeouts = stat(&b, "backend_timeouts");
-    let errors = stat(&b, "backend_errors");
+    let timeouts = b.client().stat("backend_timeouts");
+    let errors = b.client().stat("backend_errors");
 
     let start = Instant::now();
     assert_bytes(&c.request(&set_request("k", b"v", false)), TIMEOUT, "set");
@@ -504,8 +473,8 @@ fn never_answering_backend_times_out_each_request_once() {
     );
     c.send(b"get k\r\n");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get");
-    assert_eq!(stat(&b, "backend_timeouts"), timeouts + 2);
-    assert_eq!(stat(&b, "backend_errors"), errors + 2);
+    assert_eq!(b.client().stat("backend_timeouts"), timeouts + 2);
+    assert_eq!(b.client().stat("backend_errors"), errors + 2);
 
     // A pipeline in flight together: one reply each, in order.
     let mut pipeline = set_request("a", b"1", false);
@@ -517,7 +486,7 @@ fn never_answering_backend_times_out_each_request_once() {
     assert_bytes(&c.read_line_raw(), b"EN\r\n", "pipelined mg");
     assert_bytes(&c.read_line_raw(), TIMEOUT, "pipelined incr");
     assert!(c.read_line().starts_with("VERSION "));
-    assert_eq!(stat(&b, "backend_timeouts"), timeouts + 7);
+    assert_eq!(b.client().stat("backend_timeouts"), timeouts + 7);
 
     // noreply requests that time out send nothing: the first reply is version's.
     c.send(&set_request("q", b"1", true));
@@ -590,7 +559,7 @@ fn backend_closing_mid_reply_is_never_half_forwarded() {
     let fake = FakeBackend::start(Behavior::CloseMidReply);
     let b = BlindForward::new(&fake.addr()).timeout("2s").start();
     let mut c = b.client();
-    let errors = stat(&b, "backend_errors");
+    let errors = b.client().stat("backend_errors");
     // The fake answers `VALUE k 0 10\r\nabc` and closes: the client sees a clean miss.
     c.send(b"get k\r\n");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get k");
@@ -603,7 +572,7 @@ fn backend_closing_mid_reply_is_never_half_forwarded() {
     let reply = c.request(b"delete k\r\n");
     assert_one_of(&reply, &[CONNECTION_LOST, MALFORMED], "delete k");
     assert_still_works(&mut c);
-    assert!(stat(&b, "backend_errors") >= errors + 5);
+    assert!(b.client().stat("backend_errors") >= errors + 5);
 }
 
 #[test]
@@ -611,7 +580,7 @@ fn garbage_from_backend_is_a_malformed_reply_error() {
     let fake = FakeBackend::start(Behavior::Garbage);
     let b = BlindForward::new(&fake.addr()).timeout("2s").start();
     let mut c = b.client();
-    let errors = stat(&b, "backend_errors");
+    let errors = b.client().stat("backend_errors");
     c.send(b"get k\r\n");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get k");
     assert_bytes(&c.request(b"mg k v\r\n"), b"EN\r\n", "mg k");
@@ -624,7 +593,7 @@ fn garbage_from_backend_is_a_malformed_reply_error() {
     assert_bytes(&c.request(b"incr k 1\r\n"), MALFORMED, "incr k");
     assert_bytes(&c.request(b"touch k 10\r\n"), MALFORMED, "touch k");
     assert_still_works(&mut c);
-    assert_eq!(stat(&b, "backend_errors"), errors + 6);
+    assert_eq!(b.client().stat("backend_errors"), errors + 6);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,5 +702,9 @@ fn client_disconnecting_with_requests_in_flight_does_not_disturb_others() {
     assert_bytes(&c.read_line_raw(), b"EN\r\n", "B's mg");
     assert!(c.read_line().starts_with("VERSION "));
     assert_eq!(c.set("b2", b"x", 0, 0), "STORED");
-    assert_eq!(stat(&b, "backend_errors"), 0, "no backend failure involved");
+    assert_eq!(
+        b.client().stat("backend_errors"),
+        0,
+        "no backend failure involved"
+    );
 }

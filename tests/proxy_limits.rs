@@ -75,23 +75,6 @@ fn get_line_of_len(total: usize) -> Vec<u8> {
     line
 }
 
-/// The proxy counters of `stats`, read on `c` (no new connection, which a connection cap
-/// would count).
-fn stat_on(c: &mut Client, name: &str) -> u64 {
-    c.send(b"stats\r\n");
-    let mut found = None;
-    loop {
-        let line = c.read_line();
-        if line == "END" {
-            break;
-        }
-        if let Some(v) = line.strip_prefix(&format!("STAT {name} ")) {
-            found = Some(v.parse().expect("number"));
-        }
-    }
-    found.unwrap_or_else(|| panic!("stats has no {name}"))
-}
-
 /// Resident set size of process `pid`, in bytes.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -325,7 +308,7 @@ fn max_connections_turns_away_the_third_and_admits_again_after_a_close() {
     let mut first = b.client();
     // The harness's readiness probe may not be closed on the proxy's side yet.
     wait_until(Duration::from_secs(5), "only our client is open", || {
-        stat_on(&mut first, "curr_connections") == 1
+        first.stat("curr_connections") == 1
     });
     let mut second = b.client();
     assert_in_step(&mut second);
@@ -333,7 +316,7 @@ fn max_connections_turns_away_the_third_and_admits_again_after_a_close() {
     let mut third = b.client();
     assert_bytes(&third.read_line_raw(), TOO_MANY, "third connection");
     third.expect_closed();
-    assert_eq!(stat_on(&mut first, "rejected_connections"), 1);
+    assert_eq!(first.stat("rejected_connections"), 1);
 
     // The first two still work, through the backend too.
     for c in [&mut first, &mut second] {
@@ -449,7 +432,7 @@ fn client_that_does_not_read_cannot_grow_proxy_memory() {
                 "the other client waited {took:?}"
             );
             other_gets += 1;
-            let gets = stat_on(&mut other, "cmd_get") - other_gets;
+            let gets = other.stat("cmd_get") - other_gets;
             if gets != last {
                 (last, since) = (gets, Instant::now());
             }

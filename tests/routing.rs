@@ -13,14 +13,11 @@
 
 mod common;
 
-use common::{assert_bytes, free_port, wait_until, Bifrost, Client, Memcached};
+use common::{assert_bytes, start_listeners, Client, Memcached};
 use std::collections::HashMap;
 use std::thread;
-use std::time::Duration;
 
 const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
-/// How long a listener other than the first may take to answer after bifrost is up.
-const LISTENER_READY: Duration = Duration::from_secs(10);
 /// Requests written before their replies are read, in the bulk helpers.
 const BATCH: usize = 200;
 
@@ -70,7 +67,7 @@ impl Fleet {
     }
 
     fn curr_items(&mut self, i: usize) -> u64 {
-        stat(self.at(i), "curr_items")
+        self.at(i).stat("curr_items")
     }
 
     /// Servers as a YAML flow list of maps with ketama names `n<i>` and the given weights.
@@ -84,28 +81,6 @@ impl Fleet {
     }
 }
 
-/// Starts bifrost with `count` listeners; `make_yaml` gets a free port for each (the harness
-/// waits on the first). Returns bifrost and every listener's address, each answering.
-fn start_listeners(count: usize, make_yaml: impl Fn(&[u16]) -> String) -> (Bifrost, Vec<String>) {
-    let mut ports = Vec::new();
-    let bifrost = Bifrost::start_templated(
-        |first| {
-            ports = std::iter::once(first)
-                .chain((1..count).map(|_| free_port()))
-                .collect();
-            make_yaml(&ports)
-        },
-        &[],
-    );
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    for addr in &addrs[1..] {
-        wait_until(LISTENER_READY, &format!("listener {addr} answers"), || {
-            Client::try_connect(addr).is_ok_and(|mut c| c.version().starts_with("VERSION "))
-        });
-    }
-    (bifrost, addrs)
-}
-
 /// A config with one listener and one `consistent_hash` route over `pool` (a backend body in
 /// YAML flow style without braces, e.g. `servers: [...], hash_tag: "{}"`).
 fn hashed_config(port: u16, pool: &str) -> String {
@@ -115,36 +90,6 @@ fn hashed_config(port: u16, pool: &str) -> String {
          backends:\n  pool: {{{pool}}}\n\
          routes:\n  - {{name: all, match: \"*\", strategy: consistent_hash, backend: pool}}\n"
     )
-}
-
-/// Every `STAT name value` of a `stats` reply (the proxy's or a memcached's).
-fn stats(c: &mut Client) -> HashMap<String, String> {
-    c.send(b"stats\r\n");
-    let mut out = HashMap::new();
-    loop {
-        let line = c.read_line();
-        if line == "END" {
-            return out;
-        }
-        let mut parts = line.splitn(3, ' ');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("STAT"), Some(name), Some(value)) => {
-                out.insert(name.to_string(), value.to_string());
-            }
-            _ => panic!("unexpected line in a stats reply: {line:?}"),
-        }
-    }
-}
-
-/// One numeric counter of `stats`.
-fn stat(c: &mut Client, name: &str) -> u64 {
-    let all = stats(c);
-    let value = all
-        .get(name)
-        .unwrap_or_else(|| panic!("stats has no {name}: {all:?}"));
-    value
-        .parse()
-        .unwrap_or_else(|e| panic!("STAT {name} {value:?}: {e}"))
 }
 
 /// `set` through `c`, which must answer STORED.
@@ -485,7 +430,7 @@ fn keys_without_a_route_get_an_error_alone_and_are_misses_in_a_multi_get() {
     let mut c = Client::connect(&addrs[0]);
     set_ok(&mut c, "x1", b"one");
     set_ok(&mut c, "x2", b"two");
-    let no_route_before = stat(&mut c, "no_route");
+    let no_route_before = c.stat("no_route");
 
     assert_bytes(&c.request(b"get y\r\n"), NO_ROUTE, "get y");
     c.send(b"get x1 y x2\r\n");
@@ -525,34 +470,30 @@ fn keys_without_a_route_get_an_error_alone_and_are_misses_in_a_multi_get() {
     );
 
     // get y, the y of get x1 y x2, yy and zz, set y, delete y, mg y, mg eQ==: 8.
-    assert_eq!(stat(&mut c, "no_route") - no_route_before, 8, "no_route");
+    assert_eq!(c.stat("no_route") - no_route_before, 8, "no_route");
 
     // A key without a route in a multi-get counts as a miss, as memcached would count it.
-    let (hits, misses) = (stat(&mut c, "get_hits"), stat(&mut c, "get_misses"));
+    let (hits, misses) = (c.stat("get_hits"), c.stat("get_misses"));
     c.send(b"get x1 y\r\n");
     assert_bytes(
         &c.read_reply_retrieval(),
         b"VALUE x1 0 3\r\none\r\nEND\r\n",
         "get x1 y",
     );
-    assert_eq!(stat(&mut c, "get_hits") - hits, 1, "get_hits");
-    assert_eq!(stat(&mut c, "get_misses") - misses, 1, "get_misses");
+    assert_eq!(c.stat("get_hits") - hits, 1, "get_hits");
+    assert_eq!(c.stat("get_misses") - misses, 1, "get_misses");
     // A noreply request without a route gets no reply: the client reads none.
     c.send(b"set y 0 0 1 noreply\r\nz\r\nmn\r\n");
     assert_bytes(&c.read_line_raw(), b"MN\r\n", "set y noreply, then mn");
     // Per-route and per-server counters: every routed key counts on its route and server.
-    let routed = stat(&mut c, "route:xs:requests");
-    let sent = stat(&mut c, &format!("server:{}:requests", fleet.addr(0)));
+    let routed = c.stat("route:xs:requests");
+    let sent = c.stat(&format!("server:{}:requests", fleet.addr(0)));
     assert_bytes(&c.request(b"delete x2\r\n"), b"DELETED\r\n", "delete x2");
-    assert_eq!(
-        stat(&mut c, "route:xs:requests") - routed,
-        1,
-        "route counter"
-    );
-    let sent_now = stat(&mut c, &format!("server:{}:requests", fleet.addr(0)));
+    assert_eq!(c.stat("route:xs:requests") - routed, 1, "route counter");
+    let sent_now = c.stat(&format!("server:{}:requests", fleet.addr(0)));
     assert_eq!(sent_now - sent, 1, "server counter");
     assert_eq!(
-        stat(&mut c, &format!("server:{}:errors", fleet.addr(0))),
+        c.stat(&format!("server:{}:errors", fleet.addr(0))),
         0,
         "server errors"
     );
@@ -573,11 +514,11 @@ fn multi_get_starting_with_a_key_without_a_route_answers_the_other_keys() {
     let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["x1"], "gets zz x1");
     // With no routable key at all, every key is a miss.
-    let no_route_before = stat(&mut c, "no_route");
+    let no_route_before = c.stat("no_route");
     c.send(b"get y zz\r\n");
     assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get y zz");
     assert_eq!(
-        stat(&mut c, "no_route") - no_route_before,
+        c.stat("no_route") - no_route_before,
         2,
         "no_route after get y zz"
     );

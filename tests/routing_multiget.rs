@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::{assert_bytes, free_port, show, wait_until, Bifrost, Client, Memcached};
+use common::{assert_bytes, assert_one_of, start_listeners, Bifrost, Client, Memcached};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// What a request to a dead or dying server may be answered with.
 const DEAD_BACKEND_ERRORS: [&[u8]; 3] = [
@@ -18,26 +17,10 @@ const DEAD_BACKEND_ERRORS: [&[u8]; 3] = [
     b"SERVER_ERROR backend connect failed\r\n",
     b"SERVER_ERROR backend unavailable\r\n",
 ];
-/// How long a listener other than the first may take to answer after bifrost is up.
-const LISTENER_READY: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-#[track_caller]
-fn assert_one_of(got: &[u8], allowed: &[&[u8]], what: &str) {
-    assert!(
-        allowed.contains(&got),
-        "{what}: expected one of [{}], got {}",
-        allowed
-            .iter()
-            .map(|a| show(a))
-            .collect::<Vec<_>>()
-            .join(", "),
-        show(got)
-    );
-}
 
 /// Memcached servers, each with a direct connection (until killed), to see where keys are.
 struct Fleet {
@@ -79,44 +62,6 @@ impl Fleet {
         self.direct[i] = None;
         self.servers[i].kill();
     }
-}
-
-/// Starts bifrost with `count` listeners; `make_yaml` gets a free port for each (the harness
-/// waits on the first). Returns bifrost and every listener's address, each answering.
-fn start_listeners(count: usize, make_yaml: impl Fn(&[u16]) -> String) -> (Bifrost, Vec<String>) {
-    let mut ports = Vec::new();
-    let bifrost = Bifrost::start_templated(
-        |first| {
-            ports = std::iter::once(first)
-                .chain((1..count).map(|_| free_port()))
-                .collect();
-            make_yaml(&ports)
-        },
-        &[],
-    );
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    for addr in &addrs[1..] {
-        wait_until(LISTENER_READY, &format!("listener {addr} answers"), || {
-            Client::try_connect(addr).is_ok_and(|mut c| c.version().starts_with("VERSION "))
-        });
-    }
-    (bifrost, addrs)
-}
-
-/// One numeric counter of `stats` (the proxy's or a memcached's).
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.send(b"stats\r\n");
-    let mut found = None;
-    loop {
-        let line = c.read_line();
-        if line == "END" {
-            break;
-        }
-        if let Some(value) = line.strip_prefix(&format!("STAT {name} ")) {
-            found = Some(value.parse().unwrap_or_else(|e| panic!("{line:?}: {e}")));
-        }
-    }
-    found.unwrap_or_else(|| panic!("stats has no {name}"))
 }
 
 /// One listener, and one `consistent_hash` route over every server of `fleet`, with ketama
@@ -280,7 +225,7 @@ fn multi_get_across_four_servers_answers_hits_in_the_order_asked() {
     let mut m = MultiGet::setup();
     let cas = m.cas_uniques();
     let counters = ["cmd_get", "get_hits", "get_misses"];
-    let before: Vec<u64> = counters.iter().map(|n| stat(&mut m.client, n)).collect();
+    let before: Vec<u64> = counters.iter().map(|n| m.client.stat(n)).collect();
 
     let (plain, hits) = m.expected(&m.asked, None, |_| true);
     let (with_cas, _) = m.expected(&m.asked, Some(&cas), |_| true);
@@ -295,7 +240,7 @@ fn multi_get_across_four_servers_answers_hits_in_the_order_asked() {
         assert_bytes(&got, want, &what);
     }
 
-    let after: Vec<u64> = counters.iter().map(|n| stat(&mut m.client, n)).collect();
+    let after: Vec<u64> = counters.iter().map(|n| m.client.stat(n)).collect();
     let asked = m.asked.len() as u64;
     let deltas: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(
@@ -346,7 +291,7 @@ fn multi_get_with_a_dead_server_misses_only_that_servers_keys() {
             .expect("asked keys on every server")
     };
     let (dead_key, live_key) = (key_on(&m, true), key_on(&m, false));
-    let errors_before = stat(&mut m.client, "backend_errors");
+    let errors_before = m.client.stat("backend_errors");
     m.fleet.kill(dead);
 
     let (plain, hits) = m.expected(&m.asked, None, |s| s != dead);
@@ -376,7 +321,7 @@ fn multi_get_with_a_dead_server_misses_only_that_servers_keys() {
     assert_bytes(&reply, b"STORED\r\n", "set of a live server's key");
 
     // Failed: the get's and the gets's fragments for the dead server, the get, the set.
-    let errors = stat(c, "backend_errors") - errors_before;
+    let errors = c.stat("backend_errors") - errors_before;
     assert!(
         errors >= 4,
         "backend_errors grew by {errors}, expected at least 4"

@@ -276,6 +276,38 @@ impl Client {
         self.read_line()
     }
 
+    /// Every `STAT name value` of a `stats` reply on this connection (the proxy's or a
+    /// memcached's). Panics on a line that is not a STAT line.
+    pub fn stats(&mut self) -> std::collections::HashMap<String, String> {
+        self.send(b"stats\r\n");
+        let mut out = std::collections::HashMap::new();
+        loop {
+            let line = self.read_line();
+            if line == "END" {
+                return out;
+            }
+            let mut parts = line.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("STAT"), Some(name), Some(value)) => {
+                    out.insert(name.to_string(), value.to_string());
+                }
+                _ => panic!("unexpected line in a stats reply: {line:?}"),
+            }
+        }
+    }
+
+    /// One numeric counter of `stats`, read on this connection (a new connection would be
+    /// counted by connection caps). Panics when it is missing or not a number.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        let all = self.stats();
+        let value = all
+            .get(name)
+            .unwrap_or_else(|| panic!("stats has no {name}: {all:?}"));
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("STAT {name} {value:?}: {e}"))
+    }
+
     /// Asserts the peer closes the connection within the I/O timeout, sending nothing more.
     pub fn expect_closed(&mut self) {
         self.expect_closed_within(self.timeout);

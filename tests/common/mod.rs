@@ -332,3 +332,43 @@ pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
         show(got)
     );
 }
+
+/// Asserts `got` is one of `allowed`, showing them all escaped when it is not.
+#[track_caller]
+pub fn assert_one_of(got: &[u8], allowed: &[&[u8]], what: &str) {
+    assert!(
+        allowed.contains(&got),
+        "{what}: expected one of [{}], got {}",
+        allowed
+            .iter()
+            .map(|a| show(a))
+            .collect::<Vec<_>>()
+            .join(", "),
+        show(got)
+    );
+}
+
+/// Starts bifrost with `count` listeners; `make_yaml` gets a free port for each (the harness
+/// waits on the first). Returns bifrost and every listener's address, each answering.
+pub fn start_listeners(
+    count: usize,
+    make_yaml: impl Fn(&[u16]) -> String,
+) -> (Bifrost, Vec<String>) {
+    let mut ports = Vec::new();
+    let bifrost = Bifrost::start_templated(
+        |first| {
+            ports = std::iter::once(first)
+                .chain((1..count).map(|_| free_port()))
+                .collect();
+            make_yaml(&ports)
+        },
+        &[],
+    );
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    for addr in addrs.iter().skip(1) {
+        wait_until(START_TIMEOUT, &format!("listener {addr} answers"), || {
+            Client::try_connect(addr).is_ok_and(|mut c| c.version().starts_with("VERSION "))
+        });
+    }
+    (bifrost, addrs)
+}
