@@ -553,68 +553,76 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
     esac
 }
 
-print_table() { # TITLE
-    local i direct="" twem="" ops_s vs_direct proxy_us vs_twem table
+# Sets DIRECT (memcached direct's ops/s) and TWEM (twemproxy's proxy CPU µs/op) from the rows.
+reference_rows() {
+    local i
+    DIRECT="" TWEM=""
     for i in "${!ROW_NAME[@]}"; do
-        [[ ${ROW_NAME[$i]} == "memcached direct" ]] && direct=${ROW_OPS_S[$i]}
-        [[ ${ROW_NAME[$i]} == twemproxy ]] && twem=${ROW_PROXY_US[$i]}
+        [[ ${ROW_NAME[$i]} == "memcached direct" ]] && DIRECT=${ROW_OPS_S[$i]}
+        [[ ${ROW_NAME[$i]} == twemproxy ]] && TWEM=${ROW_PROXY_US[$i]}
     done
+    return 0 # the last test above may be false; under set -e that must not end the script
+}
+
+# Sets OPS_S, PROXY_US, VS_DIRECT and VS_TWEM for row $1. VS_TWEM is the row's CPU per op over
+# twemproxy's, or with $2 = inverse, twemproxy's over the row's (keys per CPU-second).
+row_ratios() { # ROW [inverse]
+    local i=$1 expr='a / b'
+    [[ ${2:-} == inverse ]] && expr='b / a'
+    OPS_S=${ROW_OPS_S[$i]} PROXY_US=${ROW_PROXY_US[$i]} VS_DIRECT=- VS_TWEM=-
+    if [[ ${ROW_OK[$i]} != 1 && $OPS_S != - ]]; then # shown, but not to be compared
+        OPS_S="($OPS_S)"
+        [[ $PROXY_US == - ]] || PROXY_US="($PROXY_US)"
+    fi
+    if [[ ${ROW_OK[$i]} == 1 && -n $DIRECT ]]; then
+        VS_DIRECT=$(awk -v a="$OPS_S" -v b="$DIRECT" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    if [[ ${ROW_OK[$i]} == 1 && $PROXY_US != - && -n $TWEM ]]; then
+        VS_TWEM=$(awk -v a="$PROXY_US" -v b="$TWEM" \
+            "BEGIN { printf (a > 0 && b > 0 ? \"%.2f\" : \"-\"), $expr }")
+    fi
+}
+
+# Prints a finished table (and appends it to E2E_OUT if set).
+emit_table() { # TABLE_TEXT
+    printf '\n%s\n\n' "$1"
+    [[ -z $E2E_OUT ]] || printf '%s\n\n' "$1" >>"$E2E_OUT"
+}
+
+print_table() { # TITLE
+    local i table
+    reference_rows
     table=$(
         echo "### $1"
         echo
         echo "| target | ops/s | vs direct | proxy CPU µs/op | vs twemproxy | memcached CPU µs/op |"
         echo "|---|---:|---:|---:|---:|---:|"
         for i in "${!ROW_NAME[@]}"; do
-            ops_s=${ROW_OPS_S[$i]} proxy_us=${ROW_PROXY_US[$i]} vs_direct=- vs_twem=-
-            if [[ ${ROW_OK[$i]} != 1 && $ops_s != - ]]; then # shown, but not to be compared
-                ops_s="($ops_s)"
-                [[ $proxy_us == - ]] || proxy_us="($proxy_us)"
-            fi
-            if [[ ${ROW_OK[$i]} == 1 && -n $direct ]]; then
-                vs_direct=$(awk -v a="$ops_s" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')
-            fi
-            if [[ ${ROW_OK[$i]} == 1 && $proxy_us != - && -n $twem ]]; then
-                vs_twem=$(awk -v a="$proxy_us" -v b="$twem" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')
-            fi
-            printf '| %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$ops_s" "$vs_direct" \
-                "$proxy_us" "$vs_twem" "${ROW_MC_US[$i]}"
+            row_ratios "$i"
+            printf '| %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$OPS_S" "$VS_DIRECT" \
+                "$PROXY_US" "$VS_TWEM" "${ROW_MC_US[$i]}"
         done
     )
-    printf '\n%s\n\n' "$table"
-    [[ -z $E2E_OUT ]] || printf '%s\n\n' "$table" >>"$E2E_OUT"
+    emit_table "$table"
 }
 
 print_keys_table() { # TITLE: the table of a scenario over a pool (an op is a key)
-    local i direct="" twem="" ops_s vs_direct proxy_us vs_twem table
-    for i in "${!ROW_NAME[@]}"; do
-        [[ ${ROW_NAME[$i]} == "memcached direct" ]] && direct=${ROW_OPS_S[$i]}
-        [[ ${ROW_NAME[$i]} == twemproxy ]] && twem=${ROW_PROXY_US[$i]}
-    done
+    local i table
+    reference_rows
     table=$(
         echo "### $1"
         echo
         echo "| target | keys/s | gets/s | vs direct | proxy CPU µs/key | keys per CPU-s vs twemproxy | memcached CPU µs/key | keys per server % | placement = twemproxy |"
         echo "|---|---:|---:|---:|---:|---:|---:|---|---|"
         for i in "${!ROW_NAME[@]}"; do
-            ops_s=${ROW_OPS_S[$i]} proxy_us=${ROW_PROXY_US[$i]} vs_direct=- vs_twem=-
-            if [[ ${ROW_OK[$i]} != 1 && $ops_s != - ]]; then # shown, but not to be compared
-                ops_s="($ops_s)"
-                [[ $proxy_us == - ]] || proxy_us="($proxy_us)"
-            fi
-            if [[ ${ROW_OK[$i]} == 1 && -n $direct ]]; then
-                vs_direct=$(awk -v a="$ops_s" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')
-            fi
-            if [[ ${ROW_OK[$i]} == 1 && $proxy_us != - && -n $twem ]]; then
-                # Keys per CPU-second is 1 / (CPU per key): twemproxy's µs/key over this row's.
-                vs_twem=$(awk -v a="$proxy_us" -v b="$twem" 'BEGIN { printf (a > 0 ? "%.2f" : "-"), b / a }')
-            fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$ops_s" \
-                "${ROW_GETS_S[$i]}" "$vs_direct" "$proxy_us" "$vs_twem" "${ROW_MC_US[$i]}" \
+            # Keys per CPU-second is 1 / (CPU per key): twemproxy's µs/key over this row's.
+            row_ratios "$i" inverse
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$OPS_S" \
+                "${ROW_GETS_S[$i]}" "$VS_DIRECT" "$PROXY_US" "$VS_TWEM" "${ROW_MC_US[$i]}" \
                 "${ROW_SHARE[$i]}" "${ROW_PLACE[$i]}"
         done
     )
-    printf '\n%s\n\n' "$table"
-    [[ -z $E2E_OUT ]] || printf '%s\n\n' "$table" >>"$E2E_OUT"
+    emit_table "$table"
 }
 
 # ---------------------------------------------------------------------------------------------
