@@ -190,16 +190,6 @@ impl Client {
         }
     }
 
-    /// Requests whose replies are not yet written out.
-    pub fn outstanding(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Reply bytes buffered for this client (queued to write).
-    pub fn buffered_reply_bytes(&self) -> usize {
-        self.write_queue.len()
-    }
-
     /// True when the client must not be read until it drains (the memory caps).
     pub fn is_paused(&self, max_outstanding: usize, max_buffered: usize) -> bool {
         self.slots.len() >= max_outstanding || self.write_queue.len() >= max_buffered

@@ -118,19 +118,9 @@ impl BackendConn {
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> ConnState {
-        self.state
-    }
-
     /// False while the connection is in connect backoff (its requests would fail fast).
     pub fn is_usable(&self, now: Instant) -> bool {
         !matches!(self.state, ConnState::Backoff(until) if now < until)
-    }
-
-    /// Fragments waiting for a reply.
-    pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
     }
 
     /// Bytes waiting to be written.

@@ -74,19 +74,6 @@ pub fn parse_reply(
     }))
 }
 
-/// The length of a complete [`ReplyKind::Retrieval`] reply without its trailing `END\r\n`
-/// (the `VALUE` blocks only), for merging the replies of a split multi-get. A reply that does
-/// not end with `END` (an error line) is returned whole.
-pub fn retrieval_body_len(reply: &[u8]) -> usize {
-    if reply.ends_with(b"END\r\n") {
-        reply.len() - 5
-    } else if reply.ends_with(b"END\n") {
-        reply.len() - 4
-    } else {
-        reply.len()
-    }
-}
-
 /// `true` when `line` is `word` alone or `word` followed by a space and more.
 fn is_word(line: &[u8], word: &[u8]) -> bool {
     match line.strip_prefix(word) {

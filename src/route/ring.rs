@@ -212,16 +212,6 @@ impl Ring {
         self.live == 0
     }
 
-    /// The distribution this ring was built with.
-    pub fn distribution(&self) -> Distribution {
-        self.distribution
-    }
-
-    /// The key hash this ring was built with.
-    pub fn hash_function(&self) -> HashFunction {
-        self.hash
-    }
-
     /// Number of points on the continuum (ketama), slots (modula) or candidates (random).
     pub fn points(&self) -> usize {
         match &self.placement {

@@ -222,36 +222,6 @@ STAT a 1\r\nEND\r\nSERVER_ERROR busy\r\n";
 }
 
 #[test]
-fn retrieval_body() {
-    let cases: [(&[u8], usize); 6] = [
-        (b"END\r\n", 0),
-        (b"VALUE foo 0 3\r\nbar\r\nEND\r\n", 20),
-        (b"VALUE foo 0 5\r\nEND\r\n\r\nEND\r\n", 22),
-        (b"END\n", 0),
-        (b"SERVER_ERROR down\r\n", 19),
-        (b"", 0),
-    ];
-    for (input, len) in cases {
-        assert_eq!(
-            retrieval_body_len(input),
-            len,
-            "{:?}",
-            String::from_utf8_lossy(input)
-        );
-    }
-    // Merging two bodies and one END gives a reply that frames as both values.
-    let a = b"VALUE a 0 1\r\nx\r\nEND\r\n";
-    let b = b"VALUE b 0 1\r\ny\r\nEND\r\n";
-    let mut merged = a[..retrieval_body_len(a)].to_vec();
-    merged.extend_from_slice(&b[..retrieval_body_len(b)]);
-    merged.extend_from_slice(b"END\r\n");
-    assert_eq!(
-        frame(&merged, ReplyKind::Retrieval),
-        reply(merged.len(), 2, false)
-    );
-}
-
-#[test]
 fn error_names() {
     assert_eq!(ReplyError::Malformed.as_str(), "malformed_reply");
     assert_eq!(ReplyError::LineTooLong.as_str(), "reply_line_too_long");
