@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bifrost::config::{Distribution, HashFunction};
+use bifrost::placement::{Distribution, HashFunction};
 use bifrost::route::hash::hash;
 use bifrost::route::ring::{Ring, RingServer};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

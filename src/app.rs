@@ -100,6 +100,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             listeners,
             registry: registry.clone(),
             shutdown: shutdown.clone(),
+            reply_budget: config.reply_memory_budget / workers,
         })
         .map_err(|e| format!("worker {id}: {e}"))?;
         let handle = std::thread::Builder::new()

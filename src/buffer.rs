@@ -78,6 +78,13 @@ impl WriteQueue {
         self.bytes == 0
     }
 
+    /// Gives the queue's memory back when it is empty.
+    pub fn shrink(&mut self) {
+        if self.parts.is_empty() && self.parts.capacity() > 0 {
+            self.parts = VecDeque::new();
+        }
+    }
+
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.parts.clear();

@@ -1,9 +1,11 @@
-//! One client connection: its read buffer, its FIFO of reply slots, its write queue.
+//! One client connection: its read buffer, its FIFO of reply slots, its write queue, and the
+//! accounts its limits are checked against.
 //!
-//! Every request the client sends takes a slot at the tail of the FIFO, in order. A slot is
-//! complete when every fragment of its request has been answered (by a backend or by the
-//! proxy itself); only complete slots at the head are written, so replies always leave in
-//! request order whatever order the backends answer in.
+//! Every request the client sends takes a slot at the tail of the FIFO, in order. Replies
+//! reach a slot as pieces (from its exchange, or from the proxy itself); the pieces of the
+//! head slot go straight to the write queue, so a large reply streams through, and a slot
+//! leaves the FIFO when it is complete. Replies therefore leave in request order whatever
+//! order the backends answer in.
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,72 +15,42 @@ use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
 use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
+use crate::exchange::ExchangeId;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
-/// How a slot combines the replies of its fragments.
-#[derive(Debug)]
-pub enum Combine {
-    /// One fragment; its reply is the answer.
-    Single,
-    /// Several fragments that must all answer `OK` (e.g. `flush_all`); else the first other
-    /// reply is the answer.
-    AllOk,
-    /// A retrieval split across servers: the replies are merged (see [`crate::multiget`]).
-    MultiGet(Box<SplitRetrieval>),
-}
-
-/// What a split retrieval needs to merge its fragments' replies.
-#[derive(Debug)]
-pub struct SplitRetrieval {
-    /// The original request and its bytes (for the keys, in the order asked).
-    pub request: Request,
-    /// The bytes `request`'s spans index into.
-    pub bytes: Bytes,
-    /// Each key as asked, in order: where it is in `bytes`, and the fragment it was sent in
-    /// (`usize::MAX`: none, a miss).
-    pub asked: Vec<crate::multiget::AskedKey>,
-    /// Each fragment's reply, once it has arrived.
-    pub parts: Vec<Bytes>,
-}
-
-#[derive(Debug)]
-enum Output {
-    Empty,
-    One(Bytes),
-    Many(Vec<Bytes>),
-}
+/// Read buffers up to this size are kept while a client is busy; an idle client gives its
+/// buffers back, so an idle connection costs little more than its slab entry.
+const KEEP_IDLE_CAPACITY: usize = 0;
 
 /// A reply slot: the place in the client's reply order that one request holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Slot {
-    pending: u32,
-    combine: Combine,
-    silent: bool,
+    /// Pieces delivered while the slot was not at the head.
+    pieces: Vec<Bytes>,
+    complete: bool,
     close_after: bool,
-    output: Output,
+    /// The exchange answering it, if any (ended when the client goes).
+    exchange: Option<ExchangeId>,
 }
 
 impl Slot {
-    /// A slot waiting for `fragments` replies. A `silent` slot sends nothing (noreply).
-    pub fn waiting(fragments: u32, combine: Combine, silent: bool) -> Slot {
-        Slot {
-            pending: fragments,
-            combine,
-            silent,
-            close_after: false,
-            output: Output::Empty,
-        }
-    }
-
     /// A slot answered by the proxy itself.
     pub fn ready(reply: Bytes) -> Slot {
         Slot {
-            pending: 0,
-            combine: Combine::Single,
-            silent: false,
+            pieces: if reply.is_empty() {
+                Vec::new()
+            } else {
+                vec![reply]
+            },
+            complete: true,
             close_after: false,
-            output: Output::One(reply),
+            exchange: None,
         }
+    }
+
+    /// A slot an exchange will answer.
+    pub fn waiting() -> Slot {
+        Slot::default()
     }
 
     /// After this slot's reply the connection closes (quit, fatal parse errors).
@@ -91,39 +63,6 @@ impl Slot {
     pub fn closes_connection(&self) -> bool {
         self.close_after
     }
-
-    fn is_complete(&self) -> bool {
-        self.pending == 0
-    }
-
-    fn deliver(&mut self, part: usize, reply: Bytes) {
-        if self.pending == 0 {
-            return;
-        }
-        self.pending -= 1;
-        match &mut self.combine {
-            Combine::Single => self.output = Output::One(reply),
-            Combine::MultiGet(split) => {
-                if let Some(slot) = split.parts.get_mut(part) {
-                    *slot = reply;
-                }
-                if self.pending == 0 {
-                    let bytes = &split.bytes;
-                    let keys = split.asked.iter().map(|k| (k.key(bytes), k.part));
-                    let merged = crate::multiget::merge(keys, &split.parts);
-                    self.output = Output::Many(merged);
-                }
-            }
-            Combine::AllOk => {
-                if reply.as_ref() != b"OK\r\n" && matches!(self.output, Output::Empty) {
-                    self.output = Output::One(reply);
-                }
-                if self.pending == 0 && matches!(self.output, Output::Empty) {
-                    self.output = Output::One(Bytes::from_static(b"OK\r\n"));
-                }
-            }
-        }
-    }
 }
 
 /// What the parser found next in the client's buffer.
@@ -132,6 +71,19 @@ pub enum Next {
     Request(Request, Bytes),
     /// A bad request; the error's reply goes out in its slot.
     Error(ParseError),
+}
+
+/// The per-client limits, from its listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientLimits {
+    /// Requests parsed and not yet answered.
+    pub max_outstanding: usize,
+    /// Backend requests in flight.
+    pub max_inflight: usize,
+    /// Soft limit on unwritten reply bytes: stop reading and dispatching.
+    pub soft_bytes: usize,
+    /// Hard limit on unwritten reply bytes: close.
+    pub hard_bytes: usize,
 }
 
 /// One client connection.
@@ -149,13 +101,30 @@ pub struct Client {
     /// Sequence number of `slots[0]`.
     head_seq: u64,
     write_queue: WriteQueue,
+    /// Reply bytes held in slots behind the head.
+    slot_bytes: usize,
+    /// Reply bytes its exchanges hold (merge buffers), as they report them.
+    exchange_bytes: usize,
+    /// Backend requests in flight for its exchanges.
+    inflight: usize,
+    /// Running estimate of one backend reply's size (halving average), to keep the bytes it
+    /// may still receive under its soft limit.
+    reply_estimate: usize,
+    /// Exchanges waiting for it to drain before they send their next window.
+    parked: Vec<ExchangeId>,
+    /// Exchanges whose slots were dropped (a closing reply went first); ended with the client.
+    orphaned: Vec<ExchangeId>,
+    /// When the request now arriving started (None when none is partly in the buffer).
+    partial_since: Option<Instant>,
+    /// A slow-request timer is pending for it.
+    pub slow_timer_armed: bool,
     /// Readiness seen and not yet consumed (edge-triggered polling).
     pub readable: bool,
     /// The peer's FIN was reported: read until end of stream even after a short read.
     pub read_closed: bool,
     /// No more reading: close once every slot is written.
     pub closing: bool,
-    /// The peer closed or the socket failed: close now.
+    /// The peer closed, the socket failed or a limit closed it: close now.
     pub dead: bool,
     /// When the client last sent bytes.
     pub last_active: Instant,
@@ -163,7 +132,7 @@ pub struct Client {
     pub queued: bool,
     /// True while the client sits in the worker's list of clients to flush.
     pub pending_flush: bool,
-    /// Serving stopped early (a cap or the per-visit read budget) with input left to handle.
+    /// Serving stopped early (a limit or the per-visit read budget) with input left to handle.
     pub stalled: bool,
 }
 
@@ -179,6 +148,14 @@ impl Client {
             slots: VecDeque::new(),
             head_seq: 0,
             write_queue: WriteQueue::default(),
+            slot_bytes: 0,
+            exchange_bytes: 0,
+            inflight: 0,
+            reply_estimate: 0,
+            parked: Vec::new(),
+            orphaned: Vec::new(),
+            partial_since: None,
+            slow_timer_armed: false,
             readable: true,
             read_closed: false,
             closing: false,
@@ -190,9 +167,28 @@ impl Client {
         }
     }
 
-    /// True when the client must not be read until it drains (the memory caps).
-    pub fn is_paused(&self, max_outstanding: usize, max_buffered: usize) -> bool {
-        self.slots.len() >= max_outstanding || self.write_queue.len() >= max_buffered
+    /// Reply bytes held for this client and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.write_queue.len() + self.slot_bytes + self.exchange_bytes
+    }
+
+    /// True when its replies may grow: under the soft limit.
+    pub fn may_take_more(&self, limits: &ClientLimits) -> bool {
+        self.buffered() < limits.soft_bytes
+    }
+
+    /// True when a new request may be parsed and dispatched: under every limit, counting the
+    /// replies it has in flight at their estimated size.
+    pub fn may_dispatch(&self, limits: &ClientLimits) -> bool {
+        if self.slots.len() >= limits.max_outstanding {
+            return false;
+        }
+        if self.inflight == 0 {
+            return self.buffered() < limits.soft_bytes;
+        }
+        self.inflight < limits.max_inflight
+            && self.buffered() + self.inflight.saturating_mul(self.reply_estimate)
+                < limits.soft_bytes
     }
 
     /// True when nothing is waiting to be answered or written.
@@ -200,13 +196,22 @@ impl Client {
         self.slots.is_empty() && self.write_queue.is_empty()
     }
 
+    /// When the request now arriving started, if one is partly in the buffer.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
     /// Reads once from the socket (0 bytes: the peer closed its side).
-    pub fn read(&mut self) -> io::Result<Read> {
-        read_into(&self.stream, &mut self.read_buf, READ_CHUNK)
+    pub fn read(&mut self, now: Instant) -> io::Result<Read> {
+        let read = read_into(&self.stream, &mut self.read_buf, READ_CHUNK)?;
+        if read.bytes > 0 && self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+        Ok(read)
     }
 
     /// Parses the next request out of the buffer (dropping swallowed bytes first).
-    pub fn next_request(&mut self, limits: &Limits) -> Option<Next> {
+    pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Option<Next> {
         if self.swallow > 0 {
             let n = self.swallow.min(self.read_buf.len());
             self.read_buf.advance(n);
@@ -216,13 +221,10 @@ impl Client {
             }
         }
         if self.read_buf.is_empty() {
-            // Give the allocation back when a burst is over (idle clients stay small).
-            if self.read_buf.capacity() > 64 * 1024 {
-                self.read_buf = BytesMut::new();
-            }
+            self.partial_since = None;
             return None;
         }
-        match parse_request(&self.read_buf, limits) {
+        let next = match parse_request(&self.read_buf, limits) {
             Ok(Parsed::Incomplete) => None,
             Ok(Parsed::Complete(request)) => {
                 let bytes = self.read_buf.split_to(request.len).freeze();
@@ -242,60 +244,154 @@ impl Client {
                 }
                 Some(Next::Error(error))
             }
+        };
+        if next.is_some() {
+            // The next request, if any of it is here, starts now.
+            self.partial_since = (!self.read_buf.is_empty()).then_some(now);
         }
+        next
     }
 
     /// Reserves the next slot at the tail; returns its sequence number.
     pub fn push_slot(&mut self, slot: Slot) -> u64 {
         let seq = self.head_seq + self.slots.len() as u64;
-        self.slots.push_back(slot);
+        if self.slots.is_empty() {
+            // At the head: its pieces go straight out.
+            for piece in &slot.pieces {
+                self.write_queue.push(piece.clone());
+            }
+            let mut slot = slot;
+            slot.pieces.clear();
+            self.slots.push_back(slot);
+        } else {
+            self.slot_bytes += slot.pieces.iter().map(Bytes::len).sum::<usize>();
+            self.slots.push_back(slot);
+        }
+        self.pop_complete();
         seq
     }
 
-    /// Hands a fragment's reply to slot `seq`. Returns true when the head slot is complete
-    /// (something can be written). Replies for slots already gone are ignored.
-    pub fn deliver(&mut self, seq: u64, part: usize, reply: Bytes) -> bool {
-        let Some(index) = seq.checked_sub(self.head_seq) else {
-            return false;
-        };
-        if let Some(slot) = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.slots.get_mut(i))
-        {
-            slot.deliver(part, reply);
+    /// Records the exchange answering slot `seq`.
+    pub fn attach(&mut self, seq: u64, exchange: ExchangeId) {
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.exchange = Some(exchange);
         }
-        self.slots.front().is_some_and(Slot::is_complete)
     }
 
-    /// Moves complete head slots to the write queue and writes what the socket takes.
-    /// Returns the bytes written.
-    pub fn flush(&mut self) -> io::Result<usize> {
-        while self.slots.front().is_some_and(Slot::is_complete) {
+    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Hands pieces of slot `seq`'s reply over; `complete` when they are the last. `close`
+    /// closes the connection after this slot (its reply stream is broken). Returns true when
+    /// something can be written.
+    pub fn deliver(&mut self, seq: u64, pieces: &[Bytes], complete: bool, close: bool) -> bool {
+        let at_head = seq == self.head_seq;
+        let Some(slot) = self.slot_mut(seq) else {
+            return false;
+        };
+        if at_head {
+            pieces.iter().for_each(|p| self.write_queue.push(p.clone()));
+        } else {
+            slot.pieces.extend(pieces.iter().cloned());
+            self.slot_bytes += pieces.iter().map(Bytes::len).sum::<usize>();
+        }
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.complete |= complete;
+            slot.close_after |= close;
+            if complete {
+                slot.exchange = None;
+            }
+        }
+        self.pop_complete();
+        !self.write_queue.is_empty()
+    }
+
+    /// Moves complete head slots out, and the pieces of the new head to the write queue.
+    fn pop_complete(&mut self) {
+        while self.slots.front().is_some_and(|s| s.complete) {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
             self.head_seq += 1;
-            if !slot.silent {
-                match slot.output {
-                    Output::Empty => {}
-                    Output::One(reply) => self.write_queue.push(reply),
-                    Output::Many(replies) => {
-                        replies.into_iter().for_each(|r| self.write_queue.push(r))
-                    }
-                }
-            }
             if slot.close_after {
                 self.closing = true;
                 // Nothing after a closing reply is ever sent.
                 self.head_seq += self.slots.len() as u64;
-                self.slots.clear();
+                let rest: Vec<Slot> = self.slots.drain(..).collect();
+                self.slot_bytes = 0;
+                self.orphaned
+                    .extend(rest.into_iter().filter_map(|s| s.exchange));
                 break;
             }
+            if let Some(next) = self.slots.front_mut() {
+                let pieces = std::mem::take(&mut next.pieces);
+                for piece in pieces {
+                    self.slot_bytes -= piece.len().min(self.slot_bytes);
+                    self.write_queue.push(piece);
+                }
+            }
         }
+    }
+
+    /// Writes what the socket takes. Returns the bytes written.
+    pub fn flush(&mut self) -> io::Result<usize> {
         if self.write_queue.is_empty() {
             return Ok(0);
         }
         self.write_queue.write_to(&mut self.stream)
+    }
+
+    /// Gives idle buffers back (an idle connection keeps no buffer memory).
+    pub fn shrink_if_idle(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_IDLE_CAPACITY {
+            self.read_buf = BytesMut::new();
+        }
+        if self.slots.is_empty() && self.slots.capacity() > 0 {
+            self.slots = VecDeque::new();
+        }
+        if self.write_queue.is_empty() {
+            self.write_queue.shrink();
+        }
+        if self.parked.is_empty() && self.parked.capacity() > 0 {
+            self.parked = Vec::new();
+        }
+    }
+
+    /// A backend request was sent for one of its exchanges.
+    pub fn request_sent(&mut self) {
+        self.inflight += 1;
+    }
+
+    /// A backend request of one of its exchanges was answered with `bytes` of reply.
+    pub fn request_answered(&mut self, bytes: usize) {
+        self.inflight = self.inflight.saturating_sub(1);
+        self.reply_estimate = (self.reply_estimate + bytes) / 2;
+    }
+
+    /// Its exchanges now hold `delta` more (or fewer) bytes.
+    pub fn exchange_bytes_changed(&mut self, delta: isize) {
+        self.exchange_bytes = self.exchange_bytes.saturating_add_signed(delta);
+    }
+
+    /// An exchange waits for this client to drain.
+    pub fn park(&mut self, exchange: ExchangeId) {
+        self.parked.push(exchange);
+    }
+
+    /// The exchanges waiting for it to drain.
+    pub fn take_parked(&mut self) -> Vec<ExchangeId> {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// Every exchange still answering one of its slots (to end them when it goes).
+    pub fn exchanges(&self) -> impl Iterator<Item = ExchangeId> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|s| s.exchange)
+            .chain(self.parked.iter().copied())
+            .chain(self.orphaned.iter().copied())
     }
 
     /// True once a closing client has nothing left to send.
@@ -307,30 +403,42 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream as StdStream};
 
-    #[test]
-    fn all_ok_combines_to_ok_or_first_failure() {
-        let mut slot = Slot::waiting(3, Combine::AllOk, false);
-        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
-        slot.deliver(0, Bytes::from_static(b"SERVER_ERROR timeout\r\n"));
-        slot.deliver(0, Bytes::from_static(b"SERVER_ERROR other\r\n"));
-        assert!(slot.is_complete());
-        assert!(
-            matches!(&slot.output, Output::One(b) if b.as_ref() == b"SERVER_ERROR timeout\r\n")
-        );
-
-        let mut slot = Slot::waiting(2, Combine::AllOk, false);
-        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
-        assert!(!slot.is_complete());
-        slot.deliver(0, Bytes::from_static(b"OK\r\n"));
-        assert!(matches!(&slot.output, Output::One(b) if b.as_ref() == b"OK\r\n"));
+    fn client() -> (Client, StdStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = StdStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(stream);
+        (Client::new(stream, 0, 0, Instant::now()), peer)
     }
 
     #[test]
-    fn extra_deliveries_are_ignored() {
-        let mut slot = Slot::waiting(1, Combine::Single, false);
-        slot.deliver(0, Bytes::from_static(b"STORED\r\n"));
-        slot.deliver(0, Bytes::from_static(b"NOT_STORED\r\n"));
-        assert!(matches!(&slot.output, Output::One(b) if b.as_ref() == b"STORED\r\n"));
+    fn pieces_leave_in_slot_order_and_are_counted_until_written() {
+        let (mut c, _peer) = client();
+        let a = c.push_slot(Slot::waiting());
+        let b = c.push_slot(Slot::waiting());
+        assert!(!c.deliver(b, &[Bytes::from_static(b"BB")], true, false));
+        assert_eq!(c.buffered(), 2);
+        assert!(c.deliver(a, &[Bytes::from_static(b"A")], false, false));
+        assert_eq!(c.write_queue.len(), 1);
+        c.deliver(a, &[Bytes::from_static(b"AA")], true, false);
+        assert_eq!(c.write_queue.len(), 5);
+        assert_eq!(c.buffered(), 5);
+        assert!(c.slots.is_empty());
+        // A slot that is gone ignores late deliveries.
+        assert!(!c.deliver(a, &[Bytes::from_static(b"late")], true, false));
+        assert_eq!(c.buffered(), 5);
+    }
+
+    #[test]
+    fn a_closing_slot_drops_what_follows() {
+        let (mut c, _peer) = client();
+        let a = c.push_slot(Slot::waiting());
+        c.push_slot(Slot::ready(Bytes::from_static(b"later")));
+        c.deliver(a, &[], true, true);
+        assert!(c.closing);
+        assert_eq!(c.buffered(), 0);
     }
 }

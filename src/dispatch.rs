@@ -1,21 +1,19 @@
-//! Turning one parsed client request into work: a local answer, or fragments queued on backend
-//! connections with a reply slot that will collect their replies.
+//! Turning one parsed client request into work: a local answer, or an exchange (see
+//! [`crate::exchange`]) that sends it to the backends its keys route to and answers its slot.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{Failure, Fragment, Owner};
-use crate::client::{Combine, Next, Slot, SplitRetrieval};
-use crate::multiget::{self, AskedKey};
-use crate::protocol::{base64, Command, ReplyKind, Request};
+use crate::client::{Next, Slot};
+use crate::exchange::split_get::SplitGet;
+use crate::exchange::{Exchange, Framing, Send, SlotRef};
+use crate::multiget::AskedKey;
+use crate::protocol::{base64, Command, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
 
-/// Sent after every `noreply` or quiet request so the end of its (possibly empty) reply can
-/// be found: the backend answers `MN` once everything before it is done.
-const NOOP: &[u8] = b"mn\r\n";
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
 const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
 
@@ -32,56 +30,6 @@ fn routing_key<'a>(
     }
     let len = base64::decode(key, decoded)?;
     decoded.get(..len)
-}
-
-/// How a forwarded request is framed on the backend and answered if the backend fails.
-struct Framing {
-    kind: ReplyKind,
-    on_failure: Failure,
-    discard_reply: bool,
-    noop_tail: bool,
-    silent_slot: bool,
-}
-
-fn framing(request: &Request) -> Framing {
-    let miss = match request.command {
-        Command::Get | Command::Gets | Command::Gat | Command::Gats => {
-            Some(Failure::Miss(b"END\r\n"))
-        }
-        Command::MetaGet => Some(Failure::Miss(b"EN\r\n")),
-        _ => None,
-    };
-    if request.noreply {
-        return Framing {
-            kind: ReplyKind::UntilNoop,
-            on_failure: Failure::Silent,
-            discard_reply: true,
-            noop_tail: true,
-            silent_slot: true,
-        };
-    }
-    if request.quiet {
-        // Quiet mode hides misses and success codes, not errors.
-        let on_failure = if miss.is_some() {
-            Failure::Silent
-        } else {
-            Failure::Error
-        };
-        return Framing {
-            kind: ReplyKind::UntilNoop,
-            on_failure,
-            discard_reply: false,
-            noop_tail: true,
-            silent_slot: false,
-        };
-    }
-    Framing {
-        kind: request.command.reply_kind(),
-        on_failure: miss.unwrap_or(Failure::Error),
-        discard_reply: false,
-        noop_tail: false,
-        silent_slot: false,
-    }
 }
 
 impl Worker {
@@ -201,24 +149,49 @@ impl Worker {
                 }
             }
         }
+        if request.key_count > self.multiget_window(listener) {
+            // One server, but more keys than one window: released in windows.
+            self.forward_split(client, listener, request, bytes, now, (usize::MAX, memo));
+            return;
+        }
         let lookups = match request.command {
             Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
                 request.key_count
             }
             _ => 0,
         };
-        let framing = framing(request);
-        let Some(c) = self.clients.get_mut(client) else {
+        let send = Send {
+            server,
+            part: 0,
+            bytes,
+            framing: Framing::of(request),
+            stream: true,
+            lookups,
+        };
+        let Some(slot) = self.new_slot(client) else {
             return;
         };
-        let seq = c.push_slot(Slot::waiting(1, Combine::Single, framing.silent_slot));
-        let owner = Owner {
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        let exchange = Exchange::forward(slot, send, &mut fx);
+        self.start_exchange(slot, exchange, &mut fx, now);
+        self.fx = fx;
+    }
+
+    /// Takes the next reply slot of `client` for an exchange.
+    fn new_slot(&mut self, client: usize) -> Option<SlotRef> {
+        let c = self.clients.get_mut(client)?;
+        let seq = c.push_slot(Slot::waiting());
+        Some(SlotRef {
             client,
             generation: c.generation,
             seq,
-            part: 0,
-        };
-        self.send(server, owner, &framing, bytes, lookups, now);
+        })
+    }
+
+    fn multiget_window(&self, listener: usize) -> usize {
+        self.listener_spec(listener)
+            .map_or(usize::MAX, |s| s.multiget_window.max(1))
     }
 
     /// Picks the server for `key` by the listener's routes, or None when no route matches.
@@ -251,13 +224,8 @@ impl Worker {
                     }
                 }
                 let pool = router.pools().get(pool_index)?;
-                let (backends, server_conns) = (&self.backends, &self.server_conns);
-                let usable = |server: usize| {
-                    server_conns
-                        .get(server)
-                        .and_then(|&(base, count)| backends.get(base + client % count.max(1)))
-                        .is_some_and(|conn| conn.is_usable(now))
-                };
+                let backends = &self.backends;
+                let usable = |server: usize| backends.is_usable(server, client, now);
                 let server = self.round_robin.next(pool, pool_index, usable);
                 *memo = Some((route_index, server));
                 Some(server)
@@ -279,11 +247,7 @@ impl Worker {
         routed: (usize, Option<(usize, usize)>),
     ) {
         let (counted, mut memo) = routed;
-        // Scratch vectors live in the worker: a split allocates only what it keeps.
-        let mut servers = std::mem::take(&mut self.split_servers);
-        let mut lines = std::mem::take(&mut self.split_lines);
-        servers.clear();
-        lines.clear();
+        let mut servers: Vec<usize> = Vec::new();
         let mut asked: Vec<AskedKey> = Vec::with_capacity(request.key_count);
         for (index, key) in request.keys(&bytes).enumerate() {
             let count = index >= counted;
@@ -312,120 +276,50 @@ impl Worker {
             };
             asked.push(AskedKey::new(&bytes, key, part));
         }
-        multiget::build_lines(
-            request,
-            &bytes,
-            &asked,
-            servers.len(),
-            &mut self.split_lens,
-            &mut lines,
-        );
-        let framing = framing(request);
-        let split = SplitRetrieval {
-            request: *request,
-            bytes,
-            asked,
-            parts: vec![Bytes::new(); servers.len()],
+        let window = self.multiget_window(listener);
+        let split = SplitGet::new(*request, bytes, asked, servers, window);
+        let Some(slot) = self.new_slot(client) else {
+            return;
         };
-        let fragments = u32::try_from(servers.len()).unwrap_or(u32::MAX);
-        if let Some(c) = self.clients.get_mut(client) {
-            let slot = if servers.is_empty() {
-                Slot::ready(Bytes::from_static(multiget::END))
-            } else {
-                Slot::waiting(fragments, Combine::MultiGet(Box::new(split)), false)
-            };
-            let seq = c.push_slot(slot);
-            let generation = c.generation;
-            for (part, (&server, (line, lookups))) in
-                servers.iter().zip(lines.drain(..)).enumerate()
-            {
-                let owner = Owner {
-                    client,
-                    generation,
-                    seq,
-                    part,
-                };
-                self.send(server, owner, &framing, line, lookups, now);
-            }
-        }
-        self.split_servers = servers;
-        self.split_lines = lines;
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        let exchange = Exchange::split_get(slot, split, &mut fx);
+        self.start_exchange(slot, exchange, &mut fx, now);
+        self.fx = fx;
     }
 
     /// Sends `flush_all` to every server the listener's routes reach; OK only if every one
     /// says OK.
     fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
-        let framing = framing(request);
-        let Some(c) = self.clients.get_mut(client) else {
+        let framing = Framing::of(request);
+        let Some(listener) = self.clients.get(client).map(|c| c.listener) else {
             return;
         };
         let targets = self
             .flush_targets
-            .get(c.listener)
+            .get(listener)
             .cloned()
             .unwrap_or_default();
         if targets.is_empty() {
             let reply: &'static [u8] = if request.noreply { b"" } else { b"OK\r\n" };
-            c.push_slot(Slot::ready(Bytes::from_static(reply)));
+            self.answer_locally(client, Slot::ready(Bytes::from_static(reply)));
             return;
         }
-        let fragments = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-        let seq = c.push_slot(Slot::waiting(
-            fragments,
-            Combine::AllOk,
-            framing.silent_slot,
-        ));
-        let generation = c.generation;
-        for (part, server) in targets.into_iter().enumerate() {
-            let owner = Owner {
-                client,
-                generation,
-                seq,
-                part,
-            };
-            self.send(server, owner, &framing, bytes.clone(), 0, now);
-        }
-    }
-
-    /// Queues one fragment on the client's connection to `server`; a backend that cannot take
-    /// it answers the fragment at once (its failure reply).
-    fn send(
-        &mut self,
-        server: usize,
-        owner: Owner,
-        framing: &Framing,
-        bytes: Bytes,
-        lookups: usize,
-        now: Instant,
-    ) {
-        let Some(conn_index) = self.conn_for(server, owner.client) else {
+        let Some(slot) = self.new_slot(client) else {
             return;
         };
-        let Some(conn) = self.backends.get_mut(conn_index) else {
-            return;
-        };
-        let fragment = Fragment {
-            owner,
-            kind: framing.kind,
-            on_failure: framing.on_failure,
-            discard_reply: framing.discard_reply,
-            deadline: conn.deadline_from(now),
-            lookups,
-        };
-        let tail = framing.noop_tail.then(|| Bytes::from_static(NOOP));
-        WorkerStats::add(&self.stats.backend_requests, 1);
-        self.detail.server_request(server);
-        match conn.enqueue(self.poll.registry(), [Some(bytes), tail], fragment, now) {
-            Ok(timers) => {
-                if !conn.queued_for_flush {
-                    conn.queued_for_flush = true;
-                    self.flush_backends.push(conn_index);
-                }
-                for timer in timers.into_iter().flatten() {
-                    self.schedule_backend(conn_index, timer);
-                }
-            }
-            Err(reason) => self.completions.push(fragment.fail(server, reason)),
-        }
+        let sends = targets.into_iter().enumerate().map(|(part, server)| Send {
+            server,
+            part: u32::try_from(part).unwrap_or(u32::MAX),
+            bytes: bytes.clone(),
+            framing,
+            stream: false,
+            lookups: 0,
+        });
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        let exchange = Exchange::fan_out(slot, sends, &mut fx);
+        self.start_exchange(slot, exchange, &mut fx, now);
+        self.fx = fx;
     }
 }

@@ -40,10 +40,22 @@ pub struct ListenerSpec {
     pub max_connections: usize,
     /// Close clients idle this long.
     pub idle_timeout: Option<Duration>,
+    /// Close a client whose started request has not fully arrived within this time
+    /// (slowloris, counted as `clients_closed_slow_request`); `None` never does.
+    pub request_read_timeout: Option<Duration>,
     /// Per-client cap on requests not yet answered.
     pub max_outstanding_requests: usize,
-    /// Per-client cap on reply bytes waiting to be written.
+    /// Per-client window: backend requests one client may have in flight at the backends at
+    /// once (at least 1); further requests wait, parsed or unread.
+    pub max_inflight_requests: usize,
+    /// Per-client soft limit on reply bytes waiting to be written: over it, stop reading and
+    /// dispatching that client until it drains.
     pub max_buffered_reply_bytes: usize,
+    /// Per-client hard limit on reply bytes waiting to be written: a client holding more is
+    /// closed (counted as `clients_closed_hard_limit`). Never below `max_buffered_reply_bytes`.
+    pub close_buffered_reply_bytes: usize,
+    /// Most keys of one multi-key get sent to one server in one backend request (at least 1).
+    pub multiget_window: usize,
     /// Open connections across all workers.
     pub connections: Arc<AtomicUsize>,
 }
@@ -51,6 +63,7 @@ pub struct ListenerSpec {
 impl ListenerSpec {
     /// The spec of a configured listener bound at `addr`.
     pub fn new(config: &ListenerConfig, addr: SocketAddr) -> ListenerSpec {
+        let soft_limit = config.max_buffered_reply_bytes.max(1);
         ListenerSpec {
             name: config.name.clone(),
             addr,
@@ -61,8 +74,12 @@ impl ListenerSpec {
             },
             max_connections: config.max_connections,
             idle_timeout: config.idle_timeout,
+            request_read_timeout: config.request_read_timeout,
             max_outstanding_requests: config.max_outstanding_requests.max(1),
-            max_buffered_reply_bytes: config.max_buffered_reply_bytes.max(1),
+            max_inflight_requests: config.max_inflight_requests.max(1),
+            max_buffered_reply_bytes: soft_limit,
+            close_buffered_reply_bytes: config.close_buffered_reply_bytes.max(soft_limit),
+            multiget_window: config.multiget_window.max(1),
             connections: Arc::new(AtomicUsize::new(0)),
         }
     }

@@ -49,6 +49,11 @@ counters! {
     backend_timeouts => "backend_timeouts",
     backend_connections => "backend_connections",
     backend_connect_failures => "backend_connect_failures",
+    backend_overloaded => "backend_overloaded",
+    clients_closed_hard_limit => "clients_closed_hard_limit",
+    clients_shed => "clients_shed",
+    clients_closed_slow_request => "clients_closed_slow_request",
+    reply_bytes_buffered => "reply_bytes_buffered",
 }
 
 impl WorkerStats {

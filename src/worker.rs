@@ -1,18 +1,23 @@
-//! One worker thread: a mio `Poll` and everything on it.
+//! One worker thread: a thin reactor over parts with one job each, all on one mio `Poll`:
+//! [`Clients`] (client connections and the lists of those to serve and flush), [`Backends`]
+//! (backend connections and those to flush), [`Exchanges`] (one state machine per request
+//! that waits on backends), and the timer wheel. The loop moves events between them.
 //!
 //! Phase order of one loop iteration (each phase may feed the next):
 //! 1. poll, with a timeout of 0 if clients are waiting to be revisited, else until the next
 //!    timer (or a short tick while shutting down);
 //! 2. record readiness by token range: listeners, the waker, backends, clients;
-//! 3. drive backends that had events: finish connects, frame replies, hand each reply to its
-//!    client slot;
-//! 4. serve clients that are readable (or were paused and have drained): read, parse,
-//!    dispatch each request to a backend write queue or answer it locally;
-//! 5. fire expired timers: request deadlines, connect timeouts, idle clients;
+//! 3. drive backends that had events: finish connects, frame replies, hand each reply (or
+//!    piece of one) to its exchange, which delivers to its client slot or sends more;
+//! 4. serve clients that are readable (or were held back and may go on): read, parse, start
+//!    an exchange per request (or answer it locally), within the client's limits;
+//! 5. fire expired timers: request deadlines, connect timeouts, idle and slow clients;
 //! 6. accept new connections;
 //! 7. flush every backend that has queued bytes (one `writev` each), then every client with
-//!    complete replies at the head of its FIFO;
-//! 8. on shutdown, stop accepting and leave once every client is answered (or time is up).
+//!    replies to write; a client that drained resumes its parked exchanges and its reading;
+//! 8. if the worker holds more reply bytes than its share of `reply_memory_budget`, close the
+//!    clients holding the most until it does not;
+//! 9. on shutdown, stop accepting and leave once every client is answered (or time is up).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 
-use crate::backend::conn::ArmTimer;
-use crate::backend::{BackendConn, Completion};
-use crate::client::{Client, Slot};
+use crate::backend::{Backends, Completion, ConnTimer, Owner};
+use crate::client::{ClientLimits, Slot};
+use crate::clients::Clients;
+use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, SlotRef};
 use crate::listener::ListenerSpec;
+use crate::log_limit::{LogEvent, LogLimiter};
 use crate::route::{RoundRobin, Router};
 use crate::shutdown::Shutdown;
 use crate::stats::{DetailStats, StatsRegistry, WorkerStats};
@@ -60,6 +66,13 @@ pub enum TimerEvent {
         /// The client's generation.
         generation: u32,
     },
+    /// Check whether a client's request has been arriving too long (slowloris).
+    ClientSlowRequest {
+        /// Client slab index.
+        client: usize,
+        /// The client's generation.
+        generation: u32,
+    },
 }
 
 /// Everything a worker is built from.
@@ -74,6 +87,8 @@ pub struct WorkerSetup {
     pub registry: Arc<StatsRegistry>,
     /// The shutdown flag.
     pub shutdown: Arc<Shutdown>,
+    /// This worker's share of the process's reply memory budget, in bytes.
+    pub reply_budget: usize,
 }
 
 struct WorkerListener {
@@ -82,26 +97,30 @@ struct WorkerListener {
     pending_accept: bool,
 }
 
+impl WorkerListener {
+    fn client_limits(&self) -> ClientLimits {
+        ClientLimits {
+            max_outstanding: self.spec.max_outstanding_requests,
+            max_inflight: self.spec.max_inflight_requests,
+            soft_bytes: self.spec.max_buffered_reply_bytes,
+            hard_bytes: self.spec.close_buffered_reply_bytes,
+        }
+    }
+}
+
 /// A worker's loop state.
 pub struct Worker {
     pub(crate) id: usize,
     pub(crate) poll: Poll,
     listeners: Vec<WorkerListener>,
-    pub(crate) clients: Slab<Client>,
-    next_generation: u32,
-    pub(crate) backends: Vec<BackendConn>,
-    /// For each server: (index of its first connection in `backends`, connection count).
-    pub(crate) server_conns: Vec<(usize, usize)>,
+    pub(crate) clients: Clients,
+    pub(crate) backends: Backends,
+    pub(crate) exchanges: Exchanges,
     pub(crate) router: Arc<Router>,
     /// Per listener, the servers `flush_all` goes to.
     pub(crate) flush_targets: Vec<Vec<usize>>,
     /// Round-robin turns, per pool.
     pub(crate) round_robin: RoundRobin,
-    /// Scratch for splitting multi-gets (reused, so a split allocates only what it keeps):
-    /// the servers of the parts, the parts' line lengths and key counts, the built lines.
-    pub(crate) split_servers: Vec<usize>,
-    pub(crate) split_lens: Vec<(usize, usize)>,
-    pub(crate) split_lines: Vec<(bytes::Bytes, usize)>,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
     /// Per-route and per-server counters.
@@ -109,12 +128,18 @@ pub struct Worker {
     pub(crate) registry: Arc<StatsRegistry>,
     shutdown: Arc<Shutdown>,
     shutdown_deadline: Option<Instant>,
-    pub(crate) completions: Vec<Completion>,
-    revisit: Vec<usize>,
-    pub(crate) flush_clients: Vec<usize>,
-    pub(crate) flush_backends: Vec<usize>,
-    backend_events: Vec<usize>,
+    /// Replies and failures collected from backends, handed to exchanges in order.
+    completions: Vec<Completion>,
+    conn_timers: Vec<ConnTimer>,
+    pub(crate) fx: Effects,
+    /// Reply bytes held for all clients of this worker.
+    buffered: usize,
+    reply_budget: usize,
+    serve_list: Vec<usize>,
+    flush_list: Vec<usize>,
     fired: Vec<TimerEvent>,
+    /// Per-event warnings of the loop itself (accept errors, shed clients), rate limited.
+    log: LogLimiter,
 }
 
 impl Worker {
@@ -136,38 +161,19 @@ impl Worker {
             });
         }
         let stats = setup.registry.worker(setup.id);
-        let mut backends = Vec::new();
-        let mut server_conns = Vec::new();
-        for (index, server) in setup.router.servers().iter().enumerate() {
-            server_conns.push((backends.len(), server.connections));
-            for _ in 0..server.connections {
-                let token = Token(BACKEND_BASE + backends.len());
-                backends.push(BackendConn::new(
-                    index,
-                    server.addr,
-                    server.timeout,
-                    server.connect_timeout,
-                    token,
-                    stats.clone(),
-                ));
-            }
-        }
+        let backends = Backends::new(setup.router.servers(), BACKEND_BASE, &stats);
         let now = Instant::now();
         Ok(Worker {
             id: setup.id,
             poll,
             listeners,
-            clients: Slab::new(),
-            next_generation: 0,
+            clients: Clients::default(),
+            backends,
+            exchanges: Exchanges::default(),
             flush_targets: (0..listener_count)
                 .map(|l| setup.router.reachable_servers(l))
                 .collect(),
             round_robin: RoundRobin::new(setup.router.pools().len()),
-            split_servers: Vec::new(),
-            split_lens: Vec::new(),
-            split_lines: Vec::new(),
-            backends,
-            server_conns,
             router: setup.router,
             timers: TimerWheel::new(now),
             stats,
@@ -176,11 +182,14 @@ impl Worker {
             shutdown: setup.shutdown,
             shutdown_deadline: None,
             completions: Vec::new(),
-            revisit: Vec::new(),
-            flush_clients: Vec::new(),
-            flush_backends: Vec::new(),
-            backend_events: Vec::new(),
+            conn_timers: Vec::new(),
+            fx: Effects::default(),
+            buffered: 0,
+            reply_budget: setup.reply_budget.max(1),
+            serve_list: Vec::new(),
+            flush_list: Vec::new(),
             fired: Vec::new(),
+            log: LogLimiter::with_subjects(0),
         })
     }
 
@@ -205,8 +214,9 @@ impl Worker {
             self.serve_clients(now);
             self.fire_timers(now);
             self.accept_all(now);
-            self.flush_all_backends(now);
-            self.flush_all_clients();
+            self.flush_backends(now);
+            self.flush_clients(now);
+            self.enforce_budget();
             if self.shutdown.is_requested() && self.shutdown_step(now) {
                 break;
             }
@@ -215,7 +225,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.listeners.iter().any(|l| l.pending_accept) {
+        if self.clients.has_revisits() || self.listeners.iter().any(|l| l.pending_accept) {
             return Some(Duration::ZERO);
         }
         let timer = self.timers.next_timeout(now);
@@ -238,105 +248,211 @@ impl Worker {
                     client.readable = true;
                 }
                 client.read_closed |= event.is_read_closed();
-                if !client.queued {
-                    client.queued = true;
-                    self.revisit.push(index);
-                }
                 if event.is_error() {
                     client.dead = true;
                 }
             }
-        } else if token >= BACKEND_BASE {
-            let index = token - BACKEND_BASE;
-            if let Some(conn) = self.backends.get_mut(index) {
-                conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
-                conn.read_closed |= event.is_read_closed() || event.is_error();
-                conn.writable |= event.is_writable() || event.is_write_closed();
-                self.backend_events.push(index);
+            self.clients.revisit(index);
+            // Writable again: what is queued can go.
+            if event.is_writable() {
+                self.clients.flush_later(index);
             }
+        } else if token >= BACKEND_BASE {
+            self.backends.record(token - BACKEND_BASE, event);
         } else if let Some(listener) = self.listeners.get_mut(token) {
             listener.pending_accept = true;
         }
     }
 
     fn drive_backends(&mut self, now: Instant) {
-        let mut events = std::mem::take(&mut self.backend_events);
-        for &index in &events {
-            let Some(conn) = self.backends.get_mut(index) else {
-                continue;
-            };
-            conn.drive(self.poll.registry(), now, &mut self.completions);
-            let timer = conn.rearm();
-            if conn.queued_bytes() > 0 && !conn.queued_for_flush {
-                conn.queued_for_flush = true;
-                self.flush_backends.push(index);
-            }
-            if let Some(t) = timer {
-                self.schedule_backend(index, t);
-            }
-        }
-        events.clear();
-        self.backend_events = events;
-        self.apply_completions();
-    }
-
-    pub(crate) fn schedule_backend(&mut self, conn: usize, timer: ArmTimer) {
-        self.timers.schedule(
-            timer.at,
-            TimerEvent::Backend {
-                conn,
-                generation: timer.generation,
-                at: timer.at,
-            },
+        self.backends.drive(
+            self.poll.registry(),
+            now,
+            &mut self.completions,
+            &mut self.conn_timers,
         );
+        self.apply_completions(now);
     }
 
-    /// Hands every collected reply to its client slot and counts it.
-    pub(crate) fn apply_completions(&mut self) {
-        for completion in self.completions.drain(..) {
-            if let Some(reason) = completion.failed {
-                let timeout = reason == crate::backend::FailReason::Timeout;
-                WorkerStats::add(&self.stats.backend_errors, 1);
-                if timeout {
-                    WorkerStats::add(&self.stats.backend_timeouts, 1);
+    fn schedule_conn_timers(&mut self) {
+        for t in self.conn_timers.drain(..) {
+            self.timers.schedule(
+                t.timer.at,
+                TimerEvent::Backend {
+                    conn: t.conn,
+                    generation: t.timer.generation,
+                    at: t.timer.at,
+                },
+            );
+        }
+    }
+
+    /// Hands every collected reply to its exchange, until no new ones appear (an exchange's
+    /// next request may fail at once and add one).
+    pub(crate) fn apply_completions(&mut self, now: Instant) {
+        while !self.completions.is_empty() {
+            let mut batch = std::mem::take(&mut self.completions);
+            for completion in batch.drain(..) {
+                self.count_completion(&completion);
+                match completion.owner {
+                    Owner::Exchange { id, part } => {
+                        self.on_exchange_event(id, part, &completion, now)
+                    }
                 }
-                self.detail.server_failure(completion.server, timeout);
             }
-            if completion.lookups > 0 {
-                let hits = completion.values.min(completion.lookups);
-                WorkerStats::add(&self.stats.get_hits, hits as u64);
-                WorkerStats::add(&self.stats.get_misses, (completion.lookups - hits) as u64);
-            }
-            let owner = completion.owner;
-            let Some(client) = self.clients.get_mut(owner.client) else {
-                continue;
-            };
-            if client.generation != owner.generation {
-                continue;
-            }
-            if client.deliver(owner.seq, owner.part, completion.reply) && !client.pending_flush {
-                client.pending_flush = true;
-                self.flush_clients.push(owner.client);
+            if self.completions.is_empty() {
+                self.completions = batch;
             }
         }
+        self.schedule_conn_timers();
+    }
+
+    fn count_completion(&self, completion: &Completion) {
+        if !completion.end {
+            return;
+        }
+        if let Some(reason) = completion.failed {
+            let timeout = reason == crate::backend::FailReason::Timeout;
+            WorkerStats::add(&self.stats.backend_errors, 1);
+            if timeout {
+                WorkerStats::add(&self.stats.backend_timeouts, 1);
+            }
+            if reason == crate::backend::FailReason::Overloaded {
+                WorkerStats::add(&self.stats.backend_overloaded, 1);
+            }
+            self.detail.server_failure(completion.server, timeout);
+        }
+        if completion.lookups > 0 {
+            let hits = completion.values.min(completion.lookups);
+            WorkerStats::add(&self.stats.get_hits, hits as u64);
+            WorkerStats::add(&self.stats.get_misses, (completion.lookups - hits) as u64);
+        }
+    }
+
+    fn on_exchange_event(&mut self, id: ExchangeId, part: u32, c: &Completion, now: Instant) {
+        let Some(slot) = self.exchanges.get_mut(id).map(|e| e.slot) else {
+            return; // its client went: drained and dropped
+        };
+        let Some(listener) = self
+            .clients
+            .current(slot.client, slot.generation)
+            .map(|c| c.listener)
+        else {
+            self.exchanges.remove(id);
+            return;
+        };
+        let limits = self.client_limits(listener);
+        let (Some(exchange), Some(client)) = (
+            self.exchanges.get_mut(id),
+            self.clients.current(slot.client, slot.generation),
+        ) else {
+            return;
+        };
+        if c.end {
+            client.request_answered(c.reply.len());
+        }
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(client.may_take_more(&limits));
+        let flow = exchange.on_completion(part, c, &mut fx);
+        self.apply_effects(id, slot, flow, &mut fx, now);
+        self.fx = fx;
+    }
+
+    /// Carries out what an exchange asked for: sends, deliveries, its end or its parking.
+    pub(crate) fn apply_effects(
+        &mut self,
+        id: ExchangeId,
+        slot: SlotRef,
+        flow: Flow,
+        fx: &mut Effects,
+        now: Instant,
+    ) {
+        let Some(client) = self.clients.current(slot.client, slot.generation) else {
+            self.exchanges.remove(id);
+            return;
+        };
+        let before = client.buffered();
+        client.exchange_bytes_changed(fx.held_delta);
+        for _ in &fx.sends {
+            client.request_sent();
+        }
+        let done = flow == Flow::Done;
+        let writable = if done || fx.abort || !fx.deliver.is_empty() {
+            client.deliver(slot.seq, &fx.deliver, done, fx.abort)
+        } else {
+            false
+        };
+        if flow == Flow::Parked {
+            client.park(id);
+        }
+        let after = client.buffered();
+        let listener = client.listener;
+        self.account(before, after);
+        if writable {
+            self.clients.flush_later(slot.client);
+        }
+        if done {
+            self.exchanges.remove(id);
+        }
+        for send in fx.sends.drain(..) {
+            let owner = Owner::Exchange {
+                id,
+                part: send.part,
+            };
+            WorkerStats::add(&self.stats.backend_requests, 1);
+            self.detail.server_request(send.server);
+            self.backends.send(
+                self.poll.registry(),
+                slot.client,
+                owner,
+                &send,
+                now,
+                &mut self.completions,
+                &mut self.conn_timers,
+            );
+        }
+        let hard = self.client_limits(listener).hard_bytes;
+        if after > hard {
+            WorkerStats::add(&self.stats.clients_closed_hard_limit, 1);
+            log::debug!("client closed: {after} reply bytes buffered (hard limit {hard})");
+            self.kill_client(slot.client);
+        }
+    }
+
+    fn account(&mut self, before: usize, after: usize) {
+        self.buffered = (self.buffered + after).saturating_sub(before);
+    }
+
+    fn client_limits(&self, listener: usize) -> ClientLimits {
+        match self.listeners.get(listener) {
+            Some(l) => l.client_limits(),
+            None => ClientLimits {
+                max_outstanding: 1,
+                max_inflight: 1,
+                soft_bytes: 1,
+                hard_bytes: 1,
+            },
+        }
+    }
+
+    /// Marks a client to be closed at once (limits, shedding).
+    fn kill_client(&mut self, index: usize) {
+        if let Some(client) = self.clients.get_mut(index) {
+            client.dead = true;
+        }
+        self.clients.flush_later(index);
     }
 
     fn serve_clients(&mut self, now: Instant) {
-        let revisit = std::mem::take(&mut self.revisit);
-        for &index in &revisit {
-            if let Some(client) = self.clients.get_mut(index) {
-                client.queued = false;
-            }
+        let mut list = std::mem::take(&mut self.serve_list);
+        self.clients.take_revisits(&mut list);
+        for &index in &list {
             self.serve_client(index, now);
             // A served client may have replies to write.
-            if let Some(client) = self.clients.get_mut(index) {
-                if !client.pending_flush {
-                    client.pending_flush = true;
-                    self.flush_clients.push(index);
-                }
-            }
+            self.clients.flush_later(index);
         }
-        self.apply_completions();
+        self.serve_list = list;
+        self.apply_completions(now);
     }
 
     fn serve_client(&mut self, index: usize, now: Instant) {
@@ -346,23 +462,28 @@ impl Worker {
         let Some(spec) = self.listeners.get(listener).map(|l| &l.spec) else {
             return;
         };
-        let (max_outstanding, max_buffered) =
-            (spec.max_outstanding_requests, spec.max_buffered_reply_bytes);
         let limits = spec.limits;
+        let slow_after = spec.request_read_timeout;
+        let client_limits = self.client_limits(listener);
         let mut reads = 0;
         loop {
-            // Dispatch whatever whole requests are buffered, up to the caps.
+            // Dispatch whatever whole requests are buffered, within the limits.
             loop {
                 let Some(client) = self.clients.get_mut(index) else {
                     return;
                 };
-                if client.closing || client.is_paused(max_outstanding, max_buffered) {
+                if client.closing || client.dead || !client.may_dispatch(&client_limits) {
                     break;
                 }
-                let Some(next) = client.next_request(&limits) else {
+                let Some(next) = client.next_request(&limits, now) else {
                     break;
                 };
+                let before = client.buffered();
                 self.dispatch(index, next, now);
+                if let Some(client) = self.clients.get(index) {
+                    let after = client.buffered();
+                    self.account(before, after);
+                }
             }
             let Some(client) = self.clients.get_mut(index) else {
                 return;
@@ -371,17 +492,16 @@ impl Worker {
             if client.closing || client.dead {
                 return;
             }
-            if client.is_paused(max_outstanding, max_buffered)
-                || (client.readable && reads >= READS_PER_VISIT)
+            if !client.may_dispatch(&client_limits) || (client.readable && reads >= READS_PER_VISIT)
             {
                 client.stalled = true;
                 return;
             }
             if !client.readable {
-                return;
+                break;
             }
             reads += 1;
-            match client.read() {
+            match client.read(now) {
                 Ok(read) if read.bytes == 0 => {
                     client.readable = false;
                     client.closing = true;
@@ -402,6 +522,23 @@ impl Worker {
                 }
             }
         }
+        // Waiting for the rest of a request: make sure its arrival is timed.
+        let Some(slow_after) = slow_after else {
+            return;
+        };
+        if let Some(client) = self.clients.get_mut(index) {
+            if let (Some(since), false) = (client.partial_since(), client.slow_timer_armed) {
+                client.slow_timer_armed = true;
+                let generation = client.generation;
+                self.timers.schedule(
+                    since + slow_after,
+                    TimerEvent::ClientSlowRequest {
+                        client: index,
+                        generation,
+                    },
+                );
+            }
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -414,36 +551,32 @@ impl Worker {
                     generation,
                     at,
                 } => {
-                    let Some(backend) = self.backends.get_mut(conn) else {
-                        continue;
-                    };
-                    let next = backend.on_timer(
+                    let next = self.backends.on_timer(
                         self.poll.registry(),
+                        conn,
                         generation,
                         at,
                         now,
                         &mut self.completions,
                     );
-                    if let Some(t) = next {
-                        self.schedule_backend(conn, t);
-                    }
+                    self.conn_timers.extend(next);
                 }
                 TimerEvent::ClientIdle { client, generation } => {
                     self.check_idle(client, generation, now);
                 }
+                TimerEvent::ClientSlowRequest { client, generation } => {
+                    self.check_slow_request(client, generation, now);
+                }
             }
         }
         self.fired = fired;
-        self.apply_completions();
+        self.apply_completions(now);
     }
 
     fn check_idle(&mut self, index: usize, generation: u32, now: Instant) {
-        let Some(client) = self.clients.get_mut(index) else {
+        let Some(client) = self.clients.current(index, generation) else {
             return;
         };
-        if client.generation != generation {
-            return;
-        }
         let Some(idle) = self
             .listeners
             .get(client.listener)
@@ -454,11 +587,7 @@ impl Worker {
         let since = now.saturating_duration_since(client.last_active);
         if client.is_idle() && since >= idle {
             log::debug!("closing client idle for {since:?}");
-            client.dead = true;
-            if !client.pending_flush {
-                client.pending_flush = true;
-                self.flush_clients.push(index);
-            }
+            self.kill_client(index);
         } else {
             let at = if client.is_idle() {
                 client.last_active + idle
@@ -473,6 +602,44 @@ impl Worker {
                 },
             );
         }
+    }
+
+    /// A client whose request started arriving `request_read_timeout` ago and is still not
+    /// whole is closed. One timer per client is enough: a stale one is ignored, and the
+    /// serve phase arms a new one while a request is partly in.
+    fn check_slow_request(&mut self, index: usize, generation: u32, now: Instant) {
+        let Some(client) = self.clients.current(index, generation) else {
+            return;
+        };
+        let Some(limit) = self
+            .listeners
+            .get(client.listener)
+            .and_then(|l| l.spec.request_read_timeout)
+        else {
+            return;
+        };
+        client.slow_timer_armed = false;
+        let Some(since) = client.partial_since() else {
+            return;
+        };
+        // A client held back by its own limits is not slow: its request is whole, unread.
+        if client.stalled {
+            return;
+        }
+        if now.saturating_duration_since(since) < limit {
+            client.slow_timer_armed = true;
+            self.timers.schedule(
+                since + limit,
+                TimerEvent::ClientSlowRequest {
+                    client: index,
+                    generation,
+                },
+            );
+            return;
+        }
+        WorkerStats::add(&self.stats.clients_closed_slow_request, 1);
+        log::debug!("closing client: request not whole after {limit:?}");
+        self.kill_client(index);
     }
 
     fn accept_all(&mut self, now: Instant) {
@@ -499,7 +666,13 @@ impl Worker {
                     Err(e) => {
                         // EMFILE and friends: try again on the next readiness event rather
                         // than spin on an error that will not clear by itself.
-                        log::warn!("accept failed: {e}");
+                        crate::warn_limited!(
+                            self.log,
+                            LogEvent::AcceptFailed,
+                            None,
+                            now,
+                            "accept failed: {e}"
+                        );
                         break;
                     }
                 }
@@ -533,25 +706,24 @@ impl Worker {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("client TCP_NODELAY: {e}");
         }
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let entry = self.clients.vacant_entry();
-        let index = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(CLIENT_BASE + index),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("could not register a client: {e}");
-            if let Some(spec) = self.listeners.get(listener).map(|l| &l.spec) {
-                spec.connections.fetch_sub(1, Ordering::Relaxed);
+        let registry = self.poll.registry();
+        let admitted = self.clients.admit(stream, listener, now, |stream, index| {
+            registry.register(
+                stream,
+                Token(CLIENT_BASE + index),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+        let (index, generation) = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                log::warn!("could not register a client: {e}");
+                if let Some(spec) = self.listeners.get(listener).map(|l| &l.spec) {
+                    spec.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+                return;
             }
-            return;
-        }
-        let mut client = Client::new(stream, generation, listener, now);
-        client.queued = true;
-        entry.insert(client);
-        self.revisit.push(index);
+        };
         WorkerStats::add(&self.stats.curr_connections, 1);
         WorkerStats::add(&self.stats.total_connections, 1);
         if let Some(idle) = idle_timeout {
@@ -565,64 +737,87 @@ impl Worker {
         }
     }
 
-    fn flush_all_backends(&mut self, now: Instant) {
-        let list = std::mem::take(&mut self.flush_backends);
-        for &index in &list {
-            let Some(conn) = self.backends.get_mut(index) else {
-                continue;
-            };
-            conn.queued_for_flush = false;
-            if let Err(reason) = conn.flush() {
-                conn.reset(self.poll.registry(), reason, now, &mut self.completions);
-            }
-        }
-        self.flush_backends = list;
-        self.flush_backends.clear();
-        self.apply_completions();
+    fn flush_backends(&mut self, now: Instant) {
+        self.backends
+            .flush(self.poll.registry(), now, &mut self.completions);
+        self.apply_completions(now);
     }
 
-    fn flush_all_clients(&mut self) {
-        let list = std::mem::take(&mut self.flush_clients);
+    fn flush_clients(&mut self, now: Instant) {
+        let mut list = std::mem::take(&mut self.flush_list);
+        self.clients.take_flushes(&mut list);
         for &index in &list {
-            let Some(client) = self.clients.get_mut(index) else {
-                continue;
-            };
-            client.pending_flush = false;
-            if !client.dead {
-                match client.flush() {
-                    Ok(n) => WorkerStats::add(&self.stats.bytes_written, n as u64),
-                    Err(e) => {
-                        log::debug!("client write failed: {e}");
-                        client.dead = true;
-                    }
+            self.flush_client(index, now);
+        }
+        self.flush_list = list;
+        // Resumed exchanges may have sent requests that failed at once.
+        self.apply_completions(now);
+    }
+
+    fn flush_client(&mut self, index: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(index) else {
+            return;
+        };
+        let before = client.buffered();
+        if !client.dead {
+            match client.flush() {
+                Ok(n) => WorkerStats::add(&self.stats.bytes_written, n as u64),
+                Err(e) => {
+                    log::debug!("client write failed: {e}");
+                    client.dead = true;
                 }
             }
-            if client.finished() {
-                self.close_client(index);
-                continue;
-            }
-            // A client that was held back by its caps and has drained is served again.
-            let Some(spec) = self.listeners.get(client.listener).map(|l| &l.spec) else {
-                continue;
-            };
-            if client.stalled
-                && !client.closing
-                && !client.is_paused(spec.max_outstanding_requests, spec.max_buffered_reply_bytes)
-                && !client.queued
-            {
-                client.queued = true;
-                self.revisit.push(index);
+        }
+        if client.finished() {
+            self.close_client(index);
+            return;
+        }
+        if client.is_idle() {
+            client.shrink_if_idle();
+        }
+        let after = client.buffered();
+        let listener = client.listener;
+        self.account(before, after);
+        let limits = self.client_limits(listener);
+        let Some(client) = self.clients.get_mut(index) else {
+            return;
+        };
+        // A client that drained below its soft limit lets parked exchanges go on.
+        if client.may_take_more(&limits) {
+            for id in client.take_parked() {
+                self.resume_exchange(id, now);
             }
         }
-        self.flush_clients = list;
-        self.flush_clients.clear();
+        let Some(client) = self.clients.get_mut(index) else {
+            return;
+        };
+        // A client that was held back by its limits and has drained is served again.
+        if client.stalled && !client.closing && client.may_dispatch(&limits) {
+            self.clients.revisit(index);
+        }
+    }
+
+    fn resume_exchange(&mut self, id: ExchangeId, now: Instant) {
+        let Some(exchange) = self.exchanges.get_mut(id) else {
+            return;
+        };
+        let slot = exchange.slot;
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        let flow = exchange.resume(&mut fx);
+        self.apply_effects(id, slot, flow, &mut fx, now);
+        self.fx = fx;
     }
 
     fn close_client(&mut self, index: usize) {
-        if !self.clients.contains(index) {
+        let Some(mut client) = self.clients.remove(index) else {
             return;
+        };
+        self.account(client.buffered(), 0);
+        // Its exchanges end; replies still in flight for them are drained and dropped.
+        for id in client.exchanges() {
+            self.exchanges.remove(id);
         }
-        let mut client = self.clients.remove(index);
         if let Err(e) = self.poll.registry().deregister(&mut client.stream) {
             log::debug!("deregister client: {e}");
         }
@@ -630,9 +825,51 @@ impl Worker {
             listener.spec.connections.fetch_sub(1, Ordering::Relaxed);
         }
         WorkerStats::sub(&self.stats.curr_connections, 1);
-        // A later client may take this slab entry: it must not inherit list memberships.
-        self.revisit.retain(|&i| i != index);
-        self.flush_clients.retain(|&i| i != index);
+    }
+
+    /// Over the worker's share of the reply memory budget: close the clients holding the most
+    /// reply bytes until it is back under (the biggest offenders pay, not everyone).
+    fn enforce_budget(&mut self) {
+        self.stats
+            .reply_bytes_buffered
+            .store(self.buffered as u64, Ordering::Relaxed);
+        if self.buffered <= self.reply_budget {
+            return;
+        }
+        let mut holders: Vec<(usize, usize)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.dead)
+            .map(|(i, c)| (c.buffered(), i))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let mut over = self.buffered - self.reply_budget;
+        let mut shed = Vec::new();
+        for (bytes, index) in holders {
+            if over == 0 || bytes == 0 {
+                break;
+            }
+            over = over.saturating_sub(bytes);
+            shed.push(index);
+        }
+        if !shed.is_empty() {
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ClientClosed,
+                None,
+                Instant::now(),
+                "worker {}: {} reply bytes buffered, over the budget of {}: closing the {} clients holding the most",
+                self.id,
+                self.buffered,
+                self.reply_budget,
+                shed.len()
+            );
+        }
+        for index in shed {
+            WorkerStats::add(&self.stats.clients_shed, 1);
+            self.kill_client(index);
+            self.flush_client(index, Instant::now());
+        }
     }
 
     /// One shutdown step; returns true when the worker may exit.
@@ -646,24 +883,18 @@ impl Worker {
                     }
                     listener.pending_accept = false;
                 }
-                let indices: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
-                for index in indices {
+                for index in self.clients.indices() {
                     if let Some(client) = self.clients.get_mut(index) {
                         client.closing = true;
                         if client.is_idle() {
                             client.dead = true;
                         }
                     }
-                    if let Some(client) = self.clients.get_mut(index) {
-                        if !client.pending_flush {
-                            client.pending_flush = true;
-                            self.flush_clients.push(index);
-                        }
-                    }
+                    self.clients.flush_later(index);
                 }
                 let d = now + SHUTDOWN_GRACE;
                 self.shutdown_deadline = Some(d);
-                self.flush_all_clients();
+                self.flush_clients(now);
                 d
             }
         };
@@ -681,11 +912,20 @@ impl Worker {
         false
     }
 
-    /// The backend connection a client uses for `server` (clients are pinned to one connection
-    /// per server so their requests to it stay in order).
-    pub(crate) fn conn_for(&self, server: usize, client: usize) -> Option<usize> {
-        let (base, count) = *self.server_conns.get(server)?;
-        Some(base + client % count.max(1))
+    /// Starts exchange `exchange`, already built with its first effects in `fx`.
+    pub(crate) fn start_exchange(
+        &mut self,
+        slot: SlotRef,
+        exchange: Exchange,
+        fx: &mut Effects,
+        now: Instant,
+    ) {
+        let flow = exchange.flow(fx);
+        let id = self.exchanges.insert(exchange);
+        if let Some(client) = self.clients.current(slot.client, slot.generation) {
+            client.attach(slot.seq, id);
+        }
+        self.apply_effects(id, slot, flow, fx, now);
     }
 
     /// A ready-made reply slot for `client` (answers produced by the proxy itself). A slot that
@@ -697,5 +937,10 @@ impl Worker {
             }
             c.push_slot(slot);
         }
+    }
+
+    /// The settings of listener `listener`.
+    pub(crate) fn listener_spec(&self, listener: usize) -> Option<&ListenerSpec> {
+        self.listeners.get(listener).map(|l| &l.spec)
     }
 }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bifrost::config::{Distribution, HashFunction};
+use bifrost::placement::{Distribution, HashFunction};
 use bifrost::route::hash::hash_tag_slice;
 use bifrost::route::ring::{Ring, RingServer};
 use common::{

@@ -236,7 +236,11 @@ fn two_route_config(port: u16, a: &str, b: &str) -> String {
 fn killed_backend_answers_each_in_flight_request_once_then_fails_fast_then_recovers() {
     let mut mc = Memcached::start();
     let port = mc.port();
-    let b = BlindForward::new(&mc.addr()).timeout("3s").start();
+    // All 200 requests must be at the backend when it dies: a window that wide.
+    let b = BlindForward::new(&mc.addr())
+        .timeout("3s")
+        .listener_option("max_inflight_requests: 256")
+        .start();
     let mut c = b.client();
     assert_eq!(c.set("warm", b"up", 0, 0), "STORED");
 

@@ -21,7 +21,8 @@ use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
 use crate::buffer::{read_into, WriteQueue, BACKEND_READ_CHUNK};
-use crate::protocol::{parse_reply, ReplyKind};
+use crate::log_limit::{LogEvent, LogLimiter};
+use crate::protocol::{ReplyFramer, ReplyKind};
 use crate::stats::WorkerStats;
 use std::sync::Arc;
 
@@ -31,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const MAX_REPLY_LINE: usize = 64 * 1024;
 /// Bytes of the `MN\r\n` that ends an `UntilNoop` reply.
 const NOOP_REPLY_LEN: usize = 4;
+/// A streamed reply is handed on in pieces of at least this many bytes (smaller replies are
+/// handed on whole, in one piece).
+const STREAM_PIECE: usize = 64 * 1024;
 
 /// Connection state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +63,11 @@ pub struct BackendConn {
     pub generation: u32,
     write_queue: WriteQueue,
     inflight: VecDeque<Fragment>,
+    /// Requests allowed in `inflight` (queued or sent) before new ones are refused.
+    max_queued: usize,
     read_buf: BytesMut,
+    /// Framing state of the reply at the head of `inflight` (kept between reads).
+    framer: ReplyFramer,
     backoff: Duration,
     /// The request deadline a timer is currently armed for, if any.
     armed_deadline: Option<Instant>,
@@ -74,6 +82,10 @@ pub struct BackendConn {
     /// True while the connection sits in the worker's list of connections to flush.
     pub queued_for_flush: bool,
     stats: Arc<WorkerStats>,
+    /// Per-event warnings of this connection, rate limited (a dead server cannot flood the log).
+    log: LogLimiter,
+    /// The loop's time at the current call (for the log limiter).
+    now: Instant,
 }
 
 /// What a timer should be armed for, returned to the loop which owns the wheel.
@@ -92,6 +104,7 @@ impl BackendConn {
         addr: SocketAddr,
         timeout: Duration,
         connect_timeout: Duration,
+        max_queued: usize,
         token: Token,
         stats: Arc<WorkerStats>,
     ) -> Self {
@@ -106,7 +119,9 @@ impl BackendConn {
             generation: 0,
             write_queue: WriteQueue::default(),
             inflight: VecDeque::new(),
+            max_queued: max_queued.max(1),
             read_buf: BytesMut::new(),
+            framer: ReplyFramer::default(),
             backoff: BACKOFF_MIN,
             armed_deadline: None,
             connect_deadline: None,
@@ -115,6 +130,8 @@ impl BackendConn {
             read_closed: false,
             queued_for_flush: false,
             stats,
+            log: LogLimiter::with_subjects(0),
+            now: Instant::now(),
         }
     }
 
@@ -143,6 +160,10 @@ impl BackendConn {
         fragment: Fragment,
         now: Instant,
     ) -> Result<[Option<ArmTimer>; 2], FailReason> {
+        self.now = now;
+        if self.inflight.len() >= self.max_queued {
+            return Err(FailReason::Overloaded);
+        }
         let mut connect_timer = None;
         match self.state {
             ConnState::Backoff(until) if now < until => return Err(FailReason::Unavailable),
@@ -162,7 +183,14 @@ impl BackendConn {
         let mut stream = match TcpStream::connect(self.addr) {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("backend {}: connect failed: {e}", self.addr);
+                crate::warn_limited!(
+                    self.log,
+                    LogEvent::ConnectFailed,
+                    None,
+                    self.now,
+                    "backend {}: connect failed: {e}",
+                    self.addr
+                );
                 self.enter_backoff(now);
                 return Err(FailReason::ConnectFailed);
             }
@@ -172,7 +200,14 @@ impl BackendConn {
             self.token,
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            log::warn!("backend {}: register failed: {e}", self.addr);
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ConnectFailed,
+                None,
+                self.now,
+                "backend {}: register failed: {e}",
+                self.addr
+            );
             self.enter_backoff(now);
             return Err(FailReason::ConnectFailed);
         }
@@ -198,6 +233,7 @@ impl BackendConn {
     /// completion per answered fragment to `out`), and writes what is queued. On any error the
     /// connection is reset and every in-flight fragment is answered.
     pub fn drive(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Completion>) {
+        self.now = now;
         if let Err(reason) = self.try_drive(out) {
             self.reset(registry, reason, now, out);
         }
@@ -216,7 +252,7 @@ impl BackendConn {
         if self.readable {
             self.read_replies(out)?;
         }
-        self.flush()
+        self.flush(self.now)
     }
 
     fn finish_connect(&mut self) -> Result<(), FailReason> {
@@ -224,7 +260,14 @@ impl BackendConn {
         match stream.take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
-                log::warn!("backend {}: connect failed: {e}", self.addr);
+                crate::warn_limited!(
+                    self.log,
+                    LogEvent::ConnectFailed,
+                    None,
+                    self.now,
+                    "backend {}: connect failed: {e}",
+                    self.addr
+                );
                 return Err(FailReason::ConnectFailed);
             }
         }
@@ -232,7 +275,14 @@ impl BackendConn {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => {
-                log::warn!("backend {}: connect failed: {e}", self.addr);
+                crate::warn_limited!(
+                    self.log,
+                    LogEvent::ConnectFailed,
+                    None,
+                    self.now,
+                    "backend {}: connect failed: {e}",
+                    self.addr
+                );
                 return Err(FailReason::ConnectFailed);
             }
         }
@@ -248,7 +298,8 @@ impl BackendConn {
     }
 
     /// Writes what is queued (one `writev` per batch). Call once per loop iteration.
-    pub fn flush(&mut self) -> Result<(), FailReason> {
+    pub fn flush(&mut self, now: Instant) -> Result<(), FailReason> {
+        self.now = now;
         if self.state != ConnState::Connected || self.write_queue.is_empty() {
             return Ok(());
         }
@@ -261,7 +312,14 @@ impl BackendConn {
                 Ok(())
             }
             Err(e) => {
-                log::warn!("backend {}: write failed: {e}", self.addr);
+                crate::warn_limited!(
+                    self.log,
+                    LogEvent::ConnectionLost,
+                    None,
+                    self.now,
+                    "backend {}: write failed: {e}",
+                    self.addr
+                );
                 Err(FailReason::ConnectionLost)
             }
         }
@@ -276,7 +334,14 @@ impl BackendConn {
                 Ok(read) if read.bytes == 0 => {
                     // Frame what arrived before the close, then fail the rest.
                     self.frame_replies(out)?;
-                    log::warn!("backend {}: connection closed by server", self.addr);
+                    crate::warn_limited!(
+                        self.log,
+                        LogEvent::ConnectionLost,
+                        None,
+                        self.now,
+                        "backend {}: connection closed by server",
+                        self.addr
+                    );
                     return Err(FailReason::ConnectionLost);
                 }
                 Ok(read) => {
@@ -292,41 +357,89 @@ impl BackendConn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::warn!("backend {}: read failed: {e}", self.addr);
+                    crate::warn_limited!(
+                        self.log,
+                        LogEvent::ConnectionLost,
+                        None,
+                        self.now,
+                        "backend {}: read failed: {e}",
+                        self.addr
+                    );
                     return Err(FailReason::ConnectionLost);
                 }
             }
         }
     }
 
+    /// Frames what the read buffer holds against the in-flight FIFO, handing each whole reply
+    /// (or, for a streamed one, each piece of at least [`STREAM_PIECE`] bytes) to `out`. The
+    /// framer keeps its place between reads, so no byte is scanned twice.
     fn frame_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
         while !self.read_buf.is_empty() {
             let Some(fragment) = self.inflight.front().copied() else {
-                log::warn!("backend {}: reply with no request in flight", self.addr);
+                crate::warn_limited!(
+                    self.log,
+                    LogEvent::BadReply,
+                    None,
+                    self.now,
+                    "backend {}: reply with no request in flight",
+                    self.addr
+                );
                 return Err(FailReason::BadReply);
             };
-            let reply = match parse_reply(&self.read_buf, fragment.kind, MAX_REPLY_LINE) {
-                Ok(Some(reply)) => reply,
-                Ok(None) => return Ok(()),
+            let done = match self
+                .framer
+                .advance(&self.read_buf, fragment.kind, MAX_REPLY_LINE)
+            {
+                Ok(done) => done,
                 Err(e) => {
-                    log::warn!("backend {}: bad reply: {}", self.addr, e.as_str());
+                    crate::warn_limited!(
+                        self.log,
+                        LogEvent::BadReply,
+                        None,
+                        self.now,
+                        "backend {}: bad reply: {}",
+                        self.addr,
+                        e.as_str()
+                    );
                     return Err(FailReason::BadReply);
                 }
             };
+            if !done {
+                let framed = self.framer.framed();
+                if fragment.stream && framed >= STREAM_PIECE {
+                    let piece = self.read_buf.split_to(framed).freeze();
+                    self.framer.rebase(framed);
+                    out.push(Completion {
+                        owner: fragment.owner,
+                        reply: piece,
+                        end: false,
+                        tail: 0,
+                        values: 0,
+                        lookups: fragment.lookups,
+                        server: self.server,
+                        failed: None,
+                    });
+                }
+                break;
+            }
+            let framer = std::mem::take(&mut self.framer);
+            let reply = framer.reply();
             let mut bytes = self.read_buf.split_to(reply.len).freeze();
+            let mut tail = framer.tail();
             if fragment.kind == ReplyKind::UntilNoop {
                 bytes.truncate(bytes.len().saturating_sub(NOOP_REPLY_LEN));
+                tail = 0;
             }
             // The deadline timer stays armed: when it fires it re-arms for the then-oldest
             // request, so the wheel sees about one timer per timeout period, not per request.
             self.inflight.pop_front();
+            let discard = fragment.discard_reply;
             out.push(Completion {
                 owner: fragment.owner,
-                reply: if fragment.discard_reply {
-                    Bytes::new()
-                } else {
-                    bytes
-                },
+                reply: if discard { Bytes::new() } else { bytes },
+                end: true,
+                tail: if discard { 0 } else { tail },
                 values: reply.values,
                 lookups: fragment.lookups,
                 server: self.server,
@@ -351,11 +464,19 @@ impl BackendConn {
         now: Instant,
         out: &mut Vec<Completion>,
     ) -> Option<ArmTimer> {
+        self.now = now;
         if generation != self.generation {
             return None;
         }
         if self.state == ConnState::Connecting && self.connect_deadline.is_some_and(|d| d <= now) {
-            log::warn!("backend {}: connect timed out", self.addr);
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ConnectFailed,
+                None,
+                self.now,
+                "backend {}: connect timed out",
+                self.addr
+            );
             self.reset(registry, FailReason::ConnectFailed, now, out);
             return None;
         }
@@ -365,7 +486,11 @@ impl BackendConn {
         self.armed_deadline = None;
         let head = self.inflight.front().map(|f| f.deadline)?;
         if head <= now {
-            log::warn!(
+            crate::warn_limited!(
+                self.log,
+                LogEvent::Timeout,
+                None,
+                self.now,
                 "backend {}: request timed out; resetting connection with {} in flight",
                 self.addr,
                 self.inflight.len()
@@ -418,6 +543,7 @@ impl BackendConn {
         self.read_closed = false;
         self.write_queue.clear();
         self.read_buf.clear();
+        self.framer = ReplyFramer::default();
         let server = self.server;
         out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
     }

@@ -1,27 +1,28 @@
-//! The unit of work a backend connection carries: a fragment of one client request (or of a
-//! background job), who is waiting for its reply, and how to answer it if the backend fails.
+//! The unit of work a backend connection carries: one backend request, who its reply belongs
+//! to, and how to answer it if the backend fails.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::exchange::ExchangeId;
 use crate::protocol::ReplyKind;
 
-/// Who receives a fragment's reply: a reply slot of a client connection. The generation makes
-/// a reply for a client that has gone (and whose slab entry was reused) harmless.
+/// Who receives a backend request's reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// Client slab index.
-    pub client: usize,
-    /// The client's generation when the request was made.
-    pub generation: u32,
-    /// The reply slot's sequence number in that client's FIFO.
-    pub seq: u64,
-    /// Which fragment of the slot's request this is (0 unless the request was split).
-    pub part: usize,
+pub enum Owner {
+    /// Part `part` of exchange `id`. An exchange that has gone (its client closed) leaves its
+    /// requests to be drained: their replies are still read, to keep the stream in step, and
+    /// dropped (the generation in the id makes a reused slab entry harmless).
+    Exchange {
+        /// The exchange.
+        id: ExchangeId,
+        /// Which of its backend requests this is.
+        part: u32,
+    },
 }
 
-/// How a fragment is answered when its backend cannot answer it.
+/// How a request is answered when its backend cannot answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// A retrieval: the keys become misses (this many bytes, e.g. `END\r\n` or `EN\r\n`).
@@ -45,8 +46,8 @@ pub enum FailReason {
     ConnectionLost,
     /// The server sent bytes that are not a memcached reply.
     BadReply,
-    /// The proxy is shutting down.
-    ShuttingDown,
+    /// Too many requests are already queued for the server (`max_queued_requests`).
+    Overloaded,
 }
 
 impl FailReason {
@@ -58,7 +59,7 @@ impl FailReason {
             FailReason::Unavailable => b"SERVER_ERROR backend unavailable\r\n",
             FailReason::ConnectionLost => b"SERVER_ERROR backend connection lost\r\n",
             FailReason::BadReply => b"SERVER_ERROR backend sent a malformed reply\r\n",
-            FailReason::ShuttingDown => b"SERVER_ERROR proxy shutting down\r\n",
+            FailReason::Overloaded => b"SERVER_ERROR backend overloaded\r\n",
         }
     }
 
@@ -70,7 +71,7 @@ impl FailReason {
             FailReason::Unavailable => "unavailable",
             FailReason::ConnectionLost => "connection_lost",
             FailReason::BadReply => "bad_reply",
-            FailReason::ShuttingDown => "shutting_down",
+            FailReason::Overloaded => "overloaded",
         }
     }
 }
@@ -86,31 +87,38 @@ pub struct Fragment {
     pub on_failure: Failure,
     /// Drop the reply body (classic `noreply`: the client asked for nothing back).
     pub discard_reply: bool,
+    /// The reply may be handed on in pieces before it is whole (its owner passes it through).
+    pub stream: bool,
     /// When to give up.
     pub deadline: Instant,
-    /// Keys this fragment looks up (for hit/miss counters; 0 for non-retrievals).
+    /// Keys this request looks up (for hit/miss counters; 0 for non-retrievals).
     pub lookups: usize,
 }
 
-/// The outcome of a fragment, handed to its owner.
+/// A piece of a backend request's reply, or its failure, handed to its owner.
 #[derive(Clone, Debug)]
 pub struct Completion {
     /// Who gets it.
     pub owner: Owner,
-    /// The bytes to send the client (possibly empty).
+    /// The bytes (possibly empty): the whole reply, or the next piece of a streamed one.
     pub reply: Bytes,
-    /// VALUE/VA blocks in the reply (hits).
+    /// True for the last piece: the request is answered (or failed).
+    pub end: bool,
+    /// With `end`: length of the reply's final line (`END\r\n`, an error line...) at the end
+    /// of `reply`; 0 for a failure's reply.
+    pub tail: usize,
+    /// With `end`: hits in the reply (VALUE/VA blocks, HD lines).
     pub values: usize,
-    /// Keys the fragment looked up (copied from the fragment).
+    /// Keys the request looked up (copied from the fragment).
     pub lookups: usize,
     /// The server that answered or failed it.
     pub server: usize,
-    /// The backend failed this fragment (timeouts and connection errors).
+    /// The backend failed this request (timeouts and connection errors).
     pub failed: Option<FailReason>,
 }
 
 impl Fragment {
-    /// The completion that answers this fragment for a failure of `server`.
+    /// The completion that answers this request for a failure of `server`.
     pub fn fail(&self, server: usize, reason: FailReason) -> Completion {
         let reply = match self.on_failure {
             Failure::Miss(bytes) => Bytes::from_static(bytes),
@@ -119,11 +127,13 @@ impl Fragment {
         };
         Completion {
             owner: self.owner,
+            tail: if self.discard_reply { 0 } else { reply.len() },
             reply: if self.discard_reply {
                 Bytes::new()
             } else {
                 reply
             },
+            end: true,
             values: 0,
             lookups: self.lookups,
             server,

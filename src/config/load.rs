@@ -10,6 +10,7 @@ use super::*;
 /// Keys allowed at the top level.
 const TOP_KEYS: &[&str] = &[
     "workers",
+    "reply_memory_budget",
     "admin",
     "listeners",
     "backends",
@@ -22,11 +23,15 @@ const LISTENER_KEYS: &[&str] = &[
     "bind",
     "max_connections",
     "idle_timeout",
+    "request_read_timeout",
     "routes",
     "max_line_length",
     "max_value_size",
     "max_outstanding_requests",
+    "max_inflight_requests",
     "max_buffered_reply_bytes",
+    "close_buffered_reply_bytes",
+    "multiget_window",
 ];
 const BACKEND_KEYS: &[&str] = &[
     "servers",
@@ -36,6 +41,7 @@ const BACKEND_KEYS: &[&str] = &[
     "timeout",
     "connect_timeout",
     "connections",
+    "max_queued_requests",
     "health",
 ];
 const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
@@ -68,6 +74,8 @@ pub(super) struct Slot<T> {
 pub(super) struct Draft {
     /// `workers` (0 when broken).
     pub workers: usize,
+    /// `reply_memory_budget`, or its default; `None` when broken.
+    pub reply_memory_budget: Option<usize>,
     /// `admin`, when present and valid.
     pub admin: Option<AdminConfig>,
     /// `listeners`, in file order.
@@ -124,6 +132,7 @@ fn assemble(d: Draft) -> Option<Config> {
     }
     Some(Config {
         workers: d.workers,
+        reply_memory_budget: d.reply_memory_budget?,
         admin: d.admin,
         listeners: all(d.listeners)?,
         backends: all(d.backends)?,
@@ -149,10 +158,15 @@ fn walk_root(w: &mut Walker, root: &Value) -> Option<Draft> {
         Some(v) => w.integer(v, "workers", 0, MAX_WORKERS as u64).unwrap_or(0) as usize,
         None => 0,
     };
+    let reply_memory_budget = match top.get("reply_memory_budget") {
+        Some(v) => w.size(v, "reply_memory_budget", 1, u64::MAX),
+        None => Some(DEFAULT_REPLY_MEMORY_BUDGET),
+    };
     let admin = top.get("admin").and_then(|v| walk_admin(w, v));
     let (listeners, listener_routes) = walk_listeners(w, &top, &names);
     Some(Draft {
         workers,
+        reply_memory_budget,
         admin,
         listeners,
         listener_routes,
@@ -249,6 +263,15 @@ fn walk_listener(
         u64::MAX,
         DEFAULT_MAX_BUFFERED_REPLY_BYTES,
     );
+    let close_buffered_reply_bytes = size(
+        "close_buffered_reply_bytes",
+        1,
+        u64::MAX,
+        DEFAULT_CLOSE_BUFFERED_REPLY_BYTES,
+    );
+    if let (Some(soft), Some(hard)) = (max_buffered_reply_bytes, close_buffered_reply_bytes) {
+        reply_limits_in_order(w, &f, soft, hard);
+    }
     let mut count = |key: &str, default: usize| match f.get(key) {
         Some(v) => w
             .integer(v, &f.at(key), 1, u32::MAX as u64)
@@ -258,12 +281,17 @@ fn walk_listener(
     let max_connections = count("max_connections", DEFAULT_MAX_CONNECTIONS);
     let max_outstanding_requests =
         count("max_outstanding_requests", DEFAULT_MAX_OUTSTANDING_REQUESTS);
-    let idle_timeout = match f.get("idle_timeout") {
+    let max_inflight_requests = count("max_inflight_requests", DEFAULT_MAX_INFLIGHT_REQUESTS);
+    let multiget_window = count("multiget_window", DEFAULT_MULTIGET_WINDOW);
+    // A zero duration turns these timeouts off.
+    let mut timeout = |key: &str, default: Option<Duration>| match f.get(key) {
         Some(v) => w
-            .duration(v, &f.at("idle_timeout"))
+            .duration(v, &f.at(key))
             .map(|d| (!d.is_zero()).then_some(d)),
-        None => Some(None),
+        None => Some(default),
     };
+    let idle_timeout = timeout("idle_timeout", None);
+    let request_read_timeout = timeout("request_read_timeout", Some(DEFAULT_REQUEST_READ_TIMEOUT));
     let routes = match f.get("routes") {
         Some(v) => w
             .references(v, &f.at("routes"), "route", names.routes.as_deref())
@@ -277,11 +305,15 @@ fn walk_listener(
             bind: bind?.1,
             max_connections: max_connections?,
             idle_timeout: idle_timeout?,
+            request_read_timeout: request_read_timeout?,
             routes: routes?,
             max_line_length: max_line_length?,
             max_value_size: max_value_size?,
             max_outstanding_requests: max_outstanding_requests?,
+            max_inflight_requests: max_inflight_requests?,
             max_buffered_reply_bytes: max_buffered_reply_bytes?,
+            close_buffered_reply_bytes: close_buffered_reply_bytes?,
+            multiget_window: multiget_window?,
         })
     })();
     (
@@ -293,6 +325,25 @@ fn walk_listener(
         },
         listener_routes,
     )
+}
+
+/// The hard limit on a client's unwritten reply bytes (`close_buffered_reply_bytes`) must not
+/// be below the soft one (`max_buffered_reply_bytes`). The error goes on the key the file sets:
+/// when only the soft limit is written, it is the one that exceeds the default hard limit.
+fn reply_limits_in_order(w: &mut Walker, f: &Fields, soft: usize, hard: usize) {
+    if hard >= soft {
+        return;
+    }
+    if f.get("close_buffered_reply_bytes").is_some() {
+        let msg = format!("must be at least max_buffered_reply_bytes ({soft}), got {hard}");
+        w.error(&f.at("close_buffered_reply_bytes"), msg);
+    } else {
+        let msg = format!(
+            "must be at most close_buffered_reply_bytes ({hard}, its default), got {soft}; \
+             raise close_buffered_reply_bytes too"
+        );
+        w.error(&f.at("max_buffered_reply_bytes"), msg);
+    }
 }
 
 fn walk_backends(w: &mut Walker, top: &Fields) -> Vec<Slot<BackendConfig>> {
@@ -377,6 +428,12 @@ fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> 
                 .map(|n| b.connections = n as usize),
         );
     }
+    if let Some(v) = f.get("max_queued_requests") {
+        take(
+            w.integer(v, &f.at("max_queued_requests"), 1, u32::MAX as u64)
+                .map(|n| b.max_queued_requests = n as usize),
+        );
+    }
     if let Some(v) = f.get("health") {
         take(walk_health(w, v, &f.at("health")).map(|h| b.health = h));
     }
@@ -445,7 +502,7 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
 
 /// The name a server's ketama points are hashed from (twemproxy's rule).
 fn ring_key(server: &ServerConfig) -> String {
-    crate::route::ring::ring_name(&server.address, server.name.as_deref())
+    crate::placement::ring_name(&server.address, server.name.as_deref())
 }
 
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {

@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::placement::{Distribution, HashFunction};
 use crate::protocol::Command;
 
 mod error;
@@ -44,8 +45,20 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 64 * 1024;
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 /// Default [`ListenerConfig::max_outstanding_requests`].
 pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 1024;
-/// Default [`ListenerConfig::max_buffered_reply_bytes`] (4 MiB).
-pub const DEFAULT_MAX_BUFFERED_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Default [`ListenerConfig::max_inflight_requests`].
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 16;
+/// Default [`ListenerConfig::max_buffered_reply_bytes`], the soft limit (1 MiB).
+pub const DEFAULT_MAX_BUFFERED_REPLY_BYTES: usize = 1024 * 1024;
+/// Default [`ListenerConfig::close_buffered_reply_bytes`], the hard limit (32 MiB).
+pub const DEFAULT_CLOSE_BUFFERED_REPLY_BYTES: usize = 32 * 1024 * 1024;
+/// Default [`ListenerConfig::multiget_window`].
+pub const DEFAULT_MULTIGET_WINDOW: usize = 32;
+/// Default [`ListenerConfig::request_read_timeout`].
+pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Config::reply_memory_budget`] (256 MiB).
+pub const DEFAULT_REPLY_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+/// Default [`BackendConfig::max_queued_requests`].
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
 /// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`SideEffectConfig::Replicate`] queue length.
@@ -79,6 +92,10 @@ impl Format {
 pub struct Config {
     /// Worker threads; 0 means one per core (see [`Config::worker_count`]).
     pub workers: usize,
+    /// Process-wide budget of reply bytes buffered for clients and not yet written, divided
+    /// evenly among the workers; over it, the clients holding the most are closed first
+    /// (counted as `clients_shed`).
+    pub reply_memory_budget: usize,
     /// The admin HTTP listener, if configured.
     pub admin: Option<AdminConfig>,
     /// Client-facing listeners (at least one).
@@ -109,6 +126,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Close clients idle this long; `None` never closes idle clients.
     pub idle_timeout: Option<Duration>,
+    /// Close a client whose started request has not fully arrived within this time (slowloris
+    /// protection, counted as `clients_closed_slow_request`); `None` never does.
+    pub request_read_timeout: Option<Duration>,
     /// Names of the routes this listener uses, tried in the order listed; `None` uses every
     /// route in file order.
     pub routes: Option<Vec<String>>,
@@ -118,8 +138,19 @@ pub struct ListenerConfig {
     pub max_value_size: usize,
     /// Most requests one client may have in flight before the proxy stops reading from it.
     pub max_outstanding_requests: usize,
-    /// Most reply bytes buffered for one client before the proxy stops reading from it.
+    /// Most backend requests one client may have in flight at the backends at once (its
+    /// window); further requests wait, parsed or unread, so that one client's pipeline cannot
+    /// sit in front of everyone else's on a shared backend connection.
+    pub max_inflight_requests: usize,
+    /// Soft limit on reply bytes buffered for one client and not yet written: over it the proxy
+    /// stops reading from that client and dispatching its requests until it drains.
     pub max_buffered_reply_bytes: usize,
+    /// Hard limit on reply bytes buffered for one client: a client holding more is closed
+    /// (counted as `clients_closed_hard_limit`). At least [`Self::max_buffered_reply_bytes`].
+    pub close_buffered_reply_bytes: usize,
+    /// Most keys of one multi-key get sent to one server in one backend request; the next
+    /// window is sent when the previous one is answered and the client is below its soft limit.
+    pub multiget_window: usize,
 }
 
 impl ListenerConfig {
@@ -130,11 +161,15 @@ impl ListenerConfig {
             bind,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
+            request_read_timeout: Some(DEFAULT_REQUEST_READ_TIMEOUT),
             routes: None,
             max_line_length: DEFAULT_MAX_LINE_LENGTH,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             max_outstanding_requests: DEFAULT_MAX_OUTSTANDING_REQUESTS,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
             max_buffered_reply_bytes: DEFAULT_MAX_BUFFERED_REPLY_BYTES,
+            close_buffered_reply_bytes: DEFAULT_CLOSE_BUFFERED_REPLY_BYTES,
+            multiget_window: DEFAULT_MULTIGET_WINDOW,
         }
     }
 }
@@ -158,6 +193,10 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Connections per worker per server.
     pub connections: usize,
+    /// Most requests queued or in flight on one connection to one server (per worker); over
+    /// it a request is answered `SERVER_ERROR backend overloaded` at once (counted as
+    /// `backend_overloaded`).
+    pub max_queued_requests: usize,
     /// Health checking of the servers.
     pub health: HealthConfig,
 }
@@ -174,6 +213,7 @@ impl BackendConfig {
             timeout: DEFAULT_BACKEND_TIMEOUT,
             connect_timeout: DEFAULT_BACKEND_TIMEOUT,
             connections: 1,
+            max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
             health: HealthConfig::default(),
         }
     }
@@ -201,111 +241,6 @@ impl ServerConfig {
             weight: 1,
             name: None,
         }
-    }
-}
-
-/// How a pool spreads keys over its servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Distribution {
-    /// A ketama continuum, compatible with twemproxy.
-    Ketama,
-    /// Hash modulo the number of servers.
-    Modula,
-    /// A random server per request.
-    Random,
-}
-
-impl Distribution {
-    /// Every distribution, in documentation order.
-    pub const ALL: [Distribution; 3] = [
-        Distribution::Ketama,
-        Distribution::Modula,
-        Distribution::Random,
-    ];
-
-    /// The name used in config files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Distribution::Ketama => "ketama",
-            Distribution::Modula => "modula",
-            Distribution::Random => "random",
-        }
-    }
-
-    /// Looks a distribution up by its config name.
-    pub fn from_name(name: &str) -> Option<Distribution> {
-        Distribution::ALL.iter().copied().find(|d| d.name() == name)
-    }
-}
-
-/// The key hash functions, as twemproxy names them.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashFunction {
-    /// `one_at_a_time`
-    OneAtATime,
-    /// `md5`
-    Md5,
-    /// `crc16`
-    Crc16,
-    /// `crc32` (twemproxy's variant)
-    Crc32,
-    /// `crc32a` (the standard CRC-32)
-    Crc32a,
-    /// `fnv1_64`
-    Fnv1_64,
-    /// `fnv1a_64`
-    Fnv1a_64,
-    /// `fnv1_32`
-    Fnv1_32,
-    /// `fnv1a_32`
-    Fnv1a_32,
-    /// `hsieh`
-    Hsieh,
-    /// `murmur`
-    Murmur,
-    /// `jenkins`
-    Jenkins,
-}
-
-impl HashFunction {
-    /// Every hash function, in twemproxy's order.
-    pub const ALL: [HashFunction; 12] = [
-        HashFunction::OneAtATime,
-        HashFunction::Md5,
-        HashFunction::Crc16,
-        HashFunction::Crc32,
-        HashFunction::Crc32a,
-        HashFunction::Fnv1_64,
-        HashFunction::Fnv1a_64,
-        HashFunction::Fnv1_32,
-        HashFunction::Fnv1a_32,
-        HashFunction::Hsieh,
-        HashFunction::Murmur,
-        HashFunction::Jenkins,
-    ];
-
-    /// The name used in config files (twemproxy's spelling).
-    pub fn name(self) -> &'static str {
-        match self {
-            HashFunction::OneAtATime => "one_at_a_time",
-            HashFunction::Md5 => "md5",
-            HashFunction::Crc16 => "crc16",
-            HashFunction::Crc32 => "crc32",
-            HashFunction::Crc32a => "crc32a",
-            HashFunction::Fnv1_64 => "fnv1_64",
-            HashFunction::Fnv1a_64 => "fnv1a_64",
-            HashFunction::Fnv1_32 => "fnv1_32",
-            HashFunction::Fnv1a_32 => "fnv1a_32",
-            HashFunction::Hsieh => "hsieh",
-            HashFunction::Murmur => "murmur",
-            HashFunction::Jenkins => "jenkins",
-        }
-    }
-
-    /// Looks a hash function up by its config name.
-    pub fn from_name(name: &str) -> Option<HashFunction> {
-        HashFunction::ALL.iter().copied().find(|h| h.name() == name)
     }
 }
 
@@ -547,6 +482,7 @@ impl Config {
         let local = |port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
         Config {
             workers: 0,
+            reply_memory_budget: DEFAULT_REPLY_MEMORY_BUDGET,
             admin: None,
             listeners: vec![ListenerConfig::with_defaults("main", local(11311))],
             backends: vec![BackendConfig::with_defaults(

@@ -124,15 +124,15 @@ fn missing_and_empty_sections() {
 #[test]
 fn unknown_keys_at_every_level() {
     let cases: &[(&str, &str)] = &[
-        ("foo: 1", "foo: unknown key 'foo' (expected one of: workers, admin, listeners, backends, routes, side_effects)"),
+        ("foo: 1", "foo: unknown key 'foo' (expected one of: workers, reply_memory_budget, admin, listeners, backends, routes, side_effects)"),
         ("admin: {bind: '127.0.0.1:9', port: 1}", "admin.port: unknown key 'port' (expected one of: bind)"),
         (
             "listeners: [{name: a, bind: '127.0.0.1:1', max_conns: 5}]",
-            "listeners[0].max_conns: unknown key 'max_conns' (expected one of: name, bind, max_connections, idle_timeout, routes, max_line_length, max_value_size, max_outstanding_requests, max_buffered_reply_bytes)",
+            "listeners[0].max_conns: unknown key 'max_conns' (expected one of: name, bind, max_connections, idle_timeout, request_read_timeout, routes, max_line_length, max_value_size, max_outstanding_requests, max_inflight_requests, max_buffered_reply_bytes, close_buffered_reply_bytes, multiget_window)",
         ),
         (
             "backends: {l1: {servers: ['127.0.0.1:1'], retries: 2}}",
-            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, health)",
+            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, max_queued_requests, health)",
         ),
         (
             "backends: {l1: {servers: [{address: '127.0.0.1:1', wieght: 2}]}}",
@@ -302,6 +302,12 @@ fn bad_durations_and_sizes() {
         ("listeners: [{name: a, bind: '127.0.0.1:1', max_line_length: 100}]", "listeners[0].max_line_length: must be at least 512 bytes, got 100 bytes"),
         ("listeners: [{name: a, bind: '127.0.0.1:1', max_line_length: 64k}]", "listeners[0].max_line_length: '64k' has an unknown unit 'k'; expected a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB)"),
         ("listeners: [{name: a, bind: '127.0.0.1:1', max_buffered_reply_bytes: -5}]", "listeners[0].max_buffered_reply_bytes: expected a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB), got -5"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', close_buffered_reply_bytes: 0}]", "listeners[0].close_buffered_reply_bytes: must be at least 1 bytes, got 0 bytes"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', close_buffered_reply_bytes: 64k}]", "listeners[0].close_buffered_reply_bytes: '64k' has an unknown unit 'k'; expected a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB)"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', request_read_timeout: 30}]", "listeners[0].request_read_timeout: '30' has no unit; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', request_read_timeout: -1s}]", "listeners[0].request_read_timeout: '-1s' is not a duration; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)"),
+        ("reply_memory_budget: 0", "reply_memory_budget: must be at least 1 bytes, got 0 bytes"),
+        ("reply_memory_budget: 256M", "reply_memory_budget: '256M' has an unknown unit 'M'; expected a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB)"),
     ];
     for (part, want) in cases {
         assert_eq!(error(&[part]), *want, "{part}");
@@ -317,6 +323,12 @@ fn numeric_limits() {
         ("backends: {l1: {servers: ['127.0.0.1:1'], connections: 65}}", "backends.l1.connections: must be at most 64, got 65"),
         ("backends: {l1: {servers: ['127.0.0.1:1'], health: {failure_limit: 0}}}", "backends.l1.health.failure_limit: must be at least 1, got 0"),
         ("listeners: [{name: a, bind: '127.0.0.1:1', max_connections: 0}]", "listeners[0].max_connections: must be at least 1, got 0"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', max_inflight_requests: 0}]", "listeners[0].max_inflight_requests: must be at least 1, got 0"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', max_inflight_requests: 4294967296}]", "listeners[0].max_inflight_requests: must be at most 4294967295, got 4294967296"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', multiget_window: 0}]", "listeners[0].multiget_window: must be at least 1, got 0"),
+        ("listeners: [{name: a, bind: '127.0.0.1:1', multiget_window: 1.5}]", "listeners[0].multiget_window: expected a positive whole number, got a number (1.5)"),
+        ("backends: {l1: {servers: ['127.0.0.1:1'], max_queued_requests: 0}}", "backends.l1.max_queued_requests: must be at least 1, got 0"),
+        ("backends: {l1: {servers: ['127.0.0.1:1'], max_queued_requests: '10'}}", "backends.l1.max_queued_requests: expected a positive whole number, got a string ('10')"),
         ("side_effects: [{replicate: {routes: [rest], to: l2, commands: [set], queue: 0}}]", "side_effects[0].replicate.queue: must be at least 1, got 0"),
         ("routes: [{match: '*', strategy: warm_first, warm: l1, cold: l2, write_on_miss: {ttl: 2592001}}]", "routes[0].write_on_miss.ttl: must be at most 2592000 seconds (30 days), got 2592001: memcached reads a larger TTL as a unix time"),
     ];
@@ -324,6 +336,47 @@ fn numeric_limits() {
         assert_eq!(error(&[part]), *want, "{part}");
     }
     assert!(Config::parse(&doc(&["workers: 1024"]), "t.yaml", Format::Yaml).is_ok());
+}
+
+#[test]
+fn hard_reply_limit_is_not_below_the_soft_one() {
+    let listener = |extra: &str| format!("listeners: [{{name: a, bind: '127.0.0.1:1', {extra}}}]");
+    assert_eq!(
+        error(&[&listener(
+            "max_buffered_reply_bytes: 2MiB, close_buffered_reply_bytes: 1MiB"
+        )]),
+        "listeners[0].close_buffered_reply_bytes: must be at least max_buffered_reply_bytes \
+         (2097152), got 1048576"
+    );
+    // Only the hard limit written, below the default soft limit (1 MiB).
+    assert_eq!(
+        error(&[&listener("close_buffered_reply_bytes: 1000")]),
+        "listeners[0].close_buffered_reply_bytes: must be at least max_buffered_reply_bytes \
+         (1048576), got 1000"
+    );
+    // Only the soft limit written, above the default hard limit (32 MiB): the error is on it.
+    assert_eq!(
+        error(&[&listener("max_buffered_reply_bytes: 64MiB")]),
+        "listeners[0].max_buffered_reply_bytes: must be at most close_buffered_reply_bytes \
+         (33554432, its default), got 67108864; raise close_buffered_reply_bytes too"
+    );
+    // Equal limits are allowed, and so is a soft limit raised together with the hard one.
+    for ok in [
+        "max_buffered_reply_bytes: 1MiB, close_buffered_reply_bytes: 1MiB",
+        "max_buffered_reply_bytes: 64MiB, close_buffered_reply_bytes: 128MiB",
+        "close_buffered_reply_bytes: 1MiB",
+    ] {
+        let text = doc(&[&listener(ok)]);
+        assert!(Config::parse(&text, "t.yaml", Format::Yaml).is_ok(), "{ok}");
+    }
+    // A broken soft limit does not also make the hard one wrong.
+    assert_eq!(
+        errors(&[&listener(
+            "max_buffered_reply_bytes: lots, close_buffered_reply_bytes: 1"
+        )])
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -557,7 +610,7 @@ fn every_error_is_reported_at_once() {
         "workers: must be at most 1024, got 2000",
         "listeners[0].bind: bad address '127.0.0.1:x': port 'x' is not a number from 0 to 65535",
         "listeners[0].idle_timeout: '5' has no unit; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)",
-        "listeners[1].colour: unknown key 'colour' (expected one of: name, bind, max_connections, idle_timeout, routes, max_line_length, max_value_size, max_outstanding_requests, max_buffered_reply_bytes)",
+        "listeners[1].colour: unknown key 'colour' (expected one of: name, bind, max_connections, idle_timeout, request_read_timeout, routes, max_line_length, max_value_size, max_outstanding_requests, max_inflight_requests, max_buffered_reply_bytes, close_buffered_reply_bytes, multiget_window)",
         "backends.l1.servers[1].weight: must be at least 1, got 0",
         "backends.l1.timeout: 'fast' is not a duration; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)",
         "backends.l2.connections: must be at most 64, got 99",

@@ -85,7 +85,12 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     let main = &c.listeners[0];
     assert_eq!(main.idle_timeout, Some(Duration::from_secs(600)));
     assert_eq!(main.max_line_length, 65536);
-    assert_eq!(main.max_buffered_reply_bytes, 4 << 20);
+    assert_eq!(main.request_read_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(main.max_inflight_requests, 16);
+    assert_eq!(main.max_buffered_reply_bytes, 1 << 20);
+    assert_eq!(main.close_buffered_reply_bytes, 32 << 20);
+    assert_eq!(main.multiget_window, 32);
+    assert_eq!(c.reply_memory_budget, 256 << 20);
     assert_eq!(
         c.listeners[1].routes,
         Some(vec!["sessions".to_string(), "rest".to_string()])
@@ -101,6 +106,7 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     assert_eq!(l1.servers[1].name.as_deref(), Some("cache-b"));
     assert_eq!(l1.hash_tag.as_deref(), Some("{}"));
     assert_eq!(l1.timeout, Duration::from_millis(250));
+    assert_eq!(l1.max_queued_requests, 4096);
     assert!(l1.health.eject);
     let strategies: Vec<&str> = c.routes.iter().map(|r| r.strategy.name()).collect();
     let mut sorted = strategies.clone();
@@ -164,9 +170,18 @@ fn defaults() {
         (10000, None, 65536, 1 << 20)
     );
     assert_eq!(
-        (l.max_outstanding_requests, l.max_buffered_reply_bytes),
-        (1024, 4 << 20)
+        (l.max_outstanding_requests, l.max_inflight_requests),
+        (1024, 16)
     );
+    assert_eq!(
+        (l.max_buffered_reply_bytes, l.close_buffered_reply_bytes),
+        (1 << 20, 32 << 20)
+    );
+    assert_eq!(
+        (l.multiget_window, l.request_read_timeout),
+        (32, Some(Duration::from_secs(30)))
+    );
+    assert_eq!(c.reply_memory_budget, 256 << 20);
     let b = &c.backends[0];
     assert_eq!(b.distribution, Distribution::Ketama);
     assert_eq!(b.hash, HashFunction::Fnv1a_64);
@@ -174,6 +189,7 @@ fn defaults() {
         (b.timeout, b.connect_timeout, b.connections),
         (Duration::from_secs(1), Duration::from_secs(1), 1)
     );
+    assert_eq!(b.max_queued_requests, 4096);
     let h = &b.health;
     assert_eq!(
         (h.interval, h.timeout, h.failure_limit),
@@ -196,12 +212,22 @@ fn defaults() {
 fn null_means_default() {
     let c = parse_yaml(
         "workers: ~\nadmin: ~\nside_effects: ~\n\
-         listeners: [{name: a, bind: '127.0.0.1:1', idle_timeout: ~, routes: ~}]\n\
+         reply_memory_budget: ~\n\
+         listeners: [{name: a, bind: '127.0.0.1:1', idle_timeout: ~, routes: ~, request_read_timeout: ~, close_buffered_reply_bytes: ~}]\n\
          backends: {b: {servers: ['127.0.0.1:11211'], health: ~}}\n\
          routes: [{name: ~, match: '*', strategy: blind_forward, backend: b}]\n",
     );
     assert_eq!(c.listeners[0].idle_timeout, None);
     assert_eq!(c.listeners[0].routes, None);
+    assert_eq!(
+        c.listeners[0].request_read_timeout,
+        Some(DEFAULT_REQUEST_READ_TIMEOUT)
+    );
+    assert_eq!(
+        c.listeners[0].close_buffered_reply_bytes,
+        DEFAULT_CLOSE_BUFFERED_REPLY_BYTES
+    );
+    assert_eq!(c.reply_memory_budget, DEFAULT_REPLY_MEMORY_BUDGET);
     assert_eq!(c.routes[0].name, "route0");
 }
 
@@ -209,15 +235,17 @@ fn null_means_default() {
 fn values_in_every_form() {
     let c = parse_yaml(
         "workers: 4\n\
+         reply_memory_budget: 1 GiB\n\
          listeners:\n\
-         - {name: a, bind: 'localhost:7000', idle_timeout: 0s, max_line_length: 2048, max_value_size: '2 MiB'}\n\
-         - {name: b, bind: '[::1]:7001', idle_timeout: 1.5s, max_value_size: '1000', max_buffered_reply_bytes: 1KB}\n\
+         - {name: a, bind: 'localhost:7000', idle_timeout: 0s, max_line_length: 2048, max_value_size: '2 MiB', request_read_timeout: 0s}\n\
+         - {name: b, bind: '[::1]:7001', idle_timeout: 1.5s, max_value_size: '1000', max_buffered_reply_bytes: 1KB, close_buffered_reply_bytes: '1000', max_inflight_requests: 1, multiget_window: 100, request_read_timeout: 500ms}\n\
          backends:\n\
          \x20 p:\n\
          \x20   servers: ['localhost:11211', {address: '127.0.0.2:11211', weight: 3}]\n\
          \x20   distribution: modula\n\
          \x20   hash: crc32a\n\
          \x20   connections: 64\n\
+         \x20   max_queued_requests: 1\n\
          routes:\n\
          - {match: {prefix: ''}, strategy: consistent_hash, backend: p}\n",
     );
@@ -234,6 +262,17 @@ fn values_in_every_form() {
     assert_eq!(b.bind, addr("[::1]:7001"));
     assert_eq!(b.idle_timeout, Some(Duration::from_millis(1500)));
     assert_eq!((b.max_value_size, b.max_buffered_reply_bytes), (1000, 1000));
+    assert_eq!(
+        b.close_buffered_reply_bytes, 1000,
+        "equal to the soft limit is allowed"
+    );
+    assert_eq!((b.max_inflight_requests, b.multiget_window), (1, 100));
+    assert_eq!(
+        a.request_read_timeout, None,
+        "0s turns the read timeout off"
+    );
+    assert_eq!(b.request_read_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(c.reply_memory_budget, 1 << 30);
     let p = &c.backends[0];
     assert_eq!(
         p.servers[0].address, "localhost:11211",
@@ -248,6 +287,7 @@ fn values_in_every_form() {
         (p.distribution, p.hash, p.connections),
         (Distribution::Modula, HashFunction::Crc32a, 64)
     );
+    assert_eq!(p.max_queued_requests, 1);
     assert_eq!(c.routes[0].matcher, KeyMatch::Prefix(String::new()));
     assert!(c.routes[0].is_catch_all());
 }

@@ -21,7 +21,7 @@ mod tests;
 pub struct Reply {
     /// Bytes of the whole reply, including its final line ending.
     pub len: usize,
-    /// `VALUE` / `VA` blocks seen.
+    /// Hits seen: `VALUE` and `VA` blocks, and `HD` lines (an `mg` hit that asked for no value).
     pub values: usize,
     /// The reply is (or, for [`ReplyKind::UntilNoop`], contains) an error line: `ERROR`,
     /// `CLIENT_ERROR ...` or `SERVER_ERROR ...`.
@@ -47,31 +47,17 @@ impl ReplyError {
     }
 }
 
-/// Frames the reply at the start of `buf`. `Ok(None)` means more bytes are needed.
+/// Frames the reply at the start of `buf` in one go (a fresh [`ReplyFramer`]). `Ok(None)`
+/// means more bytes are needed.
 pub fn parse_reply(
     buf: &[u8],
     kind: ReplyKind,
     max_line_length: usize,
 ) -> Result<Option<Reply>, ReplyError> {
-    let mut framer = Framer {
-        buf,
-        max_line_length,
-        pos: 0,
-        values: 0,
-        error: false,
-    };
-    let done = match kind {
-        ReplyKind::Line => framer.line()?,
-        ReplyKind::Retrieval => framer.retrieval()?,
-        ReplyKind::Stats => framer.stats()?,
-        ReplyKind::Meta => framer.meta()?,
-        ReplyKind::UntilNoop => framer.until_noop()?,
-    };
-    Ok(done.map(|()| Reply {
-        len: framer.pos,
-        values: framer.values,
-        error: framer.error,
-    }))
+    let mut framer = ReplyFramer::default();
+    Ok(framer
+        .advance(buf, kind, max_line_length)?
+        .then(|| framer.reply()))
 }
 
 /// `true` when `line` is `word` alone or `word` followed by a space and more.
@@ -106,7 +92,6 @@ fn parse_len(token: &[u8]) -> Option<usize> {
     })
 }
 
-/// Walks one reply; `pos` is where the next line starts.
 /// The `<bytes>` of a `VALUE <key> <flags> <bytes> [<cas>]` line (memcached separates tokens
 /// with one space); None when the line has another shape.
 fn value_size(line: &[u8]) -> Option<usize> {
@@ -134,75 +119,115 @@ fn value_size(line: &[u8]) -> Option<usize> {
     parse_len(bytes)
 }
 
-struct Framer<'a> {
-    buf: &'a [u8],
-    max_line_length: usize,
+/// Frames one reply incrementally: the state is kept between calls, so bytes already framed
+/// are never scanned again, and a data block is consumed as it arrives (a reply can be passed
+/// on in pieces before it is whole).
+///
+/// The caller keeps the reply's bytes from its start (or from the last [`Self::rebase`]) at
+/// the start of the buffer it passes to [`Self::advance`]; [`Self::framed`] bytes of it are
+/// known to belong to the reply.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplyFramer {
+    /// Bytes of the buffer framed so far.
     pos: usize,
+    /// Bytes of the current data block still to come, its `\r\n` included (0: between lines).
+    block: usize,
+    /// The reply ends with the data block being read (a meta `VA` reply).
+    ends_with_block: bool,
     values: usize,
     error: bool,
+    /// Length of the final line (`END`, `MN`, an error...), once the reply is whole.
+    tail: usize,
 }
 
-/// `Ok(None)` from a framer step: more bytes needed.
-type Step<T> = Result<Option<T>, ReplyError>;
-
-impl<'a> Framer<'a> {
-    /// The next line (without its line ending), advancing past it.
-    fn next_line(&mut self) -> Step<&'a [u8]> {
-        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
-        let window = rest.get(..self.max_line_length).unwrap_or(rest);
-        let Some(newline) = memchr(b'\n', window) else {
-            return if rest.len() >= self.max_line_length {
-                Err(ReplyError::LineTooLong)
-            } else {
-                Ok(None)
+impl ReplyFramer {
+    /// Frames what `buf` adds; true once the reply is whole (its length is [`Self::framed`]).
+    pub fn advance(
+        &mut self,
+        buf: &[u8],
+        kind: ReplyKind,
+        max_line_length: usize,
+    ) -> Result<bool, ReplyError> {
+        loop {
+            if self.block > 0 {
+                match self.data_block(buf)? {
+                    false => return Ok(false),
+                    true if self.ends_with_block => return Ok(true),
+                    true => {}
+                }
+            }
+            let Some((line, len)) = next_line(buf, self.pos, max_line_length)? else {
+                return Ok(false);
             };
-        };
-        let line = rest.get(..newline).unwrap_or(&[]);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        self.pos += newline + 1;
-        Ok(Some(line))
+            self.pos += len;
+            let done = match kind {
+                ReplyKind::Line => self.line(line)?,
+                ReplyKind::Retrieval => self.retrieval(line)?,
+                ReplyKind::Stats => self.stats(line)?,
+                ReplyKind::Meta => self.meta(line)?,
+                ReplyKind::UntilNoop => self.until_noop(line)?,
+            };
+            if done {
+                self.tail = len;
+                return Ok(true);
+            }
+        }
     }
 
-    /// Skips a data block of `size` bytes and its `\r\n`.
-    fn data_block(&mut self, size: usize) -> Step<()> {
-        let end = self
-            .pos
-            .checked_add(size)
-            .and_then(|n| n.checked_add(2))
-            .ok_or(ReplyError::Malformed)?;
-        let Some(terminator) = self.buf.get(end - 2..end) else {
-            return Ok(None);
-        };
-        if terminator != b"\r\n" {
+    /// Bytes framed so far (the whole reply once [`Self::advance`] said so).
+    pub fn framed(&self) -> usize {
+        self.pos
+    }
+
+    /// The first `n` framed bytes were handed on and removed from the front of the buffer.
+    pub fn rebase(&mut self, n: usize) {
+        self.pos -= n.min(self.pos);
+    }
+
+    /// Length of the reply's final line (`END\r\n`, `MN\r\n`, an error line...); 0 until whole.
+    pub fn tail(&self) -> usize {
+        self.tail
+    }
+
+    /// The framed reply's summary.
+    pub fn reply(&self) -> Reply {
+        Reply {
+            len: self.pos,
+            values: self.values,
+            error: self.error,
+        }
+    }
+
+    /// Consumes what has arrived of the current data block; true once it and its `\r\n` are in.
+    fn data_block(&mut self, buf: &[u8]) -> Result<bool, ReplyError> {
+        let available = buf.len().saturating_sub(self.pos);
+        if available < self.block {
+            // Take the body as it comes, but keep the `\r\n` for the check below.
+            let take = available.min(self.block.saturating_sub(2));
+            self.pos += take;
+            self.block -= take;
+            return Ok(false);
+        }
+        let end = self.pos + self.block;
+        if buf.get(end - 2..end) != Some(&b"\r\n"[..]) {
             return Err(ReplyError::Malformed);
         }
         self.pos = end;
+        self.block = 0;
         self.values += 1;
-        Ok(Some(()))
+        Ok(true)
     }
 
-    /// The data block announced by `VALUE <key> <flags> <bytes> [<cas>]`.
-    fn value_block(&mut self, line: &[u8]) -> Step<()> {
-        // This runs once per hit: find the token ends with memchr instead of walking bytes.
-        let size = value_size(line).ok_or(ReplyError::Malformed)?;
-        self.data_block(size)
+    fn start_block(&mut self, size: Option<usize>) -> Result<bool, ReplyError> {
+        let size = size.ok_or(ReplyError::Malformed)?;
+        self.block = size.checked_add(2).ok_or(ReplyError::Malformed)?;
+        Ok(false)
     }
 
-    /// The data block announced by `VA <size> <flags>*`.
-    fn va_block(&mut self, line: &[u8]) -> Step<()> {
-        match token(line, 1).and_then(parse_len) {
-            Some(size) => self.data_block(size),
-            None => Err(ReplyError::Malformed),
-        }
-    }
-
-    /// [`ReplyKind::Line`]: exactly one line.
-    /// One line that some classic command can get back: a status word, a number (incr/decr),
-    /// `VERSION ...`, or an error. Anything else means the stream is out of step.
-    fn line(&mut self) -> Step<()> {
-        let Some(line) = self.next_line()? else {
-            return Ok(None);
-        };
+    /// [`ReplyKind::Line`]: one line that some classic command can get back: a status word, a
+    /// number (incr/decr), `VERSION ...`, or an error. Anything else means the stream is out
+    /// of step.
+    fn line(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
         self.error = is_error_line(line);
         let known = self.error
             || parse_len(line).is_some()
@@ -220,72 +245,66 @@ impl<'a> Framer<'a> {
             .iter()
             .any(|word| is_word(line, word));
         if known {
-            Ok(Some(()))
+            Ok(true)
         } else {
             Err(ReplyError::Malformed)
         }
     }
 
     /// [`ReplyKind::Retrieval`]: `VALUE` blocks then `END`, or an error line.
-    fn retrieval(&mut self) -> Step<()> {
-        loop {
-            let Some(line) = self.next_line()? else {
-                return Ok(None);
-            };
-            if line == b"END" {
-                return Ok(Some(()));
-            }
-            if is_error_line(line) {
-                self.error = true;
-                return Ok(Some(()));
-            }
-            if !is_word(line, b"VALUE") {
-                return Err(ReplyError::Malformed);
-            }
-            if self.value_block(line)?.is_none() {
-                return Ok(None);
-            }
+    fn retrieval(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+        if line == b"END" {
+            return Ok(true);
         }
+        if is_error_line(line) {
+            self.error = true;
+            return Ok(true);
+        }
+        if !is_word(line, b"VALUE") {
+            return Err(ReplyError::Malformed);
+        }
+        // This runs once per hit: value_size finds the token ends with memchr.
+        self.start_block(value_size(line))
     }
 
     /// [`ReplyKind::Stats`]: `STAT` lines (also `ITEM` and `PREFIX` lines, which some stats
     /// subcommands send) then `END`, or an error line.
-    fn stats(&mut self) -> Step<()> {
-        loop {
-            let Some(line) = self.next_line()? else {
-                return Ok(None);
-            };
-            if line == b"END" {
-                return Ok(Some(()));
-            }
-            if is_error_line(line) {
-                self.error = true;
-                return Ok(Some(()));
-            }
-            if !(is_word(line, b"STAT") || is_word(line, b"ITEM") || is_word(line, b"PREFIX")) {
-                return Err(ReplyError::Malformed);
-            }
+    fn stats(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+        if line == b"END" {
+            return Ok(true);
+        }
+        if is_error_line(line) {
+            self.error = true;
+            return Ok(true);
+        }
+        if is_word(line, b"STAT") || is_word(line, b"ITEM") || is_word(line, b"PREFIX") {
+            Ok(false)
+        } else {
+            Err(ReplyError::Malformed)
         }
     }
 
     /// [`ReplyKind::Meta`]: one meta reply line (`HD EN NF NS EX MN ME`, or `VA` and its data
-    /// block), or an error line.
-    fn meta(&mut self) -> Step<()> {
-        let Some(line) = self.next_line()? else {
-            return Ok(None);
-        };
+    /// block), or an error line. `VA` and `HD` count as values: to an `mg` they are hits (`HD`
+    /// when no value was asked for).
+    fn meta(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
         if is_word(line, b"VA") {
-            return self.va_block(line);
+            self.ends_with_block = true;
+            return self.start_block(token(line, 1).and_then(parse_len));
         }
         if is_error_line(line) {
             self.error = true;
-            return Ok(Some(()));
+            return Ok(true);
         }
-        let known = [b"HD", b"EN", b"NF", b"NS", b"EX", b"MN", b"ME"]
+        if is_word(line, b"HD") {
+            self.values += 1;
+            return Ok(true);
+        }
+        let known = [b"EN", b"NF", b"NS", b"EX", b"MN", b"ME"]
             .iter()
             .any(|code| is_word(line, *code));
         if known {
-            Ok(Some(()))
+            Ok(true)
         } else {
             Err(ReplyError::Malformed)
         }
@@ -293,25 +312,40 @@ impl<'a> Framer<'a> {
 
     /// [`ReplyKind::UntilNoop`]: any replies (lines, `VALUE` blocks, `VA` blocks) up to and
     /// including the line `MN`.
-    fn until_noop(&mut self) -> Step<()> {
-        loop {
-            let Some(line) = self.next_line()? else {
-                return Ok(None);
-            };
-            if line == b"MN" {
-                return Ok(Some(()));
-            }
-            let block = if is_word(line, b"VALUE") {
-                self.value_block(line)?
-            } else if is_word(line, b"VA") {
-                self.va_block(line)?
-            } else {
-                self.error |= is_error_line(line);
-                Some(())
-            };
-            if block.is_none() {
-                return Ok(None);
-            }
+    fn until_noop(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+        if line == b"MN" {
+            return Ok(true);
         }
+        if is_word(line, b"VALUE") {
+            return self.start_block(value_size(line));
+        }
+        if is_word(line, b"VA") {
+            return self.start_block(token(line, 1).and_then(parse_len));
+        }
+        if is_word(line, b"HD") {
+            self.values += 1;
+        }
+        self.error |= is_error_line(line);
+        Ok(false)
     }
+}
+
+/// The line starting at `pos` (without its line ending) and its length with the ending.
+fn next_line(
+    buf: &[u8],
+    pos: usize,
+    max_line_length: usize,
+) -> Result<Option<(&[u8], usize)>, ReplyError> {
+    let rest = buf.get(pos..).unwrap_or(&[]);
+    let window = rest.get(..max_line_length).unwrap_or(rest);
+    let Some(newline) = memchr(b'\n', window) else {
+        return if rest.len() >= max_line_length {
+            Err(ReplyError::LineTooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    let line = rest.get(..newline).unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(Some((line, newline + 1)))
 }

@@ -28,7 +28,7 @@
 //!
 //! None of these functions allocates or panics, whatever the key.
 
-use crate::config::HashFunction;
+use crate::placement::HashFunction;
 use md5::{Digest, Md5};
 
 /// The hash twemproxy computes for `key` with `function` (see the module docs for each one).

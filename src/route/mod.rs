@@ -39,6 +39,9 @@ pub struct ServerSpec {
     pub connect_timeout: Duration,
     /// Connections per worker to this server.
     pub connections: usize,
+    /// Most requests queued or in flight on one connection to this server (per worker); over
+    /// it a request is answered `SERVER_ERROR backend overloaded` at once (at least 1).
+    pub max_queued_requests: usize,
 }
 
 /// A backend pool: its servers (global indices) and how keys are spread over them.
@@ -82,8 +85,8 @@ pub struct Route {
     /// The route's name (stats).
     pub name: String,
     pattern: KeyPattern,
-    /// Bit `1 << command as u32` set for each command the route takes; all bits when unfiltered.
-    commands: u32,
+    /// Bit [`command_bit`] set for each command the route takes; all bits when unfiltered.
+    commands: CommandMask,
     /// How it picks a server.
     pub kind: RouteKind,
 }
@@ -96,9 +99,23 @@ impl Route {
     }
 }
 
+/// A set of commands, one bit per [`Command`] discriminant.
+type CommandMask = u64;
+
+// Every command's bit must fit in a [`CommandMask`]: adding a 65th command fails the build here
+// instead of overflowing the shift (a panic in debug builds, a wrong bit in release builds).
+const _: () = {
+    let mut i = 0;
+    while i < Command::ALL.len() {
+        assert!((Command::ALL[i] as u32) < CommandMask::BITS);
+        i += 1;
+    }
+};
+
+/// The bit of `command` in a [`CommandMask`].
 #[inline]
-fn command_bit(command: Command) -> u32 {
-    1u32 << (command as u32)
+fn command_bit(command: Command) -> CommandMask {
+    1 << (command as u32)
 }
 
 /// Per-worker round-robin cursors, one per pool (no sharing between workers).
@@ -173,6 +190,7 @@ impl Router {
                     timeout: backend.timeout,
                     connect_timeout: backend.connect_timeout,
                     connections: backend.connections.max(1),
+                    max_queued_requests: backend.max_queued_requests.max(1),
                 });
             }
             pools.push(Pool {
@@ -193,7 +211,7 @@ impl Router {
             };
             let commands = match &route.commands {
                 Some(list) => list.iter().fold(0, |mask, c| mask | command_bit(*c)),
-                None => u32::MAX,
+                None => CommandMask::MAX,
             };
             let pool_of = |name: &str| {
                 config
@@ -301,3 +319,7 @@ impl Router {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

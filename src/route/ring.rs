@@ -39,14 +39,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{Distribution, HashFunction};
+pub use crate::placement::ring_name;
+use crate::placement::{Distribution, HashFunction};
 use crate::route::hash::{hash, md5_digest};
 
 /// Points per server of average weight on a ketama ring (40 MD5 digests of 4 points each).
 pub const KETAMA_POINTS_PER_SERVER: u32 = 160;
-
-/// The port libmemcached and twemproxy leave out of a server's ketama name.
-pub const KETAMA_DEFAULT_PORT: u32 = 11211;
 
 /// One server of a pool as the ring sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,33 +63,6 @@ impl RingServer {
             weight,
         }
     }
-}
-
-/// The name twemproxy hashes for a server, from the address as written in the configuration
-/// (`"host:port"`) and the optional configured name.
-///
-/// - a non-empty configured name is used as is: `("10.0.0.1:11212", Some("cache-b"))` →
-///   `"cache-b"`;
-/// - else, when the port (the digits after the last `:`) is 11211, the host alone:
-///   `"10.0.0.1:11211"` → `"10.0.0.1"`, `"cache-a:011211"` → `"cache-a"`;
-/// - else the address exactly as written: `"10.0.0.1:11212"` → `"10.0.0.1:11212"`;
-/// - a Unix socket path (`"/run/mc.sock"`) gets a trailing `:` (`"/run/mc.sock:"`), which is what
-///   twemproxy's parser produces for `/path:weight`.
-pub fn ring_name(address: &str, name: Option<&str>) -> String {
-    if let Some(name) = name.filter(|n| !n.is_empty()) {
-        return name.to_string();
-    }
-    if address.starts_with('/') {
-        return format!("{address}:");
-    }
-    if let Some((host, port)) = address.rsplit_once(':') {
-        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-        let value = port.trim_start_matches('0').parse::<u32>().unwrap_or(0);
-        if digits && value == KETAMA_DEFAULT_PORT {
-            return host.to_string();
-        }
-    }
-    address.to_string()
 }
 
 /// How a built ring places keys.

@@ -62,8 +62,8 @@ fn complete_samples() -> Vec<(ReplyKind, &'static [u8], usize, bool)> {
         (Stats, b"END\r\n", 0, false),
         (Stats, b"ITEM foo [3 b; 0 s]\r\nEND\r\n", 0, false),
         (Stats, b"ERROR\r\n", 0, true),
-        (Meta, b"HD\r\n", 0, false),
-        (Meta, b"HD c123 Oabc\r\n", 0, false),
+        (Meta, b"HD\r\n", 1, false),
+        (Meta, b"HD c123 Oabc\r\n", 1, false),
         (Meta, b"EN\r\n", 0, false),
         (Meta, b"NF\r\n", 0, false),
         (Meta, b"NS\r\n", 0, false),
@@ -82,7 +82,7 @@ fn complete_samples() -> Vec<(ReplyKind, &'static [u8], usize, bool)> {
         (Meta, b"SERVER_ERROR out of memory\r\n", 0, true),
         (UntilNoop, b"MN\r\n", 0, false),
         (UntilNoop, b"STORED\r\nMN\r\n", 0, false),
-        (UntilNoop, b"VA 2 t\r\nhi\r\nHD\r\nMN\r\n", 1, false),
+        (UntilNoop, b"VA 2 t\r\nhi\r\nHD\r\nMN\r\n", 2, false),
         (UntilNoop, b"VALUE k 0 2\r\nMN\r\nEND\r\nMN\r\n", 1, false),
         (
             UntilNoop,
@@ -295,5 +295,45 @@ fn huge_counts_and_garbage_never_panic() {
                 }
             }
         }
+    }
+}
+
+/// Fed one byte at a time to one framer that keeps its state, every sample frames to the same
+/// length as in one go, and rebasing after handing pieces on keeps the count right.
+#[test]
+fn incremental_framing_matches_whole_framing() {
+    for (kind, sample, values, error) in complete_samples() {
+        let mut framer = ReplyFramer::default();
+        let mut done_at = None;
+        for end in 1..=sample.len() {
+            if framer.advance(&sample[..end], kind, 1024) == Ok(true) {
+                done_at = Some(end);
+                break;
+            }
+        }
+        assert_eq!(done_at, Some(sample.len()), "{kind:?} {sample:?}");
+        assert_eq!(
+            framer.reply(),
+            Reply {
+                len: sample.len(),
+                values,
+                error
+            }
+        );
+
+        // Hand on whatever is framed after each byte: the pieces rebuild the sample.
+        let mut framer = ReplyFramer::default();
+        let (mut start, mut pieces) = (0, Vec::new());
+        for end in 1..=sample.len() {
+            let done = framer.advance(&sample[start..end], kind, 1024) == Ok(true);
+            let n = framer.framed();
+            pieces.extend_from_slice(&sample[start..start + n]);
+            framer.rebase(n);
+            start += n;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pieces, sample, "{kind:?}");
     }
 }

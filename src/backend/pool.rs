@@ -1,0 +1,204 @@
+//! A worker's backend connections: `connections` per server, the readiness they have seen,
+//! and which of them have bytes to flush. The loop asks this part to send, drive, flush and
+//! time out; it never touches a connection's fields.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::{Registry, Token};
+
+use super::conn::ArmTimer;
+use super::{BackendConn, Completion, FailReason, Fragment, Owner};
+
+use crate::route::ServerSpec;
+use crate::stats::WorkerStats;
+use std::sync::Arc;
+
+/// Sent after every `noreply` or quiet request so the end of its (possibly empty) reply can
+/// be found: the backend answers `MN` once everything before it is done.
+const NOOP: &[u8] = b"mn\r\n";
+
+/// A timer to arm for connection `conn`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTimer {
+    /// Index of the connection.
+    pub conn: usize,
+    /// What to arm.
+    pub timer: ArmTimer,
+}
+
+/// Every backend connection of one worker.
+pub struct Backends {
+    conns: Vec<BackendConn>,
+    /// For each server: (index of its first connection in `conns`, connection count).
+    server_conns: Vec<(usize, usize)>,
+    /// Connections with readiness to handle this iteration.
+    events: Vec<usize>,
+    /// Connections with queued bytes.
+    to_flush: Vec<usize>,
+    flagged: Vec<bool>,
+}
+
+impl Backends {
+    /// Idle connections for `servers`; connection `i` is registered under `token_base + i`.
+    pub fn new(servers: &[ServerSpec], token_base: usize, stats: &Arc<WorkerStats>) -> Backends {
+        let mut conns = Vec::new();
+        let mut server_conns = Vec::new();
+        for (index, server) in servers.iter().enumerate() {
+            server_conns.push((conns.len(), server.connections));
+            for _ in 0..server.connections {
+                let token = Token(token_base + conns.len());
+                conns.push(BackendConn::new(
+                    index,
+                    server.addr,
+                    server.timeout,
+                    server.connect_timeout,
+                    server.max_queued_requests,
+                    token,
+                    stats.clone(),
+                ));
+            }
+        }
+        let n = conns.len();
+        Backends {
+            conns,
+            server_conns,
+            events: Vec::new(),
+            to_flush: Vec::new(),
+            flagged: vec![false; n],
+        }
+    }
+
+    /// The connection a client uses for `server` (clients are pinned to one connection per
+    /// server so their requests to it stay in order).
+    fn conn_for(&self, server: usize, client: usize) -> Option<usize> {
+        let (base, count) = *self.server_conns.get(server)?;
+        Some(base + client % count.max(1))
+    }
+
+    /// False while the client's connection to `server` is in connect backoff.
+    pub fn is_usable(&self, server: usize, client: usize, now: Instant) -> bool {
+        self.conn_for(server, client)
+            .and_then(|i| self.conns.get(i))
+            .is_some_and(|c| c.is_usable(now))
+    }
+
+    /// Records readiness of connection `index`.
+    pub fn record(&mut self, index: usize, event: &mio::event::Event) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+            conn.read_closed |= event.is_read_closed() || event.is_error();
+            conn.writable |= event.is_writable() || event.is_write_closed();
+            self.events.push(index);
+        }
+    }
+
+    /// Drives every connection that had readiness: replies go to `out`, timers to `timers`.
+    pub fn drive(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<ConnTimer>,
+    ) {
+        let events = std::mem::take(&mut self.events);
+        for &index in &events {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            conn.drive(registry, now, out);
+            if let Some(timer) = conn.rearm() {
+                timers.push(ConnTimer { conn: index, timer });
+            }
+            if conn.queued_bytes() > 0 {
+                self.mark_flush(index);
+            }
+        }
+        self.events = events;
+        self.events.clear();
+    }
+
+    fn mark_flush(&mut self, index: usize) {
+        if let Some(flag) = self.flagged.get_mut(index) {
+            if !*flag {
+                *flag = true;
+                self.to_flush.push(index);
+            }
+        }
+    }
+
+    /// Queues `send` for `owner` on `client`'s connection to its server. A backend that
+    /// cannot take it answers it at once, through `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        registry: &Registry,
+        client: usize,
+        owner: Owner,
+        send: &crate::exchange::Send,
+        now: Instant,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<ConnTimer>,
+    ) {
+        let fragment = |deadline| Fragment {
+            owner,
+            kind: send.framing.kind,
+            on_failure: send.framing.on_failure,
+            discard_reply: send.framing.discard_reply,
+            stream: send.stream && !send.framing.discard_reply,
+            deadline,
+            lookups: send.lookups,
+        };
+        let Some((index, conn)) = self
+            .conn_for(send.server, client)
+            .and_then(|i| Some((i, self.conns.get_mut(i)?)))
+        else {
+            out.push(fragment(now).fail(send.server, FailReason::Unavailable));
+            return;
+        };
+        let fragment = fragment(conn.deadline_from(now));
+        let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
+        match conn.enqueue(registry, [Some(send.bytes.clone()), tail], fragment, now) {
+            Ok(armed) => {
+                for timer in armed.into_iter().flatten() {
+                    timers.push(ConnTimer { conn: index, timer });
+                }
+                self.mark_flush(index);
+            }
+            Err(reason) => out.push(fragment.fail(send.server, reason)),
+        }
+    }
+
+    /// Writes every connection's queued bytes (one `writev` each).
+    pub fn flush(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Completion>) {
+        let list = std::mem::take(&mut self.to_flush);
+        for &index in &list {
+            if let Some(flag) = self.flagged.get_mut(index) {
+                *flag = false;
+            }
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if let Err(reason) = conn.flush(now) {
+                conn.reset(registry, reason, now, out);
+            }
+        }
+        self.to_flush = list;
+        self.to_flush.clear();
+    }
+
+    /// A timer armed for connection `conn` fired.
+    pub fn on_timer(
+        &mut self,
+        registry: &Registry,
+        conn: usize,
+        generation: u32,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Completion>,
+    ) -> Option<ConnTimer> {
+        let backend = self.conns.get_mut(conn)?;
+        let timer = backend.on_timer(registry, generation, at, now, out)?;
+        Some(ConnTimer { conn, timer })
+    }
+}

@@ -1,0 +1,133 @@
+//! A worker's client connections: the slab they live in, and the two lists the loop works
+//! through each iteration (clients to serve, clients to flush). Membership flags live here, so
+//! a client is in each list at most once, and a closed client leaves both.
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use slab::Slab;
+
+use crate::client::Client;
+
+/// Every client connection of one worker.
+#[derive(Default)]
+pub struct Clients {
+    slab: Slab<Client>,
+    next_generation: u32,
+    revisit: Vec<usize>,
+    to_flush: Vec<usize>,
+}
+
+impl Clients {
+    /// Stores a new client; returns its index. `register` registers the socket under the
+    /// index (it may fail, and then nothing is stored).
+    pub fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        listener: usize,
+        now: Instant,
+        register: impl FnOnce(&mut TcpStream, usize) -> std::io::Result<()>,
+    ) -> std::io::Result<(usize, u32)> {
+        let entry = self.slab.vacant_entry();
+        let index = entry.key();
+        register(&mut stream, index)?;
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        entry.insert(Client::new(stream, generation, listener, now));
+        self.revisit(index);
+        Ok((index, generation))
+    }
+
+    /// Client `index`.
+    pub fn get(&self, index: usize) -> Option<&Client> {
+        self.slab.get(index)
+    }
+
+    /// Client `index`, mutably.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut Client> {
+        self.slab.get_mut(index)
+    }
+
+    /// Client `index` if it is still the one of `generation`.
+    pub fn current(&mut self, index: usize, generation: u32) -> Option<&mut Client> {
+        self.slab
+            .get_mut(index)
+            .filter(|c| c.generation == generation)
+    }
+
+    /// Serve client `index` this iteration.
+    pub fn revisit(&mut self, index: usize) {
+        if let Some(client) = self.slab.get_mut(index) {
+            if !client.queued {
+                client.queued = true;
+                self.revisit.push(index);
+            }
+        }
+    }
+
+    /// Flush client `index` this iteration.
+    pub fn flush_later(&mut self, index: usize) {
+        if let Some(client) = self.slab.get_mut(index) {
+            if !client.pending_flush {
+                client.pending_flush = true;
+                self.to_flush.push(index);
+            }
+        }
+    }
+
+    /// True when some client waits to be served (the poll must not sleep).
+    pub fn has_revisits(&self) -> bool {
+        !self.revisit.is_empty()
+    }
+
+    /// The clients to serve, emptied (their flags cleared).
+    pub fn take_revisits(&mut self, into: &mut Vec<usize>) {
+        into.clear();
+        into.append(&mut self.revisit);
+        for &i in into.iter() {
+            if let Some(c) = self.slab.get_mut(i) {
+                c.queued = false;
+            }
+        }
+    }
+
+    /// The clients to flush, emptied (their flags cleared).
+    pub fn take_flushes(&mut self, into: &mut Vec<usize>) {
+        into.clear();
+        into.append(&mut self.to_flush);
+        for &i in into.iter() {
+            if let Some(c) = self.slab.get_mut(i) {
+                c.pending_flush = false;
+            }
+        }
+    }
+
+    /// Removes client `index`, out of both lists.
+    pub fn remove(&mut self, index: usize) -> Option<Client> {
+        let client = self.slab.try_remove(index)?;
+        // A later client may take this slab entry: it must not inherit list memberships.
+        self.revisit.retain(|&i| i != index);
+        self.to_flush.retain(|&i| i != index);
+        Some(client)
+    }
+
+    /// Indices of every client.
+    pub fn indices(&self) -> Vec<usize> {
+        self.slab.iter().map(|(i, _)| i).collect()
+    }
+
+    /// (index, client) of every client.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Client)> {
+        self.slab.iter()
+    }
+
+    /// Number of clients.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+}

@@ -1,0 +1,295 @@
+//! Exchanges: one state machine per client request that needs backends.
+//!
+//! An exchange owns its backend requests. Each reply (or piece of a streamed reply, or
+//! failure) reaches it as a [`Completion`]; it answers with [`Effects`] (bytes to deliver to
+//! its client's reply slot, backend requests to send next) and a [`Flow`]: wait for more,
+//! done, or parked until the client drains. The client keeps only the order of replies (its
+//! FIFO of slots); what a request's replies mean is decided here.
+//!
+//! The kinds:
+//! * [`forward::Forward`]: one backend request whose reply is the answer (streamed through
+//!   when it is large);
+//! * [`fan_out::FanOut`]: the same request to several servers, `OK` only if all say so
+//!   (`flush_all`);
+//! * [`split_get::SplitGet`]: a multi-key retrieval split across servers and released in
+//!   windows of keys, each window's replies merged into the asked order.
+//!
+//! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
+//! exchange that has gone (its client closed) finds nothing and is dropped.
+
+pub mod fan_out;
+pub mod forward;
+pub mod split_get;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::backend::{Completion, Failure};
+use crate::protocol::{Command, ReplyKind, Request};
+
+/// Names one exchange: a slab index and the generation it was created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeId {
+    index: u32,
+    generation: u32,
+}
+
+/// The client reply slot an exchange answers: the client (slab index and generation) and the
+/// slot's sequence number in that client's FIFO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRef {
+    /// Client slab index.
+    pub client: usize,
+    /// The client's generation.
+    pub generation: u32,
+    /// The slot's sequence number.
+    pub seq: u64,
+}
+
+/// How a backend request is framed on the wire and answered if its backend fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The reply shape to expect.
+    pub kind: ReplyKind,
+    /// What a failure answers.
+    pub on_failure: Failure,
+    /// Drop the reply (classic `noreply`).
+    pub discard_reply: bool,
+    /// Send `mn` after the request, so its possibly empty reply has an end.
+    pub noop_tail: bool,
+}
+
+impl Framing {
+    /// The framing of `request` as the client sent it.
+    pub fn of(request: &Request) -> Framing {
+        let miss = match request.command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats => {
+                Some(Failure::Miss(b"END\r\n"))
+            }
+            Command::MetaGet => Some(Failure::Miss(b"EN\r\n")),
+            _ => None,
+        };
+        if request.noreply {
+            return Framing {
+                kind: ReplyKind::UntilNoop,
+                on_failure: Failure::Silent,
+                discard_reply: true,
+                noop_tail: true,
+            };
+        }
+        if request.quiet {
+            // Quiet mode hides misses and success codes, not errors.
+            let on_failure = if miss.is_some() {
+                Failure::Silent
+            } else {
+                Failure::Error
+            };
+            return Framing {
+                kind: ReplyKind::UntilNoop,
+                on_failure,
+                discard_reply: false,
+                noop_tail: true,
+            };
+        }
+        Framing {
+            kind: request.command.reply_kind(),
+            on_failure: miss.unwrap_or(Failure::Error),
+            discard_reply: false,
+            noop_tail: false,
+        }
+    }
+}
+
+/// A backend request an exchange wants sent.
+#[derive(Clone, Debug)]
+pub struct Send {
+    /// The server (global index).
+    pub server: usize,
+    /// Which of the exchange's requests this is (comes back in its completion).
+    pub part: u32,
+    /// The request's bytes.
+    pub bytes: Bytes,
+    /// How it is framed.
+    pub framing: Framing,
+    /// Its reply may be handed on in pieces.
+    pub stream: bool,
+    /// Keys it looks up (hit/miss counters).
+    pub lookups: usize,
+}
+
+/// What an exchange asks of the loop in answer to an event. Reused between events.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Bytes for the client's slot, in order.
+    pub deliver: Vec<Bytes>,
+    /// Backend requests to send.
+    pub sends: Vec<Send>,
+    /// Set by the loop before the call: the client may take more replies now (it is under its
+    /// soft limit), so the next window of a large request may be released.
+    pub may_send: bool,
+    /// Change in the reply bytes the exchange holds (merge buffers), for the client's account.
+    pub held_delta: isize,
+    /// The client's reply stream is broken (a streamed reply failed half way): close it after
+    /// what was delivered.
+    pub abort: bool,
+}
+
+impl Effects {
+    /// Clears everything for the next event; `may_send` as given.
+    pub fn reset(&mut self, may_send: bool) {
+        self.deliver.clear();
+        self.sends.clear();
+        self.may_send = may_send;
+        self.held_delta = 0;
+        self.abort = false;
+    }
+}
+
+/// What the exchange does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Waiting for more replies.
+    Wait,
+    /// Its client slot is complete; the exchange is over.
+    Done,
+    /// It has more to send once its client drains below the soft limit (call
+    /// [`Exchange::resume`] then).
+    Parked,
+}
+
+/// One exchange: the slot it answers and the state machine of its kind.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The slot it answers.
+    pub slot: SlotRef,
+    /// Backend requests sent and not yet answered.
+    outstanding: u32,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Forward(forward::Forward),
+    FanOut(fan_out::FanOut),
+    SplitGet(Box<split_get::SplitGet>),
+}
+
+impl Exchange {
+    /// Starts a forward of one request to one server.
+    pub fn forward(slot: SlotRef, send: Send, fx: &mut Effects) -> Exchange {
+        let kind = Kind::Forward(forward::Forward::start(send, fx));
+        Exchange::started(slot, kind, fx)
+    }
+
+    /// Starts a fan-out of one request to several servers.
+    pub fn fan_out(slot: SlotRef, sends: impl Iterator<Item = Send>, fx: &mut Effects) -> Exchange {
+        let kind = Kind::FanOut(fan_out::FanOut::start(sends, fx));
+        Exchange::started(slot, kind, fx)
+    }
+
+    /// Starts a split retrieval (its first window goes out now).
+    pub fn split_get(slot: SlotRef, split: split_get::SplitGet, fx: &mut Effects) -> Exchange {
+        let mut split = Box::new(split);
+        split.start(fx);
+        Exchange::started(slot, Kind::SplitGet(split), fx)
+    }
+
+    fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
+        Exchange {
+            slot,
+            outstanding: count(fx),
+            kind,
+        }
+    }
+
+    /// Handles one completion of request `part`.
+    pub fn on_completion(&mut self, part: u32, completion: &Completion, fx: &mut Effects) -> Flow {
+        if completion.end {
+            self.outstanding = self.outstanding.saturating_sub(1);
+        }
+        match &mut self.kind {
+            Kind::Forward(f) => f.on_completion(completion, fx),
+            Kind::FanOut(f) => f.on_completion(completion, fx),
+            Kind::SplitGet(s) => s.on_completion(part, completion, fx),
+        };
+        self.outstanding += count(fx);
+        self.flow(fx)
+    }
+
+    /// The client drained: a parked exchange sends its next window.
+    pub fn resume(&mut self, fx: &mut Effects) -> Flow {
+        if let Kind::SplitGet(s) = &mut self.kind {
+            s.resume(fx);
+        }
+        self.outstanding += count(fx);
+        self.flow(fx)
+    }
+
+    /// What follows from the exchange's state after `fx`.
+    pub fn flow(&self, fx: &Effects) -> Flow {
+        let finished = match &self.kind {
+            Kind::Forward(f) => f.finished(),
+            Kind::FanOut(f) => f.finished(),
+            Kind::SplitGet(s) => {
+                if s.parked() && self.outstanding == 0 {
+                    return Flow::Parked;
+                }
+                s.finished()
+            }
+        };
+        if fx.abort || (finished && self.outstanding == 0) {
+            Flow::Done
+        } else {
+            Flow::Wait
+        }
+    }
+}
+
+fn count(fx: &Effects) -> u32 {
+    u32::try_from(fx.sends.len()).unwrap_or(u32::MAX)
+}
+
+/// Every live exchange of a worker.
+#[derive(Debug, Default)]
+pub struct Exchanges {
+    slab: Slab<(u32, Exchange)>,
+    next_generation: u32,
+}
+
+impl Exchanges {
+    /// Stores a started exchange; returns its id.
+    pub fn insert(&mut self, exchange: Exchange) -> ExchangeId {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let index = self.slab.insert((generation, exchange));
+        ExchangeId {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            generation,
+        }
+    }
+
+    /// The exchange `id`, if it is still live.
+    pub fn get_mut(&mut self, id: ExchangeId) -> Option<&mut Exchange> {
+        match self.slab.get_mut(id.index as usize) {
+            Some((generation, exchange)) if *generation == id.generation => Some(exchange),
+            _ => None,
+        }
+    }
+
+    /// Ends exchange `id` (its outstanding requests will be drained and dropped).
+    pub fn remove(&mut self, id: ExchangeId) {
+        if self.get_mut(id).is_some() {
+            self.slab.remove(id.index as usize);
+        }
+    }
+
+    /// Live exchanges.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when none is live.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+}
