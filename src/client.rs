@@ -22,6 +22,10 @@ use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 /// buffers back, so an idle connection costs little more than its slab entry.
 const KEEP_IDLE_CAPACITY: usize = 0;
 
+/// The reply size estimate before the first reply: so large that a new client has one
+/// request in flight until it is known how big its replies are (a slow start).
+const UNKNOWN_REPLY_SIZE: usize = usize::MAX;
+
 /// A reply slot: the place in the client's reply order that one request holds.
 #[derive(Debug, Default)]
 pub struct Slot {
@@ -107,9 +111,11 @@ pub struct Client {
     exchange_bytes: usize,
     /// Backend requests in flight for its exchanges.
     inflight: usize,
-    /// Running estimate of one backend reply's size (halving average), to keep the bytes it
-    /// may still receive under its soft limit.
+    /// Running estimate of one backend reply's size (halving average; [`UNKNOWN_REPLY_SIZE`]
+    /// until the first reply), to keep the bytes it may still receive under its soft limit.
     reply_estimate: usize,
+    /// Bytes of streamed reply pieces since the last whole reply.
+    streamed_bytes: usize,
     /// Exchanges waiting for it to drain before they send their next window.
     parked: Vec<ExchangeId>,
     /// Exchanges whose slots were dropped (a closing reply went first); ended with the client.
@@ -151,7 +157,8 @@ impl Client {
             slot_bytes: 0,
             exchange_bytes: 0,
             inflight: 0,
-            reply_estimate: 0,
+            reply_estimate: UNKNOWN_REPLY_SIZE,
+            streamed_bytes: 0,
             parked: Vec::new(),
             orphaned: Vec::new(),
             partial_since: None,
@@ -187,7 +194,9 @@ impl Client {
             return self.buffered() < limits.soft_bytes;
         }
         self.inflight < limits.max_inflight
-            && self.buffered() + self.inflight.saturating_mul(self.reply_estimate)
+            && self
+                .buffered()
+                .saturating_add(self.inflight.saturating_mul(self.reply_estimate))
                 < limits.soft_bytes
     }
 
@@ -364,10 +373,21 @@ impl Client {
         self.inflight += 1;
     }
 
-    /// A backend request of one of its exchanges was answered with `bytes` of reply.
+    /// A piece of a streamed reply for one of its exchanges arrived (`bytes` long).
+    pub fn reply_piece(&mut self, bytes: usize) {
+        self.streamed_bytes += bytes;
+    }
+
+    /// A backend request of one of its exchanges was answered, its last piece `bytes` long.
     pub fn request_answered(&mut self, bytes: usize) {
         self.inflight = self.inflight.saturating_sub(1);
-        self.reply_estimate = (self.reply_estimate + bytes) / 2;
+        // Pieces of streamed replies count toward the reply they belong to (approximately,
+        // when replies from several servers interleave).
+        let bytes = bytes + std::mem::take(&mut self.streamed_bytes);
+        self.reply_estimate = match self.reply_estimate {
+            UNKNOWN_REPLY_SIZE => bytes,
+            estimate => estimate / 2 + bytes / 2,
+        };
     }
 
     /// Its exchanges now hold `delta` more (or fewer) bytes.

@@ -277,7 +277,10 @@ impl Worker {
             asked.push(AskedKey::new(&bytes, key, part));
         }
         let window = self.multiget_window(listener);
-        let split = SplitGet::new(*request, bytes, asked, servers, window);
+        let soft = self
+            .listener_spec(listener)
+            .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
+        let split = SplitGet::new(*request, bytes, asked, servers, window, soft);
         let Some(slot) = self.new_slot(client) else {
             return;
         };

@@ -225,7 +225,10 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.clients.has_revisits() || self.listeners.iter().any(|l| l.pending_accept) {
+        if self.clients.has_revisits()
+            || self.backends.has_revisits()
+            || self.listeners.iter().any(|l| l.pending_accept)
+        {
             return Some(Duration::ZERO);
         }
         let timer = self.timers.next_timeout(now);
@@ -350,6 +353,8 @@ impl Worker {
         };
         if c.end {
             client.request_answered(c.reply.len());
+        } else {
+            client.reply_piece(c.reply.len());
         }
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(client.may_take_more(&limits));
@@ -377,11 +382,14 @@ impl Worker {
             client.request_sent();
         }
         let done = flow == Flow::Done;
-        let writable = if done || fx.abort || !fx.deliver.is_empty() {
+        let delivered = if done || fx.abort || !fx.deliver.is_empty() {
             client.deliver(slot.seq, &fx.deliver, done, fx.abort)
         } else {
             false
         };
+        // A client held back by its limits may go on now that a request is answered (the
+        // flush phase looks at it even when it has nothing to write).
+        let writable = delivered || client.stalled;
         if flow == Flow::Parked {
             client.park(id);
         }
@@ -478,12 +486,7 @@ impl Worker {
                 let Some(next) = client.next_request(&limits, now) else {
                     break;
                 };
-                let before = client.buffered();
                 self.dispatch(index, next, now);
-                if let Some(client) = self.clients.get(index) {
-                    let after = client.buffered();
-                    self.account(before, after);
-                }
             }
             let Some(client) = self.clients.get_mut(index) else {
                 return;
@@ -768,16 +771,16 @@ impl Worker {
                 }
             }
         }
-        if client.finished() {
+        let after = client.buffered();
+        let (finished, listener) = (client.finished(), client.listener);
+        if !finished && client.is_idle() {
+            client.shrink_if_idle();
+        }
+        self.account(before, after);
+        if finished {
             self.close_client(index);
             return;
         }
-        if client.is_idle() {
-            client.shrink_if_idle();
-        }
-        let after = client.buffered();
-        let listener = client.listener;
-        self.account(before, after);
         let limits = self.client_limits(listener);
         let Some(client) = self.clients.get_mut(index) else {
             return;
@@ -935,7 +938,10 @@ impl Worker {
             if slot.closes_connection() {
                 c.closing = true;
             }
+            let before = c.buffered();
             c.push_slot(slot);
+            let after = c.buffered();
+            self.account(before, after);
         }
     }
 

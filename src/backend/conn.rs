@@ -35,6 +35,9 @@ const NOOP_REPLY_LEN: usize = 4;
 /// A streamed reply is handed on in pieces of at least this many bytes (smaller replies are
 /// handed on whole, in one piece).
 const STREAM_PIECE: usize = 64 * 1024;
+/// Reads from one connection per loop iteration (up to 1 MiB): a server streaming a huge reply
+/// must not keep the loop from writing it out to the client, or from serving anyone else.
+const READS_PER_DRIVE: usize = 16;
 
 /// Connection state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +136,11 @@ impl BackendConn {
             log: LogLimiter::with_subjects(0),
             now: Instant::now(),
         }
+    }
+
+    /// True when readiness is left over (the read budget ran out before the socket drained).
+    pub fn wants_revisit(&self) -> bool {
+        self.readable && self.state == ConnState::Connected
     }
 
     /// False while the connection is in connect backoff (its requests would fail fast).
@@ -325,8 +333,10 @@ impl BackendConn {
         }
     }
 
+    /// Reads and frames up to [`READS_PER_DRIVE`] reads; `readable` stays set when the budget
+    /// ran out first, so the loop comes back to this connection on its next iteration.
     fn read_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
-        loop {
+        for _ in 0..READS_PER_DRIVE {
             let Some(stream) = self.stream.as_ref() else {
                 return Err(FailReason::ConnectionLost);
             };
@@ -369,6 +379,7 @@ impl BackendConn {
                 }
             }
         }
+        Ok(())
     }
 
     /// Frames what the read buffer holds against the in-flight FIFO, handing each whole reply

@@ -34,6 +34,8 @@ pub struct Backends {
     server_conns: Vec<(usize, usize)>,
     /// Connections with readiness to handle this iteration.
     events: Vec<usize>,
+    /// Connections whose read budget ran out, to drive again next iteration.
+    revisit: Vec<usize>,
     /// Connections with queued bytes.
     to_flush: Vec<usize>,
     flagged: Vec<bool>,
@@ -64,6 +66,7 @@ impl Backends {
             conns,
             server_conns,
             events: Vec::new(),
+            revisit: Vec::new(),
             to_flush: Vec::new(),
             flagged: vec![false; n],
         }
@@ -110,12 +113,24 @@ impl Backends {
             if let Some(timer) = conn.rearm() {
                 timers.push(ConnTimer { conn: index, timer });
             }
-            if conn.queued_bytes() > 0 {
+            let (queued, revisit) = (conn.queued_bytes() > 0, conn.wants_revisit());
+            if queued {
                 self.mark_flush(index);
+            }
+            if revisit {
+                self.revisit.push(index);
             }
         }
         self.events = events;
         self.events.clear();
+        // Connections that still have input are driven again next iteration.
+        self.events.append(&mut self.revisit);
+    }
+
+    /// True when some connection has input left over for the next iteration (the poll must
+    /// not sleep).
+    pub fn has_revisits(&self) -> bool {
+        !self.events.is_empty()
     }
 
     fn mark_flush(&mut self, index: usize) {

@@ -26,7 +26,13 @@ pub struct SplitGet {
     asked: Vec<AskedKey>,
     servers: Vec<usize>,
     framing: Framing,
+    /// Keys per server in the next window: `max_window` at first, then fewer when values are
+    /// big, so that one window's reply stays near the client's soft limit.
     window: usize,
+    max_window: usize,
+    soft_bytes: usize,
+    /// Reply bytes of the current window so far.
+    window_bytes: usize,
     /// The asked keys of the current window: `start..end`.
     start: usize,
     end: usize,
@@ -47,13 +53,15 @@ pub struct SplitGet {
 
 impl SplitGet {
     /// A split of `request` (whose spans index `bytes`) over `servers`, with its keys as
-    /// `asked`; at most `window` keys per server per backend request.
+    /// `asked`; at most `window` keys per server per backend request, fewer when a window's
+    /// reply would go far past `soft_bytes` (the client's soft limit).
     pub fn new(
         request: Request,
         bytes: Bytes,
         asked: Vec<AskedKey>,
         servers: Vec<usize>,
         window: usize,
+        soft_bytes: usize,
     ) -> SplitGet {
         let n = servers.len();
         SplitGet {
@@ -63,6 +71,9 @@ impl SplitGet {
             asked,
             servers,
             window: window.max(1),
+            max_window: window.max(1),
+            soft_bytes,
+            window_bytes: 0,
             start: 0,
             end: 0,
             replies: vec![Bytes::new(); n],
@@ -105,6 +116,7 @@ impl SplitGet {
         if !self.waiting.get(part).copied().unwrap_or(false) {
             return;
         }
+        self.window_bytes += completion.reply.len();
         if self.streaming == Some(part) {
             if !completion.end {
                 self.streamed = true;
@@ -142,6 +154,7 @@ impl SplitGet {
         if self.streaming.is_none() {
             self.deliver_merged(fx);
         }
+        self.resize_window();
         if fx.may_send {
             self.next_window(fx);
         } else if self.end < self.asked.len() {
@@ -149,6 +162,14 @@ impl SplitGet {
         } else {
             self.next_window(fx);
         }
+    }
+
+    /// Sizes the next window from the bytes per key of this one.
+    fn resize_window(&mut self) {
+        let keys = self.end.saturating_sub(self.start).max(1);
+        let per_key = (self.window_bytes / keys).max(1);
+        self.window = (self.soft_bytes / per_key).clamp(1, self.max_window);
+        self.window_bytes = 0;
     }
 
     /// Merges the window's replies into the asked order, without the `END`.
