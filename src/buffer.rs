@@ -78,9 +78,9 @@ impl WriteQueue {
         self.bytes == 0
     }
 
-    /// Gives the queue's memory back when it is empty.
+    /// Gives the queue's memory back when it is empty and has grown past a few entries.
     pub fn shrink(&mut self) {
-        if self.parts.is_empty() && self.parts.capacity() > 0 {
+        if self.parts.is_empty() && self.parts.capacity() > 4 {
             self.parts = VecDeque::new();
         }
     }

@@ -18,9 +18,11 @@ use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
 use crate::exchange::ExchangeId;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
-/// Read buffers up to this size are kept while a client is busy; an idle client gives its
-/// buffers back, so an idle connection costs little more than its slab entry.
+/// An idle client gives back a read buffer of its own (one that holds the start of a request
+/// it read earlier) and a slot FIFO grown past a few entries, so an idle connection costs
+/// little more than its slab entry; the few slots kept save an allocation per request.
 const KEEP_IDLE_CAPACITY: usize = 0;
+const KEEP_IDLE_SLOTS: usize = 4;
 
 /// The reply size estimate before the first reply: so large that a new client has one
 /// request in flight until it is known how big its replies are (a slow start).
@@ -210,9 +212,18 @@ impl Client {
         self.partial_since
     }
 
-    /// Reads once from the socket (0 bytes: the peer closed its side).
-    pub fn read(&mut self, now: Instant) -> io::Result<Read> {
-        let read = read_into(&self.stream, &mut self.read_buf, READ_CHUNK)?;
+    /// Reads once from the socket (0 bytes: the peer closed its side). A client with nothing
+    /// buffered reads into the worker's `scratch` buffer and takes what arrived as its own
+    /// (sharing the allocation), so an idle client holds no buffer of its own, and requests
+    /// are still handed on without a copy.
+    pub fn read(&mut self, now: Instant, scratch: &mut BytesMut) -> io::Result<Read> {
+        let read = if self.read_buf.is_empty() {
+            let read = read_into(&self.stream, scratch, READ_CHUNK)?;
+            self.read_buf = scratch.split();
+            read
+        } else {
+            read_into(&self.stream, &mut self.read_buf, READ_CHUNK)?
+        };
         if read.bytes > 0 && self.partial_since.is_none() {
             self.partial_since = Some(now);
         }
@@ -357,7 +368,7 @@ impl Client {
         if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_IDLE_CAPACITY {
             self.read_buf = BytesMut::new();
         }
-        if self.slots.is_empty() && self.slots.capacity() > 0 {
+        if self.slots.is_empty() && self.slots.capacity() > KEEP_IDLE_SLOTS {
             self.slots = VecDeque::new();
         }
         if self.write_queue.is_empty() {

@@ -138,6 +138,8 @@ pub struct Worker {
     serve_list: Vec<usize>,
     flush_list: Vec<usize>,
     fired: Vec<TimerEvent>,
+    /// Where clients with nothing buffered read into (see [`crate::client::Client::read`]).
+    read_scratch: bytes::BytesMut,
     /// Per-event warnings of the loop itself (accept errors, shed clients), rate limited.
     log: LogLimiter,
 }
@@ -189,6 +191,7 @@ impl Worker {
             serve_list: Vec::new(),
             flush_list: Vec::new(),
             fired: Vec::new(),
+            read_scratch: bytes::BytesMut::new(),
             log: LogLimiter::with_subjects(0),
         })
     }
@@ -504,7 +507,7 @@ impl Worker {
                 break;
             }
             reads += 1;
-            match client.read(now) {
+            match client.read(now, &mut self.read_scratch) {
                 Ok(read) if read.bytes == 0 => {
                     client.readable = false;
                     client.closing = true;
