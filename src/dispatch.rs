@@ -10,8 +10,8 @@ use crate::exchange::split_get::SplitGet;
 use crate::exchange::{Exchange, Framing, Send, SlotRef};
 use crate::multiget::AskedKey;
 use crate::protocol::{base64, Command, Request};
-use crate::route::RouteKind;
 use crate::stats::WorkerStats;
+use crate::strategy::Memo;
 use crate::worker::Worker;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
@@ -205,7 +205,7 @@ impl Worker {
         key: &[u8],
         client: usize,
         now: Instant,
-        memo: &mut Option<(usize, usize)>,
+        memo: &mut Memo,
         count: bool,
     ) -> Option<usize> {
         let router = &*self.router;
@@ -213,24 +213,9 @@ impl Worker {
         if count {
             self.detail.route_request(route_index);
         }
-        let route = router.routes().get(route_index)?;
-        match route.kind {
-            RouteKind::BlindForward(server) => Some(server),
-            RouteKind::ConsistentHash(pool) => router.pools().get(pool).map(|p| p.server_for(key)),
-            RouteKind::RoundRobin(pool_index) => {
-                if let Some((r, server)) = *memo {
-                    if r == route_index {
-                        return Some(server);
-                    }
-                }
-                let pool = router.pools().get(pool_index)?;
-                let backends = &self.backends;
-                let usable = |server: usize| backends.is_usable(server, client, now);
-                let server = self.round_robin.next(pool, pool_index, usable);
-                *memo = Some((route_index, server));
-                Some(server)
-            }
-        }
+        let backends = &self.backends;
+        let usable = |server: usize| backends.is_usable(server, client, now);
+        self.strategies.pick(router, route_index, key, memo, usable)
     }
 
     /// Sends a multi-key retrieval whose keys live on several servers: one request line per
@@ -244,7 +229,7 @@ impl Worker {
         request: &Request,
         bytes: Bytes,
         now: Instant,
-        routed: (usize, Option<(usize, usize)>),
+        routed: (usize, Memo),
     ) {
         let (counted, mut memo) = routed;
         let mut servers: Vec<usize> = Vec::new();

@@ -31,5 +31,6 @@ pub mod protocol;
 pub mod route;
 pub mod shutdown;
 pub mod stats;
+pub mod strategy;
 pub mod timer;
 pub mod worker;

@@ -32,9 +32,10 @@ use crate::clients::Clients;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, SlotRef};
 use crate::listener::ListenerSpec;
 use crate::log_limit::{LogEvent, LogLimiter};
-use crate::route::{RoundRobin, Router};
+use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::stats::{DetailStats, StatsRegistry, WorkerStats};
+use crate::strategy::Strategies;
 use crate::timer::TimerWheel;
 
 const WAKER: Token = Token(1 << 16);
@@ -119,8 +120,8 @@ pub struct Worker {
     pub(crate) router: Arc<Router>,
     /// Per listener, the servers `flush_all` goes to.
     pub(crate) flush_targets: Vec<Vec<usize>>,
-    /// Round-robin turns, per pool.
-    pub(crate) round_robin: RoundRobin,
+    /// Strategy state (round-robin turns).
+    pub(crate) strategies: Strategies,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
     /// Per-route and per-server counters.
@@ -175,7 +176,7 @@ impl Worker {
             flush_targets: (0..listener_count)
                 .map(|l| setup.router.reachable_servers(l))
                 .collect(),
-            round_robin: RoundRobin::new(setup.router.pools().len()),
+            strategies: Strategies::new(&setup.router),
             router: setup.router,
             timers: TimerWheel::new(now),
             stats,

@@ -5,7 +5,7 @@
 //! command, wins. The route's strategy then picks a server of its pool:
 //! * `blind_forward`: the backend's one server;
 //! * `round_robin`: the next server of the pool in turn that is not in connect backoff (the
-//!   turn is kept per worker, see [`RoundRobin`]);
+//!   turn is kept per worker, see [`crate::strategy`]);
 //! * `consistent_hash`: the server owning the key on the pool's ring (ketama, modula or
 //!   random, placing keys exactly as twemproxy does), after the pool's hash tag.
 //!
@@ -116,47 +116,6 @@ const _: () = {
 #[inline]
 fn command_bit(command: Command) -> CommandMask {
     1 << (command as u32)
-}
-
-/// Per-worker round-robin cursors, one per pool (no sharing between workers).
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    cursors: Vec<usize>,
-}
-
-impl RoundRobin {
-    /// Cursors for `pools` pools.
-    pub fn new(pools: usize) -> Self {
-        RoundRobin {
-            cursors: vec![0; pools],
-        }
-    }
-
-    /// The next server of `pool` in turn for which `usable` holds (or the next in turn when
-    /// none does, so its request fails fast like any request to a down server).
-    pub fn next(
-        &mut self,
-        pool: &Pool,
-        pool_index: usize,
-        usable: impl Fn(usize) -> bool,
-    ) -> usize {
-        let count = pool.servers.len().max(1);
-        let Some(cursor) = self.cursors.get_mut(pool_index) else {
-            return pool.servers.first().copied().unwrap_or(0);
-        };
-        let start = *cursor;
-        for step in 0..count {
-            let position = (start + step) % count;
-            if let Some(&server) = pool.servers.get(position) {
-                if usable(server) {
-                    *cursor = position + 1;
-                    return server;
-                }
-            }
-        }
-        *cursor = start + 1;
-        pool.servers.get(start % count).copied().unwrap_or(0)
-    }
 }
 
 /// The compiled route table for the whole process (immutable; shared by workers).

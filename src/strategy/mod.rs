@@ -1,0 +1,63 @@
+//! Route strategies: which server a route sends a key to. One module per strategy; the
+//! per-worker state they keep (round-robin turns) lives in [`Strategies`].
+//!
+//! A strategy decides targets; the exchange that carries the request (see
+//! [`crate::exchange`]) decides what to do with their replies. A strategy with several targets
+//! per key (failover, parallel, warm_first) adds its module here and its exchange kind there.
+
+pub mod blind_forward;
+pub mod consistent_hash;
+pub mod round_robin;
+
+use crate::route::{RouteKind, Router};
+use round_robin::RoundRobin;
+
+/// What one multi-key request remembers between its keys: the round-robin pick of a route, so
+/// the keys of one request are not scattered one per server.
+pub type Memo = Option<(usize, usize)>;
+
+/// One worker's strategy state.
+#[derive(Debug, Default)]
+pub struct Strategies {
+    round_robin: RoundRobin,
+}
+
+impl Strategies {
+    /// State for the pools of `router`.
+    pub fn new(router: &Router) -> Strategies {
+        Strategies {
+            round_robin: RoundRobin::new(router.pools().len()),
+        }
+    }
+
+    /// The server route `route_index` of `router` picks for `key`. `usable` tells whether a
+    /// server can take requests now (not in connect backoff).
+    pub fn pick(
+        &mut self,
+        router: &Router,
+        route_index: usize,
+        key: &[u8],
+        memo: &mut Memo,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let route = router.routes().get(route_index)?;
+        match route.kind {
+            RouteKind::BlindForward(server) => Some(blind_forward::pick(server)),
+            RouteKind::ConsistentHash(pool) => router
+                .pools()
+                .get(pool)
+                .map(|p| consistent_hash::pick(p, key)),
+            RouteKind::RoundRobin(pool_index) => {
+                if let Some((r, server)) = *memo {
+                    if r == route_index {
+                        return Some(server);
+                    }
+                }
+                let pool = router.pools().get(pool_index)?;
+                let server = self.round_robin.next(pool, pool_index, usable);
+                *memo = Some((route_index, server));
+                Some(server)
+            }
+        }
+    }
+}
