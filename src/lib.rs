@@ -4,13 +4,16 @@
 //!  clients ──► listener (SO_REUSEPORT, one socket per worker)
 //!                │ accept
 //!                ▼
-//!  worker thread: one mio Poll ───────────────────────────────────────────────┐
-//!    client conn: read buf ─► parse_request ─► route ─► plan (fragments) ─┐    │
-//!                 reply FIFO (slots, in request order) ◄── replies ◄──┐   │    │
-//!    backend conn: write queue (writev once per loop) ◄───────────────┼───┘    │
-//!                  in-flight FIFO + deadlines ─► parse_reply ─────────┘        │
-//!    timer wheel: request deadlines, connect backoff, idle clients              │
-//!  ─────────────────────────────────────────────────────────────────────────────┘
+//!  worker thread: one mio Poll, a thin reactor over parts with one job each ──────────┐
+//!    clients:   read buf ─► parse_request ─► dispatch: local answer, or               │
+//!               route ─► strategy ─► exchange                                         │
+//!               FIFO of reply slots (order only) ◄── pieces ◄──┐                      │
+//!    exchanges: one state machine per request (forward, split_get, fan_out):          │
+//!               told each reply, answers deliver / send next / done / parked          │
+//!    backends:  write queue (writev once per loop), in-flight FIFO + deadlines,       │
+//!               incremental ReplyFramer ─► Completion (piece, end or failure) ─┘      │
+//!    timers:    request deadlines, connect backoff, idle and slow clients             │
+//!  ───────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Workers share nothing on the data path except atomic counters ([`stats`]).

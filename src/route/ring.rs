@@ -29,8 +29,8 @@
 //!
 //! Differences, by design: a server of weight 0 gets no points and no slots (twemproxy refuses
 //! weight 0; a weight-0 server here is placed exactly as if it were not configured). A ring in
-//! which no server has a weight is empty and [`Ring::server_for`] returns 0 — callers check
-//! [`Ring::is_empty`] first. twemproxy formats point names into a 273-byte buffer; names longer
+//! which no server has a weight is empty and [`Ring::server_for`] returns 0; the config loader
+//! refuses weight 0, so the rings the proxy builds are never empty. twemproxy formats point names into a 273-byte buffer; names longer
 //! than about 260 bytes are undefined behaviour there and hashed in full here.
 
 use std::collections::hash_map::RandomState;
