@@ -80,7 +80,7 @@ pub enum Next {
 }
 
 /// The per-client limits, from its listener.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientLimits {
     /// Requests parsed and not yet answered.
     pub max_outstanding: usize,
@@ -100,6 +100,8 @@ pub struct Client {
     pub generation: u32,
     /// Which listener accepted it.
     pub listener: usize,
+    /// Its limits (its listener's).
+    pub limits: ClientLimits,
     read_buf: BytesMut,
     /// Bytes still to drop from the input (the rest of a refused value).
     swallow: usize,
@@ -146,11 +148,18 @@ pub struct Client {
 
 impl Client {
     /// A new client on an accepted socket.
-    pub fn new(stream: TcpStream, generation: u32, listener: usize, now: Instant) -> Client {
+    pub fn new(
+        stream: TcpStream,
+        generation: u32,
+        listener: usize,
+        limits: ClientLimits,
+        now: Instant,
+    ) -> Client {
         Client {
             stream,
             generation,
             listener,
+            limits,
             read_buf: BytesMut::new(),
             swallow: 0,
             slots: VecDeque::new(),
@@ -182,13 +191,19 @@ impl Client {
     }
 
     /// True when its replies may grow: under the soft limit.
-    pub fn may_take_more(&self, limits: &ClientLimits) -> bool {
-        self.buffered() < limits.soft_bytes
+    pub fn may_take_more(&self) -> bool {
+        self.buffered() < self.limits.soft_bytes
+    }
+
+    /// True when it holds more unwritten reply bytes than its hard limit allows.
+    pub fn over_hard_limit(&self) -> bool {
+        self.buffered() > self.limits.hard_bytes
     }
 
     /// True when a new request may be parsed and dispatched: under every limit, counting the
     /// replies it has in flight at their estimated size.
-    pub fn may_dispatch(&self, limits: &ClientLimits) -> bool {
+    pub fn may_dispatch(&self) -> bool {
+        let limits = &self.limits;
         if self.slots.len() >= limits.max_outstanding {
             return false;
         }
@@ -411,6 +426,11 @@ impl Client {
         self.parked.push(exchange);
     }
 
+    /// True when some exchange waits for it to drain.
+    pub fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
     /// The exchanges waiting for it to drain.
     pub fn take_parked(&mut self) -> Vec<ExchangeId> {
         std::mem::take(&mut self.parked)
@@ -442,7 +462,13 @@ mod tests {
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
         let stream = TcpStream::from_std(stream);
-        (Client::new(stream, 0, 0, Instant::now()), peer)
+        let limits = ClientLimits {
+            max_outstanding: 16,
+            max_inflight: 16,
+            soft_bytes: 1 << 20,
+            hard_bytes: 1 << 25,
+        };
+        (Client::new(stream, 0, 0, limits, Instant::now()), peer)
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use slab::Slab;
 
-use crate::client::Client;
+use crate::client::{Client, ClientLimits};
 
 /// Every client connection of one worker.
 #[derive(Default)]
@@ -25,6 +25,7 @@ impl Clients {
         &mut self,
         mut stream: TcpStream,
         listener: usize,
+        limits: ClientLimits,
         now: Instant,
         register: impl FnOnce(&mut TcpStream, usize) -> std::io::Result<()>,
     ) -> std::io::Result<(usize, u32)> {
@@ -33,7 +34,7 @@ impl Clients {
         register(&mut stream, index)?;
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        entry.insert(Client::new(stream, generation, listener, now));
+        entry.insert(Client::new(stream, generation, listener, limits, now));
         self.revisit(index);
         Ok((index, generation))
     }

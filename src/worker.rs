@@ -296,7 +296,17 @@ impl Worker {
 
     /// Hands every collected reply to its exchange, until no new ones appear (an exchange's
     /// next request may fail at once and add one).
+    #[inline]
     pub(crate) fn apply_completions(&mut self, now: Instant) {
+        if !self.completions.is_empty() {
+            self.apply_completions_now(now);
+        }
+        if !self.conn_timers.is_empty() {
+            self.schedule_conn_timers();
+        }
+    }
+
+    fn apply_completions_now(&mut self, now: Instant) {
         while !self.completions.is_empty() {
             let mut batch = std::mem::take(&mut self.completions);
             for completion in batch.drain(..) {
@@ -311,7 +321,6 @@ impl Worker {
                 self.completions = batch;
             }
         }
-        self.schedule_conn_timers();
     }
 
     fn count_completion(&self, completion: &Completion) {
@@ -337,22 +346,12 @@ impl Worker {
     }
 
     fn on_exchange_event(&mut self, id: ExchangeId, part: u32, c: &Completion, now: Instant) {
-        let Some(slot) = self.exchanges.get_mut(id).map(|e| e.slot) else {
+        let Some(exchange) = self.exchanges.get_mut(id) else {
             return; // its client went: drained and dropped
         };
-        let Some(listener) = self
-            .clients
-            .current(slot.client, slot.generation)
-            .map(|c| c.listener)
-        else {
+        let slot = exchange.slot;
+        let Some(client) = self.clients.current(slot.client, slot.generation) else {
             self.exchanges.remove(id);
-            return;
-        };
-        let limits = self.client_limits(listener);
-        let (Some(exchange), Some(client)) = (
-            self.exchanges.get_mut(id),
-            self.clients.current(slot.client, slot.generation),
-        ) else {
             return;
         };
         if c.end {
@@ -361,7 +360,7 @@ impl Worker {
             client.reply_piece(c.reply.len());
         }
         let mut fx = std::mem::take(&mut self.fx);
-        fx.reset(client.may_take_more(&limits));
+        fx.reset(client.may_take_more());
         let flow = exchange.on_completion(part, c, &mut fx);
         self.apply_effects(id, slot, flow, &mut fx, now);
         self.fx = fx;
@@ -398,7 +397,7 @@ impl Worker {
             client.park(id);
         }
         let after = client.buffered();
-        let listener = client.listener;
+        let over_hard_limit = after > before && client.over_hard_limit();
         self.account(before, after);
         if writable {
             self.clients.flush_later(slot.client);
@@ -423,28 +422,15 @@ impl Worker {
                 &mut self.conn_timers,
             );
         }
-        let hard = self.client_limits(listener).hard_bytes;
-        if after > hard {
+        if over_hard_limit {
             WorkerStats::add(&self.stats.clients_closed_hard_limit, 1);
-            log::debug!("client closed: {after} reply bytes buffered (hard limit {hard})");
+            log::debug!("client closed: {after} reply bytes buffered, over its hard limit");
             self.kill_client(slot.client);
         }
     }
 
     fn account(&mut self, before: usize, after: usize) {
         self.buffered = (self.buffered + after).saturating_sub(before);
-    }
-
-    fn client_limits(&self, listener: usize) -> ClientLimits {
-        match self.listeners.get(listener) {
-            Some(l) => l.client_limits(),
-            None => ClientLimits {
-                max_outstanding: 1,
-                max_inflight: 1,
-                soft_bytes: 1,
-                hard_bytes: 1,
-            },
-        }
     }
 
     /// Marks a client to be closed at once (limits, shedding).
@@ -476,7 +462,6 @@ impl Worker {
         };
         let limits = spec.limits;
         let slow_after = spec.request_read_timeout;
-        let client_limits = self.client_limits(listener);
         let mut reads = 0;
         loop {
             // Dispatch whatever whole requests are buffered, within the limits.
@@ -484,7 +469,7 @@ impl Worker {
                 let Some(client) = self.clients.get_mut(index) else {
                     return;
                 };
-                if client.closing || client.dead || !client.may_dispatch(&client_limits) {
+                if client.closing || client.dead || !client.may_dispatch() {
                     break;
                 }
                 let Some(next) = client.next_request(&limits, now) else {
@@ -499,8 +484,7 @@ impl Worker {
             if client.closing || client.dead {
                 return;
             }
-            if !client.may_dispatch(&client_limits) || (client.readable && reads >= READS_PER_VISIT)
-            {
+            if !client.may_dispatch() || (client.readable && reads >= READS_PER_VISIT) {
                 client.stalled = true;
                 return;
             }
@@ -710,17 +694,26 @@ impl Worker {
             return;
         }
         let idle_timeout = spec.idle_timeout;
+        let limits = self
+            .listeners
+            .get(listener)
+            .map(WorkerListener::client_limits);
+        let Some(limits) = limits else {
+            return;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("client TCP_NODELAY: {e}");
         }
         let registry = self.poll.registry();
-        let admitted = self.clients.admit(stream, listener, now, |stream, index| {
-            registry.register(
-                stream,
-                Token(CLIENT_BASE + index),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        });
+        let admitted = self
+            .clients
+            .admit(stream, listener, limits, now, |stream, index| {
+                registry.register(
+                    stream,
+                    Token(CLIENT_BASE + index),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            });
         let (index, generation) = match admitted {
             Ok(admitted) => admitted,
             Err(e) => {
@@ -776,7 +769,7 @@ impl Worker {
             }
         }
         let after = client.buffered();
-        let (finished, listener) = (client.finished(), client.listener);
+        let finished = client.finished();
         if !finished && client.is_idle() {
             client.shrink_if_idle();
         }
@@ -785,12 +778,11 @@ impl Worker {
             self.close_client(index);
             return;
         }
-        let limits = self.client_limits(listener);
         let Some(client) = self.clients.get_mut(index) else {
             return;
         };
         // A client that drained below its soft limit lets parked exchanges go on.
-        if client.may_take_more(&limits) {
+        if client.has_parked() && client.may_take_more() {
             for id in client.take_parked() {
                 self.resume_exchange(id, now);
             }
@@ -799,7 +791,7 @@ impl Worker {
             return;
         };
         // A client that was held back by its limits and has drained is served again.
-        if client.stalled && !client.closing && client.may_dispatch(&limits) {
+        if client.stalled && !client.closing && client.may_dispatch() {
             self.clients.revisit(index);
         }
     }
