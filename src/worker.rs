@@ -397,7 +397,7 @@ impl Worker {
             client.park(id);
         }
         let after = client.buffered();
-        let over_hard_limit = after > before && client.over_hard_limit();
+        let over_hard_limit = after > before && !client.dead && client.over_hard_limit();
         self.account(before, after);
         if writable {
             self.clients.flush_later(slot.client);
