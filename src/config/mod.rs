@@ -49,10 +49,10 @@ pub const DEFAULT_MAX_OUTSTANDING_REQUESTS: usize = 1024;
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 16;
 /// Default [`ListenerConfig::max_buffered_reply_bytes`], the soft limit (1 MiB).
 pub const DEFAULT_MAX_BUFFERED_REPLY_BYTES: usize = 1024 * 1024;
-/// Default [`ListenerConfig::close_buffered_reply_bytes`], the hard limit (32 MiB).
-pub const DEFAULT_CLOSE_BUFFERED_REPLY_BYTES: usize = 32 * 1024 * 1024;
+/// Default [`ListenerConfig::close_buffered_reply_bytes`], the hard limit (128 MiB).
+pub const DEFAULT_CLOSE_BUFFERED_REPLY_BYTES: usize = 128 * 1024 * 1024;
 /// Default [`ListenerConfig::multiget_window`].
-pub const DEFAULT_MULTIGET_WINDOW: usize = 16;
+pub const DEFAULT_MULTIGET_WINDOW: usize = 64;
 /// Default [`ListenerConfig::request_read_timeout`].
 pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`Config::reply_memory_budget`] (256 MiB).

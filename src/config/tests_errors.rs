@@ -354,7 +354,7 @@ fn hard_reply_limit_is_not_below_the_soft_one() {
         "listeners[0].close_buffered_reply_bytes: must be at least max_buffered_reply_bytes \
          (1048576), got 1000"
     );
-    // Only the soft limit written, above the default hard limit (32 MiB): the error is on it.
+    // Only the soft limit written, above the default hard limit (128 MiB): the error is on it.
     assert_eq!(
         error(&[&listener("max_buffered_reply_bytes: 64MiB")]),
         "listeners[0].max_buffered_reply_bytes: must be at most close_buffered_reply_bytes \

@@ -88,8 +88,8 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     assert_eq!(main.request_read_timeout, Some(Duration::from_secs(30)));
     assert_eq!(main.max_inflight_requests, 16);
     assert_eq!(main.max_buffered_reply_bytes, 1 << 20);
-    assert_eq!(main.close_buffered_reply_bytes, 32 << 20);
-    assert_eq!(main.multiget_window, 16);
+    assert_eq!(main.close_buffered_reply_bytes, 128 << 20);
+    assert_eq!(main.multiget_window, 64);
     assert_eq!(c.reply_memory_budget, 256 << 20);
     assert_eq!(
         c.listeners[1].routes,
@@ -175,11 +175,11 @@ fn defaults() {
     );
     assert_eq!(
         (l.max_buffered_reply_bytes, l.close_buffered_reply_bytes),
-        (1 << 20, 32 << 20)
+        (1 << 20, 128 << 20)
     );
     assert_eq!(
         (l.multiget_window, l.request_read_timeout),
-        (16, Some(Duration::from_secs(30)))
+        (64, Some(Duration::from_secs(30)))
     );
     assert_eq!(c.reply_memory_budget, 256 << 20);
     let b = &c.backends[0];

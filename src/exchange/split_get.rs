@@ -11,6 +11,9 @@
 
 use bytes::Bytes;
 
+/// Most keys per server in one window once windows are sized from their bytes.
+const MAX_WINDOW: usize = 4096;
+
 use super::{Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
@@ -26,10 +29,9 @@ pub struct SplitGet {
     asked: Vec<AskedKey>,
     servers: Vec<usize>,
     framing: Framing,
-    /// Keys per server in the next window: `max_window` at first, then fewer when values are
-    /// big, so that one window's reply stays near the client's soft limit.
+    /// Keys per server in the next window: the configured first window, then as many as keep
+    /// one window's reply near the client's soft limit (fewer for big values, more for small).
     window: usize,
-    max_window: usize,
     soft_bytes: usize,
     /// Reply bytes of the current window so far.
     window_bytes: usize,
@@ -53,8 +55,8 @@ pub struct SplitGet {
 
 impl SplitGet {
     /// A split of `request` (whose spans index `bytes`) over `servers`, with its keys as
-    /// `asked`; at most `window` keys per server per backend request, fewer when a window's
-    /// reply would go far past `soft_bytes` (the client's soft limit).
+    /// `asked`; at most `window` keys per server in the first window, then windows sized so
+    /// that each reply is about `soft_bytes` (the client's soft limit).
     pub fn new(
         request: Request,
         bytes: Bytes,
@@ -71,7 +73,6 @@ impl SplitGet {
             asked,
             servers,
             window: window.max(1),
-            max_window: window.max(1),
             soft_bytes,
             window_bytes: 0,
             start: 0,
@@ -168,7 +169,7 @@ impl SplitGet {
     fn resize_window(&mut self) {
         let keys = self.end.saturating_sub(self.start).max(1);
         let per_key = (self.window_bytes / keys).max(1);
-        self.window = (self.soft_bytes / per_key).clamp(1, self.max_window);
+        self.window = (self.soft_bytes / per_key).clamp(1, MAX_WINDOW);
         self.window_bytes = 0;
     }
 
