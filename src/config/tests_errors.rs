@@ -356,9 +356,9 @@ fn hard_reply_limit_is_not_below_the_soft_one() {
     );
     // Only the soft limit written, above the default hard limit (128 MiB): the error is on it.
     assert_eq!(
-        error(&[&listener("max_buffered_reply_bytes: 64MiB")]),
+        error(&[&listener("max_buffered_reply_bytes: 256MiB")]),
         "listeners[0].max_buffered_reply_bytes: must be at most close_buffered_reply_bytes \
-         (33554432, its default), got 67108864; raise close_buffered_reply_bytes too"
+         (134217728, its default), got 268435456; raise close_buffered_reply_bytes too"
     );
     // Equal limits are allowed, and so is a soft limit raised together with the hard one.
     for ok in [
