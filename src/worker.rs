@@ -390,9 +390,10 @@ impl Worker {
         } else {
             false
         };
-        // A client held back by its limits may go on now that a request is answered (the
-        // flush phase looks at it even when it has nothing to write).
-        let writable = delivered || client.stalled;
+        // The flush phase looks at the client even when it has nothing to write: a client held
+        // back by its limits may go on now, and a closing one may be finished (a noreply
+        // request's end writes nothing).
+        let writable = delivered || client.stalled || (done && (client.closing || client.dead));
         if flow == Flow::Parked {
             client.park(id);
         }
