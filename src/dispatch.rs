@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::client::{Next, Slot};
 use crate::exchange::split_get::SplitGet;
-use crate::exchange::{Exchange, Framing, Send, SlotRef};
+use crate::exchange::{Effects, Exchange, Framing, Send, SlotRef};
 use crate::multiget::AskedKey;
 use crate::protocol::{base64, Command, Request};
 use crate::stats::WorkerStats;
@@ -168,12 +168,22 @@ impl Worker {
             stream: true,
             lookups,
         };
+        self.launch(client, now, |slot, fx| Exchange::forward(slot, send, fx));
+    }
+
+    /// Takes the next reply slot of `client` and starts the exchange `build` makes for it.
+    fn launch(
+        &mut self,
+        client: usize,
+        now: Instant,
+        build: impl FnOnce(SlotRef, &mut Effects) -> Exchange,
+    ) {
         let Some(slot) = self.new_slot(client) else {
             return;
         };
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(true);
-        let exchange = Exchange::forward(slot, send, &mut fx);
+        let exchange = build(slot, &mut fx);
         self.start_exchange(slot, exchange, &mut fx, now);
         self.fx = fx;
     }
@@ -266,14 +276,7 @@ impl Worker {
             .listener_spec(listener)
             .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
         let split = SplitGet::new(*request, bytes, asked, servers, window, soft);
-        let Some(slot) = self.new_slot(client) else {
-            return;
-        };
-        let mut fx = std::mem::take(&mut self.fx);
-        fx.reset(true);
-        let exchange = Exchange::split_get(slot, split, &mut fx);
-        self.start_exchange(slot, exchange, &mut fx, now);
-        self.fx = fx;
+        self.launch(client, now, |slot, fx| Exchange::split_get(slot, split, fx));
     }
 
     /// Sends `flush_all` to every server the listener's routes reach; OK only if every one
@@ -293,9 +296,6 @@ impl Worker {
             self.answer_locally(client, Slot::ready(Bytes::from_static(reply)));
             return;
         }
-        let Some(slot) = self.new_slot(client) else {
-            return;
-        };
         let sends = targets.into_iter().enumerate().map(|(part, server)| Send {
             server,
             part: u32::try_from(part).unwrap_or(u32::MAX),
@@ -304,10 +304,6 @@ impl Worker {
             stream: false,
             lookups: 0,
         });
-        let mut fx = std::mem::take(&mut self.fx);
-        fx.reset(true);
-        let exchange = Exchange::fan_out(slot, sends, &mut fx);
-        self.start_exchange(slot, exchange, &mut fx, now);
-        self.fx = fx;
+        self.launch(client, now, |slot, fx| Exchange::fan_out(slot, sends, fx));
     }
 }

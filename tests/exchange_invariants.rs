@@ -44,7 +44,7 @@
 mod common;
 
 use common::{
-    show, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, GARBAGE_REPLY,
+    show, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Rng, GARBAGE_REPLY,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
@@ -94,42 +94,8 @@ const SERVER_ERR: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 const GARBAGE_VALUE: &[u8] = b"VALUE \x00\xff garbage\r\n";
 
 // ---------------------------------------------------------------------------------------------
-// Seeds and a small deterministic PRNG (xorshift64*)
+// Seeds (the PRNG is the harness's `Rng`)
 // ---------------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 once, so that nearby seeds give unrelated streams.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)).max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// `INVARIANT_SEED` (decimal or 0x-hex) if set, else a fresh one.
 fn seed() -> u64 {

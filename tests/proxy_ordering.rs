@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Bifrost, BlindForward, Client, Item, Memcached};
+use common::{Bifrost, BlindForward, Client, Item, Memcached, Rng};
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -17,34 +17,6 @@ use std::thread;
 use std::time::Duration;
 
 const PROXY_VERSION: &str = concat!("VERSION ", env!("CARGO_PKG_VERSION"));
-
-// ---------------------------------------------------------------------------------------------
-// A small deterministic PRNG (xorshift64*), so a failing seed can be replayed.
-// ---------------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Pipelines and their expected replies

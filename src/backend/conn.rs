@@ -191,14 +191,7 @@ impl BackendConn {
         let mut stream = match TcpStream::connect(self.addr) {
             Ok(s) => s,
             Err(e) => {
-                crate::warn_limited!(
-                    self.log,
-                    LogEvent::ConnectFailed,
-                    None,
-                    self.now,
-                    "backend {}: connect failed: {e}",
-                    self.addr
-                );
+                self.warn_connect_failed(&e);
                 self.enter_backoff(now);
                 return Err(FailReason::ConnectFailed);
             }
@@ -229,6 +222,17 @@ impl BackendConn {
             at,
             generation: self.generation,
         })
+    }
+
+    fn warn_connect_failed(&mut self, e: &io::Error) {
+        let addr = self.addr;
+        crate::warn_limited!(
+            self.log,
+            LogEvent::ConnectFailed,
+            None,
+            self.now,
+            "backend {addr}: connect failed: {e}"
+        );
     }
 
     fn enter_backoff(&mut self, now: Instant) {
@@ -268,14 +272,7 @@ impl BackendConn {
         match stream.take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
-                crate::warn_limited!(
-                    self.log,
-                    LogEvent::ConnectFailed,
-                    None,
-                    self.now,
-                    "backend {}: connect failed: {e}",
-                    self.addr
-                );
+                self.warn_connect_failed(&e);
                 return Err(FailReason::ConnectFailed);
             }
         }
@@ -283,14 +280,7 @@ impl BackendConn {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => {
-                crate::warn_limited!(
-                    self.log,
-                    LogEvent::ConnectFailed,
-                    None,
-                    self.now,
-                    "backend {}: connect failed: {e}",
-                    self.addr
-                );
+                self.warn_connect_failed(&e);
                 return Err(FailReason::ConnectFailed);
             }
         }

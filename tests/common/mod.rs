@@ -20,6 +20,7 @@ mod bifrost;
 mod client;
 mod fake_backend;
 mod memcached;
+mod rng;
 
 // The harness's API. Each test binary uses only part of it, hence the allows (here and above).
 #[allow(unused_imports)]
@@ -30,6 +31,8 @@ pub use client::{Client, Item};
 pub use fake_backend::{Behavior, FakeBackend, GARBAGE_REPLY};
 #[allow(unused_imports)]
 pub use memcached::{Memcached, MemcachedBuilder};
+#[allow(unused_imports)]
+pub use rng::Rng;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
