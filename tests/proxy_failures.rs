@@ -600,6 +600,34 @@ fn garbage_from_backend_is_a_malformed_reply_error() {
     assert_eq!(b.client().stat("backend_errors"), errors + 6);
 }
 
+/// A server that answers every request with garbage makes the proxy reset its connection once
+/// per request: 300 events that each used to log a warning. The warnings are rate limited (a
+/// few per kind per 10 s, then one line saying how many were suppressed), so a broken server
+/// cannot flood stderr; every request is still answered and counted.
+#[test]
+fn a_storm_of_backend_failures_logs_a_few_lines_not_one_per_event() {
+    const REQUESTS: usize = 300;
+    let fake = FakeBackend::start(Behavior::Garbage);
+    let b = BlindForward::new(&fake.addr()).timeout("2s").start();
+    let mut c = b.client();
+    let errors = b.client().stat("backend_errors");
+    for i in 0..REQUESTS {
+        c.send(format!("get k{i}\r\n").as_bytes());
+        assert_bytes(
+            &c.read_reply_retrieval(),
+            b"END\r\n",
+            "a get the server garbled",
+        );
+    }
+    assert_eq!(b.client().stat("backend_errors"), errors + REQUESTS as u64);
+    let log = b.stderr_log();
+    let bad_reply_lines = log.lines().filter(|l| l.contains("bad reply")).count();
+    assert!(
+        (1..=10).contains(&bad_reply_lines),
+        "{bad_reply_lines} 'bad reply' lines for {REQUESTS} garbled replies (want 1 to 10):\n{log}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Routing
 // ---------------------------------------------------------------------------------------------
