@@ -94,14 +94,13 @@ pub struct ClientLimits {
 
 /// One client connection.
 pub struct Client {
-    /// The socket.
-    pub stream: TcpStream,
+    stream: TcpStream,
     /// Distinguishes this client from earlier ones that used the same slab entry.
-    pub generation: u32,
+    generation: u32,
     /// Which listener accepted it.
-    pub listener: usize,
+    listener: usize,
     /// Its limits (its listener's).
-    pub limits: ClientLimits,
+    limits: ClientLimits,
     read_buf: BytesMut,
     /// Bytes still to drop from the input (the rest of a refused value).
     swallow: usize,
@@ -127,23 +126,19 @@ pub struct Client {
     /// When the request now arriving started (None when none is partly in the buffer).
     partial_since: Option<Instant>,
     /// A slow-request timer is pending for it.
-    pub slow_timer_armed: bool,
+    slow_timer_armed: bool,
     /// Readiness seen and not yet consumed (edge-triggered polling).
-    pub readable: bool,
+    readable: bool,
     /// The peer's FIN was reported: read until end of stream even after a short read.
-    pub read_closed: bool,
+    read_closed: bool,
     /// No more reading: close once every slot is written.
-    pub closing: bool,
+    closing: bool,
     /// The peer closed, the socket failed or a limit closed it: close now.
-    pub dead: bool,
+    dead: bool,
     /// When the client last sent bytes.
-    pub last_active: Instant,
-    /// True while the client sits in the worker's list of clients to serve.
-    pub queued: bool,
-    /// True while the client sits in the worker's list of clients to flush.
-    pub pending_flush: bool,
+    last_active: Instant,
     /// Serving stopped early (a limit or the per-visit read budget) with input left to handle.
-    pub stalled: bool,
+    stalled: bool,
 }
 
 impl Client {
@@ -179,8 +174,6 @@ impl Client {
             closing: false,
             dead: false,
             last_active: now,
-            queued: false,
-            pending_flush: false,
             stalled: false,
         }
     }
@@ -227,22 +220,123 @@ impl Client {
         self.partial_since
     }
 
-    /// Reads once from the socket (0 bytes: the peer closed its side). A client with nothing
-    /// buffered reads into the worker's `scratch` buffer and takes what arrived as its own
-    /// (sharing the allocation), so an idle client holds no buffer of its own, and requests
-    /// are still handed on without a copy.
-    pub fn read(&mut self, now: Instant, scratch: &mut BytesMut) -> io::Result<Read> {
-        let read = if self.read_buf.is_empty() {
-            let read = read_into(&self.stream, scratch, READ_CHUNK)?;
-            self.read_buf = scratch.split();
-            read
+    /// Distinguishes this client from earlier ones that used the same slab entry.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Which listener accepted it.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// Records readiness reported by the poll.
+    pub fn on_event(&mut self, readable: bool, read_closed: bool, error: bool) {
+        self.readable |= readable || read_closed || error;
+        self.read_closed |= read_closed;
+        self.dead |= error;
+    }
+
+    /// True once nothing more is read from it (it is closing or closed).
+    pub fn is_closing(&self) -> bool {
+        self.closing || self.dead
+    }
+
+    /// True when it is to be closed now.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Reads nothing more; closes once every reply is written.
+    pub fn close_after_replies(&mut self) {
+        self.closing = true;
+    }
+
+    /// Closes it now (a limit, shedding, a socket error, shutdown with nothing pending).
+    pub fn kill(&mut self) {
+        self.dead = true;
+    }
+
+    /// True when serving stopped early with input left (a limit or the read budget).
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Records whether serving stopped early with input left.
+    pub fn set_stalled(&mut self, stalled: bool) {
+        self.stalled = stalled;
+    }
+
+    /// True when readiness says there may be bytes to read.
+    pub fn wants_read(&self) -> bool {
+        self.readable
+    }
+
+    /// How long it has sent nothing, as of `now`.
+    pub fn idle_for(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.last_active)
+    }
+
+    /// When it last sent bytes.
+    pub fn last_active(&self) -> Instant {
+        self.last_active
+    }
+
+    /// If a request is partly in and no slow-request timer is pending, marks one pending and
+    /// returns when the request started (the timer's base).
+    pub fn arm_slow_timer(&mut self) -> Option<Instant> {
+        let since = self.partial_since.filter(|_| !self.slow_timer_armed)?;
+        self.slow_timer_armed = true;
+        Some(since)
+    }
+
+    /// Its slow-request timer fired: none is pending any more.
+    pub fn slow_timer_fired(&mut self) {
+        self.slow_timer_armed = false;
+    }
+
+    /// Takes its socket off the poll.
+    pub fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        registry.deregister(&mut self.stream)
+    }
+
+    /// Reads once from the socket, updating its state: the bytes read (0 when there was
+    /// nothing, or the peer closed its side, which makes it closing), or the socket's error
+    /// (which makes it dead). A client with nothing buffered reads into the worker's
+    /// `scratch` buffer and takes what arrived as its own (sharing the allocation), so an idle
+    /// client holds no buffer of its own, and requests are still handed on without a copy.
+    pub fn read_some(&mut self, now: Instant, scratch: &mut BytesMut) -> io::Result<usize> {
+        let result = if self.read_buf.is_empty() {
+            read_into(&self.stream, scratch, READ_CHUNK).inspect(|_| {
+                self.read_buf = scratch.split();
+            })
         } else {
-            read_into(&self.stream, &mut self.read_buf, READ_CHUNK)?
+            read_into(&self.stream, &mut self.read_buf, READ_CHUNK)
         };
-        if read.bytes > 0 && self.partial_since.is_none() {
-            self.partial_since = Some(now);
+        match result {
+            Ok(Read { bytes: 0, .. }) => {
+                self.readable = false;
+                self.closing = true;
+                Ok(0)
+            }
+            Ok(read) => {
+                self.last_active = now;
+                self.readable = !read.drained || self.read_closed;
+                if self.partial_since.is_none() {
+                    self.partial_since = Some(now);
+                }
+                Ok(read.bytes)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => {
+                self.dead = true;
+                Err(e)
+            }
         }
-        Ok(read)
     }
 
     /// Parses the next request out of the buffer (dropping swallowed bytes first).

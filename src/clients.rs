@@ -16,6 +16,8 @@ pub struct Clients {
     next_generation: u32,
     revisit: Vec<usize>,
     to_flush: Vec<usize>,
+    /// Per slab index: (in `revisit`, in `to_flush`).
+    listed: Vec<(bool, bool)>,
 }
 
 impl Clients {
@@ -35,6 +37,9 @@ impl Clients {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         entry.insert(Client::new(stream, generation, listener, limits, now));
+        if self.listed.len() <= index {
+            self.listed.resize(index + 1, (false, false));
+        }
         self.revisit(index);
         Ok((index, generation))
     }
@@ -53,14 +58,17 @@ impl Clients {
     pub fn current(&mut self, index: usize, generation: u32) -> Option<&mut Client> {
         self.slab
             .get_mut(index)
-            .filter(|c| c.generation == generation)
+            .filter(|c| c.generation() == generation)
     }
 
     /// Serve client `index` this iteration.
     pub fn revisit(&mut self, index: usize) {
-        if let Some(client) = self.slab.get_mut(index) {
-            if !client.queued {
-                client.queued = true;
+        if !self.slab.contains(index) {
+            return;
+        }
+        if let Some((queued, _)) = self.listed.get_mut(index) {
+            if !*queued {
+                *queued = true;
                 self.revisit.push(index);
             }
         }
@@ -68,9 +76,12 @@ impl Clients {
 
     /// Flush client `index` this iteration.
     pub fn flush_later(&mut self, index: usize) {
-        if let Some(client) = self.slab.get_mut(index) {
-            if !client.pending_flush {
-                client.pending_flush = true;
+        if !self.slab.contains(index) {
+            return;
+        }
+        if let Some((_, pending)) = self.listed.get_mut(index) {
+            if !*pending {
+                *pending = true;
                 self.to_flush.push(index);
             }
         }
@@ -86,8 +97,8 @@ impl Clients {
         into.clear();
         into.append(&mut self.revisit);
         for &i in into.iter() {
-            if let Some(c) = self.slab.get_mut(i) {
-                c.queued = false;
+            if let Some((queued, _)) = self.listed.get_mut(i) {
+                *queued = false;
             }
         }
     }
@@ -97,8 +108,8 @@ impl Clients {
         into.clear();
         into.append(&mut self.to_flush);
         for &i in into.iter() {
-            if let Some(c) = self.slab.get_mut(i) {
-                c.pending_flush = false;
+            if let Some((_, pending)) = self.listed.get_mut(i) {
+                *pending = false;
             }
         }
     }
@@ -109,6 +120,9 @@ impl Clients {
         // A later client may take this slab entry: it must not inherit list memberships.
         self.revisit.retain(|&i| i != index);
         self.to_flush.retain(|&i| i != index);
+        if let Some(flags) = self.listed.get_mut(index) {
+            *flags = (false, false);
+        }
         Some(client)
     }
 

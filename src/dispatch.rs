@@ -109,7 +109,7 @@ impl Worker {
 
     /// Sends a keyed request to the server(s) its key(s) route to.
     fn forward(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
-        let Some(listener) = self.clients.get(client).map(|c| c.listener) else {
+        let Some(listener) = self.clients.get(client).map(|c| c.listener()) else {
             return;
         };
         let mut decoded = [0u8; base64::MAX_DECODED];
@@ -194,7 +194,7 @@ impl Worker {
         let seq = c.push_slot(Slot::waiting());
         Some(SlotRef {
             client,
-            generation: c.generation,
+            generation: c.generation(),
             seq,
         })
     }
@@ -283,7 +283,7 @@ impl Worker {
     /// says OK.
     fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
         let framing = Framing::of(request);
-        let Some(listener) = self.clients.get(client).map(|c| c.listener) else {
+        let Some(listener) = self.clients.get(client).map(|c| c.listener()) else {
             return;
         };
         let targets = self

@@ -251,13 +251,11 @@ impl Worker {
         if token >= CLIENT_BASE {
             let index = token - CLIENT_BASE;
             if let Some(client) = self.clients.get_mut(index) {
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    client.readable = true;
-                }
-                client.read_closed |= event.is_read_closed();
-                if event.is_error() {
-                    client.dead = true;
-                }
+                client.on_event(
+                    event.is_readable(),
+                    event.is_read_closed(),
+                    event.is_error(),
+                );
             }
             self.clients.revisit(index);
             // Writable again: what is queued can go.
@@ -393,12 +391,12 @@ impl Worker {
         // The flush phase looks at the client even when it has nothing to write: a client held
         // back by its limits may go on now, and a closing one may be finished (a noreply
         // request's end writes nothing).
-        let writable = delivered || client.stalled || (done && (client.closing || client.dead));
+        let writable = delivered || client.is_stalled() || (done && client.is_closing());
         if flow == Flow::Parked {
             client.park(id);
         }
         let after = client.buffered();
-        let over_hard_limit = after > before && !client.dead && client.over_hard_limit();
+        let over_hard_limit = after > before && !client.is_dead() && client.over_hard_limit();
         self.account(before, after);
         if writable {
             self.clients.flush_later(slot.client);
@@ -437,7 +435,7 @@ impl Worker {
     /// Marks a client to be closed at once (limits, shedding).
     fn kill_client(&mut self, index: usize) {
         if let Some(client) = self.clients.get_mut(index) {
-            client.dead = true;
+            client.kill();
         }
         self.clients.flush_later(index);
     }
@@ -455,7 +453,7 @@ impl Worker {
     }
 
     fn serve_client(&mut self, index: usize, now: Instant) {
-        let Some(listener) = self.clients.get(index).map(|c| c.listener) else {
+        let Some(listener) = self.clients.get(index).map(|c| c.listener()) else {
             return;
         };
         let Some(spec) = self.listeners.get(listener).map(|l| &l.spec) else {
@@ -470,7 +468,7 @@ impl Worker {
                 let Some(client) = self.clients.get_mut(index) else {
                     return;
                 };
-                if client.closing || client.dead || !client.may_dispatch() {
+                if client.is_closing() || !client.may_dispatch() {
                     break;
                 }
                 let Some(next) = client.next_request(&limits, now) else {
@@ -481,35 +479,22 @@ impl Worker {
             let Some(client) = self.clients.get_mut(index) else {
                 return;
             };
-            client.stalled = false;
-            if client.closing || client.dead {
+            client.set_stalled(false);
+            if client.is_closing() {
                 return;
             }
-            if !client.may_dispatch() || (client.readable && reads >= READS_PER_VISIT) {
-                client.stalled = true;
+            if !client.may_dispatch() || (client.wants_read() && reads >= READS_PER_VISIT) {
+                client.set_stalled(true);
                 return;
             }
-            if !client.readable {
+            if !client.wants_read() {
                 break;
             }
             reads += 1;
-            match client.read(now, &mut self.read_scratch) {
-                Ok(read) if read.bytes == 0 => {
-                    client.readable = false;
-                    client.closing = true;
-                }
-                Ok(read) => {
-                    client.last_active = now;
-                    client.readable = !read.drained || client.read_closed;
-                    WorkerStats::add(&self.stats.bytes_read, read.bytes as u64);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    client.readable = false;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            match client.read_some(now, &mut self.read_scratch) {
+                Ok(bytes) => WorkerStats::add(&self.stats.bytes_read, bytes as u64),
                 Err(e) => {
                     log::debug!("client read failed: {e}");
-                    client.dead = true;
                     return;
                 }
             }
@@ -519,9 +504,8 @@ impl Worker {
             return;
         };
         if let Some(client) = self.clients.get_mut(index) {
-            if let (Some(since), false) = (client.partial_since(), client.slow_timer_armed) {
-                client.slow_timer_armed = true;
-                let generation = client.generation;
+            if let Some(since) = client.arm_slow_timer() {
+                let generation = client.generation();
                 self.timers.schedule(
                     since + slow_after,
                     TimerEvent::ClientSlowRequest {
@@ -571,18 +555,18 @@ impl Worker {
         };
         let Some(idle) = self
             .listeners
-            .get(client.listener)
+            .get(client.listener())
             .and_then(|l| l.spec.idle_timeout)
         else {
             return;
         };
-        let since = now.saturating_duration_since(client.last_active);
+        let since = client.idle_for(now);
         if client.is_idle() && since >= idle {
             log::debug!("closing client idle for {since:?}");
             self.kill_client(index);
         } else {
             let at = if client.is_idle() {
-                client.last_active + idle
+                client.last_active() + idle
             } else {
                 now + idle
             };
@@ -605,21 +589,21 @@ impl Worker {
         };
         let Some(limit) = self
             .listeners
-            .get(client.listener)
+            .get(client.listener())
             .and_then(|l| l.spec.request_read_timeout)
         else {
             return;
         };
-        client.slow_timer_armed = false;
+        client.slow_timer_fired();
+        // A client held back by its own limits is not slow: its request is whole, unread.
+        if client.is_stalled() {
+            return;
+        }
         let Some(since) = client.partial_since() else {
             return;
         };
-        // A client held back by its own limits is not slow: its request is whole, unread.
-        if client.stalled {
-            return;
-        }
         if now.saturating_duration_since(since) < limit {
-            client.slow_timer_armed = true;
+            client.arm_slow_timer();
             self.timers.schedule(
                 since + limit,
                 TimerEvent::ClientSlowRequest {
@@ -760,12 +744,12 @@ impl Worker {
             return;
         };
         let before = client.buffered();
-        if !client.dead {
+        if !client.is_dead() {
             match client.flush() {
                 Ok(n) => WorkerStats::add(&self.stats.bytes_written, n as u64),
                 Err(e) => {
                     log::debug!("client write failed: {e}");
-                    client.dead = true;
+                    client.kill();
                 }
             }
         }
@@ -792,7 +776,7 @@ impl Worker {
             return;
         };
         // A client that was held back by its limits and has drained is served again.
-        if client.stalled && !client.closing && client.may_dispatch() {
+        if client.is_stalled() && !client.is_closing() && client.may_dispatch() {
             self.clients.revisit(index);
         }
     }
@@ -818,10 +802,10 @@ impl Worker {
         for id in client.exchanges() {
             self.exchanges.remove(id);
         }
-        if let Err(e) = self.poll.registry().deregister(&mut client.stream) {
+        if let Err(e) = client.deregister(self.poll.registry()) {
             log::debug!("deregister client: {e}");
         }
-        if let Some(listener) = self.listeners.get(client.listener) {
+        if let Some(listener) = self.listeners.get(client.listener()) {
             listener.spec.connections.fetch_sub(1, Ordering::Relaxed);
         }
         WorkerStats::sub(&self.stats.curr_connections, 1);
@@ -839,7 +823,7 @@ impl Worker {
         let mut holders: Vec<(usize, usize)> = self
             .clients
             .iter()
-            .filter(|(_, c)| !c.dead)
+            .filter(|(_, c)| !c.is_dead())
             .map(|(i, c)| (c.buffered(), i))
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
@@ -885,9 +869,9 @@ impl Worker {
                 }
                 for index in self.clients.indices() {
                     if let Some(client) = self.clients.get_mut(index) {
-                        client.closing = true;
+                        client.close_after_replies();
                         if client.is_idle() {
-                            client.dead = true;
+                            client.kill();
                         }
                     }
                     self.clients.flush_later(index);
@@ -933,7 +917,7 @@ impl Worker {
     pub(crate) fn answer_locally(&mut self, client: usize, slot: Slot) {
         if let Some(c) = self.clients.get_mut(client) {
             if slot.closes_connection() {
-                c.closing = true;
+                c.close_after_replies();
             }
             let before = c.buffered();
             c.push_slot(slot);
