@@ -55,7 +55,7 @@ pub enum ConnState {
 /// One backend connection and everything in flight on it.
 pub struct BackendConn {
     /// Index of the server (in the router's server list).
-    pub server: usize,
+    server: usize,
     addr: SocketAddr,
     timeout: Duration,
     connect_timeout: Duration,
@@ -63,7 +63,7 @@ pub struct BackendConn {
     state: ConnState,
     stream: Option<TcpStream>,
     /// Bumped on every reset, so timers armed for an earlier connection are ignored.
-    pub generation: u32,
+    generation: u32,
     write_queue: WriteQueue,
     inflight: VecDeque<Fragment>,
     /// Requests allowed in `inflight` (queued or sent) before new ones are refused.
@@ -77,13 +77,11 @@ pub struct BackendConn {
     /// When a connect in progress gives up.
     connect_deadline: Option<Instant>,
     /// Readiness seen and not yet consumed (edge-triggered polling).
-    pub readable: bool,
+    readable: bool,
     /// See `readable`.
-    pub writable: bool,
+    writable: bool,
     /// The server's FIN (or an error) was reported: read to the end even after a short read.
-    pub read_closed: bool,
-    /// True while the connection sits in the worker's list of connections to flush.
-    pub queued_for_flush: bool,
+    read_closed: bool,
     stats: Arc<WorkerStats>,
     /// Per-event warnings of this connection, rate limited (a dead server cannot flood the log).
     log: LogLimiter,
@@ -131,11 +129,17 @@ impl BackendConn {
             readable: false,
             writable: false,
             read_closed: false,
-            queued_for_flush: false,
             stats,
             log: LogLimiter::with_subjects(0),
             now: Instant::now(),
         }
+    }
+
+    /// Records readiness reported by the poll.
+    pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool, error: bool) {
+        self.readable |= readable || read_closed || error;
+        self.read_closed |= read_closed || error;
+        self.writable |= writable;
     }
 
     /// True when readiness is left over (the read budget ran out before the socket drained).

@@ -89,9 +89,12 @@ impl Backends {
     /// Records readiness of connection `index`.
     pub fn record(&mut self, index: usize, event: &mio::event::Event) {
         if let Some(conn) = self.conns.get_mut(index) {
-            conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
-            conn.read_closed |= event.is_read_closed() || event.is_error();
-            conn.writable |= event.is_writable() || event.is_write_closed();
+            conn.on_event(
+                event.is_readable(),
+                event.is_writable() || event.is_write_closed(),
+                event.is_read_closed(),
+                event.is_error(),
+            );
             self.events.push(index);
         }
     }
