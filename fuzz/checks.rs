@@ -3,7 +3,9 @@
 //! `#[path]`. Each check panics when an invariant breaks; libFuzzer reports that as a crash.
 
 use bifrost::config::{Config, Format};
-use bifrost::protocol::{parse_reply, parse_request, Limits, ParseError, Parsed, ReplyKind};
+use bifrost::protocol::{
+    parse_reply, parse_request, Limits, ParseError, Parsed, ReplyFramer, ReplyKind,
+};
 
 /// Every reply kind, each tried on every reply input.
 pub const REPLY_KINDS: [ReplyKind; 5] = [
@@ -212,6 +214,7 @@ pub fn check_reply(data: &[u8]) {
 /// anything else a prefix is incomplete or gives the same result.
 pub fn check_reply_kind(data: &[u8], kind: ReplyKind, max_line_length: usize) {
     let whole = parse_reply(data, kind, max_line_length);
+    check_reply_incremental(data, kind, max_line_length, &whole);
     match whole {
         Ok(Some(r)) => {
             assert!(r.len >= 1 && r.len <= data.len(), "{kind:?} {r:?}");
@@ -251,6 +254,49 @@ pub fn check_reply_kind(data: &[u8], kind: ReplyKind, max_line_length: usize) {
                     "{kind:?} prefix {cut}: {got:?}"
                 );
             }
+        }
+    }
+}
+
+/// The incremental framer agrees with framing in one go: fed the input in two pieces at every
+/// cut point (keeping its state, and handing on what it has framed at the cut, as a backend
+/// connection streaming a reply does), it frames the same reply or the same error, and the
+/// pieces handed on are exactly the reply's bytes.
+fn check_reply_incremental(
+    data: &[u8],
+    kind: ReplyKind,
+    max_line_length: usize,
+    whole: &Result<Option<bifrost::protocol::Reply>, bifrost::protocol::ReplyError>,
+) {
+    for cut in cut_points(data.len(), &[]) {
+        let mut framer = ReplyFramer::default();
+        let mut handed_on = 0;
+        let first = framer.advance(&data[..cut], kind, max_line_length);
+        let result = match first {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                // Hand on what is framed, then feed the rest from where the buffer now starts.
+                let framed = framer.framed();
+                assert!(framed <= cut, "{kind:?} cut {cut}: framed {framed}");
+                framer.rebase(framed);
+                handed_on = framed;
+                framer.advance(&data[handed_on..], kind, max_line_length)
+            }
+            Err(e) => Err(e),
+        };
+        match (whole, result) {
+            (Ok(Some(r)), Ok(true)) => {
+                let mut reply = framer.reply();
+                reply.len += handed_on;
+                assert_eq!(reply.len, r.len, "{kind:?} cut {cut}");
+                assert_eq!(reply.values, r.values, "{kind:?} cut {cut}");
+                assert_eq!(reply.error, r.error, "{kind:?} cut {cut}");
+                // The final line's length (0 when the reply ends with a data block, `VA`).
+                assert!(framer.tail() <= r.len, "{kind:?} cut {cut}");
+            }
+            (Ok(None), Ok(false)) => {}
+            (Err(a), Err(b)) => assert_eq!(*a, b, "{kind:?} cut {cut}"),
+            (w, got) => panic!("{kind:?} cut {cut}: whole {w:?}, in two pieces {got:?}"),
         }
     }
 }

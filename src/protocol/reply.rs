@@ -184,7 +184,8 @@ impl ReplyFramer {
         self.pos -= n.min(self.pos);
     }
 
-    /// Length of the reply's final line (`END\r\n`, `MN\r\n`, an error line...); 0 until whole.
+    /// Length of the reply's final line (`END\r\n`, `MN\r\n`, an error line...); 0 until whole,
+    /// and for a reply that ends with a data block (a meta `VA`).
     pub fn tail(&self) -> usize {
         self.tail
     }
