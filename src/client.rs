@@ -24,9 +24,11 @@ use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 const KEEP_IDLE_CAPACITY: usize = 0;
 const KEEP_IDLE_SLOTS: usize = 4;
 
-/// The reply size estimate before the first reply: so large that a new client has one
-/// request in flight until it is known how big its replies are (a slow start).
-const UNKNOWN_REPLY_SIZE: usize = usize::MAX;
+/// Before its first reply, a client's replies are assumed to be a quarter of its soft limit
+/// each: a new client has a few requests in flight until it is known how big its replies are
+/// (a slow start), so a crowd of new clients asking for big values cannot each take a whole
+/// window of them.
+const UNKNOWN_REPLY_SHARE: usize = 4;
 
 /// A reply slot: the place in the client's reply order that one request holds.
 #[derive(Debug, Default)]
@@ -114,9 +116,10 @@ pub struct Client {
     exchange_bytes: usize,
     /// Backend requests in flight for its exchanges.
     inflight: usize,
-    /// Running estimate of one backend reply's size (halving average; [`UNKNOWN_REPLY_SIZE`]
-    /// until the first reply), to keep the bytes it may still receive under its soft limit.
-    reply_estimate: usize,
+    /// Running estimate of one backend reply's size (halving average; None until the first
+    /// reply, see [`UNKNOWN_REPLY_SHARE`]), to keep the bytes it may still receive under its
+    /// soft limit.
+    reply_estimate: Option<usize>,
     /// Bytes of streamed reply pieces since the last whole reply.
     streamed_bytes: usize,
     /// Exchanges waiting for it to drain before they send their next window.
@@ -163,7 +166,7 @@ impl Client {
             slot_bytes: 0,
             exchange_bytes: 0,
             inflight: 0,
-            reply_estimate: UNKNOWN_REPLY_SIZE,
+            reply_estimate: None,
             streamed_bytes: 0,
             parked: Vec::new(),
             orphaned: Vec::new(),
@@ -206,8 +209,14 @@ impl Client {
         self.inflight < limits.max_inflight
             && self
                 .buffered()
-                .saturating_add(self.inflight.saturating_mul(self.reply_estimate))
+                .saturating_add(self.inflight.saturating_mul(self.reply_estimate()))
                 < limits.soft_bytes
+    }
+
+    /// The expected size of one of its replies.
+    fn reply_estimate(&self) -> usize {
+        self.reply_estimate
+            .unwrap_or(self.limits.soft_bytes / UNKNOWN_REPLY_SHARE)
     }
 
     /// True when nothing is waiting to be answered or written.
@@ -504,10 +513,10 @@ impl Client {
         // Pieces of streamed replies count toward the reply they belong to (approximately,
         // when replies from several servers interleave).
         let bytes = bytes + std::mem::take(&mut self.streamed_bytes);
-        self.reply_estimate = match self.reply_estimate {
-            UNKNOWN_REPLY_SIZE => bytes,
-            estimate => estimate / 2 + bytes / 2,
-        };
+        self.reply_estimate = Some(match self.reply_estimate {
+            None => bytes,
+            Some(estimate) => estimate / 2 + bytes / 2,
+        });
     }
 
     /// Its exchanges now hold `delta` more (or fewer) bytes.

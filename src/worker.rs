@@ -347,24 +347,35 @@ impl Worker {
         let Some(exchange) = self.exchanges.get_mut(id) else {
             return; // its client went: drained and dropped
         };
-        let slot = exchange.slot;
-        let Some(client) = self.clients.current(slot.client, slot.generation) else {
-            self.exchanges.remove(id);
+        let (slot, detached) = (exchange.slot, exchange.is_detached());
+        let may_send = match self.clients.current(slot.client, slot.generation) {
+            Some(client) => {
+                if c.end {
+                    client.request_answered(c.reply.len());
+                } else {
+                    client.reply_piece(c.reply.len());
+                }
+                client.may_take_more()
+            }
+            // A background exchange goes on without its client.
+            None if detached => false,
+            None => {
+                self.exchanges.remove(id);
+                return;
+            }
+        };
+        let Some(exchange) = self.exchanges.get_mut(id) else {
             return;
         };
-        if c.end {
-            client.request_answered(c.reply.len());
-        } else {
-            client.reply_piece(c.reply.len());
-        }
         let mut fx = std::mem::take(&mut self.fx);
-        fx.reset(client.may_take_more());
+        fx.reset(may_send);
         let flow = exchange.on_completion(part, c, &mut fx);
         self.apply_effects(id, slot, flow, &mut fx, now);
         self.fx = fx;
     }
 
-    /// Carries out what an exchange asked for: sends, deliveries, its end or its parking.
+    /// Carries out what an exchange asked for: deliveries to its client's slot (complete when
+    /// it is done or goes on in the background), sends, its end or its parking.
     pub(crate) fn apply_effects(
         &mut self,
         id: ExchangeId,
@@ -373,36 +384,51 @@ impl Worker {
         fx: &mut Effects,
         now: Instant,
     ) {
-        let Some(client) = self.clients.current(slot.client, slot.generation) else {
-            self.exchanges.remove(id);
-            return;
-        };
-        let before = client.buffered();
-        client.exchange_bytes_changed(fx.held_delta);
-        for _ in &fx.sends {
-            client.request_sent();
+        let detached = self.exchanges.get_mut(id).is_some_and(|e| e.is_detached());
+        let mut over_hard_limit = false;
+        match self.clients.current(slot.client, slot.generation) {
+            Some(client) => {
+                let before = client.buffered();
+                client.exchange_bytes_changed(fx.held_delta);
+                for _ in &fx.sends {
+                    client.request_sent();
+                }
+                let complete = !detached && matches!(flow, Flow::Done | Flow::Background);
+                let delivered = if !detached && (complete || fx.abort || !fx.deliver.is_empty()) {
+                    client.deliver(slot.seq, &fx.deliver, complete, fx.abort)
+                } else {
+                    false
+                };
+                // The flush phase looks at the client even when it has nothing to write: a
+                // client held back by its limits may go on now, and a closing one may be
+                // finished (a noreply request's slot writes nothing).
+                let writable =
+                    delivered || client.is_stalled() || (complete && client.is_closing());
+                if flow == Flow::Parked {
+                    client.park(id);
+                }
+                let after = client.buffered();
+                over_hard_limit = after > before && !client.is_dead() && client.over_hard_limit();
+                self.account(before, after);
+                if writable {
+                    self.clients.flush_later(slot.client);
+                }
+            }
+            None if detached => {}
+            None => {
+                self.exchanges.remove(id);
+                fx.sends.clear();
+                return;
+            }
         }
-        let done = flow == Flow::Done;
-        let delivered = if done || fx.abort || !fx.deliver.is_empty() {
-            client.deliver(slot.seq, &fx.deliver, done, fx.abort)
-        } else {
-            false
-        };
-        // The flush phase looks at the client even when it has nothing to write: a client held
-        // back by its limits may go on now, and a closing one may be finished (a noreply
-        // request's end writes nothing).
-        let writable = delivered || client.is_stalled() || (done && client.is_closing());
-        if flow == Flow::Parked {
-            client.park(id);
-        }
-        let after = client.buffered();
-        let over_hard_limit = after > before && !client.is_dead() && client.over_hard_limit();
-        self.account(before, after);
-        if writable {
-            self.clients.flush_later(slot.client);
-        }
-        if done {
-            self.exchanges.remove(id);
+        match flow {
+            Flow::Done => self.exchanges.remove(id),
+            Flow::Background => {
+                if let Some(exchange) = self.exchanges.get_mut(id) {
+                    exchange.detach();
+                }
+            }
+            Flow::Wait | Flow::Parked => {}
         }
         for send in fx.sends.drain(..) {
             let owner = Owner::Exchange {
@@ -423,7 +449,7 @@ impl Worker {
         }
         if over_hard_limit {
             WorkerStats::add(&self.stats.clients_closed_hard_limit, 1);
-            log::debug!("client closed: {after} reply bytes buffered, over its hard limit");
+            log::debug!("client closed: reply bytes buffered over its hard limit");
             self.kill_client(slot.client);
         }
     }

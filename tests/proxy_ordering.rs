@@ -7,14 +7,14 @@
 
 mod common;
 
-use common::{Bifrost, BlindForward, Client, Item, Memcached, Rng};
+use common::{Behavior, Bifrost, BlindForward, Client, FakeBackend, Item, Memcached, Rng};
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
 use std::sync::Barrier;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROXY_VERSION: &str = concat!("VERSION ", env!("CARGO_PKG_VERSION"));
 
@@ -497,4 +497,39 @@ fn fifty_concurrent_clients_get_their_own_replies_with_two_workers() {
     let mc = Memcached::builder().threads(2).start();
     let bifrost = BlindForward::new(&mc.addr()).workers(2).start();
     concurrent_clients_without_cross_talk(&bifrost, 50, 200);
+}
+
+/// A `noreply` request's exchange finishes in the background: the client gets nothing for it
+/// either way, so a later reply is not held back until the server has answered it. With a
+/// server that takes 800 ms per request, `version` (answered by the proxy) after a noreply set
+/// comes back at once; the set still reaches the server, and a later `get` still waits its
+/// turn behind it on the server's connection.
+#[test]
+fn a_noreply_request_does_not_hold_back_later_replies() {
+    let fake = FakeBackend::start(Behavior::SlowAnswer(Duration::from_millis(800)));
+    let b = BlindForward::new(&fake.addr()).timeout("5s").start();
+    let mut c = b.client();
+    let started = Instant::now();
+    c.send(b"set k 0 0 1 noreply\r\nx\r\nversion\r\n");
+    let line = c.read_line();
+    let took = started.elapsed();
+    assert!(line.starts_with("VERSION "), "version answered {line:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "version waited {took:?} behind a noreply request"
+    );
+    fake.wait_for_bytes(
+        b"set k 0 0 1 noreply\r\nx\r\n".len(),
+        Duration::from_secs(5),
+    );
+    assert!(
+        String::from_utf8_lossy(&fake.received()).starts_with("set k 0 0 1 noreply\r\nx\r\n"),
+        "the noreply set reached the server first"
+    );
+    c.send(b"get k\r\n");
+    assert_eq!(
+        c.read_line(),
+        "END",
+        "the always-miss server's answer to get"
+    );
 }

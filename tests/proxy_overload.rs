@@ -88,7 +88,7 @@ fn server_queue_cap_refuses_at_once() {
         .timeout("3s")
         .backend_option("max_queued_requests: 4")
         .start();
-    // Four clients with one request each (one client alone would have only one request in
+    // Four clients with one request each (one client alone would have only a few requests in
     // flight until its first reply: the slow start of its window).
     let stuck: Vec<Client> = ["a", "b", "c", "d"]
         .iter()

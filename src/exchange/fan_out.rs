@@ -50,6 +50,11 @@ impl FanOut {
         }
     }
 
+    /// True when the client gets nothing back (`noreply`).
+    pub fn is_silent(&self) -> bool {
+        self.silent
+    }
+
     /// True once every server has answered.
     pub fn finished(&self) -> bool {
         self.pending == 0

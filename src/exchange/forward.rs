@@ -10,13 +10,24 @@ use crate::backend::Completion;
 pub struct Forward {
     streamed: bool,
     finished: bool,
+    /// The client gets nothing back (`noreply`): it need not wait for the reply.
+    silent: bool,
 }
 
 impl Forward {
     /// Sends `send`.
     pub fn start(send: Send, fx: &mut Effects) -> Forward {
+        let silent = send.framing.discard_reply;
         fx.sends.push(send);
-        Forward::default()
+        Forward {
+            silent,
+            ..Forward::default()
+        }
+    }
+
+    /// True when the client gets nothing back (`noreply`).
+    pub fn is_silent(&self) -> bool {
+        self.silent
     }
 
     /// A piece of the reply, its end, or its failure.

@@ -3,8 +3,9 @@
 //! An exchange owns its backend requests. Each reply (or piece of a streamed reply, or
 //! failure) reaches it as a [`Completion`]; it answers with [`Effects`] (bytes to deliver to
 //! its client's reply slot, backend requests to send next) and a [`Flow`]: wait for more,
-//! done, or parked until the client drains. The client keeps only the order of replies (its
-//! FIFO of slots); what a request's replies mean is decided here.
+//! done, parked until the client drains, or finish in the background with no client waiting.
+//! The client keeps only the order of replies (its FIFO of slots); what a request's replies
+//! mean is decided here.
 //!
 //! The kinds:
 //! * [`forward::Forward`]: one backend request whose reply is the answer (streamed through
@@ -155,6 +156,11 @@ pub enum Flow {
     /// It has more to send once its client drains below the soft limit (call
     /// [`Exchange::resume`] then).
     Parked,
+    /// Its client's answer is complete (the client's slot may go), but it has requests still
+    /// out: it finishes in the background, with no client waiting, and is told their replies
+    /// until it says `Done`. A `noreply` request is answered at once this way: the client gets
+    /// nothing either way, so nothing after it has to wait for the server.
+    Background,
 }
 
 /// One exchange: the slot it answers and the state machine of its kind.
@@ -164,6 +170,8 @@ pub struct Exchange {
     pub slot: SlotRef,
     /// Backend requests sent and not yet answered.
     outstanding: u32,
+    /// Its client's slot is complete; it goes on without one.
+    detached: bool,
     kind: Kind,
 }
 
@@ -198,6 +206,7 @@ impl Exchange {
         Exchange {
             slot,
             outstanding: count(fx),
+            detached: false,
             kind,
         }
     }
@@ -225,8 +234,23 @@ impl Exchange {
         self.flow(fx)
     }
 
+    /// True once its client's slot is complete and it goes on in the background.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// Its client's slot was completed for [`Flow::Background`].
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
     /// What follows from the exchange's state after `fx`.
     pub fn flow(&self, fx: &Effects) -> Flow {
+        let silent = match &self.kind {
+            Kind::Forward(f) => f.is_silent(),
+            Kind::FanOut(f) => f.is_silent(),
+            Kind::SplitGet(_) => false,
+        };
         let finished = match &self.kind {
             Kind::Forward(f) => f.finished(),
             Kind::FanOut(f) => f.finished(),
@@ -239,6 +263,8 @@ impl Exchange {
         };
         if fx.abort || (finished && self.outstanding == 0) {
             Flow::Done
+        } else if silent && !self.detached {
+            Flow::Background
         } else {
             Flow::Wait
         }
