@@ -600,6 +600,79 @@ fn garbage_from_backend_is_a_malformed_reply_error() {
     assert_eq!(b.client().stat("backend_errors"), errors + 6);
 }
 
+/// A large reply is streamed to the client as it arrives. When the server dies after part of
+/// it went out, that reply can be neither finished nor taken back: the client gets the part,
+/// then its connection is closed (never an `END` that would pass a truncated value off as
+/// whole), and the next client is served normally.
+#[test]
+fn a_streamed_reply_cut_by_its_server_closes_the_client_after_the_part_it_got() {
+    const ANNOUNCED: usize = 1_000_000;
+    const SENT: usize = 300_000;
+    let server = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr").to_string();
+    let serving = thread::spawn(move || {
+        // First connection: half a big value, then close. Later ones: an always-miss server.
+        let (mut first, _) = server.accept().expect("accept");
+        let mut line = String::new();
+        BufReader::new(first.try_clone().expect("clone"))
+            .read_line(&mut line)
+            .expect("request line");
+        let mut reply = format!("VALUE big 0 {ANNOUNCED}\r\n").into_bytes();
+        reply.extend_from_slice(&vec![b'v'; SENT]);
+        first.write_all(&reply).expect("partial reply");
+        drop(first);
+        if let Ok((second, _)) = server.accept() {
+            let mut reader = BufReader::new(second.try_clone().expect("clone"));
+            let mut writer = second;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let _ = writer.write_all(b"END\r\n");
+                line.clear();
+            }
+        }
+    });
+    let b = BlindForward::new(&addr).timeout("5s").start();
+    let mut stream = TcpStream::connect(b.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(b"get big\r\n").expect("request");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the client was neither closed nor sent more: {e} after {} bytes",
+                got.len()
+            ),
+        }
+    }
+    let header = format!("VALUE big 0 {ANNOUNCED}\r\n");
+    assert!(
+        got.starts_with(header.as_bytes()),
+        "the streamed header first: {:?}",
+        String::from_utf8_lossy(&got[..got.len().min(40)])
+    );
+    let value = &got[header.len()..];
+    assert!(
+        value.iter().all(|&b| b == b'v'),
+        "only the value's bytes, never an END or another reply"
+    );
+    assert!(
+        value.len() <= SENT,
+        "got {} bytes of a value the server sent {SENT} of",
+        value.len()
+    );
+    let mut other = b.client();
+    other.send(b"get other\r\n");
+    assert_bytes(&other.read_reply_retrieval(), b"END\r\n", "the next client");
+    drop(b);
+    serving.join().expect("fake server");
+}
+
 /// A server that answers every request with garbage makes the proxy reset its connection once
 /// per request: 300 events that each used to log a warning. The warnings are rate limited (a
 /// few per kind per 10 s, then one line saying how many were suppressed), so a broken server
