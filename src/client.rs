@@ -219,6 +219,12 @@ impl Client {
             .unwrap_or(self.limits.soft_bytes / UNKNOWN_REPLY_SHARE)
     }
 
+    /// True when the flush phase has something to do for it: bytes to write, a close to
+    /// finish, or serving that stopped early to resume.
+    pub fn needs_flush(&self) -> bool {
+        !self.write_queue.is_empty() || self.closing || self.dead || self.stalled
+    }
+
     /// True when nothing is waiting to be answered or written.
     pub fn is_idle(&self) -> bool {
         self.slots.is_empty() && self.write_queue.is_empty()

@@ -27,7 +27,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::backend::{Backends, Completion, ConnTimer, Owner};
-use crate::client::{ClientLimits, Slot};
+use crate::client::{Client, ClientLimits, Slot};
 use crate::clients::Clients;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, SlotRef};
 use crate::listener::ListenerSpec;
@@ -258,8 +258,8 @@ impl Worker {
                 );
             }
             self.clients.revisit(index);
-            // Writable again: what is queued can go.
-            if event.is_writable() {
+            // Writable again: what is queued can go (the serve phase flushes it otherwise).
+            if event.is_writable() && self.clients.get(index).is_some_and(Client::needs_flush) {
                 self.clients.flush_later(index);
             }
         } else if token >= BACKEND_BASE {
@@ -471,8 +471,11 @@ impl Worker {
         self.clients.take_revisits(&mut list);
         for &index in &list {
             self.serve_client(index, now);
-            // A served client may have replies to write.
-            self.clients.flush_later(index);
+            // A served client may have replies to write (answered locally), be closing, or
+            // have stopped early with input left (the flush phase serves it again).
+            if self.clients.get(index).is_some_and(Client::needs_flush) {
+                self.clients.flush_later(index);
+            }
         }
         self.serve_list = list;
         self.apply_completions(now);
