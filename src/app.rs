@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::Config;
+use crate::health::HealthBoard;
 use crate::listener::{bind_reuseport, ListenerSpec};
 use crate::route::Router;
 use crate::shutdown::{self, Shutdown};
@@ -60,11 +61,15 @@ impl Running {
 pub fn start(config: &Config) -> Result<Running, String> {
     let router = Arc::new(Router::new(config)?);
     let workers = config.worker_count().max(1);
-    let registry = Arc::new(StatsRegistry::new(
-        workers,
-        router.routes().iter().map(|r| r.name.clone()).collect(),
-        router.servers().iter().map(|s| s.address.clone()).collect(),
-    ));
+    let health = Arc::new(HealthBoard::new(router.servers()));
+    let registry = Arc::new(
+        StatsRegistry::new(
+            workers,
+            router.routes().iter().map(|r| r.name.clone()).collect(),
+            router.servers().iter().map(|s| s.address.clone()).collect(),
+        )
+        .with_health(health.clone()),
+    );
     let shutdown = Shutdown::new();
 
     // Bind the first socket of each listener to learn its real port (the config may say 0),
@@ -101,6 +106,8 @@ pub fn start(config: &Config) -> Result<Running, String> {
             registry: registry.clone(),
             shutdown: shutdown.clone(),
             reply_budget: config.reply_memory_budget / workers,
+            workers,
+            health: health.clone(),
         })
         .map_err(|e| format!("worker {id}: {e}"))?;
         let handle = std::thread::Builder::new()

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::health::HealthBoard;
+
 /// Names every counter once: the field, its `stats` name, and whether it is a gauge.
 macro_rules! counters {
     ($( $field:ident => $name:literal ),* $(,)?) => {
@@ -136,6 +138,7 @@ pub struct StatsRegistry {
     details: Vec<Arc<DetailStats>>,
     route_names: Vec<String>,
     server_names: Vec<String>,
+    health: Option<Arc<HealthBoard>>,
 }
 
 impl StatsRegistry {
@@ -157,7 +160,14 @@ impl StatsRegistry {
                 .collect(),
             route_names,
             server_names,
+            health: None,
         }
+    }
+
+    /// Also reports the servers' health from `health`.
+    pub fn with_health(mut self, health: Arc<HealthBoard>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// The per-route and per-server counters of worker `index`.
@@ -214,6 +224,28 @@ impl StatsRegistry {
             let _ = write!(out, "STAT server:{server}:requests {requests}\r\n");
             let _ = write!(out, "STAT server:{server}:errors {errors}\r\n");
             let _ = write!(out, "STAT server:{server}:timeouts {timeouts}\r\n");
+            let Some(h) = self.health.as_ref().and_then(|h| h.report(i)) else {
+                continue;
+            };
+            let state = if h.down { "down" } else { "up" };
+            let _ = write!(out, "STAT server:{server}:state {state}\r\n");
+            let _ = write!(out, "STAT server:{server}:probes {}\r\n", h.probes);
+            let _ = write!(
+                out,
+                "STAT server:{server}:probe_failures {}\r\n",
+                h.probe_failures
+            );
+            let _ = write!(
+                out,
+                "STAT server:{server}:failure_events {}\r\n",
+                h.failure_events
+            );
+            let _ = write!(
+                out,
+                "STAT server:{server}:marked_down {}\r\n",
+                h.marked_down
+            );
+            let _ = write!(out, "STAT server:{server}:returned {}\r\n", h.returned);
         }
         out.push_str("END\r\n");
         out.into_bytes()

@@ -29,7 +29,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::backend::{Backends, Completion, ConnTimer, Owner};
 use crate::client::{Client, ClientLimits, Slot};
 use crate::clients::Clients;
-use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, SlotRef};
+use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef};
+use crate::health::HealthBoard;
+use crate::jobs::probe::Probe;
+use crate::jobs::{Job, JobId, JobStep, Jobs};
 use crate::listener::ListenerSpec;
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::route::Router;
@@ -74,6 +77,8 @@ pub enum TimerEvent {
         /// The client's generation.
         generation: u32,
     },
+    /// A job asked to be woken (a health probe's next turn).
+    Job(JobId),
 }
 
 /// Everything a worker is built from.
@@ -90,6 +95,10 @@ pub struct WorkerSetup {
     pub shutdown: Arc<Shutdown>,
     /// This worker's share of the process's reply memory budget, in bytes.
     pub reply_budget: usize,
+    /// Number of workers (servers' health probes are spread over them).
+    pub workers: usize,
+    /// Every server's health, shared by the workers.
+    pub health: Arc<HealthBoard>,
 }
 
 struct WorkerListener {
@@ -117,6 +126,12 @@ pub struct Worker {
     pub(crate) clients: Clients,
     pub(crate) backends: Backends,
     pub(crate) exchanges: Exchanges,
+    jobs: Jobs,
+    health: Arc<HealthBoard>,
+    /// The health epoch the strategies' rings were last built for.
+    health_epoch: u64,
+    /// Requests jobs want sent (reused).
+    job_sends: Vec<Send>,
     pub(crate) router: Arc<Router>,
     /// Per listener, the servers `flush_all` goes to.
     pub(crate) flush_targets: Vec<Vec<usize>>,
@@ -164,8 +179,26 @@ impl Worker {
             });
         }
         let stats = setup.registry.worker(setup.id);
-        let backends = Backends::new(setup.router.servers(), BACKEND_BASE, &stats);
+        let workers = setup.workers.max(1);
+        let id = setup.id;
+        let probed = |server: usize| server % workers == id;
+        let backends = Backends::new(
+            setup.router.servers(),
+            BACKEND_BASE,
+            &stats,
+            &setup.health,
+            probed,
+        );
         let now = Instant::now();
+        // Each checked server is probed by one worker; the first probe goes out at once.
+        let mut jobs = Jobs::default();
+        let mut timers = TimerWheel::new(now);
+        for (server, spec) in setup.router.servers().iter().enumerate() {
+            if let Some(health) = spec.health.as_ref().filter(|_| probed(server)) {
+                let probe = Probe::new(server, health.interval, health.retry_after);
+                timers.schedule(now, TimerEvent::Job(jobs.insert(Job::Probe(probe))));
+            }
+        }
         Ok(Worker {
             id: setup.id,
             poll,
@@ -173,12 +206,16 @@ impl Worker {
             clients: Clients::default(),
             backends,
             exchanges: Exchanges::default(),
+            jobs,
+            health_epoch: setup.health.epoch(),
+            health: setup.health,
+            job_sends: Vec::new(),
             flush_targets: (0..listener_count)
                 .map(|l| setup.router.reachable_servers(l))
                 .collect(),
             strategies: Strategies::new(&setup.router),
             router: setup.router,
-            timers: TimerWheel::new(now),
+            timers,
             stats,
             detail: setup.registry.detail(setup.id),
             registry: setup.registry,
@@ -211,6 +248,12 @@ impl Worker {
                 }
             }
             let now = Instant::now();
+            let epoch = self.health.epoch();
+            if epoch != self.health_epoch {
+                // A server with `eject: true` went down or came back: rebuild the rings.
+                self.health_epoch = epoch;
+                self.strategies.eject(&self.router, &self.health);
+            }
             for event in events.iter() {
                 self.record_event(event);
             }
@@ -308,11 +351,14 @@ impl Worker {
         while !self.completions.is_empty() {
             let mut batch = std::mem::take(&mut self.completions);
             for completion in batch.drain(..) {
-                self.count_completion(&completion);
+                if matches!(completion.owner, Owner::Exchange { .. }) {
+                    self.count_completion(&completion);
+                }
                 match completion.owner {
                     Owner::Exchange { id, part } => {
                         self.on_exchange_event(id, part, &completion, now)
                     }
+                    Owner::Job { id, part } => self.on_job_event(id, part, &completion, now),
                 }
             }
             if self.completions.is_empty() {
@@ -340,6 +386,46 @@ impl Worker {
             let hits = completion.values.min(completion.lookups);
             WorkerStats::add(&self.stats.get_hits, hits as u64);
             WorkerStats::add(&self.stats.get_misses, (completion.lookups - hits) as u64);
+        }
+    }
+
+    fn on_job_event(&mut self, id: JobId, part: u32, c: &Completion, now: Instant) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return; // drained and dropped
+        };
+        let step = job.on_completion(part, c, &self.health, now);
+        self.job_step(id, step);
+    }
+
+    fn run_job(&mut self, id: JobId, now: Instant) {
+        let mut sends = std::mem::take(&mut self.job_sends);
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let step = job.on_timer(now, &mut sends);
+        for send in sends.drain(..) {
+            let owner = Owner::Job {
+                id,
+                part: send.part,
+            };
+            self.backends.send_probe(
+                self.poll.registry(),
+                owner,
+                &send,
+                now,
+                &mut self.completions,
+                &mut self.conn_timers,
+            );
+        }
+        self.job_sends = sends;
+        self.job_step(id, step);
+    }
+
+    fn job_step(&mut self, id: JobId, step: JobStep) {
+        match step {
+            JobStep::Wait => {}
+            JobStep::SleepUntil(at) => self.timers.schedule(at, TimerEvent::Job(id)),
+            JobStep::Done => self.jobs.remove(id),
         }
     }
 
@@ -572,6 +658,7 @@ impl Worker {
                 TimerEvent::ClientSlowRequest { client, generation } => {
                     self.check_slow_request(client, generation, now);
                 }
+                TimerEvent::Job(id) => self.run_job(id, now),
             }
         }
         self.fired = fired;

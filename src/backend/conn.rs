@@ -21,6 +21,7 @@ use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
 use crate::buffer::{read_into, WriteQueue, BACKEND_READ_CHUNK};
+use crate::health::HealthBoard;
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::protocol::{ReplyFramer, ReplyKind};
 use crate::stats::WorkerStats;
@@ -87,6 +88,24 @@ pub struct BackendConn {
     log: LogLimiter,
     /// The loop's time at the current call (for the log limiter).
     now: Instant,
+    /// Where failure events are recorded (`None` for a probe connection, whose job records
+    /// its own outcome).
+    health: Option<Arc<HealthBoard>>,
+}
+
+/// Where a connection goes and its limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnSettings {
+    /// Index of the server (in the router's server list).
+    pub server: usize,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Deadline of each request.
+    pub timeout: Duration,
+    /// Deadline of a connect.
+    pub connect_timeout: Duration,
+    /// Requests queued or in flight before new ones are refused.
+    pub max_queued: usize,
 }
 
 /// What a timer should be armed for, returned to the loop which owns the wheel.
@@ -99,16 +118,20 @@ pub struct ArmTimer {
 }
 
 impl BackendConn {
-    /// An idle connection to `addr` registered under `token` when it connects.
+    /// An idle connection to `settings.addr`, registered under `token` when it connects.
     pub fn new(
-        server: usize,
-        addr: SocketAddr,
-        timeout: Duration,
-        connect_timeout: Duration,
-        max_queued: usize,
+        settings: ConnSettings,
         token: Token,
         stats: Arc<WorkerStats>,
+        health: Option<Arc<HealthBoard>>,
     ) -> Self {
+        let ConnSettings {
+            server,
+            addr,
+            timeout,
+            connect_timeout,
+            max_queued,
+        } = settings;
         BackendConn {
             server,
             addr,
@@ -132,6 +155,7 @@ impl BackendConn {
             stats,
             log: LogLimiter::with_subjects(0),
             now: Instant::now(),
+            health,
         }
     }
 
@@ -241,6 +265,7 @@ impl BackendConn {
 
     fn enter_backoff(&mut self, now: Instant) {
         WorkerStats::add(&self.stats.backend_connect_failures, 1);
+        self.health_event(FailReason::ConnectFailed);
         self.state = ConnState::Backoff(now + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
@@ -519,6 +544,15 @@ impl BackendConn {
         })
     }
 
+    /// Records one failure event of this connection's server (one per reset, not per request).
+    fn health_event(&self, reason: FailReason) {
+        if let Some(health) = &self.health {
+            if reason.is_health_event() {
+                health.failure(self.server, reason.as_str());
+            }
+        }
+    }
+
     /// Closes the socket and answers every in-flight fragment with `reason`, exactly once.
     pub fn reset(
         &mut self,
@@ -538,6 +572,7 @@ impl BackendConn {
         if reason == FailReason::ConnectFailed {
             self.enter_backoff(now);
         } else {
+            self.health_event(reason);
             self.state = ConnState::Idle;
         }
         self.generation = self.generation.wrapping_add(1);

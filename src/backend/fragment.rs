@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::exchange::ExchangeId;
+use crate::jobs::JobId;
 use crate::protocol::ReplyKind;
 
 /// Who receives a backend request's reply.
@@ -17,6 +18,14 @@ pub enum Owner {
     Exchange {
         /// The exchange.
         id: ExchangeId,
+        /// Which of its backend requests this is.
+        part: u32,
+    },
+    /// Part `part` of job `id`: a request no client waits for (a health probe). A job that
+    /// has gone leaves its requests to be drained the same way.
+    Job {
+        /// The job.
+        id: JobId,
         /// Which of its backend requests this is.
         part: u32,
     },
@@ -48,6 +57,9 @@ pub enum FailReason {
     BadReply,
     /// Too many requests are already queued for the server (`max_queued_requests`).
     Overloaded,
+    /// Health checks marked the server down (its pool does not eject it, or no server of the
+    /// pool is left): the request fails without touching the wire.
+    Down,
 }
 
 impl FailReason {
@@ -60,6 +72,7 @@ impl FailReason {
             FailReason::ConnectionLost => b"SERVER_ERROR backend connection lost\r\n",
             FailReason::BadReply => b"SERVER_ERROR backend sent a malformed reply\r\n",
             FailReason::Overloaded => b"SERVER_ERROR backend overloaded\r\n",
+            FailReason::Down => b"SERVER_ERROR backend down\r\n",
         }
     }
 
@@ -72,7 +85,20 @@ impl FailReason {
             FailReason::ConnectionLost => "connection_lost",
             FailReason::BadReply => "bad_reply",
             FailReason::Overloaded => "overloaded",
+            FailReason::Down => "down",
         }
+    }
+
+    /// True for a failure that says something about the server's health: one event, however
+    /// many requests it failed (not a refusal made locally: backoff, overload, down).
+    pub fn is_health_event(self) -> bool {
+        matches!(
+            self,
+            FailReason::Timeout
+                | FailReason::ConnectFailed
+                | FailReason::ConnectionLost
+                | FailReason::BadReply
+        )
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::{Registry, Token};
 
-use super::conn::ArmTimer;
+use super::conn::{ArmTimer, ConnSettings};
 use super::{BackendConn, Completion, FailReason, Fragment, Owner};
 
+use crate::health::HealthBoard;
 use crate::route::ServerSpec;
 use crate::stats::WorkerStats;
 use std::sync::Arc;
@@ -39,27 +40,61 @@ pub struct Backends {
     /// Connections with queued bytes.
     to_flush: Vec<usize>,
     flagged: Vec<bool>,
+    /// For each server this worker probes, its probe connection (a connection of its own, so
+    /// a probe's timeout never resets client requests).
+    probe_conns: Vec<Option<usize>>,
+    health: Arc<HealthBoard>,
 }
 
 impl Backends {
-    /// Idle connections for `servers`; connection `i` is registered under `token_base + i`.
-    pub fn new(servers: &[ServerSpec], token_base: usize, stats: &Arc<WorkerStats>) -> Backends {
+    /// Idle connections for `servers`, and a probe connection for each server `probes` names
+    /// (one with health checks); connection `i` is registered under `token_base + i`.
+    pub fn new(
+        servers: &[ServerSpec],
+        token_base: usize,
+        stats: &Arc<WorkerStats>,
+        health: &Arc<HealthBoard>,
+        probes: impl Fn(usize) -> bool,
+    ) -> Backends {
         let mut conns = Vec::new();
         let mut server_conns = Vec::new();
         for (index, server) in servers.iter().enumerate() {
             server_conns.push((conns.len(), server.connections));
             for _ in 0..server.connections {
                 let token = Token(token_base + conns.len());
+                let settings = ConnSettings {
+                    server: index,
+                    addr: server.addr,
+                    timeout: server.timeout,
+                    connect_timeout: server.connect_timeout,
+                    max_queued: server.max_queued_requests,
+                };
                 conns.push(BackendConn::new(
-                    index,
-                    server.addr,
-                    server.timeout,
-                    server.connect_timeout,
-                    server.max_queued_requests,
+                    settings,
                     token,
                     stats.clone(),
+                    Some(health.clone()),
                 ));
             }
+        }
+        let mut probe_conns = vec![None; servers.len()];
+        for (index, server) in servers.iter().enumerate() {
+            let Some(config) = server.health.as_ref().filter(|_| probes(index)) else {
+                continue;
+            };
+            if let Some(slot) = probe_conns.get_mut(index) {
+                *slot = Some(conns.len());
+            }
+            let token = Token(token_base + conns.len());
+            // The probe's deadline covers its connect too; one probe at a time.
+            let settings = ConnSettings {
+                server: index,
+                addr: server.addr,
+                timeout: config.timeout,
+                connect_timeout: config.timeout,
+                max_queued: 1,
+            };
+            conns.push(BackendConn::new(settings, token, stats.clone(), None));
         }
         let n = conns.len();
         Backends {
@@ -69,6 +104,8 @@ impl Backends {
             revisit: Vec::new(),
             to_flush: Vec::new(),
             flagged: vec![false; n],
+            probe_conns,
+            health: health.clone(),
         }
     }
 
@@ -79,11 +116,13 @@ impl Backends {
         Some(base + client % count.max(1))
     }
 
-    /// False while the client's connection to `server` is in connect backoff.
+    /// False while `server` is down, or the client's connection to it is in connect backoff.
     pub fn is_usable(&self, server: usize, client: usize, now: Instant) -> bool {
-        self.conn_for(server, client)
-            .and_then(|i| self.conns.get(i))
-            .is_some_and(|c| c.is_usable(now))
+        !self.health.is_down(server)
+            && self
+                .conn_for(server, client)
+                .and_then(|i| self.conns.get(i))
+                .is_some_and(|c| c.is_usable(now))
     }
 
     /// Records readiness of connection `index`.
@@ -158,19 +197,43 @@ impl Backends {
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
-        let fragment = |deadline| Fragment {
-            owner,
-            kind: send.framing.kind,
-            on_failure: send.framing.on_failure,
-            discard_reply: send.framing.discard_reply,
-            stream: send.stream && !send.framing.discard_reply,
-            deadline,
-            lookups: send.lookups,
-        };
-        let Some((index, conn)) = self
-            .conn_for(send.server, client)
-            .and_then(|i| Some((i, self.conns.get_mut(i)?)))
-        else {
+        let fragment = |deadline| fragment_of(owner, send, deadline);
+        if self.health.is_down(send.server) {
+            out.push(fragment(now).fail(send.server, FailReason::Down));
+            return;
+        }
+        let conn = self.conn_for(send.server, client);
+        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+    }
+
+    /// Queues the request of job `owner` on the probe connection of `send.server` (health
+    /// probes go out whether the server is up or down: they are how it comes back).
+    pub fn send_probe(
+        &mut self,
+        registry: &Registry,
+        owner: Owner,
+        send: &crate::exchange::Send,
+        now: Instant,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<ConnTimer>,
+    ) {
+        let fragment = |deadline| fragment_of(owner, send, deadline);
+        let conn = self.probe_conns.get(send.server).copied().flatten();
+        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_on(
+        &mut self,
+        conn: Option<usize>,
+        registry: &Registry,
+        fragment: impl Fn(Instant) -> Fragment,
+        send: &crate::exchange::Send,
+        now: Instant,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<ConnTimer>,
+    ) {
+        let Some((index, conn)) = conn.and_then(|i| Some((i, self.conns.get_mut(i)?))) else {
             out.push(fragment(now).fail(send.server, FailReason::Unavailable));
             return;
         };
@@ -218,5 +281,18 @@ impl Backends {
         let backend = self.conns.get_mut(conn)?;
         let timer = backend.on_timer(registry, generation, at, now, out)?;
         Some(ConnTimer { conn, timer })
+    }
+}
+
+/// What a connection tracks for `send` of `owner`, due by `deadline`.
+fn fragment_of(owner: Owner, send: &crate::exchange::Send, deadline: Instant) -> Fragment {
+    Fragment {
+        owner,
+        kind: send.framing.kind,
+        on_failure: send.framing.on_failure,
+        discard_reply: send.framing.discard_reply,
+        stream: send.stream && !send.framing.discard_reply,
+        deadline,
+        lookups: send.lookups,
     }
 }

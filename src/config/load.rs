@@ -435,7 +435,7 @@ fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> 
         );
     }
     if let Some(v) = f.get("health") {
-        take(walk_health(w, v, &f.at("health")).map(|h| b.health = h));
+        take(walk_health(w, v, &f.at("health")).map(|h| b.health = Some(h)));
     }
     b.servers = servers?;
     ok.then_some(b)

@@ -197,8 +197,9 @@ pub struct BackendConfig {
     /// it a request is answered `SERVER_ERROR backend overloaded` at once (counted as
     /// `backend_overloaded`).
     pub max_queued_requests: usize,
-    /// Health checking of the servers.
-    pub health: HealthConfig,
+    /// Health checking of the servers; `None` (no `health:` block) means no probes, and no
+    /// server is ever marked down.
+    pub health: Option<HealthConfig>,
 }
 
 impl BackendConfig {
@@ -214,7 +215,7 @@ impl BackendConfig {
             connect_timeout: DEFAULT_BACKEND_TIMEOUT,
             connections: 1,
             max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
-            health: HealthConfig::default(),
+            health: None,
         }
     }
 }

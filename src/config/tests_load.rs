@@ -107,7 +107,7 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     assert_eq!(l1.hash_tag.as_deref(), Some("{}"));
     assert_eq!(l1.timeout, Duration::from_millis(250));
     assert_eq!(l1.max_queued_requests, 4096);
-    assert!(l1.health.eject);
+    assert!(l1.health.as_ref().is_some_and(|h| h.eject));
     let strategies: Vec<&str> = c.routes.iter().map(|r| r.strategy.name()).collect();
     let mut sorted = strategies.clone();
     sorted.sort_unstable();
@@ -190,7 +190,8 @@ fn defaults() {
         (Duration::from_secs(1), Duration::from_secs(1), 1)
     );
     assert_eq!(b.max_queued_requests, 4096);
-    let h = &b.health;
+    assert_eq!(b.health, None, "no health block: no health checks");
+    let h = HealthConfig::default();
     assert_eq!(
         (h.interval, h.timeout, h.failure_limit),
         (Duration::from_secs(1), Duration::from_millis(500), 3)
@@ -229,6 +230,17 @@ fn null_means_default() {
     );
     assert_eq!(c.reply_memory_budget, DEFAULT_REPLY_MEMORY_BUDGET);
     assert_eq!(c.routes[0].name, "route0");
+    assert_eq!(c.backends[0].health, None, "health: ~ is no health checks");
+}
+
+#[test]
+fn an_empty_health_block_turns_checks_on_with_defaults() {
+    let c = parse_yaml(
+        "listeners: [{name: a, bind: '127.0.0.1:1'}]\n\
+         backends: {b: {servers: ['127.0.0.1:11211'], health: {}}}\n\
+         routes: [{match: '*', strategy: blind_forward, backend: b}]\n",
+    );
+    assert_eq!(c.backends[0].health, Some(HealthConfig::default()));
 }
 
 #[test]

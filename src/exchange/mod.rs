@@ -22,18 +22,17 @@ pub mod fan_out;
 pub mod forward;
 pub mod split_get;
 
+use crate::gen_slab::{GenSlab, Id};
 use bytes::Bytes;
-use slab::Slab;
 
 use crate::backend::{Completion, Failure};
 use crate::protocol::{Command, ReplyKind, Request};
 
-/// Names one exchange: a slab index and the generation it was created with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExchangeId {
-    index: u32,
-    generation: u32,
-}
+/// Names one exchange (a stale id finds nothing).
+pub type ExchangeId = Id<Exchange>;
+
+/// Every live exchange of a worker.
+pub type Exchanges = GenSlab<Exchange>;
 
 /// The client reply slot an exchange answers: the client (slab index and generation) and the
 /// slot's sequence number in that client's FIFO.
@@ -273,49 +272,4 @@ impl Exchange {
 
 fn count(fx: &Effects) -> u32 {
     u32::try_from(fx.sends.len()).unwrap_or(u32::MAX)
-}
-
-/// Every live exchange of a worker.
-#[derive(Debug, Default)]
-pub struct Exchanges {
-    slab: Slab<(u32, Exchange)>,
-    next_generation: u32,
-}
-
-impl Exchanges {
-    /// Stores a started exchange; returns its id.
-    pub fn insert(&mut self, exchange: Exchange) -> ExchangeId {
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let index = self.slab.insert((generation, exchange));
-        ExchangeId {
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            generation,
-        }
-    }
-
-    /// The exchange `id`, if it is still live.
-    pub fn get_mut(&mut self, id: ExchangeId) -> Option<&mut Exchange> {
-        match self.slab.get_mut(id.index as usize) {
-            Some((generation, exchange)) if *generation == id.generation => Some(exchange),
-            _ => None,
-        }
-    }
-
-    /// Ends exchange `id` (its outstanding requests will be drained and dropped).
-    pub fn remove(&mut self, id: ExchangeId) {
-        if self.get_mut(id).is_some() {
-            self.slab.remove(id.index as usize);
-        }
-    }
-
-    /// Live exchanges.
-    pub fn len(&self) -> usize {
-        self.slab.len()
-    }
-
-    /// True when none is live.
-    pub fn is_empty(&self) -> bool {
-        self.slab.is_empty()
-    }
 }

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Config, KeyMatch, Strategy};
+use crate::placement::{Distribution, HashFunction};
 use crate::protocol::Command;
 use matcher::KeyPattern;
 use ring::{Ring, RingServer};
@@ -42,6 +43,8 @@ pub struct ServerSpec {
     /// Most requests queued or in flight on one connection to this server (per worker); over
     /// it a request is answered `SERVER_ERROR backend overloaded` at once (at least 1).
     pub max_queued_requests: usize,
+    /// Health checking of this server (its pool's `health:` block), if any.
+    pub health: Option<crate::config::HealthConfig>,
 }
 
 /// A backend pool: its servers (global indices) and how keys are spread over them.
@@ -53,9 +56,43 @@ pub struct Pool {
     pub servers: Vec<usize>,
     ring: Ring,
     hash_tag: Option<Vec<u8>>,
+    /// What the ring was built from, to build it again without ejected servers.
+    ring_servers: Vec<RingServer>,
+    distribution: Distribution,
+    hash: HashFunction,
 }
 
 impl Pool {
+    /// The server (global index) owning `key` on this pool's ring.
+    /// This pool without the servers `ejected` names, its ring built over the rest exactly as
+    /// twemproxy rebuilds its continuum over the live servers (so the placement of the rest is
+    /// twemproxy's). `None` when nothing is ejected, or everything is (a pool with no server
+    /// left keeps its ring; its requests fail fast).
+    pub fn without(&self, ejected: impl Fn(usize) -> bool) -> Option<Pool> {
+        let live: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.servers.get(i).is_some_and(|&s| !ejected(s)))
+            .collect();
+        if live.len() == self.servers.len() || live.is_empty() {
+            return None;
+        }
+        let ring_servers: Vec<RingServer> = live
+            .iter()
+            .filter_map(|&i| self.ring_servers.get(i).cloned())
+            .collect();
+        Some(Pool {
+            name: self.name.clone(),
+            servers: live
+                .iter()
+                .filter_map(|&i| self.servers.get(i).copied())
+                .collect(),
+            ring: Ring::new(&ring_servers, self.distribution, self.hash),
+            hash_tag: self.hash_tag.clone(),
+            ring_servers,
+            distribution: self.distribution,
+            hash: self.hash,
+        })
+    }
+
     /// The server (global index) owning `key` on this pool's ring.
     #[inline]
     pub fn server_for(&self, key: &[u8]) -> usize {
@@ -150,6 +187,7 @@ impl Router {
                     connect_timeout: backend.connect_timeout,
                     connections: backend.connections.max(1),
                     max_queued_requests: backend.max_queued_requests.max(1),
+                    health: backend.health.clone(),
                 });
             }
             pools.push(Pool {
@@ -157,6 +195,9 @@ impl Router {
                 servers: members,
                 ring: Ring::new(&ring_servers, backend.distribution, backend.hash),
                 hash_tag: backend.hash_tag.as_ref().map(|t| t.as_bytes().to_vec()),
+                ring_servers,
+                distribution: backend.distribution,
+                hash: backend.hash,
             });
         }
         let mut routes = Vec::new();

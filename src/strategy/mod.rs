@@ -9,7 +9,8 @@ pub mod blind_forward;
 pub mod consistent_hash;
 pub mod round_robin;
 
-use crate::route::{RouteKind, Router};
+use crate::health::HealthBoard;
+use crate::route::{Pool, RouteKind, Router};
 use round_robin::RoundRobin;
 
 /// What one multi-key request remembers between its keys: the round-robin pick of a route, so
@@ -20,6 +21,8 @@ pub type Memo = Option<(usize, usize)>;
 #[derive(Debug, Default)]
 pub struct Strategies {
     round_robin: RoundRobin,
+    /// Per pool, this worker's copy of it without its ejected servers (`None`: none ejected).
+    ejected: Vec<Option<Pool>>,
 }
 
 impl Strategies {
@@ -27,6 +30,29 @@ impl Strategies {
     pub fn new(router: &Router) -> Strategies {
         Strategies {
             round_robin: RoundRobin::new(router.pools().len()),
+            ejected: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the rings of pools with ejected servers (down, with `eject: true`), after a
+    /// change of the health epoch. Pools with none ejected use the router's ring.
+    pub fn eject(&mut self, router: &Router, health: &HealthBoard) {
+        self.ejected = router
+            .pools()
+            .iter()
+            .map(|pool| pool.without(|server| health.is_ejected(server)))
+            .collect();
+        let ejected: Vec<&str> = self.ejected.iter().flatten().map(|p| &p.name[..]).collect();
+        log::debug!("rings rebuilt; pools with servers ejected: {ejected:?}");
+    }
+
+    /// The pool keys of pool `index` are placed on: the router's, or this worker's copy
+    /// without ejected servers.
+    #[inline]
+    fn placing<'a>(&'a self, router: &'a Router, index: usize) -> Option<&'a Pool> {
+        match self.ejected.get(index) {
+            Some(Some(pool)) => Some(pool),
+            _ => router.pools().get(index),
         }
     }
 
@@ -43,9 +69,8 @@ impl Strategies {
         let route = router.routes().get(route_index)?;
         match route.kind {
             RouteKind::BlindForward(server) => Some(blind_forward::pick(server)),
-            RouteKind::ConsistentHash(pool) => router
-                .pools()
-                .get(pool)
+            RouteKind::ConsistentHash(pool) => self
+                .placing(router, pool)
                 .map(|p| consistent_hash::pick(p, key)),
             RouteKind::RoundRobin(pool_index) => {
                 if let Some((r, server)) = *memo {

@@ -23,6 +23,9 @@ pub enum Behavior {
     /// commands answer EN/HD/NF/MN), each after the delay. `SlowAnswer(Duration::ZERO)` is an
     /// always-miss memcached.
     SlowAnswer(Duration),
+    /// Like `SlowAnswer(delay)`, except that `version` (the health probe) is read and never
+    /// answered: a server whose probes time out while its data requests are served.
+    DeafToVersion(Duration),
 }
 
 /// What [`Behavior::Garbage`] sends: a line that is not a memcached reply.
@@ -191,7 +194,12 @@ fn serve(mut stream: TcpStream, behavior: Behavior, shared: &Shared) {
             Behavior::NeverAnswer => true,
             Behavior::CloseMidReply => close_mid_reply(&mut stream, &pending),
             Behavior::Garbage => stream.write_all(GARBAGE_REPLY).is_ok(),
-            Behavior::SlowAnswer(delay) => answer_framed(&mut stream, &mut pending, delay, shared),
+            Behavior::SlowAnswer(delay) => {
+                answer_framed(&mut stream, &mut pending, delay, false, shared)
+            }
+            Behavior::DeafToVersion(delay) => {
+                answer_framed(&mut stream, &mut pending, delay, true, shared)
+            }
         };
         if !keep_open {
             return;
@@ -214,15 +222,21 @@ fn close_mid_reply(stream: &mut TcpStream, pending: &[u8]) -> bool {
 
 /// Answers each complete request in `pending` after `delay`, removing it from `pending`.
 /// Returns false when the connection should close (`quit`, or the peer went away).
+/// `deaf_to_version`: `version` gets no answer at all.
 fn answer_framed(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     delay: Duration,
+    deaf_to_version: bool,
     shared: &Shared,
 ) -> bool {
     while let Some((consumed, reply)) = next_request(pending) {
+        let is_version = pending.starts_with(b"version");
         pending.drain(..consumed);
         let Some(reply) = reply else { continue };
+        if deaf_to_version && is_version {
+            continue;
+        }
         if reply.is_empty() {
             return false; // quit
         }

@@ -15,6 +15,7 @@ pub struct MemcachedBuilder {
     threads: u32,
     max_item_size: String,
     extra: Vec<String>,
+    port: Option<u16>,
 }
 
 impl Default for MemcachedBuilder {
@@ -24,6 +25,7 @@ impl Default for MemcachedBuilder {
             threads: 1,
             max_item_size: "2m".to_string(),
             extra: Vec::new(),
+            port: None,
         }
     }
 }
@@ -53,11 +55,17 @@ impl MemcachedBuilder {
         self
     }
 
+    /// Listen on this port (a server restarted where it was) instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Starts memcached and waits until it answers; retries with a new port if the port was
     /// taken; panics (with memcached's output) if it does not come up within 10 s.
     pub fn start(&self) -> Memcached {
         for _ in 0..START_ATTEMPTS {
-            let port = free_port();
+            let port = self.port.unwrap_or_else(free_port);
             let mut cmd = Command::new("memcached");
             cmd.args(["-l", "127.0.0.1", "-U", "0", "-c", "4096"])
                 .args(["-p", &port.to_string()])

@@ -1,0 +1,295 @@
+//! End-to-end tests of health checks (SPEC §6): background `version` probes, a server marked
+//! down after `failure_limit` failures in a row and brought back by a probe, `eject: false`
+//! (its requests fail fast without touching the wire), `eject: true` (it leaves the ring, its
+//! keys move to the others and come back), round_robin skipping a down server, and the probe's
+//! own connection (a probe that times out never disturbs client requests).
+//!
+//! Servers are real memcached processes, killed and restarted on the same port; a fake peer
+//! stands in only for a server that answers data requests and not probes.
+
+mod common;
+
+use common::{wait_until, Bifrost, BlindForward, Client, FakeBackend, Memcached};
+use std::time::{Duration, Instant};
+
+/// Fast checks, so a state change shows within a second or two on a loaded machine.
+const HEALTH: &str =
+    "health: { interval: 100ms, timeout: 300ms, failure_limit: 2, retry_after: 200ms";
+/// How long a state change may take to show (generous: 2-core CI machines are busy).
+const CHANGE: Duration = Duration::from_secs(10);
+
+fn health(eject: bool) -> String {
+    format!("{HEALTH}, eject: {eject} }}")
+}
+
+/// The `state` stat of server `addr` as bifrost reports it (`up` or `down`).
+fn state(client: &mut Client, addr: &str) -> String {
+    let stats = client.stats();
+    stats
+        .get(&format!("server:{addr}:state"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no health state for {addr} in {stats:?}"))
+}
+
+fn wait_state(client: &mut Client, addr: &str, want: &str) {
+    wait_until(CHANGE, &format!("server {addr} {want}"), || {
+        state(client, addr) == want
+    });
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
+}
+
+#[test]
+fn a_killed_server_is_marked_down_fails_fast_and_comes_back_after_a_restart() {
+    let mut mc = Memcached::start();
+    let addr = mc.addr();
+    let port = mc.port();
+    let bifrost = BlindForward::new(&addr)
+        .timeout("5s")
+        .backend_option(&health(false))
+        .start();
+    let mut admin = bifrost.client();
+    let mut c = bifrost.client();
+    assert_eq!(state(&mut admin, &addr), "up");
+    c.send(b"set k 0 0 1\r\nx\r\n");
+    assert_eq!(c.read_line(), "STORED");
+    wait_until(CHANGE, "probes answered", || {
+        admin.stat(&format!("server:{addr}:probes")) >= 2
+    });
+
+    mc.kill();
+    wait_state(&mut admin, &addr, "down");
+    // Down, eject: false: answered at once (not after the 5 s request timeout), without a
+    // connect attempt.
+    let connect_failures = admin.stat("backend_connect_failures");
+    let started = Instant::now();
+    c.send(b"set k 0 0 1\r\nx\r\n");
+    assert_eq!(c.read_line(), "SERVER_ERROR backend down");
+    c.send(b"get k\r\n");
+    assert_eq!(
+        c.read_line(),
+        "END",
+        "a retrieval from a down server is a miss"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "failing fast took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        admin.stat("backend_connect_failures"),
+        connect_failures,
+        "requests to a down server never touch the wire"
+    );
+
+    let _mc = Memcached::builder().port(port).start();
+    wait_state(&mut admin, &addr, "up");
+    c.send(b"set k 0 0 1\r\ny\r\n");
+    assert_eq!(c.read_line(), "STORED");
+    assert_eq!(admin.stat(&format!("server:{addr}:marked_down")), 1);
+    assert_eq!(admin.stat(&format!("server:{addr}:returned")), 1);
+    let log = bifrost.stderr_log();
+    assert_eq!(
+        count(&log, "is down after"),
+        1,
+        "one line per change:\n{log}"
+    );
+    assert_eq!(count(&log, "is up again"), 1, "one line per change:\n{log}");
+}
+
+#[test]
+fn without_a_health_block_nothing_is_probed_or_marked_down() {
+    let mut mc = Memcached::start();
+    let addr = mc.addr();
+    let bifrost = BlindForward::new(&addr).timeout("1s").start();
+    let mut c = bifrost.client();
+    mc.kill();
+    for _ in 0..5 {
+        c.send(b"set k 0 0 1\r\nx\r\n");
+        let line = c.read_line();
+        assert!(
+            line.starts_with("SERVER_ERROR") && line != "SERVER_ERROR backend down",
+            "{line}"
+        );
+    }
+    let stats = c.stats();
+    assert!(
+        !stats.contains_key(&format!("server:{addr}:state")),
+        "{stats:?}"
+    );
+}
+
+/// Consistent-hash config over `servers` (ketama names n0, n1 ... so placement does not
+/// depend on ports), with `health` lines for the pool.
+fn hashed(servers: &[String], health: &str) -> impl Fn(u16) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{address: \"{a}\", name: n{i}}}"))
+        .collect();
+    let list = list.join(", ");
+    let health = health.to_string();
+    move |port| {
+        format!(
+            "workers: 2\n\
+             listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+             backends:\n  pool:\n    servers: [{list}]\n    timeout: 2s\n    {health}\n\
+             routes: [{{match: \"*\", strategy: consistent_hash, backend: pool}}]\n"
+        )
+    }
+}
+
+/// Which of `direct` holds `key`.
+fn holder(direct: &mut [Client], key: &str) -> Vec<usize> {
+    (0..direct.len())
+        .filter(|&i| direct[i].get(key).is_some())
+        .collect()
+}
+
+#[test]
+fn an_ejected_server_leaves_the_ring_as_if_never_configured_and_returns() {
+    let mut fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let addrs: Vec<String> = fleet.iter().map(Memcached::addr).collect();
+    let port2 = fleet[2].port();
+    let bifrost = Bifrost::start_templated(hashed(&addrs, &health(true)), &[]);
+    // The same pool without server 2, never ejecting: where keys go once 2 is ejected.
+    let two = Bifrost::start_templated(hashed(&addrs[..2], ""), &[]);
+    let mut direct: Vec<Client> = fleet.iter().map(Memcached::client).collect();
+    let mut c = bifrost.client();
+    let keys: Vec<String> = (0..120).map(|i| format!("key:{i}")).collect();
+    let mut home = Vec::new();
+    for k in &keys {
+        c.send(format!("set {k} 0 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED");
+        let at = holder(&mut direct, k);
+        assert_eq!(at.len(), 1, "{k} on {at:?}");
+        home.push(at[0]);
+    }
+    assert!(home.contains(&2), "some keys live on server 2: {home:?}");
+
+    fleet[2].kill();
+    let mut admin = bifrost.client();
+    wait_state(&mut admin, &addrs[2], "down");
+    // Every key is stored again; each lands where the two-server pool puts it.
+    direct.truncate(2);
+    let mut via_two = two.client();
+    for k in &keys {
+        for d in direct.iter_mut() {
+            d.send(format!("delete {k}\r\n").as_bytes());
+            d.read_line();
+        }
+        c.send(format!("set {k} 0 0 1\r\ne\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED", "{k} is served while 2 is ejected");
+        let ejected_at = holder(&mut direct, k);
+        for d in direct.iter_mut() {
+            d.send(format!("delete {k}\r\n").as_bytes());
+            d.read_line();
+        }
+        via_two.send(format!("set {k} 0 0 1\r\nt\r\n").as_bytes());
+        assert_eq!(via_two.read_line(), "STORED");
+        assert_eq!(
+            ejected_at,
+            holder(&mut direct, k),
+            "{k}: placement without the ejected server is the two-server pool's"
+        );
+    }
+
+    fleet[2] = Memcached::builder().port(port2).start();
+    wait_state(&mut admin, &addrs[2], "up");
+    let mut direct: Vec<Client> = fleet.iter().map(Memcached::client).collect();
+    // Workers rebuild their rings on their next loop turn: wait for a key of server 2 to land
+    // there again, then check them all.
+    let back = keys
+        .iter()
+        .zip(&home)
+        .find(|(_, &h)| h == 2)
+        .map(|(k, _)| k);
+    let back = back.expect("a key of server 2");
+    wait_until(CHANGE, "keys of server 2 go to it again", || {
+        c.send(format!("set {back} 0 0 1\r\nb\r\n").as_bytes());
+        c.read_line() == "STORED" && holder(&mut direct, back).contains(&2)
+    });
+    for (k, &h) in keys.iter().zip(&home) {
+        c.send(format!("set {k} 0 0 1\r\nb\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED");
+        assert!(holder(&mut direct, k).contains(&h), "{k} is home on {h}");
+    }
+}
+
+#[test]
+fn round_robin_skips_a_down_server() {
+    let mut a = Memcached::start();
+    let b = Memcached::start();
+    let (aa, ba) = (a.addr(), b.addr());
+    let h = health(false);
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            format!(
+                "listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  pool:\n    servers: [\"{aa}\", \"{ba}\"]\n    {h}\n\
+                 routes: [{{match: \"*\", strategy: round_robin, backend: pool}}]\n"
+            )
+        },
+        &[],
+    );
+    let mut admin = bifrost.client();
+    a.kill();
+    wait_state(&mut admin, &aa, "down");
+    let mut c = bifrost.client();
+    for i in 0..20 {
+        c.send(format!("set rr:{i} 0 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED", "request {i} skips the down server");
+    }
+    let mut direct = b.client();
+    for i in 0..20 {
+        assert!(
+            direct.get(&format!("rr:{i}")).is_some(),
+            "rr:{i} on the live server"
+        );
+    }
+}
+
+#[test]
+fn a_probe_that_times_out_never_disturbs_client_requests() {
+    // The server serves data but never answers `version`: its probes time out on their own
+    // connection and mark it down; until then every client request is answered by it, and
+    // none is failed by a probe's timeout (which would reset a shared connection).
+    let fake = FakeBackend::start(common::Behavior::DeafToVersion(Duration::from_millis(5)));
+    let addr = fake.addr();
+    let bifrost = BlindForward::new(&addr)
+        .timeout("2s")
+        .backend_option(
+            "health: { interval: 50ms, timeout: 100ms, failure_limit: 4, retry_after: 1s }",
+        )
+        .start();
+    let mut c = bifrost.client();
+    let mut admin = bifrost.client();
+    let mut stored = 0;
+    let deadline = Instant::now() + CHANGE;
+    loop {
+        // A few requests in flight at a time, so one is always out when a probe times out.
+        for _ in 0..4 {
+            c.send(b"set k 0 0 1\r\nx\r\n");
+        }
+        let replies: Vec<String> = (0..4).map(|_| c.read_line()).collect();
+        for r in &replies {
+            assert!(
+                r == "STORED" || r == "SERVER_ERROR backend down",
+                "a client request was disturbed: {r}"
+            );
+        }
+        stored += replies.iter().filter(|r| *r == "STORED").count();
+        if replies.iter().all(|r| r == "SERVER_ERROR backend down") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked down");
+    }
+    assert!(
+        stored >= 4,
+        "served before the probes failed enough: {stored}"
+    );
+    assert_eq!(state(&mut admin, &addr), "down");
+    assert!(admin.stat(&format!("server:{addr}:probe_failures")) >= 4);
+}
