@@ -228,6 +228,31 @@ impl Worker {
         self.strategies.pick(router, route_index, key, memo, usable)
     }
 
+    /// [`Self::pick_server`] of four keys that take the same hashing route (their hashes
+    /// computed side by side); `None` when they do not, or the route does not hash.
+    fn pick_server4(
+        &mut self,
+        listener: usize,
+        command: Command,
+        keys: [&[u8]; 4],
+        counts: [bool; 4],
+    ) -> Option<[Option<usize>; 4]> {
+        let router = &*self.router;
+        let [first, rest @ ..] = keys;
+        let route = router.route(listener, command, first)?;
+        if rest
+            .iter()
+            .any(|key| router.route(listener, command, key) != Some(route))
+        {
+            return None;
+        }
+        let servers = self.strategies.pick4(router, route, keys)?;
+        for _ in counts.iter().filter(|&&c| c) {
+            self.detail.route_request(route);
+        }
+        Some(servers.map(Some))
+    }
+
     /// Sends a multi-key retrieval whose keys live on several servers: one request line per
     /// server with its keys, replies merged in the slot. Keys that match no route are misses.
     /// `routed` carries what [`Self::forward`] already did: how many keys it routed (and
@@ -243,33 +268,54 @@ impl Worker {
     ) {
         let (counted, mut memo) = routed;
         let mut servers: Vec<usize> = Vec::new();
-        let mut asked: Vec<AskedKey> = Vec::with_capacity(request.key_count);
-        for (index, key) in request.keys(&bytes).enumerate() {
-            let count = index >= counted;
-            let part = match self.pick_server(
-                listener,
-                request.command,
-                key,
-                client,
-                now,
-                &mut memo,
-                count,
-            ) {
-                Some(server) => match servers.iter().position(|&s| s == server) {
-                    Some(part) => part,
-                    None => {
-                        servers.push(server);
-                        servers.len() - 1
-                    }
-                },
+        let mut asked: Vec<AskedKey> = request
+            .keys(&bytes)
+            .map(|key| AskedKey::new(&bytes, key, usize::MAX))
+            .collect();
+        // Keys are placed four at a time where the route hashes them (their hashes computed
+        // side by side), else one by one.
+        let mut index = 0;
+        while index < asked.len() {
+            let four = asked.get(index..index + 4).and_then(|a| {
+                let keys = [a.first()?, a.get(1)?, a.get(2)?, a.get(3)?].map(|k| k.key(&bytes));
+                let counts = [0, 1, 2, 3].map(|i| index + i >= counted);
+                self.pick_server4(listener, request.command, keys, counts)
+            });
+            let picks: &[Option<usize>] = match &four {
+                Some(servers) => servers,
                 None => {
-                    // Answered as a miss, and counted as one.
-                    WorkerStats::add(&self.stats.no_route, 1);
-                    WorkerStats::add(&self.stats.get_misses, 1);
-                    usize::MAX
+                    let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
+                    let count = index >= counted;
+                    let server = self.pick_server(
+                        listener,
+                        request.command,
+                        key,
+                        client,
+                        now,
+                        &mut memo,
+                        count,
+                    );
+                    &[server][..]
                 }
             };
-            asked.push(AskedKey::new(&bytes, key, part));
+            for (slot, &server) in asked.iter_mut().skip(index).zip(picks) {
+                slot.part = match server {
+                    Some(server) => match servers.iter().position(|&s| s == server) {
+                        Some(part) => part,
+                        None => {
+                            servers.push(server);
+                            servers.len() - 1
+                        }
+                    },
+                    None => {
+                        // Answered as a miss, and counted as one.
+                        WorkerStats::add(&self.stats.no_route, 1);
+                        WorkerStats::add(&self.stats.get_misses, 1);
+                        usize::MAX
+                    }
+                };
+            }
+            index += picks.len();
         }
         let window = self.multiget_window(listener);
         let soft = self

@@ -155,3 +155,27 @@ fn hash_tag_with_equal_delimiters_and_bad_tags() {
     assert_eq!(hash_tag_slice(b"a{b}c", b"{"), b"a{b}c");
     assert_eq!(hash_tag_slice(b"a{b}c", b"{}]"), b"a{b}c");
 }
+
+#[test]
+fn four_keys_at_once_hash_as_one_at_a_time() {
+    // Keys of every length from 0 to 40 (so the four differ in length and the tails run),
+    // with high bytes (sign extension) mixed in.
+    let keys: Vec<Vec<u8>> = (0..41u8)
+        .map(|len| (0..len).map(|i| i.wrapping_mul(37) ^ (len << 2)).collect())
+        .collect();
+    for function in HashFunction::ALL {
+        for window in keys.windows(4).chain(keys.rchunks_exact(4)) {
+            let four = [
+                &window[0][..],
+                &window[1][..],
+                &window[2][..],
+                &window[3][..],
+            ];
+            assert_eq!(
+                hash4(function, four),
+                four.map(|k| hash(function, k)),
+                "{function:?}"
+            );
+        }
+    }
+}

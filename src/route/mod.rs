@@ -93,6 +93,18 @@ impl Pool {
         })
     }
 
+    /// [`Pool::server_for`] of four keys, hashed side by side.
+    #[inline]
+    pub fn servers_for4(&self, keys: [&[u8]; 4]) -> [usize; 4] {
+        let hashed = match &self.hash_tag {
+            Some(tag) => keys.map(|key| hash::hash_tag_slice(key, tag)),
+            None => keys,
+        };
+        self.ring
+            .servers_for4(hashed)
+            .map(|index| self.servers.get(index).copied().unwrap_or(0))
+    }
+
     /// The server (global index) owning `key` on this pool's ring.
     #[inline]
     pub fn server_for(&self, key: &[u8]) -> usize {

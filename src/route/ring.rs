@@ -136,6 +136,18 @@ impl Ring {
         }
     }
 
+    /// [`Ring::server_for`] of four keys (their hashes computed side by side, see
+    /// [`hash4`](crate::route::hash::hash4)).
+    #[inline]
+    pub fn servers_for4(&self, keys: [&[u8]; 4]) -> [usize; 4] {
+        match &self.placement {
+            Placement::Ketama { .. } | Placement::Modula { .. } => {
+                crate::route::hash::hash4(self.hash, keys).map(|h| self.server_for_hash(h))
+            }
+            _ => keys.map(|key| self.server_for(key)),
+        }
+    }
+
     /// Index of the server owning a key whose hash is `key_hash` (ketama and modula; random
     /// ignores the hash; single-server and empty rings as in [`Ring::server_for`]).
     #[inline]

@@ -339,3 +339,20 @@ fn bucketed_lookup_equals_a_plain_binary_search() {
         }
     }
 }
+
+#[test]
+fn four_keys_at_once_land_where_each_alone_does() {
+    let servers: Vec<RingServer> = (0..5)
+        .map(|i| RingServer::new(&format!("10.0.0.{i}:11211"), None, 1 + i % 2))
+        .collect();
+    for distribution in [Distribution::Ketama, Distribution::Modula] {
+        for hash in [HashFunction::Fnv1a_64, HashFunction::Md5] {
+            let ring = Ring::new(&servers, distribution, hash);
+            let keys: Vec<String> = (0..400).map(|i| format!("user:{i}:profile")).collect();
+            for chunk in keys.chunks_exact(4) {
+                let four = [0, 1, 2, 3].map(|i| chunk[i].as_bytes());
+                assert_eq!(ring.servers_for4(four), four.map(|k| ring.server_for(k)));
+            }
+        }
+    }
+}

@@ -56,6 +56,21 @@ impl Strategies {
         }
     }
 
+    /// The servers route `route_index` picks for four keys at once, when its strategy places
+    /// keys by hash (`consistent_hash`); `None` for the others (pick them one by one).
+    #[inline]
+    pub fn pick4(
+        &self,
+        router: &Router,
+        route_index: usize,
+        keys: [&[u8]; 4],
+    ) -> Option<[usize; 4]> {
+        match router.routes().get(route_index)?.kind {
+            RouteKind::ConsistentHash(pool) => Some(self.placing(router, pool)?.servers_for4(keys)),
+            RouteKind::BlindForward(_) | RouteKind::RoundRobin(_) => None,
+        }
+    }
+
     /// The server route `route_index` of `router` picks for `key`. `usable` tells whether a
     /// server can take requests now (not in connect backoff).
     pub fn pick(
