@@ -117,8 +117,13 @@ fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
 ///
 /// `keys` are the keys as asked, each with the index of the fragment (part) it was sent in;
 /// `parts` holds each fragment's whole reply (`VALUE` blocks then `END`, or an error line, or
-/// `END` alone for a failed server). Returns the slices to send, ending with `END`.
-pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes]) -> Vec<Bytes> {
+/// `END` alone for a failed server). Appends the slices to send to `out` (the caller's reused
+/// list: no allocation per merge); the final `END` is the caller's to add.
+pub fn merge<'a>(
+    out: &mut Vec<Bytes>,
+    keys: impl Iterator<Item = (&'a [u8], usize)>,
+    parts: &[Bytes],
+) {
     // Cursors on the stack for the usual handful of servers.
     let mut inline = [0usize; 16];
     let mut heap = Vec::new();
@@ -129,7 +134,6 @@ pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes])
             &mut heap
         }
     };
-    let mut out = Vec::new();
     // Consecutive hits from the same server are contiguous in its reply: send them as one slice
     // (fewer reference counts to touch, fewer iovecs to write). `run` = (part, start of run).
     let mut run: Option<(usize, usize)> = None;
@@ -146,7 +150,7 @@ pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes])
         match run {
             Some((run_part, _)) if run_part == part => {}
             _ => {
-                flush_run(&mut out, run, parts, cursors);
+                flush_run(out, run, parts, cursors);
                 run = Some((part, cursor));
             }
         }
@@ -154,9 +158,7 @@ pub fn merge<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes])
             *c += len;
         }
     }
-    flush_run(&mut out, run, parts, cursors);
-    out.push(Bytes::from_static(END));
-    out
+    flush_run(out, run, parts, cursors);
 }
 
 /// Appends the slice of a run of hits (from its start to its part's cursor).
@@ -208,6 +210,14 @@ mod tests {
         assert_eq!(&out[1].0[..], b"get x\r\n");
     }
 
+    /// The merged reply of `keys` over `parts`, with its `END`.
+    fn merge_all<'a>(keys: impl Iterator<Item = (&'a [u8], usize)>, parts: &[Bytes]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        merge(&mut out, keys, parts);
+        out.push(Bytes::from_static(END));
+        out
+    }
+
     #[test]
     fn merge_orders_hits_as_asked_and_answers_repeats() {
         // Asked: a(0) b(1) c(0) a(0) d(1); server 0 has a, c; server 1 has nothing of b, d.
@@ -216,7 +226,7 @@ mod tests {
         );
         let part1 = Bytes::from_static(b"VALUE d 0 2\r\nhi\r\nEND\r\n");
         let keys: [(&[u8], usize); 5] = [(b"a", 0), (b"b", 1), (b"c", 0), (b"a", 0), (b"d", 1)];
-        let merged = merge(keys.into_iter(), &[part0, part1]);
+        let merged = merge_all(keys.into_iter(), &[part0, part1]);
         // a c a are one run from server 0 (b, a miss, sends nothing), then d, then END.
         assert_eq!(merged.len(), 3, "{merged:?}");
         let merged: Vec<u8> = merged.concat();
@@ -231,9 +241,9 @@ mod tests {
         let part0 = Bytes::from_static(b"SERVER_ERROR out of memory\r\n");
         let part1 = Bytes::from_static(b"VALUE b 0 1\r\nx\r\nEND\r\n");
         let keys: [(&[u8], usize); 2] = [(b"a", 0), (b"b", 1)];
-        let merged: Vec<u8> = merge(keys.into_iter(), &[part0, part1]).concat();
+        let merged: Vec<u8> = merge_all(keys.into_iter(), &[part0, part1]).concat();
         assert_eq!(merged, b"VALUE b 0 1\r\nx\r\nEND\r\n");
-        let merged: Vec<u8> = merge(keys.into_iter(), &[]).concat();
+        let merged: Vec<u8> = merge_all(keys.into_iter(), &[]).concat();
         assert_eq!(merged, b"END\r\n");
     }
 
@@ -252,6 +262,6 @@ mod tests {
     fn truncated_blocks_are_not_passed_on() {
         let part0 = Bytes::from_static(b"VALUE a 0 10\r\nabc");
         let keys: [(&[u8], usize); 1] = [(b"a", 0)];
-        assert_eq!(merge(keys.into_iter(), &[part0]).concat(), b"END\r\n");
+        assert_eq!(merge_all(keys.into_iter(), &[part0]).concat(), b"END\r\n");
     }
 }

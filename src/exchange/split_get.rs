@@ -178,9 +178,7 @@ impl SplitGet {
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
         let bytes = &self.bytes;
         let keys = window.iter().map(|k| (k.key(bytes), k.part));
-        let mut merged = multiget::merge(keys, &self.replies);
-        merged.pop();
-        fx.deliver.extend(merged);
+        multiget::merge(&mut fx.deliver, keys, &self.replies);
         fx.held_delta -= self.held as isize;
         self.held = 0;
         self.replies.iter_mut().for_each(|r| *r = Bytes::new());
