@@ -91,6 +91,22 @@ pub struct BackendConn {
     /// Where failure events are recorded (`None` for a probe connection, whose job records
     /// its own outcome).
     health: Option<Arc<HealthBoard>>,
+    /// State of the generator that spreads reconnect attempts (see [`jittered`]).
+    jitter: u64,
+}
+
+/// Half of `base` plus a random share of the other half ("equal jitter"): the connections of
+/// every worker that lost a server at the same moment do not all come back at the same moment.
+fn jittered(base: Duration, state: &mut u64) -> Duration {
+    // SplitMix64: one add and a few multiplies, no shared state.
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let half = base / 2;
+    let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(z % span.saturating_add(1))
 }
 
 /// Where a connection goes and its limits.
@@ -156,6 +172,11 @@ impl BackendConn {
             log: LogLimiter::with_subjects(0),
             now: Instant::now(),
             health,
+            // Differs per connection (its token) and per process (the clock).
+            jitter: (token.0 as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos().into()),
         }
     }
 
@@ -266,7 +287,8 @@ impl BackendConn {
     fn enter_backoff(&mut self, now: Instant) {
         WorkerStats::add(&self.stats.backend_connect_failures, 1);
         self.health_event(FailReason::ConnectFailed);
-        self.state = ConnState::Backoff(now + self.backoff);
+        let wait = jittered(self.backoff, &mut self.jitter);
+        self.state = ConnState::Backoff(now + wait);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
@@ -586,5 +608,23 @@ impl BackendConn {
         self.framer = ReplyFramer::default();
         let server = self.server;
         out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_are_spread_over_the_upper_half_of_the_backoff() {
+        let base = Duration::from_millis(400);
+        let mut state = 7;
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(base, &mut state)).collect();
+        assert!(waits.iter().all(|w| *w >= base / 2 && *w <= base));
+        let low = waits.iter().filter(|w| **w < base * 3 / 4).count();
+        assert!(
+            (50..150).contains(&low),
+            "{low} of 200 in the lower quarter"
+        );
     }
 }
