@@ -338,6 +338,8 @@ pub enum Strategy {
         backends: Vec<String>,
         /// What a miss on the first backend does.
         on_miss: OnMiss,
+        /// Cap, in seconds, on the TTL of a write that lands on a backend after the first.
+        failover_ttl: Option<u32>,
     },
     /// Every request to all backends at once.
     Parallel {

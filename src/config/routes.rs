@@ -20,7 +20,7 @@ pub(super) const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
 fn strategy_keys(name: &str) -> &'static [&'static str] {
     match name {
         "blind_forward" | "round_robin" | "consistent_hash" => &["backend"],
-        "failover" => &["backends", "on_miss"],
+        "failover" => &["backends", "on_miss", "failover_ttl"],
         "parallel" => &["backends", "writes"],
         "warm_first" => &["warm", "cold", "write_on_miss"],
         _ => &[],
@@ -290,9 +290,14 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
                 Some(v) => w.choice(v, &f.at("on_miss"), "on_miss", &options),
                 None => Some(OnMiss::Stop),
             };
+            let failover_ttl = match f.get("failover_ttl") {
+                Some(v) => relative_ttl(w, v, &f.at("failover_ttl"), 1).map(Some),
+                None => Some(None),
+            };
             Some(Strategy::Failover {
                 backends: backends?,
                 on_miss: on_miss?,
+                failover_ttl: failover_ttl?,
             })
         }
         "parallel" => {
@@ -340,16 +345,22 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
 fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMiss> {
     let f = w.fields(v, path, WRITE_ON_MISS_KEYS)?;
     let v = w.required(&f, "ttl")?;
-    let ttl = w.integer(v, &f.at("ttl"), 0, u64::MAX)?;
+    let ttl = relative_ttl(w, v, &f.at("ttl"), 0)?;
+    Some(WriteOnMiss { ttl })
+}
+
+/// A TTL in seconds, at least `min`, and no more than memcached reads as relative (30 days).
+fn relative_ttl(w: &mut Walker, v: &Value, path: &str, min: u64) -> Option<u32> {
+    let ttl = w.integer(v, path, min, u64::MAX)?;
     if ttl > MAX_RELATIVE_TTL {
         let msg = format!(
             "must be at most {MAX_RELATIVE_TTL} seconds (30 days), got {ttl}: \
              memcached reads a larger TTL as a unix time"
         );
-        w.error(&f.at("ttl"), msg);
+        w.error(path, msg);
         return None;
     }
-    Some(WriteOnMiss { ttl: ttl as u32 })
+    u32::try_from(ttl).ok()
 }
 
 /// Walks `side_effects` (optional, may be empty).

@@ -176,7 +176,7 @@ fn unknown_strategy_and_its_keys() {
         errors(&["routes: [{match: '*', strategy: foo, warm: l1, bogus: 1}]"]),
         [
             "routes[0].strategy: unknown strategy 'foo' (expected one of: blind_forward, round_robin, consistent_hash, failover, parallel, warm_first)",
-            "routes[0].bogus: unknown key 'bogus' (expected one of: name, match, commands, strategy, backend, backends, on_miss, writes, warm, cold, write_on_miss)",
+            "routes[0].bogus: unknown key 'bogus' (expected one of: name, match, commands, strategy, backend, backends, on_miss, failover_ttl, writes, warm, cold, write_on_miss)",
         ]
     );
     assert_eq!(
@@ -331,6 +331,8 @@ fn numeric_limits() {
         ("backends: {l1: {servers: ['127.0.0.1:1'], max_queued_requests: '10'}}", "backends.l1.max_queued_requests: expected a positive whole number, got a string ('10')"),
         ("side_effects: [{replicate: {routes: [rest], to: l2, commands: [set], queue: 0}}]", "side_effects[0].replicate.queue: must be at least 1, got 0"),
         ("routes: [{match: '*', strategy: warm_first, warm: l1, cold: l2, write_on_miss: {ttl: 2592001}}]", "routes[0].write_on_miss.ttl: must be at most 2592000 seconds (30 days), got 2592001: memcached reads a larger TTL as a unix time"),
+        ("routes: [{match: '*', strategy: failover, backends: [l1, l2], failover_ttl: 0}]", "routes[0].failover_ttl: must be at least 1, got 0"),
+        ("routes: [{match: '*', strategy: failover, backends: [l1, l2], failover_ttl: 2592001}]", "routes[0].failover_ttl: must be at most 2592000 seconds (30 days), got 2592001: memcached reads a larger TTL as a unix time"),
     ];
     for (part, want) in cases {
         assert_eq!(error(&[part]), *want, "{part}");

@@ -314,7 +314,7 @@ fn every_strategy_parses() {
          - {match: 'b*', strategy: round_robin, backend: y}\n\
          - {match: 'c*', strategy: consistent_hash, backend: z}\n\
          - {match: 'd*', strategy: failover, backends: [x, y, z]}\n\
-         - {match: 'e*', strategy: failover, backends: [y, x], on_miss: next}\n\
+         - {match: 'e*', strategy: failover, backends: [y, x], on_miss: next, failover_ttl: 60}\n\
          - {match: 'f*', strategy: parallel, backends: [x, y]}\n\
          - {match: 'g*', strategy: parallel, backends: [x, y], writes: first}\n\
          - {match: 'h*', strategy: warm_first, warm: x, cold: y}\n\
@@ -344,14 +344,16 @@ fn every_strategy_parses() {
         s[3],
         Strategy::Failover {
             backends: names(&["x", "y", "z"]),
-            on_miss: OnMiss::Stop
+            on_miss: OnMiss::Stop,
+            failover_ttl: None
         }
     );
     assert_eq!(
         s[4],
         Strategy::Failover {
             backends: names(&["y", "x"]),
-            on_miss: OnMiss::Next
+            on_miss: OnMiss::Next,
+            failover_ttl: Some(60)
         }
     );
     assert_eq!(
