@@ -6,10 +6,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::client::{Next, Slot};
+use crate::exchange::failover::Failover;
 use crate::exchange::split_get::SplitGet;
 use crate::exchange::{Effects, Exchange, Framing, Send, SlotRef};
 use crate::multiget::AskedKey;
 use crate::protocol::{base64, Command, Request};
+use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::strategy::Memo;
 use crate::worker::Worker;
@@ -121,6 +123,11 @@ impl Worker {
                 return;
             }
         };
+        if self.failover_routes.get(listener).copied().unwrap_or(false)
+            && self.forward_failover(client, listener, request, &bytes, key, now)
+        {
+            return;
+        }
         let mut memo = None;
         let Some(server) =
             self.pick_server(listener, request.command, key, client, now, &mut memo, true)
@@ -226,6 +233,55 @@ impl Worker {
         let backends = &self.backends;
         let usable = |server: usize| backends.is_usable(server, client, now);
         self.strategies.pick(router, route_index, key, memo, usable)
+    }
+
+    /// Starts a failover exchange if `key` takes a failover route and every key of the request
+    /// has the same servers to try (a multi-get whose keys differ is split by their first
+    /// server instead). Returns false when the request is not one for this path.
+    fn forward_failover(
+        &mut self,
+        client: usize,
+        listener: usize,
+        request: &Request,
+        bytes: &Bytes,
+        key: &[u8],
+        now: Instant,
+    ) -> bool {
+        let router = &*self.router;
+        let Some(route) = router.route(listener, request.command, key) else {
+            return false;
+        };
+        let Some(RouteKind::Failover(index)) = router.routes().get(route).map(|r| r.kind) else {
+            return false;
+        };
+        let Some(spec) = router.failover(index) else {
+            return false;
+        };
+        let mut chain = Vec::with_capacity(spec.pools.len());
+        self.strategies
+            .failover_chain(router, index, key, &mut chain);
+        if request.key_count > 1 {
+            let mut other = Vec::with_capacity(chain.len());
+            for key in request.keys(bytes).skip(1) {
+                if router.route(listener, request.command, key) != Some(route) {
+                    return false;
+                }
+                self.strategies
+                    .failover_chain(router, index, key, &mut other);
+                if other != chain {
+                    return false;
+                }
+            }
+        }
+        for _ in 0..request.key_count.max(1) {
+            self.detail.route_request(route);
+        }
+        let window = self.multiget_window(listener);
+        let failover = Failover::new(*request, bytes.clone(), chain, spec, window);
+        self.launch(client, now, |slot, fx| {
+            Exchange::failover(slot, failover, fx)
+        });
+        true
     }
 
     /// [`Self::pick_server`] of four keys that take the same hashing route (their hashes

@@ -37,6 +37,11 @@ impl AskedKey {
         }
     }
 
+    /// The same key, sent in fragment `part`.
+    pub fn with_part(self, part: usize) -> AskedKey {
+        AskedKey { part, ..self }
+    }
+
     /// The key's bytes in `bytes` (empty if out of range).
     pub fn key<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
         bytes.get(self.start..self.end).unwrap_or(&[])
@@ -111,6 +116,37 @@ fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
     let header = 6 + key.len() + 1 + flags_end + 1 + newline + 1;
     let total = header.checked_add(size)?.checked_add(2)?;
     (total <= reply.len()).then_some(total)
+}
+
+/// For each of `keys` (the keys one server was asked for, in the order asked), whether
+/// `reply` (that server's whole reply) holds its `VALUE` block; appended to `out`.
+pub fn hits<'a>(reply: &[u8], keys: impl Iterator<Item = &'a [u8]>, out: &mut Vec<bool>) {
+    let mut cursor = 0;
+    for key in keys {
+        match reply
+            .get(cursor..)
+            .and_then(|rest| value_block_of(rest, key))
+        {
+            Some(len) => {
+                cursor += len;
+                out.push(true);
+            }
+            None => out.push(false),
+        }
+    }
+}
+
+/// Merges one window of asked keys: their replies (`replies`, indexed by the keys' parts) are
+/// appended to `out` in the asked order without the `END` (see [`merge`]), then let go.
+pub fn merge_window(
+    out: &mut Vec<Bytes>,
+    window: &[AskedKey],
+    bytes: &[u8],
+    replies: &mut [Bytes],
+) {
+    let keys = window.iter().map(|k| (k.key(bytes), k.part));
+    merge(out, keys, replies);
+    replies.iter_mut().for_each(|r| *r = Bytes::new());
 }
 
 /// Merges the replies of the fragments of a split retrieval.

@@ -197,6 +197,11 @@ impl BackendConn {
         !matches!(self.state, ConnState::Backoff(until) if now < until)
     }
 
+    /// Requests queued or sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.write_queue.len()

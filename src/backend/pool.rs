@@ -198,11 +198,19 @@ impl Backends {
         timers: &mut Vec<ConnTimer>,
     ) {
         let fragment = |deadline| fragment_of(owner, send, deadline);
+        let conn = self.conn_for(send.server, client);
         if self.health.is_down(send.server) {
+            // This client's requests still out to the server fail first, so that whatever
+            // is done with the failures (a failover to the next server) happens in the order
+            // the client made the requests.
+            if let Some(c) = conn.and_then(|i| self.conns.get_mut(i)) {
+                if c.in_flight() > 0 {
+                    c.reset(registry, FailReason::Down, now, out);
+                }
+            }
             out.push(fragment(now).fail(send.server, FailReason::Down));
             return;
         }
-        let conn = self.conn_for(send.server, client);
         self.enqueue_on(conn, registry, fragment, send, now, out, timers);
     }
 

@@ -124,7 +124,7 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     let unsupported = c.unsupported_features();
     assert!(unsupported.iter().any(|m| m.starts_with("admin:")));
     assert!(unsupported.iter().any(|m| m.starts_with("side_effects[0]")));
-    for strategy in ["failover", "parallel", "warm_first"] {
+    for strategy in ["parallel", "warm_first"] {
         assert!(
             unsupported
                 .iter()
@@ -132,7 +132,12 @@ fn reference_yaml_uses_every_key_and_value_kind() {
             "{unsupported:?}"
         );
     }
-    for strategy in ["blind_forward", "round_robin", "consistent_hash"] {
+    for strategy in [
+        "blind_forward",
+        "round_robin",
+        "consistent_hash",
+        "failover",
+    ] {
         assert!(
             !unsupported
                 .iter()

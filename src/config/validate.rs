@@ -146,6 +146,7 @@ pub(super) fn unsupported_features(c: &Config) -> Vec<String> {
             Strategy::BlindForward { .. }
                 | Strategy::RoundRobin { .. }
                 | Strategy::ConsistentHash { .. }
+                | Strategy::Failover { .. }
         );
         if !implemented {
             out.push(format!(

@@ -18,9 +18,11 @@
 //! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
 //! exchange that has gone (its client closed) finds nothing and is dropped.
 
+pub mod failover;
 pub mod fan_out;
 pub mod forward;
 pub mod split_get;
+pub mod ttl;
 
 use crate::gen_slab::{GenSlab, Id};
 use bytes::Bytes;
@@ -179,6 +181,7 @@ enum Kind {
     Forward(forward::Forward),
     FanOut(fan_out::FanOut),
     SplitGet(Box<split_get::SplitGet>),
+    Failover(Box<failover::Failover>),
 }
 
 impl Exchange {
@@ -201,6 +204,13 @@ impl Exchange {
         Exchange::started(slot, Kind::SplitGet(split), fx)
     }
 
+    /// Starts a failover (its first request goes out now).
+    pub fn failover(slot: SlotRef, failover: failover::Failover, fx: &mut Effects) -> Exchange {
+        let mut failover = Box::new(failover);
+        failover.start(fx);
+        Exchange::started(slot, Kind::Failover(failover), fx)
+    }
+
     fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
         Exchange {
             slot,
@@ -219,6 +229,7 @@ impl Exchange {
             Kind::Forward(f) => f.on_completion(completion, fx),
             Kind::FanOut(f) => f.on_completion(completion, fx),
             Kind::SplitGet(s) => s.on_completion(part, completion, fx),
+            Kind::Failover(f) => f.on_completion(part, completion, fx),
         };
         self.outstanding += count(fx);
         self.flow(fx)
@@ -226,8 +237,10 @@ impl Exchange {
 
     /// The client drained: a parked exchange sends its next window.
     pub fn resume(&mut self, fx: &mut Effects) -> Flow {
-        if let Kind::SplitGet(s) = &mut self.kind {
-            s.resume(fx);
+        match &mut self.kind {
+            Kind::SplitGet(s) => s.resume(fx),
+            Kind::Failover(f) => f.resume(fx),
+            Kind::Forward(_) | Kind::FanOut(_) => {}
         }
         self.outstanding += count(fx);
         self.flow(fx)
@@ -249,6 +262,7 @@ impl Exchange {
             Kind::Forward(f) => f.is_silent(),
             Kind::FanOut(f) => f.is_silent(),
             Kind::SplitGet(_) => false,
+            Kind::Failover(f) => f.is_silent(),
         };
         let finished = match &self.kind {
             Kind::Forward(f) => f.finished(),
@@ -258,6 +272,12 @@ impl Exchange {
                     return Flow::Parked;
                 }
                 s.finished()
+            }
+            Kind::Failover(f) => {
+                if f.parked() && self.outstanding == 0 {
+                    return Flow::Parked;
+                }
+                f.finished()
             }
         };
         if fx.abort || (finished && self.outstanding == 0) {

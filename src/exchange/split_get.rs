@@ -176,12 +176,9 @@ impl SplitGet {
     /// Merges the window's replies into the asked order, without the `END`.
     fn deliver_merged(&mut self, fx: &mut Effects) {
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
-        let bytes = &self.bytes;
-        let keys = window.iter().map(|k| (k.key(bytes), k.part));
-        multiget::merge(&mut fx.deliver, keys, &self.replies);
+        multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
         fx.held_delta -= self.held as isize;
         self.held = 0;
-        self.replies.iter_mut().for_each(|r| *r = Bytes::new());
     }
 
     /// Sends the next window of keys; after the last one, delivers the `END`.

@@ -126,6 +126,20 @@ pub enum RouteKind {
     RoundRobin(usize),
     /// The server owning the key on this pool's ring.
     ConsistentHash(usize),
+    /// The key's server in each of several pools, tried in order: an index into
+    /// [`Router::failovers`].
+    Failover(usize),
+}
+
+/// The settings of one failover route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverSpec {
+    /// Its pools, in order of preference.
+    pub pools: Vec<usize>,
+    /// A read miss asks the next pool too.
+    pub miss_next: bool,
+    /// Cap, in seconds, on the TTL of a write sent to any pool but the first.
+    pub ttl: Option<u32>,
 }
 
 /// One compiled route.
@@ -173,6 +187,7 @@ pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Pool>,
     servers: Vec<ServerSpec>,
+    failovers: Vec<FailoverSpec>,
     /// Per listener, the indices of the routes it uses, in the order it tries them.
     listener_routes: Vec<Vec<usize>>,
 }
@@ -213,6 +228,7 @@ impl Router {
             });
         }
         let mut routes = Vec::new();
+        let mut failovers = Vec::new();
         for (i, route) in config.routes.iter().enumerate() {
             let pattern = match &route.matcher {
                 KeyMatch::Glob(g) => KeyPattern::glob(g),
@@ -243,6 +259,22 @@ impl Router {
                 Strategy::RoundRobin { backend } => RouteKind::RoundRobin(pool_of(backend)?),
                 Strategy::ConsistentHash { backend } => {
                     RouteKind::ConsistentHash(pool_of(backend)?)
+                }
+                Strategy::Failover {
+                    backends,
+                    on_miss,
+                    failover_ttl,
+                } => {
+                    let pools = backends
+                        .iter()
+                        .map(|b| pool_of(b))
+                        .collect::<Result<Vec<usize>, String>>()?;
+                    failovers.push(FailoverSpec {
+                        pools,
+                        miss_next: *on_miss == crate::config::OnMiss::Next,
+                        ttl: *failover_ttl,
+                    });
+                    RouteKind::Failover(failovers.len() - 1)
                 }
                 other => {
                     return Err(format!(
@@ -277,6 +309,7 @@ impl Router {
             routes,
             pools,
             servers,
+            failovers,
             listener_routes,
         })
     }
@@ -289,6 +322,11 @@ impl Router {
     /// Every pool, in config order.
     pub fn pools(&self) -> &[Pool] {
         &self.pools
+    }
+
+    /// The settings of failover route number `index` (see [`RouteKind::Failover`]).
+    pub fn failover(&self, index: usize) -> Option<&FailoverSpec> {
+        self.failovers.get(index)
     }
 
     /// Every route, in config order.
@@ -310,21 +348,40 @@ impl Router {
             })
     }
 
+    /// True when one of the routes of `listener` is a failover route.
+    pub fn has_failover(&self, listener: usize) -> bool {
+        self.listener_routes.get(listener).is_some_and(|order| {
+            order.iter().any(|&r| {
+                self.routes
+                    .get(r)
+                    .is_some_and(|route| matches!(route.kind, RouteKind::Failover(_)))
+            })
+        })
+    }
+
     /// Every server of every pool that the routes of `listener` reach, without repeats (the
     /// targets of `flush_all`).
     pub fn reachable_servers(&self, listener: usize) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
         let order = self.listener_routes.get(listener).map_or(&[][..], |v| v);
         for route in order.iter().filter_map(|&r| self.routes.get(r)) {
-            let members: &[usize] = match route.kind {
-                RouteKind::BlindForward(server) => &[server][..],
-                RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
-                    self.pools.get(pool).map_or(&[][..], |p| &p.servers[..])
+            let pools: &[usize] = match &route.kind {
+                RouteKind::BlindForward(server) => {
+                    if !out.contains(server) {
+                        out.push(*server);
+                    }
+                    &[]
                 }
+                RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
+                    std::slice::from_ref(pool)
+                }
+                RouteKind::Failover(f) => self.failovers.get(*f).map_or(&[][..], |f| &f.pools),
             };
-            for &server in members {
-                if !out.contains(&server) {
-                    out.push(server);
+            for pool in pools.iter().filter_map(|&p| self.pools.get(p)) {
+                for &server in &pool.servers {
+                    if !out.contains(&server) {
+                        out.push(server);
+                    }
                 }
             }
         }

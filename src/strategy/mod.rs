@@ -67,7 +67,7 @@ impl Strategies {
     ) -> Option<[usize; 4]> {
         match router.routes().get(route_index)?.kind {
             RouteKind::ConsistentHash(pool) => Some(self.placing(router, pool)?.servers_for4(keys)),
-            RouteKind::BlindForward(_) | RouteKind::RoundRobin(_) => None,
+            RouteKind::BlindForward(_) | RouteKind::RoundRobin(_) | RouteKind::Failover(_) => None,
         }
     }
 
@@ -97,6 +97,26 @@ impl Strategies {
                 let server = self.round_robin.next(pool, pool_index, usable);
                 *memo = Some((route_index, server));
                 Some(server)
+            }
+            RouteKind::Failover(index) => {
+                let pool = *router.failover(index)?.pools.first()?;
+                self.placing(router, pool).map(|p| p.server_for(key))
+            }
+        }
+    }
+
+    /// The servers failover route `index` tries for `key`, in order: the key's server in each
+    /// of its pools (on this worker's rings, without ejected servers), each once.
+    pub fn failover_chain(&self, router: &Router, index: usize, key: &[u8], out: &mut Vec<usize>) {
+        out.clear();
+        let Some(spec) = router.failover(index) else {
+            return;
+        };
+        for &pool in &spec.pools {
+            if let Some(server) = self.placing(router, pool).map(|p| p.server_for(key)) {
+                if !out.contains(&server) {
+                    out.push(server);
+                }
             }
         }
     }

@@ -1,0 +1,280 @@
+//! `failover`: a request tried on the key's server in each pool of the route, in order, until
+//! one answers. A backend failure (timeout, lost or refused connection, a down server, an
+//! overloaded queue) or a `SERVER_ERROR` reply moves it to the next; with `on_miss: next`, a
+//! read miss does too. The last one's answer, whatever it is, is the client's.
+//!
+//! A classic multi-key retrieval re-asks only what it still lacks: after each server's reply,
+//! the keys it did not hold (or all of its keys, if it failed) go to the next server, and when
+//! none is left to ask the replies are merged into the asked order (see [`crate::multiget`]).
+//! Keys are taken in windows, like a split retrieval, so that the replies held for the merge
+//! stay bounded; the next window waits for the client to drain.
+//!
+//! A write that lands on any server but the first has its TTL capped at `failover_ttl` (see
+//! [`super::ttl`]), so data parked on a fallback pool expires.
+//!
+//! Ordering: the exchange always starts at the first server of the chain, even when it is
+//! down (the backend layer refuses it at once, and fails the requests of this client still out
+//! to it first). So every move to the next server happens in the order the requests were made,
+//! and a retried write cannot overtake a later write of the same client on the fallback.
+
+use bytes::Bytes;
+
+use super::{ttl, Effects, Framing, Send};
+use crate::backend::Completion;
+use crate::multiget::{self, AskedKey};
+use crate::protocol::{Command, Request};
+use crate::route::FailoverSpec;
+
+/// State of a failover request.
+#[derive(Debug)]
+pub struct Failover {
+    chain: Vec<usize>,
+    request: Request,
+    bytes: Bytes,
+    framing: Framing,
+    miss_next: bool,
+    ttl: Option<u32>,
+    /// The request with its TTL capped, for servers after the first (built when first needed).
+    capped: Option<Bytes>,
+    /// Classic retrievals: every key as asked; `part` is the chain position it was last asked
+    /// at. Empty for other requests.
+    asked: Vec<AskedKey>,
+    window: usize,
+    /// The current window of `asked`: `start..end`.
+    start: usize,
+    end: usize,
+    /// The current window's reply from each chain position (empty where it failed).
+    replies: Vec<Bytes>,
+    /// Reply bytes held for the merge.
+    held: usize,
+    /// The chain position asked last.
+    attempt: usize,
+    parked: bool,
+    finished: bool,
+    silent: bool,
+}
+
+impl Failover {
+    /// A failover of `request` (whose spans index `bytes`) over the servers `chain`, with the
+    /// route's settings; classic retrievals take at most `window` keys at a time.
+    pub fn new(
+        request: Request,
+        bytes: Bytes,
+        chain: Vec<usize>,
+        spec: &FailoverSpec,
+        window: usize,
+    ) -> Failover {
+        let retrieval = matches!(
+            request.command,
+            Command::Get | Command::Gets | Command::Gat | Command::Gats
+        );
+        let asked = if retrieval {
+            request
+                .keys(&bytes)
+                .map(|key| AskedKey::new(&bytes, key, 0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let framing = Framing::of(&request);
+        Failover {
+            replies: vec![Bytes::new(); chain.len()],
+            chain,
+            silent: framing.discard_reply,
+            framing,
+            request,
+            bytes,
+            miss_next: spec.miss_next,
+            ttl: spec.ttl,
+            capped: None,
+            asked,
+            window: window.max(1),
+            start: 0,
+            end: 0,
+            held: 0,
+            attempt: 0,
+            parked: false,
+            finished: false,
+        }
+    }
+
+    /// Sends the request (or the first window of keys) to the first server.
+    pub fn start(&mut self, fx: &mut Effects) {
+        if self.asked.is_empty() {
+            let bytes = self.bytes.clone();
+            self.send(0, bytes, 0, fx);
+        } else {
+            self.next_window(fx);
+        }
+    }
+
+    /// True when the client gets nothing back (`noreply`).
+    pub fn is_silent(&self) -> bool {
+        self.silent
+    }
+
+    /// True while the next window waits for the client to drain.
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// True once the answer is delivered.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The client drained: send the next window if one was held back.
+    pub fn resume(&mut self, fx: &mut Effects) {
+        if self.parked {
+            self.parked = false;
+            self.next_window(fx);
+        }
+    }
+
+    /// The reply (or failure) of the request sent to chain position `part`.
+    pub fn on_completion(&mut self, part: u32, c: &Completion, fx: &mut Effects) {
+        if !c.end || part as usize != self.attempt || self.finished {
+            return;
+        }
+        let failed = c.failed.is_some() || c.reply.starts_with(b"SERVER_ERROR");
+        let has_next = self.attempt + 1 < self.chain.len();
+        if !self.asked.is_empty() {
+            self.on_retrieval_reply(c, failed, fx);
+            return;
+        }
+        let missed = self.miss_next && c.lookups > 0 && c.values == 0;
+        if (failed || missed) && has_next {
+            self.attempt += 1;
+            let bytes = self.bytes_for(self.attempt);
+            self.send(self.attempt, bytes, c.lookups, fx);
+            return;
+        }
+        if !c.reply.is_empty() {
+            fx.deliver.push(c.reply.clone());
+        }
+        self.finished = true;
+    }
+
+    fn on_retrieval_reply(&mut self, c: &Completion, failed: bool, fx: &mut Effects) {
+        let attempt = self.attempt;
+        let reply = if failed {
+            Bytes::new()
+        } else {
+            c.reply.clone()
+        };
+        self.held += reply.len();
+        fx.held_delta += reply.len() as isize;
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        let mut found = Vec::with_capacity(window.len());
+        let bytes = &self.bytes;
+        let asked_here = window.iter().filter(|k| k.part == attempt);
+        multiget::hits(&reply, asked_here.map(|k| k.key(bytes)), &mut found);
+        if let Some(slot) = self.replies.get_mut(attempt) {
+            *slot = reply;
+        }
+        let retry = (failed || self.miss_next) && attempt + 1 < self.chain.len();
+        let mut again = 0;
+        if retry {
+            let mut hit = found.into_iter();
+            let window = self.asked.get_mut(self.start..self.end).unwrap_or(&mut []);
+            for key in window.iter_mut().filter(|k| k.part == attempt) {
+                if !hit.next().unwrap_or(false) {
+                    key.part = attempt + 1;
+                    again += 1;
+                }
+            }
+        }
+        if again > 0 {
+            self.attempt += 1;
+            self.send_keys(self.attempt, fx);
+            return;
+        }
+        self.deliver_merged(fx);
+        if self.end < self.asked.len() && !fx.may_send {
+            self.parked = true;
+        } else {
+            self.next_window(fx);
+        }
+    }
+
+    /// Merges the window's replies into the asked order, without the `END`.
+    fn deliver_merged(&mut self, fx: &mut Effects) {
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
+        fx.held_delta -= self.held as isize;
+        self.held = 0;
+    }
+
+    /// Sends the next window of keys to the first server; after the last one, the `END`.
+    fn next_window(&mut self, fx: &mut Effects) {
+        if self.end >= self.asked.len() {
+            self.finished = true;
+            fx.deliver.push(Bytes::from_static(multiget::END));
+            return;
+        }
+        self.start = self.end;
+        self.end = (self.start + self.window).min(self.asked.len());
+        self.attempt = 0;
+        if self.start == 0 && self.end == self.asked.len() {
+            // The whole request at once: it goes as the client sent it.
+            let lookups = self.asked.len();
+            let bytes = self.bytes.clone();
+            self.send(0, bytes, lookups, fx);
+        } else {
+            self.send_keys(0, fx);
+        }
+    }
+
+    /// Sends the window's keys asked at chain position `attempt` to that server.
+    fn send_keys(&mut self, attempt: usize, fx: &mut Effects) {
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        let keys: Vec<AskedKey> = window
+            .iter()
+            .filter(|k| k.part == attempt)
+            .map(|k| k.with_part(0))
+            .collect();
+        let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(1));
+        multiget::build_lines(&self.request, &self.bytes, &keys, 1, &mut lens, &mut lines);
+        if let Some((line, count)) = lines.pop() {
+            self.send(attempt, line, count, fx);
+        }
+    }
+
+    /// The request bytes for chain position `attempt`: capped after the first if it sets a
+    /// lifetime and the route has `failover_ttl`.
+    fn bytes_for(&mut self, attempt: usize) -> Bytes {
+        let Some(limit) = self.ttl.filter(|_| attempt > 0) else {
+            return self.bytes.clone();
+        };
+        if self.capped.is_none() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.capped = Some(
+                ttl::cap(&self.request, &self.bytes, limit, now)
+                    .unwrap_or_else(|| self.bytes.clone()),
+            );
+        }
+        self.capped.clone().unwrap_or_else(|| self.bytes.clone())
+    }
+
+    fn send(&mut self, attempt: usize, bytes: Bytes, lookups: usize, fx: &mut Effects) {
+        let Some(&server) = self.chain.get(attempt) else {
+            return;
+        };
+        let lookups = if self.asked.is_empty() && self.request.command == Command::MetaGet {
+            1
+        } else {
+            lookups
+        };
+        fx.sends.push(Send {
+            server,
+            part: u32::try_from(attempt).unwrap_or(u32::MAX),
+            bytes,
+            framing: self.framing,
+            // The reply decides what happens next: it is read whole.
+            stream: false,
+            lookups,
+        });
+    }
+}
