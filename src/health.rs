@@ -1,5 +1,5 @@
 //! Server health, shared by every worker: whether each server is up or down, its consecutive
-//! failures, and counters for `stats`.
+//! failures, and counters for `stats` (including the connections made to it).
 //!
 //! Failure events come from two places: health probes (a job on one worker's poll loop, see
 //! [`crate::jobs::probe`]) and backend connections (a connect that failed, or a connection reset
@@ -8,8 +8,9 @@
 //! probe that succeeds brings it back. A transition is made by exactly one compare-and-swap, so
 //! it is logged once and counted once, whichever worker saw it.
 //!
-//! The hot path reads one relaxed atomic per request (`is_down`); workers notice ejections by a
-//! change of [`HealthBoard::epoch`] and rebuild their own copy of the affected rings.
+//! The hot path reads one relaxed atomic per request (`is_down`); workers notice a change by
+//! [`HealthBoard::epoch`], then rebuild their own copy of the rings that eject, and let a
+//! server that came back be connected at once (no connect backoff left from its outage).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -28,6 +29,8 @@ struct ServerHealth {
     failure_events: AtomicU64,
     marked_down: AtomicU64,
     returned: AtomicU64,
+    /// Connections made to it by the workers for client traffic (probes' not counted).
+    connects: AtomicU64,
 }
 
 /// A server's health as `stats` reports it.
@@ -55,7 +58,7 @@ pub struct HealthBoard {
     configs: Vec<Option<HealthConfig>>,
     /// Names for logs: `backend/address`.
     names: Vec<String>,
-    /// Bumped whenever a server with `eject: true` goes down or comes back.
+    /// Bumped whenever a server goes down or comes back.
     epoch: AtomicU64,
 }
 
@@ -86,7 +89,7 @@ impl HealthBoard {
         self.configs.get(server).and_then(Option::as_ref)
     }
 
-    /// Changes whenever the set of ejected servers changes.
+    /// Changes whenever a server goes down or comes back.
     #[inline]
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -119,9 +122,7 @@ impl HealthBoard {
             return false;
         }
         state.marked_down.fetch_add(1, Ordering::Relaxed);
-        if config.eject {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         log::warn!(
             "server {} is down after {failures} failures in a row (last: {what}); {}",
             self.name(server),
@@ -157,15 +158,27 @@ impl HealthBoard {
         }
         state.returned.fetch_add(1, Ordering::Relaxed);
         let eject = self.config(server).is_some_and(|c| c.eject);
-        if eject {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         log::info!(
             "server {} is up again (probe answered){}",
             self.name(server),
             if eject { "; back in its ring" } else { "" }
         );
         true
+    }
+
+    /// A worker connected to `server` for client traffic.
+    pub fn connected(&self, server: usize) {
+        if let Some(s) = self.servers.get(server) {
+            s.connects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections made to `server` for client traffic, by every worker.
+    pub fn connects(&self, server: usize) -> u64 {
+        self.servers
+            .get(server)
+            .map_or(0, |s| s.connects.load(Ordering::Relaxed))
     }
 
     /// `server`'s health for `stats`; `None` when it is not checked.
@@ -242,7 +255,7 @@ mod tests {
         let epoch = b.epoch();
         b.failure(0, "x");
         assert!(b.is_down(0) && !b.is_ejected(0));
-        assert_eq!(b.epoch(), epoch, "no ejection: the rings stay");
+        assert_ne!(b.epoch(), epoch, "every change is seen by the workers");
     }
 
     #[test]

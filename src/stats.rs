@@ -224,6 +224,10 @@ impl StatsRegistry {
             let _ = write!(out, "STAT server:{server}:requests {requests}\r\n");
             let _ = write!(out, "STAT server:{server}:errors {errors}\r\n");
             let _ = write!(out, "STAT server:{server}:timeouts {timeouts}\r\n");
+            if let Some(health) = &self.health {
+                let connects = health.connects(i);
+                let _ = write!(out, "STAT server:{server}:connects {connects}\r\n");
+            }
             let Some(h) = self.health.as_ref().and_then(|h| h.report(i)) else {
                 continue;
             };

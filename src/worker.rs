@@ -256,9 +256,11 @@ impl Worker {
             let now = Instant::now();
             let epoch = self.health.epoch();
             if epoch != self.health_epoch {
-                // A server with `eject: true` went down or came back: rebuild the rings.
+                // A server went down or came back: rebuild the rings that eject, and connect
+                // to a returned server at once.
                 self.health_epoch = epoch;
                 self.strategies.eject(&self.router, &self.health);
+                self.backends.forget_backoff_of_live_servers();
             }
             for event in events.iter() {
                 self.record_event(event);

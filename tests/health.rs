@@ -293,3 +293,197 @@ fn a_probe_that_times_out_never_disturbs_client_requests() {
     assert_eq!(state(&mut admin, &addr), "down");
     assert!(admin.stat(&format!("server:{addr}:probe_failures")) >= 4);
 }
+
+/// What one load client saw: errors (with when), and wrong replies.
+#[derive(Default)]
+struct Seen {
+    /// A set not `STORED` (or its read-back missing) while the server was out.
+    errors: Vec<(Instant, String, String)>,
+    /// A set `STORED` whose read-back missed: the key moved between them (the server went or
+    /// came back in between).
+    moved: Vec<(Instant, String)>,
+    wrong: Vec<String>,
+    requests: usize,
+}
+
+/// A client that sets and reads back its own keys until `stop`, each value naming its key.
+fn load_client(
+    addr: String,
+    id: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Seen {
+    let mut c = Client::connect(&addr);
+    let mut seen = Seen::default();
+    let mut i = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("load:{id}:{}", i % 50);
+        let value = format!("{key}:{i}");
+        c.send(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
+        let stored = c.read_line();
+        c.send(format!("get {key}\r\n").as_bytes());
+        let got = c.read_values();
+        seen.requests += 2;
+        match got {
+            Ok(items) => {
+                let ok = match items.as_slice() {
+                    [] => false,
+                    [item] if item.key == key && item.data == value.as_bytes() => true,
+                    _ => {
+                        seen.wrong.push(format!(
+                            "{key}: {:?}",
+                            items.iter().map(|i| &i.key).collect::<Vec<_>>()
+                        ));
+                        true
+                    }
+                };
+                if stored != "STORED" {
+                    seen.errors.push((Instant::now(), key, stored));
+                } else if !ok {
+                    seen.moved.push((Instant::now(), key));
+                }
+            }
+            Err(e) => seen.wrong.push(format!("{key}: {e}")),
+        }
+        i += 1;
+    }
+    seen
+}
+
+#[test]
+fn a_server_killed_under_load_costs_only_its_keys_until_ejected_and_gets_them_back() {
+    let mut fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let addrs: Vec<String> = fleet.iter().map(Memcached::addr).collect();
+    let port2 = fleet[2].port();
+    let bifrost = Bifrost::start_templated(hashed(&addrs, &health(true)), &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|id| {
+            let (addr, stop) = (bifrost.addr(), stop.clone());
+            std::thread::spawn(move || load_client(addr, id, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300)); // load running
+                                                    // The kill is sent at `killed_at`; the harness sees the process gone at `dead_at` (which
+                                                    // on a loaded machine can be seconds later: the errors' window runs from the one to 2 s
+                                                    // after the other).
+    let killed_at = Instant::now();
+    fleet[2].kill();
+    let dead_at = Instant::now();
+    let mut admin = bifrost.client();
+    wait_state(&mut admin, &addrs[2], "down");
+    let seen_down_after = dead_at.elapsed();
+    std::thread::sleep(Duration::from_millis(500)); // load after the ejection
+    let restarted_at = Instant::now();
+    fleet[2] = Memcached::builder().port(port2).start();
+    wait_state(&mut admin, &addrs[2], "up");
+    std::thread::sleep(Duration::from_millis(300)); // load after the return
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<Seen> = clients
+        .into_iter()
+        .map(|t| t.join().expect("load client"))
+        .collect();
+
+    let requests: usize = seen.iter().map(|s| s.requests).sum();
+    let wrong: Vec<&String> = seen.iter().flat_map(|s| &s.wrong).collect();
+    assert!(wrong.is_empty(), "wrong or mismatched replies: {wrong:?}");
+    assert!(requests > 1000, "the load ran: {requests} requests");
+    // Errors only within 2 s of the kill (until the ejection), and only for keys of the
+    // killed server: with it back, each of them lands on it again.
+    let errors: Vec<&(Instant, String, String)> = seen.iter().flat_map(|s| &s.errors).collect();
+    let mut c = bifrost.client();
+    let mut direct = fleet[2].client();
+    for (at, key, stored) in &errors {
+        let after = at.saturating_duration_since(dead_at);
+        assert!(
+            *at >= killed_at && after < Duration::from_secs(2),
+            "{key}: an error ({stored}) {after:?} after the kill; bifrost's log:\n{}",
+            bifrost.stderr_log()
+        );
+        c.send(format!("set {key} 0 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED");
+        assert!(
+            direct.get(key).is_some(),
+            "{key} had an error but is not the killed server's"
+        );
+    }
+    // A read-back that missed: only for keys of that server, at the kill or at its return.
+    let moved: Vec<&(Instant, String)> = seen.iter().flat_map(|s| &s.moved).collect();
+    for (at, key) in &moved {
+        let near_kill = at.saturating_duration_since(dead_at) < Duration::from_secs(2);
+        assert!(
+            near_kill || *at >= restarted_at,
+            "{key}: read-back missed {:?} after the kill, before the restart",
+            at.saturating_duration_since(dead_at)
+        );
+        c.send(format!("set {key} 0 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(c.read_line(), "STORED");
+        assert!(
+            direct.get(key).is_some(),
+            "{key} moved but is not the killed server's"
+        );
+    }
+    let last_error = errors
+        .iter()
+        .map(|e| e.0.saturating_duration_since(killed_at))
+        .max();
+    eprintln!(
+        "{requests} requests, {} errors (the last {last_error:?} after the kill), {} keys \
+         moved under a read-back; seen down by stats {seen_down_after:?} after the kill \
+         took effect ({:?} to kill)",
+        errors.len(),
+        moved.len(),
+        dead_at.duration_since(killed_at)
+    );
+    // Back: keys of the returned server go to it again (the load's own key names: fnv1a_64
+    // clusters keys that differ only in their last characters).
+    let back = (0..8)
+        .flat_map(|id| (0..50).map(move |n| format!("load:{id}:{n}")))
+        .find(|k| {
+            c.send(format!("set {k} 0 0 1\r\nx\r\n").as_bytes());
+            c.read_line() == "STORED" && direct.get(k).is_some()
+        });
+    assert!(
+        back.is_some(),
+        "no key lands on the returned server: {:?}\n{}",
+        admin.stats(),
+        bifrost.stderr_log()
+    );
+}
+
+#[test]
+fn a_flapping_server_is_ejected_and_returned_each_time_without_a_storm() {
+    let mut mc = Memcached::start();
+    let addr = mc.addr();
+    let port = mc.port();
+    let bifrost = BlindForward::new(&addr)
+        .workers(2)
+        .backend_option(&health(false))
+        .start();
+    let mut admin = bifrost.client();
+    let mut c = bifrost.client();
+    for round in 1..=3u64 {
+        mc.kill();
+        wait_state(&mut admin, &addr, "down");
+        // Clients keep asking while it is down: fast failures, no connects.
+        for _ in 0..200 {
+            c.send(b"get k\r\n");
+            assert_eq!(c.read_line(), "END");
+        }
+        mc = Memcached::builder().port(port).start();
+        wait_state(&mut admin, &addr, "up");
+        c.send(b"set k 0 0 1\r\nx\r\n");
+        assert_eq!(c.read_line(), "STORED");
+        assert_eq!(admin.stat(&format!("server:{addr}:marked_down")), round);
+        assert_eq!(admin.stat(&format!("server:{addr}:returned")), round);
+    }
+    let connects = admin.stat(&format!("server:{addr}:connects"));
+    assert!(
+        connects <= 2 * 4,
+        "at most one connect per worker per return: {connects}"
+    );
+    let log = bifrost.stderr_log();
+    assert_eq!(count(&log, "is down after"), 3, "{log}");
+    assert_eq!(count(&log, "is up again"), 3, "{log}");
+    let lines = log.lines().count();
+    assert!(lines < 40, "{lines} log lines for 3 flaps:\n{log}");
+}

@@ -197,6 +197,19 @@ impl BackendConn {
         !matches!(self.state, ConnState::Backoff(until) if now < until)
     }
 
+    /// The server it connects to (index in the router's server list).
+    pub fn server(&self) -> usize {
+        self.server
+    }
+
+    /// Leaves connect backoff: the next request connects at once, with the shortest backoff.
+    pub fn forget_backoff(&mut self) {
+        if matches!(self.state, ConnState::Backoff(_)) {
+            self.state = ConnState::Idle;
+            self.backoff = BACKOFF_MIN;
+        }
+    }
+
     /// Requests queued or sent and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
@@ -346,6 +359,9 @@ impl BackendConn {
         log::debug!("backend {}: connected", self.addr);
         self.state = ConnState::Connected;
         WorkerStats::add(&self.stats.backend_connections, 1);
+        if let Some(health) = &self.health {
+            health.connected(self.server);
+        }
         self.backoff = BACKOFF_MIN;
         self.connect_deadline = None;
         Ok(())

@@ -125,6 +125,17 @@ impl Backends {
                 .is_some_and(|c| c.is_usable(now))
     }
 
+    /// Ends the connect backoff of every connection whose server is not down: a server the
+    /// health checks just brought back is connected to on the next request, not after the
+    /// backoff its outage built up.
+    pub fn forget_backoff_of_live_servers(&mut self) {
+        for conn in &mut self.conns {
+            if !self.health.is_down(conn.server()) {
+                conn.forget_backoff();
+            }
+        }
+    }
+
     /// Records readiness of connection `index`.
     pub fn record(&mut self, index: usize, event: &mio::event::Event) {
         if let Some(conn) = self.conns.get_mut(index) {
