@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::client::{Next, Slot};
 use crate::exchange::failover::Failover;
-use crate::exchange::split_get::SplitGet;
+use crate::exchange::split_get::{Fallbacks, SplitGet};
 use crate::exchange::{Effects, Exchange, Framing, Send, SlotRef};
 use crate::multiget::AskedKey;
 use crate::protocol::{base64, Command, Request};
@@ -284,6 +284,39 @@ impl Worker {
         true
     }
 
+    /// For a split whose keys take failover routes: each such key's servers to try after its
+    /// first (which the split already asks). `None` when no key takes one.
+    fn fallbacks_of(
+        &self,
+        listener: usize,
+        command: Command,
+        asked: &[AskedKey],
+        bytes: &[u8],
+    ) -> Option<Fallbacks> {
+        let router = &*self.router;
+        let mut fallbacks = Fallbacks::new(asked.len(), router.failover_depth());
+        let mut chain = Vec::new();
+        let mut any = false;
+        for (index, key) in asked.iter().enumerate() {
+            let key = key.key(bytes);
+            let Some(route) = router.route(listener, command, key) else {
+                continue;
+            };
+            let Some(RouteKind::Failover(f)) = router.routes().get(route).map(|r| r.kind) else {
+                continue;
+            };
+            let Some(spec) = router.failover(f) else {
+                continue;
+            };
+            self.strategies.failover_chain(router, f, key, &mut chain);
+            if let Some(rest) = chain.get(1..).filter(|rest| !rest.is_empty()) {
+                fallbacks.set(index, rest, spec.miss_next);
+                any = true;
+            }
+        }
+        any.then_some(fallbacks)
+    }
+
     /// [`Self::pick_server`] of four keys that take the same hashing route (their hashes
     /// computed side by side); `None` when they do not, or the route does not hash.
     fn pick_server4(
@@ -377,7 +410,15 @@ impl Worker {
         let soft = self
             .listener_spec(listener)
             .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
-        let split = SplitGet::new(*request, bytes, asked, servers, window, soft);
+        let fallbacks = if self.failover_routes.get(listener).copied().unwrap_or(false) {
+            self.fallbacks_of(listener, request.command, &asked, &bytes)
+        } else {
+            None
+        };
+        let mut split = SplitGet::new(*request, bytes, asked, servers, window, soft);
+        if let Some(fallbacks) = fallbacks {
+            split = split.with_fallbacks(fallbacks);
+        }
         self.launch(client, now, |slot, fx| Exchange::split_get(slot, split, fx));
     }
 

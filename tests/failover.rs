@@ -195,3 +195,62 @@ fn a_retried_write_never_overtakes_a_later_write_of_the_same_client() {
     assert_eq!(c.read_line(), "STORED");
     assert_eq!(value_on(&mut b.client(), "k").as_deref(), Some("second"));
 }
+
+#[test]
+fn a_multi_get_over_several_servers_asks_each_key_s_next_server_for_what_it_lacks() {
+    // Pool a has two servers, pool b one. Keys spread over a's servers; one of them is killed
+    // and some keys are deleted from a: one get of every key answers each from a where a has
+    // it, else from b, in the asked order.
+    let a0 = Memcached::start();
+    let mut a1 = Memcached::start();
+    let b = Memcached::start();
+    let (x0, x1, y) = (a0.addr(), a1.addr(), b.addr());
+    let bifrost = Bifrost::start_templated(
+        move |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  a:\n    servers: [{{address: \"{x0}\", name: n0}}, {{address: \"{x1}\", name: n1}}]\n\
+                 \x20 b:\n    servers: [\"{y}\"]\n\
+                 routes: [{{match: \"*\", strategy: failover, backends: [a, b], on_miss: next}}]\n"
+            )
+        },
+        &[],
+    );
+    let mut c = bifrost.client();
+    let (mut d0, mut d1, mut db) = (a0.client(), a1.client(), b.client());
+    let keys: Vec<String> = (0..40).map(|i| format!("{i}:user:{}", i * 7919)).collect();
+    let mut on_a1 = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(set(&mut c, k, 0, &format!("a:{k}")), "STORED");
+        assert_eq!(set(&mut db, k, 0, &format!("b:{k}")), "STORED");
+        on_a1.push(d1.get(k).is_some());
+        if i % 5 == 0 {
+            for d in [&mut d0, &mut d1] {
+                d.send(format!("delete {k}\r\n").as_bytes());
+                d.read_line();
+            }
+        }
+    }
+    assert!(
+        on_a1.iter().any(|&x| x) && on_a1.iter().any(|&x| !x),
+        "keys on both: {on_a1:?}"
+    );
+    a1.kill();
+    c.send(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let got: Vec<(String, String)> = c
+        .read_values()
+        .expect("one well-formed reply")
+        .into_iter()
+        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
+        .collect();
+    let want: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let from = if on_a1[i] || i % 5 == 0 { "b" } else { "a" };
+            (k.clone(), format!("{from}:{k}"))
+        })
+        .collect();
+    assert_eq!(got, want);
+}

@@ -8,6 +8,11 @@
 //!
 //! A window served by one server alone needs no merge: its reply is already in the asked
 //! order, so it is streamed through as it arrives.
+//!
+//! Keys of failover routes carry the servers to try after their first ([`Fallbacks`]): when a
+//! window's replies are in, the keys a failed server could not answer (and, with `on_miss:
+//! next`, those it did not hold) are asked again of their next server, in further rounds of
+//! the same window, before the window is merged. Such splits are never streamed.
 
 use bytes::Bytes;
 
@@ -18,6 +23,58 @@ use super::{Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
 use crate::protocol::Request;
+
+/// The servers to try after their first for the keys of a split that takes failover routes.
+#[derive(Debug, Default)]
+pub struct Fallbacks {
+    /// Per asked key, `depth` servers to try next, in order (`usize::MAX`: none).
+    next: Vec<usize>,
+    depth: usize,
+    /// Per asked key: how many of its next servers were asked so far.
+    tried: Vec<usize>,
+    /// Per asked key: a miss asks the next server too (`on_miss: next`).
+    miss_next: Vec<bool>,
+}
+
+impl Fallbacks {
+    /// Room for `keys` keys with at most `depth` servers each after their first.
+    pub fn new(keys: usize, depth: usize) -> Fallbacks {
+        Fallbacks {
+            next: vec![usize::MAX; keys * depth],
+            depth,
+            tried: vec![0; keys],
+            miss_next: vec![false; keys],
+        }
+    }
+
+    /// Key `key` (its position as asked) tries `servers` after its first; a miss moves on too
+    /// when `miss_next`.
+    pub fn set(&mut self, key: usize, servers: &[usize], miss_next: bool) {
+        let at = key * self.depth;
+        if let Some(slots) = self.next.get_mut(at..at + self.depth) {
+            for (slot, &server) in slots.iter_mut().zip(servers) {
+                *slot = server;
+            }
+        }
+        if let Some(m) = self.miss_next.get_mut(key) {
+            *m = miss_next;
+        }
+    }
+
+    /// The next server of key `key`, if it has one left; counts it as tried.
+    fn take_next(&mut self, key: usize) -> Option<usize> {
+        let tried = self.tried.get_mut(key)?;
+        if *tried >= self.depth {
+            return None;
+        }
+        let server = *self.next.get(key * self.depth + *tried)?;
+        if server == usize::MAX {
+            return None;
+        }
+        *tried += 1;
+        Some(server)
+    }
+}
 
 /// State of a split retrieval.
 #[derive(Debug)]
@@ -51,6 +108,13 @@ pub struct SplitGet {
     held: usize,
     parked: bool,
     finished: bool,
+    /// Failover: the servers to try next per key, and per part whether it failed this round.
+    fallbacks: Option<Fallbacks>,
+    failed: Vec<bool>,
+    /// Parts of the first round (one per first server); later rounds of a window add parts.
+    base_parts: usize,
+    /// The parts asked in the current round of the window.
+    round: std::ops::Range<usize>,
 }
 
 impl SplitGet {
@@ -85,7 +149,17 @@ impl SplitGet {
             held: 0,
             parked: false,
             finished: false,
+            fallbacks: None,
+            failed: vec![false; n],
+            base_parts: n,
+            round: 0..0,
         }
+    }
+
+    /// Keys of failover routes: ask their next servers for what their first could not answer.
+    pub fn with_fallbacks(mut self, fallbacks: Fallbacks) -> SplitGet {
+        self.fallbacks = Some(fallbacks);
+        self
     }
 
     /// Sends the first window.
@@ -139,6 +213,9 @@ impl SplitGet {
             if let Some(slot) = self.replies.get_mut(part) {
                 *slot = completion.reply.clone();
             }
+            if let Some(f) = self.failed.get_mut(part) {
+                *f = completion.failed.is_some() || completion.reply.starts_with(b"SERVER_ERROR");
+            }
             self.held += completion.reply.len();
             fx.held_delta += completion.reply.len() as isize;
         }
@@ -152,6 +229,9 @@ impl SplitGet {
         if self.pending > 0 {
             return;
         }
+        if self.ask_next_servers(fx) {
+            return;
+        }
         if self.streaming.is_none() {
             self.deliver_merged(fx);
         }
@@ -162,6 +242,103 @@ impl SplitGet {
             self.parked = true;
         } else {
             self.next_window(fx);
+        }
+    }
+
+    /// After a round of the window: the keys of failover routes that the round's servers could
+    /// not answer (failed, or a miss with `on_miss: next`) and that have a next server go to
+    /// it in a new round. Returns true if one went out.
+    fn ask_next_servers(&mut self, fx: &mut Effects) -> bool {
+        let Some(fallbacks) = self.fallbacks.as_mut() else {
+            return false;
+        };
+        let round = self.round.clone();
+        let new_start = self.servers.len();
+        let mut found = Vec::new();
+        for part in round.clone() {
+            let reply = self.replies.get(part).cloned().unwrap_or_default();
+            let failed = self.failed.get(part).copied().unwrap_or(true);
+            let window = self.asked.get_mut(self.start..self.end).unwrap_or(&mut []);
+            found.clear();
+            if !failed {
+                let keys = window.iter().filter(|k| k.part == part);
+                multiget::hits(&reply, keys.map(|k| k.key(&self.bytes)), &mut found);
+            }
+            let mut hit = found.iter();
+            for (offset, key) in window.iter_mut().enumerate() {
+                if key.part != part {
+                    continue;
+                }
+                let held = !failed && hit.next().copied().unwrap_or(false);
+                let index = self.start + offset;
+                let moves =
+                    failed || (!held && fallbacks.miss_next.get(index).copied().unwrap_or(false));
+                if held || !moves {
+                    continue;
+                }
+                let Some(server) = fallbacks.take_next(index) else {
+                    continue;
+                };
+                let added = self.servers.get(new_start..).unwrap_or(&[]);
+                let at = match added.iter().position(|&s| s == server) {
+                    Some(i) => new_start + i,
+                    None => {
+                        self.servers.push(server);
+                        self.replies.push(Bytes::new());
+                        self.waiting.push(false);
+                        self.failed.push(false);
+                        self.servers.len() - 1
+                    }
+                };
+                key.part = at;
+            }
+        }
+        if self.servers.len() == new_start {
+            return false;
+        }
+        self.round = new_start..self.servers.len();
+        self.send_round(fx);
+        true
+    }
+
+    /// Sends the lines of the parts of the current round (only their keys).
+    fn send_round(&mut self, fx: &mut Effects) {
+        let round = self.round.clone();
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        let keys: Vec<AskedKey> = window
+            .iter()
+            .filter(|k| round.contains(&k.part))
+            .map(|k| k.with_part(k.part - round.start))
+            .collect();
+        let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(round.len()));
+        multiget::build_lines(
+            &self.request,
+            &self.bytes,
+            &keys,
+            round.len(),
+            &mut lens,
+            &mut lines,
+        );
+        for (offset, (line, count)) in lines.into_iter().enumerate() {
+            let part = round.start + offset;
+            let Some(&server) = self.servers.get(part) else {
+                continue;
+            };
+            if count == 0 {
+                continue;
+            }
+            if let Some(w) = self.waiting.get_mut(part) {
+                *w = true;
+            }
+            self.pending += 1;
+            fx.sends.push(Send {
+                server,
+                part: u32::try_from(part).unwrap_or(u32::MAX),
+                bytes: line,
+                framing: self.framing,
+                stream: false,
+                lookups: count,
+            });
         }
     }
 
@@ -179,6 +356,12 @@ impl SplitGet {
         multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
         fx.held_delta -= self.held as isize;
         self.held = 0;
+        // The parts added by failover rounds were this window's only.
+        let base = self.base_parts;
+        self.servers.truncate(base);
+        self.replies.truncate(base);
+        self.waiting.truncate(base);
+        self.failed.truncate(base);
     }
 
     /// Sends the next window of keys; after the last one, delivers the `END`.
@@ -221,11 +404,14 @@ impl SplitGet {
         );
         self.streaming = None;
         self.streamed = false;
+        self.round = 0..self.servers.len();
+        // Failover keys may be asked again: their replies are read whole.
+        let stream = used == 1 && self.fallbacks.is_none();
         for (part, ((line, keys), &server)) in lines.into_iter().zip(&self.servers).enumerate() {
             if keys == 0 {
                 continue;
             }
-            if used == 1 {
+            if stream {
                 self.streaming = Some(part);
             }
             if let Some(w) = self.waiting.get_mut(part) {
@@ -237,7 +423,7 @@ impl SplitGet {
                 part: u32::try_from(part).unwrap_or(u32::MAX),
                 bytes: line,
                 framing: self.framing,
-                stream: used == 1,
+                stream,
                 lookups: keys,
             });
         }

@@ -348,6 +348,15 @@ impl Router {
             })
     }
 
+    /// The most servers any failover route tries after a key's first (its pools but one).
+    pub fn failover_depth(&self) -> usize {
+        self.failovers
+            .iter()
+            .map(|f| f.pools.len().saturating_sub(1))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// True when one of the routes of `listener` is a failover route.
     pub fn has_failover(&self, listener: usize) -> bool {
         self.listener_routes.get(listener).is_some_and(|order| {
