@@ -487,3 +487,76 @@ fn a_flapping_server_is_ejected_and_returned_each_time_without_a_storm() {
     let lines = log.lines().count();
     assert!(lines < 40, "{lines} log lines for 3 flaps:\n{log}");
 }
+
+#[test]
+fn a_server_that_never_answers_costs_only_its_own_keys_until_it_is_ejected() {
+    // Pool: a real memcached (n0) and a server that accepts and never answers (n1). Which
+    // keys are n1's is read off a twin pool of two real memcached with the same names.
+    let real = Memcached::start();
+    let twin = Memcached::start();
+    let hole = FakeBackend::start(common::Behavior::NeverAnswer);
+    let pool = |other: &str| {
+        format!(
+            "{{address: \"{}\", name: n0}}, {{address: \"{other}\", name: n1}}",
+            real.addr()
+        )
+    };
+    let config = |servers: String, health: &str| {
+        let health = health.to_string();
+        move |port: u16| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  pool:\n    servers: [{servers}]\n    timeout: 300ms\n    {health}\n\
+                 routes: [{{match: \"*\", strategy: consistent_hash, backend: pool}}]\n"
+            )
+        }
+    };
+    let reference = Bifrost::start_templated(config(pool(&twin.addr()), ""), &[]);
+    let health = "health: { interval: 100ms, timeout: 200ms, failure_limit: 2, retry_after: 10s, eject: true }";
+    let bifrost = Bifrost::start_templated(config(pool(&hole.addr()), health), &[]);
+    let keys: Vec<String> = (0..40).map(|i| format!("{i}:item:{}", i * 7919)).collect();
+    let mut r = reference.client();
+    let mut on_twin = twin.client();
+    let owned_by_n1: Vec<bool> = keys
+        .iter()
+        .map(|k| {
+            assert_eq!(set(&mut r, k, "x"), "STORED");
+            on_twin.get(k).is_some()
+        })
+        .collect();
+    assert!(owned_by_n1.contains(&true) && owned_by_n1.contains(&false));
+
+    let mut c = bifrost.client();
+    let mut admin = bifrost.client();
+    let mut n1_errors = 0;
+    while state(&mut admin, &hole.addr()) == "up" {
+        for (k, &n1) in keys.iter().zip(&owned_by_n1) {
+            let started = Instant::now();
+            let reply = set(&mut c, k, "v");
+            let took = started.elapsed();
+            if n1 {
+                n1_errors += usize::from(reply != "STORED");
+                assert!(
+                    took < Duration::from_secs(3),
+                    "{k}: answered after {took:?}"
+                );
+            } else {
+                assert_eq!(reply, "STORED", "{k} is n0's: never disturbed");
+            }
+            if state(&mut admin, &hole.addr()) == "down" {
+                break;
+            }
+        }
+    }
+    assert!(n1_errors > 0, "n1's keys failed before the ejection");
+    // Ejected: every key is served.
+    for k in &keys {
+        assert_eq!(set(&mut c, k, "w"), "STORED", "{k} after the ejection");
+    }
+}
+
+fn set(c: &mut Client, key: &str, value: &str) -> String {
+    c.send(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
+    c.read_line()
+}
