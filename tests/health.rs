@@ -375,7 +375,9 @@ fn a_server_killed_under_load_costs_only_its_keys_until_ejected_and_gets_them_ba
     std::thread::sleep(Duration::from_millis(500)); // load after the ejection
     let restarted_at = Instant::now();
     fleet[2] = Memcached::builder().port(port2).start();
+    let serving_at = Instant::now();
     wait_state(&mut admin, &addrs[2], "up");
+    let returned_after = serving_at.elapsed();
     std::thread::sleep(Duration::from_millis(300)); // load after the return
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<Seen> = clients
@@ -429,7 +431,7 @@ fn a_server_killed_under_load_costs_only_its_keys_until_ejected_and_gets_them_ba
     eprintln!(
         "{requests} requests, {} errors (the last {last_error:?} after the kill), {} keys \
          moved under a read-back; seen down by stats {seen_down_after:?} after the kill \
-         took effect ({:?} to kill)",
+         took effect ({:?} to kill); back {returned_after:?} after the restart answered",
         errors.len(),
         moved.len(),
         dead_at.duration_since(killed_at)
