@@ -459,7 +459,7 @@ fn a_flapping_server_is_ejected_and_returned_each_time_without_a_storm() {
     let port = mc.port();
     let bifrost = BlindForward::new(&addr)
         .workers(2)
-        .backend_option(&health(false))
+        .backend_option(&health(true))
         .start();
     let mut admin = bifrost.client();
     let mut c = bifrost.client();
