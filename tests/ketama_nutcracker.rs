@@ -12,7 +12,12 @@
 //!   differs from the configured order). Keys are asked for through nutcracker; the fakes record
 //!   which server each key reached.
 //!
-//! Skipped (with a note) when nutcracker is not installed.
+//! - `ejection_matches_nutcracker_auto_eject_hosts`: three memcached, nutcracker with
+//!   `auto_eject_hosts: true` and bifrost with `health: {eject: true}`; one server is killed and
+//!   ejected by both; keys written through each land on the same surviving servers.
+//!
+//! Each test fails with a clear message when nutcracker is not installed (or, for the first,
+//! when 127.0.0.1:11211 is taken): a comparison that cannot run must not pass.
 
 mod common;
 
@@ -33,12 +38,14 @@ use common::{
 const NUTCRACKER: &str = "/usr/sbin/nutcracker";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn nutcracker_installed() -> bool {
-    if Path::new(NUTCRACKER).exists() {
-        return true;
-    }
-    eprintln!("note: {NUTCRACKER} is not installed; skipping the twemproxy comparison");
-    false
+/// Panics with a clear message when nutcracker is missing: a comparison that cannot run must
+/// not pass.
+fn require_nutcracker() {
+    assert!(
+        Path::new(NUTCRACKER).exists(),
+        "{NUTCRACKER} is not installed: these tests compare placement with twemproxy's; \
+         install it (apt-get install nutcracker; .ci/run does)"
+    );
 }
 
 /// One backend server of a nutcracker pool and of our ring.
@@ -354,24 +361,19 @@ fn check_placement(
 
 #[test]
 fn ketama_placement_matches_nutcracker() {
-    if !nutcracker_installed() {
-        return;
-    }
+    require_nutcracker();
     let started = Instant::now();
     let mcs: Vec<Memcached> = (0..3)
         .map(|_| Memcached::builder().memory_mb(16).start())
         .collect();
-    let fixed = memcached_on_11211();
-    let extra = match &fixed {
-        Some(_) => None,
-        None => {
-            eprintln!("note: 127.0.0.1:11211 is taken; the port-11211 naming variant is skipped");
-            Some(Memcached::builder().memory_mb(16).start())
-        }
-    };
-    let fourth = extra
-        .as_ref()
-        .map_or("127.0.0.1:11211".to_string(), Memcached::addr);
+    let _fixed = memcached_on_11211().unwrap_or_else(|| {
+        panic!(
+            "127.0.0.1:11211 is taken: this test places a server named by that address (as \
+             twemproxy configs usually are); stop what listens there (.ci/run stops the \
+             packaged memcached)"
+        )
+    });
+    let fourth = "127.0.0.1:11211".to_string();
     let addr = |i: usize| mcs.get(i).map(Memcached::addr).unwrap_or_default();
     let servers = vec![
         Server::new(addr(0), 1, None),
@@ -456,9 +458,7 @@ fn recorded(fakes: &[FakeBackend], skip: &[usize]) -> HashMap<Vec<u8>, Vec<usize
 
 #[test]
 fn every_hash_and_distribution_matches_nutcracker() {
-    if !nutcracker_installed() {
-        return;
-    }
+    require_nutcracker();
     let started = Instant::now();
     let fakes: Vec<FakeBackend> = (0..12)
         .map(|_| FakeBackend::start(Behavior::SlowAnswer(Duration::ZERO)))
@@ -536,5 +536,111 @@ fn every_hash_and_distribution_matches_nutcracker() {
     eprintln!(
         "every_hash_and_distribution_matches_nutcracker took {:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn ejection_matches_nutcracker_auto_eject_hosts() {
+    require_nutcracker();
+    let mut mcs: Vec<Memcached> = (0..3)
+        .map(|_| Memcached::builder().memory_mb(16).start())
+        .collect();
+    let names = ["n0", "n1", "n2"];
+    let servers: Vec<Server> = mcs
+        .iter()
+        .zip(names)
+        .map(|(m, n)| Server::new(m.addr(), 1, Some(n)))
+        .collect();
+    let port = free_port();
+    let lines: String = servers
+        .iter()
+        .map(|s| format!("   - {}\n", s.nutcracker_line()))
+        .collect();
+    // Ejected after one failed request, and not retried for ten minutes.
+    let yaml = format!(
+        "eject:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n  \
+         timeout: 1000\n  servers:\n{lines}"
+    );
+    let config = TempFile::new("nutcracker-eject", "yml", yaml.as_bytes());
+    let stats_port = free_port().to_string();
+    let mut cmd = Command::new(NUTCRACKER);
+    cmd.arg("-c")
+        .arg(config.path())
+        .args(["-s", &stats_port, "-a", "127.0.0.1"]);
+    let mut proc = Proc::spawn("nutcracker", &mut cmd);
+    assert!(wait_ready(&mut proc, &[port]), "nutcracker did not start");
+    let nutcracker = format!("127.0.0.1:{port}");
+    let pool: Vec<String> = servers
+        .iter()
+        .map(|s| {
+            format!(
+                "{{address: \"{}\", name: {}}}",
+                s.address,
+                s.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let pool = pool.join(", ");
+    let bifrost = Bifrost::start_templated(
+        |listen| {
+            format!(
+                "workers: 1\nlisteners: [{{name: main, bind: \"127.0.0.1:{listen}\"}}]\n\
+                 backends:\n  pool:\n    servers: [{pool}]\n    \
+                 health: {{interval: 100ms, timeout: 300ms, failure_limit: 1, retry_after: 10m, eject: true}}\n\
+                 routes: [{{match: \"*\", strategy: consistent_hash, backend: pool}}]\n"
+            )
+        },
+        &[],
+    );
+
+    mcs[2].kill();
+    // nutcracker notices a dead server only through a request to it: ask keys until one fails.
+    let mut n = Client::connect(&nutcracker);
+    let mut failed = false;
+    for i in 0..200 {
+        n.send(format!("get probe:{i}:{}\r\n", i * 7919).as_bytes());
+        let line = n.read_line();
+        if line.starts_with("SERVER_ERROR") {
+            failed = true;
+            break;
+        }
+        if line.starts_with("VALUE") {
+            panic!("unexpected hit: {line}");
+        }
+    }
+    assert!(
+        failed,
+        "no request reached the killed server through nutcracker"
+    );
+    let mut b = bifrost.client();
+    common::wait_until(Duration::from_secs(10), "bifrost ejects the server", || {
+        b.stats()
+            .get(&format!("server:{}:state", servers[2].address))
+            .is_some_and(|s| s == "down")
+    });
+
+    let live = &servers[..2];
+    let keys: Vec<String> = keys().into_iter().take(1000).collect();
+    set_all(&nutcracker, &keys);
+    let by_nutcracker = holders(live, &keys);
+    flush_all(live);
+    set_all(&bifrost.addr(), &keys);
+    let by_bifrost = holders(live, &keys);
+    assert_eq!(
+        by_nutcracker.len(),
+        keys.len(),
+        "every key stored by nutcracker"
+    );
+    let differ: Vec<&String> = keys
+        .iter()
+        .filter(|k| by_nutcracker.get(*k) != by_bifrost.get(*k))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} keys placed differently after the ejection, first: {:?}",
+        differ.len(),
+        keys.len(),
+        differ.iter().take(5).collect::<Vec<_>>()
     );
 }
