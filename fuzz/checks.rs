@@ -141,6 +141,7 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
             assert!(!r.noreply || !r.command.is_meta(), "{r:?}");
             assert!(!(r.quiet || r.base64_key) || r.command.is_meta(), "{r:?}");
             assert_eq!(r.expects_reply(), !(r.noreply || r.quiet));
+            check_ttl_cap(data, limits, &r);
         }
         Ok(Parsed::Incomplete) => {
             let window = &data[..data.len().min(limits.max_line_length)];
@@ -177,6 +178,33 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
             }
         }
     }
+}
+
+/// failover_ttl's rewrite of a parsed request: never a panic; when it rewrites, the result is
+/// one whole request of the same command, key, data and reply mode (only the lifetime differs).
+fn check_ttl_cap(data: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
+    let Some(whole) = data.get(..r.len) else {
+        return;
+    };
+    let Some(capped) = bifrost::exchange::ttl::cap(r, whole, 60, 1_800_000_000) else {
+        return;
+    };
+    // The rewrite may add a few bytes to the line (`T60`): allow for them.
+    let roomy = Limits {
+        max_line_length: limits.max_line_length + 32,
+        ..*limits
+    };
+    let Ok(Parsed::Complete(c)) = parse_request(&capped, &roomy) else {
+        panic!(
+            "capped {:?} does not parse",
+            String::from_utf8_lossy(&capped)
+        );
+    };
+    assert_eq!(c.len, capped.len(), "one whole request");
+    assert_eq!(c.command, r.command);
+    assert_eq!(c.first_key(&capped), r.first_key(whole));
+    assert_eq!(c.data.map(|d| d.of(&capped)), r.data.map(|d| d.of(whole)));
+    assert_eq!((c.noreply, c.quiet), (r.noreply, r.quiet));
 }
 
 /// Parses the requests that follow one another in `data` the way a client connection does,
