@@ -277,7 +277,10 @@ impl Worker {
             self.detail.route_request(route);
         }
         let window = self.multiget_window(listener);
-        let failover = Failover::new(*request, bytes.clone(), chain, spec, window);
+        let soft = self
+            .listener_spec(listener)
+            .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
+        let failover = Failover::new(*request, bytes.clone(), chain, spec, window, soft);
         self.launch(client, now, |slot, fx| {
             Exchange::failover(slot, failover, fx)
         });

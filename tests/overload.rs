@@ -580,6 +580,38 @@ fn one_get_of_a_1mib_value_2000_times_never_read_is_bounded() {
     drop(bad);
 }
 
+/// The same unread 2,000-key get on a failover route (whose replies are read whole, to decide
+/// on them, not streamed): bounded the same way, by windows sized to the soft limit.
+#[test]
+fn one_unread_get_of_a_1mib_value_2000_times_on_a_failover_route_is_bounded() {
+    let mc = memcached();
+    let fallback = memcached();
+    preload(&mc, "huge", &value_of(1 << 20, 1));
+    let (a, f) = (mc.addr(), fallback.addr());
+    let b = Bifrost::start_templated(
+        |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  a: {{servers: [\"{a}\"], timeout: {BACKEND_TIMEOUT}}}\n  \
+                 f: {{servers: [\"{f}\"], timeout: {BACKEND_TIMEOUT}}}\n\
+                 routes: [{{match: \"*\", strategy: failover, backends: [a, f], on_miss: next}}]\n"
+            )
+        },
+        &[],
+    );
+    let watch = RssWatch::start(b.pid(), RSS_BOUND);
+    let good = good_client(b.addr(), GOOD_RUN, watch.gone());
+
+    let bad = non_reader(&b.addr(), &get_line(std::iter::repeat("huge").take(2000)));
+
+    let report = good.join().expect("good client");
+    let rss = watch.finish();
+    rss.assert_bounded("one unread get of a 1 MiB value 2000 times, failover route");
+    report.assert_served();
+    drop(bad);
+}
+
 /// The same 2,000-key get, read: every value arrives intact, in order, then `END`, while the
 /// proxy stays under 250 MB (the reply is streamed, never held whole). 2 GB through a debug
 /// build takes 3 to 14 s here; the 30 s deadline is only for a proxy that streams but slowly

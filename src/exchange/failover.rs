@@ -19,11 +19,18 @@
 
 use bytes::Bytes;
 
+use super::window::WindowSizer;
 use super::{ttl, Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
 use crate::route::FailoverSpec;
+
+/// Most keys in the first window of a multi-get. Failover replies are held whole until the
+/// window is merged (not streamed), and nothing is known of the values' size yet: a small first
+/// window keeps what one client can make the proxy hold small; later windows are sized from
+/// the bytes per key seen.
+const FIRST_WINDOW: usize = 8;
 
 /// State of a failover request.
 #[derive(Debug)]
@@ -39,7 +46,7 @@ pub struct Failover {
     /// Classic retrievals: every key as asked; `part` is the chain position it was last asked
     /// at. Empty for other requests.
     asked: Vec<AskedKey>,
-    window: usize,
+    window: WindowSizer,
     /// The current window of `asked`: `start..end`.
     start: usize,
     end: usize,
@@ -56,13 +63,15 @@ pub struct Failover {
 
 impl Failover {
     /// A failover of `request` (whose spans index `bytes`) over the servers `chain`, with the
-    /// route's settings; classic retrievals take at most `window` keys at a time.
+    /// route's settings; classic retrievals take `window` keys at first, then windows sized
+    /// for replies of about `soft_bytes` (the client's soft limit).
     pub fn new(
         request: Request,
         bytes: Bytes,
         chain: Vec<usize>,
         spec: &FailoverSpec,
         window: usize,
+        soft_bytes: usize,
     ) -> Failover {
         let retrieval = matches!(
             request.command,
@@ -88,7 +97,7 @@ impl Failover {
             ttl: spec.ttl,
             capped: None,
             asked,
-            window: window.max(1),
+            window: WindowSizer::new(window.min(FIRST_WINDOW), soft_bytes),
             start: 0,
             end: 0,
             held: 0,
@@ -162,6 +171,7 @@ impl Failover {
         } else {
             c.reply.clone()
         };
+        self.window.add(reply.len());
         self.held += reply.len();
         fx.held_delta += reply.len() as isize;
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
@@ -190,6 +200,7 @@ impl Failover {
             return;
         }
         self.deliver_merged(fx);
+        self.window.resize(self.end - self.start);
         if self.end < self.asked.len() && !fx.may_send {
             self.parked = true;
         } else {
@@ -213,7 +224,7 @@ impl Failover {
             return;
         }
         self.start = self.end;
-        self.end = (self.start + self.window).min(self.asked.len());
+        self.end = (self.start + self.window.keys()).min(self.asked.len());
         self.attempt = 0;
         if self.start == 0 && self.end == self.asked.len() {
             // The whole request at once: it goes as the client sent it.

@@ -23,6 +23,7 @@ pub mod fan_out;
 pub mod forward;
 pub mod split_get;
 pub mod ttl;
+pub mod window;
 
 use crate::gen_slab::{GenSlab, Id};
 use bytes::Bytes;

@@ -16,9 +16,7 @@
 
 use bytes::Bytes;
 
-/// Most keys per server in one window once windows are sized from their bytes.
-const MAX_WINDOW: usize = 4096;
-
+use super::window::WindowSizer;
 use super::{Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
@@ -86,12 +84,8 @@ pub struct SplitGet {
     asked: Vec<AskedKey>,
     servers: Vec<usize>,
     framing: Framing,
-    /// Keys per server in the next window: the configured first window, then as many as keep
-    /// one window's reply near the client's soft limit (fewer for big values, more for small).
-    window: usize,
-    soft_bytes: usize,
-    /// Reply bytes of the current window so far.
-    window_bytes: usize,
+    /// Keys per server in the next window.
+    window: WindowSizer,
     /// The asked keys of the current window: `start..end`.
     start: usize,
     end: usize,
@@ -136,9 +130,7 @@ impl SplitGet {
             bytes,
             asked,
             servers,
-            window: window.max(1),
-            soft_bytes,
-            window_bytes: 0,
+            window: WindowSizer::new(window, soft_bytes),
             start: 0,
             end: 0,
             replies: vec![Bytes::new(); n],
@@ -191,7 +183,7 @@ impl SplitGet {
         if !self.waiting.get(part).copied().unwrap_or(false) {
             return;
         }
-        self.window_bytes += completion.reply.len();
+        self.window.add(completion.reply.len());
         if self.streaming == Some(part) {
             if !completion.end {
                 self.streamed = true;
@@ -235,7 +227,7 @@ impl SplitGet {
         if self.streaming.is_none() {
             self.deliver_merged(fx);
         }
-        self.resize_window();
+        self.window.resize(self.end.saturating_sub(self.start));
         if fx.may_send {
             self.next_window(fx);
         } else if self.end < self.asked.len() {
@@ -342,14 +334,6 @@ impl SplitGet {
         }
     }
 
-    /// Sizes the next window from the bytes per key of this one.
-    fn resize_window(&mut self) {
-        let keys = self.end.saturating_sub(self.start).max(1);
-        let per_key = (self.window_bytes / keys).max(1);
-        self.window = (self.soft_bytes / per_key).clamp(1, MAX_WINDOW);
-        self.window_bytes = 0;
-    }
-
     /// Merges the window's replies into the asked order, without the `END`.
     fn deliver_merged(&mut self, fx: &mut Effects) {
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
@@ -372,7 +356,7 @@ impl SplitGet {
             let mut end = self.start;
             while let Some(key) = self.asked.get(end) {
                 if let Some(count) = per_server.get_mut(key.part) {
-                    if *count == self.window {
+                    if *count == self.window.keys() {
                         break;
                     }
                     *count += 1;
