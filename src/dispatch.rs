@@ -276,10 +276,12 @@ impl Worker {
         for _ in 0..request.key_count.max(1) {
             self.detail.route_request(route);
         }
-        let window = self.multiget_window(listener);
         let soft = self
             .listener_spec(listener)
             .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
+        let window = self
+            .key_bytes
+            .first_window(self.multiget_window(listener), soft, 1);
         let failover = Failover::new(*request, bytes.clone(), chain, spec, window, soft);
         self.launch(client, now, |slot, fx| {
             Exchange::failover(slot, failover, fx)
@@ -409,10 +411,12 @@ impl Worker {
             }
             index += picks.len();
         }
-        let window = self.multiget_window(listener);
         let soft = self
             .listener_spec(listener)
             .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
+        let window =
+            self.key_bytes
+                .first_window(self.multiget_window(listener), soft, servers.len());
         let fallbacks = if self.failover_routes.get(listener).copied().unwrap_or(false) {
             self.fallbacks_of(listener, request.command, &asked, &bytes)
         } else {

@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::backend::{Backends, Completion, ConnTimer, Owner};
 use crate::client::{Client, ClientLimits, Slot};
 use crate::clients::Clients;
+use crate::exchange::window::KeyBytes;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef};
 use crate::health::HealthBoard;
 use crate::jobs::probe::Probe;
@@ -151,6 +152,8 @@ pub struct Worker {
     completions: Vec<Completion>,
     conn_timers: Vec<ConnTimer>,
     pub(crate) fx: Effects,
+    /// Reply bytes per key of recent multi-gets, which size their first windows.
+    pub(crate) key_bytes: KeyBytes,
     /// Reply bytes held for all clients of this worker.
     buffered: usize,
     reply_budget: usize,
@@ -230,6 +233,7 @@ impl Worker {
             completions: Vec::new(),
             conn_timers: Vec::new(),
             fx: Effects::default(),
+            key_bytes: KeyBytes::default(),
             buffered: 0,
             reply_budget: setup.reply_budget.max(1),
             serve_list: Vec::new(),
@@ -478,6 +482,9 @@ impl Worker {
         fx: &mut Effects,
         now: Instant,
     ) {
+        if let Some(per_key) = fx.key_bytes.take() {
+            self.key_bytes.observe(per_key);
+        }
         let detached = self.exchanges.get_mut(id).is_some_and(|e| e.is_detached());
         let mut over_hard_limit = false;
         match self.clients.current(slot.client, slot.generation) {

@@ -612,6 +612,54 @@ fn one_unread_get_of_a_1mib_value_2000_times_on_a_failover_route_is_bounded() {
     drop(bad);
 }
 
+/// One unread `get` of 400 distinct 1 MiB values spread over four servers: a split whose windows
+/// are merged (not streamed). Its first window is sized from what the worker's multi-gets have
+/// brought per key, not `multiget_window` keys per server (that held about 180 MiB for this one
+/// client): the proxy stays under 120 MiB.
+#[test]
+fn one_unread_get_of_400_big_values_over_four_servers_is_bounded() {
+    let servers: Vec<Memcached> = (0..4)
+        .map(|_| {
+            Memcached::builder()
+                .max_item_size("2m")
+                .memory_mb(160)
+                .start()
+        })
+        .collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|m| format!("\"{}\"", m.addr()))
+        .collect();
+    let list = list.join(", ");
+    let b = Bifrost::start_templated(
+        |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  pool: {{servers: [{list}], timeout: {BACKEND_TIMEOUT}}}\n\
+                 routes: [{{match: \"*\", strategy: consistent_hash, backend: pool}}]\n"
+            )
+        },
+        &[],
+    );
+    let keys: Vec<String> = (0..400).map(|i| format!("big:{i}:{}", i * 7919)).collect();
+    let value = value_of(1 << 20, 2);
+    let mut c = b.client();
+    for key in &keys {
+        assert_eq!(c.set(key, &value, 0, 0), "STORED");
+    }
+    let bound = 120 << 20;
+    let watch = RssWatch::start(b.pid(), bound);
+    let bad = non_reader(&b.addr(), &get_line(keys.iter().map(String::as_str)));
+    let stop = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < stop && !watch.gone().load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let rss = watch.finish();
+    rss.assert_bounded("one unread get of 400 distinct 1 MiB values over 4 servers");
+    drop(bad);
+}
+
 /// The same 2,000-key get, read: every value arrives intact, in order, then `END`, while the
 /// proxy stays under 250 MB (the reply is streamed, never held whole). 2 GB through a debug
 /// build takes 3 to 14 s here; the 30 s deadline is only for a proxy that streams but slowly

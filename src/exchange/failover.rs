@@ -26,12 +26,6 @@ use crate::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
 use crate::route::FailoverSpec;
 
-/// Most keys in the first window of a multi-get. Failover replies are held whole until the
-/// window is merged (not streamed), and nothing is known of the values' size yet: a small first
-/// window keeps what one client can make the proxy hold small; later windows are sized from
-/// the bytes per key seen.
-const FIRST_WINDOW: usize = 8;
-
 /// State of a failover request.
 #[derive(Debug)]
 pub struct Failover {
@@ -63,8 +57,9 @@ pub struct Failover {
 
 impl Failover {
     /// A failover of `request` (whose spans index `bytes`) over the servers `chain`, with the
-    /// route's settings; classic retrievals take `window` keys at first, then windows sized
-    /// for replies of about `soft_bytes` (the client's soft limit).
+    /// route's settings; classic retrievals take `window` keys at first (the caller sizes it
+    /// from the worker's bytes per key), then windows sized for replies of about `soft_bytes`
+    /// (the client's soft limit).
     pub fn new(
         request: Request,
         bytes: Bytes,
@@ -97,7 +92,7 @@ impl Failover {
             ttl: spec.ttl,
             capped: None,
             asked,
-            window: WindowSizer::new(window.min(FIRST_WINDOW), soft_bytes),
+            window: WindowSizer::new(window, soft_bytes),
             start: 0,
             end: 0,
             held: 0,
@@ -200,7 +195,7 @@ impl Failover {
             return;
         }
         self.deliver_merged(fx);
-        self.window.resize(self.end - self.start);
+        fx.key_bytes = Some(self.window.resize(self.end - self.start));
         if self.end < self.asked.len() && !fx.may_send {
             self.parked = true;
         } else {

@@ -135,6 +135,9 @@ pub struct Effects {
     /// The client's reply stream is broken (a streamed reply failed half way): close it after
     /// what was delivered.
     pub abort: bool,
+    /// A window of a multi-get was merged: the reply bytes per key it brought (for the
+    /// worker's estimate that sizes first windows).
+    pub key_bytes: Option<usize>,
 }
 
 impl Effects {
@@ -145,6 +148,7 @@ impl Effects {
         self.may_send = may_send;
         self.held_delta = 0;
         self.abort = false;
+        self.key_bytes = None;
     }
 }
 

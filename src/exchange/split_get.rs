@@ -227,7 +227,7 @@ impl SplitGet {
         if self.streaming.is_none() {
             self.deliver_merged(fx);
         }
-        self.window.resize(self.end.saturating_sub(self.start));
+        fx.key_bytes = Some(self.window.resize(self.end.saturating_sub(self.start)));
         if fx.may_send {
             self.next_window(fx);
         } else if self.end < self.asked.len() {

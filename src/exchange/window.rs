@@ -1,10 +1,43 @@
 //! How many keys a multi-key retrieval releases at a time: the configured first window
 //! (`multiget_window`), then as many as keep one window's reply near the client's soft limit,
 //! from the bytes per key seen so far (fewer for big values, more for small). So a huge `get`
-//! never makes the proxy hold much more than a soft limit of replies for one client.
+//! never makes the proxy hold much more than a soft limit of replies for one client. The first
+//! window itself is sized from what the worker's recent multi-gets brought per key.
 
 /// Most keys in one window once windows are sized from their bytes.
 const MAX_WINDOW: usize = 4096;
+/// What a worker assumes a value costs before it has seen any: cautious, so that the first
+/// multi-gets of big values do not hold much; small values prove themselves within a window.
+const FIRST_GUESS: usize = 16 << 10;
+
+/// A worker's running estimate of the reply bytes per key of multi-gets (an exponentially
+/// weighted average of what their windows brought), from which first windows are sized.
+#[derive(Debug)]
+pub struct KeyBytes {
+    average: usize,
+}
+
+impl Default for KeyBytes {
+    fn default() -> Self {
+        KeyBytes {
+            average: FIRST_GUESS,
+        }
+    }
+}
+
+impl KeyBytes {
+    /// A window brought `per_key` bytes per key.
+    pub fn observe(&mut self, per_key: usize) {
+        self.average = self.average - self.average / 8 + per_key.max(1) / 8;
+    }
+
+    /// Keys per server in a first window over `servers` servers: at most `configured`, and
+    /// no more than keep the window's replies about `soft_bytes` (the client's soft limit).
+    pub fn first_window(&self, configured: usize, soft_bytes: usize, servers: usize) -> usize {
+        let per_server = soft_bytes / (self.average.max(1) * servers.max(1));
+        per_server.clamp(1, configured.max(1))
+    }
+}
 
 /// The window size of one multi-key retrieval.
 #[derive(Debug)]
@@ -35,17 +68,41 @@ impl WindowSizer {
         self.bytes += bytes;
     }
 
-    /// The window of `keys` keys is over: size the next one from its bytes per key.
-    pub fn resize(&mut self, keys: usize) {
+    /// The window of `keys` keys is over: size the next one from its bytes per key, which
+    /// is returned (for the worker's [`KeyBytes`]).
+    pub fn resize(&mut self, keys: usize) -> usize {
         let per_key = (self.bytes / keys.max(1)).max(1);
         self.keys = (self.soft_bytes / per_key).clamp(1, MAX_WINDOW);
         self.bytes = 0;
+        per_key
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_windows_follow_what_windows_brought() {
+        let mut k = KeyBytes::default();
+        assert_eq!(k.first_window(64, 1 << 20, 4), 16, "cautious at first");
+        for _ in 0..64 {
+            k.observe(100);
+        }
+        assert_eq!(
+            k.first_window(64, 1 << 20, 4),
+            64,
+            "small values: the configured window"
+        );
+        for _ in 0..64 {
+            k.observe(1 << 20);
+        }
+        assert_eq!(
+            k.first_window(64, 1 << 20, 4),
+            1,
+            "1 MiB values: one key per server"
+        );
+    }
 
     #[test]
     fn windows_follow_the_bytes_per_key() {
