@@ -66,6 +66,12 @@ fn writes_and_reads_go_to_the_second_backend_while_the_first_is_dead_and_back() 
         "a refused connection moves on at once, not after the timeout: {:?}",
         started.elapsed()
     );
+    // noreply writes fail over in the background; quiet meta reads fail over too.
+    c.send(b"set quiet 0 0 2 noreply\r\nqq\r\nmg quiet v q\r\nmg absent v q\r\nmn\r\n");
+    assert_eq!(c.read_line(), "VA 2");
+    assert_eq!(c.read_line(), "qq");
+    assert_eq!(c.read_line(), "MN", "a quiet miss shows nothing");
+    assert_eq!(value_on(&mut b.client(), "quiet").as_deref(), Some("qq"));
 
     let a = Memcached::builder().port(port_a).start();
     // Back on a once its connection is out of backoff (at most a couple of seconds).
