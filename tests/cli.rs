@@ -161,11 +161,26 @@ fn later_strategy_config(port: u16) -> String {
 
 #[test]
 fn check_accepts_every_shipped_config() {
-    for file in [
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| entry.ok())
+        .map(|entry| format!("config/{}", entry.file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".yaml") || f.ends_with(".json"))
+        .collect();
+    files.sort();
+    for must in [
         "config/blind_forward.yaml",
-        "config/blind_forward.json",
+        "config/failover.yaml",
         "config/reference.yaml",
     ] {
+        assert!(
+            files.iter().any(|f| f == must),
+            "{must} missing from {files:?}"
+        );
+    }
+    for file in &files {
+        let file = file.as_str();
         let run = Run::to_exit(&["--check", "--config", file]);
         assert!(
             run.status().success(),
