@@ -123,15 +123,15 @@ impl Worker {
                 return;
             }
         };
-        if self.failover_routes.get(listener).copied().unwrap_or(false)
-            && self.forward_failover(client, listener, request, &bytes, key, now)
-        {
-            return;
+        let route = self.router.route(listener, request.command, key);
+        if let Some((route, index)) = route.and_then(|r| Some((r, self.failover_index(r)?))) {
+            if self.forward_failover(client, listener, request, &bytes, key, (route, index), now) {
+                return;
+            }
         }
         let mut memo = None;
-        let Some(server) =
-            self.pick_server(listener, request.command, key, client, now, &mut memo, true)
-        else {
+        let picked = route.and_then(|r| self.pick_on_route(r, key, client, now, &mut memo, true));
+        let Some(server) = picked else {
             if request.key_count > 1 {
                 // The other keys may have routes: they are answered, this one is a miss.
                 self.forward_split(client, listener, request, bytes, now, (1, memo));
@@ -225,19 +225,41 @@ impl Worker {
         memo: &mut Memo,
         count: bool,
     ) -> Option<usize> {
-        let router = &*self.router;
-        let route_index = router.route(listener, command, key)?;
+        let route = self.router.route(listener, command, key)?;
+        self.pick_on_route(route, key, client, now, memo, count)
+    }
+
+    /// [`Self::pick_server`] for a key whose route is already known.
+    fn pick_on_route(
+        &mut self,
+        route: usize,
+        key: &[u8],
+        client: usize,
+        now: Instant,
+        memo: &mut Memo,
+        count: bool,
+    ) -> Option<usize> {
         if count {
-            self.detail.route_request(route_index);
+            self.detail.route_request(route);
         }
         let backends = &self.backends;
         let usable = |server: usize| backends.is_usable(server, client, now);
-        self.strategies.pick(router, route_index, key, memo, usable)
+        self.strategies.pick(&self.router, route, key, memo, usable)
     }
 
-    /// Starts a failover exchange if `key` takes a failover route and every key of the request
-    /// has the same servers to try (a multi-get whose keys differ is split by their first
-    /// server instead). Returns false when the request is not one for this path.
+    /// The failover settings' index of route `route`, when it is a failover route.
+    fn failover_index(&self, route: usize) -> Option<usize> {
+        match self.router.routes().get(route)?.kind {
+            RouteKind::Failover(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Starts a failover exchange for a request whose first key, `key`, takes failover route
+    /// `route` (`.1`: its failover settings' index), if every key of the request has the same
+    /// servers to try (a multi-get whose keys differ is split by their first server instead).
+    /// Returns false when the request is not one for this path.
+    #[allow(clippy::too_many_arguments)]
     fn forward_failover(
         &mut self,
         client: usize,
@@ -245,15 +267,10 @@ impl Worker {
         request: &Request,
         bytes: &Bytes,
         key: &[u8],
+        (route, index): (usize, usize),
         now: Instant,
     ) -> bool {
         let router = &*self.router;
-        let Some(route) = router.route(listener, request.command, key) else {
-            return false;
-        };
-        let Some(RouteKind::Failover(index)) = router.routes().get(route).map(|r| r.kind) else {
-            return false;
-        };
         let Some(spec) = router.failover(index) else {
             return false;
         };
@@ -289,39 +306,6 @@ impl Worker {
         true
     }
 
-    /// For a split whose keys take failover routes: each such key's servers to try after its
-    /// first (which the split already asks). `None` when no key takes one.
-    fn fallbacks_of(
-        &self,
-        listener: usize,
-        command: Command,
-        asked: &[AskedKey],
-        bytes: &[u8],
-    ) -> Option<Fallbacks> {
-        let router = &*self.router;
-        let mut fallbacks = Fallbacks::new(asked.len(), router.failover_depth());
-        let mut chain = Vec::new();
-        let mut any = false;
-        for (index, key) in asked.iter().enumerate() {
-            let key = key.key(bytes);
-            let Some(route) = router.route(listener, command, key) else {
-                continue;
-            };
-            let Some(RouteKind::Failover(f)) = router.routes().get(route).map(|r| r.kind) else {
-                continue;
-            };
-            let Some(spec) = router.failover(f) else {
-                continue;
-            };
-            self.strategies.failover_chain(router, f, key, &mut chain);
-            if let Some(rest) = chain.get(1..).filter(|rest| !rest.is_empty()) {
-                fallbacks.set(index, rest, spec.miss_next);
-                any = true;
-            }
-        }
-        any.then_some(fallbacks)
-    }
-
     /// [`Self::pick_server`] of four keys that take the same hashing route (their hashes
     /// computed side by side); `None` when they do not, or the route does not hash.
     fn pick_server4(
@@ -334,6 +318,13 @@ impl Worker {
         let router = &*self.router;
         let [first, rest @ ..] = keys;
         let route = router.route(listener, command, first)?;
+        if !router
+            .routes()
+            .get(route)
+            .is_some_and(|r| matches!(r.kind, RouteKind::ConsistentHash(_)))
+        {
+            return None;
+        }
         if rest
             .iter()
             .any(|key| router.route(listener, command, key) != Some(route))
@@ -367,7 +358,10 @@ impl Worker {
             .map(|key| AskedKey::new(&bytes, key, usize::MAX))
             .collect();
         // Keys are placed four at a time where the route hashes them (their hashes computed
-        // side by side), else one by one.
+        // side by side), else one by one. Keys of failover routes go to their first server,
+        // and their others are kept for when it cannot answer.
+        let mut fallbacks: Option<Fallbacks> = None;
+        let mut chain = Vec::new();
         let mut index = 0;
         while index < asked.len() {
             let four = asked.get(index..index + 4).and_then(|a| {
@@ -380,15 +374,32 @@ impl Worker {
                 None => {
                     let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
                     let count = index >= counted;
-                    let server = self.pick_server(
-                        listener,
-                        request.command,
-                        key,
-                        client,
-                        now,
-                        &mut memo,
-                        count,
-                    );
+                    let route = self.router.route(listener, request.command, key);
+                    let server = match route.map(|r| (r, self.failover_index(r))) {
+                        Some((route, Some(f))) => {
+                            // Its first server now; the others if that one cannot answer.
+                            if count {
+                                self.detail.route_request(route);
+                            }
+                            self.strategies
+                                .failover_chain(&self.router, f, key, &mut chain);
+                            if let (Some(spec), Some(rest)) = (
+                                self.router.failover(f),
+                                chain.get(1..).filter(|r| !r.is_empty()),
+                            ) {
+                                let depth = self.router.failover_depth();
+                                let keys = asked.len();
+                                fallbacks
+                                    .get_or_insert_with(|| Fallbacks::new(keys, depth))
+                                    .set(index, rest, spec.miss_next);
+                            }
+                            chain.first().copied()
+                        }
+                        Some((route, None)) => {
+                            self.pick_on_route(route, key, client, now, &mut memo, count)
+                        }
+                        None => None,
+                    };
                     &[server][..]
                 }
             };
@@ -417,11 +428,6 @@ impl Worker {
         let window =
             self.key_bytes
                 .first_window(self.multiget_window(listener), soft, servers.len());
-        let fallbacks = if self.failover_routes.get(listener).copied().unwrap_or(false) {
-            self.fallbacks_of(listener, request.command, &asked, &bytes)
-        } else {
-            None
-        };
         let mut split = SplitGet::new(*request, bytes, asked, servers, window, soft);
         if let Some(fallbacks) = fallbacks {
             split = split.with_fallbacks(fallbacks);

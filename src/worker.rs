@@ -136,9 +136,6 @@ pub struct Worker {
     pub(crate) router: Arc<Router>,
     /// Per listener, the servers `flush_all` goes to.
     pub(crate) flush_targets: Vec<Vec<usize>>,
-    /// Per listener, whether any of its routes is a failover route (only then does dispatch
-    /// look for one).
-    pub(crate) failover_routes: Vec<bool>,
     /// Strategy state (round-robin turns).
     pub(crate) strategies: Strategies,
     pub(crate) timers: TimerWheel<TimerEvent>,
@@ -216,9 +213,6 @@ impl Worker {
             health_epoch: setup.health.epoch(),
             health: setup.health,
             job_sends: Vec::new(),
-            failover_routes: (0..listener_count)
-                .map(|l| setup.router.has_failover(l))
-                .collect(),
             flush_targets: (0..listener_count)
                 .map(|l| setup.router.reachable_servers(l))
                 .collect(),

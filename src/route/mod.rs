@@ -357,17 +357,6 @@ impl Router {
             .unwrap_or(0)
     }
 
-    /// True when one of the routes of `listener` is a failover route.
-    pub fn has_failover(&self, listener: usize) -> bool {
-        self.listener_routes.get(listener).is_some_and(|order| {
-            order.iter().any(|&r| {
-                self.routes
-                    .get(r)
-                    .is_some_and(|route| matches!(route.kind, RouteKind::Failover(_)))
-            })
-        })
-    }
-
     /// Every server of every pool that the routes of `listener` reach, without repeats (the
     /// targets of `flush_all`).
     pub fn reachable_servers(&self, listener: usize) -> Vec<usize> {
