@@ -9,6 +9,11 @@ const MAX_WINDOW: usize = 4096;
 /// What a worker assumes a value costs before it has seen any: cautious, so that the first
 /// multi-gets of big values do not hold much; small values prove themselves within a window.
 const FIRST_GUESS: usize = 16 << 10;
+/// A first window may hold about this much (or the client's soft limit, if larger): a client
+/// with a tiny soft limit still gets its few small keys in one round trip.
+const FIRST_WINDOW_BYTES: usize = 1 << 20;
+/// Keys per server a first window always may have (up to `multiget_window`).
+const FIRST_WINDOW_MIN: usize = 8;
 
 /// A worker's running estimate of the reply bytes per key of multi-gets (an exponentially
 /// weighted average of what their windows brought), from which first windows are sized.
@@ -32,10 +37,13 @@ impl KeyBytes {
     }
 
     /// Keys per server in a first window over `servers` servers: at most `configured`, and
-    /// no more than keep the window's replies about `soft_bytes` (the client's soft limit).
+    /// no more than keep the window's replies about the client's soft limit `soft_bytes` (or
+    /// 1 MiB, if larger), but never fewer than 8.
     pub fn first_window(&self, configured: usize, soft_bytes: usize, servers: usize) -> usize {
-        let per_server = soft_bytes / (self.average.max(1) * servers.max(1));
-        per_server.clamp(1, configured.max(1))
+        let configured = configured.max(1);
+        let budget = soft_bytes.max(FIRST_WINDOW_BYTES);
+        let per_server = budget / (self.average.max(1) * servers.max(1));
+        per_server.clamp(FIRST_WINDOW_MIN.min(configured), configured)
     }
 }
 
@@ -99,8 +107,19 @@ mod tests {
         }
         assert_eq!(
             k.first_window(64, 1 << 20, 4),
-            1,
-            "1 MiB values: one key per server"
+            8,
+            "1 MiB values: the least first window"
+        );
+        assert_eq!(
+            k.first_window(4, 1 << 20, 4),
+            4,
+            "never over the configured window"
+        );
+        let small = KeyBytes { average: 100 };
+        assert_eq!(
+            small.first_window(64, 300, 4),
+            64,
+            "tiny soft limit: still 1 MiB's worth"
         );
     }
 
