@@ -22,6 +22,10 @@ use crate::route::ServerSpec;
 #[repr(align(64))]
 #[derive(Debug, Default)]
 struct ServerHealth {
+    /// Its pool's `health:` settings (`None`: not checked, never down).
+    config: Option<HealthConfig>,
+    /// For logs: `backend/address`.
+    name: String,
     down: AtomicBool,
     consecutive_failures: AtomicU32,
     probes: AtomicU64,
@@ -54,10 +58,6 @@ pub struct HealthReport {
 #[derive(Debug)]
 pub struct HealthBoard {
     servers: Vec<ServerHealth>,
-    /// Each server's `health:` settings (`None`: not checked, never down).
-    configs: Vec<Option<HealthConfig>>,
-    /// Names for logs: `backend/address`.
-    names: Vec<String>,
     /// Bumped whenever a server goes down or comes back.
     epoch: AtomicU64,
 }
@@ -66,11 +66,13 @@ impl HealthBoard {
     /// Every server up, with the health settings of its pool.
     pub fn new(servers: &[ServerSpec]) -> HealthBoard {
         HealthBoard {
-            servers: servers.iter().map(|_| ServerHealth::default()).collect(),
-            configs: servers.iter().map(|s| s.health.clone()).collect(),
-            names: servers
+            servers: servers
                 .iter()
-                .map(|s| format!("{}/{}", s.backend, s.address))
+                .map(|s| ServerHealth {
+                    config: s.health.clone(),
+                    name: format!("{}/{}", s.backend, s.address),
+                    ..ServerHealth::default()
+                })
                 .collect(),
             epoch: AtomicU64::new(0),
         }
@@ -86,7 +88,7 @@ impl HealthBoard {
 
     /// The health settings of `server`, if it is checked.
     pub fn config(&self, server: usize) -> Option<&HealthConfig> {
-        self.configs.get(server).and_then(Option::as_ref)
+        self.servers.get(server).and_then(|s| s.config.as_ref())
     }
 
     /// Changes whenever a server goes down or comes back.
@@ -196,7 +198,7 @@ impl HealthBoard {
     }
 
     fn name(&self, server: usize) -> &str {
-        self.names.get(server).map_or("?", String::as_str)
+        self.servers.get(server).map_or("?", |s| s.name.as_str())
     }
 }
 

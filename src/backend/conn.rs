@@ -124,6 +124,19 @@ pub struct ConnSettings {
     pub max_queued: usize,
 }
 
+impl ConnSettings {
+    /// The settings of a client-traffic connection to `spec`, server number `server`.
+    pub fn of(server: usize, spec: &crate::route::ServerSpec) -> ConnSettings {
+        ConnSettings {
+            server,
+            addr: spec.addr,
+            timeout: spec.timeout,
+            connect_timeout: spec.connect_timeout,
+            max_queued: spec.max_queued_requests,
+        }
+    }
+}
+
 /// What a timer should be armed for, returned to the loop which owns the wheel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArmTimer {

@@ -62,15 +62,8 @@ impl Backends {
             server_conns.push((conns.len(), server.connections));
             for _ in 0..server.connections {
                 let token = Token(token_base + conns.len());
-                let settings = ConnSettings {
-                    server: index,
-                    addr: server.addr,
-                    timeout: server.timeout,
-                    connect_timeout: server.connect_timeout,
-                    max_queued: server.max_queued_requests,
-                };
                 conns.push(BackendConn::new(
-                    settings,
+                    ConnSettings::of(index, server),
                     token,
                     stats.clone(),
                     Some(health.clone()),
@@ -88,11 +81,10 @@ impl Backends {
             let token = Token(token_base + conns.len());
             // The probe's deadline covers its connect too; one probe at a time.
             let settings = ConnSettings {
-                server: index,
-                addr: server.addr,
                 timeout: config.timeout,
                 connect_timeout: config.timeout,
                 max_queued: 1,
+                ..ConnSettings::of(index, server)
             };
             conns.push(BackendConn::new(settings, token, stats.clone(), None));
         }

@@ -311,27 +311,7 @@ impl SplitGet {
             &mut lens,
             &mut lines,
         );
-        for (offset, (line, count)) in lines.into_iter().enumerate() {
-            let part = round.start + offset;
-            let Some(&server) = self.servers.get(part) else {
-                continue;
-            };
-            if count == 0 {
-                continue;
-            }
-            if let Some(w) = self.waiting.get_mut(part) {
-                *w = true;
-            }
-            self.pending += 1;
-            fx.sends.push(Send {
-                server,
-                part: u32::try_from(part).unwrap_or(u32::MAX),
-                bytes: line,
-                framing: self.framing,
-                stream: false,
-                lookups: count,
-            });
-        }
+        self.send_parts(lines, round.start, false, fx);
     }
 
     /// Merges the window's replies into the asked order, without the `END`.
@@ -391,7 +371,23 @@ impl SplitGet {
         self.round = 0..self.servers.len();
         // Failover keys may be asked again: their replies are read whole.
         let stream = used == 1 && self.fallbacks.is_none();
-        for (part, ((line, keys), &server)) in lines.into_iter().zip(&self.servers).enumerate() {
+        self.send_parts(lines, 0, stream, fx);
+    }
+
+    /// Sends each non-empty line of `lines` (with its key count) to the server of part
+    /// `first + i`; with `stream`, the (one) part sent is streamed through.
+    fn send_parts(
+        &mut self,
+        lines: Vec<(Bytes, usize)>,
+        first: usize,
+        stream: bool,
+        fx: &mut Effects,
+    ) {
+        for (offset, (line, keys)) in lines.into_iter().enumerate() {
+            let part = first + offset;
+            let Some(&server) = self.servers.get(part) else {
+                continue;
+            };
             if keys == 0 {
                 continue;
             }

@@ -42,30 +42,6 @@ pub fn cap(request: &Request, bytes: &[u8], ttl: u32, now: u64) -> Option<Bytes>
     let mut out = BytesMut::with_capacity(bytes.len() + 16);
     let number = |t: &[u8]| std::str::from_utf8(t).ok()?.parse::<i64>().ok();
     match request.command {
-        Command::Set
-        | Command::Add
-        | Command::Replace
-        | Command::Append
-        | Command::Prepend
-        | Command::Cas
-        | Command::Touch => {
-            let at = if request.command == Command::Touch {
-                2
-            } else {
-                3
-            };
-            let exptime = number(tokens.get(at)?)?;
-            for (i, token) in tokens.iter().enumerate() {
-                if i > 0 {
-                    out.put_u8(b' ');
-                }
-                if i == at {
-                    out.put_slice(capped(exptime, ttl, now).to_string().as_bytes());
-                } else {
-                    out.put_slice(token);
-                }
-            }
-        }
         Command::MetaSet => {
             let mut seen = false;
             for (i, token) in tokens.iter().enumerate() {
@@ -85,6 +61,21 @@ pub fn cap(request: &Request, bytes: &[u8], ttl: u32, now: u64) -> Option<Bytes>
             }
             if !seen {
                 out.put_slice(format!(" T{ttl}").as_bytes());
+            }
+        }
+        // The classic storage commands (the commands with data but `ms`, above) and touch.
+        command if command.has_data() || command == Command::Touch => {
+            let at = if command == Command::Touch { 2 } else { 3 };
+            let exptime = number(tokens.get(at)?)?;
+            for (i, token) in tokens.iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b' ');
+                }
+                if i == at {
+                    out.put_slice(capped(exptime, ttl, now).to_string().as_bytes());
+                } else {
+                    out.put_slice(token);
+                }
             }
         }
         _ => return None,
