@@ -38,6 +38,15 @@ fn set(c: &mut Client, key: &str, exptime: u32, value: &str) -> String {
     c.read_line()
 }
 
+/// The (key, value) pairs of the retrieval reply `c` reads next.
+fn values(c: &mut Client) -> Vec<(String, String)> {
+    c.read_values()
+        .expect("one well-formed reply")
+        .into_iter()
+        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
+        .collect()
+}
+
 /// The value of `key` on a server, read directly.
 fn value_on(c: &mut Client, key: &str) -> Option<String> {
     c.get(key)
@@ -96,12 +105,7 @@ fn on_miss_next_reads_through_and_a_multi_get_asks_the_next_only_for_what_it_lac
 
     let asked_before = db.stat("cmd_get");
     c.send(b"get k3 k1 k4 k2\r\n");
-    let got: Vec<(String, String)> = c
-        .read_values()
-        .expect("one well-formed reply")
-        .into_iter()
-        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
-        .collect();
+    let got = values(&mut c);
     let want = [("k3", "b3"), ("k1", "a1"), ("k2", "b2")];
     let want: Vec<(String, String)> = want
         .iter()
@@ -244,12 +248,7 @@ fn a_multi_get_over_several_servers_asks_each_key_s_next_server_for_what_it_lack
     );
     a1.kill();
     c.send(format!("get {}\r\n", keys.join(" ")).as_bytes());
-    let got: Vec<(String, String)> = c
-        .read_values()
-        .expect("one well-formed reply")
-        .into_iter()
-        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
-        .collect();
+    let got = values(&mut c);
     let want: Vec<(String, String)> = keys
         .iter()
         .enumerate()

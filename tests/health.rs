@@ -562,3 +562,41 @@ fn set(c: &mut Client, key: &str, value: &str) -> String {
     c.send(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
     c.read_line()
 }
+
+#[test]
+fn a_timeout_with_many_requests_in_flight_is_one_failure_not_one_per_request() {
+    // A server that never answers; the probe's own timeout is long (it stays out). One get
+    // times out first, so the proxy learns how big replies are and lets the next ten be out
+    // together; their deadline resets the connection once: one more failure event, not ten.
+    let hole = FakeBackend::start(common::Behavior::NeverAnswer);
+    let addr = hole.addr();
+    let bifrost = BlindForward::new(&addr)
+        .timeout("300ms")
+        .backend_option(
+            "health: { interval: 1h, timeout: 30s, failure_limit: 100, retry_after: 1h }",
+        )
+        .start();
+    let events = format!("server:{addr}:failure_events");
+    let mut c = bifrost.client();
+    let mut admin = bifrost.client();
+    c.send(b"get first\r\n");
+    assert_eq!(c.read_line(), "END");
+    let before = admin.stat(&events);
+    let pipeline: String = (0..10).map(|i| format!("get k{i}\r\n")).collect();
+    c.send(pipeline.as_bytes());
+    for i in 0..10 {
+        assert_eq!(c.read_line(), "END", "get k{i}: a miss after the timeout");
+    }
+    assert_eq!(admin.stat("backend_timeouts"), 11);
+    let log = bifrost.stderr_log();
+    assert_eq!(
+        admin.stat(&events) - before,
+        1,
+        "ten requests, one reset:\n{log}"
+    );
+    assert!(
+        log.contains("resetting connection with 10 in flight"),
+        "{log}"
+    );
+    assert_eq!(state(&mut admin, &addr), "up");
+}

@@ -85,6 +85,9 @@ struct Pool {
     distribution: Distribution,
     hash_tag: Option<&'static str>,
     servers: Vec<Server>,
+    /// Eject a failed server: nutcracker after one failed request (`auto_eject_hosts`, back
+    /// after ten minutes), bifrost after one failed probe or connect (`health: {eject: true}`).
+    eject: bool,
 }
 
 impl Pool {
@@ -103,6 +106,12 @@ impl Pool {
         );
         if let Some(tag) = self.hash_tag {
             yaml.push_str(&format!("    hash_tag: \"{tag}\"\n"));
+        }
+        if self.eject {
+            yaml.push_str(
+                "    health: {interval: 100ms, timeout: 300ms, failure_limit: 1, \
+                 retry_after: 10m, eject: true}\n",
+            );
         }
         yaml.push_str("    servers:\n");
         for server in &self.servers {
@@ -124,11 +133,16 @@ impl Pool {
 
     fn yaml(&self, listen: u16) -> String {
         let mut yaml = format!(
-            "{}:\n  listen: 127.0.0.1:{listen}\n  hash: {}\n  distribution: {}\n  \
-             auto_eject_hosts: false\n  timeout: 3000\n",
+            "{}:\n  listen: 127.0.0.1:{listen}\n  hash: {}\n  distribution: {}\n  {}\n",
             self.name,
             self.hash.name(),
-            self.distribution.name()
+            self.distribution.name(),
+            if self.eject {
+                "auto_eject_hosts: true\n  server_failure_limit: 1\n  \
+                 server_retry_timeout: 600000\n  timeout: 1000"
+            } else {
+                "auto_eject_hosts: false\n  timeout: 3000"
+            }
         );
         if let Some(tag) = self.hash_tag {
             yaml.push_str(&format!("  hash_tag: \"{tag}\"\n"));
@@ -395,6 +409,7 @@ fn ketama_placement_matches_nutcracker() {
             distribution: Distribution::Ketama,
             hash_tag,
             servers: servers.clone(),
+            eject: false,
         };
         let ring = pool.ring();
         let variant = format!("{} hash_tag {hash_tag:?}", hash.name());
@@ -491,6 +506,7 @@ fn every_hash_and_distribution_matches_nutcracker() {
                 distribution,
                 hash_tag: None,
                 servers: servers.clone(),
+                eject: false,
             })
             .collect();
         let nutcracker = Nutcracker::start(&pools);
@@ -545,54 +561,22 @@ fn ejection_matches_nutcracker_auto_eject_hosts() {
     let mut mcs: Vec<Memcached> = (0..3)
         .map(|_| Memcached::builder().memory_mb(16).start())
         .collect();
-    let names = ["n0", "n1", "n2"];
-    let servers: Vec<Server> = mcs
-        .iter()
-        .zip(names)
-        .map(|(m, n)| Server::new(m.addr(), 1, Some(n)))
-        .collect();
-    let port = free_port();
-    let lines: String = servers
-        .iter()
-        .map(|s| format!("   - {}\n", s.nutcracker_line()))
-        .collect();
-    // Ejected after one failed request, and not retried for ten minutes.
-    let yaml = format!(
-        "eject:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  \
-         auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n  \
-         timeout: 1000\n  servers:\n{lines}"
-    );
-    let config = TempFile::new("nutcracker-eject", "yml", yaml.as_bytes());
-    let stats_port = free_port().to_string();
-    let mut cmd = Command::new(NUTCRACKER);
-    cmd.arg("-c")
-        .arg(config.path())
-        .args(["-s", &stats_port, "-a", "127.0.0.1"]);
-    let mut proc = Proc::spawn("nutcracker", &mut cmd);
-    assert!(wait_ready(&mut proc, &[port]), "nutcracker did not start");
-    let nutcracker = format!("127.0.0.1:{port}");
-    let pool: Vec<String> = servers
-        .iter()
-        .map(|s| {
-            format!(
-                "{{address: \"{}\", name: {}}}",
-                s.address,
-                s.name.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    let pool = pool.join(", ");
-    let bifrost = Bifrost::start_templated(
-        |listen| {
-            format!(
-                "workers: 1\nlisteners: [{{name: main, bind: \"127.0.0.1:{listen}\"}}]\n\
-                 backends:\n  pool:\n    servers: [{pool}]\n    \
-                 health: {{interval: 100ms, timeout: 300ms, failure_limit: 1, retry_after: 10m, eject: true}}\n\
-                 routes: [{{match: \"*\", strategy: consistent_hash, backend: pool}}]\n"
-            )
-        },
-        &[],
-    );
+    let pool = Pool {
+        name: "eject".to_string(),
+        hash: HashFunction::Fnv1a_64,
+        distribution: Distribution::Ketama,
+        hash_tag: None,
+        servers: mcs
+            .iter()
+            .zip(["n0", "n1", "n2"])
+            .map(|(m, n)| Server::new(m.addr(), 1, Some(n)))
+            .collect(),
+        eject: true,
+    };
+    let proxy = Nutcracker::start(std::slice::from_ref(&pool));
+    let nutcracker = proxy.addr(0);
+    let bifrost = Bifrost::start_templated(|listen| pool.bifrost_yaml(listen), &[]);
+    let servers = &pool.servers;
 
     mcs[2].kill();
     // nutcracker notices a dead server only through a request to it: ask keys until one fails.
