@@ -10,6 +10,7 @@ use crate::health::HealthBoard;
 use crate::listener::{bind_reuseport, ListenerSpec};
 use crate::route::Router;
 use crate::shutdown::{self, Shutdown};
+use crate::side_effects::EffectBoard;
 use crate::stats::StatsRegistry;
 use crate::worker::{Worker, WorkerSetup};
 
@@ -62,13 +63,16 @@ pub fn start(config: &Config) -> Result<Running, String> {
     let router = Arc::new(Router::new(config)?);
     let workers = config.worker_count().max(1);
     let health = Arc::new(HealthBoard::new(router.servers()));
+    let pool_of = |name: &str| config.backend(name).map(|(index, _)| index);
+    let effects = Arc::new(EffectBoard::new(config, pool_of));
     let registry = Arc::new(
         StatsRegistry::new(
             workers,
             router.routes().iter().map(|r| r.name.clone()).collect(),
             router.servers().iter().map(|s| s.address.clone()).collect(),
         )
-        .with_health(health.clone()),
+        .with_health(health.clone())
+        .with_effects(effects.clone()),
     );
     let shutdown = Shutdown::new();
 
@@ -108,6 +112,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             reply_budget: config.reply_memory_budget / workers,
             workers,
             health: health.clone(),
+            effects: effects.clone(),
         })
         .map_err(|e| format!("worker {id}: {e}"))?;
         let handle = std::thread::Builder::new()

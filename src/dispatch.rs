@@ -14,6 +14,7 @@ use crate::protocol::{base64, Command, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::strategy::Memo;
+use crate::tiered::WarmPlan;
 use crate::worker::Worker;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
@@ -124,7 +125,18 @@ impl Worker {
             }
         };
         let route = self.router.route(listener, request.command, key);
-        if let Some((route, index)) = route.and_then(|r| Some((r, self.failover_index(r)?))) {
+        if let Some(route) = route {
+            if self.effects.replicates(route) {
+                self.replicate(route, request, &bytes, key, now);
+            }
+            if self.forward_tiered(client, listener, request, &bytes, key, route, now) {
+                return;
+            }
+        }
+        let plain_read = WarmPlan::of(request, &bytes) == WarmPlan::ReadThrough;
+        if let Some((route, index)) =
+            route.and_then(|r| Some((r, self.failover_index_for(r, plain_read)?)))
+        {
             if self.forward_failover(client, listener, request, &bytes, key, (route, index), now) {
                 return;
             }
@@ -171,6 +183,7 @@ impl Worker {
             server,
             part: 0,
             bytes,
+            value: None,
             framing: Framing::of(request),
             stream: true,
             lookups,
@@ -179,7 +192,7 @@ impl Worker {
     }
 
     /// Takes the next reply slot of `client` and starts the exchange `build` makes for it.
-    fn launch(
+    pub(crate) fn launch(
         &mut self,
         client: usize,
         now: Instant,
@@ -230,7 +243,7 @@ impl Worker {
     }
 
     /// [`Self::pick_server`] for a key whose route is already known.
-    fn pick_on_route(
+    pub(crate) fn pick_on_route(
         &mut self,
         route: usize,
         key: &[u8],
@@ -245,14 +258,6 @@ impl Worker {
         let backends = &self.backends;
         let usable = |server: usize| backends.is_usable(server, client, now);
         self.strategies.pick(&self.router, route, key, memo, usable)
-    }
-
-    /// The failover settings' index of route `route`, when it is a failover route.
-    fn failover_index(&self, route: usize) -> Option<usize> {
-        match self.router.routes().get(route)?.kind {
-            RouteKind::Failover(index) => Some(index),
-            _ => None,
-        }
     }
 
     /// Starts a failover exchange for a request whose first key, `key`, takes failover route
@@ -352,6 +357,7 @@ impl Worker {
         routed: (usize, Memo),
     ) {
         let (counted, mut memo) = routed;
+        let plain_read = WarmPlan::of(request, &bytes) == WarmPlan::ReadThrough;
         let mut servers: Vec<usize> = Vec::new();
         let mut asked: Vec<AskedKey> = request
             .keys(&bytes)
@@ -375,7 +381,7 @@ impl Worker {
                     let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
                     let count = index >= counted;
                     let route = self.router.route(listener, request.command, key);
-                    let server = match route.map(|r| (r, self.failover_index(r))) {
+                    let server = match route.map(|r| (r, self.failover_index_for(r, plain_read))) {
                         Some((route, Some(f))) => {
                             // Its first server now; the others if that one cannot answer.
                             if count {
@@ -389,9 +395,12 @@ impl Worker {
                             ) {
                                 let depth = self.router.failover_depth();
                                 let keys = asked.len();
-                                fallbacks
-                                    .get_or_insert_with(|| Fallbacks::new(keys, depth))
-                                    .set(index, rest, spec.miss_next);
+                                let fallbacks =
+                                    fallbacks.get_or_insert_with(|| Fallbacks::new(keys, depth));
+                                fallbacks.set(index, rest, spec.miss_next);
+                                if let (Some(wb), Some(&first)) = (spec.write_back, chain.first()) {
+                                    fallbacks.set_write_back(index, first, wb);
+                                }
                             }
                             chain.first().copied()
                         }
@@ -456,6 +465,7 @@ impl Worker {
             server,
             part: u32::try_from(part).unwrap_or(u32::MAX),
             bytes: bytes.clone(),
+            value: None,
             framing,
             stream: false,
             lookups: 0,

@@ -14,6 +14,18 @@ pub struct Id<T> {
     kind: PhantomData<fn() -> T>,
 }
 
+impl<T> Id<T> {
+    /// An id that names nothing in any slab yet (for unit tests of code that only carries ids).
+    #[cfg(test)]
+    pub fn detached() -> Id<T> {
+        Id {
+            index: u32::MAX,
+            generation: u32::MAX,
+            kind: PhantomData,
+        }
+    }
+}
+
 impl<T> Clone for Id<T> {
     fn clone(&self) -> Self {
         *self

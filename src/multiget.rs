@@ -136,6 +136,29 @@ pub fn hits<'a>(reply: &[u8], keys: impl Iterator<Item = &'a [u8]>, out: &mut Ve
     }
 }
 
+/// For each of `keys` (the keys one server was asked for, in the order asked), where its
+/// `VALUE` block lies in `reply` (start and length), or None when the reply does not hold it;
+/// appended to `out`.
+pub fn block_ranges<'a>(
+    reply: &[u8],
+    keys: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<Option<(usize, usize)>>,
+) {
+    let mut cursor = 0;
+    for key in keys {
+        match reply
+            .get(cursor..)
+            .and_then(|rest| value_block_of(rest, key))
+        {
+            Some(len) => {
+                out.push(Some((cursor, len)));
+                cursor += len;
+            }
+            None => out.push(None),
+        }
+    }
+}
+
 /// Merges one window of asked keys: their replies (`replies`, indexed by the keys' parts) are
 /// appended to `out` in the asked order without the `END` (see [`merge`]), then let go.
 pub fn merge_window(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::health::HealthBoard;
+use crate::side_effects::EffectBoard;
 
 /// Names every counter once: the field, its `stats` name, and whether it is a gauge.
 macro_rules! counters {
@@ -139,6 +140,7 @@ pub struct StatsRegistry {
     route_names: Vec<String>,
     server_names: Vec<String>,
     health: Option<Arc<HealthBoard>>,
+    effects: Option<Arc<EffectBoard>>,
 }
 
 impl StatsRegistry {
@@ -161,12 +163,19 @@ impl StatsRegistry {
             route_names,
             server_names,
             health: None,
+            effects: None,
         }
     }
 
     /// Also reports the servers' health from `health`.
     pub fn with_health(mut self, health: Arc<HealthBoard>) -> Self {
         self.health = Some(health);
+        self
+    }
+
+    /// Also reports the side effects' counters from `effects`.
+    pub fn with_effects(mut self, effects: Arc<EffectBoard>) -> Self {
+        self.effects = Some(effects);
         self
     }
 
@@ -250,6 +259,9 @@ impl StatsRegistry {
                 h.marked_down
             );
             let _ = write!(out, "STAT server:{server}:returned {}\r\n", h.returned);
+        }
+        if let Some(effects) = &self.effects {
+            effects.render(&mut out);
         }
         out.push_str("END\r\n");
         out.into_bytes()

@@ -38,6 +38,7 @@ use crate::listener::ListenerSpec;
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
+use crate::side_effects::{EffectBoard, EffectQueue};
 use crate::stats::{DetailStats, StatsRegistry, WorkerStats};
 use crate::strategy::Strategies;
 use crate::timer::TimerWheel;
@@ -100,6 +101,8 @@ pub struct WorkerSetup {
     pub workers: usize,
     /// Every server's health, shared by the workers.
     pub health: Arc<HealthBoard>,
+    /// The side effects and their shared counters.
+    pub effects: Arc<EffectBoard>,
 }
 
 struct WorkerListener {
@@ -129,6 +132,10 @@ pub struct Worker {
     pub(crate) exchanges: Exchanges,
     jobs: Jobs,
     health: Arc<HealthBoard>,
+    /// The side effects (which routes replicate where) and their counters.
+    pub(crate) effects: Arc<EffectBoard>,
+    /// Per side effect, the job that is its queue on this worker.
+    effect_jobs: Vec<JobId>,
     /// The health epoch the strategies' rings were last built for.
     health_epoch: u64,
     /// Requests jobs want sent (reused).
@@ -202,8 +209,13 @@ impl Worker {
                 timers.schedule(now, TimerEvent::Job(jobs.insert(Job::Probe(probe))));
             }
         }
+        let effect_jobs = (0..setup.effects.len())
+            .map(|i| jobs.insert(Job::Effect(EffectQueue::new(i, setup.effects.clone()))))
+            .collect();
         Ok(Worker {
             id: setup.id,
+            effects: setup.effects,
+            effect_jobs,
             poll,
             listeners,
             clients: Clients::default(),
@@ -427,6 +439,32 @@ impl Worker {
         self.job_step(id, step);
     }
 
+    /// Queues side effect `effect`'s request `send`, owned by its job on this worker; dropped
+    /// and counted when that queue is full. No client waits for it.
+    pub(crate) fn side_effect(&mut self, effect: usize, send: &Send, now: Instant) {
+        let Some(&id) = self.effect_jobs.get(effect) else {
+            return;
+        };
+        let Some(Job::Effect(queue)) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if !queue.admit() {
+            return;
+        }
+        let owner = Owner::Job {
+            id,
+            part: send.part,
+        };
+        self.backends.send_detached(
+            self.poll.registry(),
+            owner,
+            send,
+            now,
+            &mut self.completions,
+            &mut self.conn_timers,
+        );
+    }
+
     fn job_step(&mut self, id: JobId, step: JobStep) {
         match step {
             JobStep::Wait => {}
@@ -541,6 +579,13 @@ impl Worker {
                 &mut self.completions,
                 &mut self.conn_timers,
             );
+        }
+        if fx.lookups != (0, 0) {
+            WorkerStats::add(&self.stats.get_hits, fx.lookups.0 as u64);
+            WorkerStats::add(&self.stats.get_misses, fx.lookups.1 as u64);
+        }
+        for (effect, send) in fx.side.drain(..) {
+            self.side_effect(effect, &send, now);
         }
         if over_hard_limit {
             WorkerStats::add(&self.stats.clients_closed_hard_limit, 1);

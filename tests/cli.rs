@@ -144,12 +144,14 @@ fn assert_round_trip(c: &mut Client, key: &str) {
 }
 
 /// A config using `warm_first`, a strategy of a later release.
-fn later_strategy_config(port: u16) -> String {
+fn later_feature_config(port: u16) -> String {
     format!(
         "workers: 1\n\
+         admin: {{bind: \"127.0.0.1:{}\"}}\n\
          listeners:\n  - name: main\n    bind: 127.0.0.1:{port}\n\
          backends:\n  l1:\n    servers: [\"127.0.0.1:{}\"]\n  l2:\n    servers: [\"127.0.0.1:{}\"]\n\
          routes:\n  - name: all\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n",
+        free_port(),
         free_port(),
         free_port()
     )
@@ -251,9 +253,9 @@ fn missing_config_file_is_an_error_naming_it() {
 }
 
 #[test]
-fn later_strategy_passes_check_with_a_warning_but_refuses_to_serve() {
+fn later_feature_passes_check_with_a_warning_but_refuses_to_serve() {
     let port = free_port();
-    let yaml = later_strategy_config(port);
+    let yaml = later_feature_config(port);
     let out = Bifrost::check(&yaml);
     assert!(
         out.status.success(),
@@ -262,16 +264,16 @@ fn later_strategy_passes_check_with_a_warning_but_refuses_to_serve() {
         out.stderr
     );
     assert_contains(&out.stderr, "warning", "--check output");
-    assert_contains(&out.stderr, "warm_first", "--check output");
+    assert_contains(&out.stderr, "admin", "--check output");
 
-    let config = TempFile::new("warm-first", "yaml", yaml.as_bytes());
+    let config = TempFile::new("admin", "yaml", yaml.as_bytes());
     let run = Run::to_exit(&["--config", config.path().to_str().expect("utf-8 path")]);
     assert!(
         !run.status().success(),
         "bifrost served a config it cannot route"
     );
     let stderr = run.stderr();
-    assert_contains(&stderr, "warm_first", "refusal");
+    assert_contains(&stderr, "admin", "refusal");
     assert_contains(&stderr, "refusing to start", "refusal");
     assert!(
         Client::try_connect(&format!("127.0.0.1:{port}")).is_err(),

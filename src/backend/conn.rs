@@ -244,7 +244,7 @@ impl BackendConn {
     pub fn enqueue(
         &mut self,
         registry: &Registry,
-        parts: [Option<Bytes>; 2],
+        parts: [Option<Bytes>; 3],
         fragment: Fragment,
         now: Instant,
     ) -> Result<[Option<ArmTimer>; 2], FailReason> {

@@ -219,6 +219,27 @@ impl Backends {
 
     /// Queues the request of job `owner` on the probe connection of `send.server` (health
     /// probes go out whether the server is up or down: they are how it comes back).
+    /// Sends `send` for a side effect (owned by a job, no client): on the first connection of
+    /// its server, so the copies of one key arrive in the order they were made; refused at
+    /// once when the server is down.
+    pub fn send_detached(
+        &mut self,
+        registry: &Registry,
+        owner: Owner,
+        send: &crate::exchange::Send,
+        now: Instant,
+        out: &mut Vec<Completion>,
+        timers: &mut Vec<ConnTimer>,
+    ) {
+        let fragment = |deadline| fragment_of(owner, send, deadline);
+        if self.health.is_down(send.server) {
+            out.push(fragment(now).fail(send.server, FailReason::Down));
+            return;
+        }
+        let conn = self.conn_for(send.server, 0);
+        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+    }
+
     pub fn send_probe(
         &mut self,
         registry: &Registry,
@@ -250,7 +271,8 @@ impl Backends {
         };
         let fragment = fragment(conn.deadline_from(now));
         let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
-        match conn.enqueue(registry, [Some(send.bytes.clone()), tail], fragment, now) {
+        let parts = [Some(send.bytes.clone()), send.value.clone(), tail];
+        match conn.enqueue(registry, parts, fragment, now) {
             Ok(armed) => {
                 for timer in armed.into_iter().flatten() {
                     timers.push(ConnTimer { conn: index, timer });

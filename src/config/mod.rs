@@ -61,7 +61,7 @@ pub const DEFAULT_REPLY_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
 /// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default [`SideEffectConfig::Replicate`] queue length.
+/// Default queue length of a side effect (`replicate`, `write_on_miss`), per worker.
 pub const DEFAULT_REPLICATE_QUEUE: usize = 10_000;
 /// Largest accepted `workers` value.
 pub const MAX_WORKERS: usize = 1024;
@@ -442,6 +442,8 @@ impl WritePolicy {
 pub struct WriteOnMiss {
     /// Expiry (seconds, 0 = never) of values copied into the warm tier.
     pub ttl: u32,
+    /// Most write-backs queued or in flight per worker; more are dropped and counted.
+    pub queue: usize,
 }
 
 /// A background side effect.

@@ -9,7 +9,7 @@ use super::*;
 /// Keys every route may have, whatever its strategy.
 const ROUTE_KEYS: &[&str] = &["name", "match", "commands", "strategy"];
 const MATCH_KEYS: &[&str] = &["prefix", "regex"];
-const WRITE_ON_MISS_KEYS: &[&str] = &["ttl"];
+const WRITE_ON_MISS_KEYS: &[&str] = &["ttl", "queue"];
 const REPLICATE_KEYS: &[&str] = &["routes", "to", "commands", "queue"];
 const SIDE_EFFECT_KINDS: &[&str] = &["replicate"];
 
@@ -345,8 +345,12 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
 fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMiss> {
     let f = w.fields(v, path, WRITE_ON_MISS_KEYS)?;
     let v = w.required(&f, "ttl")?;
-    let ttl = relative_ttl(w, v, &f.at("ttl"), 0)?;
-    Some(WriteOnMiss { ttl })
+    let ttl = relative_ttl(w, v, &f.at("ttl"), 0);
+    let queue = walk_queue(w, &f);
+    Some(WriteOnMiss {
+        ttl: ttl?,
+        queue: queue?,
+    })
 }
 
 /// A TTL in seconds, at least `min`, and no more than memcached reads as relative (30 days).
@@ -438,16 +442,21 @@ fn walk_replicate(
     let commands = w
         .required(&f, "commands")
         .and_then(|v| walk_commands(w, v, &f.at("commands"), true));
-    let queue = match f.get("queue") {
-        Some(v) => w
-            .integer(v, &f.at("queue"), 1, u32::MAX as u64)
-            .map(|n| n as usize),
-        None => Some(DEFAULT_REPLICATE_QUEUE),
-    };
+    let queue = walk_queue(w, &f);
     Some(SideEffectConfig::Replicate {
         routes: routes?,
         to: to?,
         commands: commands?,
         queue: queue?,
     })
+}
+
+/// The optional `queue` of a side effect: most copies queued or in flight per worker.
+fn walk_queue(w: &mut Walker, f: &Fields<'_>) -> Option<usize> {
+    match f.get("queue") {
+        Some(v) => w
+            .integer(v, &f.at("queue"), 1, u32::MAX as u64)
+            .map(|n| n as usize),
+        None => Some(DEFAULT_REPLICATE_QUEUE),
+    }
 }

@@ -152,7 +152,7 @@ fn unknown_keys_at_every_level() {
         ),
         (
             "routes: [{match: '*', strategy: warm_first, warm: l1, cold: l2, write_on_miss: {ttl: 1, async: true}}]",
-            "routes[0].write_on_miss.async: unknown key 'async' (expected one of: ttl)",
+            "routes[0].write_on_miss.async: unknown key 'async' (expected one of: ttl, queue)",
         ),
         (
             "side_effects: [{replicate: {routes: [rest], to: l2, commands: [set], batch: 5}}]",

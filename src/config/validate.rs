@@ -140,30 +140,5 @@ pub(super) fn unsupported_features(c: &Config) -> Vec<String> {
     if c.admin.is_some() {
         out.push("admin: the admin HTTP API is not implemented in this release".to_string());
     }
-    for (i, r) in c.routes.iter().enumerate() {
-        let implemented = matches!(
-            r.strategy,
-            Strategy::BlindForward { .. }
-                | Strategy::RoundRobin { .. }
-                | Strategy::ConsistentHash { .. }
-                | Strategy::Failover { .. }
-        );
-        if !implemented {
-            out.push(format!(
-                "routes[{i}] ('{}'): strategy '{}' is not implemented in this release",
-                r.name,
-                r.strategy.name()
-            ));
-        }
-    }
-    for (i, s) in c.side_effects.iter().enumerate() {
-        match s {
-            SideEffectConfig::Replicate { .. } => {
-                out.push(format!(
-                    "side_effects[{i}]: replicate is not implemented in this release"
-                ));
-            }
-        }
-    }
     out
 }

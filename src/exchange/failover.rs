@@ -20,11 +20,12 @@
 use bytes::Bytes;
 
 use super::window::WindowSizer;
+use super::write_back::{self, MetaFlags};
 use super::{ttl, Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
-use crate::route::FailoverSpec;
+use crate::route::{FailoverSpec, WriteBack};
 
 /// State of a failover request.
 #[derive(Debug)]
@@ -37,6 +38,11 @@ pub struct Failover {
     ttl: Option<u32>,
     /// The request with its TTL capped, for servers after the first (built when first needed).
     capped: Option<Bytes>,
+    /// Hits on servers after the first are written back into the first (warm_first).
+    write_back: Option<WriteBack>,
+    /// An `mg` asked of a later server for a write-back carries these flags the client did
+    /// not ask (removed from the reply it gets).
+    mg_added: Option<MetaFlags>,
     /// Classic retrievals: every key as asked; `part` is the chain position it was last asked
     /// at. Empty for other requests.
     asked: Vec<AskedKey>,
@@ -91,6 +97,8 @@ impl Failover {
             miss_next: spec.miss_next,
             ttl: spec.ttl,
             capped: None,
+            write_back: spec.write_back,
+            mg_added: None,
             asked,
             window: WindowSizer::new(window, soft_bytes),
             start: 0,
@@ -153,10 +161,47 @@ impl Failover {
             self.send(self.attempt, bytes, c.lookups, fx);
             return;
         }
-        if !c.reply.is_empty() {
-            fx.deliver.push(c.reply.clone());
+        match self.mg_added.filter(|_| self.attempt > 0) {
+            Some(added) => {
+                self.write_back_mg(c, fx);
+                write_back::mg_client_reply_parts(&c.reply, added, &mut fx.deliver);
+            }
+            None if !c.reply.is_empty() => fx.deliver.push(c.reply.clone()),
+            None => {}
         }
         self.finished = true;
+    }
+
+    /// Queues the write-back of a later server's `mg` hit into the first server.
+    fn write_back_mg(&self, c: &Completion, fx: &mut Effects) {
+        let (Some(wb), Some(&warm)) = (self.write_back, self.chain.first()) else {
+            return;
+        };
+        let Some(hit) = write_back::mg_hit(&c.reply) else {
+            return;
+        };
+        let key = self.request.first_key(&self.bytes);
+        let [header, value] = write_back::meta_add(key, self.request.base64_key, &hit, wb.ttl);
+        fx.side.push((
+            wb.effect,
+            write_back_send(warm, header, value, Command::MetaSet),
+        ));
+    }
+
+    /// Queues the write-back of every value in `reply` (a later server's reply to a classic
+    /// retrieval: each of its values missed the first server) into the first server, as an
+    /// `add` (a newer value written there meanwhile is kept).
+    fn write_back_values(&self, reply: &Bytes, fx: &mut Effects) {
+        let (Some(wb), Some(&warm)) = (self.write_back, self.chain.first()) else {
+            return;
+        };
+        for block in write_back::value_blocks(reply) {
+            let [header, value] = write_back::classic_add(&block, wb.ttl);
+            fx.side.push((
+                wb.effect,
+                write_back_send(warm, header, value, Command::Add),
+            ));
+        }
     }
 
     fn on_retrieval_reply(&mut self, c: &Completion, failed: bool, fx: &mut Effects) {
@@ -174,6 +219,9 @@ impl Failover {
         let bytes = &self.bytes;
         let asked_here = window.iter().filter(|k| k.part == attempt);
         multiget::hits(&reply, asked_here.map(|k| k.key(bytes)), &mut found);
+        if attempt > 0 {
+            self.write_back_values(&reply, fx);
+        }
         if let Some(slot) = self.replies.get_mut(attempt) {
             *slot = reply;
         }
@@ -249,6 +297,12 @@ impl Failover {
     /// The request bytes for chain position `attempt`: capped after the first if it sets a
     /// lifetime and the route has `failover_ttl`.
     fn bytes_for(&mut self, attempt: usize) -> Bytes {
+        if attempt > 0 && self.write_back.is_some() && self.request.command == Command::MetaGet {
+            // The later server is asked for what a write-back needs (value, flags, TTL).
+            let fill = write_back::mg_fill_request(&self.request, &self.bytes);
+            self.mg_added = Some(fill.added);
+            return fill.request;
+        }
         let Some(limit) = self.ttl.filter(|_| attempt > 0) else {
             return self.bytes.clone();
         };
@@ -277,10 +331,30 @@ impl Failover {
             server,
             part: u32::try_from(attempt).unwrap_or(u32::MAX),
             bytes,
+            value: None,
             framing: self.framing,
             // The reply decides what happens next: it is read whole.
             stream: false,
             lookups,
         });
+    }
+}
+
+/// A write-back request to server `warm`: `header` then `value` (a slice of the reply that
+/// brought it), read whole so its outcome is counted.
+pub fn write_back_send(warm: usize, header: Bytes, value: Bytes, command: Command) -> Send {
+    Send {
+        server: warm,
+        part: 0,
+        bytes: header,
+        value: Some(value),
+        framing: Framing {
+            kind: command.reply_kind(),
+            on_failure: crate::backend::Failure::Error,
+            discard_reply: false,
+            noop_tail: false,
+        },
+        stream: false,
+        lookups: 0,
     }
 }

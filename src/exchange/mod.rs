@@ -13,7 +13,11 @@
 //! * [`fan_out::FanOut`]: the same request to several servers, `OK` only if all say so
 //!   (`flush_all`);
 //! * [`split_get::SplitGet`]: a multi-key retrieval split across servers and released in
-//!   windows of keys, each window's replies merged into the asked order.
+//!   windows of keys, each window's replies merged into the asked order;
+//! * [`failover::Failover`]: one request tried on several servers in turn (failover routes,
+//!   warm_first's reads with their write-backs);
+//! * [`parallel::Parallel`]: one request to several servers at once, one reply answering
+//!   (parallel routes, warm_first's writes).
 //!
 //! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
 //! exchange that has gone (its client closed) finds nothing and is dropped.
@@ -21,9 +25,12 @@
 pub mod failover;
 pub mod fan_out;
 pub mod forward;
+pub mod parallel;
+pub mod parallel_get;
 pub mod split_get;
 pub mod ttl;
 pub mod window;
+pub mod write_back;
 
 use crate::gen_slab::{GenSlab, Id};
 use bytes::Bytes;
@@ -112,11 +119,15 @@ pub struct Send {
     pub part: u32,
     /// The request's bytes.
     pub bytes: Bytes,
+    /// More bytes sent right after `bytes`: a write-back's value, a slice of the reply that
+    /// brought it (so it is not copied).
+    pub value: Option<Bytes>,
     /// How it is framed.
     pub framing: Framing,
     /// Its reply may be handed on in pieces.
     pub stream: bool,
-    /// Keys it looks up (hit/miss counters).
+    /// Keys it looks up (hit/miss counters, taken from its reply; 0 when the exchange counts
+    /// them itself through [`Effects::lookups`]).
     pub lookups: usize,
 }
 
@@ -138,6 +149,12 @@ pub struct Effects {
     /// A window of a multi-get was merged: the reply bytes per key it brought (for the
     /// worker's estimate that sizes first windows).
     pub key_bytes: Option<usize>,
+    /// Side-effect requests (write-backs), each with the index of the side effect whose
+    /// bounded queue takes it (see [`crate::side_effects`]).
+    pub side: Vec<(usize, Send)>,
+    /// Hits and misses the exchange counted itself (for requests asked of several servers,
+    /// whose replies are not each counted: see [`Send::lookups`]).
+    pub lookups: (usize, usize),
 }
 
 impl Effects {
@@ -149,6 +166,8 @@ impl Effects {
         self.held_delta = 0;
         self.abort = false;
         self.key_bytes = None;
+        self.side.clear();
+        self.lookups = (0, 0);
     }
 }
 
@@ -187,6 +206,8 @@ enum Kind {
     FanOut(fan_out::FanOut),
     SplitGet(Box<split_get::SplitGet>),
     Failover(Box<failover::Failover>),
+    Parallel(parallel::Parallel),
+    ParallelGet(Box<parallel_get::ParallelGet>),
 }
 
 impl Exchange {
@@ -216,6 +237,31 @@ impl Exchange {
         Exchange::started(slot, Kind::Failover(failover), fx)
     }
 
+    /// Starts a request to several servers at once, answered per `answer`; `lookup` when it
+    /// is a read whose hit or miss the exchange counts.
+    pub fn parallel(
+        slot: SlotRef,
+        sends: impl Iterator<Item = Send>,
+        answer: parallel::Answer,
+        lookup: bool,
+        fx: &mut Effects,
+    ) -> Exchange {
+        let kind = Kind::Parallel(parallel::Parallel::start(sends, answer, lookup, fx));
+        Exchange::started(slot, kind, fx)
+    }
+
+    /// Starts a multi-key retrieval asked of several servers per key (its first window goes
+    /// out now).
+    pub fn parallel_get(
+        slot: SlotRef,
+        get: parallel_get::ParallelGet,
+        fx: &mut Effects,
+    ) -> Exchange {
+        let mut get = Box::new(get);
+        get.start(fx);
+        Exchange::started(slot, Kind::ParallelGet(get), fx)
+    }
+
     fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
         Exchange {
             slot,
@@ -235,6 +281,8 @@ impl Exchange {
             Kind::FanOut(f) => f.on_completion(completion, fx),
             Kind::SplitGet(s) => s.on_completion(part, completion, fx),
             Kind::Failover(f) => f.on_completion(part, completion, fx),
+            Kind::Parallel(p) => p.on_completion(part, completion, fx),
+            Kind::ParallelGet(g) => g.on_completion(part, completion, fx),
         };
         self.outstanding += count(fx);
         self.flow(fx)
@@ -245,7 +293,8 @@ impl Exchange {
         match &mut self.kind {
             Kind::SplitGet(s) => s.resume(fx),
             Kind::Failover(f) => f.resume(fx),
-            Kind::Forward(_) | Kind::FanOut(_) => {}
+            Kind::ParallelGet(g) => g.resume(fx),
+            Kind::Forward(_) | Kind::FanOut(_) | Kind::Parallel(_) => {}
         }
         self.outstanding += count(fx);
         self.flow(fx)
@@ -268,6 +317,8 @@ impl Exchange {
             Kind::FanOut(f) => f.is_silent(),
             Kind::SplitGet(_) => false,
             Kind::Failover(f) => f.is_silent(),
+            Kind::Parallel(p) => p.is_silent(),
+            Kind::ParallelGet(_) => false,
         };
         let finished = match &self.kind {
             Kind::Forward(f) => f.finished(),
@@ -284,10 +335,21 @@ impl Exchange {
                 }
                 f.finished()
             }
+            Kind::Parallel(p) => p.finished(),
+            Kind::ParallelGet(g) => {
+                // Late replies of answered windows may still be out: the next window need
+                // not wait for them.
+                if g.parked() {
+                    return Flow::Parked;
+                }
+                g.finished()
+            }
         };
         if fx.abort || (finished && self.outstanding == 0) {
             Flow::Done
-        } else if silent && !self.detached {
+        } else if (silent || finished) && !self.detached {
+            // The client's answer is complete (or it wants none); the rest is read and
+            // dropped in the background.
             Flow::Background
         } else {
             Flow::Wait

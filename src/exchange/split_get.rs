@@ -16,11 +16,14 @@
 
 use bytes::Bytes;
 
+use super::failover::write_back_send;
 use super::window::WindowSizer;
+use super::write_back;
 use super::{Effects, Framing, Send};
 use crate::backend::Completion;
 use crate::multiget::{self, AskedKey};
-use crate::protocol::Request;
+use crate::protocol::{Command, Request};
+use crate::route::WriteBack;
 
 /// The servers to try after their first for the keys of a split that takes failover routes.
 #[derive(Debug, Default)]
@@ -32,6 +35,9 @@ pub struct Fallbacks {
     tried: Vec<usize>,
     /// Per asked key: a miss asks the next server too (`on_miss: next`).
     miss_next: Vec<bool>,
+    /// Per asked key: a hit on a later server is written back into its first (warm_first
+    /// with `write_on_miss`): that server and the write-back's settings.
+    write_back: Vec<Option<(usize, WriteBack)>>,
 }
 
 impl Fallbacks {
@@ -42,6 +48,18 @@ impl Fallbacks {
             depth,
             tried: vec![0; keys],
             miss_next: vec![false; keys],
+            write_back: Vec::new(),
+        }
+    }
+
+    /// Key `key`'s hits on a later server are written back into `first`, its first server.
+    pub fn set_write_back(&mut self, key: usize, first: usize, write_back: WriteBack) {
+        if self.write_back.len() <= key {
+            self.write_back
+                .resize(self.miss_next.len().max(key + 1), None);
+        }
+        if let Some(slot) = self.write_back.get_mut(key) {
+            *slot = Some((first, write_back));
         }
     }
 
@@ -314,8 +332,39 @@ impl SplitGet {
         self.send_parts(lines, round.start, false, fx);
     }
 
+    /// Queues the write-backs of the window's keys that a later round found (their route
+    /// has `write_on_miss`): each as an `add` into the key's first server.
+    fn write_back(&self, fx: &mut Effects) {
+        let Some(fallbacks) = self.fallbacks.as_ref().filter(|f| !f.write_back.is_empty()) else {
+            return;
+        };
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        for part in self.base_parts..self.servers.len() {
+            let Some(reply) = self.replies.get(part).filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            // The reply holds the values of this part's keys, in the order asked.
+            let mut blocks = write_back::value_blocks(reply).peekable();
+            for (offset, key) in window.iter().enumerate() {
+                if key.part != part {
+                    continue;
+                }
+                let Some(block) = blocks.next_if(|b| b.key[..] == *key.key(&self.bytes)) else {
+                    continue;
+                };
+                let index = self.start + offset;
+                if let Some(Some((first, wb))) = fallbacks.write_back.get(index) {
+                    let [header, value] = write_back::classic_add(&block, wb.ttl);
+                    let send = write_back_send(*first, header, value, Command::Add);
+                    fx.side.push((wb.effect, send));
+                }
+            }
+        }
+    }
+
     /// Merges the window's replies into the asked order, without the `END`.
     fn deliver_merged(&mut self, fx: &mut Effects) {
+        self.write_back(fx);
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
         multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
         fx.held_delta -= self.held as isize;
@@ -402,6 +451,7 @@ impl SplitGet {
                 server,
                 part: u32::try_from(part).unwrap_or(u32::MAX),
                 bytes: line,
+                value: None,
                 framing: self.framing,
                 stream,
                 lookups: keys,

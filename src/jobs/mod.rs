@@ -7,7 +7,10 @@
 //! * [`probe::Probe`]: the health probe of one server (`version` on a connection of its own,
 //!   every `interval` while the server is up, every `retry_after` while it is down).
 //!
-//! Write-backs, replication and warming are jobs of the same shape. Jobs live in a slab owned
+//! * [`crate::side_effects::EffectQueue`]: one side effect's bounded queue on this worker
+//!   (replication copies, write-backs): it owns their requests and counts their outcomes.
+//!
+//! Warming will be a job of the same shape. Jobs live in a slab owned
 //! by the worker; ids carry a generation, so a reply for a job that has gone finds nothing and
 //! is dropped, like a reply for an exchange whose client went.
 
@@ -42,6 +45,8 @@ pub enum JobStep {
 pub enum Job {
     /// A server's health probe.
     Probe(probe::Probe),
+    /// One side effect's queue.
+    Effect(crate::side_effects::EffectQueue),
 }
 
 impl Job {
@@ -49,6 +54,7 @@ impl Job {
     pub fn on_timer(&mut self, now: Instant, sends: &mut Vec<Send>) -> JobStep {
         match self {
             Job::Probe(p) => p.on_timer(now, sends),
+            Job::Effect(_) => JobStep::Wait,
         }
     }
 
@@ -62,6 +68,7 @@ impl Job {
     ) -> JobStep {
         match self {
             Job::Probe(p) => p.on_completion(part, completion, health, now),
+            Job::Effect(q) => q.on_completion(completion),
         }
     }
 }

@@ -51,6 +51,7 @@ impl Probe {
             server: self.server,
             part: self.sent,
             bytes: Bytes::from_static(PROBE),
+            value: None,
             framing: Framing {
                 kind: ReplyKind::Line,
                 on_failure: Failure::Error,

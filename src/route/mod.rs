@@ -19,7 +19,7 @@ pub mod ring;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Config, KeyMatch, Strategy};
+use crate::config::{Config, KeyMatch, Strategy, WritePolicy};
 use crate::placement::{Distribution, HashFunction};
 use crate::protocol::Command;
 use matcher::KeyPattern;
@@ -129,6 +129,44 @@ pub enum RouteKind {
     /// The key's server in each of several pools, tried in order: an index into
     /// [`Router::failovers`].
     Failover(usize),
+    /// The key's server in each of several pools, all at once: an index into
+    /// [`Router::parallels`].
+    Parallel(usize),
+    /// Warm pool first, cold pool on a miss; writes to both: an index into
+    /// [`Router::warm_firsts`].
+    WarmFirst(usize),
+}
+
+/// The settings of one parallel route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParallelSpec {
+    /// Its pools, in config order (the order decides ties and which backend answers
+    /// `cas`/`incr`/`decr`).
+    pub pools: Vec<usize>,
+    /// Which replies a write waits for.
+    pub writes: WritePolicy,
+}
+
+/// The settings of one warm_first route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmFirstSpec {
+    /// The fast tier, read first.
+    pub warm: usize,
+    /// The tier of record.
+    pub cold: usize,
+    /// Its read path: a failover over `[warm, cold]` with `on_miss: next` (an index into
+    /// [`Router::failovers`]), which also carries the write-back.
+    pub read: usize,
+}
+
+/// Where a warm_first route copies the cold tier's hits: the side effect that queues the
+/// copies (see [`crate::side_effects`]) and their TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteBack {
+    /// The side effect's index.
+    pub effect: usize,
+    /// The copies' TTL in seconds (0: no expiry).
+    pub ttl: u32,
 }
 
 /// The settings of one failover route.
@@ -140,6 +178,9 @@ pub struct FailoverSpec {
     pub miss_next: bool,
     /// Cap, in seconds, on the TTL of a write sent to any pool but the first.
     pub ttl: Option<u32>,
+    /// A hit on any pool but the first is written back into the first (warm_first's read
+    /// path with `write_on_miss`).
+    pub write_back: Option<WriteBack>,
 }
 
 /// One compiled route.
@@ -188,6 +229,8 @@ pub struct Router {
     pools: Vec<Pool>,
     servers: Vec<ServerSpec>,
     failovers: Vec<FailoverSpec>,
+    parallels: Vec<ParallelSpec>,
+    warm_firsts: Vec<WarmFirstSpec>,
     /// Per listener, the indices of the routes it uses, in the order it tries them.
     listener_routes: Vec<Vec<usize>>,
 }
@@ -229,6 +272,9 @@ impl Router {
         }
         let mut routes = Vec::new();
         let mut failovers = Vec::new();
+        let mut parallels = Vec::new();
+        let mut warm_firsts = Vec::new();
+        let mut write_backs = 0;
         for (i, route) in config.routes.iter().enumerate() {
             let pattern = match &route.matcher {
                 KeyMatch::Glob(g) => KeyPattern::glob(g),
@@ -273,14 +319,48 @@ impl Router {
                         pools,
                         miss_next: *on_miss == crate::config::OnMiss::Next,
                         ttl: *failover_ttl,
+                        write_back: None,
                     });
                     RouteKind::Failover(failovers.len() - 1)
                 }
-                other => {
-                    return Err(format!(
-                        "routes[{i}]: strategy '{}' is not implemented",
-                        other.name()
-                    ))
+                Strategy::Parallel { backends, writes } => {
+                    let pools = backends
+                        .iter()
+                        .map(|b| pool_of(b))
+                        .collect::<Result<Vec<usize>, String>>()?;
+                    parallels.push(ParallelSpec {
+                        pools,
+                        writes: *writes,
+                    });
+                    RouteKind::Parallel(parallels.len() - 1)
+                }
+                Strategy::WarmFirst {
+                    warm,
+                    cold,
+                    write_on_miss,
+                } => {
+                    let (warm, cold) = (pool_of(warm)?, pool_of(cold)?);
+                    // Write-back side effects are numbered after the configured ones, in
+                    // route order (see crate::side_effects).
+                    let write_back = write_on_miss.map(|w| {
+                        write_backs += 1;
+                        WriteBack {
+                            effect: config.side_effects.len() + write_backs - 1,
+                            ttl: w.ttl,
+                        }
+                    });
+                    failovers.push(FailoverSpec {
+                        pools: vec![warm, cold],
+                        miss_next: true,
+                        ttl: None,
+                        write_back,
+                    });
+                    warm_firsts.push(WarmFirstSpec {
+                        warm,
+                        cold,
+                        read: failovers.len() - 1,
+                    });
+                    RouteKind::WarmFirst(warm_firsts.len() - 1)
                 }
             };
             routes.push(Route {
@@ -310,6 +390,8 @@ impl Router {
             pools,
             servers,
             failovers,
+            parallels,
+            warm_firsts,
             listener_routes,
         })
     }
@@ -327,6 +409,33 @@ impl Router {
     /// The settings of failover route number `index` (see [`RouteKind::Failover`]).
     pub fn failover(&self, index: usize) -> Option<&FailoverSpec> {
         self.failovers.get(index)
+    }
+
+    /// The settings of parallel route number `index` (see [`RouteKind::Parallel`]).
+    pub fn parallel(&self, index: usize) -> Option<&ParallelSpec> {
+        self.parallels.get(index)
+    }
+
+    /// The settings of warm_first route number `index` (see [`RouteKind::WarmFirst`]).
+    pub fn warm_first(&self, index: usize) -> Option<&WarmFirstSpec> {
+        self.warm_firsts.get(index)
+    }
+
+    /// The pools route `route` may send a key to, in order (empty for blind_forward).
+    pub fn pools_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
+        match &route.kind {
+            RouteKind::BlindForward(_) => &[],
+            RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
+                std::slice::from_ref(pool)
+            }
+            RouteKind::Failover(f) => self.failovers.get(*f).map_or(&[][..], |f| &f.pools),
+            RouteKind::Parallel(p) => self.parallels.get(*p).map_or(&[][..], |p| &p.pools),
+            RouteKind::WarmFirst(w) => self
+                .warm_firsts
+                .get(*w)
+                .and_then(|w| self.failovers.get(w.read))
+                .map_or(&[][..], |f| &f.pools),
+        }
     }
 
     /// Every route, in config order.
@@ -363,18 +472,12 @@ impl Router {
         let mut out: Vec<usize> = Vec::new();
         let order = self.listener_routes.get(listener).map_or(&[][..], |v| v);
         for route in order.iter().filter_map(|&r| self.routes.get(r)) {
-            let pools: &[usize] = match &route.kind {
-                RouteKind::BlindForward(server) => {
-                    if !out.contains(server) {
-                        out.push(*server);
-                    }
-                    &[]
+            if let RouteKind::BlindForward(server) = route.kind {
+                if !out.contains(&server) {
+                    out.push(server);
                 }
-                RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
-                    std::slice::from_ref(pool)
-                }
-                RouteKind::Failover(f) => self.failovers.get(*f).map_or(&[][..], |f| &f.pools),
-            };
+            }
+            let pools = self.pools_of(route);
             for pool in pools.iter().filter_map(|&p| self.pools.get(p)) {
                 for &server in &pool.servers {
                     if !out.contains(&server) {

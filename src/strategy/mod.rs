@@ -67,7 +67,7 @@ impl Strategies {
     ) -> Option<[usize; 4]> {
         match router.routes().get(route_index)?.kind {
             RouteKind::ConsistentHash(pool) => Some(self.placing(router, pool)?.servers_for4(keys)),
-            RouteKind::BlindForward(_) | RouteKind::RoundRobin(_) | RouteKind::Failover(_) => None,
+            _ => None,
         }
     }
 
@@ -98,9 +98,34 @@ impl Strategies {
                 *memo = Some((route_index, server));
                 Some(server)
             }
-            RouteKind::Failover(index) => {
-                let pool = *router.failover(index)?.pools.first()?;
+            RouteKind::WarmFirst(w) => {
+                // What reaches here is the cold tier's (cas reads): see crate::tiered.
+                let pool = router.warm_first(w)?.cold;
                 self.placing(router, pool).map(|p| p.server_for(key))
+            }
+            RouteKind::Failover(_) | RouteKind::Parallel(_) => {
+                // Routes with several targets per key are dispatched by their chains; this is
+                // the first of them.
+                let pool = *router.pools_of(route).first()?;
+                self.placing(router, pool).map(|p| p.server_for(key))
+            }
+        }
+    }
+
+    /// The server of pool `pool` that owns `key` on this worker's ring (without ejected
+    /// servers).
+    pub fn server_in(&self, router: &Router, pool: usize, key: &[u8]) -> Option<usize> {
+        self.placing(router, pool).map(|p| p.server_for(key))
+    }
+
+    /// The key's server in each pool of `pools`, in order, each once.
+    pub fn chain(&self, router: &Router, pools: &[usize], key: &[u8], out: &mut Vec<usize>) {
+        out.clear();
+        for &pool in pools {
+            if let Some(server) = self.server_in(router, pool, key) {
+                if !out.contains(&server) {
+                    out.push(server);
+                }
             }
         }
     }
@@ -109,15 +134,8 @@ impl Strategies {
     /// of its pools (on this worker's rings, without ejected servers), each once.
     pub fn failover_chain(&self, router: &Router, index: usize, key: &[u8], out: &mut Vec<usize>) {
         out.clear();
-        let Some(spec) = router.failover(index) else {
-            return;
-        };
-        for &pool in &spec.pools {
-            if let Some(server) = self.placing(router, pool).map(|p| p.server_for(key)) {
-                if !out.contains(&server) {
-                    out.push(server);
-                }
-            }
+        if let Some(spec) = router.failover(index) {
+            self.chain(router, &spec.pools, key, out);
         }
     }
 }

@@ -1,0 +1,1086 @@
+//! The requests of warm_first's write-back and invalidation, and the rewriting of a cold `mg`.
+//!
+//! warm_first answers a warm (W) miss from the cold tier (C) and, with `write_on_miss`, copies
+//! the hit into W in the background: classic hits as `add` (so a value a client wrote into W
+//! meanwhile is never overwritten by an older cold copy), meta hits as `ms ... ME` (mode E is
+//! meta's add). Writes that only C may answer (cas, incr, ...) invalidate W with `delete`/`md`
+//! so that W refills from C on the next read.
+//!
+//! A meta get that goes to C must bring back what a write-back needs (the value, its client
+//! flags and its remaining TTL) even when the client did not ask for them: [`mg_fill_request`]
+//! adds the missing `v f t` flags and [`mg_client_reply`] takes them out again, so the client
+//! reads exactly what it asked for.
+//!
+//! Everything here is a pure function over byte buffers. Values are never copied: a block's
+//! data is a [`Bytes::slice`] of the backend's reply, sent on after a newly built header line.
+//! Replies are backend input, so nothing here panics on garbage: a malformed or truncated reply
+//! yields no block (or passes through unchanged) instead.
+
+use std::iter::FusedIterator;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+use crate::protocol::Request;
+
+/// memcached's largest relative TTL (30 days): anything larger is read as a unix time.
+const MAX_RELATIVE_TTL: i64 = 60 * 60 * 24 * 30;
+
+/// One classic `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n` block of a reply. Every
+/// field is a slice of the reply (no copy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueBlock {
+    /// The key as the server sent it.
+    pub key: Bytes,
+    /// The client flags (decimal digits).
+    pub flags: Bytes,
+    /// The data block followed by its `\r\n` (so it can be sent on as it is).
+    pub data: Bytes,
+}
+
+/// Iterator over the [`ValueBlock`]s of a classic retrieval reply; see [`value_blocks`].
+#[derive(Clone, Debug)]
+pub struct ValueBlocks {
+    reply: Bytes,
+    /// Where the next block starts.
+    at: usize,
+}
+
+impl Iterator for ValueBlocks {
+    type Item = ValueBlock;
+
+    fn next(&mut self) -> Option<ValueBlock> {
+        match block_at(&self.reply, self.at) {
+            Some((block, end)) => {
+                self.at = end;
+                Some(block)
+            }
+            None => {
+                // Fused: once the blocks end (END, garbage or truncation), nothing after that
+                // point can be trusted to be a block.
+                self.at = self.reply.len();
+                None
+            }
+        }
+    }
+}
+
+impl FusedIterator for ValueBlocks {}
+
+/// The blocks of a classic `get`/`gets`/`gat`/`gats` reply, in order. Iteration stops at
+/// `END`, at the end of the reply, and at the first thing that is not a well-formed block
+/// (an error line, a bad token, a data block running past the end or not ended by `\r\n`).
+/// Cloning `reply` is a reference count, so the blocks stay valid after it is dropped.
+pub fn value_blocks(reply: &Bytes) -> ValueBlocks {
+    ValueBlocks {
+        reply: reply.clone(),
+        at: 0,
+    }
+}
+
+/// The `VALUE` block at offset `at` of `reply` and the offset just past it.
+fn block_at(reply: &Bytes, at: usize) -> Option<(ValueBlock, usize)> {
+    let (text, line_end) = line_at(reply, at)?;
+    if !text.starts_with(b"VALUE ") {
+        return None;
+    }
+    let mut words = Words::new(text);
+    words.next()?;
+    let (key_at, key) = words.next()?;
+    let (flags_at, flags) = words.next()?;
+    let size = parse_usize(words.next()?.1)?;
+    // The optional cas token, then nothing: a longer line is not a block we understand.
+    if let Some((_, cas)) = words.next() {
+        if !is_digits(cas) || words.next().is_some() {
+            return None;
+        }
+    }
+    if !is_digits(flags) {
+        return None;
+    }
+    let end = data_end(reply, line_end, size)?;
+    let block = ValueBlock {
+        key: slice(reply, at + key_at, at + key_at + key.len())?,
+        flags: slice(reply, at + flags_at, at + flags_at + flags.len())?,
+        data: slice(reply, line_end, end)?,
+    };
+    Some((block, end))
+}
+
+/// The write-back of a classic hit: `add <key> <flags> <ttl> <len>\r\n` and the block's data
+/// (the reply's slice, with its `\r\n`). `add` so that a value written into the warm tier since
+/// the miss wins over this older copy; no `noreply`, because the reply is read to count the
+/// write-back's success or failure. `block.data` must end with its `\r\n` (as
+/// [`value_blocks`] gives it).
+pub fn classic_add(block: &ValueBlock, ttl: u32) -> [Bytes; 2] {
+    let len = block.data.len().saturating_sub(2);
+    let mut header = BytesMut::with_capacity(4 + block.key.len() + block.flags.len() + 36);
+    header.put_slice(b"add ");
+    header.put_slice(&block.key);
+    header.put_u8(b' ');
+    header.put_slice(&block.flags);
+    header.put_u8(b' ');
+    put_decimal(&mut header, u64::from(ttl));
+    header.put_u8(b' ');
+    put_decimal(&mut header, len as u64);
+    header.put_slice(b"\r\n");
+    [header.freeze(), block.data.clone()]
+}
+
+/// A set of meta flag letters (`a`-`z`, `A`-`Z`), one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaFlags(u64);
+
+impl MetaFlags {
+    /// No flags.
+    pub const EMPTY: MetaFlags = MetaFlags(0);
+
+    /// The bit of `letter`, or `None` for a byte that is not a flag letter.
+    fn bit(letter: u8) -> Option<u64> {
+        match letter {
+            b'a'..=b'z' => Some(1 << (letter - b'a')),
+            b'A'..=b'Z' => Some(1 << (26 + (letter - b'A'))),
+            _ => None,
+        }
+    }
+
+    /// True when `letter` is in the set (always false for a byte that is not a letter).
+    pub fn has(self, letter: u8) -> bool {
+        MetaFlags::bit(letter).is_some_and(|bit| self.0 & bit != 0)
+    }
+
+    /// The set with `letter` added (unchanged when `letter` is not a letter).
+    #[must_use]
+    pub fn with(self, letter: u8) -> MetaFlags {
+        MetaFlags(self.0 | MetaFlags::bit(letter).unwrap_or(0))
+    }
+
+    /// True when no flag is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// The flag letters of a meta request (`request`, parsed from `bytes`): the first byte of
+/// each token after the key (`T30` is `T`, `O123` is `O`). Tokens that do not start with a
+/// letter are not flags and are left out (such as `ms`'s `<datalen>`).
+pub fn meta_flags(request: &Request, bytes: &[u8]) -> MetaFlags {
+    Words::new(request.args.of(bytes))
+        .skip(1)
+        .filter_map(|(_, token)| token.first().copied())
+        .fold(MetaFlags::EMPTY, MetaFlags::with)
+}
+
+/// The flags a cold `mg` must carry for a write-back: the value, its client flags and its
+/// remaining TTL.
+const FILL: [u8; 3] = [b'v', b'f', b't'];
+
+/// An `mg` request line to send to the cold tier and what was added to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MgFill {
+    /// The request line, ending with `\r\n`.
+    pub request: Bytes,
+    /// The flags (of `v f t`) the client did not ask and the line carries: the ones
+    /// [`mg_client_reply`] removes from the reply.
+    pub added: MetaFlags,
+}
+
+/// The cold tier's version of the client's `mg` (`request`, parsed from `bytes`, the buffer
+/// that starts with it): the same line with ` v`, ` f`, ` t` appended for each of those the
+/// client did not ask. Taking `bytes` as [`Bytes`] lets a line that needs nothing added go
+/// out as a slice of it (no copy) when it already ends with `\r\n`; a line that ended with a
+/// bare `\n`, or that is rebuilt, always ends with `\r\n`.
+pub fn mg_fill_request(request: &Request, bytes: &Bytes) -> MgFill {
+    let asked = meta_flags(request, bytes);
+    let added = FILL
+        .iter()
+        .filter(|&&flag| !asked.has(flag))
+        .fold(MetaFlags::EMPTY, |set, &flag| set.with(flag));
+    if added.is_empty() {
+        let line = bytes.get(..request.line_len).unwrap_or(&[]);
+        if line.ends_with(b"\r\n") {
+            if let Some(request) = slice(bytes, 0, request.line_len) {
+                return MgFill { request, added };
+            }
+        }
+    }
+    // Rebuilt from the command name and the arguments span, which excludes surrounding
+    // spaces and the line end: the appended flags are single-space separated whatever the
+    // client's spacing was.
+    let name = request.command.name().as_bytes();
+    let args = request.args.of(bytes);
+    let mut line = BytesMut::with_capacity(name.len() + 1 + args.len() + 2 * FILL.len() + 2);
+    line.put_slice(name);
+    line.put_u8(b' ');
+    line.put_slice(args);
+    for flag in FILL.iter().filter(|&&flag| added.has(flag)) {
+        line.put_u8(b' ');
+        line.put_u8(*flag);
+    }
+    line.put_slice(b"\r\n");
+    MgFill {
+        request: line.freeze(),
+        added,
+    }
+}
+
+/// The cold tier's reply to a filled `mg` ([`mg_fill_request`]) made into the reply to the
+/// client's own request: the return-flag tokens whose letter is in `added` are removed, and
+/// when `v` was added `VA <len> <flags>*\r\n<data>\r\n` becomes `HD <flags>*\r\n` (the data is
+/// dropped). Other lines (`EN`, `MN`, errors) pass through unchanged, as does everything from
+/// a `VA` whose data block is malformed or truncated. With nothing added this is `reply`
+/// itself. The client may get both a new header and the value: those are joined into one
+/// buffer here; [`mg_client_reply_parts`] gives them without copying the value.
+pub fn mg_client_reply(reply: &Bytes, added: MetaFlags) -> Bytes {
+    let mut parts = Vec::new();
+    mg_client_reply_parts(reply, added, &mut parts);
+    match parts.as_slice() {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut joined = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for part in many {
+                joined.put_slice(part);
+            }
+            joined.freeze()
+        }
+    }
+}
+
+/// [`mg_client_reply`] as pieces appended to `out`, in order: rewritten header lines are new
+/// buffers, everything else (the value, unchanged lines) slices of `reply`.
+pub fn mg_client_reply_parts(reply: &Bytes, added: MetaFlags, out: &mut Vec<Bytes>) {
+    if added.is_empty() {
+        if !reply.is_empty() {
+            out.push(reply.clone());
+        }
+        return;
+    }
+    // `at`: the next reply line; `kept`: the start of the unchanged bytes not yet in `out`
+    // (consecutive unchanged lines go out as one slice).
+    let (mut at, mut kept) = (0, 0);
+    while let Some((text, line_end)) = line_at(reply, at) {
+        let mut words = Words::new(text);
+        let (size, end) = match words.next() {
+            Some((0, b"VA")) => {
+                let Some((_, size)) = words.next() else { break };
+                let Some(end) = parse_usize(size).and_then(|n| data_end(reply, line_end, n)) else {
+                    break;
+                };
+                (Some(size), end)
+            }
+            Some((0, b"HD")) => (None, line_end),
+            _ => {
+                at = line_end;
+                continue;
+            }
+        };
+        let to_hd = size.is_some() && added.has(b'v');
+        let removed = |token: &[u8]| token.first().is_some_and(|&letter| added.has(letter));
+        if !to_hd && !words.clone().any(|(_, token)| removed(token)) {
+            at = end;
+            continue;
+        }
+        if let Some(unchanged) = slice(reply, kept, at).filter(|s| !s.is_empty()) {
+            out.push(unchanged);
+        }
+        let mut header = BytesMut::with_capacity(text.len() + 2);
+        match size.filter(|_| !to_hd) {
+            Some(size) => {
+                header.put_slice(b"VA ");
+                header.put_slice(size);
+            }
+            None => header.put_slice(b"HD"),
+        }
+        for (_, token) in words.filter(|(_, token)| !removed(token)) {
+            header.put_u8(b' ');
+            header.put_slice(token);
+        }
+        header.put_slice(b"\r\n");
+        out.push(header.freeze());
+        if !to_hd {
+            if let Some(data) = slice(reply, line_end, end).filter(|s| !s.is_empty()) {
+                out.push(data);
+            }
+        }
+        at = end;
+        kept = end;
+    }
+    if let Some(rest) = slice(reply, kept, reply.len()).filter(|s| !s.is_empty()) {
+        out.push(rest);
+    }
+}
+
+/// What a write-back needs of a cold `mg` hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MgHit {
+    /// The client flags (decimal digits, a slice of the reply).
+    pub flags: Bytes,
+    /// The remaining TTL in seconds as the server gave it (`-1`: never expires), `None` when
+    /// the reply has no `t` token.
+    pub remaining_ttl: Option<i64>,
+    /// The data block followed by its `\r\n` (a slice of the reply).
+    pub data: Bytes,
+}
+
+/// The hit in a filled `mg`'s reply (`VA <len> <flags>*\r\n<data>\r\n` carrying `f<flags>`
+/// and, normally, `t<ttl>`). `None` for anything else: a miss, `HD`, an error, a reply
+/// without a valid `f` token or with a bad `t` token, a truncated data block, and a stale
+/// item (`X`): copying a value its tier of record marked stale would serve it from the warm
+/// tier as fresh, without the flag.
+pub fn mg_hit(reply: &Bytes) -> Option<MgHit> {
+    let (text, line_end) = line_at(reply, 0)?;
+    let mut words = Words::new(text);
+    if words.next()? != (0, b"VA".as_slice()) {
+        return None;
+    }
+    let size = parse_usize(words.next()?.1)?;
+    let end = data_end(reply, line_end, size)?;
+    let (mut flags, mut remaining_ttl) = (None, None);
+    for (start, token) in words {
+        match token.split_first() {
+            Some((b'f', digits)) if is_digits(digits) => {
+                flags = slice(reply, start + 1, start + token.len());
+            }
+            Some((b'f' | b'X', _)) => return None,
+            Some((b't', ttl)) => remaining_ttl = Some(parse_i64(ttl)?),
+            _ => {}
+        }
+    }
+    Some(MgHit {
+        flags: flags?,
+        remaining_ttl,
+        data: slice(reply, line_end, end)?,
+    })
+}
+
+/// The write-back of a meta hit: `ms <key> <len> F<flags> T<ttl> ME[ b]\r\n` and the hit's
+/// data (the reply's slice, with its `\r\n`). `key` is the key as the client sent it, `base64`
+/// whether it is base64 (the `b` flag). Mode `E` is add, for the reason given at
+/// [`classic_add`].
+///
+/// The TTL: the copy must not outlive the cold item, nor live longer than `ttl_cap`
+/// (`write_on_miss.ttl`, 0 = never expire). So it is the smaller of the remaining TTL and the
+/// cap, where a remaining TTL of `-1` or none given counts as never expiring; a remaining TTL
+/// of 0 or below (about to expire) becomes 1; and a TTL above 30 days is cut to 30 days,
+/// which memcached would read as a unix time.
+pub fn meta_add(key: &[u8], base64: bool, hit: &MgHit, ttl_cap: u32) -> [Bytes; 2] {
+    let len = hit.data.len().saturating_sub(2);
+    let ttl = write_back_ttl(hit.remaining_ttl, ttl_cap);
+    let mut header = BytesMut::with_capacity(3 + key.len() + hit.flags.len() + 48);
+    header.put_slice(b"ms ");
+    header.put_slice(key);
+    header.put_u8(b' ');
+    put_decimal(&mut header, len as u64);
+    header.put_slice(b" F");
+    header.put_slice(&hit.flags);
+    header.put_slice(b" T");
+    put_decimal(&mut header, ttl);
+    header.put_slice(b" ME");
+    if base64 {
+        header.put_slice(b" b");
+    }
+    header.put_slice(b"\r\n");
+    [header.freeze(), hit.data.clone()]
+}
+
+/// The TTL of a meta write-back; see [`meta_add`]. 0 means never expire, as in memcached.
+fn write_back_ttl(remaining: Option<i64>, cap: u32) -> u64 {
+    let cap = i64::from(cap);
+    let ttl = match remaining {
+        None | Some(-1) => cap,
+        Some(left) if left <= 0 => 1,
+        Some(left) if cap == 0 => left,
+        Some(left) => left.min(cap),
+    };
+    u64::try_from(ttl.min(MAX_RELATIVE_TTL)).unwrap_or(1)
+}
+
+/// The classic invalidation of a key in the warm tier: `delete <key>\r\n`.
+pub fn classic_delete(key: &[u8]) -> Bytes {
+    let mut line = BytesMut::with_capacity(7 + key.len() + 2);
+    line.put_slice(b"delete ");
+    line.put_slice(key);
+    line.put_slice(b"\r\n");
+    line.freeze()
+}
+
+/// The meta invalidation of a key in the warm tier: `md <key>\r\n`, with ` b` when the key is
+/// base64 (as the client sent it).
+pub fn meta_delete(key: &[u8], base64: bool) -> Bytes {
+    let mut line = BytesMut::with_capacity(3 + key.len() + 4);
+    line.put_slice(b"md ");
+    line.put_slice(key);
+    if base64 {
+        line.put_slice(b" b");
+    }
+    line.put_slice(b"\r\n");
+    line.freeze()
+}
+
+/// The line at offset `at` of `buf` without its line end (`\n`, or `\r\n`), and the offset
+/// just past the line end; `None` when no whole line is there.
+fn line_at(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(at..)?;
+    let newline = memchr(b'\n', rest)?;
+    let line = rest.get(..newline)?;
+    let text = line.strip_suffix(b"\r").unwrap_or(line);
+    Some((text, at + newline + 1))
+}
+
+/// The end of a data block of `size` bytes starting at `start` (past its `\r\n`), if all of
+/// it is in `buf` and the `\r\n` is there.
+fn data_end(buf: &[u8], start: usize, size: usize) -> Option<usize> {
+    let end = start.checked_add(size)?.checked_add(2)?;
+    (buf.get(end - 2..end)? == b"\r\n").then_some(end)
+}
+
+/// `buf[start..end]` without a copy, or `None` when the range is not inside `buf` (so that
+/// [`Bytes::slice`], which panics on a bad range, is never reached with one).
+fn slice(buf: &Bytes, start: usize, end: usize) -> Option<Bytes> {
+    buf.get(start..end)?;
+    Some(buf.slice(start..end))
+}
+
+/// True for a non-empty run of ASCII digits.
+fn is_digits(token: &[u8]) -> bool {
+    !token.is_empty() && token.iter().all(u8::is_ascii_digit)
+}
+
+/// A decimal `usize` (digits only, no overflow).
+fn parse_usize(token: &[u8]) -> Option<usize> {
+    if !is_digits(token) {
+        return None;
+    }
+    token.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
+}
+
+/// A decimal `i64`, optionally negative (`t-1`).
+fn parse_i64(token: &[u8]) -> Option<i64> {
+    let (negative, digits) = match token.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, token),
+    };
+    if !is_digits(digits) {
+        return None;
+    }
+    digits.iter().try_fold(0i64, |n, &d| {
+        let d = i64::from(d - b'0');
+        n.checked_mul(10)?
+            .checked_add(if negative { -d } else { d })
+    })
+}
+
+/// Appends `n` in decimal without going through a `String`.
+fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            // `n % 10` is below 10, so the cast keeps it.
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    buf.put_slice(digits.get(start..).unwrap_or(&[]));
+}
+
+/// The space-separated tokens of a line with their offsets in it (runs of spaces collapse,
+/// as in memcached's tokenizer).
+#[derive(Clone, Debug)]
+struct Words<'a> {
+    line: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Words<'a> {
+    fn new(line: &'a [u8]) -> Words<'a> {
+        Words { line, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    /// The token's offset in the line, and the token.
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
+        let rest = self.line.get(self.at..)?;
+        let start = self.at + rest.iter().position(|&b| b != b' ')?;
+        let tail = self.line.get(start..)?;
+        let len = memchr(b' ', tail).unwrap_or(tail.len());
+        self.at = start + len;
+        Some((start, tail.get(..len)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse_request, Command, Limits, Parsed};
+
+    fn parse(bytes: &[u8]) -> Request {
+        match parse_request(bytes, &Limits::default()) {
+            Ok(Parsed::Complete(r)) => r,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// True when `part`'s bytes lie inside `whole`'s memory (a slice, not a copy).
+    fn inside(part: &Bytes, whole: &Bytes) -> bool {
+        let (p, w) = (part.as_ptr() as usize, whole.as_ptr() as usize);
+        p >= w && p + part.len() <= w + whole.len()
+    }
+
+    fn blocks(reply: &'static [u8]) -> Vec<ValueBlock> {
+        value_blocks(&Bytes::from_static(reply)).collect()
+    }
+
+    fn joined(parts: &[Bytes]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn value_blocks_walks_every_block_until_end() {
+        let reply = Bytes::from_static(
+            b"VALUE a 0 1\r\nx\r\nVALUE bb 42 0\r\n\r\nVALUE c 7 5\r\nr\r\n\n!\r\nEND\r\n",
+        );
+        let got: Vec<ValueBlock> = value_blocks(&reply).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!((&got[0].key[..], &got[0].flags[..]), (&b"a"[..], &b"0"[..]));
+        assert_eq!(&got[0].data[..], b"x\r\n");
+        assert_eq!(
+            (&got[1].key[..], &got[1].flags[..]),
+            (&b"bb"[..], &b"42"[..])
+        );
+        assert_eq!(&got[1].data[..], b"\r\n");
+        // Data may hold line ends: the length frames it.
+        assert_eq!(&got[2].data[..], b"r\r\n\n!\r\n");
+        for block in &got {
+            assert!(inside(&block.key, &reply));
+            assert!(inside(&block.flags, &reply));
+            assert!(inside(&block.data, &reply));
+        }
+    }
+
+    #[test]
+    fn value_blocks_reads_gets_replies_with_a_cas_token() {
+        let got = blocks(b"VALUE k 3 2 12345\r\nhi\r\nVALUE l 0 1 9\r\nz\r\nEND\r\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(&got[0].key[..], b"k");
+        assert_eq!(&got[0].flags[..], b"3");
+        assert_eq!(&got[0].data[..], b"hi\r\n");
+        assert_eq!(&got[1].data[..], b"z\r\n");
+    }
+
+    #[test]
+    fn value_blocks_stops_at_end_and_at_garbage() {
+        assert!(blocks(b"END\r\n").is_empty());
+        assert!(blocks(b"").is_empty());
+        assert!(blocks(b"SERVER_ERROR out of memory\r\n").is_empty());
+        // Nothing after END is read, even a block.
+        assert!(blocks(b"END\r\nVALUE a 0 1\r\nx\r\n").is_empty());
+        // A block, then an error line: the block only.
+        assert_eq!(
+            blocks(b"VALUE a 0 1\r\nx\r\nSERVER_ERROR oops\r\nVALUE b 0 1\r\ny\r\n").len(),
+            1
+        );
+        for garbage in [
+            &b"VALUE a 0 1\r\nxy\r\nEND\r\n"[..], // data not ended by CRLF
+            b"VALUE a 0 5\r\nxy\r\n",             // runs past the end
+            b"VALUE a 0 1\r\nx",                  // truncated CRLF
+            b"VALUE a 0 1",                       // no line end
+            b"VALUE a 0\r\nx\r\n",                // missing <bytes>
+            b"VALUE a\r\n",                       // missing flags
+            b"VALUE \r\n",                        // nothing
+            b"VALUE a x 1\r\nx\r\n",              // flags not a number
+            b"VALUE a 0 -1\r\nx\r\n",             // negative length
+            b"VALUE a 0 1x\r\nx\r\n",             // bad length
+            b"VALUE a 0 1 cas\r\nx\r\n",          // bad cas
+            b"VALUE a 0 1 2 3\r\nx\r\n",          // too many tokens
+            b"VALUE a 0 99999999999999999999999\r\nx\r\n", // overflows
+            b"VALUE a 0 18446744073709551615\r\nx\r\n", // usize::MAX: the +2 overflows
+            b" VALUE a 0 1\r\nx\r\n",             // not at the line start
+            b"VALUEa 0 1\r\nx\r\n",
+            b"\r\n\r\n",
+        ] {
+            assert!(
+                value_blocks(&Bytes::copy_from_slice(garbage))
+                    .next()
+                    .is_none(),
+                "{:?}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+    }
+
+    #[test]
+    fn value_blocks_keeps_good_blocks_before_a_truncated_one_and_is_fused() {
+        let reply = Bytes::from_static(b"VALUE a 0 1\r\nx\r\nVALUE b 0 10\r\nshort\r\n");
+        let mut it = value_blocks(&reply);
+        assert_eq!(it.next().map(|b| b.key), Some(Bytes::from_static(b"a")));
+        assert!(it.next().is_none());
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn value_blocks_accepts_bare_newline_headers_as_the_framer_does() {
+        let got = blocks(b"VALUE a 0 1\nx\r\nEND\r\n");
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].data[..], b"x\r\n");
+    }
+
+    #[test]
+    fn classic_add_builds_a_header_and_reuses_the_data() {
+        let reply = Bytes::from_static(b"VALUE user:1 17 5 999\r\nhello\r\nEND\r\n");
+        let block = value_blocks(&reply).next().expect("a block");
+        let [header, data] = classic_add(&block, 300);
+        assert_eq!(&header[..], b"add user:1 17 300 5\r\n");
+        assert_eq!(&data[..], b"hello\r\n");
+        assert!(inside(&data, &reply));
+        // The proxy's own parser reads it as one whole add of that value.
+        let request_bytes = [header, data].concat();
+        let request = parse(&request_bytes);
+        assert_eq!(request.command, Command::Add);
+        assert!(!request.noreply);
+        assert_eq!(request.len, request_bytes.len());
+        assert_eq!(
+            request.data.map(|d| d.of(&request_bytes)),
+            Some(&b"hello"[..])
+        );
+
+        let empty = ValueBlock {
+            key: Bytes::from_static(b"k"),
+            flags: Bytes::from_static(b"0"),
+            data: Bytes::from_static(b"\r\n"),
+        };
+        assert_eq!(&classic_add(&empty, 0)[0][..], b"add k 0 0 0\r\n");
+        let max = classic_add(&empty, u32::MAX);
+        assert_eq!(&max[0][..], b"add k 0 4294967295 0\r\n");
+    }
+
+    #[test]
+    fn meta_flags_are_the_first_letters_of_the_tokens_after_the_key() {
+        let line = b"mg fkey T30 v O123 k q b\r\n";
+        let request = parse(b"mg Zm9v T30 v O123 k q b\r\n");
+        let flags = meta_flags(&request, b"mg Zm9v T30 v O123 k q b\r\n");
+        for letter in *b"TvOkqb" {
+            assert!(flags.has(letter), "{}", letter as char);
+        }
+        for letter in *b"ftcZ3 " {
+            assert!(!flags.has(letter), "{}", letter as char);
+        }
+        // The key is not a flag even when it starts with a flag letter.
+        let request = parse(line);
+        assert!(!meta_flags(&request, line).has(b'f'));
+        // `ms`'s datalen is not a flag; its flags are.
+        let set = b"ms k 2 F5 T0\r\nhi\r\n";
+        let flags = meta_flags(&parse(set), set);
+        assert!(flags.has(b'F') && flags.has(b'T') && !flags.has(b'2'));
+        assert_eq!(flags, MetaFlags::EMPTY.with(b'F').with(b'T'));
+        let bare = b"mg k\r\n";
+        assert!(meta_flags(&parse(bare), bare).is_empty());
+    }
+
+    #[test]
+    fn meta_flags_set_ignores_non_letters() {
+        let flags = MetaFlags::EMPTY.with(b'0').with(b' ').with(0xff);
+        assert!(flags.is_empty());
+        assert!(MetaFlags::EMPTY.with(b'z').has(b'z'));
+        assert!(MetaFlags::EMPTY.with(b'Z').has(b'Z'));
+        assert!(!MetaFlags::EMPTY.with(b'Z').has(b'z'));
+        assert_eq!(MetaFlags::default(), MetaFlags::EMPTY);
+    }
+
+    fn fill(line: &'static [u8]) -> MgFill {
+        let bytes = Bytes::from_static(line);
+        mg_fill_request(&parse(&bytes), &bytes)
+    }
+
+    #[test]
+    fn mg_fill_adds_what_the_client_did_not_ask() {
+        let got = fill(b"mg k\r\n");
+        assert_eq!(&got.request[..], b"mg k v f t\r\n");
+        assert!(got.added.has(b'v') && got.added.has(b'f') && got.added.has(b't'));
+
+        let got = fill(b"mg k s v q O12 k\r\n");
+        assert_eq!(&got.request[..], b"mg k s v q O12 k f t\r\n");
+        assert!(!got.added.has(b'v') && got.added.has(b'f') && got.added.has(b't'));
+
+        // Base64 key: the key and `b` stay as they are.
+        let got = fill(b"mg Zm9v b t\r\n");
+        assert_eq!(&got.request[..], b"mg Zm9v b t v f\r\n");
+        assert_eq!(got.added, MetaFlags::EMPTY.with(b'v').with(b'f'));
+
+        // A bare `\n` and extra spaces: the rebuilt line ends with CRLF.
+        let got = fill(b"mg  k   f \n");
+        assert_eq!(&got.request[..], b"mg k   f v t\r\n");
+        assert!(parse(&got.request).command == Command::MetaGet);
+    }
+
+    #[test]
+    fn mg_fill_with_nothing_to_add_is_a_slice_of_the_request() {
+        let bytes = Bytes::from_static(b"mg k t f v O1\r\nmg next v\r\n");
+        let got = mg_fill_request(&parse(&bytes), &bytes);
+        assert!(got.added.is_empty());
+        assert_eq!(&got.request[..], b"mg k t f v O1\r\n");
+        assert!(inside(&got.request, &bytes));
+        // Only a bare `\n` line needs a new one.
+        let got = fill(b"mg k v f t\n");
+        assert!(got.added.is_empty());
+        assert_eq!(&got.request[..], b"mg k v f t\r\n");
+    }
+
+    #[test]
+    fn mg_fill_survives_a_request_that_does_not_match_its_bytes() {
+        let request = parse(b"mg somekey v f t\r\n");
+        let got = mg_fill_request(&request, &Bytes::from_static(b"mg"));
+        assert!(got.request.ends_with(b"\r\n"));
+    }
+
+    fn client_reply(reply: &'static [u8], added: &[u8]) -> Vec<u8> {
+        let added = added.iter().fold(MetaFlags::EMPTY, |s, &l| s.with(l));
+        mg_client_reply(&Bytes::from_static(reply), added).to_vec()
+    }
+
+    #[test]
+    fn mg_client_reply_turns_va_into_hd_when_v_was_added() {
+        assert_eq!(client_reply(b"VA 2 f5 t-1\r\nhi\r\n", b"vft"), b"HD\r\n");
+        // The client's own flags stay, in their order.
+        assert_eq!(
+            client_reply(b"VA 2 s2 f5 t-1 kkey O5\r\nhi\r\n", b"vft"),
+            b"HD s2 kkey O5\r\n"
+        );
+        assert_eq!(
+            client_reply(b"VA 2 f5 kZm9v b t300\r\nhi\r\n", b"vf"),
+            b"HD kZm9v b t300\r\n"
+        );
+    }
+
+    #[test]
+    fn mg_client_reply_removes_added_tokens_and_keeps_the_value() {
+        let reply = Bytes::from_static(b"VA 5 f0 t300 O9\r\nhello\r\n");
+        let added = MetaFlags::EMPTY.with(b'f').with(b't');
+        assert_eq!(&mg_client_reply(&reply, added)[..], b"VA 5 O9\r\nhello\r\n");
+        let mut parts = Vec::new();
+        mg_client_reply_parts(&reply, added, &mut parts);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0][..], b"VA 5 O9\r\n");
+        assert_eq!(&parts[1][..], b"hello\r\n");
+        assert!(inside(&parts[1], &reply));
+        // Only the added letters go: the client asked `t`.
+        assert_eq!(
+            client_reply(b"VA 1 t-1 f3\r\nx\r\n", b"f"),
+            b"VA 1 t-1\r\nx\r\n"
+        );
+        // HD (a reply that had no value) loses the added tokens too.
+        assert_eq!(client_reply(b"HD f0 t-1 k1\r\n", b"ft"), b"HD k1\r\n");
+        assert_eq!(client_reply(b"HD t-1\r\n", b"vft"), b"HD\r\n");
+    }
+
+    #[test]
+    fn mg_client_reply_passes_other_replies_through() {
+        for reply in [
+            &b"EN\r\n"[..],
+            b"MN\r\n",
+            b"SERVER_ERROR out of memory\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+            b"ERROR\r\n",
+            b"NF\r\n",
+            b"",
+        ] {
+            let bytes = Bytes::copy_from_slice(reply);
+            let got = mg_client_reply(&bytes, MetaFlags::EMPTY.with(b'v').with(b'f'));
+            assert_eq!(&got[..], reply);
+            if !reply.is_empty() {
+                assert!(inside(&got, &bytes));
+            }
+        }
+        // A VA that already has exactly what the client asked stays the same buffer.
+        let bytes = Bytes::from_static(b"VA 2 O1\r\nhi\r\n");
+        let got = mg_client_reply(&bytes, MetaFlags::EMPTY.with(b'f'));
+        assert_eq!(got.as_ptr(), bytes.as_ptr());
+    }
+
+    #[test]
+    fn mg_client_reply_with_nothing_added_is_the_reply() {
+        let bytes = Bytes::from_static(b"VA 2 f5 t-1\r\nhi\r\n");
+        let got = mg_client_reply(&bytes, MetaFlags::EMPTY);
+        assert_eq!(got, bytes);
+        assert_eq!(got.as_ptr(), bytes.as_ptr());
+    }
+
+    #[test]
+    fn mg_client_reply_handles_quiet_replies_ending_with_mn() {
+        // A quiet mg is followed by `mn`: its reply holds the hit (or nothing) then `MN`.
+        assert_eq!(
+            client_reply(b"VA 2 f5 t-1 O7\r\nhi\r\nMN\r\n", b"vft"),
+            b"HD O7\r\nMN\r\n"
+        );
+        assert_eq!(client_reply(b"MN\r\n", b"vft"), b"MN\r\n");
+        let reply = Bytes::from_static(b"VA 2 v f5\r\nhi\r\nMN\r\n");
+        let mut parts = Vec::new();
+        mg_client_reply_parts(&reply, MetaFlags::EMPTY.with(b'f'), &mut parts);
+        assert_eq!(joined(&parts), b"VA 2 v\r\nhi\r\nMN\r\n");
+        assert!(inside(&parts[1], &reply) && inside(&parts[2], &reply));
+    }
+
+    #[test]
+    fn mg_client_reply_passes_a_malformed_value_through() {
+        for reply in [
+            &b"VA 10 f5\r\nhi\r\n"[..],
+            b"VA x f5\r\nhi\r\n",
+            b"VA\r\n",
+            b"VA 2 f5",
+            b"VA 2 f5\r\nhiXY",
+        ] {
+            let got = mg_client_reply(&Bytes::copy_from_slice(reply), MetaFlags::EMPTY.with(b'f'));
+            assert_eq!(&got[..], reply);
+        }
+        // A good reply followed by a truncated one: the first is rewritten, the rest kept.
+        assert_eq!(
+            client_reply(b"HD f1\r\nVA 9 f1\r\nab", b"f"),
+            b"HD\r\nVA 9 f1\r\nab"
+        );
+    }
+
+    #[test]
+    fn mg_hit_reads_flags_ttl_and_data() {
+        let reply = Bytes::from_static(b"VA 5 s5 f17 t300 O1\r\nhello\r\n");
+        let hit = mg_hit(&reply).expect("a hit");
+        assert_eq!(&hit.flags[..], b"17");
+        assert_eq!(hit.remaining_ttl, Some(300));
+        assert_eq!(&hit.data[..], b"hello\r\n");
+        assert!(inside(&hit.flags, &reply) && inside(&hit.data, &reply));
+
+        let hit = mg_hit(&Bytes::from_static(b"VA 0 f0 t-1\r\n\r\n")).expect("a hit");
+        assert_eq!(hit.remaining_ttl, Some(-1));
+        assert_eq!(&hit.data[..], b"\r\n");
+        let hit = mg_hit(&Bytes::from_static(b"VA 1 f4\r\nx\r\nMN\r\n")).expect("a hit");
+        assert_eq!(hit.remaining_ttl, None);
+        assert_eq!(&hit.data[..], b"x\r\n");
+    }
+
+    #[test]
+    fn mg_hit_refuses_misses_garbage_and_stale_items() {
+        for reply in [
+            &b"EN\r\n"[..],
+            b"HD f1 t2\r\n",
+            b"MN\r\n",
+            b"SERVER_ERROR out of memory\r\n",
+            b"",
+            b"VA 2 t5\r\nhi\r\n",                       // no flags
+            b"VA 2 fx t5\r\nhi\r\n",                    // bad flags
+            b"VA 2 f t5\r\nhi\r\n",                     // empty flags
+            b"VA 2 f1 tx\r\nhi\r\n",                    // bad ttl
+            b"VA 2 f1 t\r\nhi\r\n",                     // empty ttl
+            b"VA 2 f1 t-\r\nhi\r\n",                    // sign alone
+            b"VA 2 f1 t99999999999999999999\r\nhi\r\n", // overflows
+            b"VA 5 f1 t5\r\nhi\r\n",                    // runs past the end
+            b"VA 2 f1 t5\r\nhiX\n",                     // no CRLF after the data
+            b"VA 2 f1 t5 X W\r\nhi\r\n",                // stale
+            b"VA -2 f1\r\nhi\r\n",
+            b" VA 2 f1\r\nhi\r\n",
+            b"VALUE k 0 2\r\nhi\r\nEND\r\n",
+        ] {
+            assert_eq!(
+                mg_hit(&Bytes::copy_from_slice(reply)),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(reply)
+            );
+        }
+    }
+
+    fn hit(flags: &'static [u8], remaining_ttl: Option<i64>, data: &'static [u8]) -> MgHit {
+        MgHit {
+            flags: Bytes::from_static(flags),
+            remaining_ttl,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn meta_add_builds_an_ms_in_add_mode() {
+        let reply = Bytes::from_static(b"VA 5 f17 t100\r\nhello\r\n");
+        let cold = mg_hit(&reply).expect("a hit");
+        let [header, data] = meta_add(b"user:1", false, &cold, 300);
+        assert_eq!(&header[..], b"ms user:1 5 F17 T100 ME\r\n");
+        assert!(inside(&data, &reply));
+        // The proxy's own parser reads it as an ms of that value with those flags.
+        let request_bytes = [header, data].concat();
+        let request = parse(&request_bytes);
+        assert_eq!(request.command, Command::MetaSet);
+        assert_eq!(request.len, request_bytes.len());
+        assert_eq!(
+            request.data.map(|d| d.of(&request_bytes)),
+            Some(&b"hello"[..])
+        );
+        let flags = meta_flags(&request, &request_bytes);
+        assert!(flags.has(b'F') && flags.has(b'T') && flags.has(b'M') && !flags.has(b'q'));
+
+        let [header, _] = meta_add(b"Zm9v", true, &cold, 30);
+        assert_eq!(&header[..], b"ms Zm9v 5 F17 T30 ME b\r\n");
+        assert!(parse(&[&header[..], b"hello\r\n"].concat()).base64_key);
+    }
+
+    #[test]
+    fn meta_add_ttl_is_the_remaining_ttl_capped() {
+        let ttl = |remaining, cap| {
+            let [header, _] = meta_add(b"k", false, &hit(b"0", remaining, b"\r\n"), cap);
+            String::from_utf8_lossy(&header).into_owned()
+        };
+        assert_eq!(ttl(Some(100), 300), "ms k 0 F0 T100 ME\r\n");
+        assert_eq!(ttl(Some(1000), 300), "ms k 0 F0 T300 ME\r\n");
+        assert_eq!(ttl(Some(-1), 300), "ms k 0 F0 T300 ME\r\n");
+        assert_eq!(ttl(None, 300), "ms k 0 F0 T300 ME\r\n");
+        // About to expire (or already past): the shortest real lifetime.
+        assert_eq!(ttl(Some(0), 300), "ms k 0 F0 T1 ME\r\n");
+        assert_eq!(ttl(Some(-5), 300), "ms k 0 F0 T1 ME\r\n");
+        assert_eq!(ttl(Some(i64::MIN), 300), "ms k 0 F0 T1 ME\r\n");
+        // A cap of 0 is no cap: never expiring stays never expiring.
+        assert_eq!(ttl(Some(-1), 0), "ms k 0 F0 T0 ME\r\n");
+        assert_eq!(ttl(None, 0), "ms k 0 F0 T0 ME\r\n");
+        assert_eq!(ttl(Some(5000), 0), "ms k 0 F0 T5000 ME\r\n");
+        assert_eq!(ttl(Some(0), 0), "ms k 0 F0 T1 ME\r\n");
+        // Never more than 30 days, which memcached would read as a unix time.
+        assert_eq!(ttl(Some(i64::MAX), 0), "ms k 0 F0 T2592000 ME\r\n");
+        assert_eq!(ttl(None, u32::MAX), "ms k 0 F0 T2592000 ME\r\n");
+    }
+
+    #[test]
+    fn invalidations() {
+        assert_eq!(&classic_delete(b"user:1")[..], b"delete user:1\r\n");
+        assert_eq!(&meta_delete(b"user:1", false)[..], b"md user:1\r\n");
+        assert_eq!(&meta_delete(b"Zm9v", true)[..], b"md Zm9v b\r\n");
+        assert_eq!(parse(&classic_delete(b"k")).command, Command::Delete);
+        let md = meta_delete(b"Zm9v", true);
+        let request = parse(&md);
+        assert_eq!(request.command, Command::MetaDelete);
+        assert!(request.base64_key && request.expects_reply());
+    }
+
+    #[test]
+    fn decimal_output() {
+        for n in [0u64, 7, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            let mut buf = BytesMut::new();
+            put_decimal(&mut buf, n);
+            assert_eq!(&buf[..], n.to_string().as_bytes());
+        }
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_usize(b""), None);
+    }
+
+    /// A deterministic xorshift64 generator (no crates needed for a fuzz-style loop).
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random input: a well-formed reply (one of a few shapes, with random sizes and tokens)
+    /// mutated at random (cut short, a byte changed, random bytes appended), or plain random
+    /// bytes, so that both the good paths and every kind of damage are reached.
+    fn random_reply(rng: &mut XorShift) -> Bytes {
+        let mut out = Vec::new();
+        let data = b"hello\r\nworld";
+        let value = &data[..rng.below(data.len() + 1)];
+        match rng.below(5) {
+            0 => {
+                for _ in 0..rng.below(4) {
+                    let cas = if rng.below(2) == 0 { " 77" } else { "" };
+                    let header = format!(
+                        "VALUE k{} {} {}{cas}\r\n",
+                        rng.below(9),
+                        rng.below(3),
+                        value.len()
+                    );
+                    out.extend_from_slice(header.as_bytes());
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"END\r\n");
+            }
+            1 | 2 => {
+                let tokens = ["f5", "t-1", "t300", "O1", "kkey", "s5", "X", "W", "b"];
+                let mut header = format!("VA {}", value.len());
+                for _ in 0..rng.below(5) {
+                    header.push(' ');
+                    header.push_str(tokens[rng.below(tokens.len())]);
+                }
+                out.extend_from_slice(header.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+                if rng.below(2) == 0 {
+                    out.extend_from_slice(b"MN\r\n");
+                }
+            }
+            3 => out.extend_from_slice([&b"EN\r\n"[..], b"HD f1 t2\r\n", b"MN\r\n"][rng.below(3)]),
+            _ => {}
+        }
+        match rng.below(4) {
+            0 => out.truncate(rng.below(out.len() + 1)),
+            1 if !out.is_empty() => {
+                let at = rng.below(out.len());
+                out[at] = rng.next() as u8;
+            }
+            2 => (0..rng.below(16)).for_each(|_| out.push(rng.next() as u8)),
+            _ => {}
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn random_replies_never_panic() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let (mut blocks_seen, mut hits_seen) = (0, 0);
+        for _ in 0..20_000 {
+            let reply = random_reply(&mut rng);
+            for block in value_blocks(&reply) {
+                blocks_seen += 1;
+                assert!(block.data.ends_with(b"\r\n"));
+                assert!(inside(&block.data, &reply) && inside(&block.key, &reply));
+                let [header, data] = classic_add(&block, 60);
+                assert!(header.ends_with(b"\r\n") && data == block.data);
+            }
+            let added = [b'v', b'f', b't', b'O', b'k']
+                .iter()
+                .filter(|_| rng.below(2) == 0)
+                .fold(MetaFlags::EMPTY, |s, &l| s.with(l));
+            let rewritten = mg_client_reply(&reply, added);
+            if added.is_empty() {
+                assert_eq!(rewritten, reply);
+            }
+            if let Some(hit) = mg_hit(&reply) {
+                hits_seen += 1;
+                assert!(hit.data.ends_with(b"\r\n") && inside(&hit.data, &reply));
+                let [header, _] = meta_add(b"k", rng.below(2) == 0, &hit, 300);
+                assert!(header.starts_with(b"ms k ") && header.ends_with(b"\r\n"));
+            }
+        }
+        // The generator does reach the interesting paths.
+        assert!(
+            blocks_seen > 0 && hits_seen > 0,
+            "{blocks_seen} {hits_seen}"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! Dispatch of the routes that send a key to several servers at once (`parallel`, and
+//! `warm_first`'s writes and touches), and replication (see [`crate::side_effects`]).
+//!
+//! What each command family does (the contract the README and docs/configuration.md state):
+//! * `parallel`: reads go to the key's server in every pool at once; `get`/`gat`/`mg` take the
+//!   first hit to arrive, `gets`/`gats`/`mg ... c` the first pool in order that has the key
+//!   (so a cas token is that server's). Writes go to all and are answered per `writes`; `cas`,
+//!   `incr`/`decr`, `ma` and `ms ... C` go to all and the first pool's reply answers.
+//! * `warm_first`: plain reads (`get`, `mg` without `c`/`T`) go warm first, then cold, with
+//!   write-backs (the failover read path, see [`crate::exchange::failover`]); `gets` and
+//!   `mg ... c` are the cold tier's; `gat`/`gats`/`mg ... T` go to both, preferring warm's hit
+//!   (`gats`: cold's). Writes go to cold and warm at once and cold's reply answers; `cas`,
+//!   `incr`/`decr`, `ma` and `ms ... C` go to cold and delete the warm copy instead.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::exchange::parallel::Answer;
+use crate::exchange::parallel_get::ParallelGet;
+use crate::exchange::write_back::{self, MetaFlags};
+use crate::exchange::{Exchange, Framing, Send};
+use crate::multiget::AskedKey;
+use crate::protocol::{Command, Request};
+use crate::route::RouteKind;
+use crate::worker::Worker;
+
+/// What a request does on a route with several targets per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `get`, `gat`, `mg` without `c`: a plain read.
+    Read,
+    /// `gets`, `gats`, `mg ... c`: a read whose cas token must be one server's.
+    CasRead,
+    /// A write whose outcome does not depend on the server's own state: storage commands,
+    /// `delete`, `touch`, `ms` without `C`, `md`.
+    Write,
+    /// A write that depends on one server's own state: `cas`, `incr`/`decr`, `ma`,
+    /// `ms ... C`.
+    Conditional,
+}
+
+impl Family {
+    /// The family of `request` (parsed from `bytes`), with its meta flags.
+    pub fn of(request: &Request, bytes: &[u8]) -> (Family, MetaFlags) {
+        let meta = match request.command {
+            Command::MetaGet | Command::MetaSet => write_back::meta_flags(request, bytes),
+            _ => MetaFlags::EMPTY,
+        };
+        let family = match request.command {
+            Command::Get | Command::Gat => Family::Read,
+            Command::Gets | Command::Gats => Family::CasRead,
+            Command::MetaGet if meta.has(b'c') => Family::CasRead,
+            Command::MetaGet => Family::Read,
+            Command::Cas | Command::Incr | Command::Decr | Command::MetaArithmetic => {
+                Family::Conditional
+            }
+            Command::MetaSet if meta.has(b'C') => Family::Conditional,
+            _ => Family::Write,
+        };
+        (family, meta)
+    }
+
+    /// True for reads.
+    pub fn is_read(self) -> bool {
+        matches!(self, Family::Read | Family::CasRead)
+    }
+}
+
+/// True when `request` touches what it reads (`gat`, `gats`, `mg ... T`): under warm_first it
+/// goes to both tiers.
+fn touches(request: &Request, meta: MetaFlags) -> bool {
+    matches!(request.command, Command::Gat | Command::Gats)
+        || (request.command == Command::MetaGet && meta.has(b'T'))
+}
+
+/// How a request on a warm_first route is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarmPlan {
+    /// Warm, then cold for what warm lacks, with write-backs: the failover read path.
+    ReadThrough,
+    /// The cold tier alone (its cas tokens): the ordinary path, on the cold pool.
+    Cold,
+    /// Both tiers at once, in this order of preference ([warm, cold] or [cold, warm]).
+    Both {
+        /// Cold first.
+        cold_first: bool,
+    },
+    /// Cold and warm at once, cold answering.
+    WriteBoth,
+    /// Cold, and a delete of the warm copy.
+    ColdInvalidateWarm,
+}
+
+impl WarmPlan {
+    /// The plan for `request` (parsed from `bytes`).
+    pub fn of(request: &Request, bytes: &[u8]) -> WarmPlan {
+        let (family, meta) = Family::of(request, bytes);
+        match family {
+            Family::Read | Family::CasRead if touches(request, meta) => WarmPlan::Both {
+                cold_first: family == Family::CasRead,
+            },
+            Family::Read => WarmPlan::ReadThrough,
+            Family::CasRead => WarmPlan::Cold,
+            Family::Write => WarmPlan::WriteBoth,
+            Family::Conditional => WarmPlan::ColdInvalidateWarm,
+        }
+    }
+}
+
+impl Worker {
+    /// The failover settings a request of `command` (a plain read when `plain_read`) on route
+    /// `route` reads through: a failover route's, or a warm_first route's read path.
+    pub(crate) fn failover_index_for(&self, route: usize, plain_read: bool) -> Option<usize> {
+        match self.router.routes().get(route)?.kind {
+            RouteKind::Failover(index) => Some(index),
+            RouteKind::WarmFirst(w) if plain_read => self.router.warm_first(w).map(|w| w.read),
+            _ => None,
+        }
+    }
+
+    /// Serves a request whose first key, `key`, takes route `route`, when the route sends it
+    /// to several servers at once (parallel routes; warm_first's writes and touches). Returns
+    /// false when the request is not one for this path.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_tiered(
+        &mut self,
+        client: usize,
+        listener: usize,
+        request: &Request,
+        bytes: &Bytes,
+        key: &[u8],
+        route: usize,
+        now: Instant,
+    ) -> bool {
+        let kind = match self.router.routes().get(route).map(|r| r.kind) {
+            Some(kind @ (RouteKind::Parallel(_) | RouteKind::WarmFirst(_))) => kind,
+            _ => return false,
+        };
+        let router = self.router.clone();
+        let (family, _) = Family::of(request, bytes);
+        let mut chain = Vec::new();
+        let answer = match kind {
+            RouteKind::Parallel(p) => {
+                let Some(spec) = router.parallel(p) else {
+                    return false;
+                };
+                self.strategies.chain(&router, &spec.pools, key, &mut chain);
+                match family {
+                    Family::Read => Answer::FirstHit,
+                    Family::CasRead => Answer::InOrder,
+                    Family::Write => Answer::Writes(spec.writes),
+                    Family::Conditional => Answer::Of(0),
+                }
+            }
+            RouteKind::WarmFirst(w) => {
+                let Some(spec) = router.warm_first(w) else {
+                    return false;
+                };
+                let plan = WarmPlan::of(request, bytes);
+                let pools = match plan {
+                    WarmPlan::ReadThrough | WarmPlan::Cold => return false,
+                    WarmPlan::Both { cold_first: false } => [spec.warm, spec.cold],
+                    _ => [spec.cold, spec.warm],
+                };
+                self.strategies.chain(&router, &pools, key, &mut chain);
+                match plan {
+                    WarmPlan::Both { .. } => Answer::InOrder,
+                    _ => Answer::Of(0),
+                }
+            }
+            _ => return false,
+        };
+        if request.key_count > 1 {
+            if !family.is_read() {
+                return false;
+            }
+            self.forward_parallel_get(client, listener, request, bytes, now);
+            return true;
+        }
+        self.detail.route_request(route);
+        let framing = Framing::of(request);
+        let invalidate = matches!(kind, RouteKind::WarmFirst(_)) && family == Family::Conditional;
+        let lookup = family.is_read();
+        let sends = chain.iter().enumerate().map(|(i, &server)| {
+            let (bytes, framing) = match (invalidate, i) {
+                (true, 1..) => invalidation(request, bytes, key),
+                _ => (bytes.clone(), framing),
+            };
+            Send {
+                server,
+                part: 0,
+                bytes,
+                value: None,
+                framing,
+                stream: false,
+                lookups: 0,
+            }
+        });
+        let sends: Vec<Send> = sends.collect();
+        self.launch(client, now, |slot, fx| {
+            Exchange::parallel(slot, sends.into_iter(), answer, lookup, fx)
+        });
+        true
+    }
+
+    /// Sends a multi-key retrieval whose keys are each asked of several servers at once (see
+    /// [`crate::exchange::parallel_get`]). Each key's servers follow its own route: every pool
+    /// of a parallel route, both tiers of a warm_first route (cold first for cas reads), the
+    /// one server of other routes; a key without a route is a miss.
+    pub(crate) fn forward_parallel_get(
+        &mut self,
+        client: usize,
+        listener: usize,
+        request: &Request,
+        bytes: &Bytes,
+        now: Instant,
+    ) {
+        let router = self.router.clone();
+        let (family, _) = Family::of(request, bytes);
+        let width = router
+            .routes()
+            .iter()
+            .map(|r| router.pools_of(r).len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut servers: Vec<usize> = Vec::new();
+        let mut chains: Vec<u32> = Vec::with_capacity(request.key_count * width);
+        let mut asked = Vec::with_capacity(request.key_count);
+        let mut chain = Vec::with_capacity(width);
+        let mut memo = None;
+        let mut first_parallel = None;
+        for key in request.keys(bytes) {
+            asked.push(AskedKey::new(bytes, key, 0));
+            chain.clear();
+            let route = router.route(listener, request.command, key);
+            match route.and_then(|r| Some((r, router.routes().get(r)?.kind))) {
+                Some((route, RouteKind::Parallel(p))) => {
+                    first_parallel.get_or_insert(true);
+                    self.detail.route_request(route);
+                    if let Some(spec) = router.parallel(p) {
+                        self.strategies.chain(&router, &spec.pools, key, &mut chain);
+                    }
+                }
+                Some((route, RouteKind::WarmFirst(w))) => {
+                    first_parallel.get_or_insert(false);
+                    self.detail.route_request(route);
+                    if let Some(spec) = router.warm_first(w) {
+                        let pools = match family {
+                            Family::CasRead => [spec.cold, spec.warm],
+                            _ => [spec.warm, spec.cold],
+                        };
+                        // gets is the cold tier's alone; the others ask both.
+                        let cold_only =
+                            family == Family::CasRead && !touches(request, MetaFlags::EMPTY);
+                        let pools = if cold_only { &pools[..1] } else { &pools[..] };
+                        self.strategies.chain(&router, pools, key, &mut chain);
+                    }
+                }
+                Some((route, _)) => {
+                    first_parallel.get_or_insert(false);
+                    let picked = self.pick_on_route(route, key, client, now, &mut memo, true);
+                    chain.extend(picked);
+                }
+                None => {
+                    crate::stats::WorkerStats::add(&self.stats.no_route, 1);
+                }
+            }
+            for place in 0..width {
+                let position = chain.get(place).map(|&server| {
+                    match servers.iter().position(|&s| s == server) {
+                        Some(p) => p,
+                        None => {
+                            servers.push(server);
+                            servers.len() - 1
+                        }
+                    }
+                });
+                chains.push(position.map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX)));
+            }
+        }
+        // Plain reads of parallel routes take the first hit to arrive; cas reads, and reads
+        // of warm_first routes, the first server in order that has the key.
+        let in_order = !(family == Family::Read && first_parallel == Some(true));
+        let soft = self
+            .listener_spec(listener)
+            .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
+        let configured = self
+            .listener_spec(listener)
+            .map_or(usize::MAX, |s| s.multiget_window.max(1));
+        let window = self
+            .key_bytes
+            .first_window(configured, soft, servers.len().max(1));
+        let get = ParallelGet::new(
+            *request,
+            bytes.clone(),
+            asked,
+            chains,
+            width,
+            servers,
+            in_order,
+            (window, soft),
+        );
+        self.launch(client, now, |slot, fx| {
+            Exchange::parallel_get(slot, get, fx)
+        });
+    }
+
+    /// Copies a write on route `route` to every `replicate` side effect of that route that
+    /// copies its command: the same bytes, to the target pool's server for `key`.
+    pub(crate) fn replicate(
+        &mut self,
+        route: usize,
+        request: &Request,
+        bytes: &Bytes,
+        key: &[u8],
+        now: Instant,
+    ) {
+        let effects = self.effects.clone();
+        for (effect, pool) in effects.replicas_of(route, request.command) {
+            let Some(server) = self.strategies.server_in(&self.router, pool, key) else {
+                continue;
+            };
+            let send = Send {
+                server,
+                part: 0,
+                bytes: bytes.clone(),
+                value: None,
+                framing: Framing::of(request),
+                stream: false,
+                lookups: 0,
+            };
+            self.side_effect(effect, &send, now);
+        }
+    }
+}
+
+/// The delete that drops the warm copy of `key` after a conditional write went to cold, framed
+/// to be read whole (its reply is dropped; a failure is counted).
+fn invalidation(request: &Request, _bytes: &Bytes, key: &[u8]) -> (Bytes, Framing) {
+    let meta = matches!(
+        request.command,
+        Command::MetaSet | Command::MetaArithmetic | Command::MetaDelete
+    );
+    let (bytes, command) = if meta {
+        (
+            write_back::meta_delete(key, request.base64_key),
+            Command::MetaDelete,
+        )
+    } else {
+        (write_back::classic_delete(key), Command::Delete)
+    };
+    let framing = Framing {
+        kind: command.reply_kind(),
+        on_failure: crate::backend::Failure::Error,
+        discard_reply: false,
+        noop_tail: false,
+    };
+    (bytes, framing)
+}
