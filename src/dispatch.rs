@@ -14,7 +14,6 @@ use crate::protocol::{base64, Command, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::strategy::Memo;
-use crate::tiered::WarmPlan;
 use crate::worker::Worker;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
@@ -133,9 +132,8 @@ impl Worker {
                 return;
             }
         }
-        let plain_read = WarmPlan::of(request, &bytes) == WarmPlan::ReadThrough;
         if let Some((route, index)) =
-            route.and_then(|r| Some((r, self.failover_index_for(r, plain_read)?)))
+            route.and_then(|r| Some((r, self.failover_index_for(r, request, &bytes)?)))
         {
             if self.forward_failover(client, listener, request, &bytes, key, (route, index), now) {
                 return;
@@ -357,7 +355,6 @@ impl Worker {
         routed: (usize, Memo),
     ) {
         let (counted, mut memo) = routed;
-        let plain_read = WarmPlan::of(request, &bytes) == WarmPlan::ReadThrough;
         let mut servers: Vec<usize> = Vec::new();
         let mut asked: Vec<AskedKey> = request
             .keys(&bytes)
@@ -381,7 +378,9 @@ impl Worker {
                     let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
                     let count = index >= counted;
                     let route = self.router.route(listener, request.command, key);
-                    let server = match route.map(|r| (r, self.failover_index_for(r, plain_read))) {
+                    let server = match route
+                        .map(|r| (r, self.failover_index_for(r, request, &bytes)))
+                    {
                         Some((route, Some(f))) => {
                             // Its first server now; the others if that one cannot answer.
                             if count {

@@ -109,12 +109,19 @@ impl WarmPlan {
 }
 
 impl Worker {
-    /// The failover settings a request of `command` (a plain read when `plain_read`) on route
-    /// `route` reads through: a failover route's, or a warm_first route's read path.
-    pub(crate) fn failover_index_for(&self, route: usize, plain_read: bool) -> Option<usize> {
+    /// The failover settings `request` (parsed from `bytes`) reads through on route `route`:
+    /// a failover route's, or a warm_first route's read path for a plain read.
+    pub(crate) fn failover_index_for(
+        &self,
+        route: usize,
+        request: &Request,
+        bytes: &[u8],
+    ) -> Option<usize> {
         match self.router.routes().get(route)?.kind {
             RouteKind::Failover(index) => Some(index),
-            RouteKind::WarmFirst(w) if plain_read => self.router.warm_first(w).map(|w| w.read),
+            RouteKind::WarmFirst(w) if WarmPlan::of(request, bytes) == WarmPlan::ReadThrough => {
+                self.router.warm_first(w).map(|w| w.read)
+            }
             _ => None,
         }
     }

@@ -417,9 +417,7 @@ fn unsupported_features_one_message_each() {
     );
     assert_eq!(
         c.unsupported_features(),
-        [
-            "admin: the admin HTTP API is not implemented in this release",
-        ]
+        ["admin: the admin HTTP API is not implemented in this release",]
     );
     match &c.side_effects[0] {
         SideEffectConfig::Replicate {

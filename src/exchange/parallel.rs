@@ -96,7 +96,11 @@ impl Parallel {
             send.part = u32::try_from(part).unwrap_or(u32::MAX);
             send.stream = false;
             send.lookups = 0;
-            silent = send.framing.discard_reply;
+            if part == 0 {
+                // The first request's framing is the client's (a warm_first invalidation
+                // after it is read whole whatever the client asked).
+                silent = send.framing.discard_reply;
+            }
             fx.sends.push(send);
             count += 1;
         }

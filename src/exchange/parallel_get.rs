@@ -257,64 +257,184 @@ impl ParallelGet {
     }
 
     /// Sends the next window of keys, each to every server of its chain; after the last one,
-    /// delivers the `END`.
+    /// delivers the `END`. A window whose keys have no server at all is all misses: skipped.
     fn next_window(&mut self, fx: &mut Effects) {
-        if self.end >= self.asked.len() {
-            self.finished = true;
-            fx.deliver.push(Bytes::from_static(multiget::END));
+        let n = self.servers.len();
+        while self.end < self.asked.len() {
+            if self.end > 0 {
+                self.base = self
+                    .base
+                    .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            self.start = self.end;
+            self.end = (self.start + self.window.keys().max(1)).min(self.asked.len());
+            self.replies.iter_mut().for_each(|r| *r = None);
+            self.out.iter_mut().for_each(|o| *o = false);
+            self.arrivals = 0;
+            self.cells.clear();
+            let mut pairs = Vec::new();
+            for key in self.start..self.end {
+                let Some(asked) = self.asked.get(key).copied() else {
+                    continue;
+                };
+                let at = key * self.width;
+                let chain = self.chains.get(at..at + self.width).unwrap_or(&[]);
+                for &pos in chain {
+                    let cell = if pos == NONE {
+                        Cell::Miss
+                    } else {
+                        pairs.push(asked.with_part(pos as usize));
+                        Cell::Waiting
+                    };
+                    self.cells.push(cell);
+                }
+            }
+            if pairs.is_empty() {
+                fx.lookups.1 += self.end - self.start;
+                continue;
+            }
+            let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(n));
+            multiget::build_lines(&self.request, &self.bytes, &pairs, n, &mut lens, &mut lines);
+            for (pos, (line, count)) in lines.into_iter().enumerate() {
+                let Some(&server) = self.servers.get(pos).filter(|_| count > 0) else {
+                    continue;
+                };
+                if let Some(o) = self.out.get_mut(pos) {
+                    *o = true;
+                }
+                fx.sends.push(Send {
+                    server,
+                    part: self
+                        .base
+                        .saturating_add(u32::try_from(pos).unwrap_or(u32::MAX)),
+                    bytes: line,
+                    value: None,
+                    framing: self.framing,
+                    stream: false,
+                    lookups: 0,
+                });
+            }
             return;
         }
-        let n = self.servers.len();
-        if self.end > 0 {
-            self.base = self
-                .base
-                .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        self.finished = true;
+        fx.deliver.push(Bytes::from_static(multiget::END));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{FailReason, Owner};
+    use crate::protocol::{parse_request, Limits, Parsed};
+
+    fn request(line: &'static [u8]) -> (Request, Bytes) {
+        let bytes = Bytes::from_static(line);
+        match parse_request(&bytes, &Limits::default()) {
+            Ok(Parsed::Complete(r)) => (r, bytes),
+            other => panic!("{other:?}"),
         }
-        self.start = self.end;
-        self.end = (self.start + self.window.keys().max(1)).min(self.asked.len());
-        self.replies.iter_mut().for_each(|r| *r = None);
-        self.out.iter_mut().for_each(|o| *o = false);
-        self.arrivals = 0;
-        self.cells.clear();
-        let mut pairs = Vec::new();
-        for key in self.start..self.end {
-            let Some(asked) = self.asked.get(key).copied() else {
-                continue;
-            };
-            let at = key * self.width;
-            let chain = self.chains.get(at..at + self.width).unwrap_or(&[]);
-            for &pos in chain {
-                let cell = if pos == NONE {
-                    Cell::Miss
-                } else {
-                    pairs.push(asked.with_part(pos as usize));
-                    Cell::Waiting
-                };
-                self.cells.push(cell);
-            }
+    }
+
+    /// A get of `line`'s keys, every key asked of both servers 0 and 1 (in that order).
+    fn both(line: &'static [u8], in_order: bool, window: usize) -> (ParallelGet, Effects) {
+        let (r, bytes) = request(line);
+        let asked: Vec<AskedKey> = r
+            .keys(&bytes)
+            .map(|k| AskedKey::new(&bytes, k, 0))
+            .collect();
+        let chains = asked.iter().flat_map(|_| [0, 1]).collect();
+        let mut get = ParallelGet::new(
+            r,
+            bytes,
+            asked,
+            chains,
+            2,
+            vec![10, 11],
+            in_order,
+            (window, 1 << 20),
+        );
+        let mut fx = Effects::default();
+        fx.reset(true);
+        get.start(&mut fx);
+        (get, fx)
+    }
+
+    fn reply(text: &'static [u8], failed: bool) -> Completion {
+        Completion {
+            owner: Owner::Exchange {
+                id: crate::gen_slab::Id::detached(),
+                part: 0,
+            },
+            reply: Bytes::from_static(text),
+            end: true,
+            tail: 5,
+            values: 0,
+            lookups: 0,
+            server: 0,
+            failed: failed.then_some(FailReason::Timeout),
         }
-        let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(n));
-        multiget::build_lines(&self.request, &self.bytes, &pairs, n, &mut lens, &mut lines);
-        for (pos, (line, count)) in lines.into_iter().enumerate() {
-            let Some(&server) = self.servers.get(pos).filter(|_| count > 0) else {
-                continue;
-            };
-            if let Some(o) = self.out.get_mut(pos) {
-                *o = true;
-            }
-            fx.sends.push(Send {
-                server,
-                part: self
-                    .base
-                    .saturating_add(u32::try_from(pos).unwrap_or(u32::MAX)),
-                bytes: line,
-                value: None,
-                framing: self.framing,
-                stream: false,
-                lookups: 0,
-            });
-        }
-        // A window whose keys have no server at all is answered (all misses) at once.
-        self.try_answer(fx);
+    }
+
+    fn step(get: &mut ParallelGet, part: u32, c: &Completion) -> (Vec<u8>, (usize, usize)) {
+        let mut fx = Effects::default();
+        fx.reset(true);
+        get.on_completion(part, c, &mut fx);
+        (fx.deliver.concat(), fx.lookups)
+    }
+
+    #[test]
+    fn each_key_takes_the_first_hit_to_arrive_and_late_replies_are_dropped() {
+        let (mut get, fx) = both(b"get a b c\r\n", false, 64);
+        let lines: Vec<&[u8]> = fx.sends.iter().map(|s| &s.bytes[..]).collect();
+        assert_eq!(lines, [&b"get a b c\r\n"[..], &b"get a b c\r\n"[..]]);
+        assert_eq!(
+            fx.sends.iter().map(|s| s.server).collect::<Vec<_>>(),
+            [10, 11]
+        );
+        // Server 1 has a and c; a is not answered until b is known.
+        let r1 = reply(b"VALUE a 0 2\r\na1\r\nVALUE c 0 2\r\nc1\r\nEND\r\n", false);
+        assert_eq!(step(&mut get, 1, &r1).0, b"");
+        let r0 = reply(b"VALUE a 0 2\r\na0\r\nVALUE b 0 2\r\nb0\r\nEND\r\n", false);
+        let (out, lookups) = step(&mut get, 0, &r0);
+        assert_eq!(
+            out,
+            b"VALUE a 0 2\r\na1\r\nVALUE b 0 2\r\nb0\r\nVALUE c 0 2\r\nc1\r\nEND\r\n".to_vec()
+        );
+        assert_eq!(lookups, (3, 0));
+        assert!(get.finished());
+        assert_eq!(step(&mut get, 0, &r0).0, b"", "a late reply is dropped");
+    }
+
+    #[test]
+    fn a_key_everyone_missed_or_failed_is_a_miss_and_in_order_waits_for_the_first() {
+        let (mut get, _) = both(b"get a b\r\n", true, 64);
+        let r1 = reply(b"VALUE a 0 2\r\na1\r\nEND\r\n", false);
+        assert_eq!(
+            step(&mut get, 1, &r1).0,
+            b"",
+            "in order: server 0 may still have a"
+        );
+        let (out, lookups) = step(&mut get, 0, &reply(b"END\r\n", true));
+        assert_eq!(out, b"VALUE a 0 2\r\na1\r\nEND\r\n".to_vec());
+        assert_eq!(lookups, (1, 1));
+    }
+
+    #[test]
+    fn windows_number_their_parts_so_a_late_reply_is_never_taken_for_the_next_window() {
+        let (mut get, fx) = both(b"get a b\r\n", false, 1);
+        assert_eq!(fx.sends.len(), 2);
+        assert!(fx.sends.iter().all(|s| &s.bytes[..] == b"get a\r\n"));
+        let mut fx = Effects::default();
+        fx.reset(true);
+        get.on_completion(0, &reply(b"VALUE a 0 2\r\na0\r\nEND\r\n", false), &mut fx);
+        assert_eq!(fx.deliver.concat(), b"VALUE a 0 2\r\na0\r\n".to_vec());
+        let parts: Vec<u32> = fx.sends.iter().map(|s| s.part).collect();
+        assert_eq!(parts, [2, 3], "the second window's parts are new");
+        // Server 1's late reply to the first window (part 1) holds a: it must not answer b.
+        let late = reply(b"VALUE a 0 2\r\na1\r\nEND\r\n", false);
+        assert_eq!(step(&mut get, 1, &late).0, b"");
+        assert_eq!(step(&mut get, 3, &reply(b"END\r\n", false)).0, b"");
+        let (out, _) = step(&mut get, 2, &reply(b"VALUE b 0 2\r\nb0\r\nEND\r\n", false));
+        assert_eq!(out, b"VALUE b 0 2\r\nb0\r\nEND\r\n".to_vec());
     }
 }
