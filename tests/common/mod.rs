@@ -10,6 +10,8 @@
 //! - [`Client`]: a blocking memcached text client whose reads time out after 5 s.
 //! - [`FakeBackend`]: a scripted fake memcached (never answers, closes mid-reply, garbage, slow)
 //!   that counts connections and bytes so a test can assert nothing reached a backend.
+//! - [`Relay`]: a TCP relay in front of a real memcached that holds every reply chunk for a
+//!   configurable delay (a slow backend that still has real data).
 //! - [`free_port`], [`wait_until`], [`TempFile`]: the small pieces the rest is built from.
 //!
 //! A helper that cannot do its job panics with a message that says what it was waiting for;
@@ -20,6 +22,7 @@ mod bifrost;
 mod client;
 mod fake_backend;
 mod memcached;
+mod relay;
 mod rng;
 
 // The harness's API. Each test binary uses only part of it, hence the allows (here and above).
@@ -31,6 +34,8 @@ pub use client::{Client, Item};
 pub use fake_backend::{Behavior, FakeBackend, GARBAGE_REPLY};
 #[allow(unused_imports)]
 pub use memcached::{Memcached, MemcachedBuilder};
+#[allow(unused_imports)]
+pub use relay::Relay;
 #[allow(unused_imports)]
 pub use rng::Rng;
 
