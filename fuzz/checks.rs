@@ -142,6 +142,7 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
             assert!(!(r.quiet || r.base64_key) || r.command.is_meta(), "{r:?}");
             assert_eq!(r.expects_reply(), !(r.noreply || r.quiet));
             check_ttl_cap(data, limits, &r);
+            check_mg_fill(data, limits, &r);
         }
         Ok(Parsed::Incomplete) => {
             let window = &data[..data.len().min(limits.max_line_length)];
@@ -207,6 +208,36 @@ fn check_ttl_cap(data: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
     assert_eq!((c.noreply, c.quiet), (r.noreply, r.quiet));
 }
 
+/// warm_first's rewrite of an `mg` for the cold tier: one whole `mg` of the same key and quiet
+/// mode, asking at least `v`, `f` and `t`.
+fn check_mg_fill(data: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
+    use bifrost::exchange::write_back::{meta_flags, mg_fill_request};
+    if r.command != bifrost::protocol::Command::MetaGet {
+        return;
+    }
+    let Some(whole) = data.get(..r.len) else {
+        return;
+    };
+    let whole = bytes::Bytes::copy_from_slice(whole);
+    let fill = mg_fill_request(r, &whole);
+    let roomy = Limits {
+        max_line_length: limits.max_line_length + 8,
+        ..*limits
+    };
+    let Ok(Parsed::Complete(c)) = parse_request(&fill.request, &roomy) else {
+        panic!(
+            "filled {:?} does not parse",
+            String::from_utf8_lossy(&fill.request)
+        );
+    };
+    assert_eq!(c.len, fill.request.len(), "one whole request");
+    assert_eq!(c.command, r.command);
+    assert_eq!(c.first_key(&fill.request), r.first_key(&whole));
+    assert_eq!((c.quiet, c.base64_key), (r.quiet, r.base64_key));
+    let flags = meta_flags(&c, &fill.request);
+    assert!(flags.has(b'v') && flags.has(b'f') && flags.has(b't'));
+}
+
 /// Parses the requests that follow one another in `data` the way a client connection does,
 /// checking each one and that every step makes progress.
 fn check_request_pipeline(data: &[u8], limits: &Limits) {
@@ -234,6 +265,43 @@ pub fn check_reply(data: &[u8]) {
         for max_line_length in [16, 4096] {
             check_reply_kind(data, kind, max_line_length);
         }
+    }
+    check_write_backs(data);
+}
+
+/// The write-backs built from a reply (warm_first): never a panic; each `add` built from a
+/// `VALUE` block is one whole request of that key, with the block's value.
+pub fn check_write_backs(data: &[u8]) {
+    use bifrost::exchange::write_back::{
+        classic_add, meta_add, mg_client_reply, mg_hit, value_blocks, MetaFlags,
+    };
+    let reply = bytes::Bytes::copy_from_slice(data);
+    for block in value_blocks(&reply) {
+        let [header, value] = classic_add(&block, 60);
+        let request = [&header[..], &value[..]].concat();
+        let limits = Limits {
+            max_line_length: usize::MAX / 2,
+            max_value_size: usize::MAX / 2,
+            max_key_length: usize::MAX / 2,
+        };
+        // Values come back for keys a client asked: only keys the parser takes need to make a
+        // request it takes (a key memcached would refuse fails the write-back, counted).
+        let get = [&b"get "[..], &block.key[..], b"\r\n"].concat();
+        if !matches!(parse_request(&get, &limits), Ok(Parsed::Complete(g)) if g.key_count == 1) {
+            continue;
+        }
+        let Ok(Parsed::Complete(r)) = parse_request(&request, &limits) else {
+            panic!("write-back {:?} does not parse", String::from_utf8_lossy(&request));
+        };
+        assert_eq!(r.len, request.len());
+        assert_eq!(r.first_key(&request), &block.key[..]);
+        let data = r.data.map(|d| d.of(&request).to_vec());
+        assert_eq!(data.as_deref(), value.get(..value.len().saturating_sub(2)));
+    }
+    let all = [b'v', b'f', b't'].into_iter().fold(MetaFlags::EMPTY, MetaFlags::with);
+    let _ = mg_client_reply(&reply, all);
+    if let Some(hit) = mg_hit(&reply) {
+        let _ = meta_add(b"k", false, &hit, 60);
     }
 }
 
