@@ -3,9 +3,11 @@
 //! another backend) and `write_on_miss` (a warm_first route's write-backs of cold hits into the
 //! warm tier).
 //!
-//! Each side effect has, per worker, a bounded queue: at most `queue` of its requests queued or
-//! in flight at once. A request over that is dropped and counted, so a slow or dead target can
-//! never hold more than the queue's worth of memory, and never slows a client: the requests go
+//! Each side effect has, per worker, a bounded queue: at most `queue` of its requests, and at
+//! most `queue_bytes` of their bytes, queued or in flight at once. A request over either is
+//! dropped and counted, so a slow or dead target can never make the proxy hold more than that
+//! (the bytes count what each request pins: its line and its value, a slice of the client's
+//! request or of the reply it came from), and never slows a client: the requests go
 //! out on the poll loop like any other, owned by the side effect's job on that worker (see
 //! [`crate::jobs`]), on the first connection of the target server (so the copies of one key
 //! reach it in the order they were made), never on a client's behalf. Their failures are
@@ -28,6 +30,8 @@ pub struct EffectSpec {
     pub name: String,
     /// Most requests queued or in flight per worker.
     pub queue: usize,
+    /// Most bytes of requests queued or in flight per worker.
+    pub queue_bytes: usize,
     /// For `replicate`: the pool copies go to and the commands copied.
     pub replicate: Option<Replicate>,
 }
@@ -79,6 +83,7 @@ impl EffectBoard {
                     to,
                     commands,
                     queue,
+                    queue_bytes,
                 } => {
                     for name in routes {
                         let route = config.routes.iter().position(|r| &r.name == name);
@@ -93,6 +98,7 @@ impl EffectBoard {
                     let spec = EffectSpec {
                         name: format!("replicate.{i}"),
                         queue: *queue,
+                        queue_bytes: *queue_bytes,
                         replicate,
                     };
                     effects.push((spec, EffectCounters::default()));
@@ -108,6 +114,7 @@ impl EffectBoard {
                 let spec = EffectSpec {
                     name: format!("write_on_miss.{}", route.name),
                     queue: w.queue,
+                    queue_bytes: w.queue_bytes,
                     replicate: None,
                 };
                 effects.push((spec, EffectCounters::default()));
@@ -178,8 +185,9 @@ impl EffectBoard {
 pub struct EffectQueue {
     effect: usize,
     board: Arc<EffectBoard>,
-    /// This worker's requests queued or in flight.
+    /// This worker's requests queued or in flight, and their bytes.
     depth: usize,
+    bytes: usize,
 }
 
 impl EffectQueue {
@@ -189,34 +197,45 @@ impl EffectQueue {
             effect,
             board,
             depth: 0,
+            bytes: 0,
         }
     }
 
-    /// Takes one more request if the queue has room (counted as queued), else counts it as
-    /// dropped and says no.
-    pub fn admit(&mut self) -> bool {
+    /// Takes one more request of `bytes` bytes if the queue has room for it (counted as
+    /// queued), else counts it as dropped and says no. The request's completion must carry
+    /// `bytes` back as its part number (see [`EffectQueue::part_for`]).
+    pub fn admit(&mut self, bytes: usize) -> bool {
         let (Some(spec), Some(c)) = (
             self.board.spec(self.effect),
             self.board.counters(self.effect),
         ) else {
             return false;
         };
-        if self.depth >= spec.queue {
+        let bytes = Self::part_for(bytes) as usize;
+        if self.depth >= spec.queue || self.bytes.saturating_add(bytes) > spec.queue_bytes {
             c.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.depth += 1;
+        self.bytes += bytes;
         c.queued.fetch_add(1, Ordering::Relaxed);
         c.depth.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// A request of this queue was answered or failed.
-    pub fn on_completion(&mut self, completion: &Completion) -> JobStep {
+    /// The part number a request of `bytes` bytes goes out with: its size, so its completion
+    /// says how many bytes it let go.
+    pub fn part_for(bytes: usize) -> u32 {
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    /// Request `part` (see [`EffectQueue::part_for`]) of this queue was answered or failed.
+    pub fn on_completion(&mut self, part: u32, completion: &Completion) -> JobStep {
         if !completion.end {
             return JobStep::Wait;
         }
         self.depth = self.depth.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(part as usize);
         if let Some(c) = self.board.counters(self.effect) {
             c.depth.fetch_sub(1, Ordering::Relaxed);
             if completion.failed.is_some() || is_error(&completion.reply) {
@@ -246,7 +265,7 @@ mod tests {
         routes:\n\
         \x20 - {name: hot, match: 'h:*', strategy: warm_first, warm: l1, cold: l2, write_on_miss: {ttl: 60, queue: 2}}\n\
         \x20 - {name: rest, match: '*', strategy: consistent_hash, backend: l1}\n\
-        side_effects: [{replicate: {routes: [rest], to: l2, commands: [set, delete], queue: 3}}]\n";
+        side_effects: [{replicate: {routes: [rest], to: l2, commands: [set, delete], queue: 3, queue_bytes: 100}}]\n";
 
     fn board() -> Arc<EffectBoard> {
         let config = Config::parse(YAML, "t.yaml", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
@@ -270,12 +289,47 @@ mod tests {
     }
 
     #[test]
+    fn bytes_over_queue_bytes_are_dropped_until_a_request_gives_its_bytes_back() {
+        let b = board();
+        let mut q = EffectQueue::new(0, b.clone());
+        assert!(q.admit(60));
+        assert!(q.admit(40));
+        assert!(!q.admit(1), "100 bytes held: one more is over queue_bytes");
+        let done = Completion {
+            owner: crate::backend::Owner::Job {
+                id: crate::gen_slab::Id::detached(),
+                part: 60,
+            },
+            reply: bytes::Bytes::from_static(b"STORED\r\n"),
+            end: true,
+            tail: 8,
+            values: 0,
+            lookups: 0,
+            server: 0,
+            failed: None,
+        };
+        q.on_completion(EffectQueue::part_for(60), &done);
+        assert!(q.admit(50));
+        assert!(!q.admit(20));
+        let mut text = String::new();
+        b.render(&mut text);
+        assert!(
+            text.contains("STAT effect:replicate.0:dropped 2\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("STAT effect:replicate.0:depth 2\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_until_a_request_completes() {
         let b = board();
         let mut q = EffectQueue::new(1, b.clone());
-        assert!(q.admit());
-        assert!(q.admit());
-        assert!(!q.admit());
+        assert!(q.admit(10));
+        assert!(q.admit(10));
+        assert!(!q.admit(10));
         let id = crate::gen_slab::Id::detached();
         let done = Completion {
             owner: crate::backend::Owner::Job { id, part: 0 },
@@ -287,8 +341,8 @@ mod tests {
             server: 0,
             failed: None,
         };
-        q.on_completion(&done);
-        assert!(q.admit());
+        q.on_completion(10, &done);
+        assert!(q.admit(10));
         let mut text = String::new();
         b.render(&mut text);
         for line in [

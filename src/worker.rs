@@ -448,12 +448,13 @@ impl Worker {
         let Some(Job::Effect(queue)) = self.jobs.get_mut(id) else {
             return;
         };
-        if !queue.admit() {
+        let bytes = send.bytes.len() + send.value.as_ref().map_or(0, |v| v.len());
+        if !queue.admit(bytes) {
             return;
         }
         let owner = Owner::Job {
             id,
-            part: send.part,
+            part: EffectQueue::part_for(bytes),
         };
         self.backends.send_detached(
             self.poll.registry(),

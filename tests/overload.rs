@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{show, wait_until, Bifrost, BlindForward, Memcached};
+use common::{show, wait_until, Bifrost, BlindForward, Client, Memcached};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -861,4 +861,61 @@ fn inflight_window_and_soft_limit_bound_a_non_reading_clients_replies() {
         || stat(&stats(&b.addr(), &watch, what), "reply_bytes_buffered") == 0,
     );
     watch.finish().assert_bounded(what);
+}
+
+/// Replication to a replica that accepts and never reads (its socket buffers fill, so every
+/// copy stays queued in the proxy, holding its 1 MiB value): 400 sets of 1 MiB through the
+/// proxy are all answered by the primary, and the copies held stop at the side effect's
+/// `queue_bytes` (64 MiB by default), the rest dropped and counted, so the proxy stays under
+/// 150 MiB. Without the byte bound the copies would hold all 400 MiB (their count, 400, is far
+/// under `queue`), and the proxy is killed over the bound.
+#[test]
+fn replicating_big_values_to_a_replica_that_never_reads_is_bounded_by_queue_bytes() {
+    let mc = memcached();
+    // Bound, never accepted: the kernel completes connections and buffers a little, then the
+    // proxy's writes to it block.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a blackhole");
+    let hole_addr = hole.local_addr().expect("its address").to_string();
+    let a = mc.addr();
+    let b = Bifrost::start_templated(
+        |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  a: {{servers: [\"{a}\"], timeout: {BACKEND_TIMEOUT}}}\n  \
+                 r: {{servers: [\"{hole_addr}\"], timeout: 60s}}\n\
+                 routes: [{{name: main, match: \"*\", strategy: consistent_hash, backend: a}}]\n\
+                 side_effects: [{{replicate: {{routes: [main], to: r, commands: [set]}}}}]\n"
+            )
+        },
+        &[],
+    );
+    let bound = 150 << 20;
+    let watch = RssWatch::start(b.pid(), bound);
+    let addr = b.addr();
+    // The sets run on their own thread: a proxy killed over the bound fails them, and the
+    // test then reports the bound, not the broken connection.
+    let sets = thread::spawn(move || {
+        let mut c = Client::connect(&addr);
+        let value = value_of(1 << 20, 3);
+        (0..400)
+            .map(|i| c.set(&format!("big:{i}"), &value, 0, 0))
+            .filter(|reply| reply == "STORED")
+            .count()
+    });
+    let stored = sets.join();
+    let rss = watch.finish();
+    rss.assert_bounded("400 replicated 1 MiB sets to a replica that never reads");
+    assert_eq!(stored.ok(), Some(400), "every set is answered STORED");
+    let mut c = b.client();
+    let (queued, dropped) = (
+        c.stat("effect:replicate.0:queued"),
+        c.stat("effect:replicate.0:dropped"),
+    );
+    assert_eq!(queued + dropped, 400, "every set was copied or dropped");
+    assert!(
+        (60..=64).contains(&queued),
+        "64 MiB of 1 MiB copies held at most: {queued} queued, {dropped} dropped"
+    );
+    drop(hole);
 }

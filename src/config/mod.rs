@@ -62,7 +62,10 @@ pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
 /// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default queue length of a side effect (`replicate`, `write_on_miss`), per worker.
-pub const DEFAULT_REPLICATE_QUEUE: usize = 10_000;
+pub const DEFAULT_SIDE_EFFECT_QUEUE: usize = 10_000;
+/// Default bytes a side effect may have queued or in flight, per worker: what a slow or dead
+/// target can make the proxy hold, whatever the size of the values copied.
+pub const DEFAULT_SIDE_EFFECT_QUEUE_BYTES: usize = 64 << 20;
 /// Largest accepted `workers` value.
 pub const MAX_WORKERS: usize = 1024;
 /// Largest accepted [`BackendConfig::connections`].
@@ -444,6 +447,8 @@ pub struct WriteOnMiss {
     pub ttl: u32,
     /// Most write-backs queued or in flight per worker; more are dropped and counted.
     pub queue: usize,
+    /// Most bytes of write-backs queued or in flight per worker; more are dropped and counted.
+    pub queue_bytes: usize,
 }
 
 /// A background side effect.
@@ -457,8 +462,11 @@ pub enum SideEffectConfig {
         to: String,
         /// The write commands copied.
         commands: Vec<Command>,
-        /// Most copies waiting; overflow is dropped and counted.
+        /// Most copies queued or in flight per worker; overflow is dropped and counted.
         queue: usize,
+        /// Most bytes of copies queued or in flight per worker; overflow is dropped and
+        /// counted.
+        queue_bytes: usize,
     },
 }
 

@@ -9,8 +9,8 @@ use super::*;
 /// Keys every route may have, whatever its strategy.
 const ROUTE_KEYS: &[&str] = &["name", "match", "commands", "strategy"];
 const MATCH_KEYS: &[&str] = &["prefix", "regex"];
-const WRITE_ON_MISS_KEYS: &[&str] = &["ttl", "queue"];
-const REPLICATE_KEYS: &[&str] = &["routes", "to", "commands", "queue"];
+const WRITE_ON_MISS_KEYS: &[&str] = &["ttl", "queue", "queue_bytes"];
+const REPLICATE_KEYS: &[&str] = &["routes", "to", "commands", "queue", "queue_bytes"];
 const SIDE_EFFECT_KINDS: &[&str] = &["replicate"];
 
 /// Largest TTL memcached reads as seconds; larger values are unix times.
@@ -346,10 +346,11 @@ fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMi
     let f = w.fields(v, path, WRITE_ON_MISS_KEYS)?;
     let v = w.required(&f, "ttl")?;
     let ttl = relative_ttl(w, v, &f.at("ttl"), 0);
-    let queue = walk_queue(w, &f);
+    let (queue, queue_bytes) = (walk_queue(w, &f), walk_queue_bytes(w, &f));
     Some(WriteOnMiss {
         ttl: ttl?,
         queue: queue?,
+        queue_bytes: queue_bytes?,
     })
 }
 
@@ -442,13 +443,23 @@ fn walk_replicate(
     let commands = w
         .required(&f, "commands")
         .and_then(|v| walk_commands(w, v, &f.at("commands"), true));
-    let queue = walk_queue(w, &f);
+    let (queue, queue_bytes) = (walk_queue(w, &f), walk_queue_bytes(w, &f));
     Some(SideEffectConfig::Replicate {
         routes: routes?,
         to: to?,
         commands: commands?,
         queue: queue?,
+        queue_bytes: queue_bytes?,
     })
+}
+
+/// The optional `queue_bytes` of a side effect: most bytes of requests queued or in flight
+/// per worker.
+fn walk_queue_bytes(w: &mut Walker, f: &Fields<'_>) -> Option<usize> {
+    match f.get("queue_bytes") {
+        Some(v) => w.size(v, &f.at("queue_bytes"), 1, u64::MAX),
+        None => Some(DEFAULT_SIDE_EFFECT_QUEUE_BYTES),
+    }
 }
 
 /// The optional `queue` of a side effect: most copies queued or in flight per worker.
@@ -457,6 +468,6 @@ fn walk_queue(w: &mut Walker, f: &Fields<'_>) -> Option<usize> {
         Some(v) => w
             .integer(v, &f.at("queue"), 1, u32::MAX as u64)
             .map(|n| n as usize),
-        None => Some(DEFAULT_REPLICATE_QUEUE),
+        None => Some(DEFAULT_SIDE_EFFECT_QUEUE),
     }
 }

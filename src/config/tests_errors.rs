@@ -152,11 +152,11 @@ fn unknown_keys_at_every_level() {
         ),
         (
             "routes: [{match: '*', strategy: warm_first, warm: l1, cold: l2, write_on_miss: {ttl: 1, async: true}}]",
-            "routes[0].write_on_miss.async: unknown key 'async' (expected one of: ttl, queue)",
+            "routes[0].write_on_miss.async: unknown key 'async' (expected one of: ttl, queue, queue_bytes)",
         ),
         (
             "side_effects: [{replicate: {routes: [rest], to: l2, commands: [set], batch: 5}}]",
-            "side_effects[0].replicate.batch: unknown key 'batch' (expected one of: routes, to, commands, queue)",
+            "side_effects[0].replicate.batch: unknown key 'batch' (expected one of: routes, to, commands, queue, queue_bytes)",
         ),
         ("side_effects: [{mirror: {}}]", "side_effects[0].mirror: unknown side effect 'mirror' (expected one of: replicate)"),
     ];

@@ -68,7 +68,7 @@ impl Job {
     ) -> JobStep {
         match self {
             Job::Probe(p) => p.on_completion(part, completion, health, now),
-            Job::Effect(q) => q.on_completion(completion),
+            Job::Effect(q) => q.on_completion(part, completion),
         }
     }
 }
