@@ -5,12 +5,14 @@
 //! * `parallel`: reads go to the key's server in every pool at once; `get`/`gat`/`mg` take the
 //!   first hit to arrive, `gets`/`gats`/`mg ... c` the first pool in order that has the key
 //!   (so a cas token is that server's). Writes go to all and are answered per `writes`; `cas`,
-//!   `incr`/`decr`, `ma` and `ms ... C` go to all and the first pool's reply answers.
+//!   `incr`/`decr`, `ma`, `ms ... C` and `md ... C` go to all and the first pool's reply
+//!   answers.
 //! * `warm_first`: plain reads (`get`, `mg` without `c`/`T`) go warm first, then cold, with
 //!   write-backs (the failover read path, see [`crate::exchange::failover`]); `gets` and
 //!   `mg ... c` are the cold tier's; `gat`/`gats`/`mg ... T` go to both, preferring warm's hit
 //!   (`gats`: cold's). Writes go to cold and warm at once and cold's reply answers; `cas`,
-//!   `incr`/`decr`, `ma` and `ms ... C` go to cold and delete the warm copy instead.
+//!   `incr`/`decr`, `ma`, `ms ... C` and `md ... C` go to cold and delete the warm copy
+//!   instead.
 
 use std::time::Instant;
 
@@ -36,7 +38,7 @@ pub enum Family {
     /// `delete`, `touch`, `ms` without `C`, `md`.
     Write,
     /// A write that depends on one server's own state: `cas`, `incr`/`decr`, `ma`,
-    /// `ms ... C`.
+    /// `ms ... C`, `md ... C` (a cas token is one server's).
     Conditional,
 }
 
@@ -44,7 +46,9 @@ impl Family {
     /// The family of `request` (parsed from `bytes`), with its meta flags.
     pub fn of(request: &Request, bytes: &[u8]) -> (Family, MetaFlags) {
         let meta = match request.command {
-            Command::MetaGet | Command::MetaSet => write_back::meta_flags(request, bytes),
+            Command::MetaGet | Command::MetaSet | Command::MetaDelete => {
+                write_back::meta_flags(request, bytes)
+            }
             _ => MetaFlags::EMPTY,
         };
         let family = match request.command {
@@ -55,7 +59,7 @@ impl Family {
             Command::Cas | Command::Incr | Command::Decr | Command::MetaArithmetic => {
                 Family::Conditional
             }
-            Command::MetaSet if meta.has(b'C') => Family::Conditional,
+            Command::MetaSet | Command::MetaDelete if meta.has(b'C') => Family::Conditional,
             _ => Family::Write,
         };
         (family, meta)
@@ -365,4 +369,62 @@ fn invalidation(request: &Request, _bytes: &Bytes, key: &[u8]) -> (Bytes, Framin
         noop_tail: false,
     };
     (bytes, framing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse_request, Limits, Parsed};
+
+    fn plan(line: &[u8]) -> (Family, WarmPlan) {
+        let Ok(Parsed::Complete(r)) = parse_request(line, &Limits::default()) else {
+            panic!("{line:?} does not parse");
+        };
+        (Family::of(&r, line).0, WarmPlan::of(&r, line))
+    }
+
+    #[test]
+    fn each_command_family_has_its_plan() {
+        use Family::*;
+        let cases: [(&[u8], Family, WarmPlan); 14] = [
+            (b"get a b\r\n", Read, WarmPlan::ReadThrough),
+            (b"mg a v f\r\n", Read, WarmPlan::ReadThrough),
+            (b"gets a\r\n", CasRead, WarmPlan::Cold),
+            (b"mg a v c\r\n", CasRead, WarmPlan::Cold),
+            (b"gat 10 a\r\n", Read, WarmPlan::Both { cold_first: false }),
+            (
+                b"gats 10 a\r\n",
+                CasRead,
+                WarmPlan::Both { cold_first: true },
+            ),
+            (
+                b"mg a v T30\r\n",
+                Read,
+                WarmPlan::Both { cold_first: false },
+            ),
+            (b"set a 0 0 1\r\nx\r\n", Write, WarmPlan::WriteBoth),
+            (b"delete a noreply\r\n", Write, WarmPlan::WriteBoth),
+            (b"ms a 1 T0\r\nx\r\n", Write, WarmPlan::WriteBoth),
+            (
+                b"ms a 1 C99\r\nx\r\n",
+                Conditional,
+                WarmPlan::ColdInvalidateWarm,
+            ),
+            (b"md a C99 q\r\n", Conditional, WarmPlan::ColdInvalidateWarm),
+            (b"incr a 1\r\n", Conditional, WarmPlan::ColdInvalidateWarm),
+            (
+                b"cas a 0 0 1 5\r\nx\r\n",
+                Conditional,
+                WarmPlan::ColdInvalidateWarm,
+            ),
+        ];
+        for (line, family, warm) in cases {
+            assert_eq!(
+                plan(line),
+                (family, warm),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
 }
