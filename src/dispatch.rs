@@ -378,6 +378,13 @@ impl Worker {
                     let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
                     let count = index >= counted;
                     let route = self.router.route(listener, request.command, key);
+                    if route.is_some_and(|r| self.asks_all_at_once(r, request, &bytes)) {
+                        // A key of a parallel route (or a warm_first touch): the whole request
+                        // is asked in parallel, each key of its own servers.
+                        let counted = counted.max(index);
+                        self.forward_parallel_get(client, listener, request, &bytes, now, counted);
+                        return;
+                    }
                     let server = match route
                         .map(|r| (r, self.failover_index_for(r, request, &bytes)))
                     {

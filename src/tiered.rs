@@ -186,7 +186,7 @@ impl Worker {
             if !family.is_read() {
                 return false;
             }
-            self.forward_parallel_get(client, listener, request, bytes, now);
+            self.forward_parallel_get(client, listener, request, bytes, now, 0);
             return true;
         }
         self.detail.route_request(route);
@@ -218,7 +218,8 @@ impl Worker {
     /// Sends a multi-key retrieval whose keys are each asked of several servers at once (see
     /// [`crate::exchange::parallel_get`]). Each key's servers follow its own route: every pool
     /// of a parallel route, both tiers of a warm_first route (cold first for cas reads), the
-    /// one server of other routes; a key without a route is a miss.
+    /// one server of other routes; a key without a route is a miss. The first `counted` keys
+    /// were already counted in their routes' stats.
     pub(crate) fn forward_parallel_get(
         &mut self,
         client: usize,
@@ -226,6 +227,7 @@ impl Worker {
         request: &Request,
         bytes: &Bytes,
         now: Instant,
+        counted: usize,
     ) {
         let router = self.router.clone();
         let (family, _) = Family::of(request, bytes);
@@ -242,21 +244,26 @@ impl Worker {
         let mut chain = Vec::with_capacity(width);
         let mut memo = None;
         let mut first_parallel = None;
-        for key in request.keys(bytes) {
+        for (index, key) in request.keys(bytes).enumerate() {
+            let count = index >= counted;
             asked.push(AskedKey::new(bytes, key, 0));
             chain.clear();
             let route = router.route(listener, request.command, key);
             match route.and_then(|r| Some((r, router.routes().get(r)?.kind))) {
                 Some((route, RouteKind::Parallel(p))) => {
                     first_parallel.get_or_insert(true);
-                    self.detail.route_request(route);
+                    if count {
+                        self.detail.route_request(route);
+                    }
                     if let Some(spec) = router.parallel(p) {
                         self.strategies.chain(&router, &spec.pools, key, &mut chain);
                     }
                 }
                 Some((route, RouteKind::WarmFirst(w))) => {
                     first_parallel.get_or_insert(false);
-                    self.detail.route_request(route);
+                    if count {
+                        self.detail.route_request(route);
+                    }
                     if let Some(spec) = router.warm_first(w) {
                         let pools = match family {
                             Family::CasRead => [spec.cold, spec.warm],
@@ -271,7 +278,7 @@ impl Worker {
                 }
                 Some((route, _)) => {
                     first_parallel.get_or_insert(false);
-                    let picked = self.pick_on_route(route, key, client, now, &mut memo, true);
+                    let picked = self.pick_on_route(route, key, client, now, &mut memo, count);
                     chain.extend(picked);
                 }
                 None => {
@@ -316,6 +323,18 @@ impl Worker {
         self.launch(client, now, |slot, fx| {
             Exchange::parallel_get(slot, get, fx)
         });
+    }
+
+    /// True when `request` on route `route` is asked of several servers at once: any request
+    /// of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of a warm_first route.
+    pub(crate) fn asks_all_at_once(&self, route: usize, request: &Request, bytes: &[u8]) -> bool {
+        match self.router.routes().get(route).map(|r| r.kind) {
+            Some(RouteKind::Parallel(_)) => true,
+            Some(RouteKind::WarmFirst(_)) => {
+                matches!(WarmPlan::of(request, bytes), WarmPlan::Both { .. })
+            }
+            _ => false,
+        }
     }
 
     /// Copies a write on route `route` to every `replicate` side effect of that route that
