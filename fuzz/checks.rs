@@ -291,14 +291,19 @@ pub fn check_write_backs(data: &[u8]) {
             continue;
         }
         let Ok(Parsed::Complete(r)) = parse_request(&request, &limits) else {
-            panic!("write-back {:?} does not parse", String::from_utf8_lossy(&request));
+            panic!(
+                "write-back {:?} does not parse",
+                String::from_utf8_lossy(&request)
+            );
         };
         assert_eq!(r.len, request.len());
         assert_eq!(r.first_key(&request), &block.key[..]);
         let data = r.data.map(|d| d.of(&request).to_vec());
         assert_eq!(data.as_deref(), value.get(..value.len().saturating_sub(2)));
     }
-    let all = [b'v', b'f', b't'].into_iter().fold(MetaFlags::EMPTY, MetaFlags::with);
+    let all = [b'v', b'f', b't']
+        .into_iter()
+        .fold(MetaFlags::EMPTY, MetaFlags::with);
     let _ = mg_client_reply(&reply, all);
     if let Some(hit) = mg_hit(&reply) {
         let _ = meta_add(b"k", false, &hit, 60);

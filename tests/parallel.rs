@@ -11,39 +11,9 @@
 
 mod common;
 
-use common::{
-    free_port, wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached, Relay, Rng,
-};
+use common::tiers::{dead_addr, pair, start, value_on, values, wait_value, Pool, LANDED};
+use common::{Behavior, Bifrost, Client, FakeBackend, Memcached, Relay, Rng};
 use std::time::{Duration, Instant};
-
-/// How long a write finishing in the background may take to show (loaded 2-core box).
-const LANDED: Duration = Duration::from_secs(5);
-
-/// A backend of one server: (name, "host:port", timeout).
-type Pool<'a> = (&'a str, String, &'a str);
-
-/// Starts bifrost with one worker, the pools `pools` (one server each, one connection per
-/// worker, so replies of one server come back in request order) and the `routes` YAML lines.
-fn start(pools: &[Pool], routes: &str) -> Bifrost {
-    let mut backends = String::new();
-    for (name, addr, timeout) in pools {
-        backends.push_str(&format!(
-            "  {name}:\n    servers: [\"{addr}\"]\n    timeout: {timeout}\n    connections: 1\n"
-        ));
-    }
-    let routes = routes.to_string();
-    Bifrost::start_templated(
-        move |port| {
-            format!(
-                "workers: 1\n\
-                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
-                 backends:\n{backends}\
-                 routes:\n{routes}"
-            )
-        },
-        &[],
-    )
-}
 
 /// A route line: `name` matching `glob`, parallel over `backends`, with `extra` keys.
 fn route(name: &str, glob: &str, backends: &str, extra: &str) -> String {
@@ -52,37 +22,33 @@ fn route(name: &str, glob: &str, backends: &str, extra: &str) -> String {
     )
 }
 
-/// "127.0.0.1:PORT" where nothing listens: connections are refused.
-fn dead_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
+/// Three memcacheds as pools `g1`, `g2`, `g3` (one server each, 2 s timeout) under the
+/// `routes` YAML lines: the servers, the proxy, and a direct client of each server.
+fn fleet(routes: &str) -> (Vec<Memcached>, Bifrost, Vec<Client>) {
+    let fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let pools: Vec<Pool> = ["g1", "g2", "g3"]
+        .into_iter()
+        .zip(&fleet)
+        .map(|(name, mc)| (name, mc.addr(), "2s"))
+        .collect();
+    let bifrost = start(&pools, routes, "");
+    let direct = fleet.iter().map(Memcached::client).collect();
+    (fleet, bifrost, direct)
+}
+
+/// Routes `all:*`, `maj:*` and `first:*` over `g1, g2, g3` with `writes: all`, `majority` and
+/// `first`.
+fn each_write_policy() -> String {
+    format!(
+        "{}{}{}",
+        route("all", "all:*", "g1, g2, g3", ", writes: all"),
+        route("majority", "maj:*", "g1, g2, g3", ", writes: majority"),
+        route("first", "first:*", "g1, g2, g3", ", writes: first")
+    )
 }
 
 fn set(c: &mut Client, key: &str, value: &str) -> String {
     c.set(key, value.as_bytes(), 0, 0)
-}
-
-/// The value of `key` on a server (or through the proxy), read with `get`.
-fn value_on(c: &mut Client, key: &str) -> Option<String> {
-    c.get(key)
-        .map(|data| String::from_utf8_lossy(&data).into_owned())
-}
-
-/// The (key, value) pairs of the retrieval reply `c` reads next.
-fn values(c: &mut Client) -> Vec<(String, String)> {
-    c.read_values()
-        .unwrap_or_else(|line| panic!("expected VALUEs and END, got {line:?}"))
-        .into_iter()
-        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
-        .collect()
-}
-
-fn pair(k: &str, v: &str) -> (String, String) {
-    (k.to_string(), v.to_string())
-}
-
-/// Waits until `key` on the server `direct` talks to has the value `want` (`None`: absent).
-fn wait_value(direct: &mut Client, key: &str, want: Option<&str>, what: &str) {
-    wait_until(LANDED, what, || value_on(direct, key).as_deref() == want);
 }
 
 #[test]
@@ -129,6 +95,7 @@ fn a_slow_backend_never_delays_the_answer_and_its_late_replies_are_dropped() {
     let bifrost = start(
         &[("slow", relay.addr(), "5s"), ("fast", fast.addr(), "5s")],
         &route("par", "*", "slow, fast", ""),
+        "",
     );
     let (mut ds, mut df) = (slow_mc.client(), fast.client());
     for (k, n) in [("k", 1), ("k2", 2)] {
@@ -202,6 +169,7 @@ fn a_key_only_on_the_second_backend_is_found_and_a_key_on_none_is_a_miss() {
     let bifrost = start(
         &[("b1", b1.addr(), "2s"), ("b2", b2.addr(), "2s")],
         &route("par", "*", "b1, b2", ""),
+        "",
     );
     assert_eq!(set(&mut b2.client(), "second", "v2"), "STORED");
     let mut c = bifrost.client();
@@ -237,6 +205,7 @@ fn a_multi_get_answers_each_key_from_the_backend_that_has_it_in_the_asked_order(
             ("b3", b3.addr(), "5s"),
         ],
         &route("par", "*", "b1, b2, b3", ""),
+        "",
     );
     let mut direct = [b1_mc.client(), b2.client(), b3.client()];
     let mut keys = Vec::new();
@@ -287,6 +256,7 @@ fn gets_is_answered_by_the_first_backend_in_order_that_hits() {
     let bifrost = start(
         &[("b1", relay.addr(), "5s"), ("b2", b2.addr(), "5s")],
         &route("par", "*", "b1, b2", ""),
+        "",
     );
     let (mut d1, mut d2) = (b1_mc.client(), b2.client());
     assert_eq!(set(&mut d1, "k", "b1"), "STORED");
@@ -326,6 +296,7 @@ fn writes_all_answers_the_error_when_one_backend_fails_and_waits_for_every_backe
             route("to_dead", "d:*", "good, dead", ", writes: all"),
             route("to_hang", "h:*", "good, hang", ", writes: all")
         ),
+        "",
     );
     let mut dg = good.client();
     let mut c = bifrost.client();
@@ -379,6 +350,7 @@ fn writes_majority_is_stored_with_one_of_three_failing_and_an_error_with_two() {
             route("two_dead", "b:*", "dead1, dead2, g3", ", writes: majority"),
             route("one_hung", "c:*", "g1, hang, g2", ", writes: majority")
         ),
+        "",
     );
     let (mut d1, mut d2, mut d3) = (g1.client(), g2.client(), g3.client());
     let mut c = bifrost.client();
@@ -422,6 +394,7 @@ fn writes_first_answers_at_the_first_success_without_waiting_for_a_hung_backend(
             route("dead_first", "d:*", "dead1, good", ", writes: first"),
             route("all_dead", "x:*", "dead1, dead2", ", writes: first")
         ),
+        "",
     );
     let mut dg = good.client();
     let mut c = bifrost.client();
@@ -456,21 +429,7 @@ fn writes_first_answers_at_the_first_success_without_waiting_for_a_hung_backend(
 
 #[test]
 fn with_every_backend_healthy_each_policy_lands_the_write_on_all() {
-    let fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let bifrost = start(
-        &[
-            ("g1", fleet[0].addr(), "2s"),
-            ("g2", fleet[1].addr(), "2s"),
-            ("g3", fleet[2].addr(), "2s"),
-        ],
-        &format!(
-            "{}{}{}",
-            route("all", "all:*", "g1, g2, g3", ", writes: all"),
-            route("majority", "maj:*", "g1, g2, g3", ", writes: majority"),
-            route("first", "first:*", "g1, g2, g3", ", writes: first")
-        ),
-    );
-    let mut direct: Vec<Client> = fleet.iter().map(Memcached::client).collect();
+    let (_fleet, bifrost, mut direct) = fleet(&each_write_policy());
     let mut c = bifrost.client();
     for policy in ["all", "maj", "first"] {
         let k = format!("{policy}:k");
@@ -502,21 +461,7 @@ fn with_every_backend_healthy_each_policy_lands_the_write_on_all() {
 #[test]
 fn when_backends_disagree_the_reply_follows_the_policy() {
     // `add` of a key only g1 has: g1 NOT_STORED, g2 and g3 STORED.
-    let fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let bifrost = start(
-        &[
-            ("g1", fleet[0].addr(), "2s"),
-            ("g2", fleet[1].addr(), "2s"),
-            ("g3", fleet[2].addr(), "2s"),
-        ],
-        &format!(
-            "{}{}{}",
-            route("all", "all:*", "g1, g2, g3", ", writes: all"),
-            route("majority", "maj:*", "g1, g2, g3", ", writes: majority"),
-            route("first", "first:*", "g1, g2, g3", ", writes: first")
-        ),
-    );
-    let mut direct: Vec<Client> = fleet.iter().map(Memcached::client).collect();
+    let (_fleet, bifrost, mut direct) = fleet(&each_write_policy());
     let mut c = bifrost.client();
     for (policy, want) in [
         ("all", "NOT_STORED"),
@@ -539,16 +484,7 @@ fn when_backends_disagree_the_reply_follows_the_policy() {
 
 #[test]
 fn delete_goes_to_every_backend() {
-    let fleet: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let bifrost = start(
-        &[
-            ("g1", fleet[0].addr(), "2s"),
-            ("g2", fleet[1].addr(), "2s"),
-            ("g3", fleet[2].addr(), "2s"),
-        ],
-        &route("par", "*", "g1, g2, g3", ""),
-    );
-    let mut direct: Vec<Client> = fleet.iter().map(Memcached::client).collect();
+    let (_fleet, bifrost, mut direct) = fleet(&route("par", "*", "g1, g2, g3", ""));
     let mut c = bifrost.client();
     for k in ["k", "mk"] {
         for d in direct.iter_mut() {

@@ -1,117 +1,101 @@
 //! End-to-end tests of side effects (SPEC §7, issue 8 SEMANTICS.md): `replicate` copies the
 //! listed writes of the listed routes to another pool, fire and forget; its bounded queue drops
 //! and counts what does not fit; a dead or hung target never slows or fails the client; the
-//! `write_on_miss` of a warm_first route is counted like any side effect. Counters are read from
-//! the proxy's `stats`: `effect:<NAME>:{queued,done,failed,dropped,depth}` with NAME
-//! `replicate.<index>` or `write_on_miss.<route>`.
+//! `write_on_miss` of a warm_first route is counted like any side effect, and its queue
+//! overflows the same way; with two workers each copies its own clients' writes and the
+//! counters add both up. Counters are read from the proxy's `stats`:
+//! `effect:<NAME>:{queued,done,failed,dropped,depth}` with NAME `replicate.<index>` or
+//! `write_on_miss.<route>`.
 //!
-//! Real memcached processes; a fake peer that never answers for a hung target, a port nothing
-//! listens on for a dead one.
+//! Real memcached processes; a fake peer that never answers for a hung target (or that hangs
+//! once written to, for a warm tier whose write-backs pile up), a port nothing listens on for a
+//! dead one.
 
 mod common;
 
-use common::{free_port, wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached};
+use common::tiers::{
+    dead_addr, effect, effects, pools_yaml, start_proxy, ttl_of, value_on, values, wait_value,
+    LANDED,
+};
+use common::{wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached};
 use std::time::{Duration, Instant};
 
-/// How long a background copy may take to show (loaded 2-core box).
-const LANDED: Duration = Duration::from_secs(5);
 /// The longest a client may wait for one reply while side effects misbehave (a real memcached
 /// answers in well under a millisecond; this is a loaded machine's margin).
 const PROMPT: Duration = Duration::from_secs(1);
 
-/// Starts bifrost with one worker, the pools `pools` (name, "host:port", timeout; one server
-/// each) and the YAML lines of `routes` and `side_effects` (none when empty).
-fn start(pools: &[(&str, String, &str)], routes: &str, side_effects: &str) -> Bifrost {
-    let mut backends = String::new();
-    for (name, addr, timeout) in pools {
-        backends.push_str(&format!(
-            "  {name}:\n    servers: [\"{addr}\"]\n    timeout: {timeout}\n    connections: 1\n"
-        ));
-    }
-    let routes = routes.to_string();
-    let side_effects = if side_effects.is_empty() {
-        String::new()
-    } else {
-        format!("side_effects:\n{side_effects}")
-    };
-    Bifrost::start_templated(
-        move |port| {
-            format!(
-                "workers: 1\n\
-                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
-                 backends:\n{backends}\
-                 routes:\n{routes}\
-                 {side_effects}"
-            )
-        },
-        &[],
-    )
-}
-
-/// The usual setup: route `rest` (every key) to pool `primary`, and `side_effects[0]` a
-/// replicate of `commands` on `rest` to pool `replica` at `replica_addr` with `extra` keys.
+/// The usual setup: `workers` workers, route `rest` (every key) to pool `primary`, and
+/// `side_effects[0]` a replicate of `commands` on `rest` to pool `replica` at `replica_addr`
+/// with `extra` keys.
 fn primary_and_replica(
+    workers: usize,
     primary: &Memcached,
     replica_addr: &str,
     replica_timeout: &str,
     commands: &str,
     extra: &str,
 ) -> Bifrost {
-    start(
-        &[
+    start_proxy(
+        workers,
+        &pools_yaml(&[
             ("primary", primary.addr(), "2s"),
             ("replica", replica_addr.to_string(), replica_timeout),
-        ],
+        ]),
         "  - {name: rest, match: \"*\", strategy: consistent_hash, backend: primary}\n",
         &format!("  - replicate: {{routes: [rest], to: replica, commands: [{commands}]{extra}}}\n"),
     )
 }
 
-/// A counter of side effect `name` (`effect:<name>:<field>`) from the proxy's `stats`.
-fn effect(c: &mut Client, name: &str, field: &str) -> u64 {
-    c.stat(&format!("effect:{name}:{field}"))
+/// One worker and a warm_first route `tiered` (every key) over pools `l1` (warm, at `warm`,
+/// with `warm_timeout`) and `l2` (cold, at `cold`) with `write_on_miss: <write_on_miss>`.
+fn tiered(warm: &str, warm_timeout: &str, cold: &str, write_on_miss: &str) -> Bifrost {
+    start_proxy(
+        1,
+        &pools_yaml(&[
+            ("l1", warm.to_string(), warm_timeout),
+            ("l2", cold.to_string(), "2s"),
+        ]),
+        &format!(
+            "  - name: tiered\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n\
+             \x20   write_on_miss: {write_on_miss}\n"
+        ),
+        "",
+    )
 }
 
-/// Every counter of side effect `name`, for failure messages.
-fn effects(c: &mut Client, name: &str) -> String {
-    let stats = c.stats();
-    let mut lines: Vec<String> = stats
-        .iter()
-        .filter(|(k, _)| k.starts_with(&format!("effect:{name}:")))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    lines.sort();
-    lines.join(" ")
-}
-
-/// The value of `key` on a server, read with `get`.
-fn value_on(c: &mut Client, key: &str) -> Option<String> {
-    c.get(key)
-        .map(|data| String::from_utf8_lossy(&data).into_owned())
-}
-
-/// Waits until `key` on the server `direct` talks to has the value `want` (`None`: absent).
-fn wait_value(direct: &mut Client, key: &str, want: Option<&str>, what: &str) {
-    wait_until(LANDED, what, || value_on(direct, key).as_deref() == want);
-}
-
-/// The remaining TTL memcached reports for `key` (`mg <key> t`): -1 for none.
-fn ttl_of(c: &mut Client, key: &str) -> i64 {
-    c.send(format!("mg {key} t\r\n").as_bytes());
-    let line = c.read_line();
-    let t = line
-        .split(' ')
-        .skip(1)
-        .find_map(|f| f.strip_prefix('t'))
-        .unwrap_or_else(|| panic!("mg {key} t: no TTL in {line:?}"));
-    t.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"))
-}
-
-/// Sends `set key 0 0 <len>` and returns the reply line and how long it took.
-fn timed_set(c: &mut Client, key: &str, value: &str) -> (String, Duration) {
+/// Sets `k0`..`k<n-1>` to `v` through `c`, each answered `STORED` (the primary's reply).
+/// Returns the longest a reply took and how long all of them took.
+fn set_keys(c: &mut Client, n: usize) -> (Duration, Duration) {
     let started = Instant::now();
-    let line = c.set(key, value.as_bytes(), 0, 0);
-    (line, started.elapsed())
+    let mut slowest = Duration::ZERO;
+    for i in 0..n {
+        let asked = Instant::now();
+        assert_eq!(
+            c.set(&format!("k{i}"), b"v", 0, 0),
+            "STORED",
+            "k{i}: the primary's reply"
+        );
+        slowest = slowest.max(asked.elapsed());
+    }
+    (slowest, started.elapsed())
+}
+
+/// The counters of side effect `name` after `offered` requests met its queue of `queue`: asserts
+/// each request was queued or dropped and the queue held at most `queue`; returns (queued,
+/// dropped, every counter for failure messages).
+fn queued_or_dropped(c: &mut Client, name: &str, offered: u64, queue: u64) -> (u64, u64, String) {
+    let all = effects(c, name);
+    let (queued, dropped) = (effect(c, name, "queued"), effect(c, name, "dropped"));
+    assert_eq!(
+        queued + dropped,
+        offered,
+        "each of {offered} requests queued or dropped: {all}"
+    );
+    assert!(
+        effect(c, name, "depth") <= queue,
+        "the queue is bounded: {all}"
+    );
+    (queued, dropped, all)
 }
 
 #[test]
@@ -121,12 +105,13 @@ fn listed_writes_of_listed_routes_are_replicated_and_nothing_else() {
     let primary = Memcached::start();
     let r0 = Memcached::start();
     let r1 = Memcached::start();
-    let bifrost = start(
-        &[
+    let bifrost = start_proxy(
+        1,
+        &pools_yaml(&[
             ("primary", primary.addr(), "2s"),
             ("r0", r0.addr(), "2s"),
             ("r1", r1.addr(), "2s"),
-        ],
+        ]),
         "  - {name: other, match: \"o:*\", strategy: consistent_hash, backend: primary}\n\
          \x20 - {name: rest, match: \"*\", strategy: consistent_hash, backend: primary}\n",
         "  - replicate: {routes: [other], to: r0, commands: [set]}\n\
@@ -197,16 +182,9 @@ fn a_full_replicate_queue_drops_and_counts_and_never_slows_the_client() {
     // flight for the whole test, every later one finds the queue full.
     let primary = Memcached::start();
     let blackhole = FakeBackend::start(Behavior::NeverAnswer);
-    let bifrost = primary_and_replica(&primary, &blackhole.addr(), "10s", "set", ", queue: 8");
+    let bifrost = primary_and_replica(1, &primary, &blackhole.addr(), "10s", "set", ", queue: 8");
     let mut c = bifrost.client();
-    let started = Instant::now();
-    let mut slowest = Duration::ZERO;
-    for i in 0..100 {
-        let (line, took) = timed_set(&mut c, &format!("k{i}"), "v");
-        assert_eq!(line, "STORED", "k{i}: the primary's reply");
-        slowest = slowest.max(took);
-    }
-    let total = started.elapsed();
+    let (slowest, total) = set_keys(&mut c, 100);
     assert!(
         slowest < PROMPT,
         "a full queue never delays a reply: slowest {slowest:?}"
@@ -222,21 +200,8 @@ fn a_full_replicate_queue_drops_and_counts_and_never_slows_the_client() {
     }
 
     let name = "replicate.0";
-    let all = effects(&mut c, name);
-    let (queued, dropped) = (
-        effect(&mut c, name, "queued"),
-        effect(&mut c, name, "dropped"),
-    );
-    assert_eq!(
-        queued + dropped,
-        100,
-        "each copy accepted or dropped: {all}"
-    );
+    let (_, dropped, all) = queued_or_dropped(&mut c, name, 100, 8);
     assert!(dropped >= 80, "at most 8 fit the queue: {all}");
-    assert!(
-        effect(&mut c, name, "depth") <= 8,
-        "the queue is bounded: {all}"
-    );
     if total < Duration::from_secs(9) {
         assert_eq!(
             effect(&mut c, name, "done"),
@@ -249,25 +214,14 @@ fn a_full_replicate_queue_drops_and_counts_and_never_slows_the_client() {
 #[test]
 fn replicating_to_a_dead_server_never_blocks_or_fails_the_client() {
     let primary = Memcached::start();
-    let nothing = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let bifrost = primary_and_replica(&primary, &nothing, "2s", "set", "");
+    let bifrost = primary_and_replica(1, &primary, &dead_addr(), "2s", "set", "");
     let mut c = bifrost.client();
-    let started = Instant::now();
-    let mut slowest = Duration::ZERO;
-    for i in 0..200 {
-        let (line, took) = timed_set(&mut c, &format!("k{i}"), "v");
-        assert_eq!(line, "STORED", "k{i}: the primary's reply");
-        slowest = slowest.max(took);
-    }
+    let (slowest, total) = set_keys(&mut c, 200);
     assert!(
         slowest < PROMPT,
         "a dead replica never delays a reply: slowest {slowest:?}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "200 sets took {:?}",
-        started.elapsed()
-    );
+    assert!(total < Duration::from_secs(20), "200 sets took {total:?}");
     let name = "replicate.0";
     let mut admin = bifrost.client();
     wait_until(LANDED, "copies to the dead server counted failed", || {
@@ -288,12 +242,7 @@ fn replicating_to_a_dead_server_never_blocks_or_fails_the_client() {
 fn write_on_miss_counts_each_cold_hit_once() {
     let warm = Memcached::start();
     let cold = Memcached::start();
-    let bifrost = start(
-        &[("l1", warm.addr(), "2s"), ("l2", cold.addr(), "2s")],
-        "  - name: tiered\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n\
-         \x20   write_on_miss: { ttl: 300 }\n",
-        "",
-    );
+    let bifrost = tiered(&warm.addr(), "2s", &cold.addr(), "{ ttl: 300 }");
     let mut dc = cold.client();
     let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
     for k in &keys {
@@ -330,5 +279,114 @@ fn write_on_miss_counts_each_cold_hit_once() {
         10,
         "{}",
         effects(&mut c, name)
+    );
+}
+
+#[test]
+fn a_full_write_on_miss_queue_drops_and_counts_and_never_slows_the_client() {
+    // Warm answers every read at once (a miss) and hangs from the first write it gets on, with
+    // a 10 s timeout: the write-backs that fit the queue (4) stay in flight for the whole test,
+    // every later one finds the queue full. The 40 keys are read in one multi-get (one window:
+    // 40 keys are under the listener's multiget_window), so warm answers the read before any
+    // write-back goes out on its one connection, which answers nothing after that.
+    let warm = FakeBackend::start(Behavior::HangOnWrite);
+    let cold = Memcached::start();
+    let bifrost = tiered(&warm.addr(), "10s", &cold.addr(), "{ttl: 60, queue: 4}");
+    let mut dc = cold.client();
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        assert_eq!(dc.set(k, format!("cold-{k}").as_bytes(), 0, 0), "STORED");
+    }
+
+    let mut c = bifrost.client();
+    let started = Instant::now();
+    c.send(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let got = values(&mut c);
+    let took = started.elapsed();
+    let want: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.clone(), format!("cold-{k}")))
+        .collect();
+    assert_eq!(got, want, "every key a cold hit, in the asked order");
+    assert!(
+        took < PROMPT,
+        "write-backs piling up never delay a reply: {took:?}"
+    );
+    // Each write-back was offered to the queue as cold's reply was handled, before the answer
+    // to the client went out.
+    let name = "write_on_miss.tiered";
+    let (queued, dropped, all) = queued_or_dropped(&mut c, name, 40, 4);
+    assert!(dropped > 0, "the queue of 4 overflowed: {all}");
+    // What was queued went out to warm (and is still in flight there).
+    wait_until(LANDED, "every queued write-back reached warm", || {
+        let received = warm.received();
+        let adds = received
+            .split(|&b| b == b'\n')
+            .filter(|line| line.starts_with(b"add "))
+            .count();
+        adds as u64 == queued
+    });
+    if started.elapsed() < Duration::from_secs(9) {
+        let all = effects(&mut c, name);
+        let depth = effect(&mut c, name, "depth");
+        assert_eq!(depth, queued, "warm answered no write-back: {all}");
+        assert_eq!(effect(&mut c, name, "done"), 0, "{all}");
+        assert_eq!(effect(&mut c, name, "failed"), 0, "{all}");
+    }
+}
+
+#[test]
+fn with_two_workers_every_client_s_writes_are_replicated_and_counted_once() {
+    // Sixteen clients at once: the kernel spreads them over both workers (SO_REUSEPORT), each
+    // worker copies its clients' sets with its own queue, and the counters add up both.
+    const CLIENTS: usize = 16;
+    const SETS: usize = 16;
+    let primary = Memcached::start();
+    let replica = Memcached::start();
+    let bifrost = primary_and_replica(2, &primary, &replica.addr(), "2s", "set", "");
+    let (mut dp, mut dr) = (primary.client(), replica.client());
+    let replica_conns = dr.stat("total_connections");
+    let addr = bifrost.addr();
+    std::thread::scope(|scope| {
+        for t in 0..CLIENTS {
+            let addr = &addr;
+            scope.spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..SETS {
+                    let (k, v) = (format!("c{t}:k{i}"), format!("v{t}-{i}"));
+                    assert_eq!(c.set(&k, v.as_bytes(), 0, 0), "STORED", "{k}");
+                }
+            });
+        }
+    });
+
+    for t in 0..CLIENTS {
+        for i in 0..SETS {
+            let (k, v) = (format!("c{t}:k{i}"), format!("v{t}-{i}"));
+            assert_eq!(value_on(&mut dp, &k).as_deref(), Some(v.as_str()), "{k}");
+            wait_value(&mut dr, &k, Some(&v), &format!("{k} replicated"));
+        }
+    }
+    let mut admin = bifrost.client();
+    assert_eq!(admin.stat("threads"), 2, "premise: two workers");
+    let name = "replicate.0";
+    let sets = (CLIENTS * SETS) as u64;
+    wait_until(LANDED, "every copy counted done", || {
+        effect(&mut admin, name, "done") == sets
+    });
+    let all = effects(&mut admin, name);
+    assert_eq!(
+        effect(&mut admin, name, "queued"),
+        sets,
+        "one copy per set: {all}"
+    );
+    assert_eq!(effect(&mut admin, name, "failed"), 0, "{all}");
+    assert_eq!(effect(&mut admin, name, "dropped"), 0, "{all}");
+    assert_eq!(effect(&mut admin, name, "depth"), 0, "{all}");
+    // Each worker copies on its own connection to the replica: two, so both workers copied.
+    assert_eq!(
+        dr.stat("total_connections") - replica_conns,
+        2,
+        "premise: the clients were spread over both workers"
     );
 }

@@ -10,67 +10,42 @@
 
 mod common;
 
-use common::{free_port, wait_until, Bifrost, Client, Item, Memcached, Relay, Rng};
+use common::tiers::{
+    dead_addr, effect, pool_yaml, server_list, start_proxy, ttl_of, value_on, values, wait_value,
+    LANDED,
+};
+use common::{wait_until, Bifrost, Client, Item, Memcached, Relay, Rng};
 use std::time::{Duration, Instant};
 
-/// How long a background write (a write-back, a warm copy) may take to show (loaded 2-core box).
-const LANDED: Duration = Duration::from_secs(5);
 /// The route's name: stats name side effects after it.
 const ROUTE: &str = "tiered";
-/// The `write_on_miss` TTL of the default route.
+/// The `write_on_miss` TTL of the route.
 const TTL: i64 = 300;
 
-/// A YAML list of servers named `<prefix>0`, `<prefix>1`... (ketama hashes the names, so the
-/// placement of a key does not depend on the ports of the run).
-fn server_list(prefix: &str, addrs: &[String]) -> String {
-    let list: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{{address: \"{a}\", name: {prefix}{i}}}"))
-        .collect();
-    format!("[{}]", list.join(", "))
+/// A warm_first route named `tiered` over pools `l1` (warm, servers `w0`, `w1`...) and `l2`
+/// (cold, servers `c0`, `c1`...), each with `timeout`, matching every key, with
+/// `write_on_miss: { ttl: 300 }`.
+fn tiered(warm: &[String], cold: &[String], timeout: &str) -> Bifrost {
+    let backends = pool_yaml("l1", &server_list("w", warm), timeout)
+        + &pool_yaml("l2", &server_list("c", cold), timeout);
+    let route = format!(
+        "  - name: {ROUTE}\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n\
+         \x20   write_on_miss: {{ ttl: {TTL} }}\n"
+    );
+    start_proxy(1, &backends, &route, "")
 }
 
-/// A warm_first route named `tiered` over pools `l1` (warm) and `l2` (cold), matching every key,
-/// with `route_extra` (YAML lines indented 4, e.g. "    write_on_miss: { ttl: 300 }\n").
-fn tiered(warm: &[String], cold: &[String], route_extra: &str, timeout: &str) -> Bifrost {
-    let (warm, cold) = (server_list("w", warm), server_list("c", cold));
-    let (route_extra, timeout) = (route_extra.to_string(), timeout.to_string());
-    Bifrost::start_templated(
-        move |port| {
-            format!(
-                "workers: 1\n\
-                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
-                 backends:\n\
-                 \x20 l1:\n    servers: {warm}\n    timeout: {timeout}\n\
-                 \x20 l2:\n    servers: {cold}\n    timeout: {timeout}\n\
-                 routes:\n\
-                 \x20 - name: {ROUTE}\n    match: \"*\"\n    strategy: warm_first\n    warm: l1\n    cold: l2\n\
-                 {route_extra}"
-            )
-        },
-        &[],
-    )
-}
-
-/// The usual route: one warm server, one cold server, `write_on_miss: { ttl: 300 }`.
-fn with_write_on_miss(warm: &Memcached, cold: &Memcached) -> Bifrost {
-    tiered(
-        &[warm.addr()],
-        &[cold.addr()],
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
-        "2s",
-    )
+/// The usual setup: one warm and one cold memcached (alive as long as the first element)
+/// under [`tiered`] with a 2 s timeout, and a direct client of warm and of cold.
+fn usual_tiers() -> ((Memcached, Memcached), Bifrost, Client, Client) {
+    let (warm, cold) = (Memcached::start(), Memcached::start());
+    let bifrost = tiered(&[warm.addr()], &[cold.addr()], "2s");
+    let (dw, dc) = (warm.client(), cold.client());
+    ((warm, cold), bifrost, dw, dc)
 }
 
 fn set(c: &mut Client, key: &str, flags: u32, exptime: u32, value: &str) -> String {
     c.set(key, value.as_bytes(), flags, exptime)
-}
-
-/// The value of `key` on a server (or through the proxy), read with `get`.
-fn value_on(c: &mut Client, key: &str) -> Option<String> {
-    c.get(key)
-        .map(|data| String::from_utf8_lossy(&data).into_owned())
 }
 
 /// The whole item (flags included) `get key` answers, `None` on a miss.
@@ -81,27 +56,6 @@ fn item_on(c: &mut Client, key: &str) -> Option<Item> {
         .unwrap_or_else(|line| panic!("get {key}: error reply {line:?}"));
     assert!(items.len() <= 1, "get {key}: {items:?}");
     items.pop()
-}
-
-/// The (key, value) pairs of the retrieval reply `c` reads next.
-fn values(c: &mut Client) -> Vec<(String, String)> {
-    c.read_values()
-        .unwrap_or_else(|line| panic!("expected VALUEs and END, got {line:?}"))
-        .into_iter()
-        .map(|i| (i.key, String::from_utf8_lossy(&i.data).into_owned()))
-        .collect()
-}
-
-/// The remaining TTL memcached reports for `key` (`mg <key> t`): -1 for none.
-fn ttl_of(c: &mut Client, key: &str) -> i64 {
-    c.send(format!("mg {key} t\r\n").as_bytes());
-    let line = c.read_line();
-    let t = line
-        .split(' ')
-        .skip(1)
-        .find_map(|f| f.strip_prefix('t'))
-        .unwrap_or_else(|| panic!("mg {key} t: no TTL in {line:?}"));
-    t.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"))
 }
 
 /// Sends a meta request and reads its reply: the status line and, for `VA <n>`, the value.
@@ -125,32 +79,9 @@ fn meta(c: &mut Client, req: &str) -> (String, Option<Vec<u8>>) {
     (line, value)
 }
 
-/// A counter of side effect `name` (`effect:<name>:<field>`) from the proxy's `stats`.
-fn effect(c: &mut Client, name: &str, field: &str) -> u64 {
-    c.stat(&format!("effect:{name}:{field}"))
-}
-
-/// Waits until `key` on the server `direct` is talking to has the value `want` (`None`: absent).
-fn wait_value(direct: &mut Client, key: &str, want: Option<&str>, what: &str) {
-    let mut last = None;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(LANDED, what, || {
-            last = value_on(direct, key);
-            last.as_deref() == want
-        })
-    }));
-    if let Err(panic) = result {
-        eprintln!("{key}: wanted {want:?}, last seen {last:?}");
-        std::panic::resume_unwind(panic);
-    }
-}
-
 #[test]
 fn a_cold_hit_is_answered_and_written_back_into_warm_with_its_flags_and_the_write_on_miss_ttl() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     // No expiry on cold: the write-back's TTL is the write_on_miss TTL.
     assert_eq!(set(&mut dc, "k", 42, 0, "hello"), "STORED");
 
@@ -196,12 +127,7 @@ fn a_write_back_racing_a_newer_write_never_leaves_the_stale_value_in_warm() {
     let warm = Memcached::start();
     let cold = Memcached::start();
     let relay = Relay::start(&cold.addr(), Duration::from_secs(1));
-    let bifrost = tiered(
-        &[warm.addr()],
-        &[relay.addr()],
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
-        "5s",
-    );
+    let bifrost = tiered(&[warm.addr()], &[relay.addr()], "5s");
     let (mut dw, mut dc) = (warm.client(), cold.client());
     assert_eq!(set(&mut dc, "k", 0, 0, "old"), "STORED");
 
@@ -251,10 +177,7 @@ fn a_write_back_racing_a_newer_write_never_leaves_the_stale_value_in_warm() {
 fn a_client_reads_its_own_write_at_once() {
     // Both tiers hold the old value; the write and the read go in one packet, so the read is
     // dispatched while the write is in flight. Repeated to give a race a chance to show.
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     let mut c = bifrost.client();
     for i in 0..20 {
         let k = format!("own:{i}");
@@ -280,10 +203,7 @@ fn a_client_reads_its_own_write_at_once() {
 
 #[test]
 fn writes_reach_both_tiers_and_deletes_remove_from_both() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     let mut c = bifrost.client();
 
     assert_eq!(set(&mut c, "k", 3, 0, "ab"), "STORED");
@@ -332,7 +252,6 @@ fn a_multi_get_over_two_pools_of_two_answers_in_the_asked_order_and_fills_warm()
     let bifrost = tiered(
         &warm.iter().map(Memcached::addr).collect::<Vec<_>>(),
         &cold.iter().map(Memcached::addr).collect::<Vec<_>>(),
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
         "2s",
     );
     let mut dw: Vec<Client> = warm.iter().map(Memcached::client).collect();
@@ -420,12 +339,7 @@ fn with_warm_killed_reads_are_served_and_writes_answered_by_cold() {
     let mut warm = Memcached::start();
     let cold = Memcached::start();
     // A long timeout: nothing below may wait for it.
-    let bifrost = tiered(
-        &[warm.addr()],
-        &[cold.addr()],
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
-        "5s",
-    );
+    let bifrost = tiered(&[warm.addr()], &[cold.addr()], "5s");
     let mut dc = cold.client();
     let mut c = bifrost.client();
     assert_eq!(set(&mut c, "k", 0, 0, "v1"), "STORED");
@@ -465,13 +379,8 @@ fn with_warm_killed_reads_are_served_and_writes_answered_by_cold() {
 #[test]
 fn with_warm_never_reachable_reads_and_writes_use_cold_and_write_backs_fail_counted() {
     let cold = Memcached::start();
-    let nothing = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let bifrost = tiered(
-        std::slice::from_ref(&nothing),
-        &[cold.addr()],
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
-        "5s",
-    );
+    let nothing = dead_addr();
+    let bifrost = tiered(std::slice::from_ref(&nothing), &[cold.addr()], "5s");
     let mut dc = cold.client();
     assert_eq!(set(&mut dc, "k", 5, 0, "cold"), "STORED");
     let mut c = bifrost.client();
@@ -498,10 +407,7 @@ fn with_warm_never_reachable_reads_and_writes_use_cold_and_write_backs_fail_coun
 
 #[test]
 fn mg_on_a_warm_miss_answers_exactly_the_flags_asked_and_is_written_back_with_ms_add() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     // m1 outlives the write_on_miss TTL, m2 does not: the write-back's TTL is the smaller.
     assert_eq!(set(&mut dc, "m1", 7, 1000, "hello"), "STORED");
     assert_eq!(set(&mut dc, "m2", 8, 100, "world"), "STORED");
@@ -570,10 +476,7 @@ fn mg_on_a_warm_miss_answers_exactly_the_flags_asked_and_is_written_back_with_ms
 
 #[test]
 fn gets_and_cas_are_served_by_cold_and_a_cas_invalidates_warm() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     assert_eq!(set(&mut dc, "k", 0, 0, "cold"), "STORED");
     assert_eq!(set(&mut dw, "k", 0, 0, "warm"), "STORED");
     let (_, cold_cas) = dc.gets("k").expect("k on cold");
@@ -615,10 +518,7 @@ fn gets_and_cas_are_served_by_cold_and_a_cas_invalidates_warm() {
 
 #[test]
 fn counters_are_cold_s_and_invalidate_warm() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     assert_eq!(set(&mut dc, "n", 0, 0, "5"), "STORED");
     assert_eq!(set(&mut dw, "n", 0, 0, "50"), "STORED");
     let mut c = bifrost.client();
@@ -638,13 +538,8 @@ fn counters_are_cold_s_and_invalidate_warm() {
 #[test]
 fn with_cold_dead_warm_hits_are_served_misses_are_misses_and_writes_fail() {
     let warm = Memcached::start();
-    let nothing = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let bifrost = tiered(
-        &[warm.addr()],
-        std::slice::from_ref(&nothing),
-        &format!("    write_on_miss: {{ ttl: {TTL} }}\n"),
-        "5s",
-    );
+    let nothing = dead_addr();
+    let bifrost = tiered(&[warm.addr()], std::slice::from_ref(&nothing), "5s");
     assert_eq!(set(&mut warm.client(), "k", 0, 0, "w"), "STORED");
     let mut c = bifrost.client();
     let started = Instant::now();
@@ -675,10 +570,7 @@ fn with_cold_dead_warm_hits_are_served_misses_are_misses_and_writes_fail() {
 
 #[test]
 fn gat_touches_both_tiers_prefers_warm_s_hit_and_writes_nothing_back() {
-    let warm = Memcached::start();
-    let cold = Memcached::start();
-    let bifrost = with_write_on_miss(&warm, &cold);
-    let (mut dw, mut dc) = (warm.client(), cold.client());
+    let (_tiers, bifrost, mut dw, mut dc) = usual_tiers();
     assert_eq!(set(&mut dw, "both", 0, 0, "w"), "STORED");
     assert_eq!(set(&mut dc, "both", 0, 0, "c"), "STORED");
     assert_eq!(set(&mut dc, "cold_only", 0, 0, "c2"), "STORED");

@@ -2,13 +2,13 @@
 //! answer garbage, answer slowly. It counts what reaches it so a test can assert that nothing
 //! did.
 
-use super::{lock, wait_until};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use super::server::{Record, Server, Threads, STOP_POLL};
+use super::wait_until;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a [`FakeBackend`] does with each connection.
 #[derive(Clone, Copy, Debug)]
@@ -26,63 +26,58 @@ pub enum Behavior {
     /// Like `SlowAnswer(delay)`, except that `version` (the health probe) is read and never
     /// answered: a server whose probes time out while its data requests are served.
     DeafToVersion(Duration),
+    /// Like `SlowAnswer(Duration::ZERO)` until a connection receives a storage command
+    /// (`set add replace append prepend cas ms`); from then on that connection reads everything
+    /// and answers nothing, like `NeverAnswer`: a server whose reads are served at once while
+    /// the writes sent to it hang.
+    HangOnWrite,
 }
 
 /// What [`Behavior::Garbage`] sends: a line that is not a memcached reply.
 pub const GARBAGE_REPLY: &[u8] = b"\x00\xff\xfeNOT A MEMCACHED REPLY \x01\x02\r\n";
 
-/// Keep at most this much of what was received (the counters keep counting).
-const RECORD_LIMIT: usize = 16 << 20;
-/// How often connection threads look at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(20);
-
 #[derive(Default)]
 struct Shared {
-    stop: AtomicBool,
-    accepted: AtomicUsize,
     open: AtomicUsize,
-    bytes: AtomicUsize,
-    received: Mutex<Vec<u8>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    received: Record,
 }
 
 /// A fake memcached on its own loopback port (bound to port 0, so no race), served by a
 /// background thread per connection. Stops and joins its threads on drop.
 pub struct FakeBackend {
-    addr: SocketAddr,
     behavior: Behavior,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl FakeBackend {
     pub fn start(behavior: Behavior) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("FakeBackend: cannot bind 127.0.0.1:0: {e}"));
-        let addr = listener.local_addr().expect("FakeBackend: local_addr");
         let shared = Arc::new(Shared::default());
-        let acceptor = {
+        let server = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("fake-backend-{}", addr.port()))
-                .spawn(move || accept_loop(listener, behavior, shared))
-                .expect("FakeBackend: spawn acceptor")
+            Server::start("fake-backend", move |stream, threads| {
+                shared.open.fetch_add(1, Ordering::SeqCst);
+                let (shared, conn_threads) = (Arc::clone(&shared), Arc::clone(threads));
+                threads.spawn("fake-backend-conn", move || {
+                    serve(stream, behavior, &shared, &conn_threads);
+                    shared.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            })
         };
         FakeBackend {
-            addr,
             behavior,
             shared,
-            acceptor: Some(acceptor),
+            server,
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     /// "127.0.0.1:PORT".
     pub fn addr(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     pub fn behavior(&self) -> Behavior {
@@ -91,7 +86,7 @@ impl FakeBackend {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.server.connections()
     }
 
     /// Connections accepted and not yet closed by the peer (or by CloseMidReply).
@@ -101,12 +96,12 @@ impl FakeBackend {
 
     /// Bytes received so far over all connections.
     pub fn bytes_received(&self) -> usize {
-        self.shared.bytes.load(Ordering::SeqCst)
+        self.shared.received.len()
     }
 
     /// Everything received so far, connections concatenated in arrival order (first 16 MiB).
     pub fn received(&self) -> Vec<u8> {
-        lock(&self.shared.received).clone()
+        self.shared.received.kept()
     }
 
     /// Panics unless no connection was ever made to this backend.
@@ -115,7 +110,7 @@ impl FakeBackend {
         if conns != 0 || bytes != 0 {
             panic!(
                 "fake backend {} was reached: {conns} connection(s), {bytes} byte(s): {}",
-                self.addr,
+                self.addr(),
                 super::client::show(&self.received())
             );
         }
@@ -123,145 +118,139 @@ impl FakeBackend {
 
     /// Waits until at least `n` connections were accepted.
     pub fn wait_for_connections(&self, n: usize, deadline: Duration) {
-        let what = format!("fake backend {} has accepted {n} connection(s)", self.addr);
+        let what = format!(
+            "fake backend {} has accepted {n} connection(s)",
+            self.addr()
+        );
         wait_until(deadline, &what, || self.connections() >= n);
     }
 
     /// Waits until at least `n` bytes were received.
     pub fn wait_for_bytes(&self, n: usize, deadline: Duration) {
-        let what = format!("fake backend {} has received {n} byte(s)", self.addr);
+        let what = format!("fake backend {} has received {n} byte(s)", self.addr());
         wait_until(deadline, &what, || self.bytes_received() >= n);
     }
 }
 
-impl Drop for FakeBackend {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); the acceptor sees the flag and drops this connection.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        let threads = std::mem::take(&mut *lock(&self.shared.threads));
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, behavior: Behavior, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
-        shared.open.fetch_add(1, Ordering::SeqCst);
-        let conn_shared = Arc::clone(&shared);
-        let handle = thread::Builder::new()
-            .name("fake-backend-conn".to_string())
-            .spawn(move || {
-                serve(stream, behavior, &conn_shared);
-                conn_shared.open.fetch_sub(1, Ordering::SeqCst);
-            })
-            .expect("FakeBackend: spawn connection thread");
-        lock(&shared.threads).push(handle);
-    }
-}
-
 /// Serves one connection until the peer closes, the behaviour closes, or the backend stops.
-fn serve(mut stream: TcpStream, behavior: Behavior, shared: &Shared) {
+fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads: &Threads) {
     let _ = stream.set_read_timeout(Some(STOP_POLL));
     let _ = stream.set_nodelay(true);
     let mut pending = Vec::new();
     let mut buf = [0u8; 16 * 1024];
-    while !shared.stop.load(Ordering::SeqCst) {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        };
-        shared.bytes.fetch_add(n, Ordering::SeqCst);
-        {
-            let mut received = lock(&shared.received);
-            let room = RECORD_LIMIT.saturating_sub(received.len());
-            received.extend_from_slice(&buf[..n.min(room)]);
-        }
+    while let Some(n) = threads.read_some(&mut stream, &mut buf) {
+        shared.received.add(&buf[..n]);
         pending.extend_from_slice(&buf[..n]);
-        let keep_open = match behavior {
-            Behavior::NeverAnswer => true,
+        let next = match behavior {
+            Behavior::NeverAnswer => Served::Open,
             Behavior::CloseMidReply => close_mid_reply(&mut stream, &pending),
-            Behavior::Garbage => stream.write_all(GARBAGE_REPLY).is_ok(),
+            Behavior::Garbage => match stream.write_all(GARBAGE_REPLY) {
+                Ok(()) => Served::Open,
+                Err(_) => Served::Close,
+            },
             Behavior::SlowAnswer(delay) => {
-                answer_framed(&mut stream, &mut pending, delay, false, shared)
+                answer_framed(&mut stream, &mut pending, delay, Mute::Nothing, threads)
             }
             Behavior::DeafToVersion(delay) => {
-                answer_framed(&mut stream, &mut pending, delay, true, shared)
+                answer_framed(&mut stream, &mut pending, delay, Mute::Version, threads)
             }
+            Behavior::HangOnWrite => answer_framed(
+                &mut stream,
+                &mut pending,
+                Duration::ZERO,
+                Mute::FromFirstWrite,
+                threads,
+            ),
         };
-        if !keep_open {
-            return;
+        match next {
+            Served::Open => {}
+            Served::Close => return,
+            Served::Hang => behavior = Behavior::NeverAnswer,
         }
     }
 }
 
+/// What a connection does after a chunk was answered.
+enum Served {
+    /// Goes on reading and answering.
+    Open,
+    /// Closes (`quit`, the peer went away, or the behaviour closes).
+    Close,
+    /// Reads on and answers nothing more ([`Behavior::HangOnWrite`] after a write).
+    Hang,
+}
+
+/// Which requests [`answer_framed`] leaves unanswered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mute {
+    Nothing,
+    /// `version` gets no answer at all.
+    Version,
+    /// The first storage command and everything after it get no answer.
+    FromFirstWrite,
+}
+
 /// Once a whole request line is in, writes a third of a `VALUE` reply and closes.
-fn close_mid_reply(stream: &mut TcpStream, pending: &[u8]) -> bool {
+fn close_mid_reply(stream: &mut TcpStream, pending: &[u8]) -> Served {
     let Some(eol) = pending.iter().position(|&b| b == b'\n') else {
-        return true; // wait for the rest of the line
+        return Served::Open; // wait for the rest of the line
     };
     let line = String::from_utf8_lossy(&pending[..eol]);
     let key = line.split_whitespace().nth(1).unwrap_or("k").to_string();
     let _ = stream.write_all(format!("VALUE {key} 0 10\r\nabc").as_bytes());
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
-    false
+    Served::Close
 }
 
-/// Answers each complete request in `pending` after `delay`, removing it from `pending`.
-/// Returns false when the connection should close (`quit`, or the peer went away).
-/// `deaf_to_version`: `version` gets no answer at all.
+/// Answers each complete request in `pending` after `delay`, removing it from `pending`,
+/// except those `mute` leaves unanswered.
 fn answer_framed(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     delay: Duration,
-    deaf_to_version: bool,
-    shared: &Shared,
-) -> bool {
+    mute: Mute,
+    threads: &Threads,
+) -> Served {
     while let Some((consumed, reply)) = next_request(pending) {
+        if mute == Mute::FromFirstWrite && is_write(pending) {
+            return Served::Hang;
+        }
         let is_version = pending.starts_with(b"version");
         pending.drain(..consumed);
         let Some(reply) = reply else { continue };
-        if deaf_to_version && is_version {
+        if mute == Mute::Version && is_version {
             continue;
         }
         if reply.is_empty() {
-            return false; // quit
+            return Served::Close; // quit
         }
-        if !delay.is_zero() && !sleep_unless_stopped(delay, shared) {
-            return false;
+        if !delay.is_zero() && !threads.sleep_until(Instant::now() + delay) {
+            return Served::Close;
         }
         if stream.write_all(reply).is_err() {
-            return false;
+            return Served::Close;
         }
     }
-    true
+    Served::Open
 }
 
-/// Sleeps `delay` in short steps; false if the backend was stopped meanwhile.
-fn sleep_unless_stopped(delay: Duration, shared: &Shared) -> bool {
-    let end = std::time::Instant::now() + delay;
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        let now = std::time::Instant::now();
-        if now >= end {
-            return true;
-        }
-        thread::sleep((end - now).min(STOP_POLL));
+/// True when the request at the start of `buf` is a storage command.
+fn is_write(buf: &[u8]) -> bool {
+    let command = buf
+        .split(|&b| b == b' ' || b == b'\r')
+        .next()
+        .unwrap_or_default();
+    data_len_at(&String::from_utf8_lossy(command)).is_some()
+}
+
+/// Where the data block's length is among the tokens of a storage command's line: token 4
+/// (classic) or 2 (`ms`); `None` for a command without a data block.
+fn data_len_at(command: &str) -> Option<usize> {
+    match command {
+        "set" | "add" | "replace" | "append" | "prepend" | "cas" => Some(4),
+        "ms" => Some(2),
+        _ => None,
     }
 }
 
@@ -272,14 +261,9 @@ fn next_request(buf: &[u8]) -> Option<(usize, Option<&'static [u8]>)> {
     let line = String::from_utf8_lossy(&buf[..eol]);
     let tokens: Vec<&str> = line.split_whitespace().collect();
     let noreply = tokens.last() == Some(&"noreply");
-    // Storage commands carry a data block: its length is token 4 (classic) or 2 (`ms`).
-    let data_len_at = match tokens.first().copied() {
-        Some("set" | "add" | "replace" | "append" | "prepend" | "cas") => Some(4),
-        Some("ms") => Some(2),
-        _ => None,
-    };
+    // Storage commands carry a data block.
     let mut consumed = eol + 1;
-    if let Some(at) = data_len_at {
+    if let Some(at) = tokens.first().and_then(|c| data_len_at(c)) {
         let Some(len) = tokens.get(at).and_then(|t| t.parse::<usize>().ok()) else {
             return Some((consumed, Some(b"CLIENT_ERROR bad command line format\r\n")));
         };

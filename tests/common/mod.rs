@@ -8,10 +8,13 @@
 //!   temp file; ready when the listener answers `version` with `VERSION`. Its stderr goes to a log
 //!   file; a failing test prints the log's path and tail.
 //! - [`Client`]: a blocking memcached text client whose reads time out after 5 s.
-//! - [`FakeBackend`]: a scripted fake memcached (never answers, closes mid-reply, garbage, slow)
-//!   that counts connections and bytes so a test can assert nothing reached a backend.
+//! - [`FakeBackend`]: a scripted fake memcached (never answers, closes mid-reply, garbage, slow,
+//!   hangs once written to) that counts connections and bytes so a test can assert nothing
+//!   reached a backend.
 //! - [`Relay`]: a TCP relay in front of a real memcached that holds every reply chunk for a
 //!   configurable delay (a slow backend that still has real data).
+//! - [`tiers`]: configs over several pools and side-effect counters, for the tests of
+//!   warm_first, parallel and side effects.
 //! - [`free_port`], [`wait_until`], [`TempFile`]: the small pieces the rest is built from.
 //!
 //! A helper that cannot do its job panics with a message that says what it was waiting for;
@@ -24,6 +27,8 @@ mod fake_backend;
 mod memcached;
 mod relay;
 mod rng;
+mod server;
+pub mod tiers;
 
 // The harness's API. Each test binary uses only part of it, hence the allows (here and above).
 #[allow(unused_imports)]

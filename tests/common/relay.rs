@@ -11,42 +11,34 @@
 //! A peer that accepts and reads but never answers is [`super::FakeBackend`] with
 //! [`super::Behavior::NeverAnswer`]; this relay does not duplicate it.
 
-use super::{lock, wait_until};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use super::server::{Record, Server, Threads, STOP_POLL};
+use super::wait_until;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the relay's threads look at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(20);
 /// How long the relay waits to connect to its server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keep at most this much of what was forwarded to the server (the counters keep counting).
-const RECORD_LIMIT: usize = 16 << 20;
 
 #[derive(Default)]
 struct Shared {
-    stop: AtomicBool,
     /// The reply delay in microseconds (read when a chunk arrives from the server).
     delay_us: AtomicU64,
-    accepted: AtomicUsize,
-    to_server: AtomicUsize,
+    /// What was forwarded to the server.
+    requests: Record,
     from_server: AtomicUsize,
     to_client: AtomicUsize,
-    forwarded: Mutex<Vec<u8>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A delaying relay: `127.0.0.1:PORT` (bound to port 0, so no race) forwarding to `target`.
 /// Stops and joins its threads on drop (closing every relayed connection).
 pub struct Relay {
-    addr: SocketAddr,
     target: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl Relay {
@@ -58,35 +50,33 @@ impl Relay {
             .ok()
             .and_then(|mut a| a.next())
             .unwrap_or_else(|| panic!("Relay: cannot resolve target {target:?}"));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("Relay: cannot bind 127.0.0.1:0: {e}"));
-        let addr = listener.local_addr().expect("Relay: local_addr");
         let shared = Arc::new(Shared::default());
         shared
             .delay_us
             .store(delay.as_micros() as u64, Ordering::SeqCst);
-        let acceptor = {
+        let server = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("relay-{}", addr.port()))
-                .spawn(move || accept_loop(listener, target_addr, shared))
-                .expect("Relay: spawn acceptor")
+            Server::start("relay", move |client, threads| {
+                // A server that cannot be reached: the client sees its connection closed.
+                let Ok(server) = TcpStream::connect_timeout(&target_addr, CONNECT_TIMEOUT) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    return;
+                };
+                if let Err(e) = start_pumps(client, server, &shared, threads) {
+                    eprintln!("Relay: cannot set up a relayed connection: {e}");
+                }
+            })
         };
         Relay {
-            addr,
             target: target_addr,
             shared,
-            acceptor: Some(acceptor),
+            server,
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
     }
 
     /// "127.0.0.1:PORT": the address to configure as the (slow) server.
     pub fn addr(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// The server behind the relay.
@@ -107,12 +97,12 @@ impl Relay {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.server.connections()
     }
 
     /// Request bytes forwarded to the server so far.
     pub fn bytes_to_server(&self) -> usize {
-        self.shared.to_server.load(Ordering::SeqCst)
+        self.shared.requests.len()
     }
 
     /// Reply bytes received from the server so far (delivered or still held).
@@ -127,133 +117,85 @@ impl Relay {
 
     /// Everything forwarded to the server so far, connections concatenated (first 16 MiB).
     pub fn forwarded(&self) -> Vec<u8> {
-        lock(&self.shared.forwarded).clone()
+        self.shared.requests.kept()
     }
 
     /// Waits until at least `n` request bytes reached the server.
     pub fn wait_for_requests(&self, n: usize, deadline: Duration) {
         let what = format!(
             "relay {} has forwarded {n} request byte(s) to {}",
-            self.addr, self.target
+            self.server.addr(),
+            self.target
         );
         wait_until(deadline, &what, || self.bytes_to_server() >= n);
     }
 
     /// Waits until every reply byte received from the server was passed on (nothing held).
     pub fn wait_drained(&self, deadline: Duration) {
-        let what = format!("relay {} has passed on every reply byte", self.addr);
+        let what = format!(
+            "relay {} has passed on every reply byte",
+            self.server.addr()
+        );
         wait_until(deadline, &what, || {
             self.bytes_to_client() >= self.bytes_from_server()
         });
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); the acceptor sees the flag and drops this connection.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        let threads = std::mem::take(&mut *lock(&self.shared.threads));
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
-    for client in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(client) = client else { continue };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
-        // A server that cannot be reached: the client sees its connection closed.
-        let Ok(server) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else {
-            let _ = client.shutdown(Shutdown::Both);
-            continue;
-        };
-        if let Err(e) = start_pumps(client, server, &shared) {
-            eprintln!("Relay: cannot set up a relayed connection: {e}");
-        }
-    }
-}
-
 /// Three threads per relayed connection: requests client -> server; replies server -> a queue
 /// stamped with their due time; the queue -> client once due.
-fn start_pumps(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
+fn start_pumps(
+    client: TcpStream,
+    server: TcpStream,
+    shared: &Arc<Shared>,
+    threads: &Arc<Threads>,
+) -> std::io::Result<()> {
     for s in [&client, &server] {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(STOP_POLL))?;
     }
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        let handle = thread::Builder::new()
-            .name(name.to_string())
-            .spawn(f)
-            .expect("Relay: spawn connection thread");
-        lock(&shared.threads).push(handle);
-    };
+    // What each thread owns: the counters and the stop flag, and its sockets.
+    let own = || (Arc::clone(shared), Arc::clone(threads));
     {
-        let (from, to, shared) = (client.try_clone()?, server.try_clone()?, Arc::clone(shared));
-        spawn(
-            "relay-up",
-            Box::new(move || pump_requests(from, to, &shared)),
-        );
+        let ((shared, t), from, to) = (own(), client.try_clone()?, server.try_clone()?);
+        threads.spawn("relay-up", move || pump_requests(from, to, &shared, &t));
     }
     {
-        let (from, shared) = (server.try_clone()?, Arc::clone(shared));
-        spawn(
-            "relay-down-read",
-            Box::new(move || read_replies(from, tx, &shared)),
-        );
+        let ((shared, t), from) = (own(), server.try_clone()?);
+        threads.spawn("relay-down-read", move || {
+            read_replies(from, tx, &shared, &t)
+        });
     }
     {
-        let shared = Arc::clone(shared);
-        spawn(
-            "relay-down-write",
-            Box::new(move || write_replies(rx, client, server, &shared)),
-        );
+        let (shared, t) = own();
+        threads.spawn("relay-down-write", move || {
+            write_replies(rx, client, server, &shared, &t)
+        });
     }
     Ok(())
 }
 
-/// Reads once from `stream`, treating read timeouts as "nothing yet": `None` on EOF or error.
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], shared: &Shared) -> Option<usize> {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match stream.read(buf) {
-            Ok(0) => return None,
-            Ok(n) => return Some(n),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-fn pump_requests(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+fn pump_requests(mut from: TcpStream, mut to: TcpStream, shared: &Shared, threads: &Threads) {
     let mut buf = [0u8; 16 * 1024];
-    while let Some(n) = read_some(&mut from, &mut buf, shared) {
-        {
-            let mut forwarded = lock(&shared.forwarded);
-            let room = RECORD_LIMIT.saturating_sub(forwarded.len());
-            forwarded.extend_from_slice(&buf[..n.min(room)]);
-        }
+    while let Some(n) = threads.read_some(&mut from, &mut buf) {
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        shared.to_server.fetch_add(n, Ordering::SeqCst);
+        shared.requests.add(&buf[..n]);
     }
     // The client is gone (or stopped): let the server see the end of requests.
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn read_replies(mut from: TcpStream, tx: mpsc::Sender<(Instant, Vec<u8>)>, shared: &Shared) {
+fn read_replies(
+    mut from: TcpStream,
+    tx: mpsc::Sender<(Instant, Vec<u8>)>,
+    shared: &Shared,
+    threads: &Threads,
+) {
     let mut buf = [0u8; 16 * 1024];
-    while let Some(n) = read_some(&mut from, &mut buf, shared) {
+    while let Some(n) = threads.read_some(&mut from, &mut buf) {
         shared.from_server.fetch_add(n, Ordering::SeqCst);
         let delay = Duration::from_micros(shared.delay_us.load(Ordering::SeqCst));
         if tx
@@ -271,18 +213,16 @@ fn write_replies(
     mut client: TcpStream,
     server: TcpStream,
     shared: &Shared,
+    threads: &Threads,
 ) {
     let _ = client.set_write_timeout(Some(Duration::from_secs(10)));
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
+    while !threads.stopping() {
         let (due, chunk) = match rx.recv_timeout(STOP_POLL) {
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if !sleep_until(due, shared) {
+        if !threads.sleep_until(due) {
             break;
         }
         if client.write_all(&chunk).is_err() {
@@ -293,18 +233,4 @@ fn write_replies(
     // The server closed (every reply passed on), the client went away, or the relay stops.
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
-}
-
-/// Sleeps until `due` in short steps; false if the relay was stopped meanwhile.
-fn sleep_until(due: Instant, shared: &Shared) -> bool {
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= due {
-            return true;
-        }
-        thread::sleep((due - now).min(STOP_POLL));
-    }
 }
