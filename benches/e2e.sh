@@ -9,18 +9,26 @@
 #   target | keys/s | gets/s | vs direct | proxy CPU µs/key | keys per CPU-s vs twemproxy |
 #   memcached CPU µs/key | keys per server % | placement = twemproxy
 #
-# Usage: benches/e2e.sh [SCENARIO...]        scenarios: get_set (default), multiget, multiget4
+# and for tiers (bifrost's tier strategies and side effects over two memcached, W and C, with
+# the get_set load; no twemproxy), the first table with "vs baseline" (bifrost consistent_hash
+# over W) in place of "vs twemproxy", then each row's gets, sets and side-effect counters and
+# the derived figures (hit path, write-back cost, parallel, replication per write).
+#
+# Usage: benches/e2e.sh [SCENARIO...]   scenarios: get_set (default), multiget, multiget4, tiers
 #
 # Environment (defaults in brackets):
 #   E2E_SECONDS [10]          duration of each memcaslap run
 #   E2E_CONCURRENCY [32]      memcaslap -c (connections)
 #   E2E_THREADS [2]           memcaslap -T
 #   E2E_VALUE_SIZE [100]      value bytes
+#   E2E_KEY_SIZE [32]         key bytes
 #   E2E_MULTIGET_KEYS [10]    keys per get in the multiget scenario (memcaslap -d)
 #   E2E_MULTIGET4_KEYS [100]  keys per get in the multiget4 scenario (memcaslap -d)
 #   E2E_MULTIGET4_SET_PROP [0.01]  share of memcaslap's keys that are sets in multiget4
-#   E2E_BIFROST_WORKERS ["1 2"]  one bifrost run per entry
-#   E2E_TARGETS ["memcached twemproxy bifrost"]
+#   E2E_TIERS_SET_PROP [0.1]  share of sets in the tiers scenario's load (get_set's)
+#   E2E_TIERS_LOW_SET_PROP [0.01]  the tiers hit path again, and its baseline, at this share
+#   E2E_BIFROST_WORKERS ["1 2"]  one bifrost run per entry (tiers: its bifrost rows per entry)
+#   E2E_TARGETS ["memcached twemproxy bifrost"]  (not used by tiers, which has its own rows)
 #   BIFROST_BIN               binary to run; unset: `cargo build --release` and target/release/bifrost
 #   E2E_BIFROST_LOG_LEVEL [warn]
 #   E2E_STRICT [0]            1: a target that fails to start or memcaslap failing fails the
@@ -37,6 +45,9 @@ E2E_SECONDS=${E2E_SECONDS:-10}
 E2E_CONCURRENCY=${E2E_CONCURRENCY:-32}
 E2E_THREADS=${E2E_THREADS:-2}
 E2E_VALUE_SIZE=${E2E_VALUE_SIZE:-100}
+E2E_KEY_SIZE=${E2E_KEY_SIZE:-32}
+E2E_TIERS_SET_PROP=${E2E_TIERS_SET_PROP:-0.1}
+E2E_TIERS_LOW_SET_PROP=${E2E_TIERS_LOW_SET_PROP:-0.01}
 E2E_MULTIGET_KEYS=${E2E_MULTIGET_KEYS:-10}
 E2E_MULTIGET4_KEYS=${E2E_MULTIGET4_KEYS:-100}
 E2E_MULTIGET4_SET_PROP=${E2E_MULTIGET4_SET_PROP:-0.01}
@@ -59,6 +70,7 @@ BACKEND_PORTS=()
 BACKEND_PIDS=()
 SINGLE_PORTS=() SINGLE_PIDS=() # the one memcached of get_set / multiget, started on first use
 POOL4_PORTS=() POOL4_PIDS=()   # the four of multiget4, started on first use
+TIERS_PORTS=() TIERS_PIDS=()   # tiers: W (the single one), C (cold) and F (full), on first use
 
 log() { printf '[e2e] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -158,20 +170,24 @@ wait_ready() { # NAME PID PORT LOG: deadline loop (10 s) until PORT answers; fal
     return 1
 }
 
-server_ops() { # PORT: cmd_get + cmd_set of that memcached (a multi-get counts each key)
-    local fd line total=0
+server_stat() { # PORT NAME...: the sum of those counters in the `stats` reply on PORT
+    # (memcached's, or bifrost's own: effect:NAME:queued ...); 0 for a name not in the reply
+    local port=$1 fd line total=0
     local -a w
-    exec {fd}<>"/dev/tcp/127.0.0.1/$1"
+    shift
+    exec {fd}<>"/dev/tcp/127.0.0.1/$port"
     printf 'stats\r\n' >&"$fd"
     while IFS= read -r -t 2 line <&"$fd"; do
         line=${line%$'\r'}
         [[ $line == END ]] && break
         read -r -a w <<<"$line"
-        [[ ${w[1]} == cmd_get || ${w[1]} == cmd_set ]] && total=$((total + w[2]))
+        [[ " $* " == *" ${w[1]:-} "* ]] && total=$((total + w[2]))
     done
     exec {fd}>&-
     echo "$total"
 }
+
+server_ops() { server_stat "$1" cmd_get cmd_set; } # PORT: a multi-get counts each key
 
 BOPS_TOTAL=0 BOPS_EACH=()
 backend_ops() { # sets BOPS_EACH (server_ops of each backend server) and BOPS_TOTAL (their sum)
@@ -203,8 +219,9 @@ backend_ticks() { # cpu_ticks summed over the backend memcached
 # the servers
 
 MC_PORT="" MC_PID=""
-start_memcached() { # NAME MEGABYTES THREADS: starts one memcached; sets MC_PORT and MC_PID
-    local name=$1 args=(-l 127.0.0.1 -U 0 -m "$2" -t "$3" -c 4096) _
+start_memcached() { # NAME MEGABYTES THREADS [ARG...]: starts one memcached (ARGs added to its
+    # command line); sets MC_PORT and MC_PID
+    local name=$1 args=(-l 127.0.0.1 -U 0 -m "$2" -t "$3" -c 4096 "${@:4}") _
     [[ $EUID -eq 0 ]] && args+=(-u root) # memcached refuses root without -u
     for _ in 1 2 3; do
         MC_PORT=$(pick_port)
@@ -237,8 +254,59 @@ use_backends() { # single | pool4: starts them on first use; sets BACKEND_PORTS 
         fi
         BACKEND_PORTS=("${POOL4_PORTS[@]}") BACKEND_PIDS=("${POOL4_PIDS[@]}")
         ;;
+    tiers)
+        if ((${#TIERS_PORTS[@]} == 0)); then
+            use_backends single
+            TIERS_PORTS=("${SINGLE_PORTS[0]}") TIERS_PIDS=("${SINGLE_PIDS[0]}")
+            start_memcached memcached-cold 1024 4
+            TIERS_PORTS+=("$MC_PORT") TIERS_PIDS+=("$MC_PID")
+            # A warm tier that keeps nothing new: 2 MB, no evictions (-M), filled below.
+            start_memcached memcached-full 2 2 -M
+            TIERS_PORTS+=("$MC_PORT") TIERS_PIDS+=("$MC_PID")
+            fill_until_full "$MC_PORT"
+            log "tiers: W on port ${TIERS_PORTS[0]}, C on ${TIERS_PORTS[1]}, full F on" \
+                "${TIERS_PORTS[2]} (pids ${TIERS_PIDS[*]})"
+        fi
+        BACKEND_PORTS=("${TIERS_PORTS[@]}") BACKEND_PIDS=("${TIERS_PIDS[@]}")
+        ;;
     *) die "unknown backend set $1" ;;
     esac
+}
+
+# Fills the memcached on PORT (started with -M: errors instead of evictions) with items of the
+# load's shape (E2E_KEY_SIZE-byte keys, E2E_VALUE_SIZE-byte values, flags 0, so the slab class
+# of memcaslap's items and of write-back adds) until a store is refused, then checks that an
+# `add` of a new key of that shape answers SERVER_ERROR: from then on every get of a load key
+# misses there and every store of one fails. Each slab class gets one page even over -m, hence
+# the same shape; 2 MB take about 11,000 items of 191 bytes (32 + 100).
+fill_until_full() { # PORT
+    local port=$1 fd value req batch=0 i n line full=0 pad=$((E2E_KEY_SIZE - 9))
+    ((pad > 0)) || die "E2E_KEY_SIZE must be at least 10"
+    printf -v value '%*s' "$E2E_VALUE_SIZE" ''
+    value=${value// /x}
+    exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+    while ((!full && batch < 200)); do # 200 × 1000 items: up to 200 MB of 1 KB items
+        req=""
+        for ((i = batch * 1000; i < (batch + 1) * 1000; i++)); do
+            printf -v line 'e2e:fill:%0*d' "$pad" "$i"
+            req+="set $line 0 0 $E2E_VALUE_SIZE\r\n$value\r\n"
+        done
+        printf '%b' "$req" >&"$fd"
+        for ((n = 0; n < 1000; n++)); do
+            IFS= read -r -t 5 line <&"$fd" || die "memcached-full: no reply while filling"
+            [[ $line == SERVER_ERROR* ]] && full=1
+        done
+        batch=$((batch + 1))
+    done
+    printf -v line 'e2e:full:%0*d' "$pad" 0
+    printf 'add %s 0 300 %s\r\n%s\r\n' "$line" "$E2E_VALUE_SIZE" "$value" >&"$fd"
+    IFS= read -r -t 5 line <&"$fd" || line="(no reply)"
+    exec {fd}>&-
+    line=${line%$'\r'}
+    if ((!full)) || [[ $line != SERVER_ERROR* ]]; then
+        die "memcached-full did not fill: an add of a new key answered '$line'"
+    fi
+    log "memcached-full: $(server_stat "$port" curr_items) items, then full ('$line')"
 }
 
 # Each start_<target> starts a proxy in front of memcached; sets TARGET_PORT and TARGET_PID,
@@ -269,17 +337,28 @@ EOF
     wait_ready twemproxy "$TARGET_PID" "$TARGET_PORT" "$WORKDIR/nutcracker.log"
 }
 
-start_bifrost() { # WORKERS
-    local workers=$1 port conf=$WORKDIR/bifrost-w$1.yaml servers="" mc
+# Starts bifrost with `workers: WORKERS`, one listener on a free port, and BODY (backends,
+# routes, side_effects) as the rest of its config, written to bifrost-TAG.yaml; its log is
+# bifrost-TAG.log. Sets TARGET_PORT and TARGET_PID; false if it did not start.
+launch_bifrost() { # TAG WORKERS BODY
+    local tag=$1 workers=$2 port conf=$WORKDIR/bifrost-$1.yaml
     [[ -n ${BIFROST:-} ]] || { log "bifrost: no binary (see above)"; return 1; }
     port=$(pick_port)
+    printf 'workers: %s\nlisteners:\n  - name: main\n    bind: 127.0.0.1:%s\n%s\n' \
+        "$workers" "$port" "$3" >"$conf"
+    start_bg "$WORKDIR/bifrost-$tag.log" "$BIFROST" --config "$conf" \
+        --log-level "$E2E_BIFROST_LOG_LEVEL"
+    TARGET_PID=$LAST_PID
+    TARGET_PORT=$port
+    wait_ready "bifrost ($tag)" "$TARGET_PID" "$TARGET_PORT" "$WORKDIR/bifrost-$tag.log"
+}
+
+start_bifrost() { # WORKERS
+    local workers=$1 body servers="" mc
     for mc in "${BACKEND_PORTS[@]}"; do servers+="${servers:+, }\"127.0.0.1:$mc\""; done
     if ((${#BACKEND_PORTS[@]} == 1)); then
-        cat >"$conf" <<EOF
-workers: $workers
-listeners:
-  - name: main
-    bind: 127.0.0.1:$port
+        body=$(
+            cat <<EOF
 backends:
   b1:
     servers: [$servers]
@@ -290,12 +369,10 @@ routes:
     strategy: blind_forward
     backend: b1
 EOF
+        )
     else # the same ring as twemproxy's
-        cat >"$conf" <<EOF
-workers: $workers
-listeners:
-  - name: main
-    bind: 127.0.0.1:$port
+        body=$(
+            cat <<EOF
 backends:
   pool:
     servers: [$servers]
@@ -308,12 +385,9 @@ routes:
     strategy: consistent_hash
     backend: pool
 EOF
+        )
     fi
-    start_bg "$WORKDIR/bifrost-w$workers.log" "$BIFROST" --config "$conf" \
-        --log-level "$E2E_BIFROST_LOG_LEVEL"
-    TARGET_PID=$LAST_PID
-    TARGET_PORT=$port
-    wait_ready "bifrost (workers: $workers)" "$TARGET_PID" "$TARGET_PORT" "$WORKDIR/bifrost-w$workers.log"
+    launch_bifrost "w$workers" "$workers" "$body"
 }
 
 find_bifrost() { # sets BIFROST, or leaves it empty (bifrost rows are then skipped)
@@ -338,15 +412,15 @@ find_bifrost() { # sets BIFROST, or leaves it empty (bifrost rows are then skipp
 # ---------------------------------------------------------------------------------------------
 # the load
 
-write_load_cfg() { # FILE SET_PROP: memcaslap --cfg_cmd file: 32-byte keys, fixed values,
-    # SET_PROP of the keys set, the rest read (cmd 0 is set, 1 is get). With -d, memcaslap draws
+write_load_cfg() { # FILE SET_PROP: memcaslap --cfg_cmd file: E2E_KEY_SIZE-byte keys, fixed
+    # values, SET_PROP of the keys set, the rest read (cmd 0 is set, 1 is get). With -d, memcaslap draws
     # each key's command by these proportions, sends a set at once and gathers gets until it
     # has -d keys: the proportions are of keys, not of requests.
     local get_prop
     get_prop=$(awk -v s="$2" 'BEGIN { printf "%g", 1 - s }')
     cat >"$1" <<EOF
 key
-32 32 1
+$E2E_KEY_SIZE $E2E_KEY_SIZE 1
 value
 $E2E_VALUE_SIZE $E2E_VALUE_SIZE 1
 cmd
@@ -356,15 +430,15 @@ EOF
 }
 
 # Runs memcaslap against SERVERS (memcaslap -s: host:port[,host:port...]); sets RUN_OPS_S,
-# RUN_OPS, RUN_SECONDS, RUN_GET_KEYS and RUN_MISSES (memcaslap's cmd_get and get_misses, in
-# keys), RUN_PROXY_TICKS, RUN_MC_TICKS, RUN_ERRORS (error replies memcaslap saw),
+# RUN_OPS, RUN_SECONDS, RUN_GET_KEYS, RUN_SETS and RUN_MISSES (memcaslap's cmd_get, cmd_set and
+# get_misses; gets in keys), RUN_PROXY_TICKS, RUN_MC_TICKS, RUN_ERRORS (error replies memcaslap saw),
 # RUN_BACKEND_OPS (what reached memcached) and RUN_BACKEND_EACH (the same per server).
 # PROXY_PID may be empty (memcached direct). False if memcaslap failed.
 run_load() { # NAME SERVERS PROXY_PID
     local name=$1 servers=$2 proxy_pid=$3 out=$WORKDIR/memcaslap-$1.out
     local p0=0 p1=0 m0 m1 b0 rc=0 i
     local -a each0
-    RUN_OPS="" RUN_OPS_S="" RUN_SECONDS="" RUN_GET_KEYS=0 RUN_MISSES=0 RUN_BACKEND_EACH=()
+    RUN_OPS="" RUN_OPS_S="" RUN_SECONDS="" RUN_GET_KEYS=0 RUN_SETS=0 RUN_MISSES=0 RUN_BACKEND_EACH=()
     backend_ops
     b0=$BOPS_TOTAL each0=("${BOPS_EACH[@]}")
     [[ -n $proxy_pid ]] && p0=$(cpu_ticks "$proxy_pid")
@@ -382,6 +456,7 @@ run_load() { # NAME SERVERS PROXY_PID
     # The totals above it: "cmd_get: 1377600" (keys: each key of a multi-get counts) and
     # "get_misses: 0" (keys). With -S, per-period blocks of the same names come first.
     RUN_GET_KEYS=$(awk '/^cmd_get:/ { n = $2 } END { print n + 0 }' "$out")
+    RUN_SETS=$(awk '/^cmd_set:/ { n = $2 } END { print n + 0 }' "$out")
     RUN_MISSES=$(awk '/^get_misses:/ { n = $2 } END { print n + 0 }' "$out")
     if [[ $rc -ne 0 || -z ${RUN_OPS:-} || ${RUN_OPS:-0} -eq 0 ]]; then
         log "$name: memcaslap failed (exit $rc); its output:"
@@ -399,14 +474,21 @@ run_load() { # NAME SERVERS PROXY_PID
 # Results of the current scenario, one entry per row. ROW_GETS_S (multi-gets per second),
 # ROW_SHARE (each server's share of the keys) and ROW_PLACE (placement compared with
 # twemproxy's) are only filled for a pool of several servers, from ROW_EXTRA_* (then cleared).
+# ROW_REF is the name of the row whose proxy CPU per op the row's is compared with
+# (twemproxy's unless ROW_EXTRA_REF names another).
 ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=() ROW_OK=() ROW_GETS_S=() ROW_SHARE=() ROW_PLACE=()
-ROW_EXTRA_GETS_S="" ROW_EXTRA_SHARE="" ROW_EXTRA_PLACE=""
+ROW_REF=()
+ROW_EXTRA_GETS_S="" ROW_EXTRA_SHARE="" ROW_EXTRA_PLACE="" ROW_EXTRA_REF=""
+
+# What the backend memcached must count, as multiples of memcaslap's gets and sets, for a run
+# to be valid (a get asked of two tiers counts twice). Set around a measure, then reset to 1.
+EXPECT_GET_X=1 EXPECT_SET_X=1
 
 add_row() { # NAME OPS_S PROXY_US MC_US OK ("-" where not applicable; OK=0: no ratios)
     ROW_NAME+=("$1") ROW_OPS_S+=("$2") ROW_PROXY_US+=("$3") ROW_MC_US+=("$4") ROW_OK+=("$5")
     ROW_GETS_S+=("${ROW_EXTRA_GETS_S:--}") ROW_SHARE+=("${ROW_EXTRA_SHARE:--}")
-    ROW_PLACE+=("${ROW_EXTRA_PLACE:--}")
-    ROW_EXTRA_GETS_S="" ROW_EXTRA_SHARE="" ROW_EXTRA_PLACE=""
+    ROW_PLACE+=("${ROW_EXTRA_PLACE:--}") ROW_REF+=("${ROW_EXTRA_REF:-twemproxy}")
+    ROW_EXTRA_GETS_S="" ROW_EXTRA_SHARE="" ROW_EXTRA_PLACE="" ROW_EXTRA_REF=""
 }
 
 # Placement: which backend server holds each of PLACEMENT_KEYS keys set through a proxy, one
@@ -465,7 +547,7 @@ us_per_op() { # TICKS OPS
 }
 
 measure() { # NAME SERVERS PROXY_PID
-    local name=$1 servers=$2 proxy_pid=$3 proxy_us=- mc_us problem=""
+    local name=$1 servers=$2 proxy_pid=$3 proxy_us=- mc_us problem="" expected what=ops
     log "$name: memcaslap for ${E2E_SECONDS}s on $servers"
     if ! run_load "$name" "$servers" "$proxy_pid"; then
         ((E2E_STRICT >= 1)) && die "$name failed"
@@ -480,10 +562,12 @@ measure() { # NAME SERVERS PROXY_PID
             'BEGIN { printf "%.0f", (t > 0 ? k / d / t : 0) }')
     fi
     # A run is valid only if the ops were answered without errors, reached memcached (no less,
-    # and no more, than memcaslap counted) and the gets found their keys.
+    # and no more, than memcaslap counted, times EXPECT_*_X) and the gets found their keys.
+    expected=$((RUN_OPS + RUN_GET_KEYS * (EXPECT_GET_X - 1) + RUN_SETS * (EXPECT_SET_X - 1)))
+    ((expected == RUN_OPS)) || what="expected ops"
     ((RUN_ERRORS == 0)) || problem="$RUN_ERRORS error replies"
-    if ((RUN_BACKEND_OPS * 100 < RUN_OPS * 95 || RUN_BACKEND_OPS * 100 > RUN_OPS * 105)); then
-        problem+="${problem:+, }memcached saw $((RUN_BACKEND_OPS * 100 / RUN_OPS))% of the ops"
+    if ((RUN_BACKEND_OPS * 100 < expected * 95 || RUN_BACKEND_OPS * 100 > expected * 105)); then
+        problem+="${problem:+, }memcached saw $((RUN_BACKEND_OPS * 100 / expected))% of the $what"
     fi
     if ((RUN_MISSES * 100 > RUN_GET_KEYS)); then
         problem+="${problem:+, }$RUN_MISSES of $RUN_GET_KEYS keys missed"
@@ -565,11 +649,18 @@ reference_rows() {
 }
 
 # Sets OPS_S, PROXY_US, VS_DIRECT and VS_TWEM for row $1. VS_TWEM is the row's CPU per op over
-# twemproxy's, or with $2 = inverse, twemproxy's over the row's (keys per CPU-second).
+# twemproxy's (or that of the row ROW_REF names, if valid), or with $2 = inverse, twemproxy's
+# over the row's (keys per CPU-second).
 row_ratios() { # ROW [inverse]
-    local i=$1 expr='a / b'
+    local i=$1 expr='a / b' j
     [[ ${2:-} == inverse ]] && expr='b / a'
     OPS_S=${ROW_OPS_S[$i]} PROXY_US=${ROW_PROXY_US[$i]} VS_DIRECT=- VS_TWEM=-
+    if [[ ${ROW_REF[$i]} != twemproxy ]]; then
+        TWEM=""
+        for j in "${!ROW_NAME[@]}"; do
+            [[ ${ROW_NAME[$j]} == "${ROW_REF[$i]}" && ${ROW_OK[$j]} == 1 ]] && TWEM=${ROW_PROXY_US[$j]}
+        done
+    fi
     if [[ ${ROW_OK[$i]} != 1 && $OPS_S != - ]]; then # shown, but not to be compared
         OPS_S="($OPS_S)"
         [[ $PROXY_US == - ]] || PROXY_US="($PROXY_US)"
@@ -589,15 +680,15 @@ emit_table() { # TABLE_TEXT
     [[ -z $E2E_OUT ]] || printf '%s\n\n' "$1" >>"$E2E_OUT"
 }
 
-print_table() { # TITLE
+print_table() { # TITLE [REF_HEADER]: REF_HEADER titles the ROW_REF column (vs twemproxy)
     local i table
-    reference_rows
     table=$(
         echo "### $1"
         echo
-        echo "| target | ops/s | vs direct | proxy CPU µs/op | vs twemproxy | memcached CPU µs/op |"
+        echo "| target | ops/s | vs direct | proxy CPU µs/op | ${2:-vs twemproxy} | memcached CPU µs/op |"
         echo "|---|---:|---:|---:|---:|---:|"
         for i in "${!ROW_NAME[@]}"; do
+            reference_rows
             row_ratios "$i"
             printf '| %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$OPS_S" "$VS_DIRECT" \
                 "$PROXY_US" "$VS_TWEM" "${ROW_MC_US[$i]}"
@@ -608,7 +699,6 @@ print_table() { # TITLE
 
 print_keys_table() { # TITLE: the table of a scenario over a pool (an op is a key)
     local i table
-    reference_rows
     table=$(
         echo "### $1"
         echo
@@ -616,6 +706,7 @@ print_keys_table() { # TITLE: the table of a scenario over a pool (an op is a ke
         echo "|---|---:|---:|---:|---:|---:|---:|---|---|"
         for i in "${!ROW_NAME[@]}"; do
             # Keys per CPU-second is 1 / (CPU per key): twemproxy's µs/key over this row's.
+            reference_rows
             row_ratios "$i" inverse
             printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${ROW_NAME[$i]}" "$OPS_S" \
                 "${ROW_GETS_S[$i]}" "$VS_DIRECT" "$PROXY_US" "$VS_TWEM" "${ROW_MC_US[$i]}" \
@@ -651,13 +742,234 @@ scenario_multiget4() {
     LOAD_ARGS=(-d "$E2E_MULTIGET4_KEYS")
 }
 
+scenario_tiers() {
+    local pct
+    pct=$(awk -v s="$E2E_TIERS_SET_PROP" 'BEGIN { printf "%g", s * 100 }')
+    TITLE="tiers: $pct% set, ${E2E_KEY_SIZE}-byte keys, ${E2E_VALUE_SIZE}-byte values; W = the warm tier (and the baseline's pool), C = the cold tier"
+    BACKENDS=tiers LOAD_CFG=$WORKDIR/load-tiers.cfg MULTIGET_KEYS=1 TABLE=tiers
+    write_load_cfg "$LOAD_CFG" "$E2E_TIERS_SET_PROP"
+    write_load_cfg "$WORKDIR/load-tiers-low.cfg" "$E2E_TIERS_LOW_SET_PROP"
+    LOAD_ARGS=()
+}
+
+# ---------------------------------------------------------------------------------------------
+# tiers: bifrost's tier strategies and side effects, each row with its own config over W (the
+# get_set memcached), C (a second one) and F (memcached-full: W's stand-in for the miss path).
+# Each measured row's figures are kept by key (WORKERS:ROW) for the derived figures.
+
+declare -A T_NAME=() T_OK=() T_TICKS=() T_OPS=() T_GETS=() T_SETS=() T_EFF=() T_FULL=()
+TIERS_KEYS=() # in order
+
+tiers_pool() { # NAME PORT: a one-server pool of the bifrost config
+    printf '  %s:\n    servers: ["127.0.0.1:%s"]\n    timeout: 1s\n' "$1" "$2"
+}
+
+tiers_route() { # STRATEGY KEY: VALUE lines...: the one catch-all route `tiers`
+    local line
+    printf 'routes:\n  - name: tiers\n    match: "*"\n    strategy: %s\n' "$1"
+    for line in "${@:2}"; do printf '    %s\n' "$line"; done
+}
+
+tiers_counts() { # EFFECT: its queued done failed dropped depth in bifrost's stats (0s without
+    # EFFECT), then F's get_hits, cmd_set and cmd_get
+    local n out=""
+    for n in queued "done" failed dropped depth; do
+        if [[ -n $1 ]]; then out+="$(server_stat "$TARGET_PORT" "effect:$1:$n") "; else out+="0 "; fi
+    done
+    for n in get_hits cmd_set cmd_get; do out+="$(server_stat "${TIERS_PORTS[2]}" "$n") "; done
+    echo "$out"
+}
+
+# One bifrost row: starts it with BODY (after the listener), runs the load, reads the counters
+# of side effect EFFECT ("" for none) before and after, stops it. GET_X/SET_X: what memcached
+# must count per get and per set (see EXPECT_GET_X). REF: the row the CPU is compared with.
+tiers_row() { # KEY NAME WORKERS GET_X SET_X REF EFFECT BODY
+    local key=$1 name=$2 c0 c1 i last
+    local -a a b
+    EXPECT_GET_X=$4 EXPECT_SET_X=$5 ROW_EXTRA_REF=$6
+    if launch_bifrost "tiers-w$3-${key#*:}" "$3" "$8"; then
+        c0=$(tiers_counts "$7")
+        measure "$name" "127.0.0.1:$TARGET_PORT" "$TARGET_PID"
+        c1=$(tiers_counts "$7")
+        stop_pid "$TARGET_PID"
+        last=$((${#ROW_NAME[@]} - 1))
+        if [[ ${ROW_OPS_S[$last]} != - ]]; then # memcaslap ran: keep its figures
+            read -r -a a <<<"$c0"
+            read -r -a b <<<"$c1"
+            for i in 0 1 2 3 5 6 7; do b[i]=$((b[i] - a[i])); done # depth is a level
+            TIERS_KEYS+=("$key")
+            T_NAME[$key]=$name T_OK[$key]=${ROW_OK[$last]} T_TICKS[$key]=$RUN_PROXY_TICKS
+            T_OPS[$key]=$RUN_OPS T_GETS[$key]=$RUN_GET_KEYS T_SETS[$key]=$RUN_SETS
+            T_EFF[$key]="${b[*]:0:5}" T_FULL[$key]="${b[*]:5:3}"
+            [[ -n $7 ]] && log "$name: $RUN_GET_KEYS gets, $RUN_SETS sets; effect $7:" \
+                "queued ${b[0]}, done ${b[1]}, failed ${b[2]}, dropped ${b[3]}, depth ${b[4]}"
+        fi
+    else
+        ((E2E_STRICT >= 1)) && die "$name did not start"
+        add_row "$name (skipped: did not start)" - - - 0
+    fi
+    EXPECT_GET_X=1 EXPECT_SET_X=1 ROW_EXTRA_REF=""
+}
+
+rows_tiers() {
+    local wp=${TIERS_PORTS[0]} cp=${TIERS_PORTS[1]} fp=${TIERS_PORTS[2]} workers p base low
+    local main=$LOAD_CFG pools_w pools_wc pools_fc
+    low=$(awk -v s="$E2E_TIERS_LOW_SET_PROP" 'BEGIN { printf "%g", s * 100 }')
+    pools_w="backends:"$'\n'"$(tiers_pool W "$wp")"
+    pools_wc="$pools_w"$'\n'"$(tiers_pool C "$cp")"
+    pools_fc="backends:"$'\n'"$(tiers_pool F "$fp")"$'\n'"$(tiers_pool C "$cp")"
+    measure "memcached direct" "127.0.0.1:$wp" "" # on W
+    for workers in $E2E_BIFROST_WORKERS; do
+        p="bifrost w=$workers:"
+        base="$p consistent_hash on W (baseline)"
+        # 2. the baseline: W alone. 3. warm_first, every get a warm hit (sets reach both).
+        tiers_row "$workers:base" "$base" "$workers" 1 1 "$base" "" \
+            "$pools_w"$'\n'"$(tiers_route consistent_hash "backend: W")"
+        tiers_row "$workers:hit" "$p warm_first hit path (warm W, cold C)" "$workers" 1 2 "$base" \
+            write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" "cold: C" \
+                "write_on_miss: { ttl: 300 }")"
+        # 4. warm_first, every get a miss in F, a hit in C and a write-back add F refuses.
+        #    memcached counts each get twice (F's miss, C's hit), each set once (F refuses it).
+        tiers_row "$workers:miss" "$p warm_first miss path (warm F full, cold C)" "$workers" 2 1 \
+            "$base" write_on_miss.tiers "$pools_fc"$'\n'"$(tiers_route warm_first "warm: F" \
+                "cold: C" "write_on_miss: { ttl: 300 }")"
+        # 5. parallel: everything to both. 6. the baseline plus a copy of every set to C.
+        tiers_row "$workers:parallel" "$p parallel W + C, writes: all" "$workers" 2 2 "$base" "" \
+            "$pools_wc"$'\n'"$(tiers_route parallel "backends: [W, C]" "writes: all")"
+        tiers_row "$workers:replicate" "$p consistent_hash on W + replicate set to C" "$workers" \
+            1 2 "$base" replicate.0 "$pools_wc"$'\n'"$(tiers_route consistent_hash "backend: W")
+side_effects:
+  - replicate: { routes: [tiers], to: C, commands: [set] }"
+        # The baseline once more: how far the machine drifted over the rows between.
+        tiers_row "$workers:base2" "$base, again" "$workers" 1 1 "$base" "" \
+            "$pools_w"$'\n'"$(tiers_route consistent_hash "backend: W")"
+        # 2 and 3 again with fewer sets: the hit path without the second write of each set.
+        LOAD_CFG=$WORKDIR/load-tiers-low.cfg
+        tiers_row "$workers:base-low" "$base, $low% set" "$workers" 1 1 "$base, $low% set" "" \
+            "$pools_w"$'\n'"$(tiers_route consistent_hash "backend: W")"
+        tiers_row "$workers:hit-low" "$p warm_first hit path, $low% set" "$workers" 1 2 \
+            "$base, $low% set" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first \
+                "warm: W" "cold: C" "write_on_miss: { ttl: 300 }")"
+        LOAD_CFG=$main
+    done
+}
+
+tiers_us() { # KEY [gets|sets]: the row's proxy CPU in µs per op (or per get, or per set)
+    local n=${T_OPS[$1]}
+    [[ ${2:-} == gets ]] && n=${T_GETS[$1]}
+    [[ ${2:-} == sets ]] && n=${T_SETS[$1]}
+    awk -v t="${T_TICKS[$1]}" -v n="$n" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }'
+}
+
+calc() { # FORMAT EXPR [VAR=VALUE...]: awk's EXPR over the VARs, printed in FORMAT
+    local format=$1 expr=$2 v
+    local -a args=()
+    for v in "${@:3}"; do args+=(-v "$v"); done
+    awk "${args[@]}" "BEGIN { printf \"$format\", $expr }"
+}
+
+tiers_ok() { local k; for k; do [[ ${T_OK[$k]:-0} == 1 ]] || return 1; done; } # KEY...: all valid
+
+verdict() { # VALUE LIMIT: "met" if VALUE <= LIMIT, else "MISSED"
+    calc %s "v <= l ? \"met\" : \"MISSED\"" v="$1" l="$2"
+}
+
+# The counters of every tiers row, then the derived figures per bifrost workers entry; the
+# main load's rows are compared with the mean of the baseline's two runs (before and after them).
+print_tiers_figures() {
+    local k e f workers p base hit miss wb rep table
+    local -a eff full
+    table=$(
+        echo "### tiers: counters"
+        echo
+        echo "| target | gets | sets | proxy CPU µs/get | side effect queued | done | failed | dropped | depth at end | F: hits / stores / gets |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        for k in "${TIERS_KEYS[@]}"; do
+            read -r -a eff <<<"${T_EFF[$k]}"
+            read -r -a full <<<"${T_FULL[$k]}"
+            f=-
+            [[ $k == *:miss ]] && f="${full[0]} / ${full[1]} / ${full[2]}"
+            e=("${eff[@]}")
+            [[ $k == *:hit* || $k == *:miss || $k == *:replicate ]] || e=(- - - - -)
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${T_NAME[$k]}" \
+                "${T_GETS[$k]}" "${T_SETS[$k]}" "$(tiers_us "$k" gets)" "${e[@]}" "$f"
+        done
+        for workers in $E2E_BIFROST_WORKERS; do
+            p=$workers:
+            echo
+            base=$(tiers_us "${p}base")
+            k="the baseline's run"
+            if tiers_ok "${p}base" "${p}base2"; then # the mean of its two runs
+                base=$(calc %.3f "(a + b) / 2" a="$base" b="$(tiers_us "${p}base2")")
+                k="the mean of the baseline's two runs, $(tiers_us "${p}base") and"
+                k+=" $(tiers_us "${p}base2") µs"
+            fi
+            echo "Derived, workers=$workers (proxy CPU; baseline: $base µs per request, $k):"
+            echo
+            if tiers_ok "${p}base" "${p}hit"; then
+                k=$(calc %.2f "a / b" a="$(tiers_us "${p}hit")" b="$base")
+                echo "- hit path: warm_first / baseline = **$k** per request (target ≤ 1.1:" \
+                    "$(verdict "$k" 1.1)); each set is two backend writes here"
+            fi
+            if tiers_ok "${p}base-low" "${p}hit-low"; then
+                k=$(calc %.2f "a / b" a="$(tiers_us "${p}hit-low")" b="$(tiers_us "${p}base-low")")
+                echo "- hit path at $E2E_TIERS_LOW_SET_PROP of ops set: warm_first / baseline =" \
+                    "**$k** (target ≤ 1.1: $(verdict "$k" 1.1))"
+            fi
+            rep=""
+            if tiers_ok "${p}base" "${p}replicate"; then
+                # The extra CPU of the run over the baseline's per-op cost, per set copied.
+                rep=$(calc %.3f "(t / hz * 1e6 - b * n) / s" t="${T_TICKS[${p}replicate]}" \
+                    hz="$CLK_TCK" b="$base" n="${T_OPS[${p}replicate]}" s="${T_SETS[${p}replicate]}")
+                read -r -a eff <<<"${T_EFF[${p}replicate]}"
+                echo "- replication: $rep µs of CPU per set copied =" \
+                    "**$(calc %.2f "r / b" r="$rep" b="$base")** × a baseline request ($base µs);" \
+                    "copies queued ${eff[0]} for ${T_SETS[${p}replicate]} sets, failed ${eff[2]}," \
+                    "dropped ${eff[3]}"
+            fi
+            if tiers_ok "${p}base" "${p}hit" "${p}miss"; then
+                hit=$(tiers_us "${p}hit" gets) miss=$(tiers_us "${p}miss" gets)
+                wb=$(calc %.3f "m - h" m="$miss" h="$hit")
+                read -r -a eff <<<"${T_EFF[${p}miss]}"
+                echo "- miss path: **$(calc %.2f "a / b" a="$(tiers_us "${p}miss")" \
+                    b="$(tiers_us "${p}hit")")** × the hit path per request," \
+                    "$(calc %.2f "a / b" a="$(tiers_us "${p}miss")" b="$base") × the baseline;" \
+                    "per get $miss µs against $hit µs"
+                echo "- write-back cost (miss − hit per get, including the get from C): $wb µs" \
+                    "= **$(calc %.2f "w / b" w="$wb" b="$base")** × a baseline request (target ≤ 1" \
+                    "backend write: $(verdict "$(calc %.3f "w / b" w="$wb" b="$base")" 1))$(
+                        [[ -z $rep ]] || echo "; $(calc %.2f "w / r" w="$wb" r="$rep") × a" \
+                            "replicated set")"
+                echo "- write-backs: queued ${eff[0]} for ${T_GETS[${p}miss]} gets" \
+                    "($(calc %.3f "q / g" q="${eff[0]}" g="${T_GETS[${p}miss]}") per get), done" \
+                    "${eff[1]}, failed ${eff[2]}, dropped ${eff[3]}; F answered $(
+                        read -r -a full <<<"${T_FULL[${p}miss]}"
+                        echo "${full[0]} hits and stored ${full[1]}")"
+            fi
+            if tiers_ok "${p}base" "${p}parallel"; then
+                echo "- parallel / baseline = **$(calc %.2f "a / b" \
+                    a="$(tiers_us "${p}parallel")" b="$base")** per request"
+            fi
+        done
+    )
+    emit_table "$table"
+}
+
 run_scenario() { # NAME
     local target workers
-    declare -F "scenario_$1" >/dev/null || die "unknown scenario $1 (get_set, multiget, multiget4)"
+    declare -F "scenario_$1" >/dev/null ||
+        die "unknown scenario $1 (get_set, multiget, multiget4, tiers)"
     "scenario_$1"
     use_backends "$BACKENDS"
     ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=() ROW_OK=() ROW_GETS_S=() ROW_SHARE=() ROW_PLACE=()
+    ROW_REF=()
     TWEMPROXY_PLACEMENT=
+    if [[ $TABLE == tiers ]]; then
+        rows_tiers
+        print_table "$TITLE" "vs baseline"
+        print_tiers_figures
+        return 0
+    fi
     for target in $E2E_TARGETS; do
         if [[ $target == bifrost ]]; then
             for workers in $E2E_BIFROST_WORKERS; do run_target "bifrost:$workers"; done
@@ -673,7 +985,7 @@ main() {
     for tool in memcached memcaslap nutcracker awk timeout; do
         command -v "$tool" >/dev/null || die "$tool not found (apt-get install memcached libmemcached-tools nutcracker)"
     done
-    [[ " $E2E_TARGETS " == *" bifrost "* ]] && find_bifrost
+    if [[ " $E2E_TARGETS " == *" bifrost "* || " $* " == *" tiers "* ]]; then find_bifrost; fi
     write_load_cfg "$WORKDIR/load.cfg" 0.1
     log "$(nproc) cores; $E2E_CONCURRENCY connections, $E2E_THREADS memcaslap threads," \
         "${E2E_SECONDS}s per run"

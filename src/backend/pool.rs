@@ -217,8 +217,6 @@ impl Backends {
         self.enqueue_on(conn, registry, fragment, send, now, out, timers);
     }
 
-    /// Queues the request of job `owner` on the probe connection of `send.server` (health
-    /// probes go out whether the server is up or down: they are how it comes back).
     /// Sends `send` for a side effect (owned by a job, no client): on the first connection of
     /// its server, so the copies of one key arrive in the order they were made; refused at
     /// once when the server is down.
@@ -240,6 +238,8 @@ impl Backends {
         self.enqueue_on(conn, registry, fragment, send, now, out, timers);
     }
 
+    /// Queues the request of job `owner` on the probe connection of `send.server` (health
+    /// probes go out whether the server is up or down: they are how it comes back).
     pub fn send_probe(
         &mut self,
         registry: &Registry,
