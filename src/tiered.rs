@@ -145,7 +145,16 @@ impl Worker {
         now: Instant,
     ) -> bool {
         let kind = match self.router.routes().get(route).map(|r| r.kind) {
-            Some(kind @ (RouteKind::Parallel(_) | RouteKind::WarmFirst(_))) => kind,
+            Some(kind @ RouteKind::Parallel(_)) => kind,
+            // Plain and cas reads of warm_first routes take the ordinary paths.
+            Some(kind @ RouteKind::WarmFirst(_))
+                if !matches!(
+                    WarmPlan::of(request, bytes),
+                    WarmPlan::ReadThrough | WarmPlan::Cold
+                ) =>
+            {
+                kind
+            }
             _ => return false,
         };
         let router = self.router.clone();

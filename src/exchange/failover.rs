@@ -206,6 +206,20 @@ impl Failover {
 
     fn on_retrieval_reply(&mut self, c: &Completion, failed: bool, fx: &mut Effects) {
         let attempt = self.attempt;
+        let whole = self.start == 0 && self.end == self.asked.len();
+        if attempt == 0 && !failed && whole {
+            // The whole request at its first server: when that answered every key (a key
+            // asked twice is answered twice), or no other server would be asked, its reply is
+            // the answer as it is, in the asked order, with its `END` (no merge).
+            let found_all = c.values >= self.asked.len();
+            if found_all || !self.miss_next || self.chain.len() < 2 {
+                self.window.add(c.reply.len());
+                fx.key_bytes = Some(self.window.resize(self.asked.len()));
+                fx.deliver.push(c.reply.clone());
+                self.finished = true;
+                return;
+            }
+        }
         let reply = if failed {
             Bytes::new()
         } else {
