@@ -413,9 +413,9 @@ find_bifrost() { # sets BIFROST, or leaves it empty (bifrost rows are then skipp
 # the load
 
 write_load_cfg() { # FILE SET_PROP: memcaslap --cfg_cmd file: E2E_KEY_SIZE-byte keys, fixed
-    # values, SET_PROP of the keys set, the rest read (cmd 0 is set, 1 is get). With -d, memcaslap draws
-    # each key's command by these proportions, sends a set at once and gathers gets until it
-    # has -d keys: the proportions are of keys, not of requests.
+    # values, SET_PROP of the keys set, the rest read (cmd 0 is set, 1 is get). With -d,
+    # memcaslap draws each key's command by these proportions, sends a set at once and gathers
+    # gets until it has -d keys: the proportions are of keys, not of requests.
     local get_prop
     get_prop=$(awk -v s="$2" 'BEGIN { printf "%g", 1 - s }')
     cat >"$1" <<EOF
@@ -430,15 +430,17 @@ EOF
 }
 
 # Runs memcaslap against SERVERS (memcaslap -s: host:port[,host:port...]); sets RUN_OPS_S,
-# RUN_OPS, RUN_SECONDS, RUN_GET_KEYS, RUN_SETS and RUN_MISSES (memcaslap's cmd_get, cmd_set and
-# get_misses; gets in keys), RUN_PROXY_TICKS, RUN_MC_TICKS, RUN_ERRORS (error replies memcaslap saw),
-# RUN_BACKEND_OPS (what reached memcached) and RUN_BACKEND_EACH (the same per server).
+# RUN_OPS, RUN_SECONDS, RUN_GET_KEYS, RUN_SETS and RUN_MISSES (memcaslap's cmd_get, cmd_set
+# and get_misses; gets in keys), RUN_PROXY_TICKS, RUN_MC_TICKS, RUN_ERRORS (error replies
+# memcaslap saw), RUN_BACKEND_OPS (what reached memcached) and RUN_BACKEND_EACH (the same per
+# server).
 # PROXY_PID may be empty (memcached direct). False if memcaslap failed.
 run_load() { # NAME SERVERS PROXY_PID
     local name=$1 servers=$2 proxy_pid=$3 out=$WORKDIR/memcaslap-$1.out
     local p0=0 p1=0 m0 m1 b0 rc=0 i
     local -a each0
-    RUN_OPS="" RUN_OPS_S="" RUN_SECONDS="" RUN_GET_KEYS=0 RUN_SETS=0 RUN_MISSES=0 RUN_BACKEND_EACH=()
+    RUN_OPS="" RUN_OPS_S="" RUN_SECONDS="" RUN_GET_KEYS=0 RUN_SETS=0 RUN_MISSES=0
+    RUN_BACKEND_EACH=()
     backend_ops
     b0=$BOPS_TOTAL each0=("${BOPS_EACH[@]}")
     [[ -n $proxy_pid ]] && p0=$(cpu_ticks "$proxy_pid")
@@ -658,7 +660,8 @@ row_ratios() { # ROW [inverse]
     if [[ ${ROW_REF[$i]} != twemproxy ]]; then
         TWEM=""
         for j in "${!ROW_NAME[@]}"; do
-            [[ ${ROW_NAME[$j]} == "${ROW_REF[$i]}" && ${ROW_OK[$j]} == 1 ]] && TWEM=${ROW_PROXY_US[$j]}
+            [[ ${ROW_NAME[$j]} == "${ROW_REF[$i]}" && ${ROW_OK[$j]} == 1 ]] &&
+                TWEM=${ROW_PROXY_US[$j]}
         done
     fi
     if [[ ${ROW_OK[$i]} != 1 && $OPS_S != - ]]; then # shown, but not to be compared
@@ -774,7 +777,11 @@ tiers_counts() { # EFFECT: its queued done failed dropped depth in bifrost's sta
     # EFFECT), then F's get_hits, cmd_set and cmd_get
     local n out=""
     for n in queued "done" failed dropped depth; do
-        if [[ -n $1 ]]; then out+="$(server_stat "$TARGET_PORT" "effect:$1:$n") "; else out+="0 "; fi
+        if [[ -n $1 ]]; then
+            out+="$(server_stat "$TARGET_PORT" "effect:$1:$n") "
+        else
+            out+="0 "
+        fi
     done
     for n in get_hits cmd_set cmd_get; do out+="$(server_stat "${TIERS_PORTS[2]}" "$n") "; done
     echo "$out"
@@ -897,6 +904,10 @@ print_tiers_figures() {
         for workers in $E2E_BIFROST_WORKERS; do
             p=$workers:
             echo
+            if ! tiers_ok "${p}base"; then
+                echo "No valid baseline run with workers=$workers: no derived figures."
+                continue
+            fi
             base=$(tiers_us "${p}base")
             k="the baseline's run"
             if tiers_ok "${p}base" "${p}base2"; then # the mean of its two runs
@@ -913,14 +924,15 @@ print_tiers_figures() {
             fi
             if tiers_ok "${p}base-low" "${p}hit-low"; then
                 k=$(calc %.2f "a / b" a="$(tiers_us "${p}hit-low")" b="$(tiers_us "${p}base-low")")
-                echo "- hit path at $E2E_TIERS_LOW_SET_PROP of ops set: warm_first / baseline =" \
-                    "**$k** (target ≤ 1.1: $(verdict "$k" 1.1))"
+                echo "- hit path at $(calc %g "s * 100" s="$E2E_TIERS_LOW_SET_PROP")% set:" \
+                    "warm_first / baseline = **$k** (target ≤ 1.1: $(verdict "$k" 1.1))"
             fi
             rep=""
             if tiers_ok "${p}base" "${p}replicate"; then
                 # The extra CPU of the run over the baseline's per-op cost, per set copied.
-                rep=$(calc %.3f "(t / hz * 1e6 - b * n) / s" t="${T_TICKS[${p}replicate]}" \
-                    hz="$CLK_TCK" b="$base" n="${T_OPS[${p}replicate]}" s="${T_SETS[${p}replicate]}")
+                rep=$(calc %.3f "(t / hz * 1e6 - b * n) / s" hz="$CLK_TCK" b="$base" \
+                    t="${T_TICKS[${p}replicate]}" n="${T_OPS[${p}replicate]}" \
+                    s="${T_SETS[${p}replicate]}")
                 read -r -a eff <<<"${T_EFF[${p}replicate]}"
                 echo "- replication: $rep µs of CPU per set copied =" \
                     "**$(calc %.2f "r / b" r="$rep" b="$base")** × a baseline request ($base µs);" \
