@@ -12,7 +12,11 @@
 # A run of 0 requests measures start-up and shutdown, to subtract.
 #
 # Environment: BIFROST_BIN (default target/release/bifrost, built if missing), CALLGRIND_OUT
-# (where to keep the profile for callgrind_annotate; default a temporary file, removed).
+# (where to keep the profile for callgrind_annotate; default a temporary file, removed),
+# CALLGRIND_ROUTE: the route measured, over memcached A and, where needed, a second memcached B:
+#   blind_forward (default) | consistent_hash (pool A) | warm_first (warm A, cold B,
+#   write_on_miss; the load's gets hit A, since its sets go to both) | parallel (A and B) |
+#   replicate (consistent_hash on A, sets copied to B)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -60,19 +64,39 @@ wait_port() { # waits until something listens on $1
     exit 1
 }
 
+ROUTE=${CALLGRIND_ROUTE:-blind_forward}
 MC_PORT=$(pick_port)
+MC2_PORT=$(pick_port)
 PROXY_PORT=$(pick_port)
 user=()
 [[ $(id -u) == 0 ]] && user=(-u root)
 memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 "${user[@]}" &
 pids+=($!)
+memcached -l 127.0.0.1 -p "$MC2_PORT" -U 0 "${user[@]}" &
+pids+=($!)
+extra=""
+case $ROUTE in
+blind_forward | consistent_hash) route="{name: all, match: \"*\", strategy: $ROUTE, backend: mc}" ;;
+warm_first) route="{name: all, match: \"*\", strategy: warm_first, warm: mc, cold: mc2, write_on_miss: {ttl: 300}}" ;;
+parallel) route="{name: all, match: \"*\", strategy: parallel, backends: [mc, mc2]}" ;;
+replicate)
+    route="{name: all, match: \"*\", strategy: consistent_hash, backend: mc}"
+    extra="side_effects: [{replicate: {routes: [all], to: mc2, commands: [set]}}]"
+    ;;
+*)
+    echo "error: CALLGRIND_ROUTE=$ROUTE is not one of blind_forward consistent_hash warm_first parallel replicate" >&2
+    exit 1
+    ;;
+esac
 cat >"$WORK/bifrost.yaml" <<EOF
 workers: 1
 listeners: [{name: main, bind: "127.0.0.1:$PROXY_PORT"}]
-backends: {mc: {servers: ["127.0.0.1:$MC_PORT"]}}
-routes: [{name: all, match: "*", strategy: blind_forward, backend: mc}]
+backends: {mc: {servers: ["127.0.0.1:$MC_PORT"]}, mc2: {servers: ["127.0.0.1:$MC2_PORT"]}}
+routes: [$route]
+$extra
 EOF
 wait_port "$MC_PORT"
+wait_port "$MC2_PORT"
 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" --config "$WORK/bifrost.yaml" \
     --log-level warn 2>"$WORK/valgrind.log" &
 proxy=$!
@@ -84,6 +108,7 @@ fi
 kill -TERM "$proxy"
 wait "$proxy" || true
 total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "route: $ROUTE"
 echo "instructions: $total for $REQUESTS requests (start-up and shutdown included)"
 if ((REQUESTS > 0)); then
     echo "per request: $((total / REQUESTS)) (subtract a 0-request run's total first for the exact figure)"

@@ -623,3 +623,30 @@ fn gat_touches_both_tiers_prefers_warm_s_hit_and_writes_nothing_back() {
         "gat wrote nothing back"
     );
 }
+
+/// Hits and misses count each asked key once, by its answer: a key warm misses and cold holds
+/// is one hit (not a miss and a hit), a key neither holds one miss; one key and several alike.
+#[test]
+fn hits_and_misses_count_each_key_once_by_its_answer() {
+    let (_servers, bifrost, mut dw, mut dc) = usual_tiers();
+    assert_eq!(set(&mut dw, "in-warm", 0, 0, "w"), "STORED");
+    assert_eq!(set(&mut dc, "in-cold", 0, 0, "c"), "STORED");
+    let mut c = bifrost.client();
+    let mut check = |c: &mut Client, request: &str, hits: u64, misses: u64| {
+        let (h0, m0) = (c.stat("get_hits"), c.stat("get_misses"));
+        c.send(request.as_bytes());
+        c.read_values().expect("a well-formed reply");
+        let (h1, m1) = (c.stat("get_hits"), c.stat("get_misses"));
+        assert_eq!(
+            (h1 - h0, m1 - m0),
+            (hits, misses),
+            "{request:?}: (hits, misses)"
+        );
+    };
+    check(&mut c, "get in-warm\r\n", 1, 0);
+    check(&mut c, "get in-cold\r\n", 1, 0);
+    check(&mut c, "get nowhere\r\n", 0, 1);
+    // in-cold is in warm now (written back): ask a cold-only key again for the multi-get.
+    assert_eq!(set(&mut dc, "in-cold-2", 0, 0, "c"), "STORED");
+    check(&mut c, "get in-warm in-cold-2 nowhere\r\n", 2, 1);
+}

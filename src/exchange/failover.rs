@@ -43,7 +43,12 @@ pub struct Failover {
     /// An `mg` asked of a later server for a write-back carries these flags the client did
     /// not ask (removed from the reply it gets).
     mg_added: Option<MetaFlags>,
-    /// Classic retrievals: every key as asked; `part` is the chain position it was last asked
+    /// The request looks keys up: the exchange counts its hits and misses once, on the
+    /// answer (not on each server's reply).
+    lookup: bool,
+    /// Hits found so far in the current window (multi-key retrievals).
+    hits: usize,
+    /// Classic multi-key retrievals: every key as asked; `part` is the chain position it was last asked
     /// at. Empty for other requests.
     asked: Vec<AskedKey>,
     window: WindowSizer,
@@ -78,7 +83,8 @@ impl Failover {
             request.command,
             Command::Get | Command::Gets | Command::Gat | Command::Gats
         );
-        let asked = if retrieval {
+        // One key needs no merge: it goes the single-request way (and allocates less).
+        let asked = if retrieval && request.key_count > 1 {
             request
                 .keys(&bytes)
                 .map(|key| AskedKey::new(&bytes, key, 0))
@@ -88,7 +94,13 @@ impl Failover {
         };
         let framing = Framing::of(&request);
         Failover {
-            replies: vec![Bytes::new(); chain.len()],
+            replies: if asked.is_empty() {
+                Vec::new()
+            } else {
+                vec![Bytes::new(); chain.len()]
+            },
+            lookup: retrieval || request.command == Command::MetaGet,
+            hits: 0,
             chain,
             silent: framing.discard_reply,
             framing,
@@ -114,7 +126,7 @@ impl Failover {
     pub fn start(&mut self, fx: &mut Effects) {
         if self.asked.is_empty() {
             let bytes = self.bytes.clone();
-            self.send(0, bytes, 0, fx);
+            self.send(0, bytes, fx);
         } else {
             self.next_window(fx);
         }
@@ -154,12 +166,20 @@ impl Failover {
             self.on_retrieval_reply(c, failed, fx);
             return;
         }
-        let missed = self.miss_next && c.lookups > 0 && c.values == 0;
+        let hit = !failed && c.values > 0;
+        let missed = self.miss_next && self.lookup && !hit;
         if (failed || missed) && has_next {
             self.attempt += 1;
             let bytes = self.bytes_for(self.attempt);
-            self.send(self.attempt, bytes, c.lookups, fx);
+            self.send(self.attempt, bytes, fx);
             return;
+        }
+        if self.lookup {
+            fx.lookups = if hit { (1, 0) } else { (0, 1) };
+        }
+        if self.attempt > 0 && self.mg_added.is_none() {
+            // A single-key classic retrieval found on a later server.
+            self.write_back_values(&c.reply, fx);
         }
         match self.mg_added.filter(|_| self.attempt > 0) {
             Some(added) => {
@@ -213,6 +233,8 @@ impl Failover {
             // the answer as it is, in the asked order, with its `END` (no merge).
             let found_all = c.values >= self.asked.len();
             if found_all || !self.miss_next || self.chain.len() < 2 {
+                let hits = c.values.min(self.asked.len());
+                fx.lookups = (hits, self.asked.len() - hits);
                 self.window.add(c.reply.len());
                 fx.key_bytes = Some(self.window.resize(self.asked.len()));
                 fx.deliver.push(c.reply.clone());
@@ -233,6 +255,7 @@ impl Failover {
         let bytes = &self.bytes;
         let asked_here = window.iter().filter(|k| k.part == attempt);
         multiget::hits(&reply, asked_here.map(|k| k.key(bytes)), &mut found);
+        self.hits += found.iter().filter(|&&f| f).count();
         if attempt > 0 {
             self.write_back_values(&reply, fx);
         }
@@ -271,6 +294,9 @@ impl Failover {
         multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
         fx.held_delta -= self.held as isize;
         self.held = 0;
+        let hits = std::mem::take(&mut self.hits).min(window.len());
+        fx.lookups.0 += hits;
+        fx.lookups.1 += window.len() - hits;
     }
 
     /// Sends the next window of keys to the first server; after the last one, the `END`.
@@ -285,9 +311,8 @@ impl Failover {
         self.attempt = 0;
         if self.start == 0 && self.end == self.asked.len() {
             // The whole request at once: it goes as the client sent it.
-            let lookups = self.asked.len();
             let bytes = self.bytes.clone();
-            self.send(0, bytes, lookups, fx);
+            self.send(0, bytes, fx);
         } else {
             self.send_keys(0, fx);
         }
@@ -303,8 +328,8 @@ impl Failover {
             .collect();
         let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(1));
         multiget::build_lines(&self.request, &self.bytes, &keys, 1, &mut lens, &mut lines);
-        if let Some((line, count)) = lines.pop() {
-            self.send(attempt, line, count, fx);
+        if let Some((line, _)) = lines.pop() {
+            self.send(attempt, line, fx);
         }
     }
 
@@ -332,14 +357,9 @@ impl Failover {
         self.capped.clone().unwrap_or_else(|| self.bytes.clone())
     }
 
-    fn send(&mut self, attempt: usize, bytes: Bytes, lookups: usize, fx: &mut Effects) {
+    fn send(&mut self, attempt: usize, bytes: Bytes, fx: &mut Effects) {
         let Some(&server) = self.chain.get(attempt) else {
             return;
-        };
-        let lookups = if self.asked.is_empty() && self.request.command == Command::MetaGet {
-            1
-        } else {
-            lookups
         };
         fx.sends.push(Send {
             server,
@@ -349,7 +369,8 @@ impl Failover {
             framing: self.framing,
             // The reply decides what happens next: it is read whole.
             stream: false,
-            lookups,
+            // Hits and misses are counted by the exchange, once per key (see `lookup`).
+            lookups: 0,
         });
     }
 }

@@ -127,6 +127,8 @@ pub struct SplitGet {
     base_parts: usize,
     /// The parts asked in the current round of the window.
     round: std::ops::Range<usize>,
+    /// With failover keys: hits found so far in the current window.
+    hits: usize,
 }
 
 impl SplitGet {
@@ -163,6 +165,7 @@ impl SplitGet {
             failed: vec![false; n],
             base_parts: n,
             round: 0..0,
+            hits: 0,
         }
     }
 
@@ -273,6 +276,7 @@ impl SplitGet {
             if !failed {
                 let keys = window.iter().filter(|k| k.part == part);
                 multiget::hits(&reply, keys.map(|k| k.key(&self.bytes)), &mut found);
+                self.hits += found.iter().filter(|&&f| f).count();
             }
             let mut hit = found.iter();
             for (offset, key) in window.iter_mut().enumerate() {
@@ -366,6 +370,13 @@ impl SplitGet {
     fn deliver_merged(&mut self, fx: &mut Effects) {
         self.write_back(fx);
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        if self.fallbacks.is_some() {
+            // Keys without a route were counted as misses when they were routed.
+            let routed = window.iter().filter(|k| k.part != usize::MAX).count();
+            let hits = std::mem::take(&mut self.hits).min(routed);
+            fx.lookups.0 += hits;
+            fx.lookups.1 += routed - hits;
+        }
         multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut self.replies);
         fx.held_delta -= self.held as isize;
         self.held = 0;
@@ -454,7 +465,9 @@ impl SplitGet {
                 value: None,
                 framing: self.framing,
                 stream,
-                lookups: keys,
+                // With failover keys a key may be asked again: the exchange counts each key
+                // once, when its window is merged.
+                lookups: if self.fallbacks.is_some() { 0 } else { keys },
             });
         }
     }
