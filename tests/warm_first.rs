@@ -632,7 +632,7 @@ fn hits_and_misses_count_each_key_once_by_its_answer() {
     assert_eq!(set(&mut dw, "in-warm", 0, 0, "w"), "STORED");
     assert_eq!(set(&mut dc, "in-cold", 0, 0, "c"), "STORED");
     let mut c = bifrost.client();
-    let mut check = |c: &mut Client, request: &str, hits: u64, misses: u64| {
+    let check = |c: &mut Client, request: &str, hits: u64, misses: u64| {
         let (h0, m0) = (c.stat("get_hits"), c.stat("get_misses"));
         c.send(request.as_bytes());
         c.read_values().expect("a well-formed reply");
