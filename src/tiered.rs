@@ -204,7 +204,7 @@ impl Worker {
         let lookup = family.is_read();
         let sends = chain.iter().enumerate().map(|(i, &server)| {
             let (bytes, framing) = match (invalidate, i) {
-                (true, 1..) => invalidation(request, bytes, key),
+                (true, 1..) => invalidation(request, bytes),
                 _ => (bytes.clone(), framing),
             };
             Send {
@@ -375,9 +375,11 @@ impl Worker {
     }
 }
 
-/// The delete that drops the warm copy of `key` after a conditional write went to cold, framed
-/// to be read whole (its reply is dropped; a failure is counted).
-fn invalidation(request: &Request, _bytes: &Bytes, key: &[u8]) -> (Bytes, Framing) {
+/// The delete that drops the warm copy of the request's key after a conditional write went to
+/// cold, framed to be read whole (its reply is dropped; a failure is counted). The key is the
+/// one on the wire (still base64 when the `b` flag says so, and the delete carries `b` too).
+fn invalidation(request: &Request, bytes: &[u8]) -> (Bytes, Framing) {
+    let key = request.first_key(bytes);
     let meta = matches!(
         request.command,
         Command::MetaSet | Command::MetaArithmetic | Command::MetaDelete

@@ -650,3 +650,26 @@ fn hits_and_misses_count_each_key_once_by_its_answer() {
     assert_eq!(set(&mut dc, "in-cold-2", 0, 0, "c"), "STORED");
     check(&mut c, "get in-warm in-cold-2 nowhere\r\n", 2, 1);
 }
+
+/// A conditional meta write with a base64 key (`ms ... C<cas> b`) drops the warm copy of that
+/// very key: the delete sent to warm carries the key as it came on the wire, with `b`.
+#[test]
+fn a_conditional_meta_write_with_a_base64_key_drops_the_warm_copy() {
+    let (_servers, bifrost, mut dw, mut dc) = usual_tiers();
+    // "warm:k1" in base64; the decoded key is no valid base64, so a delete that sent it with
+    // `b` would be refused and leave the warm copy.
+    let b64 = "d2FybTprMQ==";
+    assert_eq!(set(&mut dw, "warm:k1", 0, 0, "old"), "STORED");
+    assert_eq!(set(&mut dc, "warm:k1", 0, 0, "old"), "STORED");
+    let mut c = bifrost.client();
+    let (line, _) = meta(&mut c, &format!("mg {b64} b c v"));
+    let cas = line
+        .split(' ')
+        .find_map(|t| t.strip_prefix('c'))
+        .unwrap_or_else(|| panic!("no cas token in {line:?}"))
+        .to_string();
+    c.send(format!("ms {b64} 3 C{cas} b\r\nnew\r\n").as_bytes());
+    assert_eq!(c.read_line(), "HD", "the cas is cold's, so cold stores it");
+    assert_eq!(value_on(&mut dc, "warm:k1").as_deref(), Some("new"));
+    wait_value(&mut dw, "warm:k1", None, "the warm copy dropped");
+}
