@@ -142,6 +142,13 @@ pub struct Client {
     last_active: Instant,
     /// Serving stopped early (a limit or the per-visit read budget) with input left to handle.
     stalled: bool,
+    /// Its warm_first reads still waiting for the warm tier: a later write of a warm_first
+    /// route waits for them (see [`crate::tiered`]), so a read is never answered from the cold
+    /// tier with a write the client sent after it.
+    read_throughs: u32,
+    /// A write held until those reads have moved on (boxed: rare, and an idle client stays
+    /// small).
+    deferred: Option<Box<(Request, bytes::Bytes)>>,
 }
 
 impl Client {
@@ -178,7 +185,39 @@ impl Client {
             dead: false,
             last_active: now,
             stalled: false,
+            read_throughs: 0,
+            deferred: None,
         }
+    }
+
+    /// A warm_first read of this client started (it may yet go to the cold tier).
+    pub fn read_through_started(&mut self) {
+        self.read_throughs += 1;
+    }
+
+    /// One of its warm_first reads has left the warm tier (its cold request is queued) or is
+    /// answered.
+    pub fn read_through_passed(&mut self) {
+        self.read_throughs = self.read_throughs.saturating_sub(1);
+    }
+
+    /// True while some warm_first read of this client may still go to the cold tier.
+    pub fn reads_through(&self) -> bool {
+        self.read_throughs > 0
+    }
+
+    /// Holds `request` (a write) until its warm_first reads have moved on; nothing after it is
+    /// parsed meanwhile.
+    pub fn defer(&mut self, request: Request, bytes: bytes::Bytes) {
+        self.deferred = Some(Box::new((request, bytes)));
+    }
+
+    /// The held write, once it may go.
+    pub fn take_deferred(&mut self) -> Option<(Request, bytes::Bytes)> {
+        if self.read_throughs > 0 {
+            return None;
+        }
+        self.deferred.take().map(|held| *held)
     }
 
     /// Reply bytes held for this client and not yet written.
@@ -199,6 +238,9 @@ impl Client {
     /// True when a new request may be parsed and dispatched: under every limit, counting the
     /// replies it has in flight at their estimated size.
     pub fn may_dispatch(&self) -> bool {
+        if self.deferred.is_some() && self.read_throughs > 0 {
+            return false;
+        }
         let limits = &self.limits;
         if self.slots.len() >= limits.max_outstanding {
             return false;

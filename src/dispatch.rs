@@ -110,7 +110,7 @@ impl Worker {
     }
 
     /// Sends a keyed request to the server(s) its key(s) route to.
-    fn forward(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
+    pub(crate) fn forward(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
         let Some(listener) = self.clients.get(client).map(|c| c.listener()) else {
             return;
         };
@@ -125,6 +125,12 @@ impl Worker {
         };
         let route = self.router.route(listener, request.command, key);
         if let Some(route) = route {
+            if self.holds_write(client, route, request, &bytes) {
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.defer(*request, bytes);
+                }
+                return;
+            }
             if self.effects.replicates(route) {
                 self.replicate(route, request, &bytes, key, now);
             }
@@ -138,6 +144,11 @@ impl Worker {
             if self.forward_failover(client, listener, request, &bytes, key, (route, index), now) {
                 return;
             }
+            // A multi-get whose keys have different servers to try: split by their first
+            // servers, each key keeping the rest of its chain (even when every key's first
+            // server is the same, so none loses its fallbacks).
+            self.forward_split(client, listener, request, bytes, now, (0, None));
+            return;
         }
         let mut memo = None;
         let picked = route.and_then(|r| self.pick_on_route(r, key, client, now, &mut memo, true));
@@ -303,6 +314,11 @@ impl Worker {
             .key_bytes
             .first_window(self.multiget_window(listener), soft, 1);
         let failover = Failover::new(*request, bytes.clone(), chain, spec, window, soft);
+        if spec.orders_writes {
+            if let Some(c) = self.clients.get_mut(client) {
+                c.read_through_started();
+            }
+        }
         self.launch(client, now, |slot, fx| {
             Exchange::failover(slot, failover, fx)
         });
@@ -364,6 +380,7 @@ impl Worker {
         // side by side), else one by one. Keys of failover routes go to their first server,
         // and their others are kept for when it cannot answer.
         let mut fallbacks: Option<Fallbacks> = None;
+        let mut orders_writes = false;
         let mut chain = Vec::new();
         let mut index = 0;
         while index < asked.len() {
@@ -407,6 +424,7 @@ impl Worker {
                                 if let (Some(wb), Some(&first)) = (spec.write_back, chain.first()) {
                                     fallbacks.set_write_back(index, first, wb);
                                 }
+                                orders_writes |= spec.orders_writes;
                             }
                             chain.first().copied()
                         }
@@ -446,6 +464,13 @@ impl Worker {
         let mut split = SplitGet::new(*request, bytes, asked, servers, window, soft);
         if let Some(fallbacks) = fallbacks {
             split = split.with_fallbacks(fallbacks);
+        }
+        if orders_writes {
+            // Released when the split is answered (see crate::tiered::Worker::holds_write).
+            split = split.holding_writes();
+            if let Some(c) = self.clients.get_mut(client) {
+                c.read_through_started();
+            }
         }
         self.launch(client, now, |slot, fx| Exchange::split_get(slot, split, fx));
     }

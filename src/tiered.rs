@@ -334,6 +334,26 @@ impl Worker {
         });
     }
 
+    /// True when `request` (a write of a warm_first route) must wait: its client has a
+    /// warm_first read that may still go to the cold tier, and the write, sent now, could
+    /// reach cold first and be seen by that earlier read.
+    pub(crate) fn holds_write(
+        &self,
+        client: usize,
+        route: usize,
+        request: &Request,
+        bytes: &[u8],
+    ) -> bool {
+        matches!(
+            self.router.routes().get(route).map(|r| r.kind),
+            Some(RouteKind::WarmFirst(_))
+        ) && self.clients.get(client).is_some_and(|c| c.reads_through())
+            && matches!(
+                WarmPlan::of(request, bytes),
+                WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm
+            )
+    }
+
     /// True when `request` on route `route` is asked of several servers at once: any request
     /// of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of a warm_first route.
     pub(crate) fn asks_all_at_once(&self, route: usize, request: &Request, bytes: &[u8]) -> bool {

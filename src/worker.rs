@@ -524,6 +524,9 @@ impl Worker {
             Some(client) => {
                 let before = client.buffered();
                 client.exchange_bytes_changed(fx.held_delta);
+                if fx.writes_released {
+                    client.read_through_passed();
+                }
                 for _ in &fx.sends {
                     client.request_sent();
                 }
@@ -640,6 +643,11 @@ impl Worker {
                 };
                 if client.is_closing() || !client.may_dispatch() {
                     break;
+                }
+                if let Some((request, bytes)) = client.take_deferred() {
+                    // A held write whose earlier reads have moved on (already counted).
+                    self.forward(index, &request, bytes, now);
+                    continue;
                 }
                 let Some(next) = client.next_request(&limits, now) else {
                     break;

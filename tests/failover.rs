@@ -259,3 +259,54 @@ fn a_multi_get_over_several_servers_asks_each_key_s_next_server_for_what_it_lack
         .collect();
     assert_eq!(got, want);
 }
+
+/// A multi-get whose keys share their first server (a one-server pool) but not their next
+/// one (a pool of two) keeps every key's fallback: with the first server dead, each key is
+/// read from its own server of the second pool. (Sent to the shared first server alone, as one
+/// request, the keys would have no next server and all be misses.)
+#[test]
+fn a_multi_get_sharing_its_first_server_keeps_each_key_s_own_next_server() {
+    let (b1, b2) = (Memcached::start(), Memcached::start());
+    let dead = common::tiers::dead_addr();
+    let (list, b1a, b2a) = (dead.clone(), b1.addr(), b2.addr());
+    let bifrost = Bifrost::start_templated(
+        move |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  a:\n    servers: [\"{list}\"]\n    timeout: 2s\n\
+                 \x20 b:\n    servers: [\"{b1a}\", \"{b2a}\"]\n    timeout: 2s\n\
+                 routes: [{{match: \"*\", strategy: failover, backends: [a, b]}}]\n"
+            )
+        },
+        &[],
+    );
+    let mut c = bifrost.client();
+    // Keys that differ from their first byte: FNV-1a (the default hash) barely moves for keys
+    // that differ only at the end, and ketama would put them all on one server.
+    let keys: Vec<String> = (0..32u64)
+        .map(|i| format!("{:x}:shared-first", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect();
+    for key in &keys {
+        assert_eq!(set(&mut c, key, 0, key), "STORED", "{key} lands on pool b");
+    }
+    let (on1, on2) = (
+        keys.iter()
+            .filter(|k| value_on(&mut b1.client(), k).is_some())
+            .count(),
+        keys.iter()
+            .filter(|k| value_on(&mut b2.client(), k).is_some())
+            .count(),
+    );
+    assert!(
+        on1 > 0 && on2 > 0,
+        "the keys spread over both b servers: {on1} and {on2}"
+    );
+    c.send(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let got = values(&mut c);
+    let want: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), k.clone())).collect();
+    assert_eq!(
+        got, want,
+        "every key from its own server of pool b, in order"
+    );
+}

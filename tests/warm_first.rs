@@ -673,3 +673,69 @@ fn a_conditional_meta_write_with_a_base64_key_drops_the_warm_copy() {
     assert_eq!(value_on(&mut dc, "warm:k1").as_deref(), Some("new"));
     wait_value(&mut dw, "warm:k1", None, "the warm copy dropped");
 }
+
+/// A read pipelined before a write of the same key is answered as memcached would on one
+/// connection: without that later write. The read misses warm (slow, behind a relay) and must
+/// go to cold; the write, sent at once, would reach cold first unless it waits for the read to
+/// leave warm. So: `get` answers END, then the `set` is STORED, and both tiers hold the value.
+#[test]
+fn a_read_pipelined_before_a_write_of_its_key_never_sees_that_write() {
+    let (warm, cold) = (Memcached::start(), Memcached::start());
+    let relay = Relay::start(&warm.addr(), Duration::from_millis(200));
+    let bifrost = tiered(&[relay.addr()], &[cold.addr()], "2s");
+    let mut c = bifrost.client();
+    for round in 0..3 {
+        let key = format!("ordered:{round}");
+        c.send(format!("get {key}\r\nset {key} 0 0 2\r\nv{round}\r\nget {key}\r\n").as_bytes());
+        assert_eq!(
+            values(&mut c),
+            vec![],
+            "round {round}: the get before the set"
+        );
+        assert_eq!(c.read_line(), "STORED", "round {round}");
+        assert_eq!(
+            values(&mut c),
+            vec![(key.clone(), format!("v{round}"))],
+            "round {round}: the get after the set"
+        );
+        assert_eq!(
+            value_on(&mut cold.client(), &key),
+            Some(format!("v{round}"))
+        );
+    }
+}
+
+/// The same with a multi-get split over two warm servers (each slow, behind a relay) and two
+/// cold ones: a write pipelined after it waits until the split is answered.
+#[test]
+fn a_split_multi_get_pipelined_before_writes_of_its_keys_never_sees_them() {
+    let (w1, w2, c1, c2) = (
+        Memcached::start(),
+        Memcached::start(),
+        Memcached::start(),
+        Memcached::start(),
+    );
+    let slow = Duration::from_millis(150);
+    let (r1, r2) = (
+        Relay::start(&w1.addr(), slow),
+        Relay::start(&w2.addr(), slow),
+    );
+    let bifrost = tiered(&[r1.addr(), r2.addr()], &[c1.addr(), c2.addr()], "2s");
+    let keys: Vec<String> = (0..12).map(|i| format!("split-ordered:{i}")).collect();
+    let mut request = format!("get {}\r\n", keys.join(" "));
+    for key in &keys {
+        request.push_str(&format!("set {key} 0 0 3\r\nnew\r\n"));
+    }
+    let mut c = bifrost.client();
+    c.send(request.as_bytes());
+    assert_eq!(
+        values(&mut c),
+        vec![],
+        "the get before the sets sees none of them"
+    );
+    for key in &keys {
+        assert_eq!(c.read_line(), "STORED", "{key}");
+    }
+    let got = c.get_multi(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(got.len(), keys.len(), "every set landed: {got:?}");
+}

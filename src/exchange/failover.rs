@@ -40,6 +40,9 @@ pub struct Failover {
     capped: Option<Bytes>,
     /// Hits on servers after the first are written back into the first (warm_first).
     write_back: Option<WriteBack>,
+    /// Its client's later warm_first writes wait until it has left the first server (or is
+    /// answered): see [`crate::tiered`].
+    holds_writes: bool,
     /// An `mg` asked of a later server for a write-back carries these flags the client did
     /// not ask (removed from the reply it gets).
     mg_added: Option<MetaFlags>,
@@ -110,6 +113,7 @@ impl Failover {
             ttl: spec.ttl,
             capped: None,
             write_back: spec.write_back,
+            holds_writes: spec.orders_writes,
             mg_added: None,
             asked,
             window: WindowSizer::new(window, soft_bytes),
@@ -160,6 +164,18 @@ impl Failover {
         if !c.end || part as usize != self.attempt || self.finished {
             return;
         }
+        self.advance(c, fx);
+        // Once the last window has left the first server (its next request goes out with
+        // these sends) or all is answered, the client's later writes may go.
+        let last_window = self.end >= self.asked.len();
+        if self.holds_writes && (self.finished || (last_window && self.attempt > 0)) {
+            self.holds_writes = false;
+            fx.writes_released = true;
+        }
+    }
+
+    /// Acts on the reply of the server asked last: answer, or ask the next one.
+    fn advance(&mut self, c: &Completion, fx: &mut Effects) {
         let failed = c.failed.is_some() || c.reply.starts_with(b"SERVER_ERROR");
         let has_next = self.attempt + 1 < self.chain.len();
         if !self.asked.is_empty() {

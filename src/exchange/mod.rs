@@ -152,6 +152,9 @@ pub struct Effects {
     /// Side-effect requests (write-backs), each with the index of the side effect whose
     /// bounded queue takes it (see [`crate::side_effects`]).
     pub side: Vec<(usize, Send)>,
+    /// A warm_first read has left the warm tier (its cold request goes out with these sends)
+    /// or is answered: its client's later writes may go now.
+    pub writes_released: bool,
     /// Hits and misses the exchange counted itself (for requests asked of several servers,
     /// whose replies are not each counted: see [`Send::lookups`]).
     pub lookups: (usize, usize),
@@ -168,6 +171,7 @@ impl Effects {
         self.key_bytes = None;
         self.side.clear();
         self.lookups = (0, 0);
+        self.writes_released = false;
     }
 }
 

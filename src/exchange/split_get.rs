@@ -129,6 +129,8 @@ pub struct SplitGet {
     round: std::ops::Range<usize>,
     /// With failover keys: hits found so far in the current window.
     hits: usize,
+    /// Its client's later warm_first writes wait until it is answered.
+    holds_writes: bool,
 }
 
 impl SplitGet {
@@ -166,12 +168,20 @@ impl SplitGet {
             base_parts: n,
             round: 0..0,
             hits: 0,
+            holds_writes: false,
         }
     }
 
     /// Keys of failover routes: ask their next servers for what their first could not answer.
     pub fn with_fallbacks(mut self, fallbacks: Fallbacks) -> SplitGet {
         self.fallbacks = Some(fallbacks);
+        self
+    }
+
+    /// Its client's later warm_first writes wait until it is answered (it reads through a
+    /// warm tier).
+    pub fn holding_writes(mut self) -> SplitGet {
+        self.holds_writes = true;
         self
     }
 
@@ -412,6 +422,7 @@ impl SplitGet {
             return;
         }
         self.finished = true;
+        fx.writes_released |= std::mem::take(&mut self.holds_writes);
         fx.deliver.push(Bytes::from_static(multiget::END));
     }
 

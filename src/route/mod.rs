@@ -181,6 +181,9 @@ pub struct FailoverSpec {
     /// A hit on any pool but the first is written back into the first (warm_first's read
     /// path with `write_on_miss`).
     pub write_back: Option<WriteBack>,
+    /// Writes go to every pool (warm_first): a later write of the same client waits until
+    /// this read has left the first pool, so the read cannot see it.
+    pub orders_writes: bool,
 }
 
 /// One compiled route.
@@ -320,6 +323,7 @@ impl Router {
                         miss_next: *on_miss == crate::config::OnMiss::Next,
                         ttl: *failover_ttl,
                         write_back: None,
+                        orders_writes: false,
                     });
                     RouteKind::Failover(failovers.len() - 1)
                 }
@@ -354,6 +358,7 @@ impl Router {
                         miss_next: true,
                         ttl: None,
                         write_back,
+                        orders_writes: true,
                     });
                     warm_firsts.push(WarmFirstSpec {
                         warm,
