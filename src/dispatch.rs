@@ -125,7 +125,14 @@ impl Worker {
         };
         let route = self.router.route(listener, request.command, key);
         if let Some(route) = route {
-            if self.holds_write(client, route, request, &bytes) {
+            // Routes with one server per key skip the checks of those with several.
+            let several = self.router.routes().get(route).is_some_and(|r| {
+                matches!(
+                    r.kind,
+                    RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_)
+                )
+            });
+            if several && self.holds_write(client, route, request, &bytes) {
                 if let Some(c) = self.clients.get_mut(client) {
                     c.defer(*request, bytes);
                 }
@@ -134,21 +141,29 @@ impl Worker {
             if self.effects.replicates(route) {
                 self.replicate(route, request, &bytes, key, now);
             }
-            if self.forward_tiered(client, listener, request, &bytes, key, route, now) {
-                return;
+            if several {
+                if self.forward_tiered(client, listener, request, &bytes, key, route, now) {
+                    return;
+                }
+                if let Some(index) = self.failover_index_for(route, request, &bytes) {
+                    if self.forward_failover(
+                        client,
+                        listener,
+                        request,
+                        &bytes,
+                        key,
+                        (route, index),
+                        now,
+                    ) {
+                        return;
+                    }
+                    // A multi-get whose keys have different servers to try: split by their
+                    // first servers, each key keeping the rest of its chain (even when every
+                    // key's first server is the same, so none loses its fallbacks).
+                    self.forward_split(client, listener, request, bytes, now, (0, None));
+                    return;
+                }
             }
-        }
-        if let Some((route, index)) =
-            route.and_then(|r| Some((r, self.failover_index_for(r, request, &bytes)?)))
-        {
-            if self.forward_failover(client, listener, request, &bytes, key, (route, index), now) {
-                return;
-            }
-            // A multi-get whose keys have different servers to try: split by their first
-            // servers, each key keeping the rest of its chain (even when every key's first
-            // server is the same, so none loses its fallbacks).
-            self.forward_split(client, listener, request, bytes, now, (0, None));
-            return;
         }
         let mut memo = None;
         let picked = route.and_then(|r| self.pick_on_route(r, key, client, now, &mut memo, true));
