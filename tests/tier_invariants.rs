@@ -49,11 +49,9 @@
 mod common;
 
 use common::tiers::{effect, effects, pool_yaml, start_proxy};
+use common::wire::{token, Request, Wire};
 use common::{show, wait_until, Client, Memcached, Relay, Rng};
 use std::collections::{HashMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -911,162 +909,29 @@ fn judge(req: &Req, want: &Want, got: &[u8]) -> Result<bool, String> {
 // The client's connection: replies read by their structure
 // ---------------------------------------------------------------------------------------------
 
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Wire {
-    fn connect(addr: &str) -> std::io::Result<Wire> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(READ_TIMEOUT))?;
-        Ok(Wire {
-            stream,
-            buf: Vec::new(),
-            start: 0,
-        })
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| format!("sending to the proxy: {e}"))
-    }
-
-    /// Drops the connection without reading on: a FIN, or with `reset` an RST.
-    fn abort(self, reset: bool) {
-        if reset {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: setsockopt on a socket we own, with a pointer to a live `linger` and its
-            // exact size.
-            unsafe {
-                libc::setsockopt(
-                    self.stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    std::ptr::addr_of!(linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
-        }
-        drop(self);
-    }
-
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    fn fill(&mut self) -> Result<(), String> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let mut chunk = [0u8; 64 * 1024];
-        loop {
-            return match self.stream.read(&mut chunk) {
-                Ok(0) => Err("the proxy closed the connection".to_string()),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    Ok(())
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    Err(format!("no reply within {READ_TIMEOUT:?}"))
-                }
-                Err(e) => Err(format!("reading from the proxy: {e}")),
-            };
-        }
-    }
-
-    /// Makes sure a whole line is buffered; returns its length with the `\n`.
-    fn line_len(&mut self) -> Result<usize, String> {
-        loop {
-            if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
-                return Ok(i + 1);
-            }
-            self.fill()?;
-        }
-    }
-
-    fn line(&mut self) -> Result<Vec<u8>, String> {
-        let n = self.line_len()?;
-        let line = self.take(n)?;
-        if !line.ends_with(b"\r\n") {
-            return Err(format!("a line not ending in \\r\\n: {}", show(&line)));
-        }
-        Ok(line)
-    }
-
-    fn take(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        while self.buffered().len() < n {
-            self.fill()?;
-        }
-        let out = self.buffered()[..n].to_vec();
-        self.start += n;
-        Ok(out)
-    }
-
-    /// Nothing may arrive for `wait`.
-    fn silence(&mut self, wait: Duration) -> Result<(), String> {
-        if !self.buffered().is_empty() {
-            return Err(format!("unexpected bytes: {}", show(self.buffered())));
-        }
-        let _ = self.stream.set_read_timeout(Some(wait));
-        let mut chunk = [0u8; 4096];
-        let result = match self.stream.read(&mut chunk) {
-            Ok(0) => Err("the proxy closed the connection".to_string()),
-            Ok(n) => Err(format!("unexpected bytes: {}", show(&chunk[..n]))),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
-            Err(e) => Err(format!("reading from the proxy: {e}")),
-        };
-        let _ = self.stream.set_read_timeout(Some(READ_TIMEOUT));
-        result
-    }
-
-    /// Reads the reply to `req` by its structure (not by what it should say).
-    fn reply(&mut self, req: &Req) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        match self.reply_into(req, &mut out) {
-            Ok(()) => Ok(out),
-            Err(e) => Err(format!(
-                "{e}; reply so far {}; buffered {}",
-                show(&out),
-                show(self.buffered())
-            )),
-        }
-    }
-
-    fn reply_into(&mut self, req: &Req, out: &mut Vec<u8>) -> Result<(), String> {
-        match req {
+impl Request for Req {
+    fn read_reply(&self, w: &mut Wire, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
             Req::Get { .. } => loop {
-                let line = self.line()?;
+                let line = w.crlf_line()?;
                 out.extend_from_slice(&line);
                 if !line.starts_with(b"VALUE ") {
                     return Ok(());
                 }
                 let len = token(&line, 3).ok_or("a VALUE line without a length")?;
-                out.extend(self.take(len + 2)?);
+                out.extend(w.take(len + 2)?);
             },
             Req::Set { noreply: true, .. } | Req::Delete { noreply: true, .. } => Ok(()),
             Req::Mg { .. } | Req::Ms { .. } | Req::Md { .. } => {
                 // A quiet request is followed by `mn`: its reply may be nothing.
-                if req.quiet() {
-                    let n = self.line_len()?;
-                    if &self.buffered()[..n] == b"MN\r\n" {
-                        return Ok(());
-                    }
+                if self.quiet() && w.next_line_is(b"MN\r\n")? {
+                    return Ok(());
                 }
-                let line = self.line()?;
+                let line = w.crlf_line()?;
                 out.extend_from_slice(&line);
                 if line.starts_with(b"VA ") {
                     let len = token(&line, 1).ok_or("a VA line without a length")?;
-                    out.extend(self.take(len + 2)?);
+                    out.extend(w.take(len + 2)?);
                 }
                 Ok(())
             }
@@ -1076,17 +941,11 @@ impl Wire {
             | Req::Incr { .. }
             | Req::Mn
             | Req::Version => {
-                out.extend(self.line()?);
+                out.extend(w.crlf_line()?);
                 Ok(())
             }
         }
     }
-}
-
-/// The `n`th space-separated token of a reply line, as a number.
-fn token(line: &[u8], n: usize) -> Option<usize> {
-    let text = std::str::from_utf8(line).ok()?.trim_end();
-    text.split(' ').nth(n)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1112,7 +971,7 @@ fn run_client(addr: &str, id: usize, seed: u64, deadline: Instant) -> Outcome {
     while Instant::now() < deadline && out.failures.len() < MAX_FAILURES_PER_CLIENT {
         let w = match wire.take() {
             Some(w) => w,
-            None => match Wire::connect(addr) {
+            None => match Wire::connect(addr, READ_TIMEOUT) {
                 Ok(w) => {
                     out.connections += 1;
                     w

@@ -29,6 +29,7 @@ mod relay;
 mod rng;
 mod server;
 pub mod tiers;
+pub mod wire;
 
 // The harness's API. Each test binary uses only part of it, hence the allows (here and above).
 #[allow(unused_imports)]
