@@ -14,6 +14,7 @@ use crate::protocol::{base64, Command, Request};
 use crate::route::RouteKind;
 use crate::stats::WorkerStats;
 use crate::strategy::Memo;
+use crate::tiered::Shape;
 use crate::worker::Worker;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
@@ -132,7 +133,8 @@ impl Worker {
                     RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_)
                 )
             });
-            if several && self.holds_write(client, route, request, &bytes) {
+            let shape = several.then(|| Shape::of(request, &bytes));
+            if shape.is_some_and(|shape| self.holds_write(client, route, shape)) {
                 if let Some(c) = self.clients.get_mut(client) {
                     c.defer(*request, bytes);
                 }
@@ -141,11 +143,12 @@ impl Worker {
             if self.effects.replicates(route) {
                 self.replicate(route, request, &bytes, key, now);
             }
-            if several {
-                if self.forward_tiered(client, listener, request, &bytes, key, route, now) {
+            if let Some(shape) = shape {
+                let whole = (request, &bytes, key);
+                if self.forward_tiered(client, listener, whole, route, shape, now) {
                     return;
                 }
-                if let Some(index) = self.failover_index_for(route, request, &bytes) {
+                if let Some(index) = self.failover_index_for(route, shape) {
                     if self.forward_failover(
                         client,
                         listener,
@@ -386,6 +389,8 @@ impl Worker {
         routed: (usize, Memo),
     ) {
         let (counted, mut memo) = routed;
+        // A classic retrieval: its shape is one match, worked out once for all its keys.
+        let shape = Shape::of(request, &bytes);
         let mut servers: Vec<usize> = Vec::new();
         let mut asked: Vec<AskedKey> = request
             .keys(&bytes)
@@ -410,16 +415,15 @@ impl Worker {
                     let key = asked.get(index).map_or(&[][..], |k| k.key(&bytes));
                     let count = index >= counted;
                     let route = self.router.route(listener, request.command, key);
-                    if route.is_some_and(|r| self.asks_all_at_once(r, request, &bytes)) {
+                    if route.is_some_and(|r| self.asks_all_at_once(r, shape)) {
                         // A key of a parallel route (or a warm_first touch): the whole request
                         // is asked in parallel, each key of its own servers.
                         let counted = counted.max(index);
-                        self.forward_parallel_get(client, listener, request, &bytes, now, counted);
+                        let whole = (request, &bytes);
+                        self.forward_parallel_get(client, listener, whole, shape, now, counted);
                         return;
                     }
-                    let server = match route
-                        .map(|r| (r, self.failover_index_for(r, request, &bytes)))
-                    {
+                    let server = match route.map(|r| (r, self.failover_index_for(r, shape))) {
                         Some((route, Some(f))) => {
                             // Its first server now; the others if that one cannot answer.
                             if count {

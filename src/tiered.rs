@@ -99,7 +99,10 @@ pub enum WarmPlan {
 impl WarmPlan {
     /// The plan for `request` (parsed from `bytes`).
     pub fn of(request: &Request, bytes: &[u8]) -> WarmPlan {
-        let (family, meta) = Family::of(request, bytes);
+        Shape::of(request, bytes).plan
+    }
+
+    fn for_family(request: &Request, family: Family, meta: MetaFlags) -> WarmPlan {
         match family {
             Family::Read | Family::CasRead if touches(request, meta) => WarmPlan::Both {
                 cold_first: family == Family::CasRead,
@@ -112,18 +115,34 @@ impl WarmPlan {
     }
 }
 
+/// What a request is on routes with several targets per key: its family and its warm_first
+/// plan, worked out once per request (a meta request's flags are scanned once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// The command family.
+    pub family: Family,
+    /// What a warm_first route does with it.
+    pub plan: WarmPlan,
+}
+
+impl Shape {
+    /// The shape of `request` (parsed from `bytes`).
+    pub fn of(request: &Request, bytes: &[u8]) -> Shape {
+        let (family, meta) = Family::of(request, bytes);
+        Shape {
+            family,
+            plan: WarmPlan::for_family(request, family, meta),
+        }
+    }
+}
+
 impl Worker {
-    /// The failover settings `request` (parsed from `bytes`) reads through on route `route`:
-    /// a failover route's, or a warm_first route's read path for a plain read.
-    pub(crate) fn failover_index_for(
-        &self,
-        route: usize,
-        request: &Request,
-        bytes: &[u8],
-    ) -> Option<usize> {
+    /// The failover settings a request of shape `shape` reads through on route `route`: a
+    /// failover route's, or a warm_first route's read path for a plain read.
+    pub(crate) fn failover_index_for(&self, route: usize, shape: Shape) -> Option<usize> {
         match self.router.routes().get(route)?.kind {
             RouteKind::Failover(index) => Some(index),
-            RouteKind::WarmFirst(w) if WarmPlan::of(request, bytes) == WarmPlan::ReadThrough => {
+            RouteKind::WarmFirst(w) if shape.plan == WarmPlan::ReadThrough => {
                 self.router.warm_first(w).map(|w| w.read)
             }
             _ => None,
@@ -133,32 +152,27 @@ impl Worker {
     /// Serves a request whose first key, `key`, takes route `route`, when the route sends it
     /// to several servers at once (parallel routes; warm_first's writes and touches). Returns
     /// false when the request is not one for this path.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_tiered(
         &mut self,
         client: usize,
         listener: usize,
-        request: &Request,
-        bytes: &Bytes,
-        key: &[u8],
+        (request, bytes, key): (&Request, &Bytes, &[u8]),
         route: usize,
+        shape: Shape,
         now: Instant,
     ) -> bool {
         let kind = match self.router.routes().get(route).map(|r| r.kind) {
             Some(kind @ RouteKind::Parallel(_)) => kind,
             // Plain and cas reads of warm_first routes take the ordinary paths.
             Some(kind @ RouteKind::WarmFirst(_))
-                if !matches!(
-                    WarmPlan::of(request, bytes),
-                    WarmPlan::ReadThrough | WarmPlan::Cold
-                ) =>
+                if !matches!(shape.plan, WarmPlan::ReadThrough | WarmPlan::Cold) =>
             {
                 kind
             }
             _ => return false,
         };
         let router = self.router.clone();
-        let (family, _) = Family::of(request, bytes);
+        let family = shape.family;
         let mut chain = Vec::new();
         let answer = match kind {
             RouteKind::Parallel(p) => {
@@ -177,7 +191,7 @@ impl Worker {
                 let Some(spec) = router.warm_first(w) else {
                     return false;
                 };
-                let plan = WarmPlan::of(request, bytes);
+                let plan = shape.plan;
                 let pools = match plan {
                     WarmPlan::ReadThrough | WarmPlan::Cold => return false,
                     WarmPlan::Both { cold_first: false } => [spec.warm, spec.cold],
@@ -195,7 +209,7 @@ impl Worker {
             if !family.is_read() {
                 return false;
             }
-            self.forward_parallel_get(client, listener, request, bytes, now, 0);
+            self.forward_parallel_get(client, listener, (request, bytes), shape, now, 0);
             return true;
         }
         self.detail.route_request(route);
@@ -217,9 +231,8 @@ impl Worker {
                 lookups: 0,
             }
         });
-        let sends: Vec<Send> = sends.collect();
         self.launch(client, now, |slot, fx| {
-            Exchange::parallel(slot, sends.into_iter(), answer, lookup, fx)
+            Exchange::parallel(slot, sends, answer, lookup, fx)
         });
         true
     }
@@ -233,13 +246,13 @@ impl Worker {
         &mut self,
         client: usize,
         listener: usize,
-        request: &Request,
-        bytes: &Bytes,
+        (request, bytes): (&Request, &Bytes),
+        shape: Shape,
         now: Instant,
         counted: usize,
     ) {
         let router = self.router.clone();
-        let (family, _) = Family::of(request, bytes);
+        let family = shape.family;
         let width = router
             .routes()
             .iter()
@@ -337,31 +350,23 @@ impl Worker {
     /// True when `request` (a write of a warm_first route) must wait: its client has a
     /// warm_first read that may still go to the cold tier, and the write, sent now, could
     /// reach cold first and be seen by that earlier read.
-    pub(crate) fn holds_write(
-        &self,
-        client: usize,
-        route: usize,
-        request: &Request,
-        bytes: &[u8],
-    ) -> bool {
+    pub(crate) fn holds_write(&self, client: usize, route: usize, shape: Shape) -> bool {
         matches!(
             self.router.routes().get(route).map(|r| r.kind),
             Some(RouteKind::WarmFirst(_))
         ) && self.clients.get(client).is_some_and(|c| c.reads_through())
             && matches!(
-                WarmPlan::of(request, bytes),
+                shape.plan,
                 WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm
             )
     }
 
     /// True when `request` on route `route` is asked of several servers at once: any request
     /// of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of a warm_first route.
-    pub(crate) fn asks_all_at_once(&self, route: usize, request: &Request, bytes: &[u8]) -> bool {
+    pub(crate) fn asks_all_at_once(&self, route: usize, shape: Shape) -> bool {
         match self.router.routes().get(route).map(|r| r.kind) {
             Some(RouteKind::Parallel(_)) => true,
-            Some(RouteKind::WarmFirst(_)) => {
-                matches!(WarmPlan::of(request, bytes), WarmPlan::Both { .. })
-            }
+            Some(RouteKind::WarmFirst(_)) => matches!(shape.plan, WarmPlan::Both { .. }),
             _ => false,
         }
     }
@@ -412,13 +417,7 @@ fn invalidation(request: &Request, bytes: &[u8]) -> (Bytes, Framing) {
     } else {
         (write_back::classic_delete(key), Command::Delete)
     };
-    let framing = Framing {
-        kind: command.reply_kind(),
-        on_failure: crate::backend::Failure::Error,
-        discard_reply: false,
-        noop_tail: false,
-    };
-    (bytes, framing)
+    (bytes, Framing::whole(command))
 }
 
 #[cfg(test)]

@@ -399,12 +399,7 @@ pub fn write_back_send(warm: usize, header: Bytes, value: Bytes, command: Comman
         part: 0,
         bytes: header,
         value: Some(value),
-        framing: Framing {
-            kind: command.reply_kind(),
-            on_failure: crate::backend::Failure::Error,
-            discard_reply: false,
-            noop_tail: false,
-        },
+        framing: Framing::whole(command),
         stream: false,
         lookups: 0,
     }

@@ -70,6 +70,17 @@ pub struct Framing {
 }
 
 impl Framing {
+    /// A request of `command` the proxy makes itself (a write-back, an invalidation): its
+    /// reply is read whole, and a failure answers an error (which is counted).
+    pub fn whole(command: Command) -> Framing {
+        Framing {
+            kind: command.reply_kind(),
+            on_failure: Failure::Error,
+            discard_reply: false,
+            noop_tail: false,
+        }
+    }
+
     /// The framing of `request` as the client sent it.
     pub fn of(request: &Request) -> Framing {
         let miss = match request.command {
