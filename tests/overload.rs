@@ -919,3 +919,48 @@ fn replicating_big_values_to_a_replica_that_never_reads_is_bounded_by_queue_byte
     );
     drop(hole);
 }
+
+/// One unread `get` of 200 distinct 1 MiB values on a parallel route over two pools (each key
+/// held by both): every window's keys are asked of both servers, so a window holds up to twice
+/// its keys' bytes until it is answered. Windows are sized as for a split and the next waits
+/// for the client to drain: the proxy stays under 150 MiB (the values asked total 400 MiB).
+#[test]
+fn one_unread_parallel_get_of_200_big_values_on_two_pools_is_bounded() {
+    let servers: Vec<Memcached> = (0..2)
+        .map(|_| {
+            Memcached::builder()
+                .max_item_size("2m")
+                .memory_mb(300)
+                .start()
+        })
+        .collect();
+    let (a, b) = (servers[0].addr(), servers[1].addr());
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 backends:\n  a: {{servers: [\"{a}\"], timeout: {BACKEND_TIMEOUT}}}\n  \
+                 b: {{servers: [\"{b}\"], timeout: {BACKEND_TIMEOUT}}}\n\
+                 routes: [{{match: \"*\", strategy: parallel, backends: [a, b]}}]\n"
+            )
+        },
+        &[],
+    );
+    let keys: Vec<String> = (0..200).map(|i| format!("pbig:{i}:{}", i * 7919)).collect();
+    let value = value_of(1 << 20, 4);
+    let mut c = bifrost.client();
+    for key in &keys {
+        assert_eq!(c.set(key, &value, 0, 0), "STORED", "{key} on both pools");
+    }
+    let bound = 150 << 20;
+    let watch = RssWatch::start(bifrost.pid(), bound);
+    let bad = non_reader(&bifrost.addr(), &get_line(keys.iter().map(String::as_str)));
+    let stop = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < stop && !watch.gone().load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let rss = watch.finish();
+    rss.assert_bounded("one unread parallel get of 200 distinct 1 MiB values on two pools");
+    drop(bad);
+}
