@@ -126,6 +126,14 @@ struct RssReport {
 }
 
 impl RssWatch {
+    /// Lets the process run for `how_long` under watch (less if it is killed or exits).
+    fn hold(&self, how_long: Duration) {
+        let stop = Instant::now() + how_long;
+        while Instant::now() < stop && !self.gone().load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn start(pid: u32, bound: u64) -> RssWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let gone = Arc::new(AtomicBool::new(false));
@@ -651,10 +659,7 @@ fn one_unread_get_of_400_big_values_over_four_servers_is_bounded() {
     let bound = 120 << 20;
     let watch = RssWatch::start(b.pid(), bound);
     let bad = non_reader(&b.addr(), &get_line(keys.iter().map(String::as_str)));
-    let stop = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < stop && !watch.gone().load(Ordering::Relaxed) {
-        thread::sleep(Duration::from_millis(50));
-    }
+    watch.hold(Duration::from_secs(3));
     let rss = watch.finish();
     rss.assert_bounded("one unread get of 400 distinct 1 MiB values over 4 servers");
     drop(bad);
@@ -956,10 +961,7 @@ fn one_unread_parallel_get_of_200_big_values_on_two_pools_is_bounded() {
     let bound = 150 << 20;
     let watch = RssWatch::start(bifrost.pid(), bound);
     let bad = non_reader(&bifrost.addr(), &get_line(keys.iter().map(String::as_str)));
-    let stop = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < stop && !watch.gone().load(Ordering::Relaxed) {
-        thread::sleep(Duration::from_millis(50));
-    }
+    watch.hold(Duration::from_secs(3));
     let rss = watch.finish();
     rss.assert_bounded("one unread parallel get of 200 distinct 1 MiB values on two pools");
     drop(bad);

@@ -200,7 +200,6 @@ impl Backends {
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
-        let fragment = |deadline| fragment_of(owner, send, deadline);
         let conn = self.conn_for(send.server, client);
         if self.health.is_down(send.server) {
             // This client's requests still out to the server fail first, so that whatever
@@ -211,10 +210,10 @@ impl Backends {
                     c.reset(registry, FailReason::Down, now, out);
                 }
             }
-            out.push(fragment(now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Down));
             return;
         }
-        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+        self.enqueue_on(conn, registry, owner, send, now, out, timers);
     }
 
     /// Sends `send` for a side effect (owned by a job, no client): on the first connection of
@@ -229,13 +228,12 @@ impl Backends {
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
-        let fragment = |deadline| fragment_of(owner, send, deadline);
         if self.health.is_down(send.server) {
-            out.push(fragment(now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Down));
             return;
         }
         let conn = self.conn_for(send.server, 0);
-        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+        self.enqueue_on(conn, registry, owner, send, now, out, timers);
     }
 
     /// Queues the request of job `owner` on the probe connection of `send.server` (health
@@ -249,9 +247,8 @@ impl Backends {
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
-        let fragment = |deadline| fragment_of(owner, send, deadline);
         let conn = self.probe_conns.get(send.server).copied().flatten();
-        self.enqueue_on(conn, registry, fragment, send, now, out, timers);
+        self.enqueue_on(conn, registry, owner, send, now, out, timers);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -259,17 +256,17 @@ impl Backends {
         &mut self,
         conn: Option<usize>,
         registry: &Registry,
-        fragment: impl Fn(Instant) -> Fragment,
+        owner: Owner,
         send: &crate::exchange::Send,
         now: Instant,
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
         let Some((index, conn)) = conn.and_then(|i| Some((i, self.conns.get_mut(i)?))) else {
-            out.push(fragment(now).fail(send.server, FailReason::Unavailable));
+            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Unavailable));
             return;
         };
-        let fragment = fragment(conn.deadline_from(now));
+        let fragment = fragment_of(owner, send, conn.deadline_from(now));
         let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
         let parts = [Some(send.bytes.clone()), send.value.clone(), tail];
         match conn.enqueue(registry, parts, fragment, now) {
