@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::client::{Next, Slot};
 use crate::exchange::failover::Failover;
 use crate::exchange::split_get::{Fallbacks, SplitGet};
-use crate::exchange::{Effects, Exchange, Framing, Send, SlotRef};
+use crate::exchange::{Effects, Exchange, Framing, Send, SlotRef, Tag};
 use crate::multiget::AskedKey;
 use crate::protocol::{base64, Command, Request};
 use crate::route::RouteKind;
@@ -125,6 +125,11 @@ impl Worker {
             }
         };
         let route = self.router.route(listener, request.command, key);
+        self.tag = route.map(|route| Tag {
+            route,
+            command: request.command,
+            started: now,
+        });
         if let Some(route) = route {
             // Routes with one server per key skip the checks of those with several.
             let several = self.router.routes().get(route).is_some_and(|r| {
@@ -498,6 +503,7 @@ impl Worker {
     /// says OK.
     fn fan_out_to_all(&mut self, client: usize, request: &Request, bytes: Bytes, now: Instant) {
         let framing = Framing::of(request);
+        self.tag = None;
         let Some(listener) = self.clients.get(client).map(|c| c.listener()) else {
             return;
         };

@@ -26,6 +26,8 @@ struct ServerHealth {
     config: Option<HealthConfig>,
     /// For logs: `backend/address`.
     name: String,
+    /// Its pool's name.
+    backend: String,
     down: AtomicBool,
     consecutive_failures: AtomicU32,
     probes: AtomicU64,
@@ -71,6 +73,7 @@ impl HealthBoard {
                 .map(|s| ServerHealth {
                     config: s.health.clone(),
                     name: format!("{}/{}", s.backend, s.address),
+                    backend: s.backend.clone(),
                     ..ServerHealth::default()
                 })
                 .collect(),
@@ -195,6 +198,11 @@ impl HealthBoard {
             marked_down: s.marked_down.load(Ordering::Relaxed),
             returned: s.returned.load(Ordering::Relaxed),
         })
+    }
+
+    /// The name of `server`'s pool ("" when out of range).
+    pub fn backend(&self, server: usize) -> &str {
+        self.servers.get(server).map_or("", |s| s.backend.as_str())
     }
 
     fn name(&self, server: usize) -> &str {

@@ -28,6 +28,7 @@ pub mod dispatch;
 pub mod exchange;
 pub mod gen_slab;
 pub mod health;
+pub mod histogram;
 pub mod jobs;
 pub mod listener;
 pub mod log_limit;

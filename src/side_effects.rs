@@ -61,6 +61,23 @@ pub struct EffectCounters {
     pub depth: AtomicI64,
 }
 
+/// One side effect's counters at one moment, summed over workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectSnapshot<'a> {
+    /// Its name (`replicate.<index>`, `write_on_miss.<route>`).
+    pub name: &'a str,
+    /// Requests accepted into its queues.
+    pub queued: u64,
+    /// Requests answered.
+    pub done: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Requests dropped because a queue was full.
+    pub dropped: u64,
+    /// Requests queued or in flight now.
+    pub depth: u64,
+}
+
 /// Every side effect of the process and its counters.
 #[derive(Debug, Default)]
 pub struct EffectBoard {
@@ -161,6 +178,22 @@ impl EffectBoard {
     /// True when route `route` has side effects that copy its writes.
     pub fn replicates(&self, route: usize) -> bool {
         self.by_route.get(route).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Every side effect's name and counters now, in board order.
+    pub fn snapshot(&self) -> Vec<EffectSnapshot<'_>> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.effects
+            .iter()
+            .map(|(spec, c)| EffectSnapshot {
+                name: &spec.name,
+                queued: load(&c.queued),
+                done: load(&c.done),
+                failed: load(&c.failed),
+                dropped: load(&c.dropped),
+                depth: u64::try_from(c.depth.load(Ordering::Relaxed)).unwrap_or(0),
+            })
+            .collect()
     }
 
     /// Appends the `stats` lines of every side effect to `out`.
@@ -307,6 +340,7 @@ mod tests {
             lookups: 0,
             server: 0,
             failed: None,
+            sent: std::time::Instant::now(),
         };
         q.on_completion(EffectQueue::part_for(60), &done);
         assert!(q.admit(50));
@@ -340,6 +374,7 @@ mod tests {
             lookups: 0,
             server: 0,
             failed: None,
+            sent: std::time::Instant::now(),
         };
         q.on_completion(10, &done);
         assert!(q.admit(10));

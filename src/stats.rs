@@ -6,9 +6,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::health::HealthBoard;
+use crate::histogram::{Histogram, HistogramSnapshot};
+use crate::protocol::Command;
 use crate::side_effects::EffectBoard;
 
 /// Names every counter once: the field, its `stats` name, and whether it is a gauge.
@@ -80,14 +82,58 @@ impl WorkerStats {
     }
 }
 
-/// One worker's per-route and per-server counters (same single-writer rule as
+/// Commands a (route, command) counter block is kept for: every command, by its position in
+/// [`Command::ALL`].
+pub const COMMANDS: usize = Command::ALL.len();
+
+/// What happened to the requests of one command on one route (one worker's share).
+#[derive(Debug, Default)]
+pub struct CommandCounters {
+    /// Requests started.
+    pub requests: AtomicU64,
+    /// Keys found.
+    pub hits: AtomicU64,
+    /// Keys not found (a retrieval whose backend failed counts its keys here too).
+    pub misses: AtomicU64,
+    /// Backend requests that failed (timeouts included).
+    pub errors: AtomicU64,
+    /// Backend requests that failed by their deadline.
+    pub timeouts: AtomicU64,
+}
+
+/// The totals of one [`CommandCounters`] over every worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandTotals {
+    /// Requests started.
+    pub requests: u64,
+    /// Keys found.
+    pub hits: u64,
+    /// Keys not found.
+    pub misses: u64,
+    /// Backend requests that failed.
+    pub errors: u64,
+    /// Backend requests that timed out.
+    pub timeouts: u64,
+}
+
+impl CommandTotals {
+    /// True when nothing was counted (such series are left out of reports).
+    pub fn is_zero(&self) -> bool {
+        *self == CommandTotals::default()
+    }
+}
+
+/// One worker's per-route and per-server counters and histograms (same single-writer rule as
 /// [`WorkerStats`]).
 #[derive(Default)]
 pub struct DetailStats {
     route_requests: Vec<AtomicU64>,
+    route_commands: Vec<CommandCounters>,
+    route_latency: Vec<Histogram>,
     server_requests: Vec<AtomicU64>,
     server_errors: Vec<AtomicU64>,
     server_timeouts: Vec<AtomicU64>,
+    server_latency: Vec<Histogram>,
 }
 
 fn bump(counters: &[AtomicU64], index: usize) {
@@ -100,13 +146,20 @@ fn zeroes(n: usize) -> Vec<AtomicU64> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
+fn many<T: Default>(n: usize) -> Vec<T> {
+    (0..n).map(|_| T::default()).collect()
+}
+
 impl DetailStats {
     fn new(routes: usize, servers: usize) -> Self {
         DetailStats {
             route_requests: zeroes(routes),
+            route_commands: many(routes * COMMANDS),
+            route_latency: many(routes),
             server_requests: zeroes(servers),
             server_errors: zeroes(servers),
             server_timeouts: zeroes(servers),
+            server_latency: many(servers),
         }
     }
 
@@ -116,10 +169,33 @@ impl DetailStats {
         bump(&self.route_requests, route);
     }
 
+    /// The counters of `command` on route `route`.
+    #[inline]
+    pub fn commands(&self, route: usize, command: Command) -> Option<&CommandCounters> {
+        self.route_commands
+            .get(route.checked_mul(COMMANDS)? + command as usize)
+    }
+
+    /// A request of route `route` was answered `elapsed` after it was read.
+    #[inline]
+    pub fn route_answered(&self, route: usize, elapsed: Duration) {
+        if let Some(histogram) = self.route_latency.get(route) {
+            histogram.observe(elapsed);
+        }
+    }
+
     /// A request fragment was sent to server `server`.
     #[inline]
     pub fn server_request(&self, server: usize) {
         bump(&self.server_requests, server);
+    }
+
+    /// Server `server` answered (or failed) a request `elapsed` after it was sent.
+    #[inline]
+    pub fn server_answered(&self, server: usize, elapsed: Duration) {
+        if let Some(histogram) = self.server_latency.get(server) {
+            histogram.observe(elapsed);
+        }
     }
 
     /// Server `server` failed a fragment (`timeout`: by its deadline).
@@ -192,6 +268,94 @@ impl StatsRegistry {
             .sum()
     }
 
+    /// The routes' names, by route index.
+    pub fn route_names(&self) -> &[String] {
+        &self.route_names
+    }
+
+    /// The servers' names (addresses), by server index.
+    pub fn server_names(&self) -> &[String] {
+        &self.server_names
+    }
+
+    /// The health board, when servers' health is reported.
+    pub fn health(&self) -> Option<&HealthBoard> {
+        self.health.as_deref()
+    }
+
+    /// The side effects' board, when side effects are reported.
+    pub fn effects(&self) -> Option<&EffectBoard> {
+        self.effects.as_deref()
+    }
+
+    /// Seconds since the registry was made (the process started).
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Worker threads.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Keys routed by route `route`, over every worker.
+    pub fn route_keys(&self, route: usize) -> u64 {
+        self.detail_total(|d| &d.route_requests, route)
+    }
+
+    /// (requests, errors, timeouts) of server `server`, over every worker.
+    pub fn server_totals(&self, server: usize) -> (u64, u64, u64) {
+        (
+            self.detail_total(|d| &d.server_requests, server),
+            self.detail_total(|d| &d.server_errors, server),
+            self.detail_total(|d| &d.server_timeouts, server),
+        )
+    }
+
+    /// The counters of `command` on route `route`, over every worker.
+    pub fn command_totals(&self, route: usize, command: Command) -> CommandTotals {
+        let mut t = CommandTotals::default();
+        for counters in self
+            .details
+            .iter()
+            .filter_map(|d| d.commands(route, command))
+        {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            t.requests += load(&counters.requests);
+            t.hits += load(&counters.hits);
+            t.misses += load(&counters.misses);
+            t.errors += load(&counters.errors);
+            t.timeouts += load(&counters.timeouts);
+        }
+        t
+    }
+
+    /// Route `route`'s latency histogram, over every worker.
+    pub fn route_latency(&self, route: usize) -> HistogramSnapshot {
+        let mut snapshot = HistogramSnapshot::default();
+        for histogram in self
+            .details
+            .iter()
+            .filter_map(|d| d.route_latency.get(route))
+        {
+            histogram.add_to(&mut snapshot);
+        }
+        snapshot
+    }
+
+    /// Server `server`'s latency histogram, over every worker.
+    pub fn server_latency(&self, server: usize) -> HistogramSnapshot {
+        let mut snapshot = HistogramSnapshot::default();
+        for histogram in self
+            .details
+            .iter()
+            .filter_map(|d| d.server_latency.get(server))
+        {
+            histogram.add_to(&mut snapshot);
+        }
+        snapshot
+    }
+
     /// The counter block of worker `index` (a fresh detached block if out of range).
     pub fn worker(&self, index: usize) -> Arc<WorkerStats> {
         self.workers.get(index).cloned().unwrap_or_default()
@@ -225,6 +389,23 @@ impl StatsRegistry {
         for (i, route) in self.route_names.iter().enumerate() {
             let requests = self.detail_total(|d| &d.route_requests, i);
             let _ = write!(out, "STAT route:{route}:requests {requests}\r\n");
+            for command in Command::ALL {
+                let t = self.command_totals(i, command);
+                if t.is_zero() {
+                    continue;
+                }
+                let name = command.name();
+                let counts = [
+                    ("requests", t.requests),
+                    ("hits", t.hits),
+                    ("misses", t.misses),
+                    ("errors", t.errors),
+                    ("timeouts", t.timeouts),
+                ];
+                for (what, value) in counts {
+                    let _ = write!(out, "STAT route:{route}:{name}:{what} {value}\r\n");
+                }
+            }
         }
         for (i, server) in self.server_names.iter().enumerate() {
             let requests = self.detail_total(|d| &d.server_requests, i);

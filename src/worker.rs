@@ -30,7 +30,7 @@ use crate::backend::{Backends, Completion, ConnTimer, Owner};
 use crate::client::{Client, ClientLimits, Slot};
 use crate::clients::Clients;
 use crate::exchange::window::KeyBytes;
-use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef};
+use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef, Tag};
 use crate::health::HealthBoard;
 use crate::jobs::probe::Probe;
 use crate::jobs::{Job, JobId, JobStep, Jobs};
@@ -39,7 +39,7 @@ use crate::log_limit::{LogEvent, LogLimiter};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::side_effects::{EffectBoard, EffectQueue};
-use crate::stats::{DetailStats, StatsRegistry, WorkerStats};
+use crate::stats::{CommandCounters, DetailStats, StatsRegistry, WorkerStats};
 use crate::strategy::Strategies;
 use crate::timer::TimerWheel;
 
@@ -156,6 +156,9 @@ pub struct Worker {
     completions: Vec<Completion>,
     conn_timers: Vec<ConnTimer>,
     pub(crate) fx: Effects,
+    /// The request being dispatched, for the exchange started for it (taken by
+    /// [`Worker::start_exchange`]).
+    pub(crate) tag: Option<Tag>,
     /// Reply bytes per key of recent multi-gets, which size their first windows.
     pub(crate) key_bytes: KeyBytes,
     /// Reply bytes held for all clients of this worker.
@@ -239,6 +242,7 @@ impl Worker {
             completions: Vec::new(),
             conn_timers: Vec::new(),
             fx: Effects::default(),
+            tag: None,
             key_bytes: KeyBytes::default(),
             buffered: 0,
             reply_budget: setup.reply_budget.max(1),
@@ -369,8 +373,9 @@ impl Worker {
         while !self.completions.is_empty() {
             let mut batch = std::mem::take(&mut self.completions);
             for completion in batch.drain(..) {
-                if matches!(completion.owner, Owner::Exchange { .. }) {
-                    self.count_completion(&completion);
+                if let Owner::Exchange { id, .. } = completion.owner {
+                    let tag = self.exchanges.get_mut(id).and_then(|e| e.tag);
+                    self.count_completion(&completion, tag, now);
                 }
                 match completion.owner {
                     Owner::Exchange { id, part } => {
@@ -385,10 +390,16 @@ impl Worker {
         }
     }
 
-    fn count_completion(&self, completion: &Completion) {
+    /// Counts a reply (or failure) of a request of an exchange whose request was `tag`.
+    fn count_completion(&self, completion: &Completion, tag: Option<Tag>, now: Instant) {
         if !completion.end {
             return;
         }
+        self.detail.server_answered(
+            completion.server,
+            now.saturating_duration_since(completion.sent),
+        );
+        let counters = tag.and_then(|t| self.detail.commands(t.route, t.command));
         if let Some(reason) = completion.failed {
             let timeout = reason == crate::backend::FailReason::Timeout;
             WorkerStats::add(&self.stats.backend_errors, 1);
@@ -399,11 +410,27 @@ impl Worker {
                 WorkerStats::add(&self.stats.backend_overloaded, 1);
             }
             self.detail.server_failure(completion.server, timeout);
+            if let Some(c) = counters {
+                WorkerStats::add(&c.errors, 1);
+                if timeout {
+                    WorkerStats::add(&c.timeouts, 1);
+                }
+            }
         }
         if completion.lookups > 0 {
             let hits = completion.values.min(completion.lookups);
-            WorkerStats::add(&self.stats.get_hits, hits as u64);
-            WorkerStats::add(&self.stats.get_misses, (completion.lookups - hits) as u64);
+            let misses = completion.lookups - hits;
+            self.count_lookups(counters, hits, misses);
+        }
+    }
+
+    /// Counts `hits` and `misses` of keys looked up, in all and on their route.
+    fn count_lookups(&self, counters: Option<&CommandCounters>, hits: usize, misses: usize) {
+        WorkerStats::add(&self.stats.get_hits, hits as u64);
+        WorkerStats::add(&self.stats.get_misses, misses as u64);
+        if let Some(c) = counters {
+            WorkerStats::add(&c.hits, hits as u64);
+            WorkerStats::add(&c.misses, misses as u64);
         }
     }
 
@@ -518,7 +545,10 @@ impl Worker {
         if let Some(per_key) = fx.key_bytes.take() {
             self.key_bytes.observe(per_key);
         }
-        let detached = self.exchanges.get_mut(id).is_some_and(|e| e.is_detached());
+        let (detached, tag) = self
+            .exchanges
+            .get_mut(id)
+            .map_or((false, None), |e| (e.is_detached(), e.tag));
         let mut over_hard_limit = false;
         match self.clients.current(slot.client, slot.generation) {
             Some(client) => {
@@ -531,6 +561,10 @@ impl Worker {
                     client.request_sent();
                 }
                 let complete = !detached && matches!(flow, Flow::Done | Flow::Background);
+                if let Some(tag) = tag.filter(|_| complete) {
+                    let elapsed = now.saturating_duration_since(tag.started);
+                    self.detail.route_answered(tag.route, elapsed);
+                }
                 let delivered = if !detached && (complete || fx.abort || !fx.deliver.is_empty()) {
                     client.deliver(slot.seq, &fx.deliver, complete, fx.abort)
                 } else {
@@ -585,8 +619,8 @@ impl Worker {
             );
         }
         if fx.lookups != (0, 0) {
-            WorkerStats::add(&self.stats.get_hits, fx.lookups.0 as u64);
-            WorkerStats::add(&self.stats.get_misses, fx.lookups.1 as u64);
+            let counters = tag.and_then(|t| self.detail.commands(t.route, t.command));
+            self.count_lookups(counters, fx.lookups.0, fx.lookups.1);
         }
         for (effect, send) in fx.side.drain(..) {
             self.side_effect(effect, &send, now);
@@ -1079,10 +1113,17 @@ impl Worker {
     pub(crate) fn start_exchange(
         &mut self,
         slot: SlotRef,
-        exchange: Exchange,
+        mut exchange: Exchange,
         fx: &mut Effects,
         now: Instant,
     ) {
+        exchange.tag = self.tag.take();
+        if let Some(counters) = exchange
+            .tag
+            .and_then(|t| self.detail.commands(t.route, t.command))
+        {
+            WorkerStats::add(&counters.requests, 1);
+        }
         let flow = exchange.flow(fx);
         let id = self.exchanges.insert(exchange);
         if let Some(client) = self.clients.current(slot.client, slot.generation) {

@@ -505,6 +505,7 @@ impl BackendConn {
                         lookups: fragment.lookups,
                         server: self.server,
                         failed: None,
+                        sent: fragment.sent,
                     });
                 }
                 break;
@@ -530,6 +531,7 @@ impl BackendConn {
                 lookups: fragment.lookups,
                 server: self.server,
                 failed: None,
+                sent: fragment.sent,
             });
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * BACKEND_READ_CHUNK {

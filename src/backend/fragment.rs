@@ -117,6 +117,8 @@ pub struct Fragment {
     pub stream: bool,
     /// When to give up.
     pub deadline: Instant,
+    /// When it was queued (the server's latency is measured from here).
+    pub sent: Instant,
     /// Keys this request looks up (for hit/miss counters; 0 for non-retrievals).
     pub lookups: usize,
 }
@@ -141,6 +143,8 @@ pub struct Completion {
     pub server: usize,
     /// The backend failed this request (timeouts and connection errors).
     pub failed: Option<FailReason>,
+    /// When the request was queued for the server (copied from the fragment).
+    pub sent: Instant,
 }
 
 impl Fragment {
@@ -164,6 +168,7 @@ impl Fragment {
             lookups: self.lookups,
             server,
             failed: Some(reason),
+            sent: self.sent,
         }
     }
 }

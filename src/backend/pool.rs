@@ -210,7 +210,7 @@ impl Backends {
                     c.reset(registry, FailReason::Down, now, out);
                 }
             }
-            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Down));
             return;
         }
         self.enqueue_on(conn, registry, owner, send, now, out, timers);
@@ -229,7 +229,7 @@ impl Backends {
         timers: &mut Vec<ConnTimer>,
     ) {
         if self.health.is_down(send.server) {
-            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Down));
             return;
         }
         let conn = self.conn_for(send.server, 0);
@@ -263,10 +263,10 @@ impl Backends {
         timers: &mut Vec<ConnTimer>,
     ) {
         let Some((index, conn)) = conn.and_then(|i| Some((i, self.conns.get_mut(i)?))) else {
-            out.push(fragment_of(owner, send, now).fail(send.server, FailReason::Unavailable));
+            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Unavailable));
             return;
         };
-        let fragment = fragment_of(owner, send, conn.deadline_from(now));
+        let fragment = fragment_of(owner, send, now, conn.deadline_from(now));
         let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
         let parts = [Some(send.bytes.clone()), send.value.clone(), tail];
         match conn.enqueue(registry, parts, fragment, now) {
@@ -314,8 +314,13 @@ impl Backends {
     }
 }
 
-/// What a connection tracks for `send` of `owner`, due by `deadline`.
-fn fragment_of(owner: Owner, send: &crate::exchange::Send, deadline: Instant) -> Fragment {
+/// What a connection tracks for `send` of `owner`, queued at `sent` and due by `deadline`.
+fn fragment_of(
+    owner: Owner,
+    send: &crate::exchange::Send,
+    sent: Instant,
+    deadline: Instant,
+) -> Fragment {
     Fragment {
         owner,
         kind: send.framing.kind,
@@ -323,6 +328,7 @@ fn fragment_of(owner: Owner, send: &crate::exchange::Send, deadline: Instant) ->
         discard_reply: send.framing.discard_reply,
         stream: send.stream && !send.framing.discard_reply,
         deadline,
+        sent,
         lookups: send.lookups,
     }
 }

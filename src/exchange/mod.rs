@@ -203,11 +203,25 @@ pub enum Flow {
     Background,
 }
 
+/// What a client request was, for the per-route counters and latency histograms: kept by its
+/// exchange until the request is answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Tag {
+    /// The route of its (first) key.
+    pub route: usize,
+    /// Its command.
+    pub command: crate::protocol::Command,
+    /// When it was dispatched.
+    pub started: std::time::Instant,
+}
+
 /// One exchange: the slot it answers and the state machine of its kind.
 #[derive(Debug)]
 pub struct Exchange {
     /// The slot it answers.
     pub slot: SlotRef,
+    /// The request's route and command, when it has a route (not `flush_all`).
+    pub tag: Option<Tag>,
     /// Backend requests sent and not yet answered.
     outstanding: u32,
     /// Its client's slot is complete; it goes on without one.
@@ -280,6 +294,7 @@ impl Exchange {
     fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
         Exchange {
             slot,
+            tag: None,
             outstanding: count(fx),
             detached: false,
             kind,
