@@ -30,6 +30,10 @@
 #   E2E_BIFROST_WORKERS ["1 2"]  one bifrost run per entry (tiers: its bifrost rows per entry)
 #   E2E_TARGETS ["memcached twemproxy bifrost"]  (not used by tiers, which has its own rows)
 #   BIFROST_BIN               binary to run; unset: `cargo build --release` and target/release/bifrost
+#   E2E_BASELINE_BIN          another bifrost binary (e.g. a build before a change); add the
+#                             target `baseline` to E2E_TARGETS to run it with bifrost's config, one
+#                             row per E2E_BIFROST_WORKERS entry, and get bifrost's CPU per op over
+#                             the baseline's printed under the table (what a change costs)
 #   E2E_BIFROST_LOG_LEVEL [warn]
 #   E2E_STRICT [0]            1: a target that fails to start or memcaslap failing fails the
 #                             script; 2: an INVALID run (error replies, requests that did not
@@ -624,6 +628,19 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
             add_row "twemproxy (skipped: did not start)" - - - 0
         fi
         ;;
+    baseline:*)
+        name="baseline workers=${target#baseline:}"
+        if [[ ! -x ${E2E_BASELINE_BIN:-} ]]; then
+            die "target baseline needs E2E_BASELINE_BIN, an executable bifrost binary"
+        fi
+        if BIFROST=$E2E_BASELINE_BIN start_bifrost "${target#baseline:}"; then
+            measure "$name" "127.0.0.1:$TARGET_PORT" "$TARGET_PID"
+            stop_pid "$TARGET_PID"
+        else
+            ((E2E_STRICT >= 1)) && die "$name did not start"
+            add_row "$name (skipped: did not start)" - - - 0
+        fi
+        ;;
     bifrost:*)
         name="bifrost workers=${target#bifrost:}"
         if start_bifrost "${target#bifrost:}"; then
@@ -983,13 +1000,33 @@ run_scenario() { # NAME
         return 0
     fi
     for target in $E2E_TARGETS; do
-        if [[ $target == bifrost ]]; then
-            for workers in $E2E_BIFROST_WORKERS; do run_target "bifrost:$workers"; done
+        if [[ $target == bifrost || $target == baseline ]]; then
+            for workers in $E2E_BIFROST_WORKERS; do run_target "$target:$workers"; done
         else
             run_target "$target"
         fi
     done
     if [[ $TABLE == keys ]]; then print_keys_table "$TITLE"; else print_table "$TITLE"; fi
+    print_against_baseline
+}
+
+# With baseline rows: bifrost's proxy CPU per op over the baseline's, per worker count (the
+# mean of each's rows when the targets list names them more than once).
+print_against_baseline() {
+    local workers i b_sum b_n n_sum n_n line=""
+    for workers in $E2E_BIFROST_WORKERS; do
+        b_sum=0 b_n=0 n_sum=0 n_n=0
+        for i in "${!ROW_NAME[@]}"; do
+            [[ ${ROW_OK[$i]} == 1 && ${ROW_PROXY_US[$i]} != - ]] || continue
+            case ${ROW_NAME[$i]} in
+            "baseline workers=$workers") b_sum=$(calc '%.4f' 'a + b' a="$b_sum" b="${ROW_PROXY_US[$i]}"); ((++b_n)) ;;
+            "bifrost workers=$workers") n_sum=$(calc '%.4f' 'a + b' a="$n_sum" b="${ROW_PROXY_US[$i]}"); ((++n_n)) ;;
+            esac
+        done
+        ((b_n > 0 && n_n > 0)) || continue
+        line+="${line:+; }workers=$workers: $(calc '%.3f' '(n / c) / (b / d)' n="$n_sum" c="$n_n" b="$b_sum" d="$b_n")"
+    done
+    [[ -z $line ]] || emit_table "bifrost CPU per op over the baseline's: $line"
 }
 
 main() {
