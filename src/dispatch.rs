@@ -128,7 +128,7 @@ impl Worker {
         self.tag = route.map(|route| Tag {
             route,
             command: request.command,
-            started: now,
+            started: self.clock,
         });
         if let Some(route) = route {
             // Routes with one server per key skip the checks of those with several.

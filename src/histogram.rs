@@ -31,7 +31,12 @@ impl Histogram {
     /// Records one duration. Only the owning worker calls this (see [`WorkerStats::add`]).
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.observe_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one duration given in microseconds.
+    #[inline]
+    pub fn observe_micros(&self, micros: u64) {
         let bucket = BOUNDS_MICROS.partition_point(|&bound| bound < micros);
         if let Some(counter) = self.buckets.get(bucket) {
             WorkerStats::add(counter, 1);

@@ -560,7 +560,6 @@ pub fn readiness(router: &Router, health: &HealthBoard) -> Result<(), Vec<String
 mod tests {
     use super::*;
     use crate::stats::WorkerStats;
-    use std::time::Duration;
 
     fn registry() -> StatsRegistry {
         StatsRegistry::new(
@@ -577,8 +576,8 @@ mod tests {
             let d = reg.detail(w);
             let get = d.commands(0, Command::Get).map(|c| &c.requests);
             WorkerStats::add(get.expect("route 0 exists"), 3);
-            d.route_answered(0, Duration::from_micros(80));
-            d.server_answered(0, Duration::from_secs(10));
+            d.route_answered(0, 80);
+            d.server_answered(0, 10_000_000);
         }
         WorkerStats::add(&reg.worker(1).curr_connections, 5);
         let text = prometheus(&reg);

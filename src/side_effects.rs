@@ -340,7 +340,7 @@ mod tests {
             lookups: 0,
             server: 0,
             failed: None,
-            sent: std::time::Instant::now(),
+            sent: 0,
         };
         q.on_completion(EffectQueue::part_for(60), &done);
         assert!(q.admit(50));
@@ -374,7 +374,7 @@ mod tests {
             lookups: 0,
             server: 0,
             failed: None,
-            sent: std::time::Instant::now(),
+            sent: 0,
         };
         q.on_completion(10, &done);
         assert!(q.admit(10));

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::health::HealthBoard;
 use crate::histogram::{Histogram, HistogramSnapshot};
@@ -176,11 +176,11 @@ impl DetailStats {
             .get(route.checked_mul(COMMANDS)? + command as usize)
     }
 
-    /// A request of route `route` was answered `elapsed` after it was read.
+    /// A request of route `route` was answered `micros` microseconds after it was read.
     #[inline]
-    pub fn route_answered(&self, route: usize, elapsed: Duration) {
+    pub fn route_answered(&self, route: usize, micros: u64) {
         if let Some(histogram) = self.route_latency.get(route) {
-            histogram.observe(elapsed);
+            histogram.observe_micros(micros);
         }
     }
 
@@ -190,11 +190,11 @@ impl DetailStats {
         bump(&self.server_requests, server);
     }
 
-    /// Server `server` answered (or failed) a request `elapsed` after it was sent.
+    /// Server `server` answered (or failed) a request `micros` microseconds after it was sent.
     #[inline]
-    pub fn server_answered(&self, server: usize, elapsed: Duration) {
+    pub fn server_answered(&self, server: usize, micros: u64) {
         if let Some(histogram) = self.server_latency.get(server) {
-            histogram.observe(elapsed);
+            histogram.observe_micros(micros);
         }
     }
 

@@ -159,6 +159,10 @@ pub struct Worker {
     /// The request being dispatched, for the exchange started for it (taken by
     /// [`Worker::start_exchange`]).
     pub(crate) tag: Option<Tag>,
+    /// Microseconds since `clock_base`, read once per loop iteration: what latencies are
+    /// measured in (a subtraction of integers per request instead of one of `Instant`s).
+    pub(crate) clock: u64,
+    clock_base: Instant,
     /// Reply bytes per key of recent multi-gets, which size their first windows.
     pub(crate) key_bytes: KeyBytes,
     /// Reply bytes held for all clients of this worker.
@@ -243,6 +247,8 @@ impl Worker {
             conn_timers: Vec::new(),
             fx: Effects::default(),
             tag: None,
+            clock: 0,
+            clock_base: Instant::now(),
             key_bytes: KeyBytes::default(),
             buffered: 0,
             reply_budget: setup.reply_budget.max(1),
@@ -268,6 +274,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
+            self.tick(now);
             let epoch = self.health.epoch();
             if epoch != self.health_epoch {
                 // A server went down or came back: rebuild the rings that eject, and connect
@@ -291,6 +298,13 @@ impl Worker {
             }
         }
         log::debug!("worker {} stopped", self.id);
+    }
+
+    /// Sets the latency clock to `now`.
+    fn tick(&mut self, now: Instant) {
+        let micros = now.saturating_duration_since(self.clock_base).as_micros();
+        self.clock = u64::try_from(micros).unwrap_or(u64::MAX);
+        self.backends.clock = self.clock;
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -373,10 +387,6 @@ impl Worker {
         while !self.completions.is_empty() {
             let mut batch = std::mem::take(&mut self.completions);
             for completion in batch.drain(..) {
-                if let Owner::Exchange { id, .. } = completion.owner {
-                    let tag = self.exchanges.get_mut(id).and_then(|e| e.tag);
-                    self.count_completion(&completion, tag, now);
-                }
                 match completion.owner {
                     Owner::Exchange { id, part } => {
                         self.on_exchange_event(id, part, &completion, now)
@@ -391,14 +401,12 @@ impl Worker {
     }
 
     /// Counts a reply (or failure) of a request of an exchange whose request was `tag`.
-    fn count_completion(&self, completion: &Completion, tag: Option<Tag>, now: Instant) {
+    fn count_completion(&self, completion: &Completion, tag: Option<Tag>) {
         if !completion.end {
             return;
         }
-        self.detail.server_answered(
-            completion.server,
-            now.saturating_duration_since(completion.sent),
-        );
+        let elapsed = self.clock.saturating_sub(completion.sent);
+        self.detail.server_answered(completion.server, elapsed);
         let counters = tag.and_then(|t| self.detail.commands(t.route, t.command));
         if let Some(reason) = completion.failed {
             let timeout = reason == crate::backend::FailReason::Timeout;
@@ -503,9 +511,12 @@ impl Worker {
 
     fn on_exchange_event(&mut self, id: ExchangeId, part: u32, c: &Completion, now: Instant) {
         let Some(exchange) = self.exchanges.get_mut(id) else {
-            return; // its client went: drained and dropped
+            // Its client went: drained and dropped, but counted.
+            self.count_completion(c, None);
+            return;
         };
-        let (slot, detached) = (exchange.slot, exchange.is_detached());
+        let (slot, detached, tag) = (exchange.slot, exchange.is_detached(), exchange.tag);
+        self.count_completion(c, tag);
         let may_send = match self.clients.current(slot.client, slot.generation) {
             Some(client) => {
                 if c.end {
@@ -562,7 +573,7 @@ impl Worker {
                 }
                 let complete = !detached && matches!(flow, Flow::Done | Flow::Background);
                 if let Some(tag) = tag.filter(|_| complete) {
-                    let elapsed = now.saturating_duration_since(tag.started);
+                    let elapsed = self.clock.saturating_sub(tag.started);
                     self.detail.route_answered(tag.route, elapsed);
                 }
                 let delivered = if !detached && (complete || fx.abort || !fx.deliver.is_empty()) {

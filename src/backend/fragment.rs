@@ -117,8 +117,9 @@ pub struct Fragment {
     pub stream: bool,
     /// When to give up.
     pub deadline: Instant,
-    /// When it was queued (the server's latency is measured from here).
-    pub sent: Instant,
+    /// When it was queued, on its worker's clock (microseconds; the server's latency is
+    /// measured from here).
+    pub sent: u64,
     /// Keys this request looks up (for hit/miss counters; 0 for non-retrievals).
     pub lookups: usize,
 }
@@ -143,8 +144,9 @@ pub struct Completion {
     pub server: usize,
     /// The backend failed this request (timeouts and connection errors).
     pub failed: Option<FailReason>,
-    /// When the request was queued for the server (copied from the fragment).
-    pub sent: Instant,
+    /// When the request was queued for the server, on the worker's clock (copied from the
+    /// fragment).
+    pub sent: u64,
 }
 
 impl Fragment {

@@ -44,6 +44,9 @@ pub struct Backends {
     /// a probe's timeout never resets client requests).
     probe_conns: Vec<Option<usize>>,
     health: Arc<HealthBoard>,
+    /// The worker's clock (microseconds, see `Worker::clock`), stamped on every request queued
+    /// so the server's latency is one subtraction of integers when its reply comes.
+    pub clock: u64,
 }
 
 impl Backends {
@@ -98,6 +101,7 @@ impl Backends {
             flagged: vec![false; n],
             probe_conns,
             health: health.clone(),
+            clock: 0,
         }
     }
 
@@ -210,7 +214,7 @@ impl Backends {
                     c.reset(registry, FailReason::Down, now, out);
                 }
             }
-            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, self.clock, now).fail(send.server, FailReason::Down));
             return;
         }
         self.enqueue_on(conn, registry, owner, send, now, out, timers);
@@ -229,7 +233,7 @@ impl Backends {
         timers: &mut Vec<ConnTimer>,
     ) {
         if self.health.is_down(send.server) {
-            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Down));
+            out.push(fragment_of(owner, send, self.clock, now).fail(send.server, FailReason::Down));
             return;
         }
         let conn = self.conn_for(send.server, 0);
@@ -263,10 +267,13 @@ impl Backends {
         timers: &mut Vec<ConnTimer>,
     ) {
         let Some((index, conn)) = conn.and_then(|i| Some((i, self.conns.get_mut(i)?))) else {
-            out.push(fragment_of(owner, send, now, now).fail(send.server, FailReason::Unavailable));
+            out.push(
+                fragment_of(owner, send, self.clock, now)
+                    .fail(send.server, FailReason::Unavailable),
+            );
             return;
         };
-        let fragment = fragment_of(owner, send, now, conn.deadline_from(now));
+        let fragment = fragment_of(owner, send, self.clock, conn.deadline_from(now));
         let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
         let parts = [Some(send.bytes.clone()), send.value.clone(), tail];
         match conn.enqueue(registry, parts, fragment, now) {
@@ -314,11 +321,12 @@ impl Backends {
     }
 }
 
-/// What a connection tracks for `send` of `owner`, queued at `sent` and due by `deadline`.
+/// What a connection tracks for `send` of `owner`, queued at `sent` (worker clock) and due by
+/// `deadline`.
 fn fragment_of(
     owner: Owner,
     send: &crate::exchange::Send,
-    sent: Instant,
+    sent: u64,
     deadline: Instant,
 ) -> Fragment {
     Fragment {

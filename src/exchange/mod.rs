@@ -211,8 +211,8 @@ pub struct Tag {
     pub route: usize,
     /// Its command.
     pub command: crate::protocol::Command,
-    /// When it was dispatched.
-    pub started: std::time::Instant,
+    /// When it was dispatched, on its worker's clock (microseconds).
+    pub started: u64,
 }
 
 /// One exchange: the slot it answers and the state machine of its kind.
