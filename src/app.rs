@@ -1,10 +1,11 @@
 //! Start-up and shutdown of the whole process: raise the file limit, bind the listeners, start
-//! one worker per configured thread, wait for them.
+//! one worker per configured thread and the admin API's thread, wait for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::admin::{self, LiveApi};
 use crate::config::Config;
 use crate::health::HealthBoard;
 use crate::listener::{bind_reuseport, ListenerSpec};
@@ -12,6 +13,7 @@ use crate::route::Router;
 use crate::shutdown::{self, Shutdown};
 use crate::side_effects::EffectBoard;
 use crate::stats::StatsRegistry;
+use crate::warm::WarmManager;
 use crate::worker::{Worker, WorkerSetup};
 
 /// Raises RLIMIT_NOFILE to its hard limit (a proxy holds two sockets per request path).
@@ -42,17 +44,25 @@ pub fn raise_fd_limit() {
 pub struct Running {
     /// The listeners' bound addresses, in config order (port 0 resolved).
     pub addrs: Vec<SocketAddr>,
+    /// The admin API's bound address (port 0 resolved), when `admin` is configured.
+    pub admin_addr: Option<SocketAddr>,
     /// The shutdown flag; `request()` it to stop.
     pub shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
+    admin: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Waits for every worker to finish.
+    /// Waits for every worker, and the admin API's thread, to finish.
     pub fn wait(self) {
         for handle in self.workers {
             if handle.join().is_err() {
                 log::error!("a worker thread panicked");
+            }
+        }
+        if let Some(handle) = self.admin {
+            if handle.join().is_err() {
+                log::error!("the admin API thread panicked");
             }
         }
     }
@@ -101,6 +111,27 @@ pub fn start(config: &Config) -> Result<Running, String> {
         log::info!("listener '{}' on {addr}", listener.name);
     }
 
+    // Bound before any worker starts, so that a taken admin port fails start-up cleanly
+    // instead of leaving workers running behind an error.
+    let admin = match &config.admin {
+        Some(a) => {
+            let api = Arc::new(LiveApi {
+                registry: registry.clone(),
+                router: router.clone(),
+                health: health.clone(),
+                warm: Arc::new(WarmManager::new(config, router.clone(), health.clone())),
+            });
+            let limits = admin::Limits::new(a.request_timeout, a.max_connections);
+            let server = admin::start(a.bind, api, a.token.clone(), limits, shutdown.clone())
+                .map_err(|e| format!("admin.bind {}: {e}", a.bind))?;
+            log::info!("admin API on {}", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|a| a.addr);
+    let admin_thread = admin.map(|a| a.thread);
+
     let mut handles = Vec::new();
     for (id, listeners) in sockets.into_iter().enumerate() {
         let worker = Worker::new(WorkerSetup {
@@ -114,18 +145,30 @@ pub fn start(config: &Config) -> Result<Running, String> {
             health: health.clone(),
             effects: effects.clone(),
         })
-        .map_err(|e| format!("worker {id}: {e}"))?;
-        let handle = std::thread::Builder::new()
-            .name(format!("bifrost-w{id}"))
-            .spawn(move || worker.run())
-            .map_err(|e| format!("worker {id}: {e}"))?;
-        handles.push(handle);
+        .map_err(|e| format!("worker {id}: {e}"));
+        let handle = worker.and_then(|worker| {
+            std::thread::Builder::new()
+                .name(format!("bifrost-w{id}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("worker {id}: {e}"))
+        });
+        match handle {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // Stop what already runs (the admin API, earlier workers) rather than leave
+                // it serving behind a failed start.
+                shutdown.request();
+                return Err(e);
+            }
+        }
     }
     log::info!("{workers} worker(s) serving");
     Ok(Running {
         addrs,
+        admin_addr,
         shutdown,
         workers: handles,
+        admin: admin_thread,
     })
 }
 

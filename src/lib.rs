@@ -18,6 +18,7 @@
 //!
 //! Workers share nothing on the data path except atomic counters ([`stats`]).
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod buffer;

@@ -17,7 +17,15 @@ const TOP_KEYS: &[&str] = &[
     "routes",
     "side_effects",
 ];
-const ADMIN_KEYS: &[&str] = &["bind"];
+const ADMIN_KEYS: &[&str] = &[
+    "bind",
+    "token",
+    "token_file",
+    "max_connections",
+    "request_timeout",
+];
+/// Largest accepted `admin.max_connections`: the admin API is for a few operators and scrapers.
+const MAX_ADMIN_CONNECTIONS: u64 = 10_000;
 const LISTENER_KEYS: &[&str] = &[
     "name",
     "bind",
@@ -203,9 +211,101 @@ pub(super) fn top_list<'v>(w: &mut Walker, top: &Fields<'v>, key: &str, what: &s
 
 fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
     let f = w.fields(v, "admin", ADMIN_KEYS)?;
-    let bind = w.required(&f, "bind")?;
-    let (_, bind) = w.address(bind, "admin.bind", false)?;
-    Some(AdminConfig { bind })
+    let bind = w
+        .required(&f, "bind")
+        .and_then(|v| w.address(v, "admin.bind", false))
+        .map(|(_, addr)| addr);
+    let max_connections = match f.get("max_connections") {
+        Some(v) => w
+            .integer(v, "admin.max_connections", 1, MAX_ADMIN_CONNECTIONS)
+            .map(|n| n as usize),
+        None => Some(DEFAULT_ADMIN_MAX_CONNECTIONS),
+    };
+    let request_timeout = match f.get("request_timeout") {
+        Some(v) => w.positive_duration(v, "admin.request_timeout"),
+        None => Some(DEFAULT_ADMIN_REQUEST_TIMEOUT),
+    };
+    let (token, token_file) = match (f.get("token"), f.get("token_file")) {
+        (Some(_), Some(_)) => {
+            w.error(
+                "admin.token_file",
+                "set admin.token or admin.token_file, not both",
+            );
+            (None, None)
+        }
+        (Some(v), None) => (
+            w.string(v, "admin.token")
+                .and_then(|t| admin_token(w, t, "admin.token", "")),
+            Some(None),
+        ),
+        (None, Some(v)) => match w.string(v, "admin.token_file") {
+            Some(path) => (
+                read_token_file(w, path),
+                Some(Some(std::path::PathBuf::from(path))),
+            ),
+            None => (None, None),
+        },
+        (None, None) => (Some(None), Some(None)),
+    };
+    // Without a token, whoever reaches the port can start and cancel warming jobs (which read
+    // every key of a pool and write to another); only the machine itself may be trusted so.
+    if let (Some(addr), Some(None)) = (bind, &token) {
+        if !addr.ip().is_loopback() {
+            w.error(
+                "admin.bind",
+                format!(
+                    "{addr} is not a loopback address and no admin.token or admin.token_file \
+                     is set: anyone who can reach it could start and cancel warming jobs; set \
+                     a token or bind to 127.0.0.1"
+                ),
+            );
+            return None;
+        }
+    }
+    Some(AdminConfig {
+        bind: bind?,
+        token: token?,
+        token_file: token_file?,
+        max_connections: max_connections?,
+        request_timeout: request_timeout?,
+    })
+}
+
+/// The token read from the file at `path`, surrounding whitespace trimmed (files usually end
+/// with a newline); an unreadable or empty file is an error naming the path.
+fn read_token_file(w: &mut Walker, path: &str) -> Option<Option<String>> {
+    let at = "admin.token_file";
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            w.error(at, format!("the token file '{path}' is empty"));
+            None
+        }
+        Ok(text) => admin_token(w, text.trim(), at, &format!(" (in '{path}')")),
+        Err(e) => {
+            w.error(at, format!("cannot read the token file '{path}': {e}"));
+            None
+        }
+    }
+}
+
+/// `token` checked: it travels in an `Authorization` header, so it must be non-empty visible
+/// ASCII without spaces. `source` says where it came from, for the message.
+fn admin_token(w: &mut Walker, token: &str, path: &str, source: &str) -> Option<Option<String>> {
+    if token.is_empty() {
+        w.error(path, "the token must not be empty");
+        return None;
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        w.error(
+            path,
+            format!(
+                "the token{source} must be printable ASCII without spaces (it is sent in an \
+                 Authorization header)"
+            ),
+        );
+        return None;
+    }
+    Some(Some(token.to_string()))
 }
 
 /// A listener's `routes` as far as it could be read.

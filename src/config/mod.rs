@@ -16,7 +16,7 @@
 //! key; `config/reference.yaml` shows them all with comments.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::placement::{Distribution, HashFunction};
@@ -111,11 +111,53 @@ pub struct Config {
     pub side_effects: Vec<SideEffectConfig>,
 }
 
+/// Default [`AdminConfig::max_connections`].
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Default [`AdminConfig::request_timeout`].
+pub const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The admin HTTP API listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Address the admin HTTP API listens on.
     pub bind: SocketAddr,
+    /// The bearer token that POST and DELETE requests must carry: `admin.token`, or the
+    /// trimmed contents of `admin.token_file` (read when the config is loaded). `None`: no
+    /// authentication, which is only allowed on a loopback `bind`.
+    pub token: Option<String>,
+    /// `admin.token_file`, when the token came from a file (kept for messages; the file is
+    /// not read again).
+    pub token_file: Option<PathBuf>,
+    /// Most admin HTTP connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a request's head and body may take to arrive once it has started (408 after).
+    pub request_timeout: Duration,
+}
+
+impl AdminConfig {
+    /// An admin API on `bind` with no token and the default limits.
+    pub fn with_defaults(bind: SocketAddr) -> AdminConfig {
+        AdminConfig {
+            bind,
+            token: None,
+            token_file: None,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            request_timeout: DEFAULT_ADMIN_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Written by hand so that the token never reaches a log line or a test failure message.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("max_connections", &self.max_connections)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// One client-facing listener and its per-client limits.

@@ -125,7 +125,7 @@ fn missing_and_empty_sections() {
 fn unknown_keys_at_every_level() {
     let cases: &[(&str, &str)] = &[
         ("foo: 1", "foo: unknown key 'foo' (expected one of: workers, reply_memory_budget, admin, listeners, backends, routes, side_effects)"),
-        ("admin: {bind: '127.0.0.1:9', port: 1}", "admin.port: unknown key 'port' (expected one of: bind)"),
+        ("admin: {bind: '127.0.0.1:9', port: 1}", "admin.port: unknown key 'port' (expected one of: bind, token, token_file, max_connections, request_timeout)"),
         (
             "listeners: [{name: a, bind: '127.0.0.1:1', max_conns: 5}]",
             "listeners[0].max_conns: unknown key 'max_conns' (expected one of: name, bind, max_connections, idle_timeout, request_read_timeout, routes, max_line_length, max_value_size, max_outstanding_requests, max_inflight_requests, max_buffered_reply_bytes, close_buffered_reply_bytes, multiget_window)",
@@ -663,4 +663,86 @@ fn json_errors_have_the_same_paths() {
         "{all:#?}"
     );
     assert_eq!(all[2], "routes[0].backend: no backend named 'l9'");
+}
+
+#[test]
+fn admin_errors() {
+    assert_eq!(
+        error(&["admin: {bind: '0.0.0.0:9120'}"]),
+        "admin.bind: 0.0.0.0:9120 is not a loopback address and no admin.token or \
+         admin.token_file is set: anyone who can reach it could start and cancel warming jobs; \
+         set a token or bind to 127.0.0.1"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '[::]:9120'}"]),
+        "admin.bind: [::]:9120 is not a loopback address and no admin.token or \
+         admin.token_file is set: anyone who can reach it could start and cancel warming jobs; \
+         set a token or bind to 127.0.0.1"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', token: a, token_file: /x}"]),
+        "admin.token_file: set admin.token or admin.token_file, not both"
+    );
+    let missing = error(&["admin: {bind: '0.0.0.0:9120', token_file: /nonexistent/bifrost-token}"]);
+    assert!(
+        missing.starts_with(
+            "admin.token_file: cannot read the token file '/nonexistent/bifrost-token': "
+        ),
+        "{missing}"
+    );
+    let empty = std::env::temp_dir().join(format!("bifrost-{}-empty-token", std::process::id()));
+    std::fs::write(&empty, " \n").expect("write temp file");
+    let e = error(&[&format!(
+        "admin: {{bind: '127.0.0.1:9120', token_file: '{}'}}",
+        empty.display()
+    )]);
+    let _ = std::fs::remove_file(&empty);
+    assert_eq!(
+        e,
+        format!(
+            "admin.token_file: the token file '{}' is empty",
+            empty.display()
+        )
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', token: ''}"]),
+        "admin.token: the token must not be empty"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', token: 'two words'}"]),
+        "admin.token: the token must be printable ASCII without spaces (it is sent in an \
+         Authorization header)"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', token: 5}"]),
+        "admin.token: expected a string, got an integer (5)"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', max_connections: 0}"]),
+        "admin.max_connections: must be at least 1, got 0"
+    );
+    assert_eq!(
+        error(&["admin: {bind: '127.0.0.1:9120', request_timeout: 0s}"]),
+        "admin.request_timeout: must be longer than zero"
+    );
+}
+
+#[test]
+fn admin_errors_are_reported_together() {
+    assert_eq!(
+        errors(&["admin: {bind: nowhere, token: 'a b', max_connections: -1, request_timeout: 5}"]),
+        [
+            "admin.bind: bad address 'nowhere': expected host:port",
+            "admin.max_connections: expected a positive whole number, got an integer (-1)",
+            "admin.request_timeout: '5' has no unit; expected a number with a unit, like 250ms, \
+             1.5s, 10m (units: us, ms, s, m, h)",
+            "admin.token: the token must be printable ASCII without spaces (it is sent in an \
+             Authorization header)",
+        ]
+    );
+    // A broken token is not also reported as a missing one.
+    assert_eq!(
+        error(&["admin: {bind: '0.0.0.0:1', token: ''}"]),
+        "admin.token: the token must not be empty"
+    );
 }

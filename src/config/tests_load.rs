@@ -78,9 +78,7 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     let c = load("reference.yaml");
     assert_eq!(
         c.admin,
-        Some(AdminConfig {
-            bind: addr("127.0.0.1:9120")
-        })
+        Some(AdminConfig::with_defaults(addr("127.0.0.1:9120")))
     );
     let main = &c.listeners[0];
     assert_eq!(main.idle_timeout, Some(Duration::from_secs(600)));
@@ -120,10 +118,8 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     );
     assert!(matches!(c.routes[2].matcher, KeyMatch::Regex(_)));
     assert_eq!(c.side_effects.len(), 1);
-    // Only the admin API is left for a later release: every strategy and side effect runs.
-    let unsupported = c.unsupported_features();
-    assert_eq!(unsupported.len(), 1, "{unsupported:?}");
-    assert!(unsupported.iter().any(|m| m.starts_with("admin:")));
+    // Every part of the schema is served, the admin API included.
+    assert_eq!(c.unsupported_features(), Vec::<String>::new());
 }
 
 #[test]
@@ -405,7 +401,7 @@ fn catch_all_detection() {
 }
 
 #[test]
-fn unsupported_features_one_message_each() {
+fn nothing_is_unsupported_any_more() {
     let c = parse_yaml(
         "admin: {bind: '127.0.0.1:9120'}\n\
          listeners: [{name: a, bind: '127.0.0.1:0', routes: [r]}]\n\
@@ -415,10 +411,7 @@ fn unsupported_features_one_message_each() {
          - {name: s, match: '*', strategy: blind_forward, backend: y}\n\
          side_effects: [{replicate: {routes: [r], to: y, commands: [set]}}]\n",
     );
-    assert_eq!(
-        c.unsupported_features(),
-        ["admin: the admin HTTP API is not implemented in this release",]
-    );
+    assert_eq!(c.unsupported_features(), Vec::<String>::new());
     match &c.side_effects[0] {
         SideEffectConfig::Replicate {
             queue, commands, ..
@@ -452,4 +445,63 @@ fn a_filtered_catch_all_does_not_hide_later_routes() {
     );
     assert!(!c.routes[0].is_catch_all());
     assert!(c.routes[1].is_catch_all());
+}
+
+/// A file in the temp directory holding `text`, unique to this process and `name`.
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("bifrost-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+const ADMIN_REST: &str = "listeners: [{name: a, bind: '127.0.0.1:0'}]\n\
+     backends: {b: {servers: ['127.0.0.1:11211']}}\n\
+     routes: [{match: '*', strategy: blind_forward, backend: b}]\n";
+
+#[test]
+fn admin_defaults_and_every_key() {
+    let c = parse_yaml(&format!("admin: {{bind: '127.0.0.1:9120'}}\n{ADMIN_REST}"));
+    let admin = c.admin.expect("admin");
+    assert_eq!(admin, AdminConfig::with_defaults(addr("127.0.0.1:9120")));
+    assert_eq!(admin.max_connections, 64);
+    assert_eq!(admin.request_timeout, Duration::from_secs(10));
+    assert_eq!(admin.token, None);
+
+    let c = parse_yaml(&format!(
+        "admin: {{bind: '0.0.0.0:0', token: s3cr3t-T0ken, max_connections: 3, \
+         request_timeout: 250ms}}\n{ADMIN_REST}"
+    ));
+    let admin = c.admin.expect("admin");
+    assert_eq!(admin.bind, addr("0.0.0.0:0"));
+    assert_eq!(admin.token.as_deref(), Some("s3cr3t-T0ken"));
+    assert_eq!(admin.token_file, None);
+    assert_eq!(admin.max_connections, 3);
+    assert_eq!(admin.request_timeout, Duration::from_millis(250));
+    let debug = format!("{admin:?}");
+    assert!(
+        !debug.contains("s3cr3t"),
+        "the token leaks into Debug: {debug}"
+    );
+    assert!(debug.contains("<redacted>"), "{debug}");
+}
+
+#[test]
+fn admin_token_file_is_read_and_trimmed_at_load() {
+    let path = temp_file("admin-token", "  from-the-file\n\n");
+    let c = parse_yaml(&format!(
+        "admin: {{bind: '[::]:9120', token_file: '{}'}}\n{ADMIN_REST}",
+        path.display()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let admin = c.admin.expect("admin");
+    assert_eq!(admin.token.as_deref(), Some("from-the-file"));
+    assert_eq!(admin.token_file.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn loopback_admin_binds_need_no_token() {
+    for bind in ["127.0.0.1:0", "127.1.2.3:9120", "[::1]:9120", "localhost:0"] {
+        let c = parse_yaml(&format!("admin: {{bind: '{bind}'}}\n{ADMIN_REST}"));
+        assert_eq!(c.admin.map(|a| a.token), Some(None), "{bind}");
+    }
 }

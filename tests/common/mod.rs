@@ -24,6 +24,7 @@
 mod bifrost;
 mod client;
 mod fake_backend;
+pub mod http;
 mod memcached;
 mod relay;
 mod rng;

@@ -1,0 +1,314 @@
+//! The admin API's endpoints: which path and method does what, and which status it answers.
+
+use super::auth::bearer_matches;
+use super::http::{Request, Response, PROMETHEUS};
+use super::AdminApi;
+use crate::warm::WarmError;
+
+/// The endpoints, by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Ready,
+    Metrics,
+    Stats,
+    Warm,
+    WarmJob(u64),
+}
+
+impl Endpoint {
+    /// The endpoint at `path`; `None` for an unknown path (including `/warm/<not a number>`).
+    fn of(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/health" => Endpoint::Health,
+            "/ready" => Endpoint::Ready,
+            "/metrics" => Endpoint::Metrics,
+            "/stats" => Endpoint::Stats,
+            "/warm" => Endpoint::Warm,
+            _ => {
+                let id = path.strip_prefix("/warm/")?;
+                // Digits only: u64's parser would also take a leading '+'.
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Endpoint::WarmJob(id.parse().ok()?)
+            }
+        })
+    }
+
+    /// The methods the endpoint answers, for `Allow` (HEAD is answered wherever GET is).
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::Warm => "GET, HEAD, POST",
+            Endpoint::WarmJob(_) => "GET, HEAD, DELETE",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
+/// The response to `req`. `token` is the configured bearer token, required by the methods that
+/// change something (POST, DELETE); GETs stay open, as monitoring needs them. HEAD is answered
+/// as GET (the caller leaves the body out).
+pub fn route(api: &dyn AdminApi, token: Option<&str>, req: &Request) -> Response {
+    let Some(endpoint) = Endpoint::of(req.path) else {
+        return Response::text(404, format!("no such endpoint: {}\n", req.path));
+    };
+    let method = match req.method {
+        "HEAD" => "GET",
+        m => m,
+    };
+    let changes = matches!(
+        (endpoint, method),
+        (Endpoint::Warm, "POST") | (Endpoint::WarmJob(_), "DELETE")
+    );
+    if changes {
+        if let Some(token) = token {
+            if !bearer_matches(req.authorization, token.as_bytes()) {
+                return Response::json_error(
+                    401,
+                    "this endpoint needs Authorization: Bearer <token>",
+                )
+                .header("WWW-Authenticate", "Bearer realm=\"bifrost\"");
+            }
+        }
+    }
+    match (endpoint, method) {
+        (Endpoint::Health, "GET") => Response::text(200, "ok\n"),
+        (Endpoint::Ready, "GET") => match api.ready() {
+            Ok(()) => Response::text(200, "ready\n"),
+            Err(routes) => {
+                let mut body = String::new();
+                for r in routes {
+                    body.push_str(&r);
+                    body.push('\n');
+                }
+                Response::text(503, body)
+            }
+        },
+        (Endpoint::Metrics, "GET") => Response::new(200, PROMETHEUS, api.metrics()),
+        (Endpoint::Stats, "GET") => Response::json(200, api.stats()),
+        (Endpoint::Warm, "GET") => Response::json(200, api.warm_list()),
+        (Endpoint::Warm, "POST") => match api.warm_start(req.body) {
+            Ok(id) => Response::json(202, serde_json::json!({ "id": id }).to_string()),
+            Err(e) => warm_error(e),
+        },
+        (Endpoint::WarmJob(id), "GET") => match api.warm_status(id) {
+            Some(status) => Response::json(200, status),
+            None => warm_error(WarmError::NotFound),
+        },
+        (Endpoint::WarmJob(id), "DELETE") => match api.warm_cancel(id) {
+            // The job's status after the cancel, so the caller sees where it stopped.
+            Ok(()) => match api.warm_status(id) {
+                Some(status) => Response::json(200, status),
+                None => Response::json(200, serde_json::json!({ "id": id }).to_string()),
+            },
+            Err(e) => warm_error(e),
+        },
+        _ => Response::text(405, format!("{} {} is not allowed\n", req.method, req.path))
+            .header("Allow", endpoint.allow()),
+    }
+}
+
+/// The status and `{"error": ...}` body of a warming error.
+fn warm_error(e: WarmError) -> Response {
+    match e {
+        WarmError::BadRequest(why) => Response::json_error(400, &why),
+        WarmError::NotFound => Response::json_error(404, "no warming job with that id"),
+        WarmError::Conflict(why) => Response::json_error(409, &why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// An API whose answers are set by the test, recording what it was asked.
+    #[derive(Default)]
+    struct Fake {
+        not_ready: Vec<String>,
+        start: Option<Result<u64, WarmError>>,
+        cancelled: Mutex<Vec<u64>>,
+        bodies: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl AdminApi for Fake {
+        fn ready(&self) -> Result<(), Vec<String>> {
+            if self.not_ready.is_empty() {
+                Ok(())
+            } else {
+                Err(self.not_ready.clone())
+            }
+        }
+        fn metrics(&self) -> String {
+            "bifrost_up 1\n".into()
+        }
+        fn stats(&self) -> String {
+            "{\"up\":1}".into()
+        }
+        fn warm_start(&self, body: &[u8]) -> Result<u64, WarmError> {
+            if let Ok(mut b) = self.bodies.lock() {
+                b.push(body.to_vec());
+            }
+            self.start.clone().unwrap_or(Ok(7))
+        }
+        fn warm_list(&self) -> String {
+            "[]".into()
+        }
+        fn warm_status(&self, id: u64) -> Option<String> {
+            (id == 7).then(|| "{\"id\":7,\"state\":\"running\"}".to_string())
+        }
+        fn warm_cancel(&self, id: u64) -> Result<(), WarmError> {
+            if id != 7 {
+                return Err(WarmError::NotFound);
+            }
+            if let Ok(mut c) = self.cancelled.lock() {
+                c.push(id);
+            }
+            Ok(())
+        }
+    }
+
+    fn req<'a>(
+        method: &'a str,
+        path: &'a str,
+        auth: Option<&'a [u8]>,
+        body: &'a [u8],
+    ) -> Request<'a> {
+        Request {
+            method,
+            path,
+            authorization: auth,
+            body,
+            keep_alive: true,
+            http10: false,
+        }
+    }
+
+    fn call(api: &Fake, token: Option<&str>, method: &str, path: &str) -> Response {
+        route(api, token, &req(method, path, None, b""))
+    }
+
+    #[test]
+    fn reads() {
+        let api = Fake::default();
+        let r = call(&api, None, "GET", "/health");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
+        let r = call(&api, None, "GET", "/ready");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ready\n"[..]));
+        let r = call(&api, None, "GET", "/metrics");
+        assert_eq!((r.status, r.content_type), (200, PROMETHEUS));
+        let r = call(&api, None, "HEAD", "/stats");
+        assert_eq!((r.status, r.content_type), (200, "application/json"));
+        assert_eq!(
+            r.body, b"{\"up\":1}",
+            "HEAD computes the GET body (the caller drops it)"
+        );
+        let r = call(&api, None, "GET", "/warm");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"[]"[..]));
+        assert_eq!(call(&api, None, "GET", "/warm/7").status, 200);
+        assert_eq!(call(&api, None, "GET", "/warm/8").status, 404);
+    }
+
+    #[test]
+    fn not_ready_names_each_route_on_a_line() {
+        let api = Fake {
+            not_ready: vec!["sessions".into(), "rest".into()],
+            ..Fake::default()
+        };
+        let r = call(&api, None, "GET", "/ready");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (503, &b"sessions\nrest\n"[..])
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        let api = Fake::default();
+        for path in [
+            "/",
+            "/nope",
+            "/health/",
+            "/warm/",
+            "/warm/x",
+            "/warm/+7",
+            "/warm/7/x",
+        ] {
+            assert_eq!(call(&api, None, "GET", path).status, 404, "{path}");
+        }
+        let r = call(&api, None, "POST", "/health");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers, [("Allow", "GET, HEAD".to_string())]);
+        let r = call(&api, None, "PUT", "/warm");
+        assert_eq!(r.headers, [("Allow", "GET, HEAD, POST".to_string())]);
+        let r = call(&api, None, "POST", "/warm/7");
+        assert_eq!(r.headers, [("Allow", "GET, HEAD, DELETE".to_string())]);
+        assert_eq!(
+            call(&api, None, "get", "/health").status,
+            405,
+            "methods are case-sensitive"
+        );
+    }
+
+    #[test]
+    fn warm_results_map_to_statuses() {
+        let api = Fake::default();
+        let r = route(&api, None, &req("POST", "/warm", None, b"{\"keys\":[]}"));
+        assert_eq!((r.status, r.body.as_slice()), (202, &b"{\"id\":7}"[..]));
+        assert_eq!(
+            *api.bodies.lock().expect("lock"),
+            [b"{\"keys\":[]}".to_vec()]
+        );
+        for (err, status) in [
+            (WarmError::BadRequest("no \"from\"".into()), 400),
+            (WarmError::Conflict("busy".into()), 409),
+        ] {
+            let api = Fake {
+                start: Some(Err(err)),
+                ..Fake::default()
+            };
+            let r = call(&api, None, "POST", "/warm");
+            assert_eq!(r.status, status);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+            assert!(v["error"].is_string(), "{v}");
+        }
+        let r = call(&api, None, "DELETE", "/warm/7");
+        assert_eq!(r.status, 200);
+        assert_eq!(*api.cancelled.lock().expect("lock"), [7]);
+        assert_eq!(call(&api, None, "DELETE", "/warm/9").status, 404);
+    }
+
+    #[test]
+    fn a_token_guards_post_and_delete_only() {
+        let api = Fake::default();
+        let token = Some("s3cret");
+        for (method, path) in [("POST", "/warm"), ("DELETE", "/warm/7")] {
+            for auth in [None, Some(&b"Bearer wrong"[..]), Some(b"Basic s3cret")] {
+                let r = route(&api, token, &req(method, path, auth, b""));
+                assert_eq!(r.status, 401, "{method} {path} {auth:?}");
+                assert!(
+                    r.headers
+                        .iter()
+                        .any(|(n, v)| *n == "WWW-Authenticate" && v.starts_with("Bearer")),
+                    "{:?}",
+                    r.headers
+                );
+            }
+            let r = route(&api, token, &req(method, path, Some(b"Bearer s3cret"), b""));
+            assert!(r.status < 300, "{method} {path}: {}", r.status);
+        }
+        assert!(
+            api.cancelled.lock().expect("lock").len() == 1,
+            "only the authorised cancel ran"
+        );
+        for path in [
+            "/health", "/ready", "/metrics", "/stats", "/warm", "/warm/7",
+        ] {
+            assert_eq!(call(&api, token, "GET", path).status, 200, "{path}");
+        }
+        // An unknown path is 404 and a wrong method 405 before any token is asked for.
+        assert_eq!(call(&api, token, "POST", "/nope").status, 404);
+        assert_eq!(call(&api, token, "POST", "/health").status, 405);
+    }
+}

@@ -1,0 +1,456 @@
+//! End-to-end tests of the admin HTTP API through the real binary: the endpoints, HTTP/1.1
+//! keep-alive and pipelining, the request limits and timeouts, the connection cap, the bearer
+//! token, the refusal of an unauthenticated non-loopback bind, and that a slow admin client
+//! takes nothing from the memcached data path.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::{request_bytes, HttpClient};
+use common::{free_port, wait_until, Bifrost, BlindForward, Memcached, Proc, TempFile};
+
+/// A bifrost blind-forwarding to `backend` with `admin: {bind: 127.0.0.1:PORT, EXTRA}` and the
+/// extra backend option lines; returns it and the admin address.
+fn start_with_admin(
+    backend: &str,
+    admin_extra: &str,
+    backend_options: &[&str],
+) -> (Bifrost, String) {
+    let mut config = BlindForward::new(backend);
+    for line in backend_options {
+        config = config.backend_option(line);
+    }
+    let mut admin_port = 0;
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            admin_port = free_port();
+            let sep = if admin_extra.is_empty() { "" } else { ", " };
+            format!(
+                "{}admin: {{bind: '127.0.0.1:{admin_port}'{sep}{admin_extra}}}\n",
+                config.yaml(port)
+            )
+        },
+        &[],
+    );
+    // The admin API is bound before the workers start, so it answers once the listener does.
+    (bifrost, format!("127.0.0.1:{admin_port}"))
+}
+
+fn start(admin_extra: &str) -> (Memcached, Bifrost, String) {
+    let mc = Memcached::start();
+    let (bifrost, admin) = start_with_admin(&mc.addr(), admin_extra, &[]);
+    (mc, bifrost, admin)
+}
+
+#[test]
+fn health_metrics_and_stats_answer() {
+    let (_mc, bifrost, admin) = start("");
+    assert!(
+        bifrost
+            .stderr_log()
+            .contains(&format!("admin API on {admin}")),
+        "{}",
+        bifrost.stderr_log()
+    );
+    let mut http = HttpClient::connect(&admin);
+    let r = http.get("/health");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("Content-Length"), Some("3"));
+    let r = http.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let r = http.get("/stats");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(r.json().is_object(), "{}", r.text());
+    let r = http.get("/warm");
+    assert_eq!(r.status, 200);
+    assert!(r.json().is_array(), "{}", r.text());
+    assert_eq!(http.get("/warm/987654321").status, 404);
+    assert_eq!(
+        http.request("DELETE", "/warm/987654321", &[], b"").status,
+        404
+    );
+    let r = http.request("HEAD", "/health", &[], b"");
+    assert_eq!((r.status, r.header("Content-Length")), (200, Some("3")));
+    assert!(r.body.is_empty());
+    // Still the same connection: HEAD's answer had no body to confuse the next one.
+    assert_eq!(http.get("/health").status, 200);
+}
+
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+    let (_mc, _bifrost, admin) = start("");
+    let mut http = HttpClient::connect(&admin);
+    for path in ["/", "/nope", "/healthz", "/warm/abc", "/metrics/x"] {
+        assert_eq!(http.get(path).status, 404, "{path}");
+    }
+    let r = http.request("POST", "/health", &[], b"x");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+    let r = http.request("PUT", "/warm", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD, POST"));
+    let r = http.request("POST", "/warm/1", &[], b"");
+    assert_eq!(
+        (r.status, r.header("Allow")),
+        (405, Some("GET, HEAD, DELETE"))
+    );
+    // None of these closed the connection.
+    assert_eq!(http.get("/health").status, 200);
+}
+
+#[test]
+fn ready_is_200_while_the_server_lives_and_503_naming_the_route_once_it_is_down() {
+    let mut mc = Memcached::start();
+    let (_bifrost, admin) = start_with_admin(
+        &mc.addr(),
+        "",
+        &["health: {interval: 100ms, failure_limit: 1, retry_after: 1s}"],
+    );
+    let mut http = HttpClient::connect(&admin);
+    let r = http.get("/ready");
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+    mc.kill();
+    let mut last = None;
+    wait_until(Duration::from_secs(10), "/ready answers 503", || {
+        let r = http.get("/ready");
+        let flipped = r.status == 503;
+        last = Some(r);
+        flipped
+    });
+    let r = last.expect("a response");
+    assert_eq!(
+        r.text(),
+        "all\n",
+        "the body names the route without a healthy target"
+    );
+    assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let (_mc, _bifrost, admin) = start("");
+    let mut http = HttpClient::connect(&admin);
+    let local = http.stream().local_addr().expect("local addr");
+    for _ in 0..3 {
+        assert_eq!(http.get("/health").status, 200);
+    }
+    assert_eq!(
+        http.stream().local_addr().expect("local addr"),
+        local,
+        "one connection"
+    );
+    let mut pipeline = Vec::new();
+    for path in ["/health", "/nope", "/ready", "/warm", "/health"] {
+        pipeline.extend(request_bytes(&admin, "GET", path, &[], b""));
+    }
+    http.send_raw(&pipeline);
+    let statuses: Vec<u16> = (0..5).map(|_| http.read_response().status).collect();
+    assert_eq!(statuses, [200, 404, 200, 200, 200]);
+    let bodies: Vec<String> = ["/ready", "/health"]
+        .iter()
+        .map(|p| {
+            http.send_raw(&request_bytes(&admin, "GET", p, &[], b""));
+            http.read_response().text()
+        })
+        .collect();
+    assert_eq!(bodies, ["ready\n", "ok\n"]);
+    // Connection: close is honoured after the answer.
+    let r = http.request("GET", "/health", &[("Connection", "close")], b"");
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    http.expect_closed();
+}
+
+#[test]
+fn a_malformed_request_gets_400_and_a_close() {
+    let (_mc, _bifrost, admin) = start("");
+    let mut http = HttpClient::connect(&admin);
+    http.send_raw(b"HELLO THERE\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    let r = http.read_response();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("Connection"), Some("close"));
+    http.expect_closed();
+    let mut http = HttpClient::connect(&admin);
+    http.send_raw(b"POST /warm HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(matches!(http.read_response().status, 400 | 411));
+    http.expect_closed();
+}
+
+#[test]
+fn an_oversized_head_gets_431_and_a_big_body_413() {
+    let (_mc, _bifrost, admin) = start("");
+    let mut http = HttpClient::connect(&admin);
+    let mut head = b"GET /health HTTP/1.1\r\nX-Filler: ".to_vec();
+    head.resize(16 * 1024, b'f');
+    head.extend_from_slice(b"\r\n\r\n");
+    // The server may stop reading before all of it is sent; the answer is what matters.
+    let _ = http.try_send_raw(&head);
+    let r = http.read_response();
+    assert_eq!(r.status, 431);
+    http.expect_closed();
+    let mut http = HttpClient::connect(&admin);
+    http.send_raw(b"POST /warm HTTP/1.1\r\nContent-Length: 4194305\r\n\r\n");
+    assert_eq!(http.read_response().status, 413);
+    http.expect_closed();
+}
+
+#[test]
+fn a_slow_request_gets_408_then_a_close() {
+    let (_mc, _bifrost, admin) = start("request_timeout: 300ms");
+    let mut http = HttpClient::connect(&admin);
+    let started = Instant::now();
+    http.send_raw(b"GET /health HTTP/1.1\r\nHost: a");
+    let r = http.read_response();
+    let took = started.elapsed();
+    assert_eq!(r.status, 408);
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(4),
+        "408 after {took:?}"
+    );
+    http.expect_closed();
+    // A body that stops short is timed the same way.
+    let mut http = HttpClient::connect(&admin);
+    http.send_raw(b"POST /warm HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"from\":");
+    assert_eq!(http.read_response().status, 408);
+    http.expect_closed();
+    // An idle keep-alive connection is not a slow request: it is still open after the
+    // request timeout.
+    let mut idle = HttpClient::connect(&admin);
+    assert_eq!(idle.get("/health").status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(idle.get("/health").status, 200);
+}
+
+#[test]
+fn the_connection_cap_refuses_the_extra_connection_only() {
+    let (_mc, _bifrost, admin) = start("max_connections: 2");
+    let mut first = HttpClient::connect(&admin);
+    let mut second = HttpClient::connect(&admin);
+    assert_eq!(first.get("/health").status, 200);
+    assert_eq!(second.get("/health").status, 200);
+    let mut extra = std::net::TcpStream::connect(&admin).expect("the kernel still accepts");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503 "),
+        "the extra connection is closed (or told 503): {answer}"
+    );
+    assert_eq!(
+        first.get("/health").status,
+        200,
+        "the first ones still work"
+    );
+    assert_eq!(second.get("/ready").status, 200);
+    // Once one closes, there is room again.
+    drop(first);
+    wait_until(
+        Duration::from_secs(5),
+        "a new admin connection is served",
+        || {
+            HttpClient::try_connect(&admin)
+                .ok()
+                .and_then(|mut c| {
+                    c.try_send_raw(&request_bytes(&admin, "GET", "/health", &[], b""))
+                        .ok()?;
+                    c.try_read_response("GET").ok()
+                })
+                .is_some_and(|r| r.status == 200)
+        },
+    );
+}
+
+#[test]
+fn a_token_guards_post_and_delete() {
+    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42'");
+    let mut http = HttpClient::connect(&admin);
+    let body = br#"{"from":"b1","to":"b1","keys":["a"]}"#;
+    let r = http.request("POST", "/warm", &[], body);
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("WWW-Authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "{:?}",
+        r.headers
+    );
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[("Authorization", "Bearer open-sesame-4")],
+        body,
+    );
+    assert_eq!(r.status, 401);
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[("Authorization", "Basic open-sesame-42")],
+        body,
+    );
+    assert_eq!(r.status, 401);
+    let r = http.request("DELETE", "/warm/1", &[], b"");
+    assert_eq!(r.status, 401);
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[("Authorization", "Bearer open-sesame-42")],
+        body,
+    );
+    assert_ne!(r.status, 401, "{}", r.text());
+    assert!(
+        r.header("Content-Type") == Some("application/json"),
+        "{:?}",
+        r.headers
+    );
+    let r = http.request(
+        "DELETE",
+        "/warm/987654321",
+        &[("Authorization", "Bearer open-sesame-42")],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    // Reads stay open.
+    assert_eq!(http.get("/health").status, 200);
+    assert_eq!(http.get("/warm").status, 200);
+}
+
+#[test]
+fn a_token_file_is_read_at_start() {
+    let secret = TempFile::new("admin-token", "txt", b"from-a-file\n");
+    let (_mc, _bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));
+    let mut http = HttpClient::connect(&admin);
+    assert_eq!(http.request("POST", "/warm", &[], b"{}").status, 401);
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[("Authorization", "Bearer from-a-file")],
+        b"{}",
+    );
+    assert_ne!(r.status, 401);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_bifrost");
+
+const OPEN_BIND_REFUSAL: &str = "admin.bind: 0.0.0.0:";
+
+fn open_bind_config(admin: &str) -> String {
+    BlindForward::new("127.0.0.1:11211").yaml(free_port()) + admin
+}
+
+#[test]
+fn a_non_loopback_bind_without_a_token_is_refused_by_check_and_at_start() {
+    let yaml = open_bind_config(&format!("admin: {{bind: '0.0.0.0:{}'}}\n", free_port()));
+    let out = Bifrost::check(&yaml);
+    assert!(
+        !out.status.success(),
+        "--check accepted it:\n{}",
+        out.stderr
+    );
+    for needle in [
+        OPEN_BIND_REFUSAL,
+        "is not a loopback address and no admin.token or admin.token_file is set",
+        "set a token or bind to 127.0.0.1",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle:?} not in:\n{}",
+            out.stderr
+        );
+    }
+
+    let config = TempFile::new("open-admin", "yaml", yaml.as_bytes());
+    let mut proc = Proc::spawn(
+        "bifrost",
+        Command::new(BIN).arg("--config").arg(config.path()),
+    );
+    let status = proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("bifrost refuses to start");
+    assert!(!status.success());
+    assert!(proc.log().contains(OPEN_BIND_REFUSAL), "{}", proc.log());
+
+    // With a token, the same bind passes --check.
+    let yaml = open_bind_config(&format!(
+        "admin: {{bind: '0.0.0.0:{}', token: t0ken}}\n",
+        free_port()
+    ));
+    let out = Bifrost::check(&yaml);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+#[test]
+fn a_taken_admin_port_is_a_start_up_error_naming_admin_bind() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let yaml = BlindForward::new("127.0.0.1:11211").yaml(free_port())
+        + &format!("admin: {{bind: '127.0.0.1:{port}'}}\n");
+    let config = TempFile::new("taken-admin", "yaml", yaml.as_bytes());
+    let mut proc = Proc::spawn(
+        "bifrost",
+        Command::new(BIN).arg("--config").arg(config.path()),
+    );
+    let status = proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("bifrost exits");
+    assert!(!status.success());
+    let log = proc.log();
+    assert!(
+        log.contains(&format!("admin.bind 127.0.0.1:{port}")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_slow_admin_client_does_not_hold_up_the_data_path() {
+    let (_mc, bifrost, admin) = start("");
+    // Several admin clients each hold a half-sent request, and one pipelines without reading.
+    let mut slow: Vec<HttpClient> = (0..4).map(|_| HttpClient::connect(&admin)).collect();
+    for c in slow.iter_mut() {
+        c.send_raw(b"POST /warm HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"fr");
+    }
+    let mut greedy = HttpClient::connect(&admin);
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend(request_bytes(&admin, "GET", "/stats", &[], b""));
+    }
+    greedy.send_raw(&pipeline);
+    let mut client = bifrost.client();
+    let started = Instant::now();
+    for i in 0..200 {
+        let key = format!("k{i}");
+        assert_eq!(client.set(&key, b"v", 0, 0), "STORED");
+        assert_eq!(client.get(&key).as_deref(), Some(&b"v"[..]));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "400 requests took {:?}",
+        started.elapsed()
+    );
+    // And the admin API itself still serves others.
+    assert_eq!(HttpClient::connect(&admin).get("/health").status, 200);
+}
+
+#[test]
+fn sigterm_stops_the_admin_thread_too() {
+    let (_mc, mut bifrost, admin) = start("");
+    let mut http = HttpClient::connect(&admin);
+    assert_eq!(http.get("/health").status, 200);
+    let status = bifrost.terminate();
+    assert!(status.success(), "exit {status}");
+    assert!(
+        HttpClient::try_connect(&admin).is_err(),
+        "admin port closed"
+    );
+}
