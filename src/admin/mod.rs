@@ -3,8 +3,8 @@
 //! does (rendering every counter, a slow or hostile client) can take time from the workers.
 //!
 //! - [`http`]: request framing (parsed with `httparse`), limits, responses.
-//! - [`router`]: which endpoint answers what, and the bearer-token check.
-//! - [`server`](self::server): the event loop and the per-connection state machine.
+//! - `router`: which endpoint answers what, and the bearer-token check.
+//! - `server`: the event loop and the per-connection state machine.
 //!
 //! The endpoints reach the rest of the proxy only through [`AdminApi`], so the server is tested
 //! alone with a fake; [`LiveApi`] is the real one. `docs/admin.md` documents the API.
