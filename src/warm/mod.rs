@@ -1,11 +1,41 @@
 //! The warming API's engine: jobs that copy keys from one backend pool to another, run on a
 //! poll loop of their own, and report their progress to the admin API.
+//!
+//! - [`request`]: the JSON body of `POST /warm`, validated against the config.
+//! - [`metadump`]: the streaming parser of `lru_crawler metadump all`.
+//! - [`wire`]: the `mg`/`ms` requests a job sends and the framing of their replies.
+//! - [`conn`]: one job connection (buffers, connect, stall clock).
+//! - [`job`]: one job's state machine (window, rate, placement, counters).
+//! - [`engine`]: the `bifrost-warm` thread and its poll loop.
+//! - [`status`]: what the admin thread reads of a job (counters, state, JSON).
+//!
+//! See docs/warming.md for the JSON shapes and the limits.
 
-use std::sync::Arc;
+pub mod conn;
+pub mod engine;
+pub mod job;
+pub mod metadump;
+pub mod request;
+pub mod status;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::health::HealthBoard;
 use crate::route::Router;
+use engine::Engine;
+use job::Job;
+use request::Keys;
+use status::{JobShared, State};
+
+/// Most jobs running at once; another is refused (409) until one ends.
+pub const MAX_RUNNING: usize = 4;
+/// Finished jobs whose status is kept (the oldest is forgotten first).
+pub const KEEP_FINISHED: usize = 100;
 
 /// Why a warming request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,42 +48,164 @@ pub enum WarmError {
     Conflict(String),
 }
 
+/// The jobs the manager knows and the thread that runs them.
+struct Jobs {
+    next_id: u64,
+    /// Running and kept finished jobs, oldest first.
+    jobs: VecDeque<Arc<JobShared>>,
+    /// Started with the first job.
+    engine: Option<Engine>,
+}
+
 /// Every warming job of the process: starts, reports and cancels them.
 pub struct WarmManager {
-    _router: Arc<Router>,
-    _health: Arc<HealthBoard>,
+    router: Arc<Router>,
+    health: Arc<HealthBoard>,
+    /// Backend names and their pool indices (as in `Router::pools`).
+    backends: Vec<(String, usize)>,
+    jobs: Mutex<Jobs>,
 }
 
 impl WarmManager {
     /// A manager for the pools of `config` (as placed by `router`).
     pub fn new(config: &Config, router: Arc<Router>, health: Arc<HealthBoard>) -> WarmManager {
-        let _ = config;
+        let backends = config
+            .backends
+            .iter()
+            .filter_map(|b| {
+                config
+                    .backend(&b.name)
+                    .map(|(index, _)| (b.name.clone(), index))
+            })
+            .collect();
         WarmManager {
-            _router: router,
-            _health: health,
+            router,
+            health,
+            backends,
+            jobs: Mutex::new(Jobs {
+                next_id: 1,
+                jobs: VecDeque::new(),
+                engine: None,
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        // Every update of Jobs is a single push or pop: a panic cannot leave it inconsistent.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts the job described by the JSON `body`; returns its id.
     pub fn start(&self, body: &[u8]) -> Result<u64, WarmError> {
-        let _ = body;
-        Err(WarmError::Conflict("warming is not implemented yet".into()))
+        let request = request::parse(body, |name| {
+            self.backends
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, pool)| pool)
+        })?;
+        let mut jobs = self.lock();
+        let running = jobs
+            .jobs
+            .iter()
+            .filter(|j| j.state() == State::Running)
+            .count();
+        if running >= MAX_RUNNING {
+            return Err(WarmError::Conflict(format!(
+                "{running} warming jobs are running (at most {MAX_RUNNING}); wait for one to end \
+                 or cancel one"
+            )));
+        }
+        if jobs.engine.is_none() {
+            let engine = Engine::spawn().map_err(|e| {
+                WarmError::Conflict(format!("cannot start the warming thread: {e}"))
+            })?;
+            jobs.engine = Some(engine);
+        }
+        let id = jobs.next_id;
+        jobs.next_id += 1;
+        let all = request.keys == Keys::All;
+        let shared = Arc::new(JobShared::new(
+            id,
+            request.from.clone(),
+            request.to.clone(),
+            all,
+            request.overwrite,
+            request.rate,
+        ));
+        log::info!(
+            "warm job {id} started: from {} to {}, {}, rate {}, overwrite {}",
+            request.from,
+            request.to,
+            match &request.keys {
+                Keys::All => "every key".to_string(),
+                Keys::List(keys) => format!("{} keys", keys.len()),
+            },
+            request
+                .rate
+                .map_or_else(|| "unlimited".to_string(), |r| format!("{r}/s")),
+            request.overwrite
+        );
+        let job = Job::new(
+            Arc::clone(&shared),
+            request,
+            Arc::clone(&self.router),
+            Arc::clone(&self.health),
+            Instant::now(),
+        );
+        jobs.jobs.push_back(shared);
+        let finished = jobs
+            .jobs
+            .iter()
+            .filter(|j| j.state() != State::Running)
+            .count();
+        if finished > KEEP_FINISHED {
+            let mut extra = finished - KEEP_FINISHED;
+            jobs.jobs.retain(|j| {
+                let forget = extra > 0 && j.state() != State::Running;
+                if forget {
+                    extra -= 1;
+                }
+                !forget
+            });
+        }
+        if let Some(engine) = &jobs.engine {
+            engine.submit(job);
+        }
+        Ok(id)
     }
 
     /// The JSON status of job `id`.
     pub fn status(&self, id: u64) -> Option<String> {
-        let _ = id;
-        None
+        let job = self.lock().jobs.iter().find(|j| j.id == id).cloned()?;
+        Some(job.to_json().to_string())
     }
 
     /// A JSON array of every job's status.
     pub fn list(&self) -> String {
-        "[]".to_string()
+        let jobs: Vec<Arc<JobShared>> = self.lock().jobs.iter().cloned().collect();
+        serde_json::Value::Array(jobs.iter().map(|j| j.to_json()).collect()).to_string()
     }
 
     /// Cancels job `id`.
     pub fn cancel(&self, id: u64) -> Result<(), WarmError> {
-        let _ = id;
-        Err(WarmError::NotFound)
+        let jobs = self.lock();
+        let job = jobs
+            .jobs
+            .iter()
+            .find(|j| j.id == id)
+            .ok_or(WarmError::NotFound)?;
+        job.cancel.store(true, Ordering::Relaxed);
+        // The state changes now, so a status read right after the cancel says so; the engine
+        // closes the job's connections at its next step.
+        if !job.finish(State::Cancelled, None) {
+            return Err(WarmError::Conflict(format!(
+                "job {id} already ended ({})",
+                job.state().name()
+            )));
+        }
+        if let Some(engine) = &jobs.engine {
+            engine.wake();
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,536 @@
+//! Tests of the warming engine (SPEC §8 `POST /warm`, issue 9) driven through the library's
+//! `WarmManager`, as the admin API drives it: every key of one memcached copied (`all`, via
+//! `lru_crawler metadump`) to another with its value, flags and remaining TTL; keys the target
+//! holds skipped, or overwritten with `overwrite`; `keys` mode placing each key on the server of
+//! the target pool the proxy would use; progress readable while a rate-limited job runs;
+//! cancel; dead sources and targets failing the job with a reason naming the server; keys the
+//! source lacks counted missing; and the refusals (400, 404, 409).
+//!
+//! Real memcached processes; a port nothing listens on for a dead server.
+
+mod common;
+
+use bifrost::config::{Config, Format};
+use bifrost::health::HealthBoard;
+use bifrost::route::Router;
+use bifrost::warm::{WarmError, WarmManager, MAX_RUNNING};
+use common::tiers::{dead_addr, server_list};
+use common::{wait_until, Client, Memcached};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a job over a few thousand keys may take on a loaded 2-core box (debug build).
+const JOB_DEADLINE: Duration = Duration::from_secs(60);
+/// Seconds a copied TTL may be below the source's (the copy takes time; `mg t` rounds).
+const TTL_MARGIN: i64 = 5;
+
+/// A manager over backends `src` and `dst` (each a YAML list of servers, see `server_list`),
+/// with its router so a test can ask where a key goes.
+fn manager(src: &str, dst: &str) -> (WarmManager, Arc<Router>) {
+    let yaml = format!(
+        "listeners: [{{name: main, bind: \"127.0.0.1:0\"}}]\n\
+         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n  dst:\n    servers: {dst}\n    timeout: 1s\n\
+         routes:\n  - {{name: rest, match: \"*\", strategy: consistent_hash, backend: src}}\n"
+    );
+    let config = Config::parse(&yaml, "warm.yaml", Format::Yaml)
+        .unwrap_or_else(|e| panic!("config {yaml}: {e:?}"));
+    let router = Arc::new(Router::new(&config).unwrap_or_else(|e| panic!("router: {e}")));
+    let health = Arc::new(HealthBoard::new(router.servers()));
+    (
+        WarmManager::new(&config, Arc::clone(&router), health),
+        router,
+    )
+}
+
+/// A manager from memcached `src` to memcached `dst`.
+fn one_to_one(src: &str, dst: &str) -> WarmManager {
+    manager(&format!("[\"{src}\"]"), &format!("[\"{dst}\"]")).0
+}
+
+fn start(m: &WarmManager, body: &str) -> u64 {
+    m.start(body.as_bytes())
+        .unwrap_or_else(|e| panic!("POST /warm {body}: {e:?}"))
+}
+
+fn status(m: &WarmManager, id: u64) -> Value {
+    let text = m
+        .status(id)
+        .unwrap_or_else(|| panic!("no status for job {id}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {text}: {e}"))
+}
+
+/// Waits until job `id` is no longer running; its final status.
+fn wait_end(m: &WarmManager, id: u64) -> Value {
+    let mut last = Value::Null;
+    wait_until(JOB_DEADLINE, &format!("job {id} ends"), || {
+        last = status(m, id);
+        last["state"] != "running"
+    });
+    last
+}
+
+fn count(s: &Value, field: &str) -> u64 {
+    s[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {s}"))
+}
+
+/// Stores `items` (key, value, flags, exptime) on `c` with pipelined `noreply` sets.
+fn fill(c: &mut Client, items: &[(String, Vec<u8>, u32, u32)]) {
+    for batch in items.chunks(500) {
+        let mut req = Vec::new();
+        for (key, value, flags, exptime) in batch {
+            req.extend_from_slice(
+                format!("set {key} {flags} {exptime} {} noreply\r\n", value.len()).as_bytes(),
+            );
+            req.extend_from_slice(value);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"mn\r\n");
+        c.send(&req);
+        assert_eq!(c.read_line(), "MN", "after {} sets", batch.len());
+    }
+}
+
+/// `mg <key> [b] v f t`: value, flags and remaining TTL (-1 none), or `None` on a miss.
+fn mg(c: &mut Client, key: &str, binary: bool) -> Option<(Vec<u8>, u32, i64)> {
+    let b = if binary { " b" } else { "" };
+    c.send(format!("mg {key}{b} v f t\r\n").as_bytes());
+    let line = c.read_line();
+    if line == "EN" {
+        return None;
+    }
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.first(), Some(&"VA"), "mg {key}: {line}");
+    let len: usize = fields[1].parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+    let field = |p: char| {
+        fields
+            .iter()
+            .find_map(|f| f.strip_prefix(p))
+            .unwrap_or_else(|| panic!("{line}: no {p}"))
+    };
+    let flags = field('f').parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+    let ttl = field('t').parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+    let data = c.read_exact(len + 2);
+    Some((data[..len].to_vec(), flags, ttl))
+}
+
+/// `n` keys `key-<i>` with values of varied sizes (up to ~20 KB), flags and TTLs (none, short,
+/// long, and beyond memcached's 30-day relative limit).
+fn varied_items(n: usize) -> Vec<(String, Vec<u8>, u32, u32)> {
+    (0..n)
+        .map(|i| {
+            let size = match i % 7 {
+                0 => 0,
+                1 => 20_000,
+                _ => 10 + i % 300,
+            };
+            let value: Vec<u8> = (0..size).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+            let exptime = match i % 4 {
+                0 => 0,
+                1 => 100 + (i % 1000) as u32,
+                2 => 86_400,
+                _ => 40 * 86_400, // 40 days: memcached reads it as a unix time; see below
+            };
+            (format!("key-{i}"), value, (i * 7919) as u32, exptime)
+        })
+        .collect()
+}
+
+/// The TTL a set with `exptime` leaves (memcached reads an exptime over 30 days as a unix time:
+/// 40 days as a number is 1970, already expired; so the fill stores those as now + 40 days).
+fn absolute(items: &mut [(String, Vec<u8>, u32, u32)]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as u32;
+    for item in items.iter_mut() {
+        if item.3 > 30 * 86_400 {
+            item.3 += now;
+        }
+    }
+}
+
+#[test]
+fn all_copies_every_key_with_its_value_flags_and_ttl() {
+    // memcached's LRU maintainer moves fresh items between LRU segments in the background, and
+    // a metadump walks the segments one after another: an item moved meanwhile can be missed
+    // or listed twice (docs/warming.md). Without the maintainer the dump is exact.
+    let src = Memcached::start_with(&["-o", "no_lru_maintainer"]);
+    let dst = Memcached::start();
+    let mut items = varied_items(3000);
+    absolute(&mut items);
+    let mut source = src.client();
+    fill(&mut source, &items);
+    // A key that is no text-protocol key (a control byte): listed url-encoded, copied with `b`.
+    source.send(b"ms a2V5AWJpbg== 3 b F42 T0\r\nbin\r\n");
+    assert_eq!(source.read_line(), "HD");
+    // A key with bytes above 0x7f (valid as it is).
+    fill(&mut source, &[("ключ".to_string(), b"utf8".to_vec(), 5, 0)]);
+    let total = items.len() as u64 + 2;
+
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let started = Instant::now();
+    let id = start(&m, r#"{"from": "src", "to": "dst", "all": true}"#);
+    let s = wait_end(&m, id);
+    let took = started.elapsed();
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["mode"], "all");
+    assert_eq!(s["error"], Value::Null);
+    // The crawler skips an item whose lock a worker thread holds at that instant (the job's
+    // own reads run meanwhile): the dump is best effort, a few keys may be left out.
+    let first = count(&s, "seen");
+    assert!(
+        first <= total && first + 10 >= total,
+        "seen {first} of {total}: {s}"
+    );
+    for (field, want) in [
+        ("copied", first),
+        ("skipped", 0),
+        ("missing", 0),
+        ("failed", 0),
+    ] {
+        assert_eq!(count(&s, field), want, "{field} in {s}");
+    }
+    eprintln!(
+        "copied {first} keys in {took:?}: {:.0} keys/s",
+        first as f64 / took.as_secs_f64()
+    );
+    // A second pass copies what the first left out and skips the rest.
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "all": true}"#),
+    );
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(
+        count(&s, "copied") + count(&s, "skipped"),
+        count(&s, "seen"),
+        "{s}"
+    );
+    assert_eq!(count(&s, "copied"), total - first, "{s}");
+
+    let mut target = dst.client();
+    let mut source = src.client();
+    for (key, value, flags, _) in &items {
+        let (want_value, want_flags, want_ttl) =
+            mg(&mut source, key, false).unwrap_or_else(|| panic!("{key} gone from the source"));
+        let (got, got_flags, got_ttl) =
+            mg(&mut target, key, false).unwrap_or_else(|| panic!("{key} not copied"));
+        assert_eq!(&got, value, "{key}: value");
+        assert_eq!(want_value, got, "{key}: value");
+        assert_eq!((got_flags, want_flags), (*flags, *flags), "{key}: flags");
+        if want_ttl == -1 {
+            assert_eq!(got_ttl, -1, "{key}: no expiry on the source");
+        } else {
+            assert!(
+                got_ttl <= want_ttl + 1 && got_ttl >= want_ttl - TTL_MARGIN,
+                "{key}: TTL {got_ttl} on the target, {want_ttl} on the source"
+            );
+        }
+    }
+    assert_eq!(
+        mg(&mut target, "a2V5AWJpbg==", true),
+        Some((b"bin".to_vec(), 42, -1)),
+        "the binary key"
+    );
+    assert_eq!(
+        mg(&mut target, "ключ", false),
+        Some((b"utf8".to_vec(), 5, -1))
+    );
+}
+
+#[test]
+fn a_key_the_target_holds_is_skipped_unless_overwrite() {
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let keys: Vec<(String, Vec<u8>, u32, u32)> = (0..3)
+        .map(|i| (format!("k{i}"), format!("new{i}").into_bytes(), 1, 0))
+        .collect();
+    fill(&mut src.client(), &keys);
+    let mut target = dst.client();
+    fill(&mut target, &[("k1".to_string(), b"old".to_vec(), 9, 0)]);
+
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let body = r#"{"from": "src", "to": "dst", "keys": ["k0", "k1", "k2"]}"#;
+    let s = wait_end(&m, start(&m, body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!((count(&s, "copied"), count(&s, "skipped")), (2, 1), "{s}");
+    assert_eq!(mg(&mut target, "k1", false), Some((b"old".to_vec(), 9, -1)));
+    assert_eq!(
+        mg(&mut target, "k0", false),
+        Some((b"new0".to_vec(), 1, -1))
+    );
+
+    let body = r#"{"from": "src", "to": "dst", "keys": ["k0", "k1", "k2"], "overwrite": true}"#;
+    let s = wait_end(&m, start(&m, body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["overwrite"], true);
+    assert_eq!((count(&s, "copied"), count(&s, "skipped")), (3, 0), "{s}");
+    assert_eq!(
+        mg(&mut target, "k1", false),
+        Some((b"new1".to_vec(), 1, -1))
+    );
+}
+
+#[test]
+fn keys_mode_places_each_key_where_the_target_pool_would() {
+    let src = Memcached::start();
+    let dsts = [Memcached::start(), Memcached::start()];
+    let dst_addrs: Vec<String> = dsts.iter().map(Memcached::addr).collect();
+    let (m, router) = manager(
+        &format!("[\"{}\"]", src.addr()),
+        &server_list("d", &dst_addrs),
+    );
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..200)
+        .map(|i| (format!("user:{i}"), format!("v{i}").into_bytes(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let keys: Vec<String> = items.iter().map(|i| format!("\"{}\"", i.0)).collect();
+    let body = format!(
+        r#"{{"from": "src", "to": "dst", "keys": [{}]}}"#,
+        keys.join(",")
+    );
+    let s = wait_end(&m, start(&m, &body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(count(&s, "copied"), 200, "{s}");
+
+    let pool = router
+        .pools()
+        .iter()
+        .find(|p| p.name == "dst")
+        .expect("pool dst");
+    let mut clients: Vec<Client> = dsts.iter().map(Memcached::client).collect();
+    let mut per_server = [0usize; 2];
+    for (key, value, _, _) in &items {
+        let owner = router.servers()[pool.server_for(key.as_bytes())]
+            .addr
+            .to_string();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let got = mg(c, key, false).map(|(v, _, _)| v);
+            if dst_addrs[i] == owner {
+                assert_eq!(got.as_ref(), Some(value), "{key} on its server {owner}");
+                per_server[i] += 1;
+            } else {
+                assert_eq!(got, None, "{key} is not {}'s", dst_addrs[i]);
+            }
+        }
+    }
+    assert!(
+        per_server.iter().all(|&n| n > 0),
+        "both servers own keys: {per_server:?}"
+    );
+}
+
+#[test]
+fn progress_is_readable_while_a_rate_limited_job_runs() {
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..500)
+        .map(|i| (format!("p{i}"), b"x".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let id = start(
+        &m,
+        r#"{"from": "src", "to": "dst", "all": true, "rate": 100}"#,
+    );
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(10), "the job reports keys seen", || {
+        last = status(&m, id);
+        count(&last, "seen") > 0
+    });
+    assert_eq!(last["state"], "running", "{last}");
+    assert_eq!(last["rate"], 100.0);
+    let seen = count(&last, "seen");
+    assert!(seen < 500, "rate 100/s: {last}");
+    // The counts keep moving while it runs, and the list shows it.
+    wait_until(Duration::from_secs(10), "more keys copied", || {
+        count(&status(&m, id), "copied") > seen
+    });
+    let list: Value = serde_json::from_str(&m.list()).expect("list is JSON");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id);
+    // The rate holds: 100 keys/s (a tenth of a second's burst at most).
+    let s = status(&m, id);
+    let elapsed = s["elapsed_seconds"].as_f64().expect("elapsed");
+    assert!(
+        (count(&s, "seen") as f64) <= 100.0 * elapsed + 15.0,
+        "over the rate: {s}"
+    );
+    m.cancel(id).expect("cancel");
+}
+
+#[test]
+fn cancel_stops_a_running_job() {
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..1000)
+        .map(|i| (format!("c{i}"), b"x".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let id = start(
+        &m,
+        r#"{"from": "src", "to": "dst", "all": true, "rate": 200}"#,
+    );
+    wait_until(Duration::from_secs(10), "some keys copied", || {
+        count(&status(&m, id), "copied") > 0
+    });
+    m.cancel(id).expect("cancel");
+    let s = status(&m, id);
+    assert_eq!(s["state"], "cancelled", "at once after the cancel: {s}");
+    // The engine stops it: the target stops receiving keys.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = count(&dst.client().stats_of("curr_items"), "v");
+    std::thread::sleep(Duration::from_millis(500));
+    let later = count(&dst.client().stats_of("curr_items"), "v");
+    assert_eq!(after, later, "keys still arrive after the cancel");
+    assert!(later < 1000, "cancelled early: {later} keys on the target");
+    let s = status(&m, id);
+    assert!(count(&s, "copied") < 1000, "{s}");
+    assert_eq!(
+        m.cancel(id),
+        Err(WarmError::Conflict(format!(
+            "job {id} already ended (cancelled)"
+        )))
+    );
+}
+
+/// `stats` field `name` of a client as `{"v": N}` (for `count`).
+trait StatsOf {
+    fn stats_of(&mut self, name: &str) -> Value;
+}
+
+impl StatsOf for Client {
+    fn stats_of(&mut self, name: &str) -> Value {
+        serde_json::json!({ "v": self.stat(name) })
+    }
+}
+
+#[test]
+fn a_dead_source_fails_the_job_naming_it() {
+    let dst = Memcached::start();
+    let dead = dead_addr();
+    let m = one_to_one(&dead, &dst.addr());
+    for body in [
+        r#"{"from": "src", "to": "dst", "all": true}"#,
+        r#"{"from": "src", "to": "dst", "keys": ["a", "b"]}"#,
+    ] {
+        let s = wait_end(&m, start(&m, body));
+        assert_eq!(s["state"], "failed", "{body}: {s}");
+        assert_eq!(
+            s["error"],
+            format!("source {dead}: connection refused"),
+            "{body}: {s}"
+        );
+        assert_eq!(count(&s, "copied"), 0);
+    }
+}
+
+#[test]
+fn a_dead_target_fails_the_job_naming_it() {
+    let src = Memcached::start();
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..50)
+        .map(|i| (format!("t{i}"), b"x".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let dead = dead_addr();
+    let m = one_to_one(&src.addr(), &dead);
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "all": true}"#),
+    );
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(
+        s["error"],
+        format!("target {dead}: connection refused"),
+        "{s}"
+    );
+    assert!(
+        count(&s, "failed") > 0,
+        "the keys in flight count as failed: {s}"
+    );
+    assert_eq!(count(&s, "copied"), 0, "{s}");
+}
+
+#[test]
+fn a_target_killed_mid_copy_fails_the_job() {
+    let src = Memcached::start();
+    let mut dst = Memcached::start();
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..2000)
+        .map(|i| (format!("m{i}"), b"x".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let id = start(
+        &m,
+        r#"{"from": "src", "to": "dst", "all": true, "rate": 500}"#,
+    );
+    wait_until(Duration::from_secs(10), "some keys copied", || {
+        count(&status(&m, id), "copied") > 0
+    });
+    dst.kill();
+    let s = wait_end(&m, id);
+    assert_eq!(s["state"], "failed", "{s}");
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("target {}: ", dst.addr())),
+        "{s}"
+    );
+}
+
+#[test]
+fn keys_the_source_lacks_are_counted_missing() {
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    fill(
+        &mut src.client(),
+        &[("here".to_string(), b"v".to_vec(), 0, 0)],
+    );
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let body = r#"{"from": "src", "to": "dst", "keys": ["here", "gone1", "gone2"]}"#;
+    let s = wait_end(&m, start(&m, body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["mode"], "keys");
+    for (field, want) in [("seen", 3), ("copied", 1), ("missing", 2), ("failed", 0)] {
+        assert_eq!(count(&s, field), want, "{field} in {s}");
+    }
+    assert_eq!(mg(&mut dst.client(), "gone1", false), None);
+}
+
+#[test]
+fn refusals() {
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let m = one_to_one(&src.addr(), &dst.addr());
+    for body in [
+        "not json",
+        r#"{"from": "src", "to": "nosuch", "all": true}"#,
+        r#"{"from": "src", "to": "src", "all": true}"#,
+        r#"{"from": "src", "to": "dst", "all": true, "keys": ["k"]}"#,
+        r#"{"from": "src", "to": "dst", "all": true, "speed": 3}"#,
+    ] {
+        assert!(
+            matches!(m.start(body.as_bytes()), Err(WarmError::BadRequest(_))),
+            "{body}"
+        );
+    }
+    assert_eq!(m.status(12345), None);
+    assert_eq!(m.cancel(12345), Err(WarmError::NotFound));
+    assert_eq!(m.list(), "[]");
+
+    // At most MAX_RUNNING at once: slow jobs (half a key per second) hold the slots.
+    let slow = r#"{"from": "src", "to": "dst", "keys": ["a", "b", "c", "d"], "rate": 0.5}"#;
+    let ids: Vec<u64> = (0..MAX_RUNNING).map(|_| start(&m, slow)).collect();
+    assert!(
+        matches!(m.start(slow.as_bytes()), Err(WarmError::Conflict(_))),
+        "a job over the limit"
+    );
+    m.cancel(ids[0]).expect("cancel");
+    let again = start(&m, slow);
+    let list: Value = serde_json::from_str(&m.list()).expect("list is JSON");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(MAX_RUNNING + 1),
+        "{list}"
+    );
+    for id in ids.iter().skip(1).chain([&again]) {
+        m.cancel(*id).expect("cancel");
+    }
+}
