@@ -25,6 +25,7 @@ use crate::protocol::Command;
 mod error;
 mod load;
 mod routes;
+pub mod twemproxy;
 mod units;
 mod validate;
 mod walker;
@@ -524,6 +525,13 @@ impl Config {
                 format!("cannot read the file: {e}"),
             )),
         }
+    }
+
+    /// Translates the twemproxy (nutcracker) configuration at `path` into a Bifröst one and
+    /// loads it (`bifrost --twemproxy`): the [`twemproxy::Translation`] holds the config, its
+    /// YAML (what `--print-config` prints) and the warnings; see [`twemproxy`].
+    pub fn load_twemproxy(path: &Path) -> Result<twemproxy::Translation, twemproxy::Rejection> {
+        twemproxy::load(path)
     }
 
     /// Parses and validates config text; `file_name` is only used in error messages.
