@@ -56,8 +56,8 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ),
     (
         "tcpkeepalive",
-        "Bifröst does not set SO_KEEPALIVE; idle clients are closed by the listener's \
-         idle_timeout instead",
+        "Bifröst does not set SO_KEEPALIVE on server connections; with `auto_eject_hosts` \
+         its health probes notice a server that went away",
     ),
     ("redis_auth", "Bifröst speaks the memcached protocol only"),
     ("redis_db", "Bifröst speaks the memcached protocol only"),
