@@ -408,3 +408,41 @@ pub fn check_config(data: &[u8]) {
         let _ = Config::parse(text, "fuzz.yaml", Format::Yaml);
     }
 }
+
+/// Parses `data` as admin HTTP requests under the real limits and under tiny ones: never a
+/// panic; a complete request takes no more than the buffer, its body is the bytes its length
+/// says, and every shorter prefix of it is incomplete (the server waits for the rest instead of
+/// acting on part of a request).
+pub fn check_admin_http(data: &[u8]) {
+    use bifrost::admin::http::{parse, Parsed};
+    use std::time::Duration;
+    let real = bifrost::admin::Limits::new(Duration::from_secs(10), 64);
+    let tiny = bifrost::admin::Limits {
+        max_head: 64,
+        max_body: 16,
+        ..real
+    };
+    for limits in [real, tiny] {
+        let mut rest = data;
+        // Pipelined requests, one after another, as the server takes them.
+        for _ in 0..8 {
+            match parse(rest, &limits) {
+                Parsed::Complete(request, used) => {
+                    assert!(used > 0 && used <= rest.len(), "{used} of {}", rest.len());
+                    assert!(request.body.len() <= limits.max_body);
+                    let tail = rest.get(used - request.body.len()..used);
+                    assert_eq!(tail, Some(request.body), "the body ends the request");
+                    for cut in 0..used {
+                        let prefix = rest.get(..cut).unwrap_or_default();
+                        assert!(
+                            matches!(parse(prefix, &limits), Parsed::Incomplete { .. }),
+                            "a prefix of {cut} bytes of a {used}-byte request is not incomplete"
+                        );
+                    }
+                    rest = rest.get(used..).unwrap_or_default();
+                }
+                Parsed::Incomplete { .. } | Parsed::Reject(..) => break,
+            }
+        }
+    }
+}

@@ -47,7 +47,7 @@ fn inputs() -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn seed_corpora_are_present() {
-    for target in ["request_parser", "reply_parser", "config_loader"] {
+    for target in ["request_parser", "reply_parser", "config_loader", "admin_http"] {
         let dir = fuzz_dir().join("corpus").join(target);
         let count = fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -77,5 +77,13 @@ fn replay_config_loader() {
     for (path, bytes) in inputs() {
         eprintln!("config_loader <- {}", path.display());
         checks::check_config(&bytes);
+    }
+}
+
+#[test]
+fn replay_admin_http() {
+    for (path, bytes) in inputs() {
+        eprintln!("admin_http <- {}", path.display());
+        checks::check_admin_http(&bytes);
     }
 }
