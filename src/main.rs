@@ -24,7 +24,8 @@ struct Args {
     /// its `listen` address with a consistent_hash route over its servers (docs/twemproxy.md).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     twemproxy: Option<PathBuf>,
-    /// Validate the configuration and exit (0 when valid).
+    /// Validate the configuration (`--config` or `--twemproxy`) and exit: 0 when valid, 2 on
+    /// errors; warnings go to stderr.
     #[arg(long)]
     check: bool,
     /// Print the configuration as Bifröst YAML on stdout and exit: the translation of a
