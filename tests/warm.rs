@@ -28,9 +28,19 @@ const TTL_MARGIN: i64 = 5;
 /// A manager over backends `src` and `dst` (each a YAML list of servers, see `server_list`),
 /// with its router so a test can ask where a key goes.
 fn manager(src: &str, dst: &str) -> (WarmManager, Arc<Router>) {
+    let (m, router, _) = manager_with(src, dst, "");
+    (m, router)
+}
+
+/// [`manager`] with `dst_extra` (YAML lines) added to backend `dst`, and the health board.
+fn manager_with(
+    src: &str,
+    dst: &str,
+    dst_extra: &str,
+) -> (WarmManager, Arc<Router>, Arc<HealthBoard>) {
     let yaml = format!(
         "listeners: [{{name: main, bind: \"127.0.0.1:0\"}}]\n\
-         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n  dst:\n    servers: {dst}\n    timeout: 1s\n\
+         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n  dst:\n    servers: {dst}\n    timeout: 1s\n{dst_extra}\
          routes:\n  - {{name: rest, match: \"*\", strategy: consistent_hash, backend: src}}\n"
     );
     let config = Config::parse(&yaml, "warm.yaml", Format::Yaml)
@@ -38,8 +48,9 @@ fn manager(src: &str, dst: &str) -> (WarmManager, Arc<Router>) {
     let router = Arc::new(Router::new(&config).unwrap_or_else(|e| panic!("router: {e}")));
     let health = Arc::new(HealthBoard::new(router.servers()));
     (
-        WarmManager::new(&config, Arc::clone(&router), health),
+        WarmManager::new(&config, Arc::clone(&router), Arc::clone(&health)),
         router,
+        health,
     )
 }
 
@@ -319,6 +330,148 @@ fn keys_mode_places_each_key_where_the_target_pool_would() {
         per_server.iter().all(|&n| n > 0),
         "both servers own keys: {per_server:?}"
     );
+}
+
+#[test]
+fn keys_skip_a_target_server_the_proxy_ejected() {
+    let src = Memcached::start();
+    let dsts = [Memcached::start(), Memcached::start()];
+    let dst_addrs: Vec<String> = dsts.iter().map(Memcached::addr).collect();
+    let (m, router, health) = manager_with(
+        &format!("[\"{}\"]", src.addr()),
+        &server_list("d", &dst_addrs),
+        "    health: {eject: true, failure_limit: 1}\n",
+    );
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..100)
+        .map(|i| (format!("e{i}"), b"v".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    // Server d0 is down and ejected: the proxy sends all of dst's keys to d1 now.
+    let d0 = router
+        .servers()
+        .iter()
+        .position(|s| s.addr.to_string() == dst_addrs[0])
+        .expect("d0");
+    assert!(health.failure(d0, "test"), "d0 marked down");
+    let keys: Vec<String> = items.iter().map(|i| format!("\"{}\"", i.0)).collect();
+    let body = format!(
+        r#"{{"from": "src", "to": "dst", "keys": [{}]}}"#,
+        keys.join(",")
+    );
+    let s = wait_end(&m, start(&m, &body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(count(&s, "copied"), 100, "{s}");
+    assert_eq!(
+        dsts[0].client().stat("curr_items"),
+        0,
+        "nothing on the ejected server"
+    );
+    assert_eq!(
+        dsts[1].client().stat("curr_items"),
+        100,
+        "every key on the other"
+    );
+}
+
+#[test]
+fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
+    // A dump far larger than the socket buffers (about 20 MB of key lines) read at 20 keys a
+    // second: the job reads it a window at a time, so memcached's crawler waits on TCP (it
+    // stays running) and the process never holds the dump.
+    let src = Memcached::start_with(&["-m", "256"]);
+    let dst = Memcached::start();
+    let long = "k".repeat(200);
+    let total = 100_000;
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..total)
+        .map(|i| (format!("{long}{i}"), b"v".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let slow = start(
+        &m,
+        r#"{"from": "src", "to": "dst", "all": true, "rate": 20}"#,
+    );
+    wait_until(Duration::from_secs(10), "the slow job copies", || {
+        count(&status(&m, slow), "copied") > 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut direct = src.client();
+    assert_eq!(
+        direct.stat("lru_crawler_running"),
+        1,
+        "the crawler waits on us"
+    );
+    // memcached 1.6 blocks the worker thread asked for a second dump meanwhile: refused.
+    match m.start(br#"{"from": "src", "to": "dst", "all": true}"#) {
+        Err(WarmError::Conflict(reason)) => assert!(
+            reason.contains(&format!("job {slow} is enumerating {}", src.addr())),
+            "{reason}"
+        ),
+        other => panic!("a second dump of the same server: {other:?}"),
+    }
+    let s = status(&m, slow);
+    assert_eq!(s["state"], "running", "{s}");
+    assert!(count(&s, "seen") < 1000, "rate 20/s: {s}");
+    // Cancelled, its dump connection closes and the crawler is free: a job without a rate
+    // started at once gets the whole dump.
+    m.cancel(slow).expect("cancel");
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "all": true}"#),
+    );
+    assert_eq!(s["state"], "done", "{s}");
+    let seen = count(&s, "seen");
+    assert!(
+        seen + 100 >= total as u64,
+        "best effort, but nearly all: {s}"
+    );
+    assert!(
+        direct.version().starts_with("VERSION "),
+        "the source still serves"
+    );
+    assert_eq!(direct.stat("lru_crawler_running"), 0);
+}
+
+/// Keys per second without a rate: `cargo test --release --test warm -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn throughput() {
+    let src = Memcached::start_with(&["-m", "512"]);
+    let dst = Memcached::start_with(&["-m", "512"]);
+    for (n, size) in [(200_000usize, 100usize), (50_000, 4000)] {
+        let items: Vec<(String, Vec<u8>, u32, u32)> = (0..n)
+            .map(|i| (format!("tp{size}-{i}"), vec![b'x'; size], 0, 0))
+            .collect();
+        fill(&mut src.client(), &items);
+        let keys: Vec<String> = items.iter().map(|i| format!("\"{}\"", i.0)).collect();
+        let m = one_to_one(&src.addr(), &dst.addr());
+        for (mode, body) in [
+            (
+                "keys",
+                format!(
+                    r#"{{"from": "src", "to": "dst", "keys": [{}]}}"#,
+                    keys.join(",")
+                ),
+            ),
+            (
+                "all (overwrite)",
+                r#"{"from": "src", "to": "dst", "all": true, "overwrite": true}"#.to_string(),
+            ),
+        ] {
+            let started = Instant::now();
+            let s = wait_end(&m, start(&m, &body));
+            let took = started.elapsed();
+            assert_eq!(s["state"], "done", "{s}");
+            eprintln!(
+                "{mode}, {size}-byte values: {} copied of {} seen in {took:.2?}: {:.0} keys/s",
+                count(&s, "copied"),
+                count(&s, "seen"),
+                count(&s, "copied") as f64 / took.as_secs_f64()
+            );
+        }
+        fill(&mut dst.client(), &[]);
+        dst.client().send(b"flush_all\r\n");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! each job owns its own, so client traffic shares only the CPU with warming (which a job's
 //! `rate` bounds).
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,32 +89,39 @@ fn run(mut poll: Poll, shared: &Shared) {
     let mut events = Events::with_capacity(256);
     let mut jobs: Vec<Job> = Vec::new();
     let mut next_token = 0usize;
+    let mut dumping = HashSet::new();
     let mut timeout: Option<Duration> = None;
     loop {
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("warming: poll failed: {e}; stopping every job");
+                let mut ctx = Ctx {
+                    registry: poll.registry(),
+                    next_token: &mut next_token,
+                    dumping: &mut dumping,
+                    now: Instant::now(),
+                };
                 for job in &mut jobs {
-                    job.abort(poll.registry(), &format!("the warming loop failed: {e}"));
+                    job.abort(&mut ctx, &format!("the warming loop failed: {e}"));
                 }
                 return;
             }
         }
         jobs.append(&mut lock(&shared.inbox));
+        let mut ctx = Ctx {
+            registry: poll.registry(),
+            next_token: &mut next_token,
+            dumping: &mut dumping,
+            now: Instant::now(),
+        };
         if shared.stop.load(Ordering::Acquire) {
             for job in &mut jobs {
-                job.abort(poll.registry(), "the process is shutting down");
+                job.abort(&mut ctx, "the process is shutting down");
             }
             return;
         }
-        let now = Instant::now();
         let mut wake_at: Option<Instant> = None;
         for job in &mut jobs {
-            let mut ctx = Ctx {
-                registry: poll.registry(),
-                next_token: &mut next_token,
-                now,
-            };
             if let Some(at) = job.step(&mut ctx) {
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }

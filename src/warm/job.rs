@@ -13,7 +13,8 @@
 //! fails the whole job with a reason naming the server: a partial copy is reported, never
 //! retried forever.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,8 @@ pub const WRITE_BACKLOG: usize = 4 << 20;
 pub const BUSY_ATTEMPTS: u32 = 10;
 /// The wait before asking a busy crawler again.
 pub const BUSY_DELAY: Duration = Duration::from_millis(500);
+/// The wait before looking again whether another job's dump of a server ended.
+const DUMP_QUEUE_DELAY: Duration = Duration::from_millis(100);
 /// Rounds of one job per step before the engine serves the others (and notices cancels).
 const ROUNDS_PER_STEP: usize = 32;
 /// The request that starts a dump; alone on its connection (memcached refuses a dump with
@@ -47,6 +50,11 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     /// The next unused poll token.
     pub next_token: &'a mut usize,
+    /// Servers a dump of any job is streaming from: memcached 1.6 answers a second
+    /// `lru_crawler metadump` while its crawler is held by blocking the worker thread that
+    /// asked (every client of that thread hangs, and the held dump can stall with it), so the
+    /// engine never asks one server for two dumps at once.
+    pub dumping: &'a mut HashSet<SocketAddr>,
     /// The time of this step.
     pub now: Instant,
 }
@@ -71,6 +79,7 @@ enum Dump {
 
 struct DumpOf {
     server: usize,
+    addr: Option<SocketAddr>,
     state: Dump,
     busy: u32,
 }
@@ -176,6 +185,7 @@ impl Job {
                             .iter()
                             .map(|&server| DumpOf {
                                 server,
+                                addr: router.servers().get(server).map(|s| s.addr),
                                 state: Dump::Waiting(now),
                                 busy: 0,
                             })
@@ -238,7 +248,7 @@ impl Job {
                 self.id(),
                 self.shared.summary()
             );
-            self.close(ctx.registry);
+            self.close(ctx);
             return None;
         }
         self.refresh_placement();
@@ -247,7 +257,7 @@ impl Job {
         loop {
             match self.round(ctx) {
                 Err(reason) => {
-                    self.fail(ctx.registry, reason);
+                    self.fail(ctx, reason);
                     return None;
                 }
                 Ok(false) => break,
@@ -262,11 +272,11 @@ impl Job {
             if self.shared.finish(State::Done, None) {
                 log::info!("warm job {} done: {}", self.id(), self.shared.summary());
             }
-            self.close(ctx.registry);
+            self.close(ctx);
             return None;
         }
         if let Some(reason) = self.overdue(ctx.now) {
-            self.fail(ctx.registry, reason);
+            self.fail(ctx, reason);
             return None;
         }
         if self.more {
@@ -276,7 +286,7 @@ impl Job {
     }
 
     /// Ends the job (for the engine's shutdown).
-    pub fn abort(&mut self, registry: &Registry, why: &str) {
+    pub fn abort(&mut self, ctx: &mut Ctx, why: &str) {
         if !self.finished {
             if self.shared.finish(State::Cancelled, Some(why.to_string())) {
                 log::info!(
@@ -285,12 +295,12 @@ impl Job {
                     self.shared.summary()
                 );
             }
-            self.close(registry);
+            self.close(ctx);
         }
     }
 
     /// Fails the job: the keys in flight count as failed.
-    pub fn fail(&mut self, registry: &Registry, reason: String) {
+    pub fn fail(&mut self, ctx: &mut Ctx, reason: String) {
         let failed = u64::try_from(self.inflight).unwrap_or(u64::MAX);
         self.shared
             .counts
@@ -303,21 +313,19 @@ impl Job {
             self.shared.summary()
         );
         self.shared.finish(State::Failed, Some(reason));
-        self.close(registry);
+        self.close(ctx);
     }
 
-    fn close(&mut self, registry: &Registry) {
+    fn close(&mut self, ctx: &mut Ctx) {
         for reader in self.readers.drain(..) {
-            reader.conn.close(registry);
+            reader.conn.close(ctx.registry);
         }
         for writer in self.writers.drain(..) {
-            writer.close(registry);
+            writer.close(ctx.registry);
         }
         if let Source::Dumps { dumps, .. } = &mut self.source {
             for dump in dumps.iter_mut() {
-                if let Dump::Streaming(conn) = std::mem::replace(&mut dump.state, Dump::Done) {
-                    conn.close(registry);
-                }
+                end_dump(dump, Dump::Done, ctx);
             }
         }
         self.finished = true;
@@ -655,7 +663,22 @@ fn next_dumped(
             if ctx.now < at {
                 continue;
             }
-            let mut conn = open(dump.server, Side::Source, router, ctx)?;
+            if let Some(addr) = dump.addr {
+                if !ctx.dumping.insert(addr) {
+                    // Another job's dump of this server is streaming: wait for its end.
+                    dump.state = Dump::Waiting(ctx.now + DUMP_QUEUE_DELAY);
+                    continue;
+                }
+            }
+            let mut conn = match open(dump.server, Side::Source, router, ctx) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    if let Some(addr) = dump.addr {
+                        ctx.dumping.remove(&addr);
+                    }
+                    return Err(e);
+                }
+            };
             conn.push(ctx.now, 1, |out| out.extend_from_slice(METADUMP));
             dump.state = Dump::Streaming(conn);
             moved = true;
@@ -673,9 +696,7 @@ fn next_dumped(
                     return Ok((Some((key, dump.server)), true));
                 }
                 Some((DumpLine::End, _)) => {
-                    if let Dump::Streaming(conn) = std::mem::replace(&mut dump.state, Dump::Done) {
-                        conn.close(ctx.registry);
-                    }
+                    end_dump(dump, Dump::Done, ctx);
                     moved = true;
                     break;
                 }
@@ -687,9 +708,7 @@ fn next_dumped(
                         )));
                     }
                     let again = Dump::Waiting(ctx.now + BUSY_DELAY);
-                    if let Dump::Streaming(conn) = std::mem::replace(&mut dump.state, again) {
-                        conn.close(ctx.registry);
-                    }
+                    end_dump(dump, again, ctx);
                     moved = true;
                     break;
                 }
@@ -706,4 +725,18 @@ fn next_dumped(
         }
     }
     Ok((None, moved))
+}
+
+/// Closes `dump`'s connection if it has one (releasing its server for other dumps) and puts it
+/// in `state`.
+fn end_dump(dump: &mut DumpOf, state: Dump, ctx: &mut Ctx) {
+    match std::mem::replace(&mut dump.state, state) {
+        Dump::Streaming(conn) => {
+            conn.close(ctx.registry);
+            if let Some(addr) = dump.addr {
+                ctx.dumping.remove(&addr);
+            }
+        }
+        Dump::Waiting(_) | Dump::Done => {}
+    }
 }

@@ -20,6 +20,7 @@ pub mod status;
 pub mod wire;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -115,6 +116,33 @@ impl WarmManager {
                  or cancel one"
             )));
         }
+        let dump_addrs: Vec<SocketAddr> = match request.keys {
+            Keys::All => self
+                .router
+                .pools()
+                .get(request.from_pool)
+                .map(|pool| {
+                    pool.servers
+                        .iter()
+                        .filter_map(|&s| self.router.servers().get(s).map(|spec| spec.addr))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Keys::List(_) => Vec::new(),
+        };
+        // memcached serves one dump at a time, and 1.6 blocks a worker thread that asks for a
+        // second one (see job::Ctx::dumping): refuse at once rather than queue behind a job
+        // that may run for hours at its rate.
+        let overlapping = jobs.jobs.iter().find_map(|j| {
+            let shared = j.dump_addrs.iter().find(|a| dump_addrs.contains(a))?;
+            (j.state() == State::Running).then_some((j.id, *shared))
+        });
+        if let Some((other, addr)) = overlapping {
+            return Err(WarmError::Conflict(format!(
+                "job {other} is enumerating {addr} (memcached serves one metadump at a time); \
+                 wait for it or cancel it"
+            )));
+        }
         if jobs.engine.is_none() {
             let engine = Engine::spawn().map_err(|e| {
                 WarmError::Conflict(format!("cannot start the warming thread: {e}"))
@@ -123,12 +151,11 @@ impl WarmManager {
         }
         let id = jobs.next_id;
         jobs.next_id += 1;
-        let all = request.keys == Keys::All;
         let shared = Arc::new(JobShared::new(
             id,
             request.from.clone(),
             request.to.clone(),
-            all,
+            dump_addrs,
             request.overwrite,
             request.rate,
         ));

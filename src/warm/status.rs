@@ -2,6 +2,7 @@
 //! arrive (relaxed atomics: each is read on its own, and a status is a snapshot taken while
 //! the job runs), and its outcome.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -73,6 +74,8 @@ pub struct JobShared {
     pub all: bool,
     /// Overwrite mode.
     pub overwrite: bool,
+    /// The servers an `all` job enumerates (empty for a list of keys).
+    pub dump_addrs: Vec<SocketAddr>,
     /// Keys per second, if limited.
     pub rate: Option<f64>,
     /// The counters.
@@ -89,7 +92,7 @@ impl JobShared {
         id: u64,
         from: String,
         to: String,
-        all: bool,
+        dump_addrs: Vec<SocketAddr>,
         overwrite: bool,
         rate: Option<f64>,
     ) -> JobShared {
@@ -97,7 +100,8 @@ impl JobShared {
             id,
             from,
             to,
-            all,
+            all: !dump_addrs.is_empty(),
+            dump_addrs,
             overwrite,
             rate,
             counts: Counts::default(),
@@ -187,9 +191,13 @@ impl JobShared {
 mod tests {
     use super::*;
 
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 11211))
+    }
+
     #[test]
     fn status_json_shape() {
-        let job = JobShared::new(7, "a".into(), "b".into(), true, false, None);
+        let job = JobShared::new(7, "a".into(), "b".into(), vec![addr()], false, None);
         bump(&job.counts.seen);
         let v = job.to_json();
         assert_eq!(v["id"], 7);
@@ -209,7 +217,7 @@ mod tests {
         let v = job.to_json();
         assert_eq!(v["state"], "failed");
         assert_eq!(v["error"], "source x: boom");
-        let keyed = JobShared::new(8, "a".into(), "b".into(), false, true, Some(2.5));
+        let keyed = JobShared::new(8, "a".into(), "b".into(), Vec::new(), true, Some(2.5));
         assert_eq!(keyed.to_json()["rate"], 2.5);
         assert_eq!(keyed.to_json()["mode"], "keys");
         assert_eq!(keyed.to_json()["overwrite"], true);
