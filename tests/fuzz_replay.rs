@@ -47,7 +47,12 @@ fn inputs() -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn seed_corpora_are_present() {
-    for target in ["request_parser", "reply_parser", "config_loader", "admin_http"] {
+    for target in [
+        "request_parser",
+        "reply_parser",
+        "config_loader",
+        "admin_http",
+    ] {
         let dir = fuzz_dir().join("corpus").join(target);
         let count = fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
