@@ -14,8 +14,9 @@ use bifrost::config::{Config, Format};
 use bifrost::health::HealthBoard;
 use bifrost::route::Router;
 use bifrost::warm::{WarmError, WarmManager, MAX_RUNNING};
-use common::tiers::{dead_addr, server_list};
-use common::{wait_until, Client, Memcached};
+use common::http::HttpClient;
+use common::tiers::{dead_addr, pools_yaml, server_list};
+use common::{free_port, wait_until, Bifrost, Client, Memcached};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -436,11 +437,11 @@ fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn throughput() {
-    let src = Memcached::start_with(&["-m", "512"]);
-    let dst = Memcached::start_with(&["-m", "512"]);
     for (n, size) in [(200_000usize, 100usize), (50_000, 4000)] {
+        let src = Memcached::start_with(&["-m", "512"]);
+        let dst = Memcached::start_with(&["-m", "512"]);
         let items: Vec<(String, Vec<u8>, u32, u32)> = (0..n)
-            .map(|i| (format!("tp{size}-{i}"), vec![b'x'; size], 0, 0))
+            .map(|i| (format!("tp-{i}"), vec![b'x'; size], 0, 0))
             .collect();
         fill(&mut src.client(), &items);
         let keys: Vec<String> = items.iter().map(|i| format!("\"{}\"", i.0)).collect();
@@ -454,8 +455,12 @@ fn throughput() {
                 ),
             ),
             (
-                "all (overwrite)",
+                "all, overwrite",
                 r#"{"from": "src", "to": "dst", "all": true, "overwrite": true}"#.to_string(),
+            ),
+            (
+                "all, add (every key skipped)",
+                r#"{"from": "src", "to": "dst", "all": true}"#.to_string(),
             ),
         ] {
             let started = Instant::now();
@@ -463,14 +468,13 @@ fn throughput() {
             let took = started.elapsed();
             assert_eq!(s["state"], "done", "{s}");
             eprintln!(
-                "{mode}, {size}-byte values: {} copied of {} seen in {took:.2?}: {:.0} keys/s",
-                count(&s, "copied"),
+                "{mode}, {size}-byte values: {} seen, {} copied, {} skipped in {took:.2?}: {:.0} keys/s",
                 count(&s, "seen"),
-                count(&s, "copied") as f64 / took.as_secs_f64()
+                count(&s, "copied"),
+                count(&s, "skipped"),
+                count(&s, "seen") as f64 / took.as_secs_f64()
             );
         }
-        fill(&mut dst.client(), &[]);
-        dst.client().send(b"flush_all\r\n");
     }
 }
 
@@ -686,4 +690,74 @@ fn refusals() {
     for id in ids.iter().skip(1).chain([&again]) {
         m.cancel(*id).expect("cancel");
     }
+}
+
+#[test]
+fn http_post_poll_and_delete_through_the_binary() {
+    // A replacement server `dst` warmed from `src` before the route sends it traffic.
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..500)
+        .map(|i| (format!("h{i}"), format!("value-{i}").into_bytes(), i, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let backends = pools_yaml(&[("src", src.addr(), "1s"), ("dst", dst.addr(), "1s")]);
+    let mut admin = String::new();
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            admin = format!("127.0.0.1:{}", free_port());
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\"}}]\n\
+                 admin: {{bind: '{admin}'}}\n\
+                 backends:\n{backends}\
+                 routes:\n  - {{name: rest, match: \"*\", strategy: consistent_hash, backend: dst}}\n"
+            )
+        },
+        &[],
+    );
+    let mut http = HttpClient::connect(&admin);
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[],
+        br#"{"from": "src", "to": "dst", "all": true}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_u64().expect("an id");
+    let mut last = Value::Null;
+    wait_until(JOB_DEADLINE, "the job ends", || {
+        last = http.get(&format!("/warm/{id}")).json();
+        last["state"] != "running"
+    });
+    assert_eq!(last["state"], "done", "{last}");
+    let copied = count(&last, "copied");
+    assert!(copied + 5 >= 500, "{last}");
+    // Through the proxy, the warmed server answers.
+    let mut c = bifrost.client();
+    let hits = items
+        .iter()
+        .filter(|(key, value, ..)| c.get(key).as_ref() == Some(value))
+        .count();
+    assert_eq!(hits as u64, copied, "keys served by the warmed server");
+
+    let r = http.request(
+        "POST",
+        "/warm",
+        &[],
+        br#"{"from": "src", "to": "dst", "al": true}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let slow = br#"{"from": "src", "to": "dst", "keys": ["h1", "h2", "h3"], "rate": 0.5}"#;
+    let r = http.request("POST", "/warm", &[], slow);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let slow_id = r.json()["id"].as_u64().expect("an id");
+    let r = http.request("DELETE", &format!("/warm/{slow_id}"), &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "cancelled", "{}", r.text());
+    let list = http.get("/warm").json();
+    let ids: Vec<u64> = list
+        .as_array()
+        .map(|jobs| jobs.iter().filter_map(|j| j["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![id, slow_id], "{list}");
 }
