@@ -29,19 +29,21 @@ const TTL_MARGIN: i64 = 5;
 /// A manager over backends `src` and `dst` (each a YAML list of servers, see `server_list`),
 /// with its router so a test can ask where a key goes.
 fn manager(src: &str, dst: &str) -> (WarmManager, Arc<Router>) {
-    let (m, router, _) = manager_with(src, dst, "");
+    let (m, router, _) = manager_with(src, "", dst, "");
     (m, router)
 }
 
-/// [`manager`] with `dst_extra` (YAML lines) added to backend `dst`, and the health board.
+/// [`manager`] with `src_extra` and `dst_extra` (YAML lines) added to backends `src` and
+/// `dst`, and the health board.
 fn manager_with(
     src: &str,
+    src_extra: &str,
     dst: &str,
     dst_extra: &str,
 ) -> (WarmManager, Arc<Router>, Arc<HealthBoard>) {
     let yaml = format!(
         "listeners: [{{name: main, bind: \"127.0.0.1:0\"}}]\n\
-         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n  dst:\n    servers: {dst}\n    timeout: 1s\n{dst_extra}\
+         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n{src_extra}  dst:\n    servers: {dst}\n    timeout: 1s\n{dst_extra}\
          routes:\n  - {{name: rest, match: \"*\", strategy: consistent_hash, backend: src}}\n"
     );
     let config = Config::parse(&yaml, "warm.yaml", Format::Yaml)
@@ -340,6 +342,7 @@ fn keys_skip_a_target_server_the_proxy_ejected() {
     let dst_addrs: Vec<String> = dsts.iter().map(Memcached::addr).collect();
     let (m, router, health) = manager_with(
         &format!("[\"{}\"]", src.addr()),
+        "",
         &server_list("d", &dst_addrs),
         "    health: {eject: true, failure_limit: 1}\n",
     );
@@ -372,6 +375,43 @@ fn keys_skip_a_target_server_the_proxy_ejected() {
         100,
         "every key on the other"
     );
+}
+
+#[test]
+fn all_skips_a_source_server_marked_down() {
+    // The usual reason to warm: a server of the pool is gone. The health checks marked it
+    // down, so the job enumerates the others instead of failing on it.
+    let live = Memcached::start();
+    let dead = dead_addr();
+    let dst = Memcached::start();
+    let (m, router, health) = manager_with(
+        &server_list("s", &[live.addr(), dead.clone()]),
+        "    health: {failure_limit: 1}\n",
+        &format!("[\"{}\"]", dst.addr()),
+        "",
+    );
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..100)
+        .map(|i| (format!("l{i}"), b"v".to_vec(), 0, 0))
+        .collect();
+    fill(&mut live.client(), &items);
+    let body = r#"{"from": "src", "to": "dst", "all": true}"#;
+    // Not yet marked down: the dead server fails the job.
+    let s = wait_end(&m, start(&m, body));
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(
+        s["error"],
+        format!("source {dead}: connection refused"),
+        "{s}"
+    );
+    let down = router
+        .servers()
+        .iter()
+        .position(|s| s.addr.to_string() == dead)
+        .expect("the dead server");
+    assert!(health.failure(down, "test"), "marked down");
+    let s = wait_end(&m, start(&m, body));
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(count(&s, "copied"), 100, "{s}");
 }
 
 #[test]

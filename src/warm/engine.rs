@@ -128,11 +128,15 @@ fn run(mut poll: Poll, shared: &Shared) {
         }
         jobs.retain(|job| !job.finished());
         // Readiness of the jobs' sockets wakes the loop; the timeout covers deadlines, the
-        // rate's next tokens and dumps to ask again.
-        timeout = Some(
-            wake_at
-                .map_or(MAX_SLEEP, |at| at.saturating_duration_since(Instant::now()))
-                .min(MAX_SLEEP),
-        );
+        // rate's next tokens and dumps to ask again. With no job, only the waker wakes it.
+        timeout = if jobs.is_empty() {
+            None
+        } else {
+            Some(
+                wake_at
+                    .map_or(MAX_SLEEP, |at| at.saturating_duration_since(Instant::now()))
+                    .min(MAX_SLEEP),
+            )
+        };
     }
 }

@@ -166,10 +166,12 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for `request`, not started (it connects at its first step).
+    /// A job for `request`, not started (it connects at its first step). An `all` job dumps
+    /// the servers `dump_servers` (the source pool's, less those down when it started).
     pub fn new(
         shared: Arc<JobShared>,
         request: WarmRequest,
+        dump_servers: &[usize],
         router: Arc<Router>,
         health: Arc<HealthBoard>,
         now: Instant,
@@ -177,21 +179,15 @@ impl Job {
         let source = match request.keys {
             Keys::List(keys) => Source::List { keys, next: 0 },
             Keys::All => Source::Dumps {
-                dumps: router
-                    .pools()
-                    .get(request.from_pool)
-                    .map(|pool| {
-                        pool.servers
-                            .iter()
-                            .map(|&server| DumpOf {
-                                server,
-                                addr: router.servers().get(server).map(|s| s.addr),
-                                state: Dump::Waiting(now),
-                                busy: 0,
-                            })
-                            .collect()
+                dumps: dump_servers
+                    .iter()
+                    .map(|&server| DumpOf {
+                        server,
+                        addr: router.servers().get(server).map(|s| s.addr),
+                        state: Dump::Waiting(now),
+                        busy: 0,
                     })
-                    .unwrap_or_default(),
+                    .collect(),
                 next: 0,
             },
         };

@@ -116,7 +116,9 @@ impl WarmManager {
                  or cancel one"
             )));
         }
-        let dump_addrs: Vec<SocketAddr> = match request.keys {
+        // An `all` job dumps every server of the source pool but those the health checks
+        // have marked down (a replacement is typically warmed because one is gone).
+        let dump_servers: Vec<usize> = match request.keys {
             Keys::All => self
                 .router
                 .pools()
@@ -124,12 +126,23 @@ impl WarmManager {
                 .map(|pool| {
                     pool.servers
                         .iter()
-                        .filter_map(|&s| self.router.servers().get(s).map(|spec| spec.addr))
+                        .copied()
+                        .filter(|&s| !self.health.is_down(s))
                         .collect()
                 })
                 .unwrap_or_default(),
             Keys::List(_) => Vec::new(),
         };
+        if request.keys == Keys::All && dump_servers.is_empty() {
+            return Err(WarmError::Conflict(format!(
+                "every server of '{}' is down",
+                request.from
+            )));
+        }
+        let dump_addrs: Vec<SocketAddr> = dump_servers
+            .iter()
+            .filter_map(|&s| self.router.servers().get(s).map(|spec| spec.addr))
+            .collect();
         // memcached serves one dump at a time, and 1.6 blocks a worker thread that asks for a
         // second one (see job::Ctx::dumping): refuse at once rather than queue behind a job
         // that may run for hours at its rate.
@@ -164,7 +177,18 @@ impl WarmManager {
             request.from,
             request.to,
             match &request.keys {
-                Keys::All => "every key".to_string(),
+                Keys::All => {
+                    let pool_size = self
+                        .router
+                        .pools()
+                        .get(request.from_pool)
+                        .map_or(0, |p| p.servers.len());
+                    format!(
+                        "every key of {} servers ({} down, skipped)",
+                        dump_servers.len(),
+                        pool_size.saturating_sub(dump_servers.len())
+                    )
+                }
                 Keys::List(keys) => format!("{} keys", keys.len()),
             },
             request
@@ -175,6 +199,7 @@ impl WarmManager {
         let job = Job::new(
             Arc::clone(&shared),
             request,
+            &dump_servers,
             Arc::clone(&self.router),
             Arc::clone(&self.health),
             Instant::now(),
