@@ -255,6 +255,39 @@ fn all_copies_every_key_with_its_value_flags_and_ttl() {
 }
 
 #[test]
+fn large_values_cross_many_reads_intact() {
+    // Values of up to 1 MiB: each reply spans many 64 KiB reads, and 40 of them exceed the
+    // 4 MiB of writes a job queues before it stops reading its sources.
+    let (src, dst) = (Memcached::start(), Memcached::start());
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..40)
+        .map(|i| {
+            let size = (1 << 20) - 1000 * i;
+            let value: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+            (format!("big{i}"), value, i as u32, 0)
+        })
+        .collect();
+    fill(&mut src.client(), &items);
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "all": true}"#),
+    );
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(count(&s, "copied"), 40, "{s}");
+    let mut target = dst.client();
+    for (key, value, flags, _) in &items {
+        let (got, got_flags, _) = mg(&mut target, key, false).unwrap_or_else(|| panic!("{key}"));
+        assert!(
+            &got == value,
+            "{key}: {} bytes, want {}",
+            got.len(),
+            value.len()
+        );
+        assert_eq!(got_flags, *flags, "{key}");
+    }
+}
+
+#[test]
 fn a_key_the_target_holds_is_skipped_unless_overwrite() {
     let (src, dst) = (Memcached::start(), Memcached::start());
     let keys: Vec<(String, Vec<u8>, u32, u32)> = (0..3)
@@ -471,6 +504,45 @@ fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
         "the source still serves"
     );
     assert_eq!(direct.stat("lru_crawler_running"), 0);
+}
+
+#[test]
+fn a_dump_waits_while_someone_else_holds_the_crawler() {
+    // Someone else's dump holds the source's crawler (it reads nothing). memcached 1.6 would
+    // block the worker thread asked for a second dump, so the job asks `stats` first and waits
+    // while `lru_crawler_running` is 1; the source keeps serving; when the other dump goes
+    // away the job takes the crawler and copies everything.
+    let src = Memcached::start_with(&["-m", "256"]);
+    let dst = Memcached::start();
+    let long = "k".repeat(200);
+    let total = 100_000;
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..total)
+        .map(|i| (format!("{long}{i}"), b"v".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    let mut holder = src.client();
+    holder.send(b"lru_crawler metadump all\r\n");
+    let _ = holder.read_exact(100);
+    let mut direct = src.client();
+    assert_eq!(direct.stat("lru_crawler_running"), 1, "the crawler is held");
+
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let id = start(&m, r#"{"from": "src", "to": "dst", "all": true}"#);
+    std::thread::sleep(Duration::from_millis(700));
+    let s = status(&m, id);
+    assert_eq!(
+        (s["state"].as_str(), count(&s, "seen")),
+        (Some("running"), 0),
+        "{s}"
+    );
+    assert!(
+        direct.version().starts_with("VERSION "),
+        "the source still serves"
+    );
+    drop(holder);
+    let s = wait_end(&m, id);
+    assert_eq!(s["state"], "done", "{s}");
+    assert!(count(&s, "seen") + 100 >= total as u64, "{s}");
 }
 
 /// Keys per second without a rate: `cargo test --release --test warm -- --ignored --nocapture`.

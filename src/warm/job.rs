@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Registry, Token};
 
 use super::conn::{Conn, Side, CHUNK};
-use super::metadump::{self, DumpLine};
+use super::metadump::{self, DumpLine, StatLine};
 use super::request::{Keys, WarmRequest};
 use super::status::{bump, JobShared, State};
 use super::wire::{self, GetReply, SetReply};
@@ -32,10 +32,11 @@ use crate::route::{Pool, Router};
 pub const WINDOW: usize = 256;
 /// Bytes of writes queued for a job's targets above which it stops reading its sources.
 pub const WRITE_BACKLOG: usize = 4 << 20;
-/// How many times a dump answered `BUSY` is asked again before the job fails.
-pub const BUSY_ATTEMPTS: u32 = 10;
-/// The wait before asking a busy crawler again.
-pub const BUSY_DELAY: Duration = Duration::from_millis(500);
+/// How many times a server whose crawler is busy is asked again before the job fails.
+pub const BUSY_ATTEMPTS: u32 = 20;
+/// The wait before asking a busy crawler again (a crawler serving a dump whose reader went
+/// away stops within about 10 ms).
+pub const BUSY_DELAY: Duration = Duration::from_millis(250);
 /// The wait before looking again whether another job's dump of a server ended.
 const DUMP_QUEUE_DELAY: Duration = Duration::from_millis(100);
 /// Rounds of one job per step before the engine serves the others (and notices cancels).
@@ -43,6 +44,8 @@ const ROUNDS_PER_STEP: usize = 32;
 /// The request that starts a dump; alone on its connection (memcached refuses a dump with
 /// other commands pipelined before it).
 const METADUMP: &[u8] = b"lru_crawler metadump all\r\n";
+/// Asked first on a dump connection (see [`metadump::next_stat`]).
+const STATS: &[u8] = b"stats\r\n";
 
 /// What a job needs of the engine during a step.
 pub struct Ctx<'a> {
@@ -69,8 +72,10 @@ impl Ctx<'_> {
 
 /// One source server's dump.
 enum Dump {
-    /// Not asked yet, or asked again after `BUSY` at this time.
+    /// Not asked yet, or asked again after `BUSY` (or a busy crawler) at this time.
     Waiting(Instant),
+    /// `stats` asked, to see whether the crawler is idle before asking for the dump.
+    Checking(Conn),
     /// Streaming keys.
     Streaming(Conn),
     /// Its `END` arrived.
@@ -81,7 +86,10 @@ struct DumpOf {
     server: usize,
     addr: Option<SocketAddr>,
     state: Dump,
+    /// Times the server said its crawler was busy.
     busy: u32,
+    /// What the `stats` being read says of the crawler so far.
+    crawler_running: bool,
 }
 
 /// Where the keys come from.
@@ -186,6 +194,7 @@ impl Job {
                         addr: router.servers().get(server).map(|s| s.addr),
                         state: Dump::Waiting(now),
                         busy: 0,
+                        crawler_running: false,
                     })
                     .collect(),
                 next: 0,
@@ -480,7 +489,7 @@ impl Job {
                 // Not reading the dumps is our choice: they are not stalled.
                 if let Source::Dumps { dumps, .. } = &mut self.source {
                     for dump in dumps.iter_mut() {
-                        if let Dump::Streaming(conn) = &mut dump.state {
+                        if let Dump::Streaming(conn) | Dump::Checking(conn) = &mut dump.state {
                             conn.touch(now);
                         }
                     }
@@ -549,7 +558,7 @@ impl Job {
             .map(|r| &r.conn)
             .chain(self.writers.iter())
             .chain(dumps.iter().filter_map(|d| match &d.state {
-                Dump::Streaming(conn) => Some(conn),
+                Dump::Streaming(conn) | Dump::Checking(conn) => Some(conn),
                 _ => None,
             }))
             .find_map(|conn| conn.overdue(now))
@@ -574,7 +583,7 @@ impl Job {
             for dump in dumps {
                 consider(match &dump.state {
                     Dump::Waiting(t) => Some(*t),
-                    Dump::Streaming(conn) => conn.deadline(),
+                    Dump::Streaming(conn) | Dump::Checking(conn) => conn.deadline(),
                     Dump::Done => None,
                 });
             }
@@ -675,9 +684,51 @@ fn next_dumped(
                     return Err(e);
                 }
             };
-            conn.push(ctx.now, 1, |out| out.extend_from_slice(METADUMP));
-            dump.state = Dump::Streaming(conn);
+            conn.push(ctx.now, 1, |out| out.extend_from_slice(STATS));
+            dump.crawler_running = false;
+            dump.state = Dump::Checking(conn);
             moved = true;
+        }
+        if let Dump::Checking(conn) = &mut dump.state {
+            moved |= conn.flush(ctx.now)?;
+            let mut complete = false;
+            loop {
+                match metadump::next_stat(conn.unparsed()).map_err(|e| conn.error(e))? {
+                    Some((line, used)) => {
+                        conn.consume(used);
+                        match line {
+                            StatLine::CrawlerRunning(running) => dump.crawler_running = running,
+                            StatLine::Other => {}
+                            StatLine::End => {
+                                complete = true;
+                                break;
+                            }
+                        }
+                    }
+                    None if conn.fill(ctx.now)? => moved = true,
+                    None => break,
+                }
+            }
+            if !complete {
+                continue;
+            }
+            moved = true;
+            if dump.crawler_running {
+                dump.busy += 1;
+                if dump.busy >= BUSY_ATTEMPTS {
+                    return Err(conn.error(format!(
+                        "its LRU crawler stayed busy (asked {BUSY_ATTEMPTS} times, \
+                         {BUSY_DELAY:?} apart)"
+                    )));
+                }
+                end_dump(dump, Dump::Waiting(ctx.now + BUSY_DELAY), ctx);
+                continue;
+            }
+            conn.owed = 0;
+            conn.push(ctx.now, 1, |out| out.extend_from_slice(METADUMP));
+            if let Dump::Checking(conn) = std::mem::replace(&mut dump.state, Dump::Done) {
+                dump.state = Dump::Streaming(conn);
+            }
         }
         let Dump::Streaming(conn) = &mut dump.state else {
             continue;
@@ -727,7 +778,7 @@ fn next_dumped(
 /// in `state`.
 fn end_dump(dump: &mut DumpOf, state: Dump, ctx: &mut Ctx) {
     match std::mem::replace(&mut dump.state, state) {
-        Dump::Streaming(conn) => {
+        Dump::Streaming(conn) | Dump::Checking(conn) => {
             conn.close(ctx.registry);
             if let Some(addr) = dump.addr {
                 ctx.dumping.remove(&addr);

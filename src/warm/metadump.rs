@@ -63,6 +63,40 @@ pub fn next_line(buf: &[u8]) -> Result<Option<(DumpLine, usize)>, String> {
     Err(format!("unexpected metadump line '{text}'"))
 }
 
+/// One line of the reply to `stats`, as far as a dump cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StatLine {
+    /// `STAT lru_crawler_running <0|1>`: whether the crawler is serving a dump or a crawl now.
+    CrawlerRunning(bool),
+    /// Any other `STAT` line.
+    Other,
+    /// The reply is complete.
+    End,
+}
+
+/// The first complete line of a `stats` reply at the front of `buf` (asked before each dump:
+/// memcached 1.6 blocks a worker thread asked for a dump while its crawler is running, so a
+/// dump is only asked of an idle crawler).
+pub fn next_stat(buf: &[u8]) -> Result<Option<(StatLine, usize)>, String> {
+    let Some(newline) = memchr::memchr(b'\n', buf) else {
+        if buf.len() > MAX_LINE {
+            return Err(format!("stats line over {MAX_LINE} bytes"));
+        }
+        return Ok(None);
+    };
+    let whole = buf.get(..newline).unwrap_or_default();
+    let line = whole.strip_suffix(b"\r").unwrap_or(whole);
+    let used = newline + 1;
+    if line == b"END" {
+        return Ok(Some((StatLine::End, used)));
+    }
+    match line.strip_prefix(b"STAT lru_crawler_running ") {
+        Some(value) => Ok(Some((StatLine::CrawlerRunning(value != b"0"), used))),
+        None if line.starts_with(b"STAT ") => Ok(Some((StatLine::Other, used))),
+        None => Err(format!("unexpected stats line '{}'", show(line))),
+    }
+}
+
 /// `%XX` sequences decoded (memcached escapes every byte outside the unreserved set); `None`
 /// when a `%` is not followed by two hex digits.
 pub fn url_decode(encoded: &[u8]) -> Option<Vec<u8>> {
@@ -177,6 +211,33 @@ END\r\n";
         assert!(next_line(b"VALUE x 0 1\r\n")
             .err()
             .is_some_and(|e| e.contains("unexpected metadump line")));
+    }
+
+    #[test]
+    fn stats_before_a_dump() {
+        let reply =
+            b"STAT pid 1\r\nSTAT lru_crawler_running 1\r\nSTAT lru_crawler_starts 3\r\nEND\r\n";
+        let mut rest: &[u8] = reply;
+        let mut lines = Vec::new();
+        while let Some((line, used)) = next_stat(rest).expect("stats") {
+            lines.push(line);
+            rest = &rest[used..];
+        }
+        assert_eq!(
+            lines,
+            [
+                StatLine::Other,
+                StatLine::CrawlerRunning(true),
+                StatLine::Other,
+                StatLine::End
+            ]
+        );
+        assert_eq!(
+            next_stat(b"STAT lru_crawler_running 0\r\n"),
+            Ok(Some((StatLine::CrawlerRunning(false), 28)))
+        );
+        assert_eq!(next_stat(b"STAT lru_crawler_run"), Ok(None));
+        assert!(next_stat(b"ERROR\r\n").is_err());
     }
 
     #[test]
