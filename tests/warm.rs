@@ -545,6 +545,37 @@ fn a_dump_waits_while_someone_else_holds_the_crawler() {
     assert!(count(&s, "seen") + 100 >= total as u64, "{s}");
 }
 
+/// CPU seconds (user + system) of this process's `bifrost-warm` threads so far, from
+/// /proc/self/task/*/stat (0 when there is none yet).
+fn warm_thread_cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "bifrost-warm" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" closing the name: state is the 1st, utime the 12th, stime the 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (tick(11) + tick(12)) / ticks_per_second;
+    }
+    total
+}
+
 /// Keys per second without a rate: `cargo test --release --test warm -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a check"]
@@ -576,15 +607,19 @@ fn throughput() {
             ),
         ] {
             let started = Instant::now();
+            let cpu_before = warm_thread_cpu_seconds();
             let s = wait_end(&m, start(&m, &body));
             let took = started.elapsed();
+            let cpu = warm_thread_cpu_seconds() - cpu_before;
             assert_eq!(s["state"], "done", "{s}");
             eprintln!(
-                "{mode}, {size}-byte values: {} seen, {} copied, {} skipped in {took:.2?}: {:.0} keys/s",
+                "{mode}, {size}-byte values: {} seen, {} copied, {} skipped in {took:.2?}: \
+                 {:.0} keys/s; bifrost-warm CPU {cpu:.2}s ({:.1} µs a key)",
                 count(&s, "seen"),
                 count(&s, "copied"),
                 count(&s, "skipped"),
-                count(&s, "seen") as f64 / took.as_secs_f64()
+                count(&s, "seen") as f64 / took.as_secs_f64(),
+                cpu * 1e6 / count(&s, "seen") as f64
             );
         }
     }
