@@ -16,7 +16,7 @@ use bifrost::route::Router;
 use bifrost::warm::{WarmError, WarmManager, MAX_RUNNING};
 use common::http::HttpClient;
 use common::tiers::{dead_addr, pools_yaml, server_list};
-use common::{free_port, wait_until, Bifrost, Client, Memcached};
+use common::{free_port, wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn manager_with(
 ) -> (WarmManager, Arc<Router>, Arc<HealthBoard>) {
     let yaml = format!(
         "listeners: [{{name: main, bind: \"127.0.0.1:0\"}}]\n\
-         backends:\n  src:\n    servers: {src}\n    timeout: 1s\n{src_extra}  dst:\n    servers: {dst}\n    timeout: 1s\n{dst_extra}\
+         backends:\n  src:\n    servers: {src}\n    timeout: 500ms\n{src_extra}  dst:\n    servers: {dst}\n    timeout: 500ms\n{dst_extra}\
          routes:\n  - {{name: rest, match: \"*\", strategy: consistent_hash, backend: src}}\n"
     );
     let config = Config::parse(&yaml, "warm.yaml", Format::Yaml)
@@ -753,6 +753,55 @@ fn a_dead_target_fails_the_job_naming_it() {
         "the keys in flight count as failed: {s}"
     );
     assert_eq!(count(&s, "copied"), 0, "{s}");
+}
+
+#[test]
+fn a_target_that_stops_answering_fails_the_job_after_the_stall_limit() {
+    // The pool's timeout is 500 ms: a connection owing replies fails the job after
+    // max(5 s, 10 × 500 ms).
+    let src = Memcached::start();
+    fill(&mut src.client(), &[("k".to_string(), b"v".to_vec(), 0, 0)]);
+    let hung = FakeBackend::start(Behavior::NeverAnswer);
+    let m = one_to_one(&src.addr(), &hung.addr());
+    let started = Instant::now();
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "keys": ["k"]}"#),
+    );
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(
+        s["error"],
+        format!("target {}: no progress for 5s", hung.addr()),
+        "{s}"
+    );
+    assert_eq!(count(&s, "failed"), 1, "{s}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_source_answering_garbage_fails_the_job() {
+    let garbage = FakeBackend::start(Behavior::Garbage);
+    let dst = Memcached::start();
+    let m = one_to_one(&garbage.addr(), &dst.addr());
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "keys": ["k"]}"#),
+    );
+    assert_eq!(s["state"], "failed", "{s}");
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("source {}: ", garbage.addr())),
+        "{s}"
+    );
+    let s = wait_end(
+        &m,
+        start(&m, r#"{"from": "src", "to": "dst", "all": true}"#),
+    );
+    assert_eq!(s["state"], "failed", "{s}");
 }
 
 #[test]
