@@ -56,6 +56,11 @@ impl Engine {
         })
     }
 
+    /// False once the thread has exited (its poll failed, or it panicked).
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Hands `job` to the thread.
     pub fn submit(&self, job: Job) {
         lock(&self.shared.inbox).push(job);

@@ -105,6 +105,16 @@ impl WarmManager {
                 .map(|&(_, pool)| pool)
         })?;
         let mut jobs = self.lock();
+        if jobs.engine.as_ref().is_some_and(|e| !e.alive()) {
+            // The thread stopped (it logged why): whatever it ran is not running any more.
+            for job in &jobs.jobs {
+                job.finish(
+                    State::Failed,
+                    Some("the warming thread stopped".to_string()),
+                );
+            }
+            jobs.engine = None;
+        }
         let running = jobs
             .jobs
             .iter()
