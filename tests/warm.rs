@@ -16,7 +16,9 @@ use bifrost::route::Router;
 use bifrost::warm::{WarmError, WarmManager, MAX_RUNNING};
 use common::http::HttpClient;
 use common::tiers::{dead_addr, pools_yaml, server_list};
-use common::{free_port, wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached};
+use common::{
+    free_port, wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached, MemcachedBuilder,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -622,6 +624,37 @@ fn throughput() {
                 cpu * 1e6 / count(&s, "seen") as f64
             );
         }
+    }
+}
+
+#[test]
+fn a_value_the_target_refuses_fails_that_key_only() {
+    // The old server stores values up to 2 MiB; the replacement has memcached's default
+    // 1 MiB item size, so it refuses the one bigger value with SERVER_ERROR.
+    let src = Memcached::start();
+    let dst = MemcachedBuilder::default().max_item_size("1m").start();
+    let mut items: Vec<(String, Vec<u8>, u32, u32)> = (0..50)
+        .map(|i| (format!("small{i}"), vec![b'v'; 100 + i], i as u32, 0))
+        .collect();
+    items.insert(25, ("huge".to_string(), vec![b'h'; 1_500_000], 7, 0));
+    fill(&mut src.client(), &items);
+    let keys: Vec<&str> = items.iter().map(|(k, ..)| k.as_str()).collect();
+    let body = serde_json::json!({"from": "src", "to": "dst", "keys": keys}).to_string();
+    let m = one_to_one(&src.addr(), &dst.addr());
+    let s = wait_end(&m, start(&m, &body));
+    assert_eq!(
+        s["state"], "done",
+        "one refused value does not stop the job: {s}"
+    );
+    assert_eq!(s["error"], Value::Null, "{s}");
+    for (field, want) in [("seen", 51), ("copied", 50), ("failed", 1), ("skipped", 0)] {
+        assert_eq!(count(&s, field), want, "{field} in {s}");
+    }
+    let mut target = dst.client();
+    assert_eq!(mg(&mut target, "huge", false), None);
+    for (key, value, flags, _) in items.iter().filter(|(k, ..)| k != "huge") {
+        let (got, got_flags, _) = mg(&mut target, key, false).unwrap_or_else(|| panic!("{key}"));
+        assert_eq!((&got, got_flags), (value, *flags), "{key}");
     }
 }
 

@@ -379,6 +379,7 @@ impl Job {
                     bump(match reply {
                         SetReply::Stored => &counts.copied,
                         SetReply::NotStored => &counts.skipped,
+                        SetReply::Refused => &counts.failed,
                     });
                     progress = true;
                 }

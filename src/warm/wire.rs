@@ -41,6 +41,9 @@ pub enum SetReply {
     Stored,
     /// Not stored: in add mode, the target already holds the key (`NS`).
     NotStored,
+    /// The target refused this one value (`SERVER_ERROR ...`: over its item size limit, out of
+    /// memory): the key fails, the connection stays in step (memcached swallowed the value).
+    Refused,
 }
 
 /// The first line of `buf` (without `\r\n`) and the offset after it; `Ok(None)` while
@@ -125,6 +128,7 @@ pub fn parse_set(buf: &[u8]) -> Result<Option<(SetReply, usize)>, String> {
     match line {
         b"HD" => Ok(Some((SetReply::Stored, after))),
         b"NS" => Ok(Some((SetReply::NotStored, after))),
+        _ if line.starts_with(b"SERVER_ERROR ") => Ok(Some((SetReply::Refused, after))),
         _ => Err(unexpected(line)),
     }
 }
@@ -291,8 +295,12 @@ mod tests {
         assert_eq!(parse_set(b"NS\r\n"), Ok(Some((SetReply::NotStored, 4))));
         assert_eq!(parse_set(b"HD\r"), Ok(None));
         assert_eq!(
-            parse_set(b"SERVER_ERROR out of memory storing object\r\n").expect_err("error"),
-            "SERVER_ERROR out of memory storing object"
+            parse_set(b"SERVER_ERROR object too large for cache\r\nHD\r\n"),
+            Ok(Some((SetReply::Refused, 41)))
+        );
+        assert_eq!(
+            parse_set(b"CLIENT_ERROR bad data chunk\r\n").expect_err("error"),
+            "CLIENT_ERROR bad data chunk"
         );
         assert!(parse_set(b"EX\r\n")
             .expect_err("error")
