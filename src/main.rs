@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bifrost::config::{twemproxy, Config, ConfigErrors};
+use bifrost::config::{twemproxy, AdminConfig, Config, ConfigErrors};
 use clap::Parser;
 
 /// musl's allocator returns memory to the kernel eagerly (an mmap/munmap pair every few
@@ -32,6 +32,11 @@ struct Args {
     /// `--twemproxy` file, or the `--config` file's document (or the embedded default).
     #[arg(long)]
     print_config: bool,
+    /// Serve the admin HTTP API on HOST:PORT (overrides `admin.bind`; with `--twemproxy`, whose
+    /// file has no admin block, this is how to get metrics and warming). A non-loopback address
+    /// needs a token from the config's `admin.token` or `admin.token_file`.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<std::net::SocketAddr>,
     /// Worker threads (overrides the config; 0 = one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -58,6 +63,22 @@ fn main() -> ExitCode {
     }
     if let Some(workers) = args.workers {
         config.workers = workers;
+    }
+    if let Some(bind) = args.admin {
+        let mut admin = config
+            .admin
+            .take()
+            .unwrap_or_else(|| AdminConfig::with_defaults(bind));
+        admin.bind = bind;
+        if admin.token.is_none() && !bind.ip().is_loopback() {
+            eprintln!(
+                "bifrost: --admin {bind} is not a loopback address and no admin.token or \
+                 admin.token_file is set: anyone who can reach it could start and cancel warming \
+                 jobs; set a token in the config or bind to 127.0.0.1"
+            );
+            return ExitCode::from(2);
+        }
+        config.admin = Some(admin);
     }
     let unsupported = config.unsupported_features();
     if args.check {

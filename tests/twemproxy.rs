@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use bifrost::placement::{Distribution, HashFunction};
 use bifrost::route::hash::hash_tag_slice;
 use bifrost::route::ring::{Ring, RingServer};
+use common::http::HttpClient;
 use common::{free_port, wait_until, Client, Memcached, Proc, TempFile};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bifrost");
@@ -686,5 +687,42 @@ fn print_config_of_every_shipped_config_loads_back() {
         both.stderr.contains("cannot be used with"),
         "{}",
         both.describe()
+    );
+}
+
+#[test]
+fn admin_flag_serves_metrics_for_a_twemproxy_config_and_refuses_an_open_bind() {
+    let pool = Pool {
+        name: "adm",
+        distribution: Distribution::Ketama,
+        hash: HashFunction::Fnv1a_64,
+        hash_tag: None,
+        servers: vec![(memcached(), 1, None), (memcached(), 1, None)],
+        extra: "  timeout: 500\n",
+    };
+    let port = free_port();
+    let file = TempFile::new("nutcracker-admin", "yml", pool.yaml(port).as_bytes());
+    let path = file.path().to_string_lossy().into_owned();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let proxy = Proxy::bifrost(&["--twemproxy", &path, "--admin", &admin], &[port]);
+    set_all("bifrost", proxy.addr(0), &keys("adm", 10));
+    let mut http = HttpClient::connect(&admin);
+    let metrics = http.get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", proxy.log());
+    let text = metrics.text();
+    assert!(
+        text.contains("bifrost_requests_total{route=\"adm\",command=\"set\"} 10\n"),
+        "the pool's route counts its sets: {text}"
+    );
+    assert_eq!(http.get("/ready").status, 200);
+
+    let refused = run(&["--twemproxy", &path, "--admin", "0.0.0.0:9"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.describe());
+    assert!(
+        refused
+            .stderr
+            .contains("--admin 0.0.0.0:9 is not a loopback address"),
+        "{}",
+        refused.describe()
     );
 }
