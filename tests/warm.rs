@@ -990,3 +990,106 @@ fn http_post_poll_and_delete_through_the_binary() {
         .unwrap_or_default();
     assert_eq!(ids, vec![id, slow_id], "{list}");
 }
+
+/// The README's walkthrough, step by step through the binary: pool `cache` loses a server
+/// (health checks eject it, its keys go to the others); a `fresh` pool puts a new server in its
+/// place; `POST /warm` with the token copies from `cache` what `fresh` places on the new server;
+/// then the route moves to `fresh` and every key is still a hit.
+#[test]
+fn readme_walkthrough_warms_a_replacement_server() {
+    // Without the LRU maintainer memcached's dump lists every item (see
+    // all_copies_every_key_with_its_value_flags_and_ttl): the test can then ask for every key.
+    let exact = ["-o", "no_lru_maintainer"];
+    let m0 = Memcached::start_with(&exact);
+    let m1 = Memcached::start_with(&exact);
+    let mut lost = Memcached::start_with(&exact);
+    let health = "health: {interval: 100ms, failure_limit: 1, retry_after: 30s, eject: true}";
+    let config = |port: u16, admin: u16, pools: &str, route_to: &str| {
+        format!(
+            "workers: 2\n\
+             admin: {{bind: '127.0.0.1:{admin}', token: walkthrough}}\n\
+             listeners: [{{name: main, bind: '127.0.0.1:{port}'}}]\n\
+             backends:\n{pools}\
+             routes: [{{name: all, match: '*', strategy: consistent_hash, backend: {route_to}}}]\n"
+        )
+    };
+    let pool = |name: &str, servers: &[&Memcached]| {
+        let list: Vec<String> = servers.iter().map(|m| format!("'{}'", m.addr())).collect();
+        format!(
+            "  {name}:\n    servers: [{}]\n    {health}\n",
+            list.join(", ")
+        )
+    };
+    let start = |pools: String, route_to: &str| {
+        let mut admin = 0;
+        let bifrost = Bifrost::start_templated(
+            |port| {
+                admin = free_port();
+                config(port, admin, &pools, route_to)
+            },
+            &[],
+        );
+        (bifrost, format!("127.0.0.1:{admin}"))
+    };
+    let wait_down = |http: &mut HttpClient, server: &Memcached| {
+        let series = format!(
+            "bifrost_server_up{{backend=\"cache\",server=\"{}\"}} 0",
+            server.addr()
+        );
+        wait_until(Duration::from_secs(10), "the lost server is down", || {
+            http.get("/metrics").text().lines().any(|l| l == series)
+        });
+    };
+
+    // The server is lost: once it is ejected, the keys written go to the other two.
+    let (bifrost, admin) = start(pool("cache", &[&m0, &m1, &lost]), "cache");
+    lost.kill();
+    wait_down(&mut HttpClient::connect(&admin), &lost);
+    let keys: Vec<String> = (0..600).map(|i| format!("user:{i}")).collect();
+    let mut c = bifrost.client();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(c.set(key, key.as_bytes(), i as u32, 0), "STORED");
+    }
+    drop(bifrost);
+
+    // 1. A backend `fresh` with the new server in the lost one's place; routes stay on `cache`.
+    let fresh = Memcached::start_with(&exact);
+    let pools = pool("cache", &[&m0, &m1, &lost]) + &pool("fresh", &[&m0, &m1, &fresh]);
+    let (_bifrost, admin) = start(pools, "cache");
+    let mut http = HttpClient::connect(&admin);
+    wait_down(&mut http, &lost);
+    // 2. Copy what `fresh` places on the new server; the rest is where it belongs already.
+    let body = br#"{"from": "cache", "to": "fresh", "all": true, "rate": 20000}"#;
+    assert_eq!(
+        http.request("POST", "/warm", &[], body).status,
+        401,
+        "the token is needed"
+    );
+    let auth = [("Authorization", "Bearer walkthrough")];
+    let r = http.request("POST", "/warm", &auth, body);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_u64().expect("an id");
+    let mut last = Value::Null;
+    wait_until(JOB_DEADLINE, "the job ends", || {
+        last = http.get(&format!("/warm/{id}")).json();
+        last["state"] != "running"
+    });
+    assert_eq!(last["state"], "done", "{last}");
+    let on_fresh = keys
+        .iter()
+        .filter(|k| fresh.client().get(k).is_some())
+        .count() as u64;
+    assert!(on_fresh > 0, "the new server took some keys: {last}");
+    assert_eq!(count(&last, "copied"), on_fresh, "{last}");
+    assert_eq!(count(&last, "skipped"), 600 - on_fresh, "{last}");
+    assert_eq!(count(&last, "failed"), 0, "{last}");
+
+    // 3. Routes on `fresh`: every key is still a hit, with its flags.
+    let (bifrost, _admin) = start(pool("fresh", &[&m0, &m1, &fresh]), "fresh");
+    let mut c = bifrost.client();
+    for (i, key) in keys.iter().enumerate() {
+        c.send(format!("mg {key} v f\r\n").as_bytes());
+        assert_eq!(c.read_line(), format!("VA {} f{i}", key.len()), "{key}");
+        assert_eq!(c.read_line(), *key);
+    }
+}
