@@ -5,128 +5,16 @@
 mod common;
 
 use common::{
-    free_port, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
-    TempFile,
+    free_port, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached, Run,
+    TempFile, EXIT_TIMEOUT,
 };
 use std::net::TcpListener;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_bifrost");
-const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A `bifrost` process started with arbitrary arguments, its stdout and stderr in files.
-/// SIGKILLed on drop; a failing test prints its output.
-struct Run {
-    child: Child,
-    stdout: TempFile,
-    stderr: TempFile,
-    status: Option<ExitStatus>,
-}
-
-impl Run {
-    /// Starts `bifrost ARGS` in the crate's directory (so `config/...` paths work).
-    fn spawn(args: &[&str]) -> Run {
-        let stdout = TempFile::new("cli-stdout", "log", b"");
-        let stderr = TempFile::new("cli-stderr", "log", b"");
-        let open = |f: &TempFile| std::fs::File::create(f.path()).expect("log file");
-        let child = Command::new(BIN)
-            .args(args)
-            .current_dir(MANIFEST_DIR)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(open(&stdout))
-            .stderr(open(&stderr))
-            .spawn()
-            .expect("spawn bifrost");
-        Run {
-            child,
-            stdout,
-            stderr,
-            status: None,
-        }
-    }
-
-    /// Runs `bifrost ARGS` to completion (10 s deadline).
-    fn to_exit(args: &[&str]) -> Run {
-        let mut run = Run::spawn(args);
-        run.wait_exit(EXIT_DEADLINE);
-        run
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status
-    }
-
-    /// Waits for the exit; panics after `deadline`.
-    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "bifrost did not exit within {deadline:?}"
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn status(&self) -> ExitStatus {
-        self.status.expect("the process has exited")
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.read()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.read()
-    }
-
-    /// Waits until `addr` answers `version` (the process must keep running meanwhile).
-    fn wait_serving(&mut self, addr: &str) {
-        wait_until(Duration::from_secs(10), "bifrost serves", || {
-            if let Some(status) = self.exited() {
-                panic!("bifrost exited ({status}) before serving");
-            }
-            Client::try_connect(addr).is_ok_and(|mut c| c.version().starts_with("VERSION "))
-        });
-    }
-
-    fn signal(&mut self, signal: i32) {
-        assert!(self.exited().is_none(), "bifrost already exited");
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!(
-                "--- bifrost stdout ---\n{}\n--- bifrost stderr ---\n{}\n--- end ---",
-                self.stdout(),
-                self.stderr()
-            );
-        }
-    }
-}
 
 #[track_caller]
 fn assert_contains(haystack: &str, needle: &str, what: &str) {
@@ -318,7 +206,7 @@ fn admin_and_warm_first_pass_check_without_warnings_and_serve() {
     );
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
     run.signal(libc::SIGTERM);
-    assert!(run.wait_exit(EXIT_DEADLINE).success());
+    assert!(run.wait_exit(EXIT_TIMEOUT).success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +234,7 @@ fn json_config_serves() {
     assert_round_trip(&mut c, "json");
     assert_eq!(mc.client().get("json").as_deref(), Some(&b"json"[..]));
     run.signal(libc::SIGTERM);
-    assert!(run.wait_exit(EXIT_DEADLINE).success());
+    assert!(run.wait_exit(EXIT_TIMEOUT).success());
 }
 
 #[test]
@@ -498,5 +386,5 @@ fn no_config_runs_the_embedded_default() {
         format!("VERSION {}", env!("CARGO_PKG_VERSION"))
     );
     run.signal(libc::SIGTERM);
-    assert!(run.wait_exit(EXIT_DEADLINE).success());
+    assert!(run.wait_exit(EXIT_TIMEOUT).success());
 }

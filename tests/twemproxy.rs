@@ -24,9 +24,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ use bifrost::placement::{Distribution, HashFunction};
 use bifrost::route::hash::hash_tag_slice;
 use bifrost::route::ring::{Ring, RingServer};
 use common::http::HttpClient;
-use common::{free_port, wait_until, Client, Memcached, Proc, TempFile};
+use common::{free_port, wait_until, Client, Memcached, Proc, Run, TempFile};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bifrost");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -72,41 +71,11 @@ impl Outcome {
 
 /// Runs `bifrost ARGS` in the crate's directory to its exit (10 s deadline).
 fn run(args: &[&str]) -> Outcome {
-    let stdout = TempFile::new("tw-stdout", "log", b"");
-    let stderr = TempFile::new("tw-stderr", "log", b"");
-    let open = |f: &TempFile| {
-        File::create(f.path()).unwrap_or_else(|e| panic!("{}: {e}", f.path().display()))
-    };
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(MANIFEST_DIR)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(open(&stdout))
-        .stderr(open(&stderr))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => panic!("waiting for bifrost {args:?}: {e}"),
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bifrost {args:?} did not exit within {DEADLINE:?}; stderr:\n{}",
-                stderr.read()
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+    let run = Run::to_exit(args);
     Outcome {
-        status,
-        stdout: stdout.read(),
-        stderr: stderr.read(),
+        status: run.status(),
+        stdout: run.stdout(),
+        stderr: run.stderr(),
     }
 }
 

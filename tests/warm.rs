@@ -449,19 +449,26 @@ fn all_skips_a_source_server_marked_down() {
     assert_eq!(count(&s, "copied"), 100, "{s}");
 }
 
+/// A source holding `total` keys of 200-odd bytes (a dump of about 20 MB of key lines, far
+/// more than the socket buffers hold) and an empty target.
+fn long_key_source(total: usize) -> (Memcached, Memcached) {
+    let src = Memcached::start_with(&["-m", "256"]);
+    let dst = Memcached::start();
+    let long = "k".repeat(200);
+    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..total)
+        .map(|i| (format!("{long}{i}"), b"v".to_vec(), 0, 0))
+        .collect();
+    fill(&mut src.client(), &items);
+    (src, dst)
+}
+
 #[test]
 fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
     // A dump far larger than the socket buffers (about 20 MB of key lines) read at 20 keys a
     // second: the job reads it a window at a time, so memcached's crawler waits on TCP (it
     // stays running) and the process never holds the dump.
-    let src = Memcached::start_with(&["-m", "256"]);
-    let dst = Memcached::start();
-    let long = "k".repeat(200);
     let total = 100_000;
-    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..total)
-        .map(|i| (format!("{long}{i}"), b"v".to_vec(), 0, 0))
-        .collect();
-    fill(&mut src.client(), &items);
+    let (src, dst) = long_key_source(total);
     let m = one_to_one(&src.addr(), &dst.addr());
     let slow = start(
         &m,
@@ -514,14 +521,8 @@ fn a_dump_waits_while_someone_else_holds_the_crawler() {
     // block the worker thread asked for a second dump, so the job asks `stats` first and waits
     // while `lru_crawler_running` is 1; the source keeps serving; when the other dump goes
     // away the job takes the crawler and copies everything.
-    let src = Memcached::start_with(&["-m", "256"]);
-    let dst = Memcached::start();
-    let long = "k".repeat(200);
     let total = 100_000;
-    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..total)
-        .map(|i| (format!("{long}{i}"), b"v".to_vec(), 0, 0))
-        .collect();
-    fill(&mut src.client(), &items);
+    let (src, dst) = long_key_source(total);
     let mut holder = src.client();
     holder.send(b"lru_crawler metadump all\r\n");
     let _ = holder.read_exact(100);

@@ -15,6 +15,7 @@
 //!   configurable delay (a slow backend that still has real data).
 //! - [`tiers`]: configs over several pools and side-effect counters, for the tests of
 //!   warm_first, parallel and side effects.
+//! - [`Run`]: `bifrost` with arbitrary arguments, to its exit or until signalled.
 //! - [`free_port`], [`wait_until`], [`TempFile`]: the small pieces the rest is built from.
 //!
 //! A helper that cannot do its job panics with a message that says what it was waiting for;
@@ -28,6 +29,7 @@ pub mod http;
 mod memcached;
 mod relay;
 mod rng;
+mod run;
 mod server;
 pub mod tiers;
 pub mod wire;
@@ -45,6 +47,8 @@ pub use memcached::{Memcached, MemcachedBuilder};
 pub use relay::Relay;
 #[allow(unused_imports)]
 pub use rng::Rng;
+#[allow(unused_imports)]
+pub use run::Run;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
