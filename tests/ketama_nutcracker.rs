@@ -209,7 +209,7 @@ fn wait_ready(proc: &mut Proc, ports: &[u16]) -> bool {
             );
         }
         let port = ports.get(ready).copied().unwrap_or(0);
-        if answers_get(&format!("127.0.0.1:{port}")) {
+        if Client::answers_get(&format!("127.0.0.1:{port}")) {
             ready += 1;
             continue;
         }
@@ -219,16 +219,6 @@ fn wait_ready(proc: &mut Proc, ports: &[u16]) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     true
-}
-
-fn answers_get(addr: &str) -> bool {
-    let Ok(mut client) = Client::try_connect(addr) else {
-        return false;
-    };
-    if client.try_send(b"get __ready__\r\n").is_err() {
-        return false;
-    }
-    client.read_values().is_ok()
 }
 
 /// A memcached on 127.0.0.1:11211 (ours, checked by pid), or None when the port is taken.

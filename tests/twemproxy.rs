@@ -96,7 +96,7 @@ impl Proxy {
         };
         let start = Instant::now();
         for addr in proxy.addrs.clone() {
-            while !answers_get(&addr) {
+            while !Client::answers_get(&addr) {
                 if let Some(status) = proxy.proc.exited() {
                     panic!("{name} exited ({status}) before serving {addr}");
                 }
@@ -133,16 +133,6 @@ impl Proxy {
     fn log(&self) -> String {
         self.proc.log()
     }
-}
-
-fn answers_get(addr: &str) -> bool {
-    let Ok(mut client) = Client::try_connect(addr) else {
-        return false;
-    };
-    if client.try_send(b"get __ready__\r\n").is_err() {
-        return false;
-    }
-    client.read_values().is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -659,12 +659,17 @@ fn a_value_the_target_refuses_fails_that_key_only() {
     }
 }
 
+/// `n` keys `PREFIX<i>` of one byte each, flags 0, no expiry.
+fn one_byte_items(prefix: &str, n: usize) -> Vec<(String, Vec<u8>, u32, u32)> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i}"), b"x".to_vec(), 0, 0))
+        .collect()
+}
+
 #[test]
 fn progress_is_readable_while_a_rate_limited_job_runs() {
     let (src, dst) = (Memcached::start(), Memcached::start());
-    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..500)
-        .map(|i| (format!("p{i}"), b"x".to_vec(), 0, 0))
-        .collect();
+    let items = one_byte_items("p", 500);
     fill(&mut src.client(), &items);
     let m = one_to_one(&src.addr(), &dst.addr());
     let id = start(
@@ -700,9 +705,7 @@ fn progress_is_readable_while_a_rate_limited_job_runs() {
 #[test]
 fn cancel_stops_a_running_job() {
     let (src, dst) = (Memcached::start(), Memcached::start());
-    let items: Vec<(String, Vec<u8>, u32, u32)> = (0..1000)
-        .map(|i| (format!("c{i}"), b"x".to_vec(), 0, 0))
-        .collect();
+    let items = one_byte_items("c", 1000);
     fill(&mut src.client(), &items);
     let m = one_to_one(&src.addr(), &dst.addr());
     let id = start(

@@ -29,6 +29,18 @@ impl Client {
     }
 
     /// Connects to `addr`; the error is returned (e.g. to assert a refused connection).
+    /// True when a proxy or memcached on `addr` accepts a connection and answers a `get` of
+    /// a missing key with a well-formed retrieval reply (a readiness probe).
+    pub fn answers_get(addr: &str) -> bool {
+        let Ok(mut client) = Client::try_connect(addr) else {
+            return false;
+        };
+        if client.try_send(b"get __ready__\r\n").is_err() {
+            return false;
+        }
+        client.read_values().is_ok()
+    }
+
     pub fn try_connect(addr: &str) -> io::Result<Client> {
         let sockaddr = addr
             .to_socket_addrs()?
