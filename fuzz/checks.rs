@@ -446,3 +446,65 @@ pub fn check_admin_http(data: &[u8]) {
         }
     }
 }
+
+/// Frames `data` as what a warming job reads: a `lru_crawler metadump` stream and replies to
+/// its `mg` and `ms`. Never a panic; a framed line or reply takes no more than the buffer (a
+/// value inside it), and every shorter prefix of it is incomplete, so a job never acts on part
+/// of a reply however the stream is cut.
+pub fn check_warm_replies(data: &[u8]) {
+    use bifrost::warm::{metadump, wire};
+    fn prefixes_incomplete<T: std::fmt::Debug>(
+        data: &[u8],
+        used: usize,
+        parse: impl Fn(&[u8]) -> Result<Option<T>, String>,
+        what: &str,
+    ) {
+        for cut in 0..used {
+            let prefix = data.get(..cut).unwrap_or_default();
+            match parse(prefix) {
+                Ok(None) => {}
+                Ok(Some(got)) => {
+                    panic!("{what}: a {cut}-byte prefix of {used} bytes framed {got:?}")
+                }
+                Err(e) => panic!("{what}: a {cut}-byte prefix of {used} bytes refused: {e}"),
+            }
+        }
+    }
+    let mut rest = data;
+    for _ in 0..16 {
+        match metadump::next_line(rest) {
+            Ok(Some((_, used))) => {
+                assert!(
+                    used > 0 && used <= rest.len(),
+                    "dump line {used} of {}",
+                    rest.len()
+                );
+                prefixes_incomplete(rest, used, metadump::next_line, "dump line");
+                rest = rest.get(used..).unwrap_or_default();
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if let Ok(Some((reply, used))) = wire::parse_get(data) {
+        assert!(
+            used > 0 && used <= data.len(),
+            "mg reply {used} of {}",
+            data.len()
+        );
+        if let wire::GetReply::Hit { start, len, .. } = reply {
+            assert!(
+                start + len + 2 == used,
+                "the value ends the reply: {reply:?} in {used}"
+            );
+        }
+        prefixes_incomplete(data, used, wire::parse_get, "mg reply");
+    }
+    if let Ok(Some((_, used))) = wire::parse_set(data) {
+        assert!(
+            used > 0 && used <= data.len(),
+            "ms reply {used} of {}",
+            data.len()
+        );
+        prefixes_incomplete(data, used, wire::parse_set, "ms reply");
+    }
+}

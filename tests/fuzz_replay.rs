@@ -92,3 +92,11 @@ fn replay_admin_http() {
         checks::check_admin_http(&bytes);
     }
 }
+
+#[test]
+fn replay_warm_replies() {
+    for (path, bytes) in inputs() {
+        eprintln!("warm_replies <- {}", path.display());
+        checks::check_warm_replies(&bytes);
+    }
+}

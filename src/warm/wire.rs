@@ -47,10 +47,12 @@ pub enum SetReply {
 }
 
 /// The first line of `buf` (without `\r\n`) and the offset after it; `Ok(None)` while
-/// incomplete.
+/// incomplete. A line over [`MAX_HEADER`] is refused whether or not its end has arrived, so the
+/// verdict never depends on how the stream was cut.
 fn header(buf: &[u8]) -> Result<Option<(&[u8], usize)>, String> {
     match memchr::memchr(b'\n', buf) {
         None if buf.len() > MAX_HEADER => Err(format!("reply line over {MAX_HEADER} bytes")),
+        Some(newline) if newline > MAX_HEADER => Err(format!("reply line over {MAX_HEADER} bytes")),
         None => Ok(None),
         Some(newline) => {
             let line = buf.get(..newline).unwrap_or_default();
@@ -287,6 +289,16 @@ mod tests {
         assert!(err(b"EN\n").contains("without"));
         assert!(err(format!("VA {} f1\r\n", MAX_VALUE + 1).as_bytes()).contains("limit"));
         assert!(err(&[b'V'; MAX_HEADER + 1]).contains("over"));
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_however_it_is_cut() {
+        let mut reply = b"VA 4 ".to_vec();
+        reply.extend(std::iter::repeat_n(b'f', MAX_HEADER));
+        reply.extend_from_slice(b"\r\nabcd\r\n");
+        assert!(parse_get(&reply).is_err(), "whole");
+        assert!(parse_get(&reply[..MAX_HEADER + 1]).is_err(), "cut before its end");
+        assert_eq!(parse_get(&reply[..MAX_HEADER]), Ok(None), "not over it yet");
     }
 
     #[test]
