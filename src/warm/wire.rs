@@ -297,7 +297,10 @@ mod tests {
         reply.extend(std::iter::repeat_n(b'f', MAX_HEADER));
         reply.extend_from_slice(b"\r\nabcd\r\n");
         assert!(parse_get(&reply).is_err(), "whole");
-        assert!(parse_get(&reply[..MAX_HEADER + 1]).is_err(), "cut before its end");
+        assert!(
+            parse_get(&reply[..MAX_HEADER + 1]).is_err(),
+            "cut before its end"
+        );
         assert_eq!(parse_get(&reply[..MAX_HEADER]), Ok(None), "not over it yet");
     }
 
