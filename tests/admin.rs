@@ -326,6 +326,41 @@ fn a_token_guards_post_and_delete() {
 }
 
 #[test]
+fn a_request_refused_by_its_head_is_answered_before_its_body_is_held() {
+    // Without the token, a POST announcing a 4 MB body is refused as soon as its head is in:
+    // the server holds no body for a client that may not start a job.
+    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42'");
+    for head in [
+        "POST /warm HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n",
+        "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n",
+        "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n",
+    ] {
+        let mut http = HttpClient::connect(&admin);
+        http.send_raw(head.as_bytes());
+        let r = http.read_response_to("POST");
+        assert!(
+            [401, 404, 405].contains(&r.status),
+            "{head:?}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert_eq!(r.header("Connection"), Some("close"), "{head:?}");
+        http.expect_closed();
+    }
+    // With the token, the same head waits for its body.
+    let mut http = HttpClient::connect(&admin);
+    http.set_timeout(Duration::from_millis(300));
+    http.send_raw(
+        b"POST /warm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer open-sesame-42\r\n\
+          Content-Length: 40\r\n\r\n",
+    );
+    assert!(
+        http.try_read_response("POST").is_err(),
+        "no answer before the body"
+    );
+}
+
+#[test]
 fn a_token_file_is_read_at_start() {
     let secret = TempFile::new("admin-token", "txt", b"from-a-file\n");
     let (_mc, _bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));

@@ -65,6 +65,17 @@ pub struct Request<'a> {
     pub http10: bool,
 }
 
+/// A request whose head has arrived and whose body has not: enough to refuse it early.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The method as sent.
+    pub method: &'a str,
+    /// The path of the request target, without its query string.
+    pub path: &'a str,
+    /// The value of the `Authorization` header, if any.
+    pub authorization: Option<&'a [u8]>,
+}
+
 /// What the front of a buffer holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
@@ -73,6 +84,8 @@ pub enum Parsed<'a> {
     Incomplete {
         /// The client waits for `100 Continue` before it sends the body.
         expects_continue: bool,
+        /// The head, once it is whole and only the body is missing.
+        head: Option<Head<'a>>,
     },
     /// A whole request, and how many bytes of the buffer it took.
     Complete(Request<'a>, usize),
@@ -95,6 +108,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         Ok(httparse::Status::Partial) => {
             return Parsed::Incomplete {
                 expects_continue: false,
+                head: None,
             }
         }
         Err(httparse::Error::TooManyHeaders) => {
@@ -151,6 +165,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         return Parsed::Incomplete {
             // HTTP/1.0 clients do not know 100 Continue.
             expects_continue: expects_continue && !http10,
+            head: Some(Head {
+                method,
+                path,
+                authorization,
+            }),
         };
     };
     let keep_alive = if http10 {
@@ -353,7 +372,12 @@ mod tests {
                 &limits()
             ),
             Parsed::Incomplete {
-                expects_continue: false
+                expects_continue: false,
+                head: Some(Head {
+                    method: "POST",
+                    path: "/warm",
+                    authorization: None
+                })
             }
         );
         assert_eq!(
@@ -362,7 +386,12 @@ mod tests {
                 &limits()
             ),
             Parsed::Incomplete {
-                expects_continue: true
+                expects_continue: true,
+                head: Some(Head {
+                    method: "POST",
+                    path: "/warm",
+                    authorization: None
+                })
             }
         );
         let same = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";

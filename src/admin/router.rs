@@ -1,7 +1,7 @@
 //! The admin API's endpoints: which path and method does what, and which status it answers.
 
 use super::auth::bearer_matches;
-use super::http::{Request, Response, PROMETHEUS};
+use super::http::{Head, Request, Response, PROMETHEUS};
 use super::AdminApi;
 use crate::warm::WarmError;
 
@@ -46,10 +46,56 @@ impl Endpoint {
     }
 }
 
+/// The refusal a request gets whatever its body: an unknown path (404), a method its endpoint
+/// does not take (405), a missing or wrong token where one is needed (401); `None` when it may
+/// go on. The server asks this as soon as a head is whole, so a request that will be refused
+/// never makes it hold a body of megabytes first.
+pub fn refusal(token: Option<&str>, head: &Head) -> Option<Response> {
+    let Some(endpoint) = Endpoint::of(head.path) else {
+        return Some(Response::text(
+            404,
+            format!("no such endpoint: {}\n", head.path),
+        ));
+    };
+    let method = match head.method {
+        "HEAD" => "GET",
+        m => m,
+    };
+    let (allowed, changes) = match (endpoint, method) {
+        (_, "GET") => (true, false),
+        (Endpoint::Warm, "POST") | (Endpoint::WarmJob(_), "DELETE") => (true, true),
+        _ => (false, false),
+    };
+    if !allowed {
+        return Some(
+            Response::text(
+                405,
+                format!("{} {} is not allowed\n", head.method, head.path),
+            )
+            .header("Allow", endpoint.allow()),
+        );
+    }
+    if changes && token.is_some_and(|t| !bearer_matches(head.authorization, t.as_bytes())) {
+        return Some(
+            Response::json_error(401, "this endpoint needs Authorization: Bearer <token>")
+                .header("WWW-Authenticate", "Bearer realm=\"bifrost\""),
+        );
+    }
+    None
+}
+
 /// The response to `req`. `token` is the configured bearer token, required by the methods that
 /// change something (POST, DELETE); GETs stay open, as monitoring needs them. HEAD is answered
 /// as GET (the caller leaves the body out).
 pub fn route(api: &dyn AdminApi, token: Option<&str>, req: &Request) -> Response {
+    let head = Head {
+        method: req.method,
+        path: req.path,
+        authorization: req.authorization,
+    };
+    if let Some(refused) = refusal(token, &head) {
+        return refused;
+    }
     let Some(endpoint) = Endpoint::of(req.path) else {
         return Response::text(404, format!("no such endpoint: {}\n", req.path));
     };
@@ -57,21 +103,6 @@ pub fn route(api: &dyn AdminApi, token: Option<&str>, req: &Request) -> Response
         "HEAD" => "GET",
         m => m,
     };
-    let changes = matches!(
-        (endpoint, method),
-        (Endpoint::Warm, "POST") | (Endpoint::WarmJob(_), "DELETE")
-    );
-    if changes {
-        if let Some(token) = token {
-            if !bearer_matches(req.authorization, token.as_bytes()) {
-                return Response::json_error(
-                    401,
-                    "this endpoint needs Authorization: Bearer <token>",
-                )
-                .header("WWW-Authenticate", "Bearer realm=\"bifrost\"");
-            }
-        }
-    }
     match (endpoint, method) {
         (Endpoint::Health, "GET") => Response::text(200, "ok\n"),
         (Endpoint::Ready, "GET") => match api.ready() {
@@ -277,6 +308,29 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(*api.cancelled.lock().expect("lock"), [7]);
         assert_eq!(call(&api, None, "DELETE", "/warm/9").status, 404);
+    }
+
+    #[test]
+    fn a_head_alone_decides_every_refusal() {
+        let head = |method, path, authorization| Head {
+            method,
+            path,
+            authorization,
+        };
+        let status = |token, h: Head| refusal(token, &h).map(|r| r.status);
+        let right = Some(&b"Bearer t"[..]);
+        assert_eq!(status(None, head("GET", "/nope", None)), Some(404));
+        assert_eq!(status(None, head("PUT", "/warm", None)), Some(405));
+        assert_eq!(status(None, head("POST", "/health", None)), Some(405));
+        assert_eq!(status(Some("t"), head("POST", "/warm", None)), Some(401));
+        assert_eq!(
+            status(Some("t"), head("DELETE", "/warm/3", None)),
+            Some(401)
+        );
+        assert_eq!(status(Some("t"), head("POST", "/warm", right)), None);
+        assert_eq!(status(None, head("POST", "/warm", None)), None);
+        assert_eq!(status(Some("t"), head("HEAD", "/metrics", None)), None);
+        assert_eq!(status(Some("t"), head("GET", "/warm/3", None)), None);
     }
 
     #[test]

@@ -185,7 +185,18 @@ impl Conn {
             && self.pending_output() < OUT_HIGH_WATER
         {
             let consumed = match http::parse(&self.input, &server.limits) {
-                Parsed::Incomplete { expects_continue } => {
+                Parsed::Incomplete {
+                    expects_continue,
+                    head,
+                } => {
+                    let refused = head.and_then(|h| router::refusal(server.token.as_deref(), &h));
+                    if let Some(response) = refused {
+                        // Refused whatever its body: answered now, and the connection closed
+                        // (the body still on its way is not read).
+                        response.render(&mut self.output, false, false, false);
+                        self.phase = Phase::Closing;
+                        return true;
+                    }
                     if expects_continue && !self.continue_sent {
                         self.output.extend_from_slice(http::CONTINUE);
                         self.continue_sent = true;
