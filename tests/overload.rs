@@ -351,6 +351,20 @@ fn exchange(s: &mut TcpStream, req: &[u8], want: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the good client for [`GOOD_RUN`] on `b` while the connections `bad` opens misbehave,
+/// then asserts that the proxy stayed under [`RSS_BOUND`] (`what` says doing what) and that the
+/// good client was served.
+fn bounded_beside_a_good_client(b: &Bifrost, what: &str, bad: impl FnOnce(&str) -> Vec<TcpStream>) {
+    let watch = RssWatch::start(b.pid(), RSS_BOUND);
+    let good = good_client(b.addr(), GOOD_RUN, watch.gone());
+    let bad = bad(&b.addr());
+    let report = good.join().expect("good client");
+    let rss = watch.finish();
+    rss.assert_bounded(what);
+    report.assert_served();
+    drop(bad);
+}
+
 /// A well-behaved client on its own thread: `set` then `get` of small keys, one request at a
 /// time, for `run_for` or until `stop`. A request that fails puts the connection out of step,
 /// so the next one goes on a new connection.
@@ -556,17 +570,12 @@ fn non_reading_clients_pipelining_big_gets_neither_grow_memory_nor_starve_others
     let mc = memcached();
     preload(&mc, "big", &value_of(500_000, 0));
     let b = bifrost(&mc, &[]);
-    let watch = RssWatch::start(b.pid(), RSS_BOUND);
-    let good = good_client(b.addr(), GOOD_RUN, watch.gone());
-
     let pipeline = b"get big\r\n".repeat(500);
-    let bad: Vec<TcpStream> = (0..10).map(|_| non_reader(&b.addr(), &pipeline)).collect();
-
-    let report = good.join().expect("good client");
-    let rss = watch.finish();
-    rss.assert_bounded("10 clients pipelining 500 gets of 500 KB, never reading");
-    report.assert_served();
-    drop(bad);
+    bounded_beside_a_good_client(
+        &b,
+        "10 clients pipelining 500 gets of 500 KB, never reading",
+        |addr| (0..10).map(|_| non_reader(addr, &pipeline)).collect(),
+    );
 }
 
 /// One client asks for a 1 MiB value 2,000 times in ONE `get` (2 GB of reply) and never reads:
@@ -576,16 +585,12 @@ fn one_get_of_a_1mib_value_2000_times_never_read_is_bounded() {
     let mc = memcached();
     preload(&mc, "huge", &value_of(1 << 20, 1));
     let b = bifrost(&mc, &[]);
-    let watch = RssWatch::start(b.pid(), RSS_BOUND);
-    let good = good_client(b.addr(), GOOD_RUN, watch.gone());
-
-    let bad = non_reader(&b.addr(), &get_line(std::iter::repeat("huge").take(2000)));
-
-    let report = good.join().expect("good client");
-    let rss = watch.finish();
-    rss.assert_bounded("one unread get of a 1 MiB value 2000 times");
-    report.assert_served();
-    drop(bad);
+    bounded_beside_a_good_client(&b, "one unread get of a 1 MiB value 2000 times", |addr| {
+        vec![non_reader(
+            addr,
+            &get_line(std::iter::repeat("huge").take(2000)),
+        )]
+    });
 }
 
 /// The same unread 2,000-key get on a failover route (whose replies are read whole, to decide
@@ -608,16 +613,16 @@ fn one_unread_get_of_a_1mib_value_2000_times_on_a_failover_route_is_bounded() {
         },
         &[],
     );
-    let watch = RssWatch::start(b.pid(), RSS_BOUND);
-    let good = good_client(b.addr(), GOOD_RUN, watch.gone());
-
-    let bad = non_reader(&b.addr(), &get_line(std::iter::repeat("huge").take(2000)));
-
-    let report = good.join().expect("good client");
-    let rss = watch.finish();
-    rss.assert_bounded("one unread get of a 1 MiB value 2000 times, failover route");
-    report.assert_served();
-    drop(bad);
+    bounded_beside_a_good_client(
+        &b,
+        "one unread get of a 1 MiB value 2000 times, failover route",
+        |addr| {
+            vec![non_reader(
+                addr,
+                &get_line(std::iter::repeat("huge").take(2000)),
+            )]
+        },
+    );
 }
 
 /// One unread `get` of 400 distinct 1 MiB values spread over four servers: a split whose windows
