@@ -613,6 +613,49 @@ mod tests {
     }
 
     #[test]
+    fn every_stats_counter_is_exported_under_a_name_of_its_own() {
+        // Those counted by route and command instead (bifrost_requests_total,
+        // bifrost_hits_total, bifrost_misses_total).
+        let by_route = [
+            "cmd_get",
+            "cmd_set",
+            "cmd_touch",
+            "cmd_flush",
+            "cmd_delete",
+            "cmd_arith",
+            "cmd_meta",
+            "get_hits",
+            "get_misses",
+        ];
+        let names: Vec<&str> = WorkerStats::default()
+            .snapshot()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for &(stat, metric, _, _) in PROCESS_METRICS {
+            assert!(
+                names.contains(&stat),
+                "{metric} reads no stats counter {stat}"
+            );
+        }
+        for name in names {
+            let exported = PROCESS_METRICS.iter().any(|&(stat, ..)| stat == name);
+            assert!(
+                exported || by_route.contains(&name),
+                "{name} is not in /metrics"
+            );
+        }
+        let mut metrics: Vec<&str> = PROCESS_METRICS.iter().map(|m| m.1).collect();
+        metrics.sort_unstable();
+        metrics.dedup();
+        assert_eq!(
+            metrics.len(),
+            PROCESS_METRICS.len(),
+            "a metric name used twice"
+        );
+    }
+
+    #[test]
     fn json_has_the_same_counters() {
         let reg = registry();
         let d = reg.detail(0);

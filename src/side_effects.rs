@@ -328,20 +328,11 @@ mod tests {
         assert!(q.admit(60));
         assert!(q.admit(40));
         assert!(!q.admit(1), "100 bytes held: one more is over queue_bytes");
-        let done = Completion {
-            owner: crate::backend::Owner::Job {
-                id: crate::gen_slab::Id::detached(),
-                part: 60,
-            },
-            reply: bytes::Bytes::from_static(b"STORED\r\n"),
-            end: true,
-            tail: 8,
-            values: 0,
-            lookups: 0,
-            server: 0,
-            failed: None,
-            sent: 0,
+        let owner = crate::backend::Owner::Job {
+            id: crate::gen_slab::Id::detached(),
+            part: 60,
         };
+        let done = Completion::whole(owner, b"STORED\r\n", 0, None);
         q.on_completion(EffectQueue::part_for(60), &done);
         assert!(q.admit(50));
         assert!(!q.admit(20));
@@ -365,17 +356,8 @@ mod tests {
         assert!(q.admit(10));
         assert!(!q.admit(10));
         let id = crate::gen_slab::Id::detached();
-        let done = Completion {
-            owner: crate::backend::Owner::Job { id, part: 0 },
-            reply: bytes::Bytes::from_static(b"NOT_STORED\r\n"),
-            end: true,
-            tail: 12,
-            values: 0,
-            lookups: 0,
-            server: 0,
-            failed: None,
-            sent: 0,
-        };
+        let owner = crate::backend::Owner::Job { id, part: 0 };
+        let done = Completion::whole(owner, b"NOT_STORED\r\n", 0, None);
         q.on_completion(10, &done);
         assert!(q.admit(10));
         let mut text = String::new();

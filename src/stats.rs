@@ -332,25 +332,21 @@ impl StatsRegistry {
 
     /// Route `route`'s latency histogram, over every worker.
     pub fn route_latency(&self, route: usize) -> HistogramSnapshot {
-        let mut snapshot = HistogramSnapshot::default();
-        for histogram in self
-            .details
-            .iter()
-            .filter_map(|d| d.route_latency.get(route))
-        {
-            histogram.add_to(&mut snapshot);
-        }
-        snapshot
+        self.latency_total(|d| &d.route_latency, route)
     }
 
     /// Server `server`'s latency histogram, over every worker.
     pub fn server_latency(&self, server: usize) -> HistogramSnapshot {
+        self.latency_total(|d| &d.server_latency, server)
+    }
+
+    fn latency_total(
+        &self,
+        pick: impl Fn(&DetailStats) -> &[Histogram],
+        index: usize,
+    ) -> HistogramSnapshot {
         let mut snapshot = HistogramSnapshot::default();
-        for histogram in self
-            .details
-            .iter()
-            .filter_map(|d| d.server_latency.get(server))
-        {
+        for histogram in self.details.iter().filter_map(|d| pick(d).get(index)) {
             histogram.add_to(&mut snapshot);
         }
         snapshot

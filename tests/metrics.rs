@@ -1,7 +1,8 @@
 //! The admin API's metrics through the real binary: a known load over real memcached (and a
 //! fake that never answers, for timeouts), then `/metrics` checked by `promtool check metrics`
 //! and read back series by series, `/stats` (JSON) and the memcached `stats` command compared
-//! with it, and the per-server gauges followed through an ejection.
+//! with it, the per-server gauges followed through an ejection, and a refused client and a
+//! replication queue to a dead replica counted.
 
 mod common;
 
@@ -231,5 +232,71 @@ fn a_server_held_down_shows_up_0_and_an_ejection_and_ready_turns_503() {
         (ready.status, ready.text().as_str()),
         (503, "main\n"),
         "route main has no healthy server; route slow still has its own"
+    );
+}
+
+#[test]
+fn rejected_clients_and_side_effect_queues_show_in_metrics() {
+    // Two clients at a time, and every set copied to a replica that is not there.
+    let mc = Memcached::start();
+    let replica = common::tiers::dead_addr();
+    let mut admin = 0;
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            admin = free_port();
+            format!(
+                "workers: 1\n\
+                 admin: {{bind: '127.0.0.1:{admin}'}}\n\
+                 listeners:\n  - {{name: main, bind: '127.0.0.1:{port}', max_connections: 2}}\n\
+                 backends:\n  cache: {{servers: ['{}']}}\n  replica: {{servers: ['{replica}']}}\n\
+                 routes: [{{name: main, match: '*', strategy: consistent_hash, backend: cache}}]\n\
+                 side_effects:\n  - replicate: {{routes: [main], to: replica, commands: [set]}}\n",
+                mc.addr()
+            )
+        },
+        &[],
+    );
+    let mut http = HttpClient::connect(&format!("127.0.0.1:{admin}"));
+    let metric =
+        |http: &mut HttpClient, series: &str| value(&samples(&http.get("/metrics").text()), series);
+    let mut c = bifrost.client();
+    // The harness's readiness probe may not be closed on the proxy's side yet.
+    wait_until(Duration::from_secs(5), "only our client is open", || {
+        metric(&mut http, "bifrost_client_connections") == 1.0
+    });
+    for i in 0..3 {
+        assert_eq!(c.set(&format!("r{i}"), b"v", 0, 0), "STORED");
+    }
+    let mut second = bifrost.client();
+    assert!(second.version().starts_with("VERSION "));
+    let mut turned_away = bifrost.client();
+    let refusal = turned_away.read_line();
+    assert_eq!(refusal, "ERROR Too many open connections");
+    turned_away.expect_closed();
+    wait_until(Duration::from_secs(5), "the copies fail", || {
+        metric(
+            &mut http,
+            "bifrost_side_effect_failed_total{effect=\"replicate.0\"}",
+        ) == 3.0
+    });
+    let text = http.get("/metrics").text();
+    promtool_check(&text);
+    let m = samples(&text);
+    assert_eq!(value(&m, "bifrost_client_connections_rejected_total"), 1.0);
+    assert_eq!(value(&m, "bifrost_client_connections"), 2.0);
+    let effect = |name: &str| {
+        value(
+            &m,
+            &format!("bifrost_side_effect_{name}{{effect=\"replicate.0\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            effect("queued_total"),
+            effect("done_total"),
+            effect("dropped_total"),
+            effect("queue_depth")
+        ),
+        (3.0, 0.0, 0.0, 0.0)
     );
 }

@@ -149,6 +149,32 @@ pub struct Completion {
     pub sent: u64,
 }
 
+#[cfg(test)]
+impl Completion {
+    /// For unit tests of exchanges and jobs: the whole reply `text` to `owner`'s request, with
+    /// `values` hits, failed by `failed` if given. Its tail is the reply's last line.
+    pub fn whole(
+        owner: Owner,
+        text: &'static [u8],
+        values: usize,
+        failed: Option<FailReason>,
+    ) -> Completion {
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        let last_line = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        Completion {
+            owner,
+            reply: Bytes::from_static(text),
+            end: true,
+            tail: text.len() - last_line,
+            values,
+            lookups: 0,
+            server: 0,
+            failed,
+            sent: 0,
+        }
+    }
+}
+
 impl Fragment {
     /// The completion that answers this request for a failure of `server`.
     pub fn fail(&self, server: usize, reason: FailReason) -> Completion {

@@ -290,20 +290,11 @@ mod tests {
     }
 
     fn reply(text: &'static [u8], values: usize, failed: bool) -> Completion {
-        Completion {
-            owner: Owner::Exchange {
-                id: crate::gen_slab::Id::detached(),
-                part: 0,
-            },
-            reply: Bytes::from_static(text),
-            end: true,
-            tail: text.len(),
-            values,
-            lookups: 0,
-            server: 0,
-            failed: failed.then_some(FailReason::Timeout),
-            sent: 0,
-        }
+        let owner = Owner::Exchange {
+            id: crate::gen_slab::Id::detached(),
+            part: 0,
+        };
+        Completion::whole(owner, text, values, failed.then_some(FailReason::Timeout))
     }
 
     /// Runs `answer` over three servers whose replies arrive in `order` (part, reply); returns

@@ -360,20 +360,11 @@ mod tests {
     }
 
     fn reply(text: &'static [u8], failed: bool) -> Completion {
-        Completion {
-            owner: Owner::Exchange {
-                id: crate::gen_slab::Id::detached(),
-                part: 0,
-            },
-            reply: Bytes::from_static(text),
-            end: true,
-            tail: 5,
-            values: 0,
-            lookups: 0,
-            server: 0,
-            failed: failed.then_some(FailReason::Timeout),
-            sent: 0,
-        }
+        let owner = Owner::Exchange {
+            id: crate::gen_slab::Id::detached(),
+            part: 0,
+        };
+        Completion::whole(owner, text, 0, failed.then_some(FailReason::Timeout))
     }
 
     fn step(get: &mut ParallelGet, part: u32, c: &Completion) -> (Vec<u8>, (usize, usize)) {
