@@ -143,6 +143,7 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
             assert_eq!(r.expects_reply(), !(r.noreply || r.quiet));
             check_ttl_cap(data, limits, &r);
             check_mg_fill(data, limits, &r);
+            check_forwarded(data, limits, &r);
         }
         Ok(Parsed::Incomplete) => {
             let window = &data[..data.len().min(limits.max_line_length)];
@@ -152,7 +153,10 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
             );
         }
         Err(e) => {
-            let silent = matches!(e, ParseError::TooLargeNoreply { .. });
+            let silent = matches!(
+                e,
+                ParseError::TooLargeNoreply { .. } | ParseError::CrossProtocol
+            );
             assert!(silent || (e.reply().ends_with(b"\r\n") && e.reply().len() > 2));
             assert!(!e.as_str().is_empty());
             assert_eq!(
@@ -167,6 +171,13 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
                     assert_eq!(memchr_newline(window), None);
                 }
                 ParseError::BinaryProtocol => {}
+                ParseError::CrossProtocol => {
+                    let line = &data[..memchr_newline(data).expect("a whole line")];
+                    let last = line
+                        .split(|&b| b == b' ' || b == b'\r')
+                        .rfind(|t| !t.is_empty());
+                    assert!(last.is_some_and(|t| t.starts_with(b"HTTP/")), "{e:?}");
+                }
                 ParseError::UnknownCommand { skip } | ParseError::BadDataChunk { skip } => {
                     assert!(skip >= 1 && skip <= data.len(), "{e:?}");
                 }
@@ -506,5 +517,138 @@ pub fn check_warm_replies(data: &[u8]) {
             data.len()
         );
         prefixes_incomplete(data, used, wire::parse_set, "ms reply");
+    }
+}
+
+/// Every request at the front of `data` (and pipelined after it) that the parser accepts,
+/// under each limit set, passes [`check_forwarded`].
+pub fn check_forwarded_input(data: &[u8]) {
+    for limits in limit_sets() {
+        let mut rest = data;
+        while let Ok(Parsed::Complete(r)) = parse_request(rest, &limits) {
+            check_forwarded(rest, &limits, &r);
+            rest = &rest[r.len..];
+        }
+    }
+}
+
+/// How memcached 1.6 reads a command line, modelled from its documented behaviour: the bytes
+/// before the first `\n`, less a `\r` just before it when the line has more than one byte
+/// before the `\n`, up to the first NUL (it handles the line as a C string), split on spaces
+/// with runs collapsed. Returns the tokens.
+pub fn memcached_tokens(line_with_end: &[u8]) -> Vec<&[u8]> {
+    let end = memchr_newline(line_with_end).unwrap_or(line_with_end.len());
+    let mut line = &line_with_end[..end];
+    if line.len() > 1 && line.ends_with(b"\r") {
+        line = &line[..line.len() - 1];
+    }
+    if let Some(nul) = line.iter().position(|&b| b == 0) {
+        line = &line[..nul];
+    }
+    line.split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// What the proxy forwards for an accepted request is read by memcached exactly as the proxy
+/// read it (issue 14: no client input can make a backend see another command): the forwarded
+/// line has the same tokens in memcached's reading as in the proxy's, is within memcached's
+/// limits (2048 bytes but for `get`/`gets`, 19 tokens on a meta line), and its data block is
+/// the one memcached will read. A multi-key retrieval's per-server lines re-parse to the same
+/// command with the keys each was given, in order.
+pub fn check_forwarded(data: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
+    use bifrost::protocol::Command;
+    let whole = &data[..r.len];
+    let line = &whole[..r.line_len];
+    // The proxy's reading: the line without its ending, split on spaces.
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let ours: Vec<&[u8]> = text
+        .split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .collect();
+    let theirs = memcached_tokens(line);
+    assert_eq!(ours, theirs, "memcached reads {line:?} differently");
+    assert!(!text.contains(&0) && !text.contains(&b'\r'), "{line:?}");
+    assert_eq!(theirs.first().copied(), Some(r.command.name().as_bytes()));
+    if !matches!(r.command, Command::Get | Command::Gets) {
+        assert!(
+            r.line_len <= 2048,
+            "a {}-byte {:?} line",
+            r.line_len,
+            r.command
+        );
+    } else if r.line_len > 2048 {
+        assert_eq!(
+            line.first(),
+            Some(&b'g'),
+            "a long get line starting with spaces"
+        );
+    }
+    if r.command.is_meta() {
+        assert!(theirs.len() <= 19, "{} tokens on a meta line", theirs.len());
+    }
+    // memcached takes the data block length from the token the proxy took it from.
+    let length_token = match r.command {
+        Command::Set
+        | Command::Add
+        | Command::Replace
+        | Command::Append
+        | Command::Prepend
+        | Command::Cas => theirs.get(4),
+        Command::MetaSet => theirs.get(2),
+        _ => None,
+    };
+    if let Some(data_span) = r.data {
+        let announced = std::str::from_utf8(length_token.expect("a length token"))
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok());
+        assert_eq!(announced, Some(data_span.len()), "{line:?}");
+    }
+    // Re-parsing what is forwarded gives the same request.
+    let again = parse_request(whole, limits);
+    assert_eq!(again, Ok(Parsed::Complete(*r)));
+    check_split_lines(whole, limits, r);
+}
+
+/// A multi-key retrieval split between two servers (keys alternating): each per-server line
+/// re-parses as the same command and exptime with exactly its keys, in order.
+fn check_split_lines(whole: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
+    use bifrost::multiget::{build_lines, AskedKey};
+    use bifrost::protocol::Command;
+    if !r.command.is_multi_key() || r.key_count < 2 {
+        return;
+    }
+    let asked: Vec<AskedKey> = r
+        .keys(whole)
+        .enumerate()
+        .map(|(i, key)| AskedKey::new(whole, key, i % 2))
+        .collect();
+    let (mut lens, mut out) = (Vec::new(), Vec::new());
+    build_lines(r, whole, &asked, 2, &mut lens, &mut out);
+    assert_eq!(out.len(), 2);
+    let roomy = Limits {
+        max_line_length: limits.max_line_length.max(whole.len() + 2),
+        ..*limits
+    };
+    for (part, (line, count)) in out.iter().enumerate() {
+        let Ok(Parsed::Complete(sub)) = parse_request(line, &roomy) else {
+            panic!(
+                "split line {:?} does not parse",
+                String::from_utf8_lossy(line)
+            );
+        };
+        assert_eq!(sub.len, line.len());
+        assert_eq!(sub.command, r.command);
+        let want: Vec<&[u8]> = asked
+            .iter()
+            .filter(|k| k.part == part)
+            .map(|k| k.key(whole))
+            .collect();
+        let got: Vec<&[u8]> = sub.keys(line).collect();
+        assert_eq!(got, want);
+        assert_eq!(*count, want.len());
+        let exptime = usize::from(matches!(r.command, Command::Gat | Command::Gats));
+        assert_eq!(memcached_tokens(line).len(), 1 + exptime + sub.key_count);
     }
 }

@@ -16,6 +16,7 @@ use mio::net::TcpStream;
 
 use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
 use crate::exchange::ExchangeId;
+use crate::protocol::request::unlink_after_too_large;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
 /// An idle client gives back a read buffer of its own (one that holds the start of a request
@@ -77,8 +78,10 @@ impl Slot {
 pub enum Next {
     /// A whole request; `bytes` holds exactly its bytes and `request`'s spans index into it.
     Request(Request, Bytes),
-    /// A bad request; the error's reply goes out in its slot.
-    Error(ParseError),
+    /// A bad request; the error's reply goes out in its slot. A `set` or `ms` refused as too
+    /// large comes with the request that removes the key's old value (as memcached does),
+    /// to run after the error is answered.
+    Error(ParseError, Option<(Request, Bytes)>),
 }
 
 /// The per-client limits, from its listener.
@@ -417,6 +420,12 @@ impl Client {
                 Some(Next::Request(request, bytes))
             }
             Err(error) => {
+                let unlink = match error {
+                    ParseError::TooLarge { .. } | ParseError::TooLargeNoreply { .. } => {
+                        unlink_request(&self.read_buf, limits)
+                    }
+                    _ => None,
+                };
                 match error.skip() {
                     Some(skip) => {
                         let n = skip.min(self.read_buf.len());
@@ -428,7 +437,7 @@ impl Client {
                         self.closing = true;
                     }
                 }
-                Some(Next::Error(error))
+                Some(Next::Error(error, unlink))
             }
         };
         if next.is_some() {
@@ -599,6 +608,16 @@ impl Client {
     /// True once a closing client has nothing left to send.
     pub fn finished(&self) -> bool {
         self.dead || (self.closing && self.is_idle())
+    }
+}
+
+/// The request that removes the old value of the `set`/`ms` at the start of `buf`, refused as
+/// too large (see [`unlink_after_too_large`]).
+fn unlink_request(buf: &[u8], limits: &Limits) -> Option<(Request, Bytes)> {
+    let line = Bytes::from(unlink_after_too_large(buf, limits)?);
+    match parse_request(&line, limits) {
+        Ok(Parsed::Complete(request)) => Some((request, line)),
+        _ => None,
     }
 }
 

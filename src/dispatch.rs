@@ -39,7 +39,7 @@ impl Worker {
     /// Handles what the parser found next on client `client`.
     pub(crate) fn dispatch(&mut self, client: usize, next: Next, now: Instant) {
         match next {
-            Next::Error(error) => {
+            Next::Error(error, unlink) => {
                 WorkerStats::add(&self.stats.client_errors, 1);
                 log::debug!("client request refused: {}", error.as_str());
                 let slot = Slot::ready(Bytes::from_static(error.reply()));
@@ -49,6 +49,9 @@ impl Worker {
                     slot
                 };
                 self.answer_locally(client, slot);
+                if let Some((request, bytes)) = unlink {
+                    self.dispatch_request(client, request, bytes, now);
+                }
             }
             Next::Request(request, bytes) => self.dispatch_request(client, request, bytes, now),
         }

@@ -52,6 +52,7 @@ fn seed_corpora_are_present() {
         "reply_parser",
         "config_loader",
         "admin_http",
+        "forwarded_line",
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         let count = fs::read_dir(&dir)
@@ -98,5 +99,13 @@ fn replay_warm_replies() {
     for (path, bytes) in inputs() {
         eprintln!("warm_replies <- {}", path.display());
         checks::check_warm_replies(&bytes);
+    }
+}
+
+#[test]
+fn replay_forwarded_line() {
+    for (path, bytes) in inputs() {
+        eprintln!("forwarded_line <- {}", path.display());
+        checks::check_forwarded_input(&bytes);
     }
 }

@@ -521,20 +521,51 @@ fn value_over_max_value_size_is_refused_swallowed_and_never_forwarded() {
     let mut direct = env.direct();
     let mut w = env.wire();
     w.roundtrip(&set_req("big", 1, b"old"), b"STORED\r\n");
-    let cmd_set_before = stat(&backend_stats(&mut direct), "cmd_set");
+    w.roundtrip(&set_req("kept", 1, b"old"), b"STORED\r\n");
+    w.roundtrip(b"ms mbig 3\r\nold\r\n", b"HD\r\n");
+    let before = backend_stats(&mut direct);
 
-    // The refused value holds requests: if it were not swallowed, they would run.
+    // The refused value holds requests: if it were not swallowed, they would run. A `set`
+    // refused as too large removes the key's old value, as memcached does (a client that
+    // failed to write must not go on reading what it meant to replace).
     let mut value = b"\r\nset evil 0 0 1\r\nx\r\nget big\r\n".repeat(1000);
     value.resize(MAX_VALUE + 1, b'z');
     w.roundtrip(
         &[set_req("big", 2, &value), b"get big\r\n".to_vec()].concat(),
+        b"SERVER_ERROR object too large for cache\r\nEND\r\n",
+    );
+    // The same for `ms`.
+    w.roundtrip(
         &[
-            &b"SERVER_ERROR object too large for cache\r\n"[..],
-            &hit("big", 1, b"old"),
+            format!("ms mbig {} T0\r\n", value.len()).into_bytes(),
+            value.clone(),
+            b"\r\nmg mbig v\r\n".to_vec(),
         ]
         .concat(),
+        b"SERVER_ERROR object too large for cache\r\nEN\r\n",
     );
-    // The same for a key that does not exist yet, and for the other storage commands.
+    // The other storage commands leave it (memcached removes for set and ms only).
+    for (cmd, cas) in [
+        ("add", ""),
+        ("replace", ""),
+        ("append", ""),
+        ("prepend", ""),
+        ("cas", "1"),
+    ] {
+        w.roundtrip(
+            &[
+                storage(cmd, "kept", 0, cas, &value),
+                b"get kept\r\n".to_vec(),
+            ]
+            .concat(),
+            &[
+                &b"SERVER_ERROR object too large for cache\r\n"[..],
+                &hit("kept", 1, b"old"),
+            ]
+            .concat(),
+        );
+    }
+    // A key that does not exist yet.
     for cmd in ["set", "add", "replace", "append", "prepend"] {
         w.roundtrip(
             &[
@@ -545,18 +576,23 @@ fn value_over_max_value_size_is_refused_swallowed_and_never_forwarded() {
             b"SERVER_ERROR object too large for cache\r\nEND\r\n",
         );
     }
-    w.roundtrip(
-        &storage("cas", "big", 0, "1", &value),
-        b"SERVER_ERROR object too large for cache\r\n",
-    );
-    // Nothing reached memcached, and the connection still works.
-    assert_eq!(direct.get("big").as_deref(), Some(&b"old"[..]));
+    // No value reached memcached, only the deletes of the set and ms (two of them hit: big
+    // and mbig), and the connection still works.
+    let after = backend_stats(&mut direct);
+    assert_eq!(direct.get("big"), None);
+    assert_eq!(direct.get("mbig"), None);
+    assert_eq!(direct.get("kept").as_deref(), Some(&b"old"[..]));
     assert_eq!(direct.get("fresh"), None);
     assert_eq!(direct.get("evil"), None);
     assert_eq!(
-        stat(&backend_stats(&mut direct), "cmd_set"),
-        cmd_set_before,
+        stat(&after, "cmd_set"),
+        stat(&before, "cmd_set"),
         "a refused value reached memcached (its cmd_set moved)"
+    );
+    assert_eq!(
+        stat(&after, "delete_hits"),
+        stat(&before, "delete_hits") + 2,
+        "the set and the ms refused as too large each removed their key's old value"
     );
     w.roundtrip(&set_req("after", 0, b"ok"), b"STORED\r\n");
     w.roundtrip(b"get after\r\n", &hit("after", 0, b"ok"));
@@ -565,11 +601,14 @@ fn value_over_max_value_size_is_refused_swallowed_and_never_forwarded() {
 #[test]
 fn value_over_max_value_size_with_noreply_is_silent() {
     // memcached answers nothing to a `noreply` storage command whose value is too large (it
-    // swallows the data silently); a reply here would be taken for the next request's.
+    // swallows the data silently), and removes the key's old value; a reply here would be
+    // taken for the next request's.
     let env = Env::start();
     // memcached's own behaviour, with a value over its 2 MiB item size.
     let too_big_for_memcached = patterned(3 * MAX_VALUE);
-    Wire::connect(&env.mc.addr()).roundtrip(
+    let mut calibrate = Wire::connect(&env.mc.addr());
+    calibrate.roundtrip(&set_req("calibrate", 1, b"old"), b"STORED\r\n");
+    calibrate.roundtrip(
         &[
             storage("set", "calibrate", 0, "noreply", &too_big_for_memcached),
             b"get calibrate\r\n".to_vec(),
@@ -587,9 +626,9 @@ fn value_over_max_value_size_with_noreply_is_silent() {
             b"get big\r\n".to_vec(),
         ]
         .concat(),
-        &hit("big", 1, b"old"),
+        b"END\r\n",
     );
-    assert_eq!(env.direct().get("big").as_deref(), Some(&b"old"[..]));
+    assert_eq!(env.direct().get("big"), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1056,10 +1095,10 @@ fn meta_set_flags_and_modes() {
     );
     w.roundtrip(format!("ms new 1 C{cas}\r\nw\r\n").as_bytes(), b"HD\r\n");
     w.roundtrip(b"mg new v\r\n", b"VA 1\r\nw\r\n");
-    // A mode memcached refuses: its error passes through, and the data block went with it.
+    // A mode memcached refuses is refused before it is sent, and the data block goes with it.
     w.roundtrip(
         b"ms mk 2 MZ\r\nab\r\nmg mk v\r\n",
-        b"CLIENT_ERROR invalid mode for ms M token\r\nVA 5\r\nAhizz\r\n",
+        b"CLIENT_ERROR bad command line format\r\nVA 5\r\nAhizz\r\n",
     );
 }
 
@@ -1098,7 +1137,7 @@ fn meta_arithmetic_flags_and_modes() {
     // memcached's errors pass through.
     w.roundtrip(
         b"ma num MA\r\n",
-        b"CLIENT_ERROR invalid mode for ma M token\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
     );
     w.roundtrip(&set_req("txt", 0, b"abc"), b"STORED\r\n");
     w.roundtrip(
@@ -1159,7 +1198,7 @@ fn meta_quiet_mode_hides_misses_and_shows_hits() {
     // Errors are not hidden.
     w.roundtrip(
         b"ms qs 1 q MZ\r\nx\r\nmg qs v q\r\n",
-        b"CLIENT_ERROR invalid mode for ms M token\r\nVA 1\r\nA\r\n",
+        b"CLIENT_ERROR bad command line format\r\nVA 1\r\nA\r\n",
     );
 }
 

@@ -196,6 +196,10 @@ pub enum ParseError {
     /// The first byte is the binary protocol's magic (0x80): reply
     /// `CLIENT_ERROR binary protocol is not supported`, then close the connection.
     BinaryProtocol,
+    /// An unknown command whose last token starts with `HTTP/` (an HTTP request line, say from
+    /// a browser tricked into posting to the port): close the connection without a reply and
+    /// without reading further, as memcached does.
+    CrossProtocol,
 }
 
 impl ParseError {
@@ -209,6 +213,7 @@ impl ParseError {
             ParseError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
             ParseError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseError::BinaryProtocol => b"CLIENT_ERROR binary protocol is not supported\r\n",
+            ParseError::CrossProtocol => b"",
         }
     }
 
@@ -221,7 +226,9 @@ impl ParseError {
             | ParseError::TooLarge { skip }
             | ParseError::TooLargeNoreply { skip }
             | ParseError::BadDataChunk { skip } => Some(skip),
-            ParseError::LineTooLong | ParseError::BinaryProtocol => None,
+            ParseError::LineTooLong | ParseError::BinaryProtocol | ParseError::CrossProtocol => {
+                None
+            }
         }
     }
 
@@ -234,6 +241,7 @@ impl ParseError {
             ParseError::BadDataChunk { .. } => "bad_data_chunk",
             ParseError::LineTooLong => "line_too_long",
             ParseError::BinaryProtocol => "binary_protocol",
+            ParseError::CrossProtocol => "cross_protocol",
         }
     }
 }
@@ -269,8 +277,11 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
         return Err(ParseError::UnknownCommand { skip: line_len });
     };
     let Some(command) = lookup(name.of(line)) else {
-        return Err(ParseError::UnknownCommand { skip: line_len });
+        return Err(unknown_command(line, line_len));
     };
+    if let Some(error) = outside_memcached_grammar(command, line, line_len, name.start) {
+        return Err(error);
+    }
     let ctx = Ctx {
         buf,
         line,
@@ -288,7 +299,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
         Command::Cas => classic::storage(&ctx, toks, true),
         Command::Delete => classic::delete(&ctx, toks),
         Command::Incr | Command::Decr => classic::key_number(&ctx, toks, tokens::Number::U64),
-        Command::Touch => classic::key_number(&ctx, toks, tokens::Number::I64),
+        Command::Touch => classic::key_number(&ctx, toks, tokens::Number::I32),
         Command::FlushAll => classic::flush_all(&ctx, toks),
         Command::Verbosity => classic::verbosity(&ctx, toks),
         // `version` and `quit` take no arguments: `version foo` is refused as memcached
@@ -305,6 +316,101 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> 
         | Command::MetaDelete
         | Command::MetaArithmetic
         | Command::MetaDebug => meta::parse(&ctx, toks),
+    }
+}
+
+/// memcached closes a connection whose buffered input holds more than this many bytes without
+/// a line end, unless the line starts with `get ` or `gets ` (after at most 100 spaces): any
+/// other line forwarded to it must be at most this long, line end included.
+pub const MEMCACHED_MAX_LINE: usize = 2048;
+
+/// The error for a line whose command name is unknown: `ERROR`, or a close without a reply
+/// when its last token starts with `HTTP/`, as memcached does, so that a browser tricked into
+/// posting to the proxy's port runs nothing (the request line is the first one it sends).
+fn unknown_command(line: &[u8], line_len: usize) -> ParseError {
+    let last = line.rsplit(|&b| b == b' ').find(|t| !t.is_empty());
+    if last.is_some_and(|t| t.starts_with(b"HTTP/")) {
+        ParseError::CrossProtocol
+    } else {
+        ParseError::UnknownCommand { skip: line_len }
+    }
+}
+
+/// Refuses a known command's line that memcached would not read exactly as this parser does,
+/// whatever its arguments (they are checked by each command's parser):
+/// * a NUL (memcached's tokenizer stops at it) or a CR inside the line (it is part of a token
+///   there, and no token of ours may hold one);
+/// * a line longer than [`MEMCACHED_MAX_LINE`], except `get`/`gets` with no leading space
+///   (memcached reads those at any length).
+///
+/// Storage commands are refused with their data block swallowed when their `<bytes>` token can
+/// be found, so a refused value is never read as commands.
+fn outside_memcached_grammar(
+    command: Command,
+    line: &[u8],
+    line_len: usize,
+    name_start: usize,
+) -> Option<ParseError> {
+    let long = line_len > MEMCACHED_MAX_LINE
+        && !(matches!(command, Command::Get | Command::Gets) && name_start == 0);
+    if !long && memchr::memchr2(0, b'\r', line).is_none() {
+        return None;
+    }
+    Some(ParseError::BadCommandLine {
+        skip: data_block_end(command, line, line_len).unwrap_or(line_len),
+    })
+}
+
+/// For a storage command (`set` family, `cas`, `ms`) whose `<bytes>` token parses: where its
+/// data block and the block's CRLF end, counted from the start of the line.
+fn data_block_end(command: Command, line: &[u8], line_len: usize) -> Option<usize> {
+    let index = match command {
+        Command::Set
+        | Command::Add
+        | Command::Replace
+        | Command::Append
+        | Command::Prepend
+        | Command::Cas => 4,
+        Command::MetaSet => 2,
+        _ => return None,
+    };
+    let token = tokens::Tokens::new(line, 0).nth(index)?;
+    let data_len = tokens::parse_data_len(token.of(line))?;
+    line_len.checked_add(data_len)?.checked_add(2)
+}
+
+/// For a `set` or `ms` refused as too large ([`ParseError::TooLarge`] or
+/// [`ParseError::TooLargeNoreply`] for the line at the start of `buf`): the request that
+/// removes the key's old value, as memcached does so that a failed write never leaves a stale
+/// value readable (`delete <key> noreply`, or `md <key> b q` for a base64 key). None for other
+/// commands, and for a line that does not hold a valid key.
+pub fn unlink_after_too_large(buf: &[u8], limits: &Limits) -> Option<Vec<u8>> {
+    let newline = memchr(b'\n', buf.get(..limits.max_line_length).unwrap_or(buf))?;
+    let line = buf.get(..newline)?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut toks = tokens::Tokens::new(line, 0);
+    let command = lookup(toks.next()?.of(line))?;
+    let key = toks.next()?.of(line);
+    let base64 = match command {
+        Command::Set => false,
+        Command::MetaSet => toks.skip(1).any(|flag| flag.of(line) == b"b"),
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(key.len() + 24);
+    if base64 {
+        out.extend_from_slice(b"md ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b" b q\r\n");
+    } else {
+        out.extend_from_slice(b"delete ");
+        out.extend_from_slice(key);
+        out.extend_from_slice(b" noreply\r\n");
+    }
+    // Only what parses as one request of its own is sent (the key was checked with the line,
+    // but this keeps the promise local).
+    match parse_request(&out, limits) {
+        Ok(Parsed::Complete(request)) if request.len == out.len() => Some(out),
+        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ pub(super) fn retrieval(
 ) -> Result<Parsed, ParseError> {
     let exptime_ok = if with_exptime {
         match toks.next() {
-            Some(span) => Number::I64.accepts(span.of(ctx.line)),
+            Some(span) => Number::I32.accepts(span.of(ctx.line)),
             None => return Err(ParseError::UnknownCommand { skip: ctx.line_len }),
         }
     } else {
@@ -84,7 +84,7 @@ pub(super) fn storage(
     }
     let valid = ctx.valid_key(arg(0))
         && Number::U32.accepts(arg(1))
-        && Number::I64.accepts(arg(2))
+        && Number::I32.accepts(arg(2))
         && (!cas || Number::U64.accepts(arg(4)))
         && (count == required || arg(required) == NOREPLY);
     let (Some(data_len), Some(total), true) = (data_len, total, valid) else {
@@ -112,7 +112,7 @@ pub(super) fn delete(ctx: &Ctx<'_>, mut toks: Tokens<'_>) -> Result<Parsed, Pars
 }
 
 /// `incr|decr <key> <delta> [noreply]` (`number` = U64) and `touch <key> <exptime> [noreply]`
-/// (`number` = I64).
+/// (`number` = I32).
 pub(super) fn key_number(
     ctx: &Ctx<'_>,
     mut toks: Tokens<'_>,
@@ -150,8 +150,8 @@ pub(super) fn flush_all(ctx: &Ctx<'_>, mut toks: Tokens<'_>) -> Result<Parsed, P
     let noreply = match count {
         0 => false,
         1 if arg(0) == NOREPLY => true,
-        1 if Number::I64.accepts(arg(0)) => false,
-        2 if Number::I64.accepts(arg(0)) && arg(1) == NOREPLY => true,
+        1 if Number::I32.accepts(arg(0)) => false,
+        2 if Number::I32.accepts(arg(0)) && arg(1) == NOREPLY => true,
         _ => return Err(ctx.bad_line()),
     };
     let mut request = ctx.request();

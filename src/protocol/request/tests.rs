@@ -203,7 +203,7 @@ fn rejects_with_the_right_error() {
     let set_long_key = format!("set {long_key} 0 0 3\r\nbar\r\n");
     let get_long_key = format!("get foo {long_key}\r\n");
     let b64_long = format!("mg {} b\r\n", "QUFB".repeat(62));
-    let too_many_flags = "mg foo a c d e f g h i j k l m n o p r s t u\r\n";
+    let too_many_flags = "mg foo c f h k l q s t u v E1 N1 O1 R1 T1 b x\r\n";
     let cases: Vec<(&[u8], ParseError)> = vec![
         (b"\r\n", UnknownCommand { skip: 2 }),
         (b"\n", UnknownCommand { skip: 1 }),
@@ -311,7 +311,12 @@ fn rejects_with_the_right_error() {
         (b"mg foo 1\r\n", BadCommandLine { skip: 10 }),
         (b"mg foo v v\r\n", BadCommandLine { skip: 12 }),
         (b"mg foo \xc3\xa9\r\n", BadCommandLine { skip: 11 }),
-        (too_many_flags.as_bytes(), BadCommandLine { skip: 46 }),
+        (
+            too_many_flags.as_bytes(),
+            BadCommandLine {
+                skip: too_many_flags.len(),
+            },
+        ),
         (b"mg foo b\r\n", BadCommandLine { skip: 10 }),
         (b"mg Zm9v= b\r\n", BadCommandLine { skip: 12 }),
         (b"mg ==== b\r\n", BadCommandLine { skip: 11 }),
@@ -351,11 +356,127 @@ fn rejects_with_the_right_error() {
     assert_eq!(complete(set_at_limit.as_bytes()).len, set_at_limit.len());
     // A base64 key may be up to max_key_length on the wire; this one decodes to 186 bytes.
     assert!(complete(b64_long.as_bytes()).base64_key);
-    // 20 tokens: the most memcached accepts on a meta line.
+    // Every mg flag at once (18 tokens; memcached takes up to 19).
     assert_eq!(
-        complete(b"mg foo a c d e f g h i j k l m n o p r s t\r\n").key_count,
+        complete(b"mg Zm9v b c f h k l q s t u v E1 N1 O1 R1 T1\r\n").key_count,
         1
     );
+}
+
+/// Lines memcached would read differently from the parser (or refuse without swallowing their
+/// data block) are refused before anything is sent, storage lines with their data block
+/// skipped: the smuggling classes of issue 14.
+#[test]
+fn refuses_what_memcached_reads_differently() {
+    use ParseError::*;
+    enum Want {
+        Bad,
+        Close,
+    }
+    use Want::*;
+    // 17 flags on `ms` (20 tokens): memcached refuses it before reading the value, which
+    // would then run as a command.
+    let smuggle = "ms public:x 9 c I k q s C1 E1 F1 MS O1 T1 b A D G H J\r\nflush_all\r\n";
+    // Each input is one whole request: a refusal skips all of it (line and data block).
+    let cases: Vec<(String, Want)> = vec![
+        (smuggle.into(), Bad),
+        (
+            "ms k 2 c I k q s C1 E1 F1 MS O1 T1 x y z a d e\r\nhi\r\n".into(),
+            Bad,
+        ),
+        // Flags memcached does not know for the command, or with a token of the wrong kind.
+        ("mg k H\r\n".into(), Bad),
+        ("mg k P\r\n".into(), Bad),
+        ("mg k vv\r\n".into(), Bad),
+        ("mg k Tx\r\n".into(), Bad),
+        ("mg k T2147483648\r\n".into(), Bad),
+        ("mg k N-2147483649\r\n".into(), Bad),
+        ("ms k 2 MZ\r\nhi\r\n".into(), Bad),
+        ("ms k 2 M\r\nhi\r\n".into(), Bad),
+        ("ms k 2 F4294967296\r\nhi\r\n".into(), Bad),
+        ("ms k 2 v\r\nhi\r\n".into(), Bad),
+        ("md k v\r\n".into(), Bad),
+        ("ma k MS\r\n".into(), Bad),
+        ("me k v\r\n".into(), Bad),
+        // Opaque: at most 32 bytes with its letter, printable.
+        (format!("mg k O{}\r\n", "x".repeat(32)), Bad),
+        (format!("mg k O{}\r\n", "x".repeat(20000)), Bad),
+        ("mg k O\x01\r\n".into(), Bad),
+        // Exptimes wider than memcached's 32 bits.
+        ("set k 0 9999999999 2\r\nhi\r\n".into(), Bad),
+        ("touch k 2147483648\r\n".into(), Bad),
+        ("gat 2147483648 k\r\n".into(), Bad),
+        ("flush_all 2147483648\r\n".into(), Bad),
+        // A NUL or a CR inside a line: memcached's tokenizer stops at the NUL.
+        ("ms k\x00 2 T1\r\nhi\r\n".into(), Bad),
+        ("mg k v\x00 q\r\n".into(), Bad),
+        ("set k 0 0 2 noreply\r\r\nhi\r\n".into(), Bad),
+        // Over memcached's 2048-byte line limit (it would close the shared connection).
+        (format!("gat 0 {}\r\n", "k ".repeat(1100)), Bad),
+        (format!("   get {}\r\n", "k ".repeat(1100)), Bad),
+        // An HTTP request line closes the connection, as memcached does.
+        ("GET / HTTP/1.1\r\n".into(), Close),
+        ("POST /x HTTP/1.0   \r\n".into(), Close),
+    ];
+    for (input, want) in &cases {
+        let want = match want {
+            Bad => BadCommandLine { skip: input.len() },
+            Close => CrossProtocol,
+        };
+        assert_eq!(parse(input.as_bytes()), Err(want), "{input:?}");
+    }
+    // What stays accepted: every flag memcached documents, at the edges of its limits.
+    for line in [
+        format!("get {}\r\n", "k ".repeat(1100)),
+        format!("gets {}\r\n", "k ".repeat(1100)),
+        format!("mg k O{}\r\n", "x".repeat(31)),
+        "mg k T2147483647 N-2147483648 R0 E18446744073709551615 c f h k l q s t u v\r\n".into(),
+        "md k b I k q x C1 E2 O3 T4\r\n".replace("k b", "aw== b"),
+        "ma k b c k q t v C1 D2 E3 J4 MD N5 O6 T7\r\n".replace("k b", "aw== b"),
+        "ma k M+\r\n".into(),
+        "me k b\r\n".replace("me k", "me aw=="),
+        "set k 0 2147483647 0\r\n\r\n".into(),
+        "touch k -2147483648\r\n".into(),
+        "GET / HTTP\r\n".into(),
+    ] {
+        match parse(line.as_bytes()) {
+            Ok(Parsed::Complete(r)) => assert_eq!(r.len, line.len(), "{line:?}"),
+            Err(UnknownCommand { .. }) if line.starts_with("GET") => {}
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        parse(b"ms aw== 2 b c I k q s C1 E1 F1 MS O1 T1\r\nhi\r\n"),
+        Ok(Parsed::Complete(_))
+    ));
+}
+
+#[test]
+fn a_set_or_ms_too_large_comes_with_the_delete_of_its_key() {
+    let limits = Limits {
+        max_value_size: 4,
+        ..Limits::default()
+    };
+    let unlink = |buf: &[u8]| unlink_after_too_large(buf, &limits);
+    assert_eq!(
+        unlink(b"set foo 0 0 10\r\n").as_deref(),
+        Some(&b"delete foo noreply\r\n"[..])
+    );
+    assert_eq!(
+        unlink(b"set foo 0 0 10 noreply\r\n0123").as_deref(),
+        Some(&b"delete foo noreply\r\n"[..])
+    );
+    assert_eq!(
+        unlink(b"ms foo 10 T0\r\n").as_deref(),
+        Some(&b"delete foo noreply\r\n"[..])
+    );
+    assert_eq!(
+        unlink(b"ms Zm9v 10 b q\r\n").as_deref(),
+        Some(&b"md Zm9v b q\r\n"[..])
+    );
+    // memcached removes the old value for set and ms only.
+    assert_eq!(unlink(b"add foo 0 0 10\r\n"), None);
+    assert_eq!(unlink(b"cas foo 0 0 10 1\r\n"), None);
 }
 
 #[test]

@@ -81,8 +81,11 @@ pub(super) enum Number {
     U32,
     /// Unsigned 64-bit decimal (cas unique, incr/decr delta).
     U64,
-    /// Signed 64-bit decimal, `-` allowed (exptime, flush_all delay).
-    I64,
+    /// Signed 32-bit decimal, `-` allowed: exptimes and TTLs (`set`, `touch`, `gat`,
+    /// `flush_all`, meta `T`/`N`/`R`). memcached keeps these in 32-bit integers, and some of
+    /// its versions refuse a wider one *without swallowing the data block*, so a wider number
+    /// is refused here before anything is sent.
+    I32,
 }
 
 impl Number {
@@ -91,7 +94,7 @@ impl Number {
         match self {
             Number::U32 => parse_u64(token).is_some_and(|n| n <= u64::from(u32::MAX)),
             Number::U64 => parse_u64(token).is_some(),
-            Number::I64 => parse_i64(token).is_some(),
+            Number::I32 => parse_i64(token).is_some_and(|n| i32::try_from(n).is_ok()),
         }
     }
 }
