@@ -374,8 +374,14 @@ fn data_block_end(command: Command, line: &[u8], line_len: usize) -> Option<usiz
         Command::MetaSet => 2,
         _ => return None,
     };
-    let token = tokens::Tokens::new(line, 0).nth(index)?;
-    let data_len = tokens::parse_data_len(token.of(line))?;
+    let token = tokens::Tokens::new(line, 0).nth(index)?.of(line);
+    // The digits before a CR or NUL: memcached's number parsing stops there and takes them,
+    // so that is the length of the block it would read.
+    let digits = token
+        .split(|&b| b == b'\r' || b == 0)
+        .next()
+        .unwrap_or(token);
+    let data_len = tokens::parse_data_len(digits)?;
     line_len.checked_add(data_len)?.checked_add(2)
 }
 

@@ -26,6 +26,7 @@ mod bifrost;
 mod client;
 mod fake_backend;
 pub mod http;
+pub mod lines;
 mod memcached;
 mod relay;
 mod rng;
