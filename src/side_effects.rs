@@ -372,6 +372,25 @@ mod tests {
     }
 
     #[test]
+    fn the_side_effect_connection_takes_the_largest_queue_and_a_drop_there_is_counted() {
+        let b = board();
+        // replicate.0 has queue 3, write_on_miss.hot queue 2: one alone never fills it.
+        assert_eq!(b.max_queue(), 3);
+        assert_eq!(EffectBoard::default().max_queue(), 1);
+        let mut q = EffectQueue::new(1, b.clone());
+        q.drop_one();
+        let mut text = String::new();
+        b.render(&mut text);
+        for line in [
+            "STAT effect:write_on_miss.hot:dropped 1\r\n",
+            "STAT effect:write_on_miss.hot:queued 0\r\n",
+            "STAT effect:write_on_miss.hot:depth 0\r\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_until_a_request_completes() {
         let b = board();
         let mut q = EffectQueue::new(1, b.clone());

@@ -407,7 +407,10 @@ impl Backends {
         let from = out.len();
         let timer = backend.on_timer(registry, generation, at, now, out);
         self.count_side_reset(conn, out, from);
-        Some(ConnTimer { conn, timer: timer? })
+        Some(ConnTimer {
+            conn,
+            timer: timer?,
+        })
     }
 }
 
