@@ -685,3 +685,38 @@ fn a_burst_of_copies_beyond_the_connection_cap_never_overloads_a_client() {
         );
     }
 }
+
+#[test]
+fn side_effects_sharing_a_target_drop_what_its_connection_cannot_take() {
+    // Two replicates of the same route to the same replica, `queue: 4` each: the replica's
+    // side-effect connection takes 4 (the largest queue), so once 4 copies hang there every
+    // later copy of either is dropped and counted, never refused as `backend overloaded`, and
+    // the client's sets are answered at once.
+    let primary = Memcached::start();
+    let blackhole = FakeBackend::start(Behavior::NeverAnswer);
+    let bifrost = start_proxy(
+        1,
+        &pools_yaml(&[
+            ("primary", primary.addr(), "2s"),
+            ("replica", blackhole.addr(), "10s"),
+        ]),
+        "  - {name: rest, match: \"*\", strategy: consistent_hash, backend: primary}\n",
+        "  - replicate: {routes: [rest], to: replica, commands: [set], queue: 4}\n\
+         \x20 - replicate: {routes: [rest], to: replica, commands: [set], queue: 4}\n",
+    );
+    let mut c = bifrost.client();
+    let (slowest, total) = set_keys(&mut c, 20);
+    assert!(
+        slowest < PROMPT,
+        "a full connection never delays a reply: {slowest:?}"
+    );
+    let (q0, d0, all0) = queued_or_dropped(&mut c, "replicate.0", 20, 4);
+    let (q1, d1, all1) = queued_or_dropped(&mut c, "replicate.1", 20, 4);
+    assert_eq!(q0 + q1, 4, "the connection took 4 copies: {all0} / {all1}");
+    assert_eq!(d0 + d1, 36, "{all0} / {all1}");
+    assert_eq!(c.stat("backend_overloaded"), 0, "no request refused");
+    if total < Duration::from_secs(9) {
+        assert_eq!(effect(&mut c, "replicate.0", "failed"), 0, "{all0}");
+        assert_eq!(effect(&mut c, "replicate.1", "failed"), 0, "{all1}");
+    }
+}
