@@ -108,6 +108,18 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         "Requests refused at once because a server had max_queued_requests queued.",
     ),
     (
+        "side_effect_resets",
+        "bifrost_side_effect_connection_resets_total",
+        Kind::Counter,
+        "Resets of side-effect connections that failed side-effect requests (timeouts included).",
+    ),
+    (
+        "side_effect_timeouts",
+        "bifrost_side_effect_connection_timeouts_total",
+        Kind::Counter,
+        "Resets of side-effect connections caused by a side-effect request's deadline.",
+    ),
+    (
         "backend_connections",
         "bifrost_backend_connections",
         Kind::Gauge,

@@ -9,9 +9,11 @@
 //! (the bytes count what each request pins: its line and its value, a slice of the client's
 //! request or of the reply it came from), and never slows a client: the requests go
 //! out on the poll loop like any other, owned by the side effect's job on that worker (see
-//! [`crate::jobs`]), on the first connection of the target server (so the copies of one key
-//! reach it in the order they were made), never on a client's behalf. Their failures are
-//! counted, never retried.
+//! [`crate::jobs`]), on the worker's side-effect connection to the target server (one per
+//! server, so the copies of one key reach it in the order they were made; never used by a
+//! client's request, so a target that stalls on side effects delays, times out and resets
+//! side effects only), never on a client's behalf. Their failures are counted, never retried,
+//! and never count toward the server's health (see [`crate::backend::Backends`]).
 //!
 //! The counters are shared by all workers (relaxed atomics, read by `stats`).
 
@@ -150,6 +152,19 @@ impl EffectBoard {
         self.effects.is_empty()
     }
 
+    /// The largest `queue` of the side effects (1 when there are none): what a worker's
+    /// side-effect connection to one server takes queued or in flight. One side effect alone
+    /// never fills it (its own queue is no larger); several sharing a target can, and what
+    /// does not fit is dropped and counted like a full queue's overflow.
+    pub fn max_queue(&self) -> usize {
+        self.effects
+            .iter()
+            .map(|(spec, _)| spec.queue)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Side effect `index`'s settings.
     pub fn spec(&self, index: usize) -> Option<&EffectSpec> {
         self.effects.get(index).map(|(spec, _)| spec)
@@ -256,6 +271,14 @@ impl EffectQueue {
         true
     }
 
+    /// Counts one request as dropped without taking it: its target's side-effect connection
+    /// is full (see [`EffectBoard::max_queue`]).
+    pub fn drop_one(&mut self) {
+        if let Some(c) = self.board.counters(self.effect) {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The part number a request of `bytes` bytes goes out with: its size, so its completion
     /// says how many bytes it let go.
     pub fn part_for(bytes: usize) -> u32 {
@@ -346,6 +369,25 @@ mod tests {
             text.contains("STAT effect:replicate.0:depth 2\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_side_effect_connection_takes_the_largest_queue_and_a_drop_there_is_counted() {
+        let b = board();
+        // replicate.0 has queue 3, write_on_miss.hot queue 2: one alone never fills it.
+        assert_eq!(b.max_queue(), 3);
+        assert_eq!(EffectBoard::default().max_queue(), 1);
+        let mut q = EffectQueue::new(1, b.clone());
+        q.drop_one();
+        let mut text = String::new();
+        b.render(&mut text);
+        for line in [
+            "STAT effect:write_on_miss.hot:dropped 1\r\n",
+            "STAT effect:write_on_miss.hot:queued 0\r\n",
+            "STAT effect:write_on_miss.hot:depth 0\r\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 
     #[test]

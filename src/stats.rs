@@ -55,6 +55,8 @@ counters! {
     backend_connections => "backend_connections",
     backend_connect_failures => "backend_connect_failures",
     backend_overloaded => "backend_overloaded",
+    side_effect_resets => "side_effect_resets",
+    side_effect_timeouts => "side_effect_timeouts",
     clients_closed_hard_limit => "clients_closed_hard_limit",
     clients_shed => "clients_shed",
     clients_closed_slow_request => "clients_closed_slow_request",

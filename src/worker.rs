@@ -205,6 +205,7 @@ impl Worker {
             &stats,
             &setup.health,
             probed,
+            setup.effects.max_queue(),
         );
         let now = Instant::now();
         // Each checked server is probed by one worker; the first probe goes out at once.
@@ -480,9 +481,14 @@ impl Worker {
         let Some(&id) = self.effect_jobs.get(effect) else {
             return;
         };
+        let room = self.backends.side_has_room(send.server);
         let Some(Job::Effect(queue)) = self.jobs.get_mut(id) else {
             return;
         };
+        if !room {
+            queue.drop_one();
+            return;
+        }
         let bytes = send.bytes.len() + send.value.as_ref().map_or(0, |v| v.len());
         if !queue.admit(bytes) {
             return;

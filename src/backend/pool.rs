@@ -1,6 +1,13 @@
 //! A worker's backend connections: `connections` per server, the readiness they have seen,
 //! and which of them have bytes to flush. The loop asks this part to send, drive, flush and
 //! time out; it never touches a connection's fields.
+//!
+//! Three kinds of connection, each carrying one kind of traffic only: clients' requests (the
+//! `connections` per server), health probes (one per probed server, made at start), and side
+//! effects (one per target server, made on first use; SPEC §7). A request that stalls, times
+//! out or resets its connection so fails only the requests of its own kind: a warm tier that
+//! never answers write-backs, or a replica that never answers copies, cannot delay, time out,
+//! reset or overload a client's request to the same server.
 
 use std::time::Instant;
 
@@ -43,6 +50,15 @@ pub struct Backends {
     /// For each server this worker probes, its probe connection (a connection of its own, so
     /// a probe's timeout never resets client requests).
     probe_conns: Vec<Option<usize>>,
+    /// For each server, its side-effect connection once a side effect has used it.
+    side_conns: Vec<Option<usize>>,
+    /// The settings of each server's side-effect connection (made on first use).
+    side_settings: Vec<ConnSettings>,
+    /// Connections from this index on are side-effect connections (they are appended after
+    /// the client and probe connections, as they are first needed).
+    first_side: usize,
+    token_base: usize,
+    stats: Arc<WorkerStats>,
     health: Arc<HealthBoard>,
     /// The worker's clock (microseconds, see `Worker::clock`), stamped on every request queued
     /// so the server's latency is one subtraction of integers when its reply comes.
@@ -51,13 +67,16 @@ pub struct Backends {
 
 impl Backends {
     /// Idle connections for `servers`, and a probe connection for each server `probes` names
-    /// (one with health checks); connection `i` is registered under `token_base + i`.
+    /// (one with health checks); connection `i` is registered under `token_base + i`. A
+    /// server's side-effect connection, made on first use, takes up to `side_queue` requests
+    /// (see [`Backends::side_has_room`]).
     pub fn new(
         servers: &[ServerSpec],
         token_base: usize,
         stats: &Arc<WorkerStats>,
         health: &Arc<HealthBoard>,
         probes: impl Fn(usize) -> bool,
+        side_queue: usize,
     ) -> Backends {
         let mut conns = Vec::new();
         let mut server_conns = Vec::new();
@@ -92,6 +111,14 @@ impl Backends {
             conns.push(BackendConn::new(settings, token, stats.clone(), None));
         }
         let n = conns.len();
+        let side_settings = servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| ConnSettings {
+                max_queued: side_queue.max(1),
+                ..ConnSettings::of(index, server)
+            })
+            .collect();
         Backends {
             conns,
             server_conns,
@@ -100,8 +127,64 @@ impl Backends {
             to_flush: Vec::new(),
             flagged: vec![false; n],
             probe_conns,
+            side_conns: vec![None; servers.len()],
+            side_settings,
+            first_side: n,
+            token_base,
+            stats: stats.clone(),
             health: health.clone(),
             clock: 0,
+        }
+    }
+
+    /// The side-effect connection of `server`, made (idle: it connects on its first request)
+    /// when none is yet. It records no health events: a server's health is what its probes
+    /// and its clients' requests see, and a server that stalls only on side effects (a warm
+    /// tier refusing to store) must not be marked down while it serves its clients.
+    fn side_conn(&mut self, server: usize) -> Option<usize> {
+        if let Some(index) = self.side_conns.get(server).copied().flatten() {
+            return Some(index);
+        }
+        let settings = *self.side_settings.get(server)?;
+        let index = self.conns.len();
+        let token = Token(self.token_base + index);
+        self.conns
+            .push(BackendConn::new(settings, token, self.stats.clone(), None));
+        self.flagged.push(false);
+        if let Some(slot) = self.side_conns.get_mut(server) {
+            *slot = Some(index);
+        }
+        Some(index)
+    }
+
+    /// False when `server`'s side-effect connection already has as many requests queued or in
+    /// flight as it takes: a side effect's request for it is then dropped (and counted) before
+    /// it is queued, never refused by the connection.
+    pub fn side_has_room(&self, server: usize) -> bool {
+        let Some(settings) = self.side_settings.get(server) else {
+            return true;
+        };
+        self.side_conns
+            .get(server)
+            .copied()
+            .flatten()
+            .and_then(|i| self.conns.get(i))
+            .map_or(true, |c| c.in_flight() < settings.max_queued)
+    }
+
+    /// Counts a reset of side-effect connection `index` that failed the requests it appended
+    /// to `out` from `from` on: one reset (and one timeout when that was its cause) however
+    /// many requests it failed. Client and probe connections are counted elsewhere.
+    fn count_side_reset(&self, index: usize, out: &[Completion], from: usize) {
+        if index < self.first_side {
+            return;
+        }
+        let failed = out.get(from..).unwrap_or(&[]).iter().find_map(|c| c.failed);
+        if let Some(reason) = failed {
+            WorkerStats::add(&self.stats.side_effect_resets, 1);
+            if reason == FailReason::Timeout {
+                WorkerStats::add(&self.stats.side_effect_timeouts, 1);
+            }
         }
     }
 
@@ -158,6 +241,7 @@ impl Backends {
             let Some(conn) = self.conns.get_mut(index) else {
                 continue;
             };
+            let from = out.len();
             conn.drive(registry, now, out);
             if let Some(timer) = conn.rearm() {
                 timers.push(ConnTimer { conn: index, timer });
@@ -169,6 +253,7 @@ impl Backends {
             if revisit {
                 self.revisit.push(index);
             }
+            self.count_side_reset(index, out, from);
         }
         self.events = events;
         self.events.clear();
@@ -220,9 +305,10 @@ impl Backends {
         self.enqueue_on(conn, registry, owner, send, now, out, timers);
     }
 
-    /// Sends `send` for a side effect (owned by a job, no client): on the first connection of
-    /// its server, so the copies of one key arrive in the order they were made; refused at
-    /// once when the server is down.
+    /// Sends `send` for a side effect (owned by a job, no client): on the side-effect
+    /// connection of its server (one per worker and server, never used by a client's request),
+    /// so the copies of one key arrive in the order they were made and a stalled side effect
+    /// holds up only side effects; refused at once when the server is down.
     pub fn send_detached(
         &mut self,
         registry: &Registry,
@@ -236,7 +322,7 @@ impl Backends {
             out.push(fragment_of(owner, send, self.clock, now).fail(send.server, FailReason::Down));
             return;
         }
-        let conn = self.conn_for(send.server, 0);
+        let conn = self.side_conn(send.server);
         self.enqueue_on(conn, registry, owner, send, now, out, timers);
     }
 
@@ -298,7 +384,9 @@ impl Backends {
                 continue;
             };
             if let Err(reason) = conn.flush(now) {
+                let from = out.len();
                 conn.reset(registry, reason, now, out);
+                self.count_side_reset(index, out, from);
             }
         }
         self.to_flush = list;
@@ -316,8 +404,13 @@ impl Backends {
         out: &mut Vec<Completion>,
     ) -> Option<ConnTimer> {
         let backend = self.conns.get_mut(conn)?;
-        let timer = backend.on_timer(registry, generation, at, now, out)?;
-        Some(ConnTimer { conn, timer })
+        let from = out.len();
+        let timer = backend.on_timer(registry, generation, at, now, out);
+        self.count_side_reset(conn, out, from);
+        Some(ConnTimer {
+            conn,
+            timer: timer?,
+        })
     }
 }
 

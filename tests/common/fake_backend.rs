@@ -31,6 +31,15 @@ pub enum Behavior {
     /// and answers nothing, like `NeverAnswer`: a server whose reads are served at once while
     /// the writes sent to it hang.
     HangOnWrite,
+    /// Like `HangOnWrite`, except that a `get`/`gets` finds every key that starts with `hit`
+    /// (its value [`warm_value`] of the key, flags 0, cas 1): a warm tier that holds some keys
+    /// and serves them at once while any connection that receives a write hangs from then on.
+    HitsHangOnWrite,
+}
+
+/// The value [`Behavior::HitsHangOnWrite`] holds for `key` (a key that starts with `hit`).
+pub fn warm_value(key: &str) -> String {
+    format!("warm:{key}")
 }
 
 /// What [`Behavior::Garbage`] sends: a line that is not a memcached reply.
@@ -148,17 +157,28 @@ fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads
                 Ok(()) => Served::Open,
                 Err(_) => Served::Close,
             },
-            Behavior::SlowAnswer(delay) => {
-                answer_framed(&mut stream, &mut pending, delay, Mute::Nothing, threads)
-            }
-            Behavior::DeafToVersion(delay) => {
-                answer_framed(&mut stream, &mut pending, delay, Mute::Version, threads)
-            }
-            Behavior::HangOnWrite => answer_framed(
+            Behavior::SlowAnswer(delay) => answer_framed(
+                &mut stream,
+                &mut pending,
+                delay,
+                Mute::Nothing,
+                false,
+                threads,
+            ),
+            Behavior::DeafToVersion(delay) => answer_framed(
+                &mut stream,
+                &mut pending,
+                delay,
+                Mute::Version,
+                false,
+                threads,
+            ),
+            Behavior::HangOnWrite | Behavior::HitsHangOnWrite => answer_framed(
                 &mut stream,
                 &mut pending,
                 Duration::ZERO,
                 Mute::FromFirstWrite,
+                matches!(behavior, Behavior::HitsHangOnWrite),
                 threads,
             ),
         };
@@ -204,12 +224,14 @@ fn close_mid_reply(stream: &mut TcpStream, pending: &[u8]) -> Served {
 }
 
 /// Answers each complete request in `pending` after `delay`, removing it from `pending`,
-/// except those `mute` leaves unanswered.
+/// except those `mute` leaves unanswered; with `hits`, a `get`/`gets` finds the keys that start
+/// with `hit` (see [`Behavior::HitsHangOnWrite`]).
 fn answer_framed(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     delay: Duration,
     mute: Mute,
+    hits: bool,
     threads: &Threads,
 ) -> Served {
     while let Some((consumed, reply)) = next_request(pending) {
@@ -217,8 +239,10 @@ fn answer_framed(
             return Served::Hang;
         }
         let is_version = pending.starts_with(b"version");
+        let found = hits.then(|| hits_reply(&pending[..consumed])).flatten();
         pending.drain(..consumed);
         let Some(reply) = reply else { continue };
+        let reply = found.as_deref().unwrap_or(reply);
         if mute == Mute::Version && is_version {
             continue;
         }
@@ -233,6 +257,32 @@ fn answer_framed(
         }
     }
     Served::Open
+}
+
+/// The reply of [`Behavior::HitsHangOnWrite`] to `request` when it is a `get`/`gets`: a value
+/// for each key that starts with `hit`, then `END`; `None` for any other request.
+fn hits_reply(request: &[u8]) -> Option<Vec<u8>> {
+    let line = String::from_utf8_lossy(request);
+    let mut tokens = line.split_whitespace();
+    let cas = match tokens.next()? {
+        "get" => false,
+        "gets" => true,
+        _ => return None,
+    };
+    let mut reply = Vec::new();
+    for key in tokens.filter(|k| k.starts_with("hit")) {
+        let value = warm_value(key);
+        let head = format!(
+            "VALUE {key} 0 {}{}\r\n",
+            value.len(),
+            if cas { " 1" } else { "" }
+        );
+        reply.extend_from_slice(head.as_bytes());
+        reply.extend_from_slice(value.as_bytes());
+        reply.extend_from_slice(b"\r\n");
+    }
+    reply.extend_from_slice(b"END\r\n");
+    Some(reply)
 }
 
 /// True when the request at the start of `buf` is a storage command.

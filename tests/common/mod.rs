@@ -41,7 +41,7 @@ pub use bifrost::{Bifrost, BlindForward, CheckOutcome};
 #[allow(unused_imports)]
 pub use client::{Client, Item};
 #[allow(unused_imports)]
-pub use fake_backend::{Behavior, FakeBackend, GARBAGE_REPLY};
+pub use fake_backend::{warm_value, Behavior, FakeBackend, GARBAGE_REPLY};
 #[allow(unused_imports)]
 pub use memcached::{Memcached, MemcachedBuilder};
 #[allow(unused_imports)]
