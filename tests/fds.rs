@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::http::HttpClient;
 use common::{show, wait_until, BlindForward, Memcached, TempFile};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
@@ -78,8 +79,13 @@ fn a_flood_of_idle_clients_is_refused_before_backend_connects_run_out() {
         mc.client().set("fd:direct", b"from-memcached", 0, 0),
         "STORED"
     );
-    // The default max_connections (far above 64) leaves the limit to the descriptor reserve.
-    let b = BlindForward::new(&mc.addr()).fd_limit(LIMIT, LIMIT).start();
+    // The default max_connections (far above 64) leaves the limit to the descriptor reserve;
+    // the admin API's connections are part of that reserve.
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    let b = BlindForward::new(&mc.addr())
+        .top_level(&format!("admin: {{bind: '{admin}', max_connections: 2}}"))
+        .fd_limit(LIMIT, LIMIT)
+        .start();
     let log = b.stderr_log();
     let room = room_in_log(&log);
     assert!(
@@ -105,6 +111,13 @@ fn a_flood_of_idle_clients_is_refused_before_backend_connects_run_out() {
     );
     assert_eq!(first.stat("rejected_connections_fd"), 1);
     assert_eq!(first.stat("rejected_connections"), 1);
+    let metrics = HttpClient::connect(&admin).get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "bifrost_client_connections_rejected_fd_total 1"),
+        "the refusal in /metrics:\n{metrics}"
+    );
 
     // The backend connection is made now, and works: a real value, not a silent miss.
     assert_eq!(
