@@ -73,6 +73,17 @@ fn flood(addr: &str, most: usize) -> Vec<BufReader<TcpStream>> {
 
 #[test]
 fn a_flood_of_idle_clients_is_refused_before_backend_connects_run_out() {
+    flood_is_refused_before_backend_connects_run_out(1);
+}
+
+/// Two workers share one room: the kernel spreads the flood over both (SO_REUSEPORT), and
+/// the room the log announces holds for the process, not per worker.
+#[test]
+fn two_workers_share_the_room_for_clients() {
+    flood_is_refused_before_backend_connects_run_out(2);
+}
+
+fn flood_is_refused_before_backend_connects_run_out(workers: usize) {
     const LIMIT: u64 = 64;
     let mc = Memcached::start();
     assert_eq!(
@@ -83,6 +94,7 @@ fn a_flood_of_idle_clients_is_refused_before_backend_connects_run_out() {
     // the admin API's connections are part of that reserve.
     let admin = format!("127.0.0.1:{}", common::free_port());
     let b = BlindForward::new(&mc.addr())
+        .workers(workers)
         .top_level(&format!("admin: {{bind: '{admin}', max_connections: 2}}"))
         .fd_limit(LIMIT, LIMIT)
         .start();
