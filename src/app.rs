@@ -1,4 +1,5 @@
-//! Start-up and shutdown of the whole process: raise the file limit, bind the listeners, start
+//! Start-up and shutdown of the whole process: raise the file limit and split it between
+//! clients and the reserve for backend connections, bind the listeners, start
 //! one worker per configured thread and the admin API's thread, wait for them.
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::thread::JoinHandle;
 use crate::admin::{self, LiveApi};
 use crate::config::Config;
 use crate::health::HealthBoard;
-use crate::listener::{bind_reuseport, ListenerSpec};
+use crate::listener::{bind_reuseport, open_fds, ClientFds, FdReserve, ListenerSpec};
 use crate::route::Router;
 use crate::shutdown::{self, Shutdown};
 use crate::side_effects::EffectBoard;
@@ -16,7 +17,22 @@ use crate::stats::StatsRegistry;
 use crate::warm::WarmManager;
 use crate::worker::{Worker, WorkerSetup};
 
-/// Raises RLIMIT_NOFILE to its hard limit (a proxy holds two sockets per request path).
+/// The soft RLIMIT_NOFILE now (`None` when it cannot be read); `RLIM_INFINITY` is the type's
+/// largest value.
+fn fd_limit() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as memcached and nginx do (a proxy holds a
+/// socket per client beside its backend connections), and logs the limit it got.
 pub fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -25,19 +41,83 @@ pub fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            log::warn!("getrlimit(RLIMIT_NOFILE) failed");
+            log::warn!(
+                "getrlimit(RLIMIT_NOFILE) failed: {}",
+                std::io::Error::last_os_error()
+            );
             return;
         }
-        if limit.rlim_cur < limit.rlim_max {
-            let old = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                log::debug!("raised open file limit from {old} to {}", limit.rlim_max);
-            } else {
-                log::warn!("could not raise the open file limit above {old}");
-            }
+        let old = limit.rlim_cur;
+        if old >= limit.rlim_max {
+            log::info!("open file limit: {old} (the hard limit)");
+            return;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            log::info!("open file limit: raised from {old} to {}", limit.rlim_max);
+        } else {
+            log::warn!(
+                "open file limit: {old}; could not raise it to the hard limit {}: {}",
+                limit.rlim_max,
+                std::io::Error::last_os_error()
+            );
         }
     }
+}
+
+/// The room for client connections: the open file limit less the [`FdReserve`] of `config`
+/// run by `workers` workers over `router`'s servers. Logs the split; warns when the listeners'
+/// `max_connections` add up to more than that room; an error when there is no room at all.
+fn client_fds(config: &Config, router: &Router, workers: usize) -> Result<ClientFds, String> {
+    let servers = router.servers();
+    let conns: usize = servers.iter().map(|s| s.connections).sum();
+    let checked = servers.iter().filter(|s| s.health.is_some()).count();
+    // A warming job holds at most one connection per server on each side (read and write).
+    let warm_conns = crate::warm::MAX_RUNNING * 2 * servers.len();
+    let admin = config
+        .admin
+        .as_ref()
+        .map(|a| (a.max_connections, warm_conns));
+    let reserve = FdReserve::new(
+        open_fds(),
+        workers,
+        config.listeners.len(),
+        servers.len(),
+        conns,
+        checked,
+        admin,
+    );
+    let Some(limit) = fd_limit() else {
+        log::warn!("cannot read the open file limit: clients are not limited by it");
+        return Ok(ClientFds::new(usize::MAX));
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let reserved = reserve.total();
+    let room = limit.saturating_sub(reserved);
+    if room == 0 {
+        return Err(format!(
+            "the open file limit ({limit}) leaves no descriptor for clients: {reserved} are \
+             reserved ({reserve:?}); raise it (ulimit -n, LimitNOFILE=) or lower workers, \
+             connections or admin.max_connections"
+        ));
+    }
+    log::info!(
+        "file descriptors: limit {limit}, {reserved} reserved for backend connections, \
+         probes, listeners and admin, room for {room} clients"
+    );
+    let configured = config
+        .listeners
+        .iter()
+        .fold(0usize, |sum, l| sum.saturating_add(l.max_connections));
+    if configured > room {
+        log::warn!(
+            "listeners' max_connections add up to {configured}, but the open file limit \
+             ({limit}, {reserved} reserved for backends, probes, listeners and admin) leaves room \
+             for {room} clients: more are refused (rejected_connections_fd); raise the limit \
+             (ulimit -n, LimitNOFILE=)"
+        );
+    }
+    Ok(ClientFds::new(room))
 }
 
 /// A running proxy: its worker threads and the addresses it listens on.
@@ -84,6 +164,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
         .with_health(health.clone())
         .with_effects(effects.clone()),
     );
+    let client_fds = Arc::new(client_fds(config, &router, workers)?);
     let shutdown = Shutdown::new();
 
     // Bind the first socket of each listener to learn its real port (the config may say 0),
@@ -144,6 +225,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             workers,
             health: health.clone(),
             effects: effects.clone(),
+            client_fds: client_fds.clone(),
         })
         .map_err(|e| format!("worker {id}: {e}"));
         let handle = worker.and_then(|worker| {

@@ -33,7 +33,13 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         "rejected_connections",
         "bifrost_client_connections_rejected_total",
         Kind::Counter,
-        "Client connections refused at a listener's max_connections.",
+        "Client connections refused at a listener's max_connections or for the descriptor reserve.",
+    ),
+    (
+        "rejected_connections_fd",
+        "bifrost_client_connections_rejected_fd_total",
+        Kind::Counter,
+        "Client connections refused because the open file limit leaves no room beside the descriptors reserved for backend connections.",
     ),
     (
         "clients_shed",

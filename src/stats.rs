@@ -36,6 +36,7 @@ counters! {
     curr_connections => "curr_connections",
     total_connections => "total_connections",
     rejected_connections => "rejected_connections",
+    rejected_connections_fd => "rejected_connections_fd",
     cmd_get => "cmd_get",
     cmd_set => "cmd_set",
     cmd_touch => "cmd_touch",

@@ -34,7 +34,7 @@ use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, Slot
 use crate::health::HealthBoard;
 use crate::jobs::probe::Probe;
 use crate::jobs::{Job, JobId, JobStep, Jobs};
-use crate::listener::ListenerSpec;
+use crate::listener::{ClientFds, ListenerSpec};
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
@@ -103,6 +103,8 @@ pub struct WorkerSetup {
     pub health: Arc<HealthBoard>,
     /// The side effects and their shared counters.
     pub effects: Arc<EffectBoard>,
+    /// Room for client connections the open file limit leaves, shared by every worker.
+    pub client_fds: Arc<ClientFds>,
 }
 
 struct WorkerListener {
@@ -175,6 +177,8 @@ pub struct Worker {
     read_scratch: bytes::BytesMut,
     /// Per-event warnings of the loop itself (accept errors, shed clients), rate limited.
     log: LogLimiter,
+    /// Room for client connections beside the descriptors reserved for backends.
+    client_fds: Arc<ClientFds>,
 }
 
 impl Worker {
@@ -258,6 +262,7 @@ impl Worker {
             fired: Vec::new(),
             read_scratch: bytes::BytesMut::new(),
             log: LogLimiter::with_subjects(0),
+            client_fds: setup.client_fds,
         })
     }
 
@@ -908,6 +913,24 @@ impl Worker {
             );
             return;
         }
+        if !self.client_fds.try_take() {
+            // Past here a backend connect could fail with EMFILE and a client's request with
+            // it: refuse the newcomer instead, while the descriptors for backends are kept.
+            spec.connections.fetch_sub(1, Ordering::Relaxed);
+            WorkerStats::add(&self.stats.rejected_connections, 1);
+            WorkerStats::add(&self.stats.rejected_connections_fd, 1);
+            let _ = std::io::Write::write(&mut stream, b"ERROR Too many open connections\r\n");
+            let limit = self.client_fds.limit();
+            crate::warn_limited!(
+                self.log,
+                LogEvent::AcceptFailed,
+                None,
+                now,
+                "connection refused: {limit} clients use every descriptor the open file limit \
+                 leaves beside the reserve for backend connections"
+            );
+            return;
+        }
         let idle_timeout = spec.idle_timeout;
         let limits = self
             .listeners
@@ -936,6 +959,7 @@ impl Worker {
                 if let Some(spec) = self.listeners.get(listener).map(|l| &l.spec) {
                     spec.connections.fetch_sub(1, Ordering::Relaxed);
                 }
+                self.client_fds.release();
                 return;
             }
         };
@@ -1038,6 +1062,7 @@ impl Worker {
         if let Some(listener) = self.listeners.get(client.listener()) {
             listener.spec.connections.fetch_sub(1, Ordering::Relaxed);
         }
+        self.client_fds.release();
         WorkerStats::sub(&self.stats.curr_connections, 1);
     }
 

@@ -367,15 +367,65 @@ fn sigint_finishes_in_flight_requests_and_exits_0() {
 // No --config
 // ---------------------------------------------------------------------------------------------
 
+/// Who listens on loopback TCP `port`: "pid N (command line)" for each process holding such
+/// a socket that this user can see, from /proc/net/tcp* and /proc/*/fd; for a failure message.
+fn holders_of(port: u16) -> String {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let listening = fields.get(3) == Some(&"0A");
+                    (u16::from_str_radix(local_port, 16).ok() == Some(port) && listening)
+                        .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let fds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten();
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        });
+        if holds {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("pid {pid} ({})", cmdline.trim()));
+        }
+    }
+    if found.is_empty() {
+        "a process this user cannot see".to_string()
+    } else {
+        found.join(", ")
+    }
+}
+
 #[test]
 fn no_config_runs_the_embedded_default() {
     const DEFAULT_LISTEN: &str = "127.0.0.1:11311";
-    match TcpListener::bind(DEFAULT_LISTEN) {
-        Ok(probe) => drop(probe),
-        Err(e) => {
-            eprintln!("note: {DEFAULT_LISTEN} is in use ({e}); skipping the embedded-default test");
-            return;
-        }
+    // The embedded default's address is the point of the test, so it cannot pick another one:
+    // when the port is taken the test fails, naming who holds it, rather than pass untested.
+    // (A plain bind also fails beside a bifrost bound with SO_REUSEPORT, which would otherwise
+    // share the port with ours silently.)
+    if let Err(e) = TcpListener::bind(DEFAULT_LISTEN) {
+        panic!(
+            "the embedded default listens on {DEFAULT_LISTEN}, which is taken ({e}) by {}; \
+             free the port and run this test again",
+            holders_of(11311)
+        );
     }
     let mut run = Run::spawn(&[]);
     run.wait_serving(DEFAULT_LISTEN);
@@ -384,6 +434,11 @@ fn no_config_runs_the_embedded_default() {
     assert_eq!(
         c.version(),
         format!("VERSION {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        c.stat("pid"),
+        u64::from(run.pid()),
+        "the process answering on {DEFAULT_LISTEN} is the one this test started"
     );
     run.signal(libc::SIGTERM);
     assert!(run.wait_exit(EXIT_TIMEOUT).success());

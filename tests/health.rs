@@ -306,11 +306,13 @@ struct Seen {
     requests: usize,
 }
 
-/// A client that sets and reads back its own keys until `stop`, each value naming its key.
+/// A client that sets and reads back its own keys until `stop`, each value naming its key;
+/// `done` counts its set/get rounds as they finish (the test's measure of load having run).
 fn load_client(
     addr: String,
     id: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> Seen {
     let mut c = Client::connect(&addr);
     let mut seen = Seen::default();
@@ -345,8 +347,28 @@ fn load_client(
             Err(e) => seen.wrong.push(format!("{key}: {e}")),
         }
         i += 1;
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     seen
+}
+
+/// Waits until every load client finished `rounds` more set/get rounds than `from` says
+/// (a phase of load, measured in work done rather than in time); returns the new counts.
+fn load_rounds(
+    done: &[std::sync::Arc<std::sync::atomic::AtomicUsize>],
+    from: &[usize],
+    rounds: usize,
+    what: &str,
+) -> Vec<usize> {
+    let now = || -> Vec<usize> {
+        done.iter()
+            .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), what, || {
+        now().iter().zip(from).all(|(n, f)| *n >= f + rounds)
+    });
+    now()
 }
 
 #[test]
@@ -356,29 +378,36 @@ fn a_server_killed_under_load_costs_only_its_keys_until_ejected_and_gets_them_ba
     let port2 = fleet[2].port();
     let bifrost = Bifrost::start_templated(hashed(&addrs, &health(true)), &[]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done: Vec<_> = (0..8)
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+        .collect();
     let clients: Vec<_> = (0..8)
         .map(|id| {
-            let (addr, stop) = (bifrost.addr(), stop.clone());
-            std::thread::spawn(move || load_client(addr, id, stop))
+            let (addr, stop, done) = (bifrost.addr(), stop.clone(), done[id].clone());
+            std::thread::spawn(move || load_client(addr, id, stop, done))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300)); // load running
-                                                    // The kill is sent at `killed_at`; the harness sees the process gone at `dead_at` (which
-                                                    // on a loaded machine can be seconds later: the errors' window runs from the one to 2 s
-                                                    // after the other).
+    // Each phase runs until every client has done this many rounds in it (a fixed sleep could
+    // pass with no load at all on a loaded machine, and the checks below with it). 100 rounds
+    // go over each client's 50 keys twice, so every phase touches the killed server's keys.
+    const PHASE_ROUNDS: usize = 100;
+    let mut rounds = load_rounds(&done, &[0; 8], PHASE_ROUNDS, "the load runs");
+    // The kill is sent at `killed_at`; the harness sees the process gone at `dead_at` (which
+    // on a loaded machine can be seconds later: the errors' window runs from the one to 2 s
+    // after the other).
     let killed_at = Instant::now();
     fleet[2].kill();
     let dead_at = Instant::now();
     let mut admin = bifrost.client();
     wait_state(&mut admin, &addrs[2], "down");
     let seen_down_after = dead_at.elapsed();
-    std::thread::sleep(Duration::from_millis(500)); // load after the ejection
+    rounds = load_rounds(&done, &rounds, PHASE_ROUNDS, "load runs after the ejection");
     let restarted_at = Instant::now();
     fleet[2] = Memcached::builder().port(port2).start();
     let serving_at = Instant::now();
     wait_state(&mut admin, &addrs[2], "up");
     let returned_after = serving_at.elapsed();
-    std::thread::sleep(Duration::from_millis(300)); // load after the return
+    load_rounds(&done, &rounds, PHASE_ROUNDS, "load runs after the return");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<Seen> = clients
         .into_iter()

@@ -50,16 +50,30 @@ fn slow_request_is_closed_and_counted() {
         .listener_option("request_read_timeout: 400ms")
         .start();
 
-    let mut slow = TcpStream::connect(b.addr()).expect("connect");
-    slow.write_all(b"get never-fin").expect("write");
-    let mut idle = TcpStream::connect(b.addr()).expect("connect");
-
-    // A request that arrives in two pieces 150 ms apart is whole well within the limit.
+    // A request that arrives in two pieces 150 ms apart is whole well within the limit. The
+    // proxy must have read the first piece on its own (else the test would only show that a
+    // request read whole is served): `bytes_read` counts its 16 bytes beside the 7 of each
+    // `stats` of ours.
+    let mut monitor = b.client();
     let mut steady = b.client();
+    let read_before = monitor.stat("bytes_read");
     steady.send(b"set k 0 0 5\r\nhel");
+    let mut asked = 0;
+    wait_until(
+        Duration::from_secs(5),
+        "the proxy reads the first piece",
+        || {
+            asked += 1;
+            monitor.stat("bytes_read") >= read_before + 16 + 7 * asked
+        },
+    );
     std::thread::sleep(Duration::from_millis(150)); // the gap is the point of the test
     steady.send(b"lo\r\n");
     assert_eq!(steady.read_line(), "STORED");
+
+    let mut slow = TcpStream::connect(b.addr()).expect("connect");
+    slow.write_all(b"get never-fin").expect("write");
+    let mut idle = TcpStream::connect(b.addr()).expect("connect");
 
     let started = Instant::now();
     assert!(
@@ -70,7 +84,9 @@ fn slow_request_is_closed_and_counted() {
         started.elapsed() >= Duration::from_millis(200),
         "closed before its request had its 400 ms"
     );
-    assert_eq!(b.client().stat("clients_closed_slow_request"), 1);
+    assert_eq!(monitor.stat("clients_closed_slow_request"), 1);
+    // `idle` connected just after `slow`, whose timer has fired: had the proxy taken a client
+    // that sent nothing for a slow one, its timer would have fired with `slow`'s.
     assert!(
         !closed_within(&mut idle, Duration::from_millis(300)),
         "a client that sent nothing was closed as a slow request"

@@ -469,7 +469,41 @@ fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
     // stays running) and the process never holds the dump.
     let total = 100_000;
     let (src, dst) = long_key_source(total);
+    // Control: how long the crawler takes to hand out the whole dump to a reader as fast as
+    // this test. A crawler still running three times as long (at least) into the slow job's
+    // dump is waiting on the job, not merely not done yet.
+    let free_dump = {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(src.addr()).expect("connect to src");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let started = Instant::now();
+        stream
+            .write_all(b"lru_crawler metadump all\r\n")
+            .expect("ask for a dump");
+        // Dump lines end in a bare `\n`; the dump ends with `END\r\n`.
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, stream);
+        let (mut lines, mut line) = (0, Vec::new());
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).expect("read the dump");
+            if n == 0 || line == b"END\r\n" {
+                break;
+            }
+            lines += 1;
+        }
+        assert!(lines + 100 >= total, "the control dump listed {lines} keys");
+        started.elapsed()
+    };
+    let mut direct = src.client();
+    wait_until(
+        Duration::from_secs(10),
+        "the control dump's crawler stops",
+        || direct.stat("lru_crawler_running") == 0,
+    );
     let m = one_to_one(&src.addr(), &dst.addr());
+    let slow_started = Instant::now();
     let slow = start(
         &m,
         r#"{"from": "src", "to": "dst", "all": true, "rate": 20}"#,
@@ -477,12 +511,13 @@ fn a_dump_is_read_as_the_window_allows_and_one_server_serves_one_dump() {
     wait_until(Duration::from_secs(10), "the slow job copies", || {
         count(&status(&m, slow), "copied") > 0
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let mut direct = src.client();
+    let hold = (free_dump * 3).max(Duration::from_millis(500));
+    std::thread::sleep(hold.saturating_sub(slow_started.elapsed()));
     assert_eq!(
         direct.stat("lru_crawler_running"),
         1,
-        "the crawler waits on us"
+        "the crawler waits on us ({:?} into the job; a free dump took {free_dump:?})",
+        slow_started.elapsed()
     );
     // memcached 1.6 blocks the worker thread asked for a second dump meanwhile: refused.
     match m.start(br#"{"from": "src", "to": "dst", "all": true}"#) {
@@ -530,8 +565,15 @@ fn a_dump_waits_while_someone_else_holds_the_crawler() {
     assert_eq!(direct.stat("lru_crawler_running"), 1, "the crawler is held");
 
     let m = one_to_one(&src.addr(), &dst.addr());
+    let connections = direct.stat("total_connections");
     let id = start(&m, r#"{"from": "src", "to": "dst", "all": true}"#);
-    std::thread::sleep(Duration::from_millis(700));
+    // The job asks `stats` on a connection of its own each time it looks, and closes it when
+    // told the crawler is busy: three connections mean it has looked and waited twice.
+    wait_until(
+        Duration::from_secs(10),
+        "the job asks about the crawler three times",
+        || direct.stat("total_connections") >= connections + 3,
+    );
     let s = status(&m, id);
     assert_eq!(
         (s["state"].as_str(), count(&s, "seen")),
@@ -707,6 +749,8 @@ fn cancel_stops_a_running_job() {
     let (src, dst) = (Memcached::start(), Memcached::start());
     let items = one_byte_items("c", 1000);
     fill(&mut src.client(), &items);
+    let mut target = dst.client();
+    let idle_connections = target.stat("curr_connections");
     let m = one_to_one(&src.addr(), &dst.addr());
     let id = start(
         &m,
@@ -715,15 +759,37 @@ fn cancel_stops_a_running_job() {
     wait_until(Duration::from_secs(10), "some keys copied", || {
         count(&status(&m, id), "copied") > 0
     });
+    // Control: how long the running job takes to bring 20 more keys to the target.
+    let before = target.stat("curr_items");
+    let started = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "20 more keys on the target",
+        || target.stat("curr_items") >= before + 20,
+    );
+    let twenty_keys = started.elapsed();
     m.cancel(id).expect("cancel");
     let s = status(&m, id);
     assert_eq!(s["state"], "cancelled", "at once after the cancel: {s}");
-    // The engine stops it: the target stops receiving keys.
-    std::thread::sleep(Duration::from_millis(300));
-    let after = count(&dst.client().stats_of("curr_items"), "v");
-    std::thread::sleep(Duration::from_millis(500));
-    let later = count(&dst.client().stats_of("curr_items"), "v");
+    // The engine stops it: its connection to the target closes (so memcached has applied
+    // whatever it had sent) ...
+    wait_until(
+        Duration::from_secs(10),
+        "the job's connection to the target closes",
+        || target.stat("curr_connections") == idle_connections,
+    );
+    let after = target.stat("curr_items");
+    let connections = target.stat("total_connections");
+    // ... and nothing more arrives for ten times what 20 keys took while it ran (a job still
+    // running would have brought 200 keys, on a new connection).
+    std::thread::sleep((twenty_keys * 10).max(Duration::from_millis(200)));
+    let later = target.stat("curr_items");
     assert_eq!(after, later, "keys still arrive after the cancel");
+    assert_eq!(
+        target.stat("total_connections"),
+        connections,
+        "a connection to the target after the cancel"
+    );
     assert!(later < 1000, "cancelled early: {later} keys on the target");
     let s = status(&m, id);
     assert!(count(&s, "copied") < 1000, "{s}");
@@ -733,17 +799,6 @@ fn cancel_stops_a_running_job() {
             "job {id} already ended (cancelled)"
         )))
     );
-}
-
-/// `stats` field `name` of a client as `{"v": N}` (for `count`).
-trait StatsOf {
-    fn stats_of(&mut self, name: &str) -> Value;
-}
-
-impl StatsOf for Client {
-    fn stats_of(&mut self, name: &str) -> Value {
-        serde_json::json!({ "v": self.stat(name) })
-    }
 }
 
 #[test]

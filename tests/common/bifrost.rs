@@ -35,7 +35,7 @@ impl Bifrost {
     /// [`Bifrost::start`] with extra command-line arguments (e.g. `["--workers", "2"]`).
     pub fn start_with_args(config_yaml: &str, args: &[&str]) -> Bifrost {
         let addr = first_listener_addr(config_yaml);
-        match Bifrost::launch(config_yaml, addr, args) {
+        match Bifrost::launch(config_yaml, addr, args, None) {
             Ok(bifrost) => bifrost,
             Err(PortTaken) => panic!("bifrost: listener address {addr} is already in use"),
         }
@@ -44,11 +44,21 @@ impl Bifrost {
     /// Starts bifrost with the config `make_yaml(port)`, where `port` is a free port for the
     /// listener it waits on; if that port was taken meanwhile, retries with another.
     /// Other ports the config needs can come from [`free_port`] inside `make_yaml`.
-    pub fn start_templated(mut make_yaml: impl FnMut(u16) -> String, args: &[&str]) -> Bifrost {
+    pub fn start_templated(make_yaml: impl FnMut(u16) -> String, args: &[&str]) -> Bifrost {
+        Bifrost::start_limited(make_yaml, args, None)
+    }
+
+    /// [`Bifrost::start_templated`] with RLIMIT_NOFILE set to (soft, hard) in the child before
+    /// it runs, when `fd_limit` is given.
+    pub fn start_limited(
+        mut make_yaml: impl FnMut(u16) -> String,
+        args: &[&str],
+        fd_limit: Option<(u64, u64)>,
+    ) -> Bifrost {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if let Ok(bifrost) = Bifrost::launch(&make_yaml(port), addr, args) {
+            if let Ok(bifrost) = Bifrost::launch(&make_yaml(port), addr, args, fd_limit) {
                 return bifrost;
             }
         }
@@ -105,10 +115,32 @@ impl Bifrost {
         }
     }
 
-    fn launch(yaml: &str, addr: SocketAddr, args: &[&str]) -> Result<Bifrost, PortTaken> {
+    fn launch(
+        yaml: &str,
+        addr: SocketAddr,
+        args: &[&str],
+        fd_limit: Option<(u64, u64)>,
+    ) -> Result<Bifrost, PortTaken> {
         let config = TempFile::new("config", "yaml", yaml.as_bytes());
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(config.path()).args(args);
+        if let Some((soft, hard)) = fd_limit {
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and reads only `limit`, a copy moved
+            // into the closure; nothing is allocated between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         // RUST_LOG and the rest of the environment pass through.
         let mut bifrost = Bifrost {
             proc: Proc::spawn("bifrost", &mut cmd),
@@ -255,6 +287,7 @@ pub struct BlindForward {
     backend_lines: Vec<String>,
     top_level: Vec<String>,
     args: Vec<String>,
+    fd_limit: Option<(u64, u64)>,
 }
 
 impl BlindForward {
@@ -267,6 +300,7 @@ impl BlindForward {
             backend_lines: Vec::new(),
             top_level: Vec::new(),
             args: Vec::new(),
+            fd_limit: None,
         }
     }
 
@@ -306,6 +340,12 @@ impl BlindForward {
         self
     }
 
+    /// Runs bifrost with RLIMIT_NOFILE set to `soft` (and `hard`).
+    pub fn fd_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.fd_limit = Some((soft, hard));
+        self
+    }
+
     /// The config for a listener on `port`.
     pub fn yaml(&self, port: u16) -> String {
         let indent =
@@ -333,7 +373,7 @@ impl BlindForward {
     /// Starts bifrost on a free port with this config (retrying if the port was taken).
     pub fn start(&self) -> Bifrost {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        Bifrost::start_templated(|port| self.yaml(port), &args)
+        Bifrost::start_limited(|port| self.yaml(port), &args, self.fd_limit)
     }
 }
 
