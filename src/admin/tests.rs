@@ -276,8 +276,10 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
 
 #[test]
 fn a_full_cap_evicts_the_oldest_idle_connection_and_refuses_only_when_all_are_busy() {
+    // Long request and idle timeouts: only eviction may close a connection here.
     let server = serve(Limits {
         request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
         ..quick()
     });
     let mut held: Vec<TcpStream> = (0..4).map(|_| busy(server.addr)).collect();
@@ -325,6 +327,7 @@ fn silent_and_slow_heads_are_closed_after_the_header_timeout() {
     let server = serve(Limits {
         request_timeout: Duration::from_secs(10),
         header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(10),
         ..quick()
     });
     let start = Instant::now();
