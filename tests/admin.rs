@@ -376,7 +376,18 @@ fn a_request_refused_by_its_head_is_answered_before_its_body_is_held() {
 #[test]
 fn a_token_file_is_read_at_start() {
     let secret = TempFile::new("admin-token", "txt", b"from-a-file-0123456\n");
-    let (_mc, _bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));
+    // Readable by others: on a loopback bind, a warning, not a refusal.
+    std::fs::set_permissions(
+        secret.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let (_mc, bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));
+    let log = bifrost.stderr_log();
+    assert!(
+        log.contains("WARN") && log.contains("is readable by group or others (mode 0644)"),
+        "{log}"
+    );
     let mut http = HttpClient::connect(&admin);
     assert_eq!(http.request("POST", "/warm", &[], b"{}").status, 401);
     let r = http.request(
@@ -436,6 +447,40 @@ fn a_non_loopback_bind_without_a_token_is_refused_by_check_and_at_start() {
     let out = Bifrost::check(&yaml);
     assert!(out.status.success(), "{}", out.stderr);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+#[test]
+fn a_token_file_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    let fifo = std::env::temp_dir().join(format!("bifrost-admin-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    for (path, kind) in [
+        (std::path::Path::new("/dev/zero"), "a device or socket"),
+        (fifo.as_path(), "a FIFO"),
+    ] {
+        let yaml = BlindForward::new("127.0.0.1:11211").yaml(free_port())
+            + &format!(
+                "admin: {{bind: '127.0.0.1:{}', token_file: '{}'}}\n",
+                free_port(),
+                path.display()
+            );
+        let started = Instant::now();
+        let out = Bifrost::check(&yaml);
+        assert!(!out.status.success(), "{}", out.stderr);
+        let want = format!(
+            "admin.token_file: the token file '{}' is {kind}, not a regular file",
+            path.display()
+        );
+        assert!(
+            out.stderr.contains(&want),
+            "{want:?} not in:\n{}",
+            out.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_file(&fifo);
 }
 
 #[test]
