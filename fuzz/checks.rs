@@ -427,7 +427,7 @@ pub fn check_config(data: &[u8]) {
 pub fn check_admin_http(data: &[u8]) {
     use bifrost::admin::http::{parse, Parsed};
     use std::time::Duration;
-    let real = bifrost::admin::Limits::new(Duration::from_secs(10), 64);
+    let real = bifrost::admin::Limits::new(Duration::from_secs(10), Duration::from_secs(2), 64);
     let tiny = bifrost::admin::Limits {
         max_head: 64,
         max_body: 16,

@@ -202,8 +202,10 @@ pub fn start(config: &Config) -> Result<Running, String> {
                 health: health.clone(),
                 warm: Arc::new(WarmManager::new(config, router.clone(), health.clone())),
             });
-            let limits = admin::Limits::new(a.request_timeout, a.max_connections);
-            let server = admin::start(a.bind, api, a.token.clone(), limits, shutdown.clone())
+            let limits = admin::Limits::new(a.request_timeout, a.header_timeout, a.max_connections);
+            let token = a.token.clone();
+            let stats = registry.admin();
+            let server = admin::start(a.bind, api, token, limits, stats, shutdown.clone())
                 .map_err(|e| format!("admin.bind {}: {e}", a.bind))?;
             log::info!("admin API on {}", server.addr);
             Some(server)

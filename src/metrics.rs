@@ -137,6 +137,30 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         Kind::Counter,
         "Backend connects that failed.",
     ),
+    (
+        "admin_connections",
+        "bifrost_admin_connections",
+        Kind::Gauge,
+        "Admin API connections open.",
+    ),
+    (
+        "admin_connections_evicted",
+        "bifrost_admin_connections_evicted_total",
+        Kind::Counter,
+        "Admin connections without a request in progress closed to make room for a new one.",
+    ),
+    (
+        "admin_connections_rejected",
+        "bifrost_admin_connections_rejected_total",
+        Kind::Counter,
+        "Admin connections refused with 503: the cap was full and none could be evicted.",
+    ),
+    (
+        "admin_header_timeouts",
+        "bifrost_admin_header_timeouts_total",
+        Kind::Counter,
+        "Admin connections closed for not sending a whole request head within header_timeout.",
+    ),
 ];
 
 /// A metric family's type.

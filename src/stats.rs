@@ -62,6 +62,10 @@ counters! {
     clients_shed => "clients_shed",
     clients_closed_slow_request => "clients_closed_slow_request",
     reply_bytes_buffered => "reply_bytes_buffered",
+    admin_connections => "admin_connections",
+    admin_connections_evicted => "admin_connections_evicted",
+    admin_connections_rejected => "admin_connections_rejected",
+    admin_header_timeouts => "admin_header_timeouts",
 }
 
 impl WorkerStats {
@@ -215,6 +219,8 @@ pub struct StatsRegistry {
     started: Instant,
     started_unix: u64,
     workers: Vec<Arc<WorkerStats>>,
+    /// The admin API thread's block (its `admin_*` counters), summed with the workers'.
+    admin: Arc<WorkerStats>,
     details: Vec<Arc<DetailStats>>,
     route_names: Vec<String>,
     server_names: Vec<String>,
@@ -236,6 +242,7 @@ impl StatsRegistry {
             workers: (0..workers)
                 .map(|_| Arc::new(WorkerStats::default()))
                 .collect(),
+            admin: Arc::default(),
             details: (0..workers)
                 .map(|_| Arc::new(DetailStats::new(route_names.len(), server_names.len())))
                 .collect(),
@@ -360,10 +367,15 @@ impl StatsRegistry {
         self.workers.get(index).cloned().unwrap_or_default()
     }
 
-    /// Sums of every counter across workers, in report order.
+    /// The counter block of the admin API's thread, its only writer.
+    pub fn admin(&self) -> Arc<WorkerStats> {
+        self.admin.clone()
+    }
+
+    /// Sums of every counter across workers (and the admin thread), in report order.
     pub fn totals(&self) -> Vec<(&'static str, u64)> {
         let mut totals = WorkerStats::default().snapshot();
-        for worker in &self.workers {
+        for worker in self.workers.iter().chain(std::iter::once(&self.admin)) {
             for (slot, (_, value)) in totals.iter_mut().zip(worker.snapshot()) {
                 slot.1 += value;
             }

@@ -230,13 +230,26 @@ fn a_slow_request_gets_408_then_a_close() {
     assert_eq!(idle.get("/health").status, 200);
 }
 
+/// A connection with a request in progress: a POST whose head the server has taken (it
+/// answered `100 Continue`) and whose body has not all come.
+fn busy_connection(admin: &str) -> HttpClient {
+    let mut http = HttpClient::connect(admin);
+    http.send_raw(
+        b"POST /warm HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    );
+    let mut interim = [0u8; 25];
+    http.stream()
+        .read_exact(&mut interim)
+        .expect("100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    http
+}
+
 #[test]
-fn the_connection_cap_refuses_the_extra_connection_only() {
+fn the_connection_cap_refuses_a_connection_only_when_every_one_is_busy() {
     let (_mc, _bifrost, admin) = start("max_connections: 2");
-    let mut first = HttpClient::connect(&admin);
-    let mut second = HttpClient::connect(&admin);
-    assert_eq!(first.get("/health").status, 200);
-    assert_eq!(second.get("/health").status, 200);
+    let mut first = busy_connection(&admin);
+    let mut second = busy_connection(&admin);
     let mut extra = std::net::TcpStream::connect(&admin).expect("the kernel still accepts");
     extra
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -248,33 +261,33 @@ fn the_connection_cap_refuses_the_extra_connection_only() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 503 "),
         "the extra connection is closed (or told 503): {answer}"
     );
+    // The busy ones were left alone: their requests complete (400: `{}` names no backend).
+    first.send_raw(b"{}");
+    assert_eq!(first.read_response().status, 400);
+    second.send_raw(b"{}");
+    assert_eq!(second.read_response().status, 400);
+    // Now both sit idle between requests: a new connection takes the older one's slot.
+    let r = HttpClient::connect(&admin).get("/metrics");
+    assert_eq!(r.status, 200);
     assert_eq!(
-        first.get("/health").status,
-        200,
-        "the first ones still work"
+        metric(&r.text(), "bifrost_admin_connections_rejected_total"),
+        Some(1)
     );
-    assert_eq!(second.get("/ready").status, 200);
-    // Once one closes, there is room again.
-    drop(first);
-    wait_until(
-        Duration::from_secs(5),
-        "a new admin connection is served",
-        || {
-            HttpClient::try_connect(&admin)
-                .ok()
-                .and_then(|mut c| {
-                    c.try_send_raw(&request_bytes(&admin, "GET", "/health", &[], b""))
-                        .ok()?;
-                    c.try_read_response("GET").ok()
-                })
-                .is_some_and(|r| r.status == 200)
-        },
+    assert_eq!(
+        metric(&r.text(), "bifrost_admin_connections_evicted_total"),
+        Some(1)
+    );
+    first.expect_closed();
+    assert_eq!(
+        second.get("/health").status,
+        200,
+        "the younger idle one stayed"
     );
 }
 
 #[test]
 fn a_token_guards_post_and_delete() {
-    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42'");
+    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42-4242'");
     let mut http = HttpClient::connect(&admin);
     let body = br#"{"from":"b1","to":"b1","keys":["a"]}"#;
     let r = http.request("POST", "/warm", &[], body);
@@ -288,14 +301,14 @@ fn a_token_guards_post_and_delete() {
     let r = http.request(
         "POST",
         "/warm",
-        &[("Authorization", "Bearer open-sesame-4")],
+        &[("Authorization", "Bearer open-sesame-42-424")],
         body,
     );
     assert_eq!(r.status, 401);
     let r = http.request(
         "POST",
         "/warm",
-        &[("Authorization", "Basic open-sesame-42")],
+        &[("Authorization", "Basic open-sesame-42-4242")],
         body,
     );
     assert_eq!(r.status, 401);
@@ -304,7 +317,7 @@ fn a_token_guards_post_and_delete() {
     let r = http.request(
         "POST",
         "/warm",
-        &[("Authorization", "Bearer open-sesame-42")],
+        &[("Authorization", "Bearer open-sesame-42-4242")],
         body,
     );
     assert_ne!(r.status, 401, "{}", r.text());
@@ -316,7 +329,7 @@ fn a_token_guards_post_and_delete() {
     let r = http.request(
         "DELETE",
         "/warm/987654321",
-        &[("Authorization", "Bearer open-sesame-42")],
+        &[("Authorization", "Bearer open-sesame-42-4242")],
         b"",
     );
     assert_eq!(r.status, 404);
@@ -329,7 +342,7 @@ fn a_token_guards_post_and_delete() {
 fn a_request_refused_by_its_head_is_answered_before_its_body_is_held() {
     // Without the token, a POST announcing a 4 MB body is refused as soon as its head is in:
     // the server holds no body for a client that may not start a job.
-    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42'");
+    let (_mc, _bifrost, admin) = start("token: 'open-sesame-42-4242'");
     for head in [
         "POST /warm HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n",
         "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n",
@@ -351,7 +364,7 @@ fn a_request_refused_by_its_head_is_answered_before_its_body_is_held() {
     let mut http = HttpClient::connect(&admin);
     http.set_timeout(Duration::from_millis(300));
     http.send_raw(
-        b"POST /warm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer open-sesame-42\r\n\
+        b"POST /warm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer open-sesame-42-4242\r\n\
           Content-Length: 40\r\n\r\n",
     );
     assert!(
@@ -362,14 +375,25 @@ fn a_request_refused_by_its_head_is_answered_before_its_body_is_held() {
 
 #[test]
 fn a_token_file_is_read_at_start() {
-    let secret = TempFile::new("admin-token", "txt", b"from-a-file\n");
-    let (_mc, _bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));
+    let secret = TempFile::new("admin-token", "txt", b"from-a-file-0123456\n");
+    // Readable by others: on a loopback bind, a warning, not a refusal.
+    std::fs::set_permissions(
+        secret.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let (_mc, bifrost, admin) = start(&format!("token_file: '{}'", secret.path().display()));
+    let log = bifrost.stderr_log();
+    assert!(
+        log.contains("WARN") && log.contains("is readable by group or others (mode 0644)"),
+        "{log}"
+    );
     let mut http = HttpClient::connect(&admin);
     assert_eq!(http.request("POST", "/warm", &[], b"{}").status, 401);
     let r = http.request(
         "POST",
         "/warm",
-        &[("Authorization", "Bearer from-a-file")],
+        &[("Authorization", "Bearer from-a-file-0123456")],
         b"{}",
     );
     assert_ne!(r.status, 401);
@@ -417,12 +441,46 @@ fn a_non_loopback_bind_without_a_token_is_refused_by_check_and_at_start() {
 
     // With a token, the same bind passes --check.
     let yaml = open_bind_config(&format!(
-        "admin: {{bind: '0.0.0.0:{}', token: t0ken}}\n",
+        "admin: {{bind: '0.0.0.0:{}', token: a-t0ken-of-16-bytes}}\n",
         free_port()
     ));
     let out = Bifrost::check(&yaml);
     assert!(out.status.success(), "{}", out.stderr);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
+
+#[test]
+fn a_token_file_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    let fifo = std::env::temp_dir().join(format!("bifrost-admin-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    for (path, kind) in [
+        (std::path::Path::new("/dev/zero"), "a device or socket"),
+        (fifo.as_path(), "a FIFO"),
+    ] {
+        let yaml = BlindForward::new("127.0.0.1:11211").yaml(free_port())
+            + &format!(
+                "admin: {{bind: '127.0.0.1:{}', token_file: '{}'}}\n",
+                free_port(),
+                path.display()
+            );
+        let started = Instant::now();
+        let out = Bifrost::check(&yaml);
+        assert!(!out.status.success(), "{}", out.stderr);
+        let want = format!(
+            "admin.token_file: the token file '{}' is {kind}, not a regular file",
+            path.display()
+        );
+        assert!(
+            out.stderr.contains(&want),
+            "{want:?} not in:\n{}",
+            out.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_file(&fifo);
 }
 
 #[test]
@@ -488,4 +546,229 @@ fn sigterm_stops_the_admin_thread_too() {
         HttpClient::try_connect(&admin).is_err(),
         "admin port closed"
     );
+}
+
+/// How the connections of a [`Filler`] misbehave.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// Connect and send nothing.
+    Silent,
+    /// Send a request head one byte per second, never finishing it.
+    Slow,
+}
+
+/// A thread that keeps `n` misbehaving connections open to the admin API: whenever one is
+/// closed (by a timeout or an eviction), it connects again at once, as an attacker would.
+struct Filler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Filler {
+    fn start(admin: &str, n: usize, how: Misbehaviour) -> Filler {
+        use std::io::{ErrorKind, Write};
+        use std::net::TcpStream;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let connect = |admin: &str| {
+            let s = TcpStream::connect(admin).expect("the kernel accepts the connection");
+            s.set_nonblocking(true).expect("nonblocking");
+            (s, 0usize)
+        };
+        let mut conns: Vec<(TcpStream, usize)> = (0..n).map(|_| connect(admin)).collect();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let admin = admin.to_string();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let head =
+                b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut reconnects = 0;
+            let mut next_byte = Instant::now() + Duration::from_secs(1);
+            while !stopping.load(Ordering::Relaxed) {
+                let send = matches!(how, Misbehaviour::Slow) && Instant::now() >= next_byte;
+                if send {
+                    next_byte += Duration::from_secs(1);
+                }
+                for slot in conns.iter_mut() {
+                    let mut buf = [0u8; 512];
+                    let mut dead = match slot.0.read(&mut buf) {
+                        Err(e) => e.kind() != ErrorKind::WouldBlock,
+                        // Closed, or answered (408, 503): either way it no longer fills a slot.
+                        Ok(_) => true,
+                    };
+                    if !dead && send {
+                        let byte = head.get(slot.1..=slot.1).unwrap_or(b"a");
+                        dead = slot.0.write(byte).is_err();
+                        slot.1 += 1;
+                    }
+                    if dead {
+                        *slot = connect(&admin);
+                        reconnects += 1;
+                    }
+                }
+                // The pace of an attacker's loop, not a synchronisation.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            reconnects
+        });
+        Filler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread; how many times it had to reconnect.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("filler thread"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The value of the un-labelled metric `name` in a /metrics body.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// With the admin connection cap (the default, 64) kept full by `how` clients, /health,
+/// /ready and /metrics on fresh connections answer 200 promptly, again and again.
+fn probes_answer_with_the_cap_full_of(how: Misbehaviour) {
+    let (_mc, _bifrost, admin) = start("token: 'a-long-enough-admin-token'");
+    let filler = Filler::start(&admin, 64, how);
+    let mut latencies = Vec::new();
+    let mut saw_full = false;
+    // Long enough for the slow clients to be half way through their heads, and for the
+    // header timeout (2 s) to have closed some.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut i = 0;
+    while i < 50 || Instant::now() < until {
+        let path = ["/health", "/ready", "/metrics"][i % 3];
+        let started = Instant::now();
+        let r = HttpClient::connect(&admin).get(path);
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "{how:?}: probe {i} of {path}: {}", r.text());
+        assert!(
+            took < Duration::from_secs(3),
+            "{how:?}: {path} took {took:?}"
+        );
+        if path == "/health" {
+            latencies.push(took);
+        }
+        if path == "/metrics" {
+            saw_full |= metric(&r.text(), "bifrost_admin_connections") == Some(64);
+        }
+        i += 1;
+    }
+    let reconnects = filler.stop();
+    let metrics = HttpClient::connect(&admin).get("/metrics").text();
+    let evicted = metric(&metrics, "bifrost_admin_connections_evicted_total").unwrap_or(0);
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    eprintln!(
+        "{how:?}: /health with the cap full: median {median:?}, max {max:?} over {} probes; \
+         {evicted} evicted, {reconnects} filler reconnects",
+        latencies.len()
+    );
+    assert!(saw_full, "{how:?}: /metrics never saw the cap full");
+    assert!(
+        evicted > 0,
+        "{how:?}: no connection was evicted:\n{metrics}"
+    );
+}
+
+#[test]
+fn probes_answer_while_the_cap_is_full_of_silent_clients() {
+    probes_answer_with_the_cap_full_of(Misbehaviour::Silent);
+}
+
+#[test]
+fn probes_answer_while_the_cap_is_full_of_slow_clients() {
+    probes_answer_with_the_cap_full_of(Misbehaviour::Slow);
+}
+
+/// The resident memory of `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line");
+    kb * 1024
+}
+
+#[test]
+fn clients_without_the_token_announcing_big_bodies_hold_little_memory() {
+    let (_mc, bifrost, admin) = start("token: 'a-long-enough-admin-token'");
+    assert_eq!(HttpClient::connect(&admin).get("/health").status, 200);
+    let before = rss_bytes(bifrost.pid());
+    const BODY: usize = 4 * 1024 * 1024;
+    let heads: Vec<&str> = std::iter::repeat("GET /health")
+        .take(56)
+        .chain(std::iter::repeat("POST /warm").take(8))
+        .collect();
+    // Each client sends its head, reads the status line if an answer comes (it does from the
+    // head alone once refused early; the old server waited for the body), then sends all but
+    // one byte of the body (as far as the server takes it) and holds its connection.
+    let senders: Vec<_> = heads
+        .into_iter()
+        .map(|head| {
+            let admin = admin.clone();
+            std::thread::spawn(move || {
+                let body = vec![b'x'; BODY - 1];
+                let mut s = std::net::TcpStream::connect(&admin).expect("connect");
+                s.set_write_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                s.set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                let first = format!("{head} HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n");
+                let _ = std::io::Write::write_all(&mut s, first.as_bytes());
+                let mut status = [0u8; 12];
+                let status = match s.read_exact(&mut status) {
+                    Ok(()) => String::from_utf8_lossy(&status).into_owned(),
+                    Err(e) => format!("no answer: {e}"),
+                };
+                let _ = std::io::Write::write_all(&mut s, &body);
+                (s, head, status)
+            })
+        })
+        .collect();
+    let held: Vec<_> = senders
+        .into_iter()
+        .map(|t| t.join().expect("sender"))
+        .collect();
+    let after = rss_bytes(bifrost.pid());
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "64 tokenless clients announcing 4 MiB bodies: RSS {} -> {} MB (+{} MB)",
+        before >> 20,
+        after >> 20,
+        growth >> 20
+    );
+    assert!(
+        growth < 60 << 20,
+        "RSS grew by {} MB for clients without the token",
+        growth >> 20
+    );
+    // Each was refused from its head: a GET takes no body, a POST needs the token.
+    for (_, head, status) in &held {
+        let want = if head.starts_with("GET") {
+            "413"
+        } else {
+            "401"
+        };
+        assert_eq!(status, &format!("HTTP/1.1 {want}"), "{head}");
+    }
+    // The API still serves.
+    assert_eq!(HttpClient::connect(&admin).get("/health").status, 200);
+    drop(held);
 }

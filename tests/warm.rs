@@ -1066,7 +1066,7 @@ fn readme_walkthrough_warms_a_replacement_server() {
     let config = |port: u16, admin: u16, pools: &str, route_to: &str| {
         format!(
             "workers: 2\n\
-             admin: {{bind: '127.0.0.1:{admin}', token: walkthrough}}\n\
+             admin: {{bind: '127.0.0.1:{admin}', token: walkthrough-token-0123}}\n\
              listeners: [{{name: main, bind: '127.0.0.1:{port}'}}]\n\
              backends:\n{pools}\
              routes: [{{name: all, match: '*', strategy: consistent_hash, backend: {route_to}}}]\n"
@@ -1124,7 +1124,7 @@ fn readme_walkthrough_warms_a_replacement_server() {
         401,
         "the token is needed"
     );
-    let auth = [("Authorization", "Bearer walkthrough")];
+    let auth = [("Authorization", "Bearer walkthrough-token-0123")];
     let r = http.request("POST", "/warm", &auth, body);
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_u64().expect("an id");

@@ -23,6 +23,10 @@ pub struct Limits {
     pub max_body: usize,
     /// How long a started request (head and body) may take to arrive; 408 and close after.
     pub request_timeout: Duration,
+    /// How long a request head may take to arrive: from the accept for a new connection, from
+    /// its first byte on a kept-alive one. Over it, a connection that sent nothing is closed and
+    /// one that sent part of a head gets 408: a silent or slow client cannot sit on a slot.
+    pub header_timeout: Duration,
     /// How long a keep-alive connection may sit with no request before it is closed (and how
     /// long a client that does not read its responses may stall them).
     pub idle_timeout: Duration,
@@ -35,12 +39,17 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The documented limits, with `request_timeout` and `max_connections` from the config.
-    pub fn new(request_timeout: Duration, max_connections: usize) -> Limits {
+    /// The documented limits, with the timeouts and `max_connections` from the config.
+    pub fn new(
+        request_timeout: Duration,
+        header_timeout: Duration,
+        max_connections: usize,
+    ) -> Limits {
         Limits {
             max_head: MAX_HEAD,
             max_body: MAX_BODY,
             request_timeout,
+            header_timeout,
             idle_timeout: Duration::from_secs(60),
             linger: Duration::from_secs(2),
             max_connections,
@@ -74,6 +83,10 @@ pub struct Head<'a> {
     pub path: &'a str,
     /// The value of the `Authorization` header, if any.
     pub authorization: Option<&'a [u8]>,
+    /// The body length its `Content-Length` announces (0 without one).
+    pub content_length: usize,
+    /// The head's length in bytes: the body starts there.
+    pub head_len: usize,
 }
 
 /// What the front of a buffer holds.
@@ -169,6 +182,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 method,
                 path,
                 authorization,
+                content_length: body_len,
+                head_len,
             }),
         };
     };
@@ -321,7 +336,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits::new(Duration::from_secs(10), 64)
+        Limits::new(Duration::from_secs(10), Duration::from_secs(2), 64)
     }
 
     fn complete(buf: &[u8]) -> (Request<'_>, usize) {
@@ -376,7 +391,9 @@ mod tests {
                 head: Some(Head {
                     method: "POST",
                     path: "/warm",
-                    authorization: None
+                    authorization: None,
+                    content_length: 5,
+                    head_len: 42,
                 })
             }
         );
@@ -390,7 +407,9 @@ mod tests {
                 head: Some(Head {
                     method: "POST",
                     path: "/warm",
-                    authorization: None
+                    authorization: None,
+                    content_length: 5,
+                    head_len: 64,
                 })
             }
         );

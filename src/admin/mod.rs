@@ -27,7 +27,7 @@ pub use http::Limits;
 use crate::health::HealthBoard;
 use crate::route::Router;
 use crate::shutdown::Shutdown;
-use crate::stats::StatsRegistry;
+use crate::stats::{StatsRegistry, WorkerStats};
 use crate::warm::{WarmError, WarmManager};
 
 /// What the endpoints read and do. Called on the admin thread, so an implementation must be
@@ -102,19 +102,25 @@ pub struct AdminServer {
 
 /// Binds `bind` and starts the admin server on its own thread. It stops when `shutdown` is
 /// requested. `token`, when set, is required as `Authorization: Bearer <token>` by POST and
-/// DELETE.
+/// DELETE. `stats` is the block its `admin_*` counters go to (the thread is its only writer).
 pub fn start(
     bind: SocketAddr,
     api: Arc<dyn AdminApi>,
     token: Option<String>,
     limits: Limits,
+    stats: Arc<WorkerStats>,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<AdminServer> {
     // A plain bind, not SO_REUSEPORT as the listeners have: a second process on the same
     // admin port must fail loudly, not silently share it.
     let listener = std::net::TcpListener::bind(bind)?;
     let addr = listener.local_addr()?;
-    let settings = server::Settings { api, token, limits };
+    let settings = server::Settings {
+        api,
+        token,
+        limits,
+        stats,
+    };
     let server = server::Server::new(listener, settings, shutdown)?;
     let thread = std::thread::Builder::new()
         .name("bifrost-admin".into())

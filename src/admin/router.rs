@@ -47,9 +47,10 @@ impl Endpoint {
 }
 
 /// The refusal a request gets whatever its body: an unknown path (404), a method its endpoint
-/// does not take (405), a missing or wrong token where one is needed (401); `None` when it may
-/// go on. The server asks this as soon as a head is whole, so a request that will be refused
-/// never makes it hold a body of megabytes first.
+/// does not take (405), a body announced for an endpoint that takes none (413, and close), a
+/// missing or wrong token where one is needed (401); `None` when it may go on. The server asks
+/// this as soon as a head is whole, so a request that will be refused never makes it hold a
+/// body of megabytes first: only a `POST /warm` carrying the token has its body read.
 pub fn refusal(token: Option<&str>, head: &Head) -> Option<Response> {
     let Some(endpoint) = Endpoint::of(head.path) else {
         return Some(Response::text(
@@ -75,6 +76,17 @@ pub fn refusal(token: Option<&str>, head: &Head) -> Option<Response> {
             .header("Allow", endpoint.allow()),
         );
     }
+    let takes_body = matches!((endpoint, method), (Endpoint::Warm, "POST"));
+    if head.content_length > 0 && !takes_body {
+        // Refused from the head, and the connection closed rather than the body read and
+        // thrown away: a GET announcing megabytes is no honest client.
+        let mut r = Response::text(
+            413,
+            format!("{} {} takes no request body\n", head.method, head.path),
+        );
+        r.close = true;
+        return Some(r);
+    }
     if changes && token.is_some_and(|t| !bearer_matches(head.authorization, t.as_bytes())) {
         return Some(
             Response::json_error(401, "this endpoint needs Authorization: Bearer <token>")
@@ -92,6 +104,8 @@ pub fn route(api: &dyn AdminApi, token: Option<&str>, req: &Request) -> Response
         method: req.method,
         path: req.path,
         authorization: req.authorization,
+        content_length: req.body.len(),
+        head_len: 0,
     };
     if let Some(refused) = refusal(token, &head) {
         return refused;
@@ -316,6 +330,12 @@ mod tests {
             method,
             path,
             authorization,
+            content_length: 0,
+            head_len: 40,
+        };
+        let with_body = |method, path, authorization| Head {
+            content_length: 4 << 20,
+            ..head(method, path, authorization)
         };
         let status = |token, h: Head| refusal(token, &h).map(|r| r.status);
         let right = Some(&b"Bearer t"[..]);
@@ -331,6 +351,28 @@ mod tests {
         assert_eq!(status(None, head("POST", "/warm", None)), None);
         assert_eq!(status(Some("t"), head("HEAD", "/metrics", None)), None);
         assert_eq!(status(Some("t"), head("GET", "/warm/3", None)), None);
+        // A body is only for POST /warm with the token: anywhere else, refused from the head
+        // and the connection closed; without the token, 401 before the body is read.
+        for (method, path) in [
+            ("GET", "/health"),
+            ("HEAD", "/ready"),
+            ("GET", "/metrics"),
+            ("GET", "/warm"),
+            ("DELETE", "/warm/3"),
+        ] {
+            let r = refusal(Some("t"), &with_body(method, path, right));
+            assert_eq!(r.as_ref().map(|r| (r.status, r.close)), Some((413, true)));
+            assert_eq!(status(None, with_body(method, path, None)), Some(413));
+        }
+        assert_eq!(
+            status(Some("t"), with_body("POST", "/warm", None)),
+            Some(401)
+        );
+        assert_eq!(status(Some("t"), with_body("POST", "/warm", right)), None);
+        // Through route too (a GET whose body arrived with its head): 413 and close.
+        let api = Fake::default();
+        let r = route(&api, None, &req("GET", "/health", None, b"x"));
+        assert_eq!((r.status, r.close), (413, true));
     }
 
     #[test]

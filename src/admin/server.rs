@@ -3,9 +3,18 @@
 //!
 //! A connection reads into one buffer, answers every complete request at its front in order
 //! (pipelining) into one output buffer, and writes that out. Every connection has one deadline
-//! at a time, worked out from its state (a request started but not finished: the request
-//! timeout; nothing to do: the idle timeout; closing: the linger), and with at most a few dozen
-//! connections the loop finds the nearest by looking at each, instead of keeping a timer wheel.
+//! at a time, worked out from its state (a head not yet whole: the header timeout; a body on
+//! its way: the request timeout; nothing to do: the idle timeout; closing: the linger), and
+//! with at most a few dozen connections the loop finds the nearest by looking at each, instead
+//! of keeping a timer wheel.
+//!
+//! The probes must get in whatever other clients do, so a slot is never held for nothing: a
+//! client must send a whole head within the header timeout, and when the cap is full a new
+//! connection evicts the oldest one that has no request in progress (silent, half a head,
+//! idle between requests, finished, or not reading its answers). Only a request whose head
+//! was accepted (a `POST /warm` with the token) or an answer being written is protected.
+//! A connection only reads what its current request needs (at most a head, and a body only
+//! once the head is accepted), so a client without the token holds a few KiB at most.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown as HowShutdown;
@@ -21,17 +30,22 @@ use super::router;
 use super::AdminApi;
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::shutdown::Shutdown;
+use crate::stats::WorkerStats;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Connection `i` has token `CONN_BASE + i`.
 const CONN_BASE: usize = 2;
-/// Bytes read from a socket at a time; small enough that an oversized head is noticed early.
+/// Bytes read from a socket at a time (at most: a connection reads no further than its current
+/// request needs).
 const READ_CHUNK: usize = 16 * 1024;
 /// Over this many response bytes waiting to be written, no further pipelined request is
-/// answered until the client reads: a client that sends without reading cannot make the
-/// server buffer without bound.
-const OUT_HIGH_WATER: usize = 256 * 1024;
+/// answered until the client reads: a client that sends without reading holds one answer and
+/// this much at most.
+const OUT_HIGH_WATER: usize = 16 * 1024;
+/// A buffer emptied with more capacity than this is released rather than kept for the next
+/// request: an idle connection holds no memory from a big body or answer it once had.
+const KEEP_CAPACITY: usize = 16 * 1024;
 /// How soon to try accepting again after accept failed (out of file descriptors, say): with an
 /// edge-triggered listener, no new event would come for the connections already waiting.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -55,7 +69,15 @@ enum Expiry {
     Close,
     /// A request did not arrive in time: answer 408 and close.
     RequestTimeout,
+    /// No whole head within the header timeout: 408 and close, or just close when nothing
+    /// was sent.
+    HeaderTimeout,
 }
+
+/// How willing a connection is to give its slot to a new one, most willing first: closing
+/// ones, then those waiting for a head (by how long they have been waiting), then those whose
+/// client has not read its answers for a header timeout.
+type EvictRank = (u8, Instant);
 
 struct Conn {
     stream: TcpStream,
@@ -74,10 +96,20 @@ struct Conn {
     readable: bool,
     /// The client has closed its side.
     peer_closed: bool,
+    /// When it was accepted: a new connection's head is timed from here.
+    accepted: Instant,
+    /// A request has been answered: the connection is kept alive between requests.
+    served: bool,
+    /// The head at the front of `input` was accepted and its body is on its way.
+    awaiting_body: bool,
+    /// How many bytes of `input` the current request can use: up to one byte past the head
+    /// limit while the head is incomplete, then the head and its announced body. Nothing
+    /// beyond is read until the request is answered.
+    need: usize,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, now: Instant) -> Conn {
+    fn new(stream: TcpStream, now: Instant, limits: &Limits) -> Conn {
         Conn {
             stream,
             input: Vec::new(),
@@ -89,6 +121,10 @@ impl Conn {
             continue_sent: false,
             readable: true,
             peer_closed: false,
+            accepted: now,
+            served: false,
+            awaiting_body: false,
+            need: limits.max_head + 1,
         }
     }
 
@@ -105,9 +141,55 @@ impl Conn {
                 (self.last_activity + limits.idle_timeout, Expiry::Close)
             }
             Phase::Open => match self.request_started {
-                Some(t) => (t + limits.request_timeout, Expiry::RequestTimeout),
+                Some(t) if self.awaiting_body => {
+                    (t + limits.request_timeout, Expiry::RequestTimeout)
+                }
+                Some(t) => {
+                    let head = self.head_clock(t) + limits.header_timeout;
+                    let request = t + limits.request_timeout;
+                    if request < head {
+                        (request, Expiry::RequestTimeout)
+                    } else {
+                        (head, Expiry::HeaderTimeout)
+                    }
+                }
+                None if !self.served => {
+                    (self.accepted + limits.header_timeout, Expiry::HeaderTimeout)
+                }
                 None => (self.last_activity + limits.idle_timeout, Expiry::Close),
             },
+        }
+    }
+
+    /// Where the header timeout of a head whose first byte came at `first_byte` runs from: a
+    /// new connection's from its accept (sending one byte does not buy time), a kept-alive
+    /// one's from that byte.
+    fn head_clock(&self, first_byte: Instant) -> Instant {
+        if self.served {
+            first_byte
+        } else {
+            self.accepted
+        }
+    }
+
+    /// How willing the connection is to be evicted for a new one; `None` when it is busy (a
+    /// body on its way for an accepted head, or an answer being written).
+    fn evict_rank(&self, now: Instant, limits: &Limits) -> Option<EvictRank> {
+        match self.phase {
+            Phase::Closing | Phase::Lingering(_) => Some((0, self.last_activity)),
+            Phase::Open if self.pending_output() > 0 => {
+                (self.last_activity + limits.header_timeout <= now)
+                    .then_some((2, self.last_activity))
+            }
+            Phase::Open if self.awaiting_body => None,
+            Phase::Open => {
+                let waiting_since = match self.request_started {
+                    Some(t) => self.head_clock(t),
+                    None if self.served => self.last_activity,
+                    None => self.accepted,
+                };
+                Some((1, waiting_since))
+            }
         }
     }
 
@@ -136,7 +218,7 @@ impl Conn {
                 self.phase = Phase::Lingering(now + server.limits.linger);
                 progress = true;
             }
-            if self.readable && self.may_read(&server.limits) {
+            if self.readable && self.may_read() {
                 match self.read(now) {
                     Ok(n) => progress |= n > 0,
                     Err(_) => return false,
@@ -164,11 +246,11 @@ impl Conn {
     }
 
     /// True when reading more is useful now.
-    fn may_read(&self, limits: &Limits) -> bool {
+    fn may_read(&self) -> bool {
         match self.phase {
             Phase::Open => {
                 !self.peer_closed
-                    && self.input.len() < limits.max_head + limits.max_body
+                    && self.input.len() < self.need
                     && self.pending_output() < OUT_HIGH_WATER
             }
             Phase::Closing => false,
@@ -189,13 +271,24 @@ impl Conn {
                     expects_continue,
                     head,
                 } => {
-                    let refused = head.and_then(|h| router::refusal(server.token.as_deref(), &h));
-                    if let Some(response) = refused {
+                    let Some(head) = head else {
+                        self.need = server.limits.max_head + 1;
+                        break;
+                    };
+                    if let Some(response) = router::refusal(server.token.as_deref(), &head) {
                         // Refused whatever its body: answered now, and the connection closed
                         // (the body still on its way is not read).
                         response.render(&mut self.output, false, false, false);
                         self.phase = Phase::Closing;
                         return true;
+                    }
+                    // Accepted: now, and only now, the body is worth reading, into room
+                    // reserved for exactly it.
+                    self.need = head.head_len.saturating_add(head.content_length);
+                    if !self.awaiting_body {
+                        self.awaiting_body = true;
+                        self.input
+                            .reserve_exact(self.need.saturating_sub(self.input.len()));
                     }
                     if expects_continue && !self.continue_sent {
                         self.output.extend_from_slice(http::CONTINUE);
@@ -222,7 +315,13 @@ impl Conn {
                 }
             };
             self.input.drain(..consumed.min(self.input.len()));
+            if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+                self.input = Vec::new();
+            }
             self.continue_sent = false;
+            self.served = true;
+            self.awaiting_body = false;
+            self.need = server.limits.max_head + 1;
             self.request_started = (!self.input.is_empty()).then_some(now);
             progress = true;
         }
@@ -246,7 +345,11 @@ impl Conn {
             }
         }
         if self.pending_output() == 0 && !self.output.is_empty() {
-            self.output.clear();
+            if self.output.capacity() > KEEP_CAPACITY {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
             self.written = 0;
             // A request held back while responses waited starts its clock now, not when it
             // arrived: the wait was the client's slow reading, not its slow sending.
@@ -257,16 +360,21 @@ impl Conn {
         Ok(wrote)
     }
 
-    /// One read of up to [`READ_CHUNK`] bytes. Ok(0) when nothing came (would block, or the
-    /// client closed, which sets `peer_closed`).
+    /// One read of up to [`READ_CHUNK`] bytes, no more than the current request needs (what
+    /// a lingering connection reads is thrown away). Ok(0) when nothing came (would block, or
+    /// the client closed, which sets `peer_closed`).
     fn read(&mut self, now: Instant) -> io::Result<usize> {
         let old = self.input.len();
-        self.input.resize(old + READ_CHUNK, 0);
+        let lingering = matches!(self.phase, Phase::Lingering(_));
+        let room = if lingering {
+            READ_CHUNK
+        } else {
+            self.need.saturating_sub(old).min(READ_CHUNK)
+        };
+        let mut chunk = [0u8; READ_CHUNK];
+        let buf = chunk.get_mut(..room).unwrap_or_default();
         let result = loop {
-            match self
-                .stream
-                .read(self.input.get_mut(old..).unwrap_or_default())
-            {
+            match self.stream.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -282,12 +390,12 @@ impl Conn {
                 self.readable = false;
                 0
             }
-            Err(e) => {
-                self.input.truncate(old);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
-        self.input.truncate(old + n);
+        if !lingering {
+            self.input
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
         if n > 0 {
             self.last_activity = now;
             if old == 0 && self.request_started.is_none() {
@@ -299,21 +407,23 @@ impl Conn {
 
     /// The deadline passed: close, or answer 408 first.
     fn expire(&mut self, what: Expiry, now: Instant, server: &Settings) -> bool {
-        match what {
-            Expiry::Close => false,
-            Expiry::RequestTimeout => {
-                Response::reject(408, "the request did not arrive in time").render(
-                    &mut self.output,
-                    false,
-                    false,
-                    false,
-                );
-                self.phase = Phase::Closing;
-                self.input.clear();
-                self.last_activity = now;
-                self.drive(now, server)
+        let reason = match what {
+            Expiry::Close => return false,
+            Expiry::HeaderTimeout => {
+                WorkerStats::add(&server.stats.admin_header_timeouts, 1);
+                if self.input.is_empty() {
+                    // Nothing sent: nobody to answer.
+                    return false;
+                }
+                "the request head did not arrive in time"
             }
-        }
+            Expiry::RequestTimeout => "the request did not arrive in time",
+        };
+        Response::reject(408, reason).render(&mut self.output, false, false, false);
+        self.phase = Phase::Closing;
+        self.input.clear();
+        self.last_activity = now;
+        self.drive(now, server)
     }
 }
 
@@ -325,6 +435,8 @@ pub(super) struct Settings {
     pub token: Option<String>,
     /// Sizes, timeouts and the connection cap.
     pub limits: Limits,
+    /// The admin thread's counters (`admin_*`); this thread is their only writer.
+    pub stats: Arc<WorkerStats>,
 }
 
 /// The admin server's loop, built on the calling thread (so that set-up errors reach
@@ -436,10 +548,13 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.conns.len() >= self.settings.limits.max_connections {
-                        self.refuse(stream, peer, now);
-                    } else {
+                    if self.conns.len() < self.settings.limits.max_connections {
                         self.admit(stream, now);
+                    } else if let Some(victim) = self.eviction_victim(now) {
+                        self.evict(victim, peer, now);
+                        self.admit(stream, now);
+                    } else {
+                        self.refuse(stream, peer, now);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -469,7 +584,8 @@ impl Server {
         // Small responses go out at once rather than waiting on Nagle for the next write.
         let _ = stream.set_nodelay(true);
         let key = entry.key();
-        entry.insert(Conn::new(stream, now));
+        entry.insert(Conn::new(stream, now, &self.settings.limits));
+        WorkerStats::add(&self.settings.stats.admin_connections, 1);
         let keep = match self.conns.get_mut(key) {
             Some(conn) => conn.drive(now, &self.settings),
             None => true,
@@ -477,6 +593,32 @@ impl Server {
         if !keep {
             self.close(key);
         }
+    }
+
+    /// The connection to close for a new one when the cap is full: the most willing by
+    /// [`Conn::evict_rank`]; `None` when every one is busy.
+    fn eviction_victim(&self, now: Instant) -> Option<usize> {
+        self.conns
+            .iter()
+            .filter_map(|(key, c)| Some((c.evict_rank(now, &self.settings.limits)?, key)))
+            .min()
+            .map(|(_, key)| key)
+    }
+
+    /// Closes connection `key` at once to make room for a new one from `peer`.
+    fn evict(&mut self, key: usize, peer: std::net::SocketAddr, now: Instant) {
+        WorkerStats::add(&self.settings.stats.admin_connections_evicted, 1);
+        let max = self.settings.limits.max_connections;
+        self.log.warn(
+            LogEvent::ClientClosed,
+            None,
+            now,
+            format_args!(
+                "admin API: {max} connections open: closed one without a request in progress \
+                 to admit {peer}"
+            ),
+        );
+        self.close(key);
     }
 
     /// Over the cap: a 503 written straight into the fresh socket's empty send buffer (it fits;
@@ -487,6 +629,8 @@ impl Server {
         Response::reject(503, &format!("too many admin connections (at most {max})"))
             .header("Retry-After", "1")
             .render(&mut out, false, false, false);
+        // Counted before the close, which the client may see at once.
+        WorkerStats::add(&self.settings.stats.admin_connections_rejected, 1);
         let _ = stream.write(&out);
         let _ = stream.shutdown(HowShutdown::Both);
         self.log.warn(
@@ -500,6 +644,7 @@ impl Server {
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            WorkerStats::sub(&self.settings.stats.admin_connections, 1);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::stats::WorkerStats;
 
 struct Fake;
 
@@ -37,6 +38,7 @@ impl AdminApi for Fake {
 
 struct Running {
     addr: SocketAddr,
+    stats: Arc<WorkerStats>,
     shutdown: Arc<Shutdown>,
     thread: Option<JoinHandle<()>>,
 }
@@ -52,16 +54,19 @@ impl Drop for Running {
 
 fn serve(limits: Limits) -> Running {
     let shutdown = Shutdown::new();
+    let stats = Arc::new(WorkerStats::default());
     let server = start(
         "127.0.0.1:0".parse().expect("addr"),
         Arc::new(Fake),
         None,
         limits,
+        stats.clone(),
         shutdown.clone(),
     )
     .expect("admin server starts");
     Running {
         addr: server.addr,
+        stats,
         shutdown,
         thread: Some(server.thread),
     }
@@ -72,7 +77,7 @@ fn quick() -> Limits {
         request_timeout: Duration::from_millis(200),
         idle_timeout: Duration::from_millis(600),
         linger: Duration::from_millis(200),
-        ..Limits::new(Duration::from_secs(10), 4)
+        ..Limits::new(Duration::from_secs(10), Duration::from_secs(2), 4)
     }
 }
 
@@ -212,6 +217,9 @@ fn a_slow_request_gets_408_and_an_idle_connection_is_closed() {
     let server = serve(quick());
     let mut slow = connect(server.addr);
     let mut idle = connect(server.addr);
+    idle.write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(response(&mut idle).0, 200);
     let start = Instant::now();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost:")
         .expect("send");
@@ -251,15 +259,32 @@ fn expect_100_continue_is_answered() {
     assert_eq!((status, body.as_slice()), (202, &b"{\"id\":2}"[..]));
 }
 
+/// A POST whose head is accepted and whose body is on its way: a request in progress,
+/// which no new connection may evict. Returns once the server has taken the head.
+fn busy(addr: SocketAddr) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(b"POST /warm HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        .expect("send");
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).expect("100 Continue");
+    s
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[test]
-fn the_connection_cap_refuses_the_extra_one() {
-    let server = serve(quick());
-    let mut held: Vec<TcpStream> = (0..4).map(|_| connect(server.addr)).collect();
-    // Each held connection is accepted (answers) before the extra one is opened.
-    for s in held.iter_mut() {
-        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").expect("send");
-        assert_eq!(response(s).0, 200);
-    }
+fn a_full_cap_evicts_the_oldest_idle_connection_and_refuses_only_when_all_are_busy() {
+    // Long request and idle timeouts: only eviction may close a connection here.
+    let server = serve(Limits {
+        request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        ..quick()
+    });
+    let mut held: Vec<TcpStream> = (0..4).map(|_| busy(server.addr)).collect();
+    assert_eq!(count(&server.stats.admin_connections), 4);
+    // Every slot has a request in progress: the extra one is refused.
     let mut extra = connect(server.addr);
     let mut answer = Vec::new();
     let _ = extra.read_to_end(&mut answer);
@@ -268,25 +293,91 @@ fn the_connection_cap_refuses_the_extra_one() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    for s in held.iter_mut() {
-        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").expect("send");
-        assert_eq!(response(s).0, 200, "the first ones still work");
+    assert_eq!(count(&server.stats.admin_connections_rejected), 1);
+    // Two finish their request and sit idle, kept alive: the first to finish is the oldest
+    // idle one, and the next new connection takes its slot.
+    for s in held.iter_mut().take(2) {
+        s.write_all(b"{}").expect("body");
+        assert_eq!(response(s).0, 202);
     }
-    // Once one closes, a new connection is served again.
-    drop(held.pop());
-    let mut again = None;
-    for _ in 0..100 {
+    let mut probe = connect(server.addr);
+    probe
+        .write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(response(&mut probe).0, 200, "the probe got a slot");
+    assert!(
+        closed(&mut held[0]),
+        "the oldest idle connection was evicted"
+    );
+    assert_eq!(count(&server.stats.admin_connections_evicted), 1);
+    assert_eq!(count(&server.stats.admin_connections), 4);
+    // The busy ones were left alone and still finish.
+    for s in held.iter_mut().skip(2) {
+        s.write_all(b"{}").expect("body");
+        assert_eq!(response(s).0, 202);
+    }
+    held[1]
+        .write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(response(&mut held[1]).0, 200, "the other idle one stayed");
+}
+
+#[test]
+fn silent_and_slow_heads_are_closed_after_the_header_timeout() {
+    let server = serve(Limits {
+        request_timeout: Duration::from_secs(10),
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(10),
+        ..quick()
+    });
+    let start = Instant::now();
+    let mut silent = connect(server.addr);
+    let mut slow = connect(server.addr);
+    // A byte now and then does not buy a new connection time: its head is timed from the
+    // accept.
+    for byte in b"GET /he" {
+        slow.write_all(&[*byte]).expect("send");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(response(&mut slow).0, 408);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(closed(&mut slow));
+    assert!(
+        closed(&mut silent),
+        "a silent connection is closed, unanswered"
+    );
+    assert_eq!(count(&server.stats.admin_header_timeouts), 2);
+    // A kept-alive connection may sit idle longer than the header timeout between requests.
+    let mut kept = connect(server.addr);
+    kept.write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(response(&mut kept).0, 200);
+    std::thread::sleep(Duration::from_millis(450));
+    kept.write_all(b"GET /health HTTP/1.1\r\n\r\n")
+        .expect("send");
+    assert_eq!(response(&mut kept).0, 200);
+    assert_eq!(count(&server.stats.admin_connections), 1);
+}
+
+#[test]
+fn a_get_announcing_a_body_is_refused_from_its_head_and_nothing_more_is_read() {
+    let server = serve(quick());
+    for head in [
+        &b"GET /health HTTP/1.1\r\nContent-Length: 4194304\r\n\r\n"[..],
+        b"GET /health HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+        b"DELETE /warm/1 HTTP/1.1\r\nContent-Length: 10\r\n\r\n",
+    ] {
         let mut s = connect(server.addr);
-        if s.write_all(b"GET /health HTTP/1.1\r\n\r\n").is_ok() {
-            let mut head = [0u8; 12];
-            if s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200" {
-                again = Some(s);
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(head).expect("send");
+        let (status, head, _) = response(&mut s);
+        assert_eq!(status, 413);
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        assert!(closed(&mut s));
     }
-    assert!(again.is_some(), "a slot is free again after a close");
 }
 
 #[test]

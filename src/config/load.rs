@@ -23,9 +23,17 @@ const ADMIN_KEYS: &[&str] = &[
     "token_file",
     "max_connections",
     "request_timeout",
+    "header_timeout",
 ];
 /// Largest accepted `admin.max_connections`: the admin API is for a few operators and scrapers.
 const MAX_ADMIN_CONNECTIONS: u64 = 10_000;
+/// Largest token file read: a token is at most [`MAX_TOKEN`] bytes, so a bigger file is a
+/// mistake (a wrong path, a device), not a token.
+pub(super) const MAX_TOKEN_FILE: usize = 4096;
+/// Shortest accepted admin token: shorter ones can be guessed.
+pub(super) const MIN_TOKEN: usize = 16;
+/// Longest accepted admin token (it travels in a header line of at most 8 KiB).
+pub(super) const MAX_TOKEN: usize = 256;
 const LISTENER_KEYS: &[&str] = &[
     "name",
     "bind",
@@ -225,6 +233,13 @@ fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
         Some(v) => w.positive_duration(v, "admin.request_timeout"),
         None => Some(DEFAULT_ADMIN_REQUEST_TIMEOUT),
     };
+    let header_timeout = match f.get("header_timeout") {
+        Some(v) => w.positive_duration(v, "admin.header_timeout"),
+        None => Some(DEFAULT_ADMIN_HEADER_TIMEOUT),
+    };
+    // Whether the token may sit in a file others can read: on a loopback bind only local users
+    // could use it anyway (a warning); elsewhere it would open the API to them (an error).
+    let loopback = bind.map_or(true, |a| a.ip().is_loopback());
     let (token, token_file) = match (f.get("token"), f.get("token_file")) {
         (Some(_), Some(_)) => {
             w.error(
@@ -240,7 +255,7 @@ fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
         ),
         (None, Some(v)) => match w.string(v, "admin.token_file") {
             Some(path) => (
-                read_token_file(w, path),
+                read_token_file(w, path, loopback),
                 Some(Some(std::path::PathBuf::from(path))),
             ),
             None => (None, None),
@@ -268,28 +283,101 @@ fn walk_admin(w: &mut Walker, v: &Value) -> Option<AdminConfig> {
         token_file: token_file?,
         max_connections: max_connections?,
         request_timeout: request_timeout?,
+        header_timeout: header_timeout?,
     })
 }
 
 /// The token read from the file at `path`, surrounding whitespace trimmed (files usually end
-/// with a newline); an unreadable or empty file is an error naming the path.
-fn read_token_file(w: &mut Walker, path: &str) -> Option<Option<String>> {
+/// with a newline). The file must be a regular file of at most [`MAX_TOKEN_FILE`] bytes: a
+/// FIFO would hang start-up and `/dev/zero` would be read until memory runs out, so the kind
+/// is checked before opening, the open cannot block, the kind is checked again on the open
+/// file (it may have been swapped in between), and no more than one byte past the limit is
+/// read. A file that group or others can read is a warning on a `loopback` bind, an error on
+/// any other. Every refusal is an error naming the path.
+fn read_token_file(w: &mut Walker, path: &str, loopback: bool) -> Option<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let at = "admin.token_file";
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => {
-            w.error(at, format!("the token file '{path}' is empty"));
-            None
+    let not_regular = |meta: &std::fs::Metadata| {
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&t) {
+            "a FIFO"
+        } else {
+            "a device or socket"
+        };
+        format!("the token file '{path}' is {kind}, not a regular file")
+    };
+    let checked = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the token file '{path}': {e}"))
+        .and_then(|meta| {
+            if !meta.is_file() {
+                return Err(not_regular(&meta));
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| format!("cannot read the token file '{path}': {e}"))
+        })
+        .and_then(|file| {
+            let meta = file
+                .metadata()
+                .map_err(|e| format!("cannot read the token file '{path}': {e}"))?;
+            if !meta.is_file() {
+                return Err(not_regular(&meta));
+            }
+            let mut bytes = Vec::new();
+            file.take(MAX_TOKEN_FILE as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read the token file '{path}': {e}"))?;
+            if bytes.len() > MAX_TOKEN_FILE {
+                return Err(format!(
+                    "the token file '{path}' is larger than {MAX_TOKEN_FILE} bytes: it is not \
+                     a token"
+                ));
+            }
+            Ok((bytes, meta.mode()))
+        });
+    let (bytes, mode) = match checked {
+        Ok(read) => read,
+        Err(message) => {
+            w.error(at, message);
+            return None;
         }
-        Ok(text) => admin_token(w, text.trim(), at, &format!(" (in '{path}')")),
-        Err(e) => {
-            w.error(at, format!("cannot read the token file '{path}': {e}"));
-            None
+    };
+    if mode & 0o044 != 0 {
+        let why = format!(
+            "the token file '{path}' is readable by group or others (mode {:04o}): whoever can \
+             read it can start and cancel warming jobs; chmod 600 it",
+            mode & 0o7777
+        );
+        if loopback {
+            log::warn!("{at}: {why}");
+        } else {
+            w.error(at, format!("{why} (required on a non-loopback admin.bind)"));
+            return None;
         }
     }
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        w.error(
+            at,
+            format!("the token (in '{path}') must be printable ASCII without spaces"),
+        );
+        return None;
+    };
+    if text.trim().is_empty() {
+        w.error(at, format!("the token file '{path}' is empty"));
+        return None;
+    }
+    admin_token(w, text.trim(), at, &format!(" (in '{path}')"))
 }
 
-/// `token` checked: it travels in an `Authorization` header, so it must be non-empty visible
-/// ASCII without spaces. `source` says where it came from, for the message.
+/// `token` checked: it travels in an `Authorization` header, so it must be visible ASCII
+/// without spaces, and it must be long enough not to be guessed ([`MIN_TOKEN`] to
+/// [`MAX_TOKEN`] bytes). `source` says where it came from, for the message (which never
+/// quotes the token).
 fn admin_token(w: &mut Walker, token: &str, path: &str, source: &str) -> Option<Option<String>> {
     if token.is_empty() {
         w.error(path, "the token must not be empty");
@@ -301,6 +389,17 @@ fn admin_token(w: &mut Walker, token: &str, path: &str, source: &str) -> Option<
             format!(
                 "the token{source} must be printable ASCII without spaces (it is sent in an \
                  Authorization header)"
+            ),
+        );
+        return None;
+    }
+    if !(MIN_TOKEN..=MAX_TOKEN).contains(&token.len()) {
+        w.error(
+            path,
+            format!(
+                "the token{source} is {} bytes: it must be {MIN_TOKEN} to {MAX_TOKEN} bytes (a \
+                 short token can be guessed)",
+                token.len()
             ),
         );
         return None;

@@ -116,6 +116,8 @@ pub struct Config {
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Default [`AdminConfig::request_timeout`].
 pub const DEFAULT_ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`AdminConfig::header_timeout`].
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The admin HTTP API listener.
 #[derive(Clone, PartialEq, Eq)]
@@ -133,6 +135,9 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// How long a request's head and body may take to arrive once it has started (408 after).
     pub request_timeout: Duration,
+    /// How long a request head may take: from the accept on a new connection, from its first
+    /// byte on a kept-alive one (408, or a close when nothing came).
+    pub header_timeout: Duration,
 }
 
 impl AdminConfig {
@@ -144,6 +149,7 @@ impl AdminConfig {
             token_file: None,
             max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
             request_timeout: DEFAULT_ADMIN_REQUEST_TIMEOUT,
+            header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
         }
     }
 }
@@ -157,6 +163,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token_file", &self.token_file)
             .field("max_connections", &self.max_connections)
             .field("request_timeout", &self.request_timeout)
+            .field("header_timeout", &self.header_timeout)
             .finish()
     }
 }

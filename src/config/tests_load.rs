@@ -454,6 +454,14 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A temp file readable by its owner only, as a secret should be.
+fn secret_file(name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_file(name, text);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
 const ADMIN_REST: &str = "listeners: [{name: a, bind: '127.0.0.1:0'}]\n\
      backends: {b: {servers: ['127.0.0.1:11211']}}\n\
      routes: [{match: '*', strategy: blind_forward, backend: b}]\n";
@@ -465,18 +473,20 @@ fn admin_defaults_and_every_key() {
     assert_eq!(admin, AdminConfig::with_defaults(addr("127.0.0.1:9120")));
     assert_eq!(admin.max_connections, 64);
     assert_eq!(admin.request_timeout, Duration::from_secs(10));
+    assert_eq!(admin.header_timeout, Duration::from_secs(2));
     assert_eq!(admin.token, None);
 
     let c = parse_yaml(&format!(
-        "admin: {{bind: '0.0.0.0:0', token: s3cr3t-T0ken, max_connections: 3, \
-         request_timeout: 250ms}}\n{ADMIN_REST}"
+        "admin: {{bind: '0.0.0.0:0', token: s3cr3t-T0ken-0123, max_connections: 3, \
+         request_timeout: 250ms, header_timeout: 500ms}}\n{ADMIN_REST}"
     ));
     let admin = c.admin.expect("admin");
     assert_eq!(admin.bind, addr("0.0.0.0:0"));
-    assert_eq!(admin.token.as_deref(), Some("s3cr3t-T0ken"));
+    assert_eq!(admin.token.as_deref(), Some("s3cr3t-T0ken-0123"));
     assert_eq!(admin.token_file, None);
     assert_eq!(admin.max_connections, 3);
     assert_eq!(admin.request_timeout, Duration::from_millis(250));
+    assert_eq!(admin.header_timeout, Duration::from_millis(500));
     let debug = format!("{admin:?}");
     assert!(
         !debug.contains("s3cr3t"),
@@ -487,15 +497,41 @@ fn admin_defaults_and_every_key() {
 
 #[test]
 fn admin_token_file_is_read_and_trimmed_at_load() {
-    let path = temp_file("admin-token", "  from-the-file\n\n");
+    let path = secret_file("admin-token", "  from-the-file-0123\n\n");
     let c = parse_yaml(&format!(
         "admin: {{bind: '[::]:9120', token_file: '{}'}}\n{ADMIN_REST}",
         path.display()
     ));
     let _ = std::fs::remove_file(&path);
     let admin = c.admin.expect("admin");
-    assert_eq!(admin.token.as_deref(), Some("from-the-file"));
+    assert_eq!(admin.token.as_deref(), Some("from-the-file-0123"));
     assert_eq!(admin.token_file.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn a_token_file_others_can_read_is_only_a_warning_on_a_loopback_bind() {
+    // 0644: loaded (the warning goes to the log); the same file on 0.0.0.0 is an error, in
+    // tests_errors.
+    let path = temp_file("admin-token-0644", "a-token-of-16-bytes-or-more\n");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let c = parse_yaml(&format!(
+        "admin: {{bind: '127.0.0.1:9120', token_file: '{}'}}\n{ADMIN_REST}",
+        path.display()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let admin = c.admin.expect("admin");
+    assert_eq!(admin.token.as_deref(), Some("a-token-of-16-bytes-or-more"));
+}
+
+#[test]
+fn admin_tokens_of_16_and_256_bytes_are_accepted() {
+    for token in ["a".repeat(16), "~".repeat(256)] {
+        let c = parse_yaml(&format!(
+            "admin: {{bind: '127.0.0.1:9120', token: '{token}'}}\n{ADMIN_REST}"
+        ));
+        assert_eq!(c.admin.and_then(|a| a.token), Some(token));
+    }
 }
 
 #[test]
