@@ -226,7 +226,11 @@ fn a_slow_request_gets_408_then_a_close() {
     // request timeout.
     let mut idle = HttpClient::connect(&admin);
     assert_eq!(idle.get("/health").status, 200);
-    std::thread::sleep(Duration::from_millis(600));
+    // A slow request started after the idle connection's last answer: its 408 shows the
+    // request timeout has passed for the idle connection too.
+    let mut slow = HttpClient::connect(&admin);
+    slow.send_raw(b"GET /health HTTP/1.1\r\nHost: a");
+    assert_eq!(slow.read_response().status, 408);
     assert_eq!(idle.get("/health").status, 200);
 }
 
