@@ -55,6 +55,7 @@ counters! {
     backend_connections => "backend_connections",
     backend_connect_failures => "backend_connect_failures",
     backend_overloaded => "backend_overloaded",
+    backend_out_of_sync => "backend_out_of_sync",
     clients_closed_hard_limit => "clients_closed_hard_limit",
     clients_shed => "clients_shed",
     clients_closed_slow_request => "clients_closed_slow_request",

@@ -1,0 +1,176 @@
+//! What the reply to one request may hold beyond its shape: the reply codes its verb can get,
+//! and the keys a retrieval asked (as fingerprints). Derived once from the request line as it is
+//! sent, kept per in-flight request, and checked by the framer: a backend's reply stream is
+//! trusted to nothing (SPEC §6b).
+//!
+//! Keys are kept as 64-bit fingerprints of their wire bytes, not as bytes: an in-flight request
+//! costs a few words, and no request buffer is kept alive until its reply comes. The first key
+//! lives in the [`Expect`] itself (a single-key retrieval, the common case, needs nothing
+//! else); the prints of further keys are pushed to a FIFO the connection keeps beside its
+//! in-flight requests and passed back to the framer as [`Checks::rest`].
+
+use memchr::memchr;
+
+use crate::protocol::ReplyKind;
+
+/// Meta reply codes, one bit each, for [`Expect::codes`].
+pub(super) mod code {
+    pub const VA: u16 = 1 << 0;
+    pub const HD: u16 = 1 << 1;
+    pub const EN: u16 = 1 << 2;
+    pub const NF: u16 = 1 << 3;
+    pub const NS: u16 = 1 << 4;
+    pub const EX: u16 = 1 << 5;
+    pub const MN: u16 = 1 << 6;
+    pub const ME: u16 = 1 << 7;
+    // Classic single-line replies.
+    pub const STORED: u16 = 1 << 8;
+    pub const NOT_STORED: u16 = 1 << 9;
+    pub const EXISTS: u16 = 1 << 10;
+    pub const NOT_FOUND: u16 = 1 << 11;
+    pub const DELETED: u16 = 1 << 12;
+    pub const TOUCHED: u16 = 1 << 13;
+    pub const OK: u16 = 1 << 14;
+    /// A number (`incr`/`decr`), `RESET` or `VERSION ...`: the rest of what a line can be.
+    pub const OTHER: u16 = 1 << 15;
+}
+
+/// What the reply of one request may contain beyond its [`ReplyKind`]. `Copy` and small: it
+/// travels in the connection's in-flight record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// Reply codes ([`code`]) the request's verb can get besides error lines; 0: any code the
+    /// reply kind allows (a verb this table does not know).
+    pub(super) codes: u16,
+    /// Keys whose VALUE blocks must match, in the order asked (0: not checked).
+    pub(super) keys: u32,
+    /// For a meta get: the reply's `k` flag, when present, must be the key asked.
+    pub(super) meta_key: bool,
+    /// Fingerprint of the first key asked.
+    pub(super) first: u64,
+}
+
+/// An [`Expect`] and the prints of its keys after the first (see the module docs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks<'a> {
+    /// What the reply may hold.
+    pub expect: Expect,
+    /// Prints of keys 2..n, in order (at least `keys - 1` of them).
+    pub rest: &'a [u64],
+}
+
+impl Checks<'_> {
+    /// The print of key `i` (0-based), if the request asked that many.
+    pub(super) fn key(&self, i: u32) -> Option<u64> {
+        match i {
+            _ if i >= self.expect.keys => None,
+            0 => Some(self.expect.first),
+            _ => self.rest.get(usize::try_from(i - 1).ok()?).copied(),
+        }
+    }
+}
+
+impl Expect {
+    /// Nothing checked beyond the reply's shape.
+    pub const ANY: Expect = Expect {
+        codes: 0,
+        keys: 0,
+        meta_key: false,
+        first: 0,
+    };
+
+    /// Keys of this request beyond the first, whose prints [`Expect::of`] pushed.
+    pub fn extra_keys(&self) -> usize {
+        (self.keys as usize).saturating_sub(1)
+    }
+
+    /// The expectation for `request` (the bytes sent, starting with the request line) framed
+    /// as `kind`. Prints of keys after the first are appended to `rest`. A line this does not
+    /// recognise gets [`Expect::ANY`]-like checks: only its reply kind is enforced.
+    pub fn of(kind: ReplyKind, request: &[u8], rest: &mut impl Extend<u64>) -> Expect {
+        let line = match memchr(b'\n', request) {
+            Some(end) => request.get(..end).unwrap_or(request),
+            None => request,
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+        let verb = tokens.next().unwrap_or_default();
+        let quiet = kind == ReplyKind::UntilNoop;
+        let mut expect = Expect {
+            codes: codes_of(verb, quiet),
+            ..Expect::ANY
+        };
+        match (kind, verb) {
+            (ReplyKind::Retrieval, b"get" | b"gets" | b"gat" | b"gats") => {
+                if verb.starts_with(b"gat") {
+                    tokens.next(); // the exptime
+                }
+                let mut keys = 0u32;
+                for key in tokens {
+                    let print = key_print(key);
+                    if keys == 0 {
+                        expect.first = print;
+                    } else {
+                        rest.extend(std::iter::once(print));
+                    }
+                    keys = keys.saturating_add(1);
+                }
+                expect.keys = keys;
+            }
+            (ReplyKind::Meta | ReplyKind::UntilNoop, b"mg") => {
+                if let Some(key) = tokens.next() {
+                    expect.first = key_print(key);
+                    expect.meta_key = true;
+                }
+            }
+            _ => {}
+        }
+        expect
+    }
+}
+
+/// The reply codes `verb` can get (0: unknown verb, anything its kind allows). `quiet`: the
+/// request is `noreply` or a quiet meta request, followed by `mn`: a classic command then
+/// answers nothing but errors, a meta one only what quiet mode does not hide (besides `MN`).
+fn codes_of(verb: &[u8], quiet: bool) -> u16 {
+    use code::*;
+    let meta = |codes: u16| if quiet { codes | MN } else { codes };
+    match verb {
+        b"get" | b"gets" | b"gat" | b"gats" | b"stats" => 0,
+        _ if quiet && !verb.starts_with(b"m") => MN,
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            STORED | NOT_STORED | EXISTS | NOT_FOUND
+        }
+        b"delete" => DELETED | NOT_FOUND,
+        b"incr" | b"decr" => OTHER | NOT_FOUND,
+        b"touch" => TOUCHED | NOT_FOUND,
+        b"flush_all" | b"verbosity" => OK,
+        b"version" => OTHER,
+        b"mg" => meta(VA | HD | EN),
+        b"ms" => meta(HD | NS | EX | NF),
+        b"md" => meta(HD | NF | EX),
+        b"ma" => meta(VA | HD | NF | NS | EX),
+        b"mn" => MN,
+        b"me" => meta(ME | EN),
+        _ => 0,
+    }
+}
+
+/// A 64-bit fingerprint of `key`'s bytes (its length mixed in), eight bytes per step: cheap
+/// enough for the hot path, and two different keys of one stream share a print with odds of
+/// about 2^-64.
+pub fn key_print(key: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        h = step(h, <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes));
+    }
+    let tail = chunks.remainder();
+    let mut last = [0u8; 8];
+    if let Some(dst) = last.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    step(h, u64::from_le_bytes(last))
+}
