@@ -377,7 +377,7 @@ impl ReplyFramer {
         checks: &Checks<'_>,
     ) -> Result<bool, ReplyError> {
         if found & (code::VA | code::HD) != 0 && checks.expect.meta_key {
-            check_meta_key(line, checks.expect.first)?;
+            check_meta_key(line, &checks.expect)?;
         }
         if found == code::VA {
             self.ends_with_block = true;
@@ -452,12 +452,19 @@ fn meta_code(line: &[u8]) -> Option<u16> {
 }
 
 /// A meta hit's flags (`VA <size> <flags>*` or `HD <flags>*`): a `k<key>` flag, when there,
-/// must be the key asked (memcached echoes it as sent, base64 too).
-fn check_meta_key(line: &[u8], asked: u64) -> Result<(), ReplyError> {
+/// must be the key asked (a base64 key is echoed as sent or decoded, by memcached version).
+fn check_meta_key(line: &[u8], expect: &Expect) -> Result<(), ReplyError> {
     let flags = line.split(|&b| b == b' ').skip(1);
     match flags.filter_map(|f| f.strip_prefix(b"k")).next() {
-        Some(key) if key_print(key) != asked => Err(ReplyError::WrongKey),
-        _ => Ok(()),
+        Some(key) => {
+            let print = key_print(key);
+            if print == expect.first || print == expect.decoded {
+                Ok(())
+            } else {
+                Err(ReplyError::WrongKey)
+            }
+        }
+        None => Ok(()),
     }
 }
 

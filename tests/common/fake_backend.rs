@@ -31,6 +31,15 @@ pub enum Behavior {
     /// and answers nothing, like `NeverAnswer`: a server whose reads are served at once while
     /// the writes sent to it hang.
     HangOnWrite,
+    /// A backend that lies, scripted by the test: on accept, connection `n` (0-based, in
+    /// accept order) writes `banner(n)` before reading anything; then each request line (no
+    /// data blocks: for gets and meta commands without data) is answered with
+    /// `answer(n, line)`, the line without its line ending (nothing is written when it is
+    /// empty).
+    Scripted {
+        banner: fn(usize) -> Vec<u8>,
+        answer: fn(usize, &str) -> Vec<u8>,
+    },
 }
 
 /// What [`Behavior::Garbage`] sends: a line that is not a memcached reply.
@@ -39,6 +48,8 @@ pub const GARBAGE_REPLY: &[u8] = b"\x00\xff\xfeNOT A MEMCACHED REPLY \x01\x02\r\
 #[derive(Default)]
 struct Shared {
     open: AtomicUsize,
+    /// Connections numbered so far (for [`Behavior::Scripted`]).
+    numbered: AtomicUsize,
     received: Record,
 }
 
@@ -136,6 +147,13 @@ impl FakeBackend {
 fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads: &Threads) {
     let _ = stream.set_read_timeout(Some(STOP_POLL));
     let _ = stream.set_nodelay(true);
+    let number = shared.numbered.fetch_add(1, Ordering::SeqCst);
+    if let Behavior::Scripted { banner, .. } = behavior {
+        let banner = banner(number);
+        if !banner.is_empty() && stream.write_all(&banner).is_err() {
+            return;
+        }
+    }
     let mut pending = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     while let Some(n) = threads.read_some(&mut stream, &mut buf) {
@@ -161,6 +179,9 @@ fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads
                 Mute::FromFirstWrite,
                 threads,
             ),
+            Behavior::Scripted { answer, .. } => {
+                scripted(&mut stream, &mut pending, number, answer)
+            }
         };
         match next {
             Served::Open => {}
@@ -188,6 +209,24 @@ enum Mute {
     Version,
     /// The first storage command and everything after it get no answer.
     FromFirstWrite,
+}
+
+/// Answers each whole request line in `pending` (removed from it) with `answer(number, line)`.
+fn scripted(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    number: usize,
+    answer: fn(usize, &str) -> Vec<u8>,
+) -> Served {
+    while let Some(eol) = pending.iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&pending[..eol]);
+        let reply = answer(number, line.trim_end_matches('\r'));
+        pending.drain(..=eol);
+        if !reply.is_empty() && stream.write_all(&reply).is_err() {
+            return Served::Close;
+        }
+    }
+    Served::Open
 }
 
 /// Once a whole request line is in, writes a third of a `VALUE` reply and closes.

@@ -11,7 +11,7 @@
 
 use memchr::memchr;
 
-use crate::protocol::ReplyKind;
+use crate::protocol::{base64, ReplyKind};
 
 /// Meta reply codes, one bit each, for [`Expect::codes`].
 pub(super) mod code {
@@ -48,6 +48,9 @@ pub struct Expect {
     pub(super) meta_key: bool,
     /// Fingerprint of the first key asked.
     pub(super) first: u64,
+    /// For a meta get of a base64 key (`b` flag): the print of the decoded key, which is what
+    /// memcached 1.6.18 echoes in `k` (later versions echo the key as sent); else `first`.
+    pub(super) decoded: u64,
 }
 
 /// An [`Expect`] and the prints of its keys after the first (see the module docs).
@@ -77,6 +80,7 @@ impl Expect {
         keys: 0,
         meta_key: false,
         first: 0,
+        decoded: 0,
     };
 
     /// Keys of this request beyond the first, whose prints [`Expect::of`] pushed.
@@ -120,7 +124,17 @@ impl Expect {
             (ReplyKind::Meta | ReplyKind::UntilNoop, b"mg") => {
                 if let Some(key) = tokens.next() {
                     expect.first = key_print(key);
+                    expect.decoded = expect.first;
                     expect.meta_key = true;
+                    if tokens.any(|flag| flag == b"b") {
+                        let mut decoded = [0u8; base64::MAX_DECODED];
+                        let len = base64::decode(key, &mut decoded);
+                        match len.and_then(|len| decoded.get(..len)) {
+                            Some(key) => expect.decoded = key_print(key),
+                            // Not base64: memcached refuses it with an error line.
+                            None => expect.meta_key = false,
+                        }
+                    }
                 }
             }
             _ => {}

@@ -418,6 +418,9 @@ fn replies_that_answer_their_request_pass_the_checks() {
         ("mg foo k\r\n", Meta, b"HD kfoo\r\n"),
         ("mg foo k v\r\n", Meta, b"EN\r\n"),
         ("mg Zm9v b k v\r\n", Meta, b"VA 2 kZm9v b\r\nhi\r\n"),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kfoo\r\nhi\r\n"),
+        ("mg Zm9v k v b\r\n", Meta, b"HD kfoo\r\n"),
+        ("mg !!! b k v\r\n", Meta, b"CLIENT_ERROR bad data chunk\r\n"),
         ("mg foo\r\n", Meta, b"HD\r\n"),
         (
             "mg foo v\r\n",
@@ -514,7 +517,8 @@ fn replies_that_answer_another_request_are_refused() {
         ("mn\r\n", Meta, b"HD\r\n", Unexpected),
         ("mg foo k v\r\n", Meta, b"VA 2 kbar\r\n", WrongKey),
         ("mg foo k\r\n", Meta, b"HD kfoo2\r\n", WrongKey),
-        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kfoo b\r\n", WrongKey),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kbar b\r\n", WrongKey),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kZm9w b\r\n", WrongKey),
         ("mg foo q k v\r\n", UntilNoop, b"VA 2 kbar q\r\n", WrongKey),
         (
             "set k 0 0 1 noreply\r\nv\r\n",
