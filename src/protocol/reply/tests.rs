@@ -619,3 +619,86 @@ fn key_order_is_kept_across_reads() {
     }
     assert_eq!(result, Err(ReplyError::WrongKey));
 }
+
+/// Random requests and replies from the protocol's own words: the checks never panic, only
+/// refuse (a reply they accept frames to the same length without them), and give the same
+/// answer fed in two pieces.
+#[test]
+fn checks_only_refuse_and_never_panic() {
+    let requests: &[&[u8]] = &[
+        b"get a\r\n",
+        b"get a b\r\n",
+        b"gat 1 a\r\n",
+        b"mg a k v\r\n",
+        b"mg YQ== b k\r\n",
+        b"set a 0 0 1\r\nx\r\n",
+        b"delete a noreply\r\n",
+        b"mg a q k\r\n",
+        b"ms a 1 q\r\nx\r\n",
+        b"mn\r\n",
+        b"version\r\n",
+        b"",
+    ];
+    let words: &[&[u8]] = &[
+        b"VALUE a 0 1\r\nx\r\n",
+        b"VALUE b 0 1\r\nx\r\n",
+        b"VA 1 ka\r\nx\r\n",
+        b"VA 1 kb\r\n",
+        b"HD ka\r\n",
+        b"HD\r\n",
+        b"EN\r\n",
+        b"NS\r\n",
+        b"MN\r\n",
+        b"END\r\n",
+        b"STORED\r\n",
+        b"DELETED\r\n",
+        b"VERSION 1\r\n",
+        b"SERVER_ERROR x\r\n",
+        b"VALUE a 0 4000000000\r\n",
+        b"\r\n",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let kinds = [
+        ReplyKind::Line,
+        ReplyKind::Retrieval,
+        ReplyKind::Stats,
+        ReplyKind::Meta,
+        ReplyKind::UntilNoop,
+    ];
+    for _ in 0..5_000 {
+        let request = requests[next(requests.len())];
+        let reply: Vec<u8> = (0..next(5))
+            .flat_map(|_| words[next(words.len())].to_vec())
+            .collect();
+        for kind in kinds {
+            let mut rest = Vec::new();
+            let checks = Checks {
+                expect: Expect::of(kind, request, &mut rest),
+                rest: &rest,
+            };
+            let mut framer = ReplyFramer::default();
+            let whole = framer
+                .advance_checked(&reply, kind, checks, MAX)
+                .map(|done| done.then(|| framer.framed()));
+            if let Ok(Some(len)) = whole {
+                assert_eq!(frame(&reply, kind).map(|r| r.map(|r| r.len)), Ok(Some(len)));
+            }
+            let cut = next(reply.len() + 1);
+            let mut framer = ReplyFramer::default();
+            let split = match framer.advance_checked(&reply[..cut], kind, checks, MAX) {
+                Ok(true) => Ok(Some(framer.framed())),
+                Ok(false) => framer
+                    .advance_checked(&reply, kind, checks, MAX)
+                    .map(|done| done.then(|| framer.framed())),
+                Err(e) => Err(e),
+            };
+            assert_eq!(split, whole, "{kind:?} {request:?} {reply:?} cut {cut}");
+        }
+    }
+}
