@@ -9,7 +9,7 @@
 //! else); the prints of further keys are pushed to a FIFO the connection keeps beside its
 //! in-flight requests and passed back to the framer as [`Checks::rest`].
 
-use memchr::memchr;
+use memchr::memchr2;
 
 use crate::protocol::{base64, ReplyKind};
 
@@ -92,54 +92,106 @@ impl Expect {
     /// as `kind`. Prints of keys after the first are appended to `rest`. A line this does not
     /// recognise gets [`Expect::ANY`]-like checks: only its reply kind is enforced.
     pub fn of(kind: ReplyKind, request: &[u8], rest: &mut impl Extend<u64>) -> Expect {
-        let line = match memchr(b'\n', request) {
-            Some(end) => request.get(..end).unwrap_or(request),
-            None => request,
-        };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
-        let verb = tokens.next().unwrap_or_default();
-        let quiet = kind == ReplyKind::UntilNoop;
+        // This runs for every request: the commonest, `get <key>\r\n`, takes one memchr2 over
+        // its key; other verbs are found with a short scan, and only the requests whose keys
+        // are checked look further (with memchr, not byte by byte).
+        if kind == ReplyKind::Retrieval {
+            let key = request
+                .strip_prefix(b"get ")
+                .and_then(|rest| rest.strip_suffix(b"\r\n"));
+            if let Some(key) = key {
+                if !key.is_empty() && memchr2(b' ', b'\n', key).is_none() {
+                    return Expect {
+                        keys: 1,
+                        first: key_print(key),
+                        ..Expect::ANY
+                    };
+                }
+            }
+        }
+        let verb_end = request
+            .iter()
+            .take(VERB_SCAN)
+            .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+            .unwrap_or(request.len().min(VERB_SCAN));
+        let verb = request.get(..verb_end).unwrap_or_default();
         let mut expect = Expect {
-            codes: codes_of(verb, quiet),
+            codes: codes_of(verb, kind == ReplyKind::UntilNoop),
             ..Expect::ANY
         };
-        match (kind, verb) {
-            (ReplyKind::Retrieval, b"get" | b"gets" | b"gat" | b"gats") => {
-                if verb.starts_with(b"gat") {
-                    tokens.next(); // the exptime
-                }
-                let mut keys = 0u32;
-                for key in tokens {
-                    let print = key_print(key);
-                    if keys == 0 {
-                        expect.first = print;
-                    } else {
-                        rest.extend(std::iter::once(print));
-                    }
-                    keys = keys.saturating_add(1);
-                }
-                expect.keys = keys;
-            }
-            (ReplyKind::Meta | ReplyKind::UntilNoop, b"mg") => {
-                if let Some(key) = tokens.next() {
-                    expect.first = key_print(key);
-                    expect.decoded = expect.first;
-                    expect.meta_key = true;
-                    if tokens.any(|flag| flag == b"b") {
-                        let mut decoded = [0u8; base64::MAX_DECODED];
-                        let len = base64::decode(key, &mut decoded);
-                        match len.and_then(|len| decoded.get(..len)) {
-                            Some(key) => expect.decoded = key_print(key),
-                            // Not base64: memcached refuses it with an error line.
-                            None => expect.meta_key = false,
-                        }
+        let keyed = match (kind, verb) {
+            (ReplyKind::Retrieval, b"get" | b"gets" | b"gat" | b"gats") => true,
+            (ReplyKind::Meta | ReplyKind::UntilNoop, b"mg") => false,
+            _ => return expect,
+        };
+        let mut tokens = Tokens(request.get(verb_end..).unwrap_or_default());
+        if !keyed {
+            // mg <key> <flags>*
+            if let Some(key) = tokens.next() {
+                expect.first = key_print(key);
+                expect.decoded = expect.first;
+                expect.meta_key = true;
+                if tokens.any(|flag| flag == b"b") {
+                    let mut decoded = [0u8; base64::MAX_DECODED];
+                    let len = base64::decode(key, &mut decoded);
+                    match len.and_then(|len| decoded.get(..len)) {
+                        Some(key) => expect.decoded = key_print(key),
+                        // Not base64: memcached refuses it with an error line.
+                        None => expect.meta_key = false,
                     }
                 }
             }
-            _ => {}
+            return expect;
         }
+        if verb.starts_with(b"gat") {
+            tokens.next(); // the exptime
+        }
+        let mut keys = 0u32;
+        for key in tokens {
+            let print = key_print(key);
+            if keys == 0 {
+                expect.first = print;
+            } else {
+                rest.extend(std::iter::once(print));
+            }
+            keys = keys.saturating_add(1);
+        }
+        expect.keys = keys;
         expect
+    }
+}
+
+/// Bytes looked at for the verb: the longest one (`flush_all`, `verbosity`) and its space.
+const VERB_SCAN: usize = 10;
+
+/// The space-separated tokens of the request line at the start of some bytes (runs of spaces
+/// collapse; the line ends at `\n`, a `\r` before it is not part of the last token). Each
+/// token's end is found with one memchr2: keys are long enough that a SIMD search beats a byte
+/// loop, and the line's end needs no search of its own.
+struct Tokens<'a>(&'a [u8]);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.0.iter().position(|&b| b != b' ')?;
+        let rest = self.0.get(start..)?;
+        let (end, last) = match memchr2(b' ', b'\n', rest) {
+            Some(end) => (end, rest.get(end) == Some(&b'\n')),
+            None => (rest.len(), true),
+        };
+        self.0 = if last {
+            &[]
+        } else {
+            rest.get(end..).unwrap_or_default()
+        };
+        let token = rest.get(..end)?;
+        let token = if last {
+            token.strip_suffix(b"\r").unwrap_or(token)
+        } else {
+            token
+        };
+        (!token.is_empty()).then_some(token)
     }
 }
 

@@ -395,6 +395,9 @@ fn replies_that_answer_their_request_pass_the_checks() {
             Retrieval,
             b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
         ),
+        ("get foo \r\n", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
+        ("get foo\n", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
+        ("get foo", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
         ("set k 0 0 1\r\nv\r\n", Line, b"STORED\r\n"),
         ("add k 0 0 1\r\nv\r\n", Line, b"NOT_STORED\r\n"),
         ("cas k 0 0 1 5\r\nv\r\n", Line, b"EXISTS\r\n"),
@@ -491,6 +494,12 @@ fn replies_that_answer_another_request_are_refused() {
             WrongKey,
         ),
         ("gat 10 foo\r\n", Retrieval, b"VALUE 10 0 3\r\n", WrongKey),
+        (
+            "get foo\r\nbar\r\n",
+            Retrieval,
+            b"VALUE bar 0 3\r\n",
+            WrongKey,
+        ),
         (
             "get a b c\r\n",
             Retrieval,
