@@ -493,18 +493,19 @@ impl BackendConn {
                 Some(f) if self.written_total > f.wire_start => f,
                 _ => return Err(self.out_of_sync(ReplyError::Unsolicited)),
             };
-            let rest = self
-                .key_prints
-                .as_slices()
-                .0
-                .get(..fragment.expect.extra_keys());
-            let rest = match rest {
-                Some(rest) => rest,
-                None => self
-                    .key_prints
-                    .make_contiguous()
-                    .get(..fragment.expect.extra_keys())
-                    .unwrap_or(&[]),
+            // The prints of this request's keys after the first (none for most requests).
+            let extra = fragment.expect.extra_keys();
+            let rest: &[u64] = if extra == 0 {
+                &[]
+            } else {
+                match self.key_prints.as_slices().0.get(..extra) {
+                    Some(rest) => rest,
+                    None => self
+                        .key_prints
+                        .make_contiguous()
+                        .get(..extra)
+                        .unwrap_or(&[]),
+                }
             };
             let checks = Checks {
                 expect: fragment.expect,
@@ -549,8 +550,10 @@ impl BackendConn {
             // The deadline timer stays armed: when it fires it re-arms for the then-oldest
             // request, so the wheel sees about one timer per timeout period, not per request.
             self.inflight.pop_front();
-            self.key_prints
-                .drain(..fragment.expect.extra_keys().min(self.key_prints.len()));
+            let extra = fragment.expect.extra_keys();
+            if extra > 0 {
+                self.key_prints.drain(..extra.min(self.key_prints.len()));
+            }
             let discard = fragment.discard_reply;
             out.push(Completion {
                 owner: fragment.owner,

@@ -93,13 +93,14 @@ impl Expect {
     /// recognise gets [`Expect::ANY`]-like checks: only its reply kind is enforced.
     pub fn of(kind: ReplyKind, request: &[u8], rest: &mut impl Extend<u64>) -> Expect {
         // This runs for every request: the commonest, `get <key>\r\n`, takes one memchr2 over
-        // its key; other verbs are found with a short scan, and only the requests whose keys
+        // its key and its print; other verbs are found with a short scan, and only the requests whose keys
         // are checked look further (with memchr, not byte by byte).
         if kind == ReplyKind::Retrieval {
             let key = request
                 .strip_prefix(b"get ")
                 .and_then(|rest| rest.strip_suffix(b"\r\n"));
             if let Some(key) = key {
+                // One key: no space (a multi-get) and no `\n` (more than one line) in it.
                 if !key.is_empty() && memchr2(b' ', b'\n', key).is_none() {
                     return Expect {
                         keys: 1,
@@ -228,15 +229,22 @@ fn codes_of(verb: &[u8], quiet: bool) -> u16 {
 pub fn key_print(key: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
-    let mut h = (key.len() as u64).wrapping_mul(K);
+    let word = |bytes: Option<&[u8]>| {
+        bytes
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let h = (key.len() as u64).wrapping_mul(K);
+    if key.len() < 8 {
+        let short = key.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        return step(h, short);
+    }
     let mut chunks = key.chunks_exact(8);
-    for chunk in &mut chunks {
-        h = step(h, <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes));
+    let mut h = (&mut chunks).fold(h, |h, chunk| step(h, word(Some(chunk))));
+    if !chunks.remainder().is_empty() {
+        // The last eight bytes, overlapping the last whole word: no copy of a partial word
+        // (the length, mixed in first, tells keys that differ only there apart).
+        h = step(h, word(key.get(key.len() - 8..)));
     }
-    let tail = chunks.remainder();
-    let mut last = [0u8; 8];
-    if let Some(dst) = last.get_mut(..tail.len()) {
-        dst.copy_from_slice(tail);
-    }
-    step(h, u64::from_le_bytes(last))
+    h
 }
