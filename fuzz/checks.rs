@@ -4,7 +4,8 @@
 
 use bifrost::config::{Config, Format};
 use bifrost::protocol::{
-    parse_reply, parse_request, Limits, ParseError, Parsed, ReplyFramer, ReplyKind,
+    parse_reply, parse_request, Checks, Expect, Limits, ParseError, Parsed, ReplyError,
+    ReplyFramer, ReplyKind,
 };
 
 /// Every reply kind, each tried on every reply input.
@@ -276,8 +277,86 @@ pub fn check_reply(data: &[u8]) {
         for max_line_length in [16, 4096] {
             check_reply_kind(data, kind, max_line_length);
         }
+        check_reply_against_request(data, kind);
     }
     check_write_backs(data);
+}
+
+/// Frames `reply` in one go with the checks of `expect`/`rest`, handing on nothing: `Ok(Some(len))`
+/// when whole.
+fn frame_checked(
+    reply: &[u8],
+    kind: ReplyKind,
+    checks: Checks<'_>,
+    cut: Option<usize>,
+) -> Result<Option<usize>, ReplyError> {
+    let mut framer = ReplyFramer::default();
+    if let Some(cut) = cut {
+        // Fed in two pieces, keeping its state (its place among the keys asked too).
+        if framer.advance_checked(&reply[..cut], kind, checks, 4096)? {
+            return Ok(Some(framer.framed()));
+        }
+    }
+    Ok(framer
+        .advance_checked(reply, kind, checks, 4096)?
+        .then(|| framer.framed()))
+}
+
+/// The checks against the request (SPEC §6b), with `data`'s first line as the request line and
+/// the rest as its reply: never a panic; they only refuse, never change where a reply ends (an
+/// accepted reply frames to the same length without them); fed in two pieces they give the
+/// same result; and every `VALUE` of an accepted retrieval names a key asked, in the order
+/// asked.
+pub fn check_reply_against_request(data: &[u8], kind: ReplyKind) {
+    let Some(eol) = data.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let (request, reply) = data.split_at(eol + 1);
+    let mut rest = Vec::new();
+    let expect = Expect::of(kind, request, &mut rest);
+    assert_eq!(rest.len(), expect.extra_keys());
+    let checks = Checks {
+        expect,
+        rest: &rest,
+    };
+    let checked = frame_checked(reply, kind, checks, None);
+    for cut in cut_points(reply.len(), &[]) {
+        let got = frame_checked(reply, kind, checks, Some(cut));
+        assert_eq!(got, checked, "{kind:?} cut {cut}");
+    }
+    let Ok(Some(len)) = checked else {
+        return;
+    };
+    let plain = parse_reply(reply, kind, 4096).map(|r| r.map(|r| r.len));
+    assert_eq!(
+        plain,
+        Ok(Some(len)),
+        "{kind:?}: the checks changed the framing"
+    );
+    if kind != ReplyKind::Retrieval {
+        return;
+    }
+    let line = request.strip_suffix(b"\n").unwrap_or(request);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let verb = tokens.next().unwrap_or_default();
+    if !matches!(verb, b"get" | b"gets" | b"gat" | b"gats") {
+        return;
+    }
+    if verb.starts_with(b"gat") {
+        tokens.next();
+    }
+    let mut asked = tokens;
+    for value in
+        bifrost::exchange::write_back::value_blocks(&bytes::Bytes::copy_from_slice(&reply[..len]))
+    {
+        assert!(
+            asked.any(|k| k == &value.key[..]),
+            "VALUE {:?} is not among the keys asked, in order: {:?}",
+            String::from_utf8_lossy(&value.key),
+            String::from_utf8_lossy(request)
+        );
+    }
 }
 
 /// The write-backs built from a reply (warm_first): never a panic; each `add` built from a

@@ -161,6 +161,12 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         Kind::Counter,
         "Admin connections closed for not sending a whole request head within header_timeout.",
     ),
+    (
+        "backend_out_of_sync",
+        "bifrost_backend_out_of_sync_total",
+        Kind::Counter,
+        "Backend connections reset because their reply stream was out of sync with the requests.",
+    ),
 ];
 
 /// A metric family's type.

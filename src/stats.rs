@@ -58,6 +58,7 @@ counters! {
     backend_overloaded => "backend_overloaded",
     side_effect_resets => "side_effect_resets",
     side_effect_timeouts => "side_effect_timeouts",
+    backend_out_of_sync => "backend_out_of_sync",
     clients_closed_hard_limit => "clients_closed_hard_limit",
     clients_shed => "clients_shed",
     clients_closed_slow_request => "clients_closed_slow_request",

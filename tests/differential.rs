@@ -13,7 +13,7 @@ use common::lines::{hostile_request, is_one_error_line, valid_request, Fenced, R
 use common::{BlindForward, Memcached, Rng};
 
 /// Batches per run, and requests per batch.
-const BATCHES: usize = 400;
+const BATCHES: usize = 1000;
 const PER_BATCH: usize = 12;
 
 /// `cas` values differ between two memcacheds as soon as one stored an item the other did not;

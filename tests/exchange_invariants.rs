@@ -676,9 +676,8 @@ fn decide(request: &BackendRequest, arrived: Instant) -> (Outcome, Option<Action
             Some(Action::Reply(request.answer(), due)),
         );
     };
-    // The proxy frames a noreply or quiet request's reply up to `MN`: a junk line there is
-    // just an unknown line, and the proxy then waits for an `MN` that never comes.
-    let until_noop = request.noreply || request.quiet();
+    // A junk line is out of sync whatever the request: even before the `MN` that ends a
+    // noreply or quiet request's reply, only the codes its verb can get may come (SPEC §6b).
     let (reason, action) = match disruptive {
         Beh::Late(ms) => (
             Reason::Timeout,
@@ -687,7 +686,6 @@ fn decide(request: &BackendRequest, arrived: Instant) -> (Outcome, Option<Action
         Beh::Hang => (Reason::Timeout, Action::Hang),
         Beh::Close => (Reason::Lost, Action::Close(request.partial())),
         Beh::Garbage => (Reason::Malformed, Action::Garbage(GARBAGE_VALUE)),
-        Beh::Junk if until_noop => (Reason::Timeout, Action::Garbage(GARBAGE_REPLY)),
         _ => (Reason::Malformed, Action::Garbage(GARBAGE_REPLY)),
     };
     (Outcome::Failed(reason), Some(action))

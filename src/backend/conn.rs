@@ -9,6 +9,15 @@
 //! replies are framed in order against that FIFO. Any error (timeout, EOF, bad bytes) resets the
 //! connection and answers every in-flight fragment exactly once, so no late reply can ever be
 //! matched to a later request.
+//!
+//! The reply stream is trusted to nothing (SPEC §6b). Each reply is checked against the request
+//! it answers ([`crate::protocol::Expect`]: the reply codes its verb can get, the keys a
+//! retrieval asked, sizes an item can have), and bytes are framed against a request only once
+//! that request has been written: bytes read while nothing is in flight, or while the request
+//! at the head of the FIFO is still unwritten in the write queue (a backend that writes before
+//! it is asked), are never taken as its reply. Any of these marks the connection out of sync:
+//! it is reset (its in-flight requests fail as errors, retrievals as misses), counted in
+//! `backend_out_of_sync` and logged, rate limited.
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,7 +32,7 @@ use super::fragment::{Completion, FailReason, Fragment};
 use crate::buffer::{read_into, WriteQueue, BACKEND_READ_CHUNK};
 use crate::health::HealthBoard;
 use crate::log_limit::{LogEvent, LogLimiter};
-use crate::protocol::{ReplyFramer, ReplyKind};
+use crate::protocol::{Checks, Expect, ReplyError, ReplyFramer, ReplyKind};
 use crate::stats::WorkerStats;
 use std::sync::Arc;
 
@@ -72,6 +81,13 @@ pub struct BackendConn {
     read_buf: BytesMut,
     /// Framing state of the reply at the head of `inflight` (kept between reads).
     framer: ReplyFramer,
+    /// Prints of the keys after the first of each in-flight retrieval, in FIFO order (see
+    /// [`Expect`]); each fragment owns the next [`Expect::extra_keys`] of them.
+    key_prints: VecDeque<u64>,
+    /// Bytes ever queued for writing on this connection (since its last reset).
+    queued_total: u64,
+    /// Bytes ever written to the socket (since its last reset).
+    written_total: u64,
     backoff: Duration,
     /// The request deadline a timer is currently armed for, if any.
     armed_deadline: Option<Instant>,
@@ -175,6 +191,9 @@ impl BackendConn {
             max_queued: max_queued.max(1),
             read_buf: BytesMut::new(),
             framer: ReplyFramer::default(),
+            key_prints: VecDeque::new(),
+            queued_total: 0,
+            written_total: 0,
             backoff: BACKOFF_MIN,
             armed_deadline: None,
             connect_deadline: None,
@@ -245,7 +264,7 @@ impl BackendConn {
         &mut self,
         registry: &Registry,
         parts: [Option<Bytes>; 3],
-        fragment: Fragment,
+        mut fragment: Fragment,
         now: Instant,
     ) -> Result<[Option<ArmTimer>; 2], FailReason> {
         self.now = now;
@@ -260,7 +279,12 @@ impl BackendConn {
             }
             ConnState::Connecting | ConnState::Connected => {}
         }
+        if let Some(line) = &parts[0] {
+            fragment.expect = Expect::of(fragment.kind, line, &mut self.key_prints);
+        }
+        fragment.wire_start = self.queued_total;
         for part in parts.into_iter().flatten() {
+            self.queued_total += part.len() as u64;
             self.write_queue.push(part);
         }
         self.inflight.push_back(fragment);
@@ -390,7 +414,8 @@ impl BackendConn {
             return Err(FailReason::ConnectionLost);
         };
         match self.write_queue.write_to(stream) {
-            Ok(_) => {
+            Ok(written) => {
+                self.written_total += written as u64;
                 self.writable = self.write_queue.is_empty();
                 Ok(())
             }
@@ -462,34 +487,38 @@ impl BackendConn {
     /// framer keeps its place between reads, so no byte is scanned twice.
     fn frame_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
         while !self.read_buf.is_empty() {
-            let Some(fragment) = self.inflight.front().copied() else {
-                crate::warn_limited!(
-                    self.log,
-                    LogEvent::BadReply,
-                    None,
-                    self.now,
-                    "backend {}: reply with no request in flight",
-                    self.addr
-                );
-                return Err(FailReason::BadReply);
+            // Bytes are a reply only to a request that has been (at least partly) written:
+            // anything else came unasked, even if a request was queued since they arrived.
+            let fragment = match self.inflight.front().copied() {
+                Some(f) if self.written_total > f.wire_start => f,
+                _ => return Err(self.out_of_sync(ReplyError::Unsolicited)),
             };
-            let done = match self
-                .framer
-                .advance(&self.read_buf, fragment.kind, MAX_REPLY_LINE)
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    crate::warn_limited!(
-                        self.log,
-                        LogEvent::BadReply,
-                        None,
-                        self.now,
-                        "backend {}: bad reply: {}",
-                        self.addr,
-                        e.as_str()
-                    );
-                    return Err(FailReason::BadReply);
+            // The prints of this request's keys after the first (none for most requests).
+            let extra = fragment.expect.extra_keys();
+            let rest: &[u64] = if extra == 0 {
+                &[]
+            } else {
+                match self.key_prints.as_slices().0.get(..extra) {
+                    Some(rest) => rest,
+                    None => self
+                        .key_prints
+                        .make_contiguous()
+                        .get(..extra)
+                        .unwrap_or(&[]),
                 }
+            };
+            let checks = Checks {
+                expect: fragment.expect,
+                rest,
+            };
+            let done = match self.framer.advance_checked(
+                &self.read_buf,
+                fragment.kind,
+                checks,
+                MAX_REPLY_LINE,
+            ) {
+                Ok(done) => done,
+                Err(e) => return Err(self.out_of_sync(e)),
             };
             if !done {
                 let framed = self.framer.framed();
@@ -521,6 +550,10 @@ impl BackendConn {
             // The deadline timer stays armed: when it fires it re-arms for the then-oldest
             // request, so the wheel sees about one timer per timeout period, not per request.
             self.inflight.pop_front();
+            let extra = fragment.expect.extra_keys();
+            if extra > 0 {
+                self.key_prints.drain(..extra.min(self.key_prints.len()));
+            }
             let discard = fragment.discard_reply;
             out.push(Completion {
                 owner: fragment.owner,
@@ -539,6 +572,23 @@ impl BackendConn {
             self.read_buf = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// The reply stream is out of step with the requests (`why`): counts it and logs it (rate
+    /// limited); the caller resets the connection.
+    fn out_of_sync(&mut self, why: ReplyError) -> FailReason {
+        WorkerStats::add(&self.stats.backend_out_of_sync, 1);
+        crate::warn_limited!(
+            self.log,
+            LogEvent::BadReply,
+            None,
+            self.now,
+            "backend {}: bad reply ({}): out of sync, resetting the connection with {} in flight",
+            self.addr,
+            why.as_str(),
+            self.inflight.len()
+        );
+        FailReason::BadReply
     }
 
     /// A timer armed for this connection at `at` fired. Fails everything if the connect or the
@@ -642,10 +692,17 @@ impl BackendConn {
         self.write_queue.clear();
         self.read_buf.clear();
         self.framer = ReplyFramer::default();
+        self.key_prints.clear();
+        self.queued_total = 0;
+        self.written_total = 0;
         let server = self.server;
         out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::exchange::ExchangeId;
 use crate::jobs::JobId;
-use crate::protocol::ReplyKind;
+use crate::protocol::{Expect, ReplyKind};
 
 /// Who receives a backend request's reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,9 @@ pub enum FailReason {
     Unavailable,
     /// The server closed the connection or it broke.
     ConnectionLost,
-    /// The server sent bytes that are not a memcached reply.
+    /// The server's reply stream is out of sync with the requests: bytes that are not a
+    /// memcached reply, a reply that does not answer the request at the head of the in-flight
+    /// FIFO (wrong kind, wrong key, impossible size), or bytes with nothing in flight.
     BadReply,
     /// Too many requests are already queued for the server (`max_queued_requests`).
     Overloaded,
@@ -122,6 +124,12 @@ pub struct Fragment {
     pub sent: u64,
     /// Keys this request looks up (for hit/miss counters; 0 for non-retrievals).
     pub lookups: usize,
+    /// What its reply may hold beyond its kind (reply codes, keys asked): set by the
+    /// connection when the request is queued, from the bytes it sends.
+    pub expect: Expect,
+    /// Where the request starts in the bytes ever queued on its connection: a reply can only
+    /// come once the connection has written past this point.
+    pub wire_start: u64,
 }
 
 /// A piece of a backend request's reply, or its failure, handed to its owner.

@@ -431,5 +431,8 @@ fn fragment_of(
         deadline,
         sent,
         lookups: send.lookups,
+        // Filled in by the connection that queues it (BackendConn::enqueue).
+        expect: crate::protocol::Expect::ANY,
+        wire_start: 0,
     }
 }

@@ -13,5 +13,5 @@ pub mod reply;
 pub mod request;
 
 pub use command::{Command, ReplyKind};
-pub use reply::{parse_reply, Reply, ReplyError, ReplyFramer};
+pub use reply::{key_print, parse_reply, Checks, Expect, Reply, ReplyError, ReplyFramer};
 pub use request::{parse_request, KeyIter, Limits, ParseError, Parsed, Request, Span};

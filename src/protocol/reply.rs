@@ -8,13 +8,31 @@
 //!
 //! A reply the framer cannot make sense of is [`ReplyError::Malformed`] and the backend
 //! connection gets reset: once a reply stream is out of step nothing after it can be trusted.
+//!
+//! Beyond its shape, [`ReplyFramer::advance_checked`] checks a reply against the request it
+//! answers ([`Checks`], see [`expect`]): a reply code that request's verb cannot get
+//! ([`ReplyError::Unexpected`]: `DELETED` for a `set`, `EN` for an `ms`), a `VALUE` whose key
+//! is not one of the keys asked, in the order asked, or a meta get's `k` flag naming another
+//! key ([`ReplyError::WrongKey`]), a data block larger than any item can be
+//! ([`ReplyError::TooLarge`]). Each means the stream is out of step with the requests.
 
 use memchr::memchr;
 
+use super::base64;
 use super::command::ReplyKind;
 
+pub mod expect;
 #[cfg(test)]
 mod tests;
+
+use expect::code;
+pub use expect::{key_print, Checks, Expect};
+
+/// The largest data block a reply may announce: memcached's upper bound on its item size
+/// (`-I` cannot be set above 1 GiB, `ITEM_SIZE_MAX_UPPER_LIMIT`). No backend can hold a larger
+/// item, so a larger `VALUE`/`VA` length means the stream is out of step; it is refused at
+/// once instead of being read until the request's deadline.
+pub const MAX_ITEM_SIZE: usize = 1 << 30;
 
 /// One framed reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +53,16 @@ pub enum ReplyError {
     Malformed,
     /// No line end within the line limit.
     LineTooLong,
+    /// A reply code the request's verb cannot get (`DELETED` for a `set`, `EN` for an `ms`).
+    Unexpected,
+    /// A `VALUE` key that is not one of the keys asked (in order), or a meta get's `k` flag
+    /// naming another key.
+    WrongKey,
+    /// A data block longer than any item can be ([`MAX_ITEM_SIZE`]).
+    TooLarge,
+    /// Bytes that arrived while no request was in flight, or before the request they would
+    /// answer was written (found by the connection, not the framer).
+    Unsolicited,
 }
 
 impl ReplyError {
@@ -43,6 +71,10 @@ impl ReplyError {
         match self {
             ReplyError::Malformed => "malformed_reply",
             ReplyError::LineTooLong => "reply_line_too_long",
+            ReplyError::Unexpected => "unexpected_reply",
+            ReplyError::WrongKey => "wrong_key",
+            ReplyError::TooLarge => "value_too_large",
+            ReplyError::Unsolicited => "unsolicited_reply",
         }
     }
 }
@@ -92,9 +124,9 @@ fn parse_len(token: &[u8]) -> Option<usize> {
     })
 }
 
-/// The `<bytes>` of a `VALUE <key> <flags> <bytes> [<cas>]` line (memcached separates tokens
-/// with one space); None when the line has another shape.
-fn value_size(line: &[u8]) -> Option<usize> {
+/// The `<key>` and `<bytes>` of a `VALUE <key> <flags> <bytes> [<cas>]` line (memcached
+/// separates tokens with one space); None when the line has another shape.
+fn value_header(line: &[u8]) -> Option<(&[u8], usize)> {
     let rest = line.strip_prefix(b"VALUE ")?;
     let key_end = memchr(b' ', rest)?;
     let rest = rest.get(key_end + 1..)?;
@@ -116,7 +148,7 @@ fn value_size(line: &[u8]) -> Option<usize> {
     if !well_formed {
         return None;
     }
-    parse_len(bytes)
+    Some((key, parse_len(bytes)?))
 }
 
 /// Frames one reply incrementally: the state is kept between calls, so bytes already framed
@@ -138,14 +170,30 @@ pub struct ReplyFramer {
     error: bool,
     /// Length of the final line (`END`, `MN`, an error...), once the reply is whole.
     tail: usize,
+    /// Keys asked that a `VALUE` can still be ([`Checks::key`] index): hits come in the order
+    /// asked, so each `VALUE` key must be one at or after this index.
+    next_key: u32,
 }
 
 impl ReplyFramer {
     /// Frames what `buf` adds; true once the reply is whole (its length is [`Self::framed`]).
+    /// Checks the reply's shape only (see [`Self::advance_checked`]).
     pub fn advance(
         &mut self,
         buf: &[u8],
         kind: ReplyKind,
+        max_line_length: usize,
+    ) -> Result<bool, ReplyError> {
+        self.advance_checked(buf, kind, Checks::default(), max_line_length)
+    }
+
+    /// [`Self::advance`], also checking the reply against the request it answers (`checks`,
+    /// the same on every call for one reply).
+    pub fn advance_checked(
+        &mut self,
+        buf: &[u8],
+        kind: ReplyKind,
+        checks: Checks<'_>,
         max_line_length: usize,
     ) -> Result<bool, ReplyError> {
         loop {
@@ -161,11 +209,11 @@ impl ReplyFramer {
             };
             self.pos += len;
             let done = match kind {
-                ReplyKind::Line => self.line(line)?,
-                ReplyKind::Retrieval => self.retrieval(line)?,
+                ReplyKind::Line => self.line(line, checks.expect.codes)?,
+                ReplyKind::Retrieval => self.retrieval(line, &checks)?,
                 ReplyKind::Stats => self.stats(line)?,
-                ReplyKind::Meta => self.meta(line)?,
-                ReplyKind::UntilNoop => self.until_noop(line)?,
+                ReplyKind::Meta => self.meta(line, &checks)?,
+                ReplyKind::UntilNoop => self.until_noop(line, &checks)?,
             };
             if done {
                 self.tail = len;
@@ -221,39 +269,62 @@ impl ReplyFramer {
 
     fn start_block(&mut self, size: Option<usize>) -> Result<bool, ReplyError> {
         let size = size.ok_or(ReplyError::Malformed)?;
-        self.block = size.checked_add(2).ok_or(ReplyError::Malformed)?;
+        if size > MAX_ITEM_SIZE {
+            return Err(ReplyError::TooLarge);
+        }
+        self.block = size + 2;
         Ok(false)
+    }
+
+    /// A `VALUE` block's header: its key must be one of the keys asked at or after the last
+    /// one matched (when the request's keys are known), then its data block follows.
+    fn value(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
+        let (key, size) = value_header(line).ok_or(ReplyError::Malformed)?;
+        if checks.expect.keys > 0 {
+            let print = key_print(key);
+            let mut i = self.next_key;
+            loop {
+                match checks.key(i) {
+                    Some(p) if p == print => break,
+                    Some(_) => i += 1,
+                    None => return Err(ReplyError::WrongKey),
+                }
+            }
+            self.next_key = i + 1;
+        }
+        self.start_block(Some(size))
     }
 
     /// [`ReplyKind::Line`]: one line that some classic command can get back: a status word, a
     /// number (incr/decr), `VERSION ...`, or an error. Anything else means the stream is out
     /// of step.
-    fn line(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+    fn line(&mut self, line: &[u8], codes: u16) -> Result<bool, ReplyError> {
         self.error = is_error_line(line);
-        let known = self.error
-            || parse_len(line).is_some()
-            || [
-                &b"STORED"[..],
-                b"NOT_STORED",
-                b"EXISTS",
-                b"NOT_FOUND",
-                b"DELETED",
-                b"TOUCHED",
-                b"OK",
-                b"RESET",
-                b"VERSION",
-            ]
-            .iter()
-            .any(|word| is_word(line, word));
-        if known {
-            Ok(true)
-        } else {
-            Err(ReplyError::Malformed)
+        if self.error {
+            return Ok(true);
         }
+        let found = if parse_len(line).is_some() {
+            code::OTHER
+        } else {
+            const WORDS: [(&[u8], u16); 9] = [
+                (b"STORED", code::STORED),
+                (b"NOT_STORED", code::NOT_STORED),
+                (b"EXISTS", code::EXISTS),
+                (b"NOT_FOUND", code::NOT_FOUND),
+                (b"DELETED", code::DELETED),
+                (b"TOUCHED", code::TOUCHED),
+                (b"OK", code::OK),
+                (b"RESET", code::OTHER),
+                (b"VERSION", code::OTHER),
+            ];
+            let word = WORDS.iter().find(|(word, _)| is_word(line, word));
+            word.ok_or(ReplyError::Malformed)?.1
+        };
+        allowed(found, codes)
     }
 
     /// [`ReplyKind::Retrieval`]: `VALUE` blocks then `END`, or an error line.
-    fn retrieval(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+    fn retrieval(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
         if line == b"END" {
             return Ok(true);
         }
@@ -264,8 +335,8 @@ impl ReplyFramer {
         if !is_word(line, b"VALUE") {
             return Err(ReplyError::Malformed);
         }
-        // This runs once per hit: value_size finds the token ends with memchr.
-        self.start_block(value_size(line))
+        // This runs once per hit: value_header finds the token ends with memchr.
+        self.value(line, checks)
     }
 
     /// [`ReplyKind::Stats`]: `STAT` lines (also `ITEM` and `PREFIX` lines, which some stats
@@ -288,47 +359,123 @@ impl ReplyFramer {
     /// [`ReplyKind::Meta`]: one meta reply line (`HD EN NF NS EX MN ME`, or `VA` and its data
     /// block), or an error line. `VA` and `HD` count as values: to an `mg` they are hits (`HD`
     /// when no value was asked for).
-    fn meta(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
-        if is_word(line, b"VA") {
-            self.ends_with_block = true;
-            return self.start_block(token(line, 1).and_then(parse_len));
-        }
+    fn meta(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
         if is_error_line(line) {
             self.error = true;
             return Ok(true);
         }
-        if is_word(line, b"HD") {
-            self.values += 1;
-            return Ok(true);
-        }
-        let known = [b"EN", b"NF", b"NS", b"EX", b"MN", b"ME"]
-            .iter()
-            .any(|code| is_word(line, *code));
-        if known {
-            Ok(true)
-        } else {
-            Err(ReplyError::Malformed)
-        }
+        let found = meta_code(line).ok_or(ReplyError::Malformed)?;
+        allowed(found, checks.expect.codes)?;
+        self.meta_hit(line, found, checks)
     }
 
-    /// [`ReplyKind::UntilNoop`]: any replies (lines, `VALUE` blocks, `VA` blocks) up to and
-    /// including the line `MN`.
-    fn until_noop(&mut self, line: &[u8]) -> Result<bool, ReplyError> {
+    /// A meta reply line of code `found` (allowed): `VA` starts its block, `HD` is a hit, and
+    /// an `mg` hit's `k` flag must name the key asked.
+    fn meta_hit(
+        &mut self,
+        line: &[u8],
+        found: u16,
+        checks: &Checks<'_>,
+    ) -> Result<bool, ReplyError> {
+        if found & (code::VA | code::HD) != 0 && checks.expect.meta_key {
+            check_meta_key(line, &checks.expect)?;
+        }
+        if found == code::VA {
+            self.ends_with_block = true;
+            return self.start_block(token(line, 1).and_then(parse_len));
+        }
+        if found == code::HD {
+            self.values += 1;
+        }
+        Ok(true)
+    }
+
+    /// [`ReplyKind::UntilNoop`]: replies (lines, `VALUE` blocks, `VA` blocks) up to and
+    /// including the line `MN`. When the request's verb is known, only the codes it can get in
+    /// quiet mode (and errors) may come before the `MN`.
+    fn until_noop(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
         if line == b"MN" {
             return Ok(true);
         }
-        if is_word(line, b"VALUE") {
-            return self.start_block(value_size(line));
+        if is_error_line(line) {
+            self.error = true;
+            return Ok(false);
         }
-        if is_word(line, b"VA") {
-            return self.start_block(token(line, 1).and_then(parse_len));
+        let codes = checks.expect.codes;
+        if codes == 0 {
+            // A verb the table does not know: anything framed goes.
+            if is_word(line, b"VALUE") {
+                return self.value(line, checks);
+            }
+            if is_word(line, b"VA") {
+                return self.start_block(token(line, 1).and_then(parse_len));
+            }
+            if is_word(line, b"HD") {
+                self.values += 1;
+            }
+            return Ok(false);
         }
-        if is_word(line, b"HD") {
-            self.values += 1;
-        }
-        self.error |= is_error_line(line);
+        let found = meta_code(line).ok_or(ReplyError::Unexpected)?;
+        allowed(found, codes)?;
+        self.meta_hit(line, found, checks)?;
+        // A `VA` block is followed by more replies up to the `MN`.
+        self.ends_with_block = false;
         Ok(false)
     }
+}
+
+/// `Ok(true)` (the reply is whole) when `found` is among `codes` (or `codes` is 0: any).
+fn allowed(found: u16, codes: u16) -> Result<bool, ReplyError> {
+    if codes == 0 || codes & found != 0 {
+        Ok(true)
+    } else {
+        Err(ReplyError::Unexpected)
+    }
+}
+
+/// The [`code`] of a meta reply line, None for anything else.
+fn meta_code(line: &[u8]) -> Option<u16> {
+    let (word, rest) = (line.get(..2)?, line.get(2..)?);
+    if !matches!(rest.first(), None | Some(b' ')) {
+        return None;
+    }
+    Some(match word {
+        b"VA" => code::VA,
+        b"HD" => code::HD,
+        b"EN" => code::EN,
+        b"NF" => code::NF,
+        b"NS" => code::NS,
+        b"EX" => code::EX,
+        b"MN" => code::MN,
+        b"ME" => code::ME,
+        _ => return None,
+    })
+}
+
+/// A meta hit's flags (`VA <size> <flags>*` or `HD <flags>*`): a `k<key>` flag, when there,
+/// must be the key asked. A base64 key is echoed as sent or decoded, by memcached version; and
+/// an item stored under a binary key (`ms ... b`) has its key echoed base64-encoded, followed
+/// by a `b` flag, even to a request that named it in plain text.
+fn check_meta_key(line: &[u8], expect: &Expect) -> Result<(), ReplyError> {
+    let mut flags = line.split(|&b| b == b' ').skip(1);
+    let Some(key) = flags.clone().find_map(|f| f.strip_prefix(b"k")) else {
+        return Ok(());
+    };
+    let matches = |print: u64| print == expect.first || print == expect.decoded;
+    if matches(key_print(key)) {
+        return Ok(());
+    }
+    if flags.any(|f| f == b"b") {
+        let mut decoded = [0u8; base64::MAX_DECODED];
+        let len = base64::decode(key, &mut decoded);
+        if len
+            .and_then(|len| decoded.get(..len))
+            .is_some_and(|key| matches(key_print(key)))
+        {
+            return Ok(());
+        }
+    }
+    Err(ReplyError::WrongKey)
 }
 
 /// The line starting at `pos` (without its line ending) and its length with the ending.

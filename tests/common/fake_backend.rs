@@ -35,6 +35,15 @@ pub enum Behavior {
     /// (its value [`warm_value`] of the key, flags 0, cas 1): a warm tier that holds some keys
     /// and serves them at once while any connection that receives a write hangs from then on.
     HitsHangOnWrite,
+    /// A backend that lies, scripted by the test: on accept, connection `n` (0-based, in
+    /// accept order) writes `banner(n)` before reading anything; then each request line (no
+    /// data blocks: for gets and meta commands without data) is answered with
+    /// `answer(n, line)`, the line without its line ending (nothing is written when it is
+    /// empty).
+    Scripted {
+        banner: fn(usize) -> Vec<u8>,
+        answer: fn(usize, &str) -> Vec<u8>,
+    },
 }
 
 /// The value [`Behavior::HitsHangOnWrite`] holds for `key` (a key that starts with `hit`).
@@ -48,6 +57,8 @@ pub const GARBAGE_REPLY: &[u8] = b"\x00\xff\xfeNOT A MEMCACHED REPLY \x01\x02\r\
 #[derive(Default)]
 struct Shared {
     open: AtomicUsize,
+    /// Connections numbered so far (for [`Behavior::Scripted`]).
+    numbered: AtomicUsize,
     received: Record,
 }
 
@@ -145,6 +156,13 @@ impl FakeBackend {
 fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads: &Threads) {
     let _ = stream.set_read_timeout(Some(STOP_POLL));
     let _ = stream.set_nodelay(true);
+    let number = shared.numbered.fetch_add(1, Ordering::SeqCst);
+    if let Behavior::Scripted { banner, .. } = behavior {
+        let banner = banner(number);
+        if !banner.is_empty() && stream.write_all(&banner).is_err() {
+            return;
+        }
+    }
     let mut pending = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     while let Some(n) = threads.read_some(&mut stream, &mut buf) {
@@ -181,6 +199,9 @@ fn serve(mut stream: TcpStream, mut behavior: Behavior, shared: &Shared, threads
                 matches!(behavior, Behavior::HitsHangOnWrite),
                 threads,
             ),
+            Behavior::Scripted { answer, .. } => {
+                scripted(&mut stream, &mut pending, number, answer)
+            }
         };
         match next {
             Served::Open => {}
@@ -208,6 +229,24 @@ enum Mute {
     Version,
     /// The first storage command and everything after it get no answer.
     FromFirstWrite,
+}
+
+/// Answers each whole request line in `pending` (removed from it) with `answer(number, line)`.
+fn scripted(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    number: usize,
+    answer: fn(usize, &str) -> Vec<u8>,
+) -> Served {
+    while let Some(eol) = pending.iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&pending[..eol]);
+        let reply = answer(number, line.trim_end_matches('\r'));
+        pending.drain(..=eol);
+        if !reply.is_empty() && stream.write_all(&reply).is_err() {
+            return Served::Close;
+        }
+    }
+    Served::Open
 }
 
 /// Once a whole request line is in, writes a third of a `VALUE` reply and closes.

@@ -118,7 +118,6 @@ fn malformed_replies() {
         (Retrieval, b"VALUE foo 0 -3\r\n"),
         (Retrieval, b"VALUE foo 0 3 1 2\r\n"),
         (Retrieval, b"VALUE foo 0 99999999999999999999999\r\n"),
-        (Retrieval, b"VALUE foo 0 18446744073709551615\r\n"),
         (Retrieval, b"VALUEfoo 0 3\r\nbar\r\nEND\r\n"),
         (Stats, b"STAT a 1\r\nFOO\r\n"),
         (Stats, b"VALUE foo 0 1\r\n"),
@@ -225,6 +224,10 @@ STAT a 1\r\nEND\r\nSERVER_ERROR busy\r\n";
 fn error_names() {
     assert_eq!(ReplyError::Malformed.as_str(), "malformed_reply");
     assert_eq!(ReplyError::LineTooLong.as_str(), "reply_line_too_long");
+    assert_eq!(ReplyError::WrongKey.as_str(), "wrong_key");
+    assert_eq!(ReplyError::Unexpected.as_str(), "unexpected_reply");
+    assert_eq!(ReplyError::TooLarge.as_str(), "value_too_large");
+    assert_eq!(ReplyError::Unsolicited.as_str(), "unsolicited_reply");
 }
 
 #[test]
@@ -335,5 +338,386 @@ fn incremental_framing_matches_whole_framing() {
             }
         }
         assert_eq!(pieces, sample, "{kind:?}");
+    }
+}
+
+/// Frames `reply` in one go as the answer to `request` (the line as sent), with the checks
+/// the connection makes.
+fn checked(request: &str, kind: ReplyKind, reply: &[u8]) -> Result<Option<Reply>, ReplyError> {
+    let mut rest = Vec::new();
+    let expect = Expect::of(kind, request.as_bytes(), &mut rest);
+    assert_eq!(rest.len(), expect.extra_keys(), "{request}");
+    let mut framer = ReplyFramer::default();
+    let checks = Checks {
+        expect,
+        rest: &rest,
+    };
+    Ok(framer
+        .advance_checked(reply, kind, checks, MAX)?
+        .then(|| framer.reply()))
+}
+
+/// Replies memcached sends to each request pass the checks (every split point too).
+#[test]
+fn replies_that_answer_their_request_pass_the_checks() {
+    use ReplyKind::*;
+    let cases: Vec<(&str, ReplyKind, &[u8])> = vec![
+        ("get foo\r\n", Retrieval, b"VALUE foo 0 3\r\nbar\r\nEND\r\n"),
+        ("get foo\r\n", Retrieval, b"END\r\n"),
+        ("get foo\r\n", Retrieval, b"SERVER_ERROR out of memory\r\n"),
+        (
+            "gets foo\r\n",
+            Retrieval,
+            b"VALUE foo 0 3 42\r\nbar\r\nEND\r\n",
+        ),
+        (
+            "gat 10 foo\r\n",
+            Retrieval,
+            b"VALUE foo 0 3\r\nbar\r\nEND\r\n",
+        ),
+        (
+            "gats 0 foo\r\n",
+            Retrieval,
+            b"VALUE foo 0 3 7\r\nbar\r\nEND\r\n",
+        ),
+        (
+            "get  foo  bar\r\n",
+            Retrieval,
+            b"VALUE bar 0 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "get a b c\r\n",
+            Retrieval,
+            b"VALUE a 0 1\r\nx\r\nVALUE c 0 1\r\nz\r\nEND\r\n",
+        ),
+        (
+            "get a a\r\n",
+            Retrieval,
+            b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+        ),
+        ("get foo \r\n", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
+        ("get foo\n", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
+        ("get foo", Retrieval, b"VALUE foo 0 1\r\nx\r\nEND\r\n"),
+        ("set k 0 0 1\r\nv\r\n", Line, b"STORED\r\n"),
+        ("add k 0 0 1\r\nv\r\n", Line, b"NOT_STORED\r\n"),
+        ("cas k 0 0 1 5\r\nv\r\n", Line, b"EXISTS\r\n"),
+        ("cas k 0 0 1 5\r\nv\r\n", Line, b"NOT_FOUND\r\n"),
+        (
+            "set k 0 0 9999999\r\n",
+            Line,
+            b"SERVER_ERROR object too large for cache\r\n",
+        ),
+        ("delete k\r\n", Line, b"DELETED\r\n"),
+        ("incr k 1\r\n", Line, b"42\r\n"),
+        ("decr k 1\r\n", Line, b"NOT_FOUND\r\n"),
+        ("touch k 10\r\n", Line, b"TOUCHED\r\n"),
+        ("flush_all\r\n", Line, b"OK\r\n"),
+        ("verbosity 1\r\n", Line, b"OK\r\n"),
+        ("version\r\n", Line, b"VERSION 1.6.21\r\n"),
+        ("lru_crawler metadump all\r\n", Line, b"OK\r\n"),
+        ("stats\r\n", Stats, b"STAT pid 1\r\nEND\r\n"),
+        ("mg foo v\r\n", Meta, b"VA 2\r\nhi\r\n"),
+        ("mg foo k v t\r\n", Meta, b"VA 2 kfoo t-1\r\nhi\r\n"),
+        ("mg foo k\r\n", Meta, b"HD kfoo\r\n"),
+        ("mg foo k v\r\n", Meta, b"EN\r\n"),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kZm9v b\r\nhi\r\n"),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kfoo\r\nhi\r\n"),
+        ("mg Zm9v k v b\r\n", Meta, b"HD kfoo\r\n"),
+        // An item stored under a binary key (ms ... b) has its key echoed base64-encoded with
+        // a b flag, even to an mg that named it in plain text (memcached 1.6.18).
+        ("mg foo k v\r\n", Meta, b"VA 2 kZm9v b\r\nhi\r\n"),
+        (
+            "mg foo q k v\r\n",
+            UntilNoop,
+            b"VA 2 kZm9v b\r\nhi\r\nMN\r\n",
+        ),
+        ("mg !!! b k v\r\n", Meta, b"CLIENT_ERROR bad data chunk\r\n"),
+        ("mg foo\r\n", Meta, b"HD\r\n"),
+        (
+            "mg foo v\r\n",
+            Meta,
+            b"CLIENT_ERROR bad command line format\r\n",
+        ),
+        ("ms foo 2\r\nhi\r\n", Meta, b"HD\r\n"),
+        ("ms foo 2 MA\r\nhi\r\n", Meta, b"NS\r\n"),
+        ("ms foo 2 C9\r\nhi\r\n", Meta, b"EX\r\n"),
+        ("ms foo 2 C9\r\nhi\r\n", Meta, b"NF\r\n"),
+        ("md foo\r\n", Meta, b"HD\r\n"),
+        ("md foo\r\n", Meta, b"NF\r\n"),
+        ("ma foo v\r\n", Meta, b"VA 1\r\n1\r\n"),
+        ("ma foo\r\n", Meta, b"NF\r\n"),
+        ("mn\r\n", Meta, b"MN\r\n"),
+        (
+            "me foo\r\n",
+            Meta,
+            b"ME foo exp=-1 la=1 cas=2 fetch=no cls=1 size=63\r\n",
+        ),
+        ("me foo\r\n", Meta, b"EN\r\n"),
+        ("set k 0 0 1 noreply\r\nv\r\n", UntilNoop, b"MN\r\n"),
+        (
+            "set k 0 0 1 noreply\r\nv\r\n",
+            UntilNoop,
+            b"CLIENT_ERROR bad data chunk\r\nMN\r\n",
+        ),
+        (
+            "mg foo q k v\r\n",
+            UntilNoop,
+            b"VA 2 kfoo q\r\nhi\r\nMN\r\n",
+        ),
+        ("mg foo q v\r\n", UntilNoop, b"MN\r\n"),
+        ("ms foo 2 q\r\nhi\r\n", UntilNoop, b"NS\r\nMN\r\n"),
+        ("md foo q\r\n", UntilNoop, b"MN\r\n"),
+    ];
+    for (request, kind, sample) in cases {
+        let name = format!("{request:?} answered {:?}", String::from_utf8_lossy(sample));
+        let got = checked(request, kind, sample);
+        assert_eq!(
+            got.map(|r| r.map(|r| r.len)),
+            Ok(Some(sample.len())),
+            "{name}"
+        );
+        for cut in 0..sample.len() {
+            assert_eq!(
+                checked(request, kind, &sample[..cut]),
+                Ok(None),
+                "{name} cut {cut}"
+            );
+        }
+    }
+}
+
+/// A reply that answers another request is refused: another verb's code, another key, keys
+/// out of the order asked, more hits than keys.
+#[test]
+fn replies_that_answer_another_request_are_refused() {
+    use ReplyError::*;
+    use ReplyKind::*;
+    let cases: Vec<(&str, ReplyKind, &[u8], ReplyError)> = vec![
+        ("get foo\r\n", Retrieval, b"VALUE other 0 3\r\n", WrongKey),
+        ("get foo\r\n", Retrieval, b"VALUE fo 0 3\r\n", WrongKey),
+        (
+            "get foo\r\n",
+            Retrieval,
+            b"VALUE foo 0 1\r\nx\r\nVALUE foo 0 1\r\n",
+            WrongKey,
+        ),
+        ("gat 10 foo\r\n", Retrieval, b"VALUE 10 0 3\r\n", WrongKey),
+        (
+            "get foo\r\nbar\r\n",
+            Retrieval,
+            b"VALUE bar 0 3\r\n",
+            WrongKey,
+        ),
+        (
+            "get a b c\r\n",
+            Retrieval,
+            b"VALUE c 0 1\r\nz\r\nVALUE a 0 1\r\n",
+            WrongKey,
+        ),
+        ("get a b\r\n", Retrieval, b"VALUE x 0 1\r\n", WrongKey),
+        ("get foo\r\n", Retrieval, b"HD\r\n", Malformed),
+        ("get foo\r\n", Retrieval, b"STORED\r\n", Malformed),
+        ("set k 0 0 1\r\nv\r\n", Line, b"VALUE k 0 1\r\n", Malformed),
+        ("set k 0 0 1\r\nv\r\n", Line, b"DELETED\r\n", Unexpected),
+        ("set k 0 0 1\r\nv\r\n", Line, b"OK\r\n", Unexpected),
+        ("set k 0 0 1\r\nv\r\n", Line, b"12\r\n", Unexpected),
+        ("delete k\r\n", Line, b"STORED\r\n", Unexpected),
+        ("incr k 1\r\n", Line, b"STORED\r\n", Unexpected),
+        ("touch k 1\r\n", Line, b"DELETED\r\n", Unexpected),
+        ("version\r\n", Line, b"STORED\r\n", Unexpected),
+        ("flush_all\r\n", Line, b"VERSION 1.6\r\n", Unexpected),
+        ("mg foo v\r\n", Meta, b"NS\r\n", Unexpected),
+        ("mg foo v\r\n", Meta, b"MN\r\n", Unexpected),
+        ("ms foo 2\r\nhi\r\n", Meta, b"EN\r\n", Unexpected),
+        ("ms foo 2\r\nhi\r\n", Meta, b"VA 2\r\n", Unexpected),
+        ("md foo\r\n", Meta, b"VA 2\r\n", Unexpected),
+        ("mn\r\n", Meta, b"HD\r\n", Unexpected),
+        ("mg foo k v\r\n", Meta, b"VA 2 kbar\r\n", WrongKey),
+        ("mg foo k\r\n", Meta, b"HD kfoo2\r\n", WrongKey),
+        ("mg foo k\r\n", Meta, b"HD kZm9w b\r\n", WrongKey),
+        ("mg foo k\r\n", Meta, b"HD kZm9v\r\n", WrongKey),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kbar b\r\n", WrongKey),
+        ("mg Zm9v b k v\r\n", Meta, b"VA 2 kZm9w b\r\n", WrongKey),
+        ("mg foo q k v\r\n", UntilNoop, b"VA 2 kbar q\r\n", WrongKey),
+        (
+            "set k 0 0 1 noreply\r\nv\r\n",
+            UntilNoop,
+            b"STORED\r\nMN\r\n",
+            Unexpected,
+        ),
+        (
+            "delete k noreply\r\n",
+            UntilNoop,
+            b"VALUE k 0 1\r\n",
+            Unexpected,
+        ),
+        ("mg foo q v\r\n", UntilNoop, b"NS\r\nMN\r\n", Unexpected),
+        (
+            "ms foo 2 q\r\nhi\r\n",
+            UntilNoop,
+            b"garbage\r\nMN\r\n",
+            Unexpected,
+        ),
+    ];
+    for (request, kind, sample, error) in cases {
+        assert_eq!(
+            checked(request, kind, sample),
+            Err(error),
+            "{request:?} answered {:?}",
+            String::from_utf8_lossy(sample)
+        );
+    }
+}
+
+/// A data block longer than any item is refused from its header line, not read until the
+/// request's deadline; the largest possible item is framed as usual.
+#[test]
+fn impossible_sizes_are_refused_at_once() {
+    use ReplyKind::*;
+    for (kind, header) in [
+        (Retrieval, "VALUE k 0 4000000000\r\n"),
+        (Retrieval, "VALUE k 0 1073741825\r\n"),
+        (Retrieval, "VALUE k 0 18446744073709551615\r\n"),
+        (Meta, "VA 4000000000 t-1\r\n"),
+        (UntilNoop, "VA 4000000000\r\n"),
+        (UntilNoop, "VALUE k 0 4000000000\r\n"),
+    ] {
+        assert_eq!(
+            frame(header.as_bytes(), kind),
+            Err(ReplyError::TooLarge),
+            "{header:?}"
+        );
+    }
+    assert_eq!(frame(b"VALUE k 0 1073741824\r\nxx", Retrieval), Ok(None));
+    assert_eq!(frame(b"VA 1073741824\r\nxx", Meta), Ok(None));
+}
+
+#[test]
+fn key_prints_tell_keys_apart() {
+    let keys: [&[u8]; 9] = [
+        b"",
+        b"a",
+        b"a\0",
+        b"b",
+        b"ab",
+        b"ba",
+        b"abcdefgh",
+        b"abcdefgh\0",
+        b"abcdefghi",
+    ];
+    for (i, a) in keys.iter().enumerate() {
+        let copy = a.to_vec();
+        assert_eq!(
+            key_print(a),
+            key_print(&copy),
+            "a print depends on the bytes only"
+        );
+        for b in &keys[i + 1..] {
+            assert_ne!(key_print(a), key_print(b), "{a:?} {b:?}");
+        }
+    }
+}
+
+/// A split reply fed in pieces to a checking framer keeps its place among the keys asked.
+#[test]
+fn key_order_is_kept_across_reads() {
+    let mut rest = Vec::new();
+    let expect = Expect::of(ReplyKind::Retrieval, b"get a b c\r\n", &mut rest);
+    let reply = b"VALUE a 0 1\r\nx\r\nVALUE b 0 1\r\ny\r\nVALUE a 0 1\r\n";
+    let mut framer = ReplyFramer::default();
+    let checks = Checks {
+        expect,
+        rest: &rest,
+    };
+    let mut result = Ok(false);
+    for end in 1..=reply.len() {
+        result = framer.advance_checked(&reply[..end], ReplyKind::Retrieval, checks, MAX);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(ReplyError::WrongKey));
+}
+
+/// Random requests and replies from the protocol's own words: the checks never panic, only
+/// refuse (a reply they accept frames to the same length without them), and give the same
+/// answer fed in two pieces.
+#[test]
+fn checks_only_refuse_and_never_panic() {
+    let requests: &[&[u8]] = &[
+        b"get a\r\n",
+        b"get a b\r\n",
+        b"gat 1 a\r\n",
+        b"mg a k v\r\n",
+        b"mg YQ== b k\r\n",
+        b"set a 0 0 1\r\nx\r\n",
+        b"delete a noreply\r\n",
+        b"mg a q k\r\n",
+        b"ms a 1 q\r\nx\r\n",
+        b"mn\r\n",
+        b"version\r\n",
+        b"",
+    ];
+    let words: &[&[u8]] = &[
+        b"VALUE a 0 1\r\nx\r\n",
+        b"VALUE b 0 1\r\nx\r\n",
+        b"VA 1 ka\r\nx\r\n",
+        b"VA 1 kb\r\n",
+        b"HD ka\r\n",
+        b"HD\r\n",
+        b"EN\r\n",
+        b"NS\r\n",
+        b"MN\r\n",
+        b"END\r\n",
+        b"STORED\r\n",
+        b"DELETED\r\n",
+        b"VERSION 1\r\n",
+        b"SERVER_ERROR x\r\n",
+        b"VALUE a 0 4000000000\r\n",
+        b"\r\n",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let kinds = [
+        ReplyKind::Line,
+        ReplyKind::Retrieval,
+        ReplyKind::Stats,
+        ReplyKind::Meta,
+        ReplyKind::UntilNoop,
+    ];
+    for _ in 0..5_000 {
+        let request = requests[next(requests.len())];
+        let reply: Vec<u8> = (0..next(5))
+            .flat_map(|_| words[next(words.len())].to_vec())
+            .collect();
+        for kind in kinds {
+            let mut rest = Vec::new();
+            let checks = Checks {
+                expect: Expect::of(kind, request, &mut rest),
+                rest: &rest,
+            };
+            let mut framer = ReplyFramer::default();
+            let whole = framer
+                .advance_checked(&reply, kind, checks, MAX)
+                .map(|done| done.then(|| framer.framed()));
+            if let Ok(Some(len)) = whole {
+                assert_eq!(frame(&reply, kind).map(|r| r.map(|r| r.len)), Ok(Some(len)));
+            }
+            let cut = next(reply.len() + 1);
+            let mut framer = ReplyFramer::default();
+            let split = match framer.advance_checked(&reply[..cut], kind, checks, MAX) {
+                Ok(true) => Ok(Some(framer.framed())),
+                Ok(false) => framer
+                    .advance_checked(&reply, kind, checks, MAX)
+                    .map(|done| done.then(|| framer.framed())),
+                Err(e) => Err(e),
+            };
+            assert_eq!(split, whole, "{kind:?} {request:?} {reply:?} cut {cut}");
+        }
     }
 }

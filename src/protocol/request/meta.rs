@@ -63,7 +63,7 @@ const MG_FLAGS: FlagTable = &[
 ];
 
 /// `ms`: the documented storage flags; `M` is set (S), add (E), append (A), prepend (P) or
-/// replace (R), in either case.
+/// replace (R) (memcached 1.6.18 refuses the lower-case letters).
 const MS_FLAGS: FlagTable = &[
     (b'b', Arg::None),
     (b'c', Arg::None),
@@ -74,7 +74,7 @@ const MS_FLAGS: FlagTable = &[
     (b'C', CAS),
     (b'E', CAS),
     (b'F', Arg::Number(Number::U32)),
-    (b'M', Arg::Mode(b"SEAPRseapr")),
+    (b'M', Arg::Mode(b"SEAPR")),
     (b'O', Arg::Opaque),
     (b'T', TTL),
 ];
@@ -92,7 +92,8 @@ const MD_FLAGS: FlagTable = &[
     (b'T', TTL),
 ];
 
-/// `ma`: the documented arithmetic flags; `M` is incr (I, +) or decr (D, -).
+/// `ma`: the documented arithmetic flags; `M` is incr (I, +) or decr (D, -) (memcached
+/// 1.6.18 refuses the lower-case letters).
 const MA_FLAGS: FlagTable = &[
     (b'b', Arg::None),
     (b'c', Arg::None),
@@ -104,7 +105,7 @@ const MA_FLAGS: FlagTable = &[
     (b'D', CAS),
     (b'E', CAS),
     (b'J', CAS),
-    (b'M', Arg::Mode(b"IiDd+-")),
+    (b'M', Arg::Mode(b"ID+-")),
     (b'N', TTL),
     (b'O', Arg::Opaque),
     (b'T', TTL),
