@@ -132,6 +132,9 @@ pub fn start(config: &Config) -> Result<Running, String> {
     let admin_addr = admin.as_ref().map(|a| a.addr);
     let admin_thread = admin.map(|a| a.thread);
 
+    let request_memory = Arc::new(crate::clients::RequestMemory::new(
+        config.request_memory_budget,
+    ));
     let mut handles = Vec::new();
     for (id, listeners) in sockets.into_iter().enumerate() {
         let worker = Worker::new(WorkerSetup {
@@ -144,6 +147,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             workers,
             health: health.clone(),
             effects: effects.clone(),
+            request_memory: request_memory.clone(),
         })
         .map_err(|e| format!("worker {id}: {e}"));
         let handle = worker.and_then(|worker| {

@@ -11,10 +11,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use mio::net::TcpStream;
 
-use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
+use crate::buffer::{Read, ReadBuf, WriteQueue, READ_CHUNK};
 use crate::exchange::ExchangeId;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
@@ -103,7 +103,9 @@ pub struct Client {
     listener: usize,
     /// Its limits (its listener's).
     limits: ClientLimits,
-    read_buf: BytesMut,
+    /// Requests read and not yet handed on; a small request is handed on as a copy, so it
+    /// never keeps the read chunk alive while it waits at a backend (see [`ReadBuf::take`]).
+    read_buf: ReadBuf,
     /// Bytes still to drop from the input (the rest of a refused value).
     swallow: usize,
     slots: VecDeque<Slot>,
@@ -165,7 +167,7 @@ impl Client {
             generation,
             listener,
             limits,
-            read_buf: BytesMut::new(),
+            read_buf: ReadBuf::default(),
             swallow: 0,
             slots: VecDeque::new(),
             head_seq: 0,
@@ -218,6 +220,12 @@ impl Client {
             return None;
         }
         self.deferred.take().map(|held| *held)
+    }
+
+    /// Memory its read buffer holds for requests not yet handed on (a request still arriving,
+    /// or whole ones waiting for its limits), counted toward `request_memory_budget`.
+    pub fn request_bytes(&self) -> usize {
+        self.read_buf.held()
     }
 
     /// Reply bytes held for this client and not yet written.
@@ -362,13 +370,13 @@ impl Client {
     /// (which makes it dead). A client with nothing buffered reads into the worker's
     /// `scratch` buffer and takes what arrived as its own (sharing the allocation), so an idle
     /// client holds no buffer of its own, and requests are still handed on without a copy.
-    pub fn read_some(&mut self, now: Instant, scratch: &mut BytesMut) -> io::Result<usize> {
+    pub fn read_some(&mut self, now: Instant, scratch: &mut ReadBuf) -> io::Result<usize> {
         let result = if self.read_buf.is_empty() {
-            read_into(&self.stream, scratch, READ_CHUNK).inspect(|_| {
+            scratch.read_from(&self.stream, READ_CHUNK).inspect(|_| {
                 self.read_buf = scratch.split();
             })
         } else {
-            read_into(&self.stream, &mut self.read_buf, READ_CHUNK)
+            self.read_buf.read_from(&self.stream, READ_CHUNK)
         };
         match result {
             Ok(Read { bytes: 0, .. }) => {
@@ -411,9 +419,16 @@ impl Client {
             return None;
         }
         let next = match parse_request(&self.read_buf, limits) {
-            Ok(Parsed::Incomplete) => None,
+            Ok(Parsed::Incomplete) => {
+                if !self.readable {
+                    // Nothing more to read now: the start of a request waits with only the
+                    // memory it needs, not the (maybe shared) read chunk it arrived in.
+                    self.read_buf.compact();
+                }
+                None
+            }
             Ok(Parsed::Complete(request)) => {
-                let bytes = self.read_buf.split_to(request.len).freeze();
+                let bytes = self.read_buf.take(request.len);
                 Some(Next::Request(request, bytes))
             }
             Err(error) => {
@@ -443,11 +458,10 @@ impl Client {
         let seq = self.head_seq + self.slots.len() as u64;
         if self.slots.is_empty() {
             // At the head: its pieces go straight out.
-            for piece in &slot.pieces {
-                self.write_queue.push(piece.clone());
-            }
             let mut slot = slot;
-            slot.pieces.clear();
+            for piece in slot.pieces.drain(..) {
+                self.write_queue.push(piece);
+            }
             self.slots.push_back(slot);
         } else {
             self.slot_bytes += slot.pieces.iter().map(Bytes::len).sum::<usize>();
@@ -478,7 +492,7 @@ impl Client {
             return false;
         };
         if at_head {
-            pieces.iter().for_each(|p| self.write_queue.push(p.clone()));
+            pieces.iter().for_each(|p| self.write_queue.push_ref(p));
         } else {
             slot.pieces.extend(pieces.iter().cloned());
             self.slot_bytes += pieces.iter().map(Bytes::len).sum::<usize>();
@@ -532,7 +546,7 @@ impl Client {
     /// Gives idle buffers back (an idle connection keeps no buffer memory).
     pub fn shrink_if_idle(&mut self) {
         if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_IDLE_CAPACITY {
-            self.read_buf = BytesMut::new();
+            self.read_buf.release();
         }
         if self.slots.is_empty() && self.slots.capacity() > KEEP_IDLE_SLOTS {
             self.slots = VecDeque::new();

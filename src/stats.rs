@@ -59,6 +59,8 @@ counters! {
     clients_shed => "clients_shed",
     clients_closed_slow_request => "clients_closed_slow_request",
     reply_bytes_buffered => "reply_bytes_buffered",
+    clients_shed_request_memory => "clients_shed_request_memory",
+    request_bytes_buffered => "request_bytes_buffered",
 }
 
 impl WorkerStats {
