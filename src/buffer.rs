@@ -427,7 +427,11 @@ mod tests {
             "a 100-byte message must not keep the read chunk alive"
         );
         let large = buf.take(buf.alloc / SLICE_SHARE);
-        assert_eq!(large.as_ptr() as usize, base + 100, "a large one is a slice");
+        assert_eq!(
+            large.as_ptr() as usize,
+            base + 100,
+            "a large one is a slice"
+        );
         assert_eq!(buf.held(), buf.alloc);
         let rest = buf.len();
         buf.take(rest);
@@ -453,6 +457,10 @@ mod tests {
         let _whole = buf.take(60 * 1024 - 10);
         buf.compact();
         assert_eq!(buf.len(), 10);
-        assert_eq!(buf.held(), 10, "the 10 bytes left moved to their own allocation");
+        assert_eq!(
+            buf.held(),
+            10,
+            "the 10 bytes left moved to their own allocation"
+        );
     }
 }

@@ -70,11 +70,13 @@ fn small_window_connect(port: u16) -> TcpStream {
 /// Clients that pipeline `get tiny` (a 1-byte value) and never read, beside clients reading a
 /// 60 KB value in a loop over the same backend connection: RSS follows the reply gauge.
 #[test]
+#[ignore = "not yet calibrated: the kernel's socket buffers absorb every unread reply, so the \
+            gauge stays 0 and the test cannot tell the old code from the new (run with --ignored)"]
 fn small_unread_replies_do_not_pin_the_read_chunks_of_large_ones() {
-    const NON_READERS: usize = 100;
+    const NON_READERS: usize = 60;
     /// Gets each non-reader sends at first: enough to fill the kernel's socket buffers, so
     /// that the replies to the gets it trickles afterwards stay in the proxy.
-    const PREFILL: usize = 4000;
+    const PREFILL: usize = 500;
     const READERS: usize = 4;
     const BIG: usize = 60_000;
     const RUN: Duration = Duration::from_secs(6);
@@ -132,7 +134,10 @@ fn small_unread_replies_do_not_pin_the_read_chunks_of_large_ones() {
     for s in &quiet {
         s.set_nonblocking(true).unwrap();
     }
-    let prefill = b"get tiny\r\n".repeat(PREFILL);
+    // Each request asks for the 1-byte value 50 times: an 805-byte reply, so the kernel's
+    // socket buffers fill after a few thousand.
+    let get = format!("get{}\r\n", " tiny".repeat(50)).into_bytes();
+    let prefill = get.repeat(PREFILL);
     let mut sent = 0u64;
     for s in &mut quiet {
         s.set_nonblocking(false).unwrap();
@@ -140,14 +145,14 @@ fn small_unread_replies_do_not_pin_the_read_chunks_of_large_ones() {
         s.set_nonblocking(true).unwrap();
         sent += PREFILL as u64;
     }
-    let burst = b"get tiny\r\n".repeat(10);
+    let burst = get.repeat(2);
     let start = Instant::now();
     let mut peak_rss = 0;
     let mut at_peak = (0, 0);
     while start.elapsed() < RUN {
         for s in &mut quiet {
             match s.write(&burst) {
-                Ok(n) => sent += (n / 10) as u64,
+                Ok(n) => sent += (n / get.len()) as u64,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => panic!("a non-reader was closed: {e}"),
             }
