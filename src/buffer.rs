@@ -27,6 +27,11 @@ pub const BACKEND_READ_CHUNK: usize = 64 * 1024;
 /// A slice handed on without a copy is at least `1 / SLICE_SHARE` of the allocation it keeps
 /// alive (see [`ReadBuf::take`]).
 pub const SLICE_SHARE: usize = 4;
+/// Messages shorter than this are copied into a read buffer's small arena rather than into an
+/// allocation each (see [`ReadBuf::take`]).
+pub const ARENA_PIECE: usize = 256;
+/// Size of that arena: a message copied there keeps at most this much alive.
+pub const ARENA: usize = 4 * ARENA_PIECE;
 /// Parts of at most this many bytes are copied into a write queue's own buffer (see
 /// [`WriteQueue`]).
 pub const COALESCE_MAX: usize = 1024;
@@ -52,6 +57,8 @@ pub struct Read {
 #[derive(Default)]
 pub struct ReadBuf {
     buf: BytesMut,
+    /// Where [`ReadBuf::take`] copies small messages.
+    arena: Arena,
     /// Size of the allocation `buf` lives in (0 when it has none). Only [`ReadBuf::make_room`]
     /// allocates, so this is exact.
     alloc: usize,
@@ -111,18 +118,34 @@ impl ReadBuf {
     }
 
     /// Hands on the first `n` bytes (at most what is buffered): as a slice of the allocation
-    /// when they are at least `1 / SLICE_SHARE` of it, else as a copy of their own, so what is
-    /// handed on never keeps alive more than [`SLICE_SHARE`] times its length.
+    /// when they are at least `1 / SLICE_SHARE` of it; else as a copy, in the small arena
+    /// when under [`ARENA_PIECE`] bytes, or in an allocation of its own. So what is handed on
+    /// keeps alive at most [`SLICE_SHARE`] times its length, or [`ARENA`] bytes for a small
+    /// message.
     #[inline]
     pub fn take(&mut self, n: usize) -> Bytes {
+        let mut arena = std::mem::take(&mut self.arena);
+        let taken = self.take_with(n, &mut arena);
+        self.arena = arena;
+        taken
+    }
+
+    /// [`ReadBuf::take`], copying a small message into `arena` (one a worker shares between
+    /// its clients, so a client keeps no arena of its own while idle).
+    #[inline]
+    pub fn take_with(&mut self, n: usize, arena: &mut Arena) -> Bytes {
         let n = n.min(self.buf.len());
         if n.saturating_mul(SLICE_SHARE) >= self.alloc {
-            self.buf.split_to(n).freeze()
-        } else {
-            let copy = Bytes::copy_from_slice(self.buf.get(..n).unwrap_or_default());
-            self.buf.advance(n);
-            copy
+            return self.buf.split_to(n).freeze();
         }
+        let message = self.buf.get(..n).unwrap_or_default();
+        let copy = if n < ARENA_PIECE {
+            arena.copy(message)
+        } else {
+            Bytes::copy_from_slice(message)
+        };
+        self.buf.advance(n);
+        copy
     }
 
     /// Drops the first `n` bytes (at most what is buffered).
@@ -145,6 +168,7 @@ impl ReadBuf {
     pub fn split(&mut self) -> ReadBuf {
         ReadBuf {
             buf: self.buf.split(),
+            arena: Arena::default(),
             alloc: self.alloc,
         }
     }
@@ -164,6 +188,27 @@ impl ReadBuf {
             self.buf = BytesMut::from(&self.buf[..]);
             self.alloc = self.buf.capacity();
         }
+    }
+}
+
+/// Where messages under [`ARENA_PIECE`] bytes are copied, back to back, each handed on as a
+/// slice of it (so a clone is a reference count, not an allocation). It is reused in place
+/// once every message cut from it is dropped, so the usual request or reply, written out at
+/// once, costs no allocation; a message kept keeps at most [`ARENA`] bytes alive.
+#[derive(Default)]
+pub struct Arena {
+    buf: BytesMut,
+}
+
+impl Arena {
+    /// A copy of `message` (under [`ARENA_PIECE`] bytes) cut from the arena.
+    #[inline]
+    pub fn copy(&mut self, message: &[u8]) -> Bytes {
+        if self.buf.capacity() < message.len() && !self.buf.try_reclaim(ARENA) {
+            self.buf = BytesMut::with_capacity(ARENA.max(message.len()));
+        }
+        self.buf.extend_from_slice(message);
+        self.buf.split().freeze()
     }
 }
 
@@ -192,7 +237,10 @@ fn read_spare(source: &impl AsRawFd, buf: &mut BytesMut) -> io::Result<Read> {
 #[derive(Default)]
 pub struct WriteQueue {
     parts: VecDeque<Bytes>,
-    tail: BytesMut,
+    /// Copied small parts; `tail[tail_start..]` waits (a `Vec` rather than a `BytesMut`: it
+    /// is emptied in place once written, with no reference count or reclaim to pay).
+    tail: Vec<u8>,
+    tail_start: usize,
     bytes: usize,
 }
 
@@ -228,8 +276,10 @@ impl WriteQueue {
 
     fn push_large(&mut self, part: Bytes) {
         self.bytes += part.len();
-        if !self.tail.is_empty() {
-            self.parts.push_back(self.tail.split().freeze());
+        if self.tail_start < self.tail.len() {
+            let mut tail = Bytes::from(std::mem::take(&mut self.tail));
+            tail.advance(std::mem::take(&mut self.tail_start));
+            self.parts.push_back(tail);
         }
         self.parts.push_back(part);
     }
@@ -251,7 +301,7 @@ impl WriteQueue {
             self.parts = VecDeque::new();
         }
         if self.tail.is_empty() && self.tail.capacity() > 4 * COALESCE_MAX {
-            self.tail = BytesMut::new();
+            self.tail = Vec::new();
         }
     }
 
@@ -259,6 +309,7 @@ impl WriteQueue {
     pub fn clear(&mut self) {
         self.parts.clear();
         self.tail.clear();
+        self.tail_start = 0;
         self.bytes = 0;
     }
 
@@ -292,7 +343,10 @@ impl WriteQueue {
     fn write_batch<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
         let mut slices: [IoSlice<'_>; N] = [IoSlice::new(&[]); N];
         let mut count = 0;
-        let tail = (!self.tail.is_empty()).then_some(&self.tail[..]);
+        let tail = self
+            .tail
+            .get(self.tail_start..)
+            .filter(|tail| !tail.is_empty());
         let parts = self.parts.iter().map(|p| &p[..]).chain(tail);
         for (slot, part) in slices.iter_mut().zip(parts) {
             *slot = IoSlice::new(part);
@@ -316,7 +370,12 @@ impl WriteQueue {
             }
         }
         if n > 0 {
-            self.tail.advance(n.min(self.tail.len()));
+            self.tail_start = (self.tail_start + n).min(self.tail.len());
+            if self.tail_start == self.tail.len() {
+                // All written: start over at the front of the same allocation.
+                self.tail.clear();
+                self.tail_start = 0;
+            }
         }
     }
 }
@@ -420,16 +479,37 @@ mod tests {
         assert_eq!(read.bytes, 40 * 1024);
         assert!(buf.alloc >= 64 * 1024);
         let base = buf.as_ptr() as usize;
+        let in_chunk = |b: &Bytes| (base..base + 64 * 1024).contains(&(b.as_ptr() as usize));
         let small = buf.take(100);
-        let small_at = small.as_ptr() as usize;
         assert!(
-            !(base..base + buf.alloc).contains(&small_at),
-            "a 100-byte message must not keep the read chunk alive"
+            !in_chunk(&small),
+            "a small message must not keep the read chunk alive"
+        );
+        let medium = buf.take(1000);
+        assert!(!in_chunk(&medium), "nor a medium one");
+        // Small ones share the arena, which is reused once they are dropped.
+        let other = buf.take(10);
+        assert_eq!(other.as_ptr() as usize, small.as_ptr() as usize + 100);
+        let arena = small.as_ptr() as usize;
+        drop((small, other));
+        // Fill the rest of the arena, drop everything: the next one starts it over.
+        let mut taken = 100 + 1000 + 10;
+        let mut used = 110;
+        while used + 200 <= ARENA {
+            drop(buf.take(200));
+            (used, taken) = (used + 200, taken + 200);
+        }
+        let again = buf.take(200);
+        taken += 200;
+        assert_eq!(
+            again.as_ptr() as usize,
+            arena,
+            "the arena is reused in place"
         );
         let large = buf.take(buf.alloc / SLICE_SHARE);
         assert_eq!(
             large.as_ptr() as usize,
-            base + 100,
+            base + taken,
             "a large one is a slice"
         );
         assert_eq!(buf.held(), buf.alloc);

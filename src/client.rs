@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
-use crate::buffer::{Read, ReadBuf, WriteQueue, READ_CHUNK};
+use crate::buffer::{Arena, Read, ReadBuf, WriteQueue, READ_CHUNK};
 use crate::exchange::ExchangeId;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 
@@ -405,7 +405,13 @@ impl Client {
     }
 
     /// Parses the next request out of the buffer (dropping swallowed bytes first).
-    pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Option<Next> {
+    /// Small requests are copied into `arena` (see [`ReadBuf::take_with`]).
+    pub fn next_request(
+        &mut self,
+        limits: &Limits,
+        now: Instant,
+        arena: &mut Arena,
+    ) -> Option<Next> {
         if self.swallow > 0 {
             let n = self.swallow.min(self.read_buf.len());
             self.read_buf.advance(n);
@@ -428,7 +434,7 @@ impl Client {
                 None
             }
             Ok(Parsed::Complete(request)) => {
-                let bytes = self.read_buf.take(request.len);
+                let bytes = self.read_buf.take_with(request.len, arena);
                 Some(Next::Request(request, bytes))
             }
             Err(error) => {

@@ -180,6 +180,8 @@ pub struct Worker {
     fired: Vec<TimerEvent>,
     /// Where clients with nothing buffered read into (see [`crate::client::Client::read`]).
     read_scratch: crate::buffer::ReadBuf,
+    /// Where clients' small requests are copied (see [`crate::buffer::Arena`]).
+    request_arena: crate::buffer::Arena,
     /// Per-event warnings of the loop itself (accept errors, shed clients), rate limited.
     log: LogLimiter,
 }
@@ -265,6 +267,7 @@ impl Worker {
             flush_list: Vec::new(),
             fired: Vec::new(),
             read_scratch: crate::buffer::ReadBuf::default(),
+            request_arena: crate::buffer::Arena::default(),
             log: LogLimiter::with_subjects(0),
         })
     }
@@ -715,7 +718,7 @@ impl Worker {
                     self.forward(index, &request, bytes, now);
                     continue;
                 }
-                let Some(next) = client.next_request(&limits, now) else {
+                let Some(next) = client.next_request(&limits, now, &mut self.request_arena) else {
                     break;
                 };
                 self.dispatch(index, next, now);
