@@ -30,6 +30,17 @@ const KEEP_IDLE_SLOTS: usize = 4;
 /// window of them.
 const UNKNOWN_REPLY_SHARE: usize = 4;
 
+/// What a reply piece waiting in a slot behind the head costs beyond its bytes: its `Bytes`
+/// handle and allocation header, and its share of the slot's piece list. Counted in the
+/// client's buffered bytes, so that thousands of tiny replies waiting behind a slow one count
+/// about what they hold.
+const WAITING_PIECE_COST: usize = 64;
+
+/// What `piece` costs while it waits in a slot behind the head.
+fn waiting_cost(piece: &Bytes) -> usize {
+    piece.len() + WAITING_PIECE_COST
+}
+
 /// A reply slot: the place in the client's reply order that one request holds.
 #[derive(Debug, Default)]
 pub struct Slot {
@@ -470,7 +481,7 @@ impl Client {
             }
             self.slots.push_back(slot);
         } else {
-            self.slot_bytes += slot.pieces.iter().map(Bytes::len).sum::<usize>();
+            self.slot_bytes += slot.pieces.iter().map(waiting_cost).sum::<usize>();
             self.slots.push_back(slot);
         }
         self.pop_complete();
@@ -500,8 +511,10 @@ impl Client {
         if at_head {
             pieces.iter().for_each(|p| self.write_queue.push_ref(p));
         } else {
+            // Most slots get one piece: a list of exactly that size, not the default four.
+            slot.pieces.reserve_exact(pieces.len());
             slot.pieces.extend(pieces.iter().cloned());
-            self.slot_bytes += pieces.iter().map(Bytes::len).sum::<usize>();
+            self.slot_bytes += pieces.iter().map(waiting_cost).sum::<usize>();
         }
         if let Some(slot) = self.slot_mut(seq) {
             slot.complete |= complete;
@@ -534,7 +547,7 @@ impl Client {
             if let Some(next) = self.slots.front_mut() {
                 let pieces = std::mem::take(&mut next.pieces);
                 for piece in pieces {
-                    self.slot_bytes -= piece.len().min(self.slot_bytes);
+                    self.slot_bytes -= waiting_cost(&piece).min(self.slot_bytes);
                     self.write_queue.push(piece);
                 }
             }
@@ -648,7 +661,11 @@ mod tests {
         let a = c.push_slot(Slot::waiting());
         let b = c.push_slot(Slot::waiting());
         assert!(!c.deliver(b, &[Bytes::from_static(b"BB")], true, false));
-        assert_eq!(c.buffered(), 2);
+        assert_eq!(
+            c.buffered(),
+            2 + WAITING_PIECE_COST,
+            "a waiting piece counts its handle"
+        );
         assert!(c.deliver(a, &[Bytes::from_static(b"A")], false, false));
         assert_eq!(c.write_queue.len(), 1);
         c.deliver(a, &[Bytes::from_static(b"AA")], true, false);

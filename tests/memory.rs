@@ -107,10 +107,11 @@ fn small_unread_replies_do_not_pin_the_read_chunks_of_large_ones() {
         "the stalled gets reach their server",
         || stall.bytes_received() >= NON_READERS * "get stall:x\r\n".len(),
     );
-    // Generous: what is held is within 4 times what is counted, plus 32 MiB for everything
-    // else (slots, the readers' values in flight, allocator slack). The unfixed proxy passes it
-    // within seconds, its RSS growing by a read chunk per waiting 21-byte reply.
-    let bound = |gauge: u64| base + 4 * gauge + (32 << 20);
+    // Generous: what is held is within twice what is counted (measured: 12 MiB over the start
+    // for 8.6 MiB counted), plus 24 MiB for the rest (the readers' values in flight, allocator
+    // slack). The unfixed proxy passes it within 2 s, its RSS growing by a read chunk per
+    // waiting 21-byte reply (measured: 38 MiB for 473 KiB counted after 1.3 s).
+    let bound = |gauge: u64| base + 2 * gauge + (24 << 20);
     let burst = b"get tiny\r\n".repeat(2);
     let start = Instant::now();
     let (mut peak, mut gauge_at_peak) = (0, 0);
@@ -217,8 +218,10 @@ fn unfinished_large_sets_are_shed_over_the_request_memory_budget() {
         thread::sleep(Duration::from_millis(5));
     }
     let mut c = Client::connect(&proxy.addr());
-    wait_until(Duration::from_secs(10), "clients shed", || {
-        c.stat("clients_shed_request_memory") > 0
+    // What the clients wrote may still be in the kernel's buffers: the proxy goes on reading
+    // and shedding. 100 MiB of requests fit no 16 MiB budget: most of them must go.
+    wait_until(Duration::from_secs(10), "most clients shed", || {
+        c.stat("clients_shed_request_memory") as usize >= CLIENTS / 2
     });
     peak = peak.max(rss_bytes(pid));
     let held = c.stat("request_bytes_buffered");
