@@ -182,3 +182,22 @@ impl RequestMemory {
         self.held.load(Ordering::Relaxed).saturating_sub(self.limit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RequestMemory;
+
+    #[test]
+    fn the_budget_is_over_by_what_every_worker_holds_past_it() {
+        let budget = RequestMemory::new(100);
+        budget.changed(0, 60);
+        assert_eq!(budget.over(), 0);
+        budget.changed(0, 70); // another worker
+        assert_eq!(budget.over(), 30);
+        budget.changed(60, 10);
+        assert_eq!(budget.over(), 0, "back under once a holder shrinks");
+        budget.changed(70, 0);
+        budget.changed(10, 0);
+        assert_eq!(budget.over(), 0);
+    }
+}
