@@ -3,7 +3,7 @@
 //! on the same worker, measured on real processes (memcached, the release bifrost, nutcracker).
 //!
 //! ```sh
-//! cargo bench --bench soak                 # every scenario: a b c d twemproxy-a
+//! cargo bench --bench soak                 # every scenario: a b c d e twemproxy-a
 //! cargo bench --bench soak -- a twemproxy-a
 //! ```
 //!
@@ -17,6 +17,15 @@
 //!   time, and RSS over time (flat or not).
 //! - `d`: 10,000 idle connections, each having sent one `version` and read the reply: RSS
 //!   before and after, per connection.
+//! - `e`: keys `tiny` = 1 byte and `mixbig` = 60 KB; 300 clients each send one `get` to a
+//!   server that never answers (routed by the prefix `stall:`), then pipeline `get tiny` (2
+//!   every 10 ms) and never read, so those replies wait in the proxy behind the unanswered one;
+//!   meanwhile 4 clients read `mixbig` in a loop over the same backend connection, for
+//!   `SOAK_GOOD_SECS`: RSS beside the `reply_bytes_buffered` gauge every second (the limits
+//!   must count what is held: a small reply that kept its whole backend read chunk alive made
+//!   RSS grow far past the gauge). Without the unanswered `get` in front, the kernel's socket
+//!   buffers (MBs per connection) absorb the unread replies, or the clients' pipelining fills
+//!   the backend queue (`backend_overloaded`).
 //! - `twemproxy-a`: scenario `a` against nutcracker, for the side-by-side figures.
 //!
 //! The proxy's RSS is sampled from `/proc/PID/status` every 10 ms (peak) and `VmHWM` read; a
@@ -41,6 +50,7 @@
 //! | `SOAK_IDLE` | 1000 | `a`: idle connections |
 //! | `SOAK_HUGE_KEYS` | 13000 | `b`, `c`: keys in the one `get` |
 //! | `SOAK_IDLE_CONNS` | 10000 | `d`: idle connections |
+//! | `SOAK_TINY_CLIENTS` | 300 | `e`: clients that pipeline `get tiny` and never read |
 //! | `SOAK_GOOD_SECS` | 10 | `a`, `b`: how long the good client runs |
 //! | `SOAK_RSS_CAP_MB` | 4096 | proxy killed (and reported EXCEEDED) above this RSS |
 //! | `SOAK_DEADLINE_SECS` | 60 | per scenario (`c`: twice that) |
@@ -65,7 +75,11 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-const SCENARIOS: &[&str] = &["a", "b", "c", "d", "twemproxy-a"];
+const SCENARIOS: &[&str] = &["a", "b", "c", "d", "e", "twemproxy-a"];
+/// Size of `mixbig` (scenario e).
+const MIXBIG_LEN: usize = 60_000;
+/// Clients reading `mixbig` in a loop (scenario e).
+const MIXED_READERS: usize = 4;
 /// Size of `big` (scenario a).
 const BIG_LEN: usize = 500_000;
 /// Size of `huge` (scenarios b, c): the largest value memcached -I 2m and bifrost both take.
@@ -84,6 +98,8 @@ const STATS_OF_INTEREST: &[&str] = &[
     "backend_overloaded",
     "clients_closed_slow_request",
     "reply_bytes_buffered",
+    "request_bytes_buffered",
+    "clients_shed_request_memory",
     "curr_connections",
     "backend_errors",
     "backend_timeouts",
@@ -99,6 +115,7 @@ struct Knobs {
     idle_a: usize,
     huge_keys: usize,
     idle_d: usize,
+    tiny_clients: usize,
     good_for: Duration,
     rss_cap: u64,
     deadline: Duration,
@@ -135,6 +152,7 @@ impl Knobs {
             idle_a: env_num("SOAK_IDLE", 1000.0) as usize,
             huge_keys: env_num("SOAK_HUGE_KEYS", 13000.0) as usize,
             idle_d: env_num("SOAK_IDLE_CONNS", 10000.0) as usize,
+            tiny_clients: env_num("SOAK_TINY_CLIENTS", 300.0) as usize,
             good_for: Duration::from_secs_f64(env_num("SOAK_GOOD_SECS", 10.0)),
             rss_cap: env_num("SOAK_RSS_CAP_MB", 4096.0) as u64 * MIB,
             deadline: Duration::from_secs_f64(env_num("SOAK_DEADLINE_SECS", 60.0)),
@@ -1430,6 +1448,190 @@ fn idle_conns(env: &Env) -> Summary {
     }
 }
 
+/// e: small unread replies beside large read ones on the same backend connection, RSS beside
+/// the reply gauge.
+fn mixed(env: &Env) -> Summary {
+    let k = &env.knobs;
+    let (_mc, mc_port) = start_memcached(env);
+    set(mc_port, "tiny", b"x");
+    let big = value_of(MIXBIG_LEN, 7);
+    set(mc_port, "mixbig", &big);
+    // A server that accepts and never answers: the `get` each non-reader sends first waits on
+    // it for the whole run.
+    let stall = TcpListener::bind("127.0.0.1:0").expect("bind the stalling server");
+    let stall_port = stall.local_addr().expect("stalling server address").port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in stall.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let (mut proxy, port) = start_on_free_port("bifrost", |port| {
+        let conf = env.file("bifrost.yaml");
+        let yaml = format!(
+            "# written by benches/soak.rs (scenario e)\n\
+             workers: 1\n\
+             listeners: [{{name: main, bind: '127.0.0.1:{port}', max_connections: 20000}}]\n\
+             backends:\n\
+             \x20 default: {{servers: ['127.0.0.1:{mc_port}'], timeout: 120s}}\n\
+             \x20 stall: {{servers: ['127.0.0.1:{stall_port}'], timeout: 120s}}\n\
+             routes:\n\
+             - {{name: stall, match: {{prefix: 'stall:'}}, strategy: blind_forward, backend: stall}}\n\
+             - {{name: default, match: '*', strategy: blind_forward, backend: default}}\n"
+        );
+        fs::write(&conf, yaml).expect("write bifrost.yaml");
+        let mut cmd = Command::new(&env.bifrost);
+        cmd.arg("--config").arg(&conf);
+        Proc::spawn("bifrost", &mut cmd, env.file("bifrost.log"))
+    });
+    let pid = proxy.pid();
+    let mut t = Table::new(format!(
+        "scenario e — bifrost: {} clients pipeline `get tiny` (1 byte) behind an unanswered get \
+         and never read; {} read a {} KB value in a loop",
+        k.tiny_clients,
+        MIXED_READERS,
+        MIXBIG_LEN / 1000
+    ));
+    let before = settled_rss(pid);
+    let sampler = Sampler::start(pid, k.rss_cap);
+    let stop = Arc::new(AtomicBool::new(false));
+    let want = {
+        let mut w = format!("VALUE mixbig 0 {MIXBIG_LEN}\r\n").into_bytes();
+        w.extend_from_slice(&big);
+        w.extend_from_slice(b"\r\nEND\r\n");
+        Arc::new(w)
+    };
+    let readers: Vec<JoinHandle<(u64, u64)>> = (0..MIXED_READERS)
+        .map(|_| {
+            let (stop, want) = (stop.clone(), want.clone());
+            thread::spawn(move || {
+                let (mut ok, mut errors) = (0, 0);
+                let mut conn: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = match conn.as_mut() {
+                        Some(s) => s,
+                        None => match connect(addr(port)) {
+                            Ok(s) => conn.insert(s),
+                            Err(_) => {
+                                errors += 1;
+                                thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        },
+                    };
+                    let deadline = Instant::now() + GOOD_TIMEOUT;
+                    let reply = s
+                        .write_all(b"get mixbig\r\n")
+                        .and_then(|()| read_until_suffix(s, b"END\r\n", deadline, 2 * MIXBIG_LEN));
+                    match reply {
+                        Ok(r) if r == *want => ok += 1,
+                        _ => {
+                            errors += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    let mut quiet = Vec::new();
+    for _ in 0..k.tiny_clients {
+        let opened = connect(addr(port)).and_then(|mut s| {
+            s.write_all(b"get stall:x\r\n")?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match opened {
+            Ok(s) => quiet.push(s),
+            Err(e) => {
+                t.row("non-readers", format!("FAILED to connect: {e}"));
+                break;
+            }
+        }
+    }
+    let burst = b"get tiny\r\n".repeat(2);
+    let mut sent = 0u64;
+    let mut by_second: Vec<String> = Vec::new();
+    let mut worst = (0.0, 0u64, 0u64); // (RSS / gauge, RSS, gauge)
+    let started = Instant::now();
+    let mut next_sample = Duration::from_secs(1);
+    while started.elapsed() < k.good_for && !sampler.gone.load(Ordering::Relaxed) {
+        for s in &mut quiet {
+            if let Ok(n) = s.write(&burst) {
+                sent += (n / 10) as u64;
+            }
+        }
+        if started.elapsed() >= next_sample {
+            next_sample += Duration::from_secs(1);
+            let rss = rss_hwm(pid).map_or(0, |r| r.0);
+            let gauge = proxy_stats(port)
+                .get("reply_bytes_buffered")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            by_second.push(format!("{}/{}", rss / MIB, gauge / MIB));
+            let ratio = rss.saturating_sub(before) as f64 / gauge.max(1) as f64;
+            if rss > worst.1 {
+                worst = (ratio, rss, gauge);
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut errors) = (0, 0);
+    for r in readers {
+        if let Ok((o, e)) = r.join() {
+            ok += o;
+            errors += e;
+        }
+    }
+    let stats = proxy_stats(port);
+    drop(quiet);
+    let samples = sampler.finish();
+    let died = proxy.exited();
+    t.row("RSS before", mib(before));
+    t.row(
+        "RSS / reply_bytes_buffered, each second",
+        format!("[{}] MiB", by_second.join(" ")),
+    );
+    t.row(
+        "at the highest RSS sample",
+        format!(
+            "RSS {} with reply_bytes_buffered {}: {:.1} bytes held over the start per byte counted",
+            mib(worst.1),
+            mib(worst.2),
+            worst.0
+        ),
+    );
+    t.row("gets of tiny sent", sent.to_string());
+    t.row(
+        "60 KB reads",
+        format!("{ok} whole and correct, {errors} failed or slower than 1 s"),
+    );
+    rss_rows(&mut t, &samples, k.rss_cap);
+    if let Some(status) = died.filter(|_| samples.exceeded_at.is_none()) {
+        t.row(
+            "proxy",
+            format!("DIED ({status}); log {}", proxy.log.display()),
+        );
+    }
+    stats_row(&mut t, &stats);
+    t.print();
+    Summary {
+        scenario: "e".to_string(),
+        target: "bifrost",
+        peak: peak_text(&samples),
+        good: format!("{ok} reads / {errors} err"),
+        latency: "-".to_string(),
+        note: format!(
+            "peak sample: RSS {} beside reply_bytes_buffered {}",
+            mib(worst.1),
+            mib(worst.2)
+        ),
+        abnormal: samples.exceeded_at.is_some() || died.is_some(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------------------
@@ -1580,6 +1782,7 @@ fn main() {
             "b" => flood(&env, "b", Target::Bifrost, true),
             "c" => huge_read(&env),
             "d" => idle_conns(&env),
+            "e" => mixed(&env),
             "twemproxy-a" => flood(&env, "twemproxy-a", Target::Twemproxy, false),
             _ => unreachable!("checked above"),
         };

@@ -215,6 +215,9 @@ pub fn start(config: &Config) -> Result<Running, String> {
     let admin_addr = admin.as_ref().map(|a| a.addr);
     let admin_thread = admin.map(|a| a.thread);
 
+    let request_memory = Arc::new(crate::clients::RequestMemory::new(
+        config.request_memory_budget,
+    ));
     let mut handles = Vec::new();
     for (id, listeners) in sockets.into_iter().enumerate() {
         let worker = Worker::new(WorkerSetup {
@@ -228,6 +231,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             health: health.clone(),
             effects: effects.clone(),
             client_fds: client_fds.clone(),
+            request_memory: request_memory.clone(),
         })
         .map_err(|e| format!("worker {id}: {e}"));
         let handle = worker.and_then(|worker| {

@@ -11,10 +11,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use mio::net::TcpStream;
 
-use crate::buffer::{read_into, Read, WriteQueue, READ_CHUNK};
+use crate::buffer::{Arena, Read, ReadBuf, WriteQueue, READ_CHUNK};
 use crate::exchange::ExchangeId;
 use crate::protocol::request::unlink_after_too_large;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
@@ -30,6 +30,17 @@ const KEEP_IDLE_SLOTS: usize = 4;
 /// (a slow start), so a crowd of new clients asking for big values cannot each take a whole
 /// window of them.
 const UNKNOWN_REPLY_SHARE: usize = 4;
+
+/// What a reply piece waiting in a slot behind the head costs beyond its bytes: its `Bytes`
+/// handle and allocation header, and its share of the slot's piece list. Counted in the
+/// client's buffered bytes, so that thousands of tiny replies waiting behind a slow one count
+/// about what they hold.
+const WAITING_PIECE_COST: usize = 64;
+
+/// What `piece` costs while it waits in a slot behind the head.
+fn waiting_cost(piece: &Bytes) -> usize {
+    piece.len() + WAITING_PIECE_COST
+}
 
 /// A reply slot: the place in the client's reply order that one request holds.
 #[derive(Debug, Default)]
@@ -106,7 +117,9 @@ pub struct Client {
     listener: usize,
     /// Its limits (its listener's).
     limits: ClientLimits,
-    read_buf: BytesMut,
+    /// Requests read and not yet handed on; a small request is handed on as a copy, so it
+    /// never keeps the read chunk alive while it waits at a backend (see [`ReadBuf::take`]).
+    read_buf: ReadBuf,
     /// Bytes still to drop from the input (the rest of a refused value).
     swallow: usize,
     slots: VecDeque<Slot>,
@@ -168,7 +181,7 @@ impl Client {
             generation,
             listener,
             limits,
-            read_buf: BytesMut::new(),
+            read_buf: ReadBuf::default(),
             swallow: 0,
             slots: VecDeque::new(),
             head_seq: 0,
@@ -221,6 +234,12 @@ impl Client {
             return None;
         }
         self.deferred.take().map(|held| *held)
+    }
+
+    /// Memory its read buffer holds for requests not yet handed on (a request still arriving,
+    /// or whole ones waiting for its limits), counted toward `request_memory_budget`.
+    pub fn request_bytes(&self) -> usize {
+        self.read_buf.held()
     }
 
     /// Reply bytes held for this client and not yet written.
@@ -365,13 +384,13 @@ impl Client {
     /// (which makes it dead). A client with nothing buffered reads into the worker's
     /// `scratch` buffer and takes what arrived as its own (sharing the allocation), so an idle
     /// client holds no buffer of its own, and requests are still handed on without a copy.
-    pub fn read_some(&mut self, now: Instant, scratch: &mut BytesMut) -> io::Result<usize> {
+    pub fn read_some(&mut self, now: Instant, scratch: &mut ReadBuf) -> io::Result<usize> {
         let result = if self.read_buf.is_empty() {
-            read_into(&self.stream, scratch, READ_CHUNK).inspect(|_| {
+            scratch.read_from(&self.stream, READ_CHUNK).inspect(|_| {
                 self.read_buf = scratch.split();
             })
         } else {
-            read_into(&self.stream, &mut self.read_buf, READ_CHUNK)
+            self.read_buf.read_from(&self.stream, READ_CHUNK)
         };
         match result {
             Ok(Read { bytes: 0, .. }) => {
@@ -400,7 +419,13 @@ impl Client {
     }
 
     /// Parses the next request out of the buffer (dropping swallowed bytes first).
-    pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Option<Next> {
+    /// Small requests are copied into `arena` (see [`ReadBuf::take_with`]).
+    pub fn next_request(
+        &mut self,
+        limits: &Limits,
+        now: Instant,
+        arena: &mut Arena,
+    ) -> Option<Next> {
         if self.swallow > 0 {
             let n = self.swallow.min(self.read_buf.len());
             self.read_buf.advance(n);
@@ -414,9 +439,16 @@ impl Client {
             return None;
         }
         let next = match parse_request(&self.read_buf, limits) {
-            Ok(Parsed::Incomplete) => None,
+            Ok(Parsed::Incomplete) => {
+                if !self.readable {
+                    // Nothing more to read now: the start of a request waits with only the
+                    // memory it needs, not the (maybe shared) read chunk it arrived in.
+                    self.read_buf.compact();
+                }
+                None
+            }
             Ok(Parsed::Complete(request)) => {
-                let bytes = self.read_buf.split_to(request.len).freeze();
+                let bytes = self.read_buf.take_with(request.len, arena);
                 Some(Next::Request(request, bytes))
             }
             Err(error) => {
@@ -452,14 +484,13 @@ impl Client {
         let seq = self.head_seq + self.slots.len() as u64;
         if self.slots.is_empty() {
             // At the head: its pieces go straight out.
-            for piece in &slot.pieces {
-                self.write_queue.push(piece.clone());
-            }
             let mut slot = slot;
-            slot.pieces.clear();
+            for piece in slot.pieces.drain(..) {
+                self.write_queue.push(piece);
+            }
             self.slots.push_back(slot);
         } else {
-            self.slot_bytes += slot.pieces.iter().map(Bytes::len).sum::<usize>();
+            self.slot_bytes += slot.pieces.iter().map(waiting_cost).sum::<usize>();
             self.slots.push_back(slot);
         }
         self.pop_complete();
@@ -487,10 +518,12 @@ impl Client {
             return false;
         };
         if at_head {
-            pieces.iter().for_each(|p| self.write_queue.push(p.clone()));
+            pieces.iter().for_each(|p| self.write_queue.push_ref(p));
         } else {
+            // Most slots get one piece: a list of exactly that size, not the default four.
+            slot.pieces.reserve_exact(pieces.len());
             slot.pieces.extend(pieces.iter().cloned());
-            self.slot_bytes += pieces.iter().map(Bytes::len).sum::<usize>();
+            self.slot_bytes += pieces.iter().map(waiting_cost).sum::<usize>();
         }
         if let Some(slot) = self.slot_mut(seq) {
             slot.complete |= complete;
@@ -523,7 +556,7 @@ impl Client {
             if let Some(next) = self.slots.front_mut() {
                 let pieces = std::mem::take(&mut next.pieces);
                 for piece in pieces {
-                    self.slot_bytes -= piece.len().min(self.slot_bytes);
+                    self.slot_bytes -= waiting_cost(&piece).min(self.slot_bytes);
                     self.write_queue.push(piece);
                 }
             }
@@ -541,7 +574,7 @@ impl Client {
     /// Gives idle buffers back (an idle connection keeps no buffer memory).
     pub fn shrink_if_idle(&mut self) {
         if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_IDLE_CAPACITY {
-            self.read_buf = BytesMut::new();
+            self.read_buf.release();
         }
         if self.slots.is_empty() && self.slots.capacity() > KEEP_IDLE_SLOTS {
             self.slots = VecDeque::new();
@@ -647,7 +680,11 @@ mod tests {
         let a = c.push_slot(Slot::waiting());
         let b = c.push_slot(Slot::waiting());
         assert!(!c.deliver(b, &[Bytes::from_static(b"BB")], true, false));
-        assert_eq!(c.buffered(), 2);
+        assert_eq!(
+            c.buffered(),
+            2 + WAITING_PIECE_COST,
+            "a waiting piece counts its handle"
+        );
         assert!(c.deliver(a, &[Bytes::from_static(b"A")], false, false));
         assert_eq!(c.write_queue.len(), 1);
         c.deliver(a, &[Bytes::from_static(b"AA")], true, false);

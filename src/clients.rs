@@ -2,6 +2,7 @@
 //! through each iteration (clients to serve, clients to flush). Membership flags live here, so
 //! a client is in each list at most once, and a closed client leaves both.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -144,5 +145,59 @@ impl Clients {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
+    }
+}
+
+/// The process-wide budget of memory held by client read buffers for requests not yet handed
+/// on (`request_memory_budget`), shared by every worker: each adds what its clients hold as it
+/// changes, and a worker that finds the total over the limit closes its clients holding the
+/// most until it is back under.
+#[derive(Debug)]
+pub struct RequestMemory {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl RequestMemory {
+    /// A budget of `limit` bytes, nothing held.
+    pub fn new(limit: usize) -> RequestMemory {
+        RequestMemory {
+            limit: limit.max(1),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records that a worker's clients now hold `after` bytes instead of `before`.
+    #[inline]
+    pub fn changed(&self, before: usize, after: usize) {
+        if after > before {
+            self.held.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.held.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes by which every worker's clients together are over the budget (0 when under).
+    pub fn over(&self) -> usize {
+        self.held.load(Ordering::Relaxed).saturating_sub(self.limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestMemory;
+
+    #[test]
+    fn the_budget_is_over_by_what_every_worker_holds_past_it() {
+        let budget = RequestMemory::new(100);
+        budget.changed(0, 60);
+        assert_eq!(budget.over(), 0);
+        budget.changed(0, 70); // another worker
+        assert_eq!(budget.over(), 30);
+        budget.changed(60, 10);
+        assert_eq!(budget.over(), 0, "back under once a holder shrinks");
+        budget.changed(70, 0);
+        budget.changed(10, 0);
+        assert_eq!(budget.over(), 0);
     }
 }

@@ -90,6 +90,18 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         "Reply bytes held for clients and not yet written.",
     ),
     (
+        "request_bytes_buffered",
+        "bifrost_request_buffer_bytes",
+        Kind::Gauge,
+        "Memory held by client read buffers for requests not yet handed on.",
+    ),
+    (
+        "clients_shed_request_memory",
+        "bifrost_clients_shed_request_memory_total",
+        Kind::Counter,
+        "Clients closed because the process was over its request memory budget.",
+    ),
+    (
         "backend_requests",
         "bifrost_backend_requests_total",
         Kind::Counter,

@@ -67,6 +67,8 @@ counters! {
     admin_connections_evicted => "admin_connections_evicted",
     admin_connections_rejected => "admin_connections_rejected",
     admin_header_timeouts => "admin_header_timeouts",
+    clients_shed_request_memory => "clients_shed_request_memory",
+    request_bytes_buffered => "request_bytes_buffered",
 }
 
 impl WorkerStats {

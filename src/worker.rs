@@ -16,7 +16,9 @@
 //! 7. flush every backend that has queued bytes (one `writev` each), then every client with
 //!    replies to write; a client that drained resumes its parked exchanges and its reading;
 //! 8. if the worker holds more reply bytes than its share of `reply_memory_budget`, close the
-//!    clients holding the most until it does not;
+//!    clients holding the most until it does not; if client read buffers of every worker hold
+//!    more than `request_memory_budget` for requests not yet handed on, close this worker's
+//!    clients holding the most until the total is back under;
 //! 9. on shutdown, stop accepting and leave once every client is answered (or time is up).
 
 use std::sync::atomic::Ordering;
@@ -28,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::backend::{Backends, Completion, ConnTimer, Owner};
 use crate::client::{Client, ClientLimits, Slot};
-use crate::clients::Clients;
+use crate::clients::{Clients, RequestMemory};
 use crate::exchange::window::KeyBytes;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef, Tag};
 use crate::health::HealthBoard;
@@ -105,6 +107,8 @@ pub struct WorkerSetup {
     pub effects: Arc<EffectBoard>,
     /// Room for client connections the open file limit leaves, shared by every worker.
     pub client_fds: Arc<ClientFds>,
+    /// The process's budget for memory held by client read buffers, shared by the workers.
+    pub request_memory: Arc<RequestMemory>,
 }
 
 struct WorkerListener {
@@ -170,11 +174,16 @@ pub struct Worker {
     /// Reply bytes held for all clients of this worker.
     buffered: usize,
     reply_budget: usize,
+    /// Memory this worker's client read buffers hold (its part of `request_memory`).
+    request_bytes: usize,
+    request_memory: Arc<RequestMemory>,
     serve_list: Vec<usize>,
     flush_list: Vec<usize>,
     fired: Vec<TimerEvent>,
     /// Where clients with nothing buffered read into (see [`crate::client::Client::read`]).
-    read_scratch: bytes::BytesMut,
+    read_scratch: crate::buffer::ReadBuf,
+    /// Where clients' small requests are copied (see [`crate::buffer::Arena`]).
+    request_arena: crate::buffer::Arena,
     /// Per-event warnings of the loop itself (accept errors, shed clients), rate limited.
     log: LogLimiter,
     /// Room for client connections beside the descriptors reserved for backends.
@@ -257,10 +266,13 @@ impl Worker {
             key_bytes: KeyBytes::default(),
             buffered: 0,
             reply_budget: setup.reply_budget.max(1),
+            request_bytes: 0,
+            request_memory: setup.request_memory,
             serve_list: Vec::new(),
             flush_list: Vec::new(),
             fired: Vec::new(),
-            read_scratch: bytes::BytesMut::new(),
+            read_scratch: crate::buffer::ReadBuf::default(),
+            request_arena: crate::buffer::Arena::default(),
             log: LogLimiter::with_subjects(0),
             client_fds: setup.client_fds,
         })
@@ -654,6 +666,15 @@ impl Worker {
         }
     }
 
+    /// Records a change in what a client's read buffer holds.
+    #[inline]
+    fn account_requests(&mut self, before: usize, after: usize) {
+        if before != after {
+            self.request_bytes = (self.request_bytes + after).saturating_sub(before);
+            self.request_memory.changed(before, after);
+        }
+    }
+
     fn account(&mut self, before: usize, after: usize) {
         self.buffered = (self.buffered + after).saturating_sub(before);
     }
@@ -670,7 +691,10 @@ impl Worker {
         let mut list = std::mem::take(&mut self.serve_list);
         self.clients.take_revisits(&mut list);
         for &index in &list {
+            let before = self.clients.get(index).map_or(0, Client::request_bytes);
             self.serve_client(index, now);
+            let after = self.clients.get(index).map_or(0, Client::request_bytes);
+            self.account_requests(before, after);
             // A served client may have replies to write (answered locally), be closing, or
             // have stopped early with input left (the flush phase serves it again).
             if self.clients.get(index).is_some_and(Client::needs_flush) {
@@ -705,7 +729,7 @@ impl Worker {
                     self.forward(index, &request, bytes, now);
                     continue;
                 }
-                let Some(next) = client.next_request(&limits, now) else {
+                let Some(next) = client.next_request(&limits, now, &mut self.request_arena) else {
                     break;
                 };
                 self.dispatch(index, next, now);
@@ -1052,6 +1076,7 @@ impl Worker {
             return;
         };
         self.account(client.buffered(), 0);
+        self.account_requests(client.request_bytes(), 0);
         // Its exchanges end; replies still in flight for them are drained and dropped.
         for id in client.exchanges() {
             self.exchanges.remove(id);
@@ -1069,6 +1094,7 @@ impl Worker {
     /// Over the worker's share of the reply memory budget: close the clients holding the most
     /// reply bytes until it is back under (the biggest offenders pay, not everyone).
     fn enforce_budget(&mut self) {
+        self.enforce_request_budget();
         self.stats
             .reply_bytes_buffered
             .store(self.buffered as u64, Ordering::Relaxed);
@@ -1109,6 +1135,52 @@ impl Worker {
             self.kill_client(index);
             self.flush_client(index, Instant::now());
         }
+    }
+
+    /// Over the process's request memory budget (client read buffers holding requests not yet
+    /// handed on, such as values still arriving): close this worker's clients holding the most
+    /// until the total is back under, or this worker holds nothing more.
+    fn enforce_request_budget(&mut self) {
+        self.stats
+            .request_bytes_buffered
+            .store(self.request_bytes as u64, Ordering::Relaxed);
+        let over = self.request_memory.over();
+        if over == 0 || self.request_bytes == 0 {
+            return;
+        }
+        let mut holders: Vec<(usize, usize)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.is_dead() && c.request_bytes() > 0)
+            .map(|(i, c)| (c.request_bytes(), i))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let mut left = over;
+        let mut shed = 0;
+        for (bytes, index) in holders {
+            if left == 0 {
+                break;
+            }
+            left = left.saturating_sub(bytes);
+            shed += 1;
+            WorkerStats::add(&self.stats.clients_shed_request_memory, 1);
+            self.kill_client(index);
+            // Closed now, so the shared total drops before other workers look at it.
+            self.flush_client(index, Instant::now());
+        }
+        crate::warn_limited!(
+            self.log,
+            LogEvent::ClientClosed,
+            None,
+            Instant::now(),
+            "worker {}: request buffers {} bytes over request_memory_budget: closed the {} clients holding the most",
+            self.id,
+            over,
+            shed
+        );
+        self.stats
+            .request_bytes_buffered
+            .store(self.request_bytes as u64, Ordering::Relaxed);
     }
 
     /// One shutdown step; returns true when the worker may exit.

@@ -24,12 +24,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
-use crate::buffer::{read_into, WriteQueue, BACKEND_READ_CHUNK};
+use crate::buffer::{ReadBuf, WriteQueue, BACKEND_READ_CHUNK};
 use crate::health::HealthBoard;
 use crate::log_limit::{LogEvent, LogLimiter};
 use crate::protocol::{Checks, Expect, ReplyError, ReplyFramer, ReplyKind};
@@ -78,7 +78,9 @@ pub struct BackendConn {
     inflight: VecDeque<Fragment>,
     /// Requests allowed in `inflight` (queued or sent) before new ones are refused.
     max_queued: usize,
-    read_buf: BytesMut,
+    /// Replies read and not yet framed; a reply or piece is handed on as a copy when small,
+    /// so it never keeps a whole read chunk alive (see [`ReadBuf::take`]).
+    read_buf: ReadBuf,
     /// Framing state of the reply at the head of `inflight` (kept between reads).
     framer: ReplyFramer,
     /// Prints of the keys after the first of each in-flight retrieval, in FIFO order (see
@@ -189,7 +191,7 @@ impl BackendConn {
             write_queue: WriteQueue::default(),
             inflight: VecDeque::new(),
             max_queued: max_queued.max(1),
-            read_buf: BytesMut::new(),
+            read_buf: ReadBuf::default(),
             framer: ReplyFramer::default(),
             key_prints: VecDeque::new(),
             queued_total: 0,
@@ -440,7 +442,7 @@ impl BackendConn {
             let Some(stream) = self.stream.as_ref() else {
                 return Err(FailReason::ConnectionLost);
             };
-            match read_into(stream, &mut self.read_buf, BACKEND_READ_CHUNK) {
+            match self.read_buf.read_from(stream, BACKEND_READ_CHUNK) {
                 Ok(read) if read.bytes == 0 => {
                     // Frame what arrived before the close, then fail the rest.
                     self.frame_replies(out)?;
@@ -523,7 +525,7 @@ impl BackendConn {
             if !done {
                 let framed = self.framer.framed();
                 if fragment.stream && framed >= STREAM_PIECE {
-                    let piece = self.read_buf.split_to(framed).freeze();
+                    let piece = self.read_buf.take(framed);
                     self.framer.rebase(framed);
                     out.push(Completion {
                         owner: fragment.owner,
@@ -541,7 +543,7 @@ impl BackendConn {
             }
             let framer = std::mem::take(&mut self.framer);
             let reply = framer.reply();
-            let mut bytes = self.read_buf.split_to(reply.len).freeze();
+            let mut bytes = self.read_buf.take(reply.len);
             let mut tail = framer.tail();
             if fragment.kind == ReplyKind::UntilNoop {
                 bytes.truncate(bytes.len().saturating_sub(NOOP_REPLY_LEN));
@@ -569,7 +571,7 @@ impl BackendConn {
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * BACKEND_READ_CHUNK {
             // A burst of large values is over: give the memory back.
-            self.read_buf = BytesMut::new();
+            self.read_buf.release();
         }
         Ok(())
     }

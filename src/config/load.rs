@@ -11,6 +11,7 @@ use super::*;
 const TOP_KEYS: &[&str] = &[
     "workers",
     "reply_memory_budget",
+    "request_memory_budget",
     "admin",
     "listeners",
     "backends",
@@ -92,6 +93,8 @@ pub(super) struct Draft {
     pub workers: usize,
     /// `reply_memory_budget`, or its default; `None` when broken.
     pub reply_memory_budget: Option<usize>,
+    /// `request_memory_budget`, or its default; `None` when broken.
+    pub request_memory_budget: Option<usize>,
     /// `admin`, when present and valid.
     pub admin: Option<AdminConfig>,
     /// `listeners`, in file order.
@@ -149,6 +152,7 @@ fn assemble(d: Draft) -> Option<Config> {
     Some(Config {
         workers: d.workers,
         reply_memory_budget: d.reply_memory_budget?,
+        request_memory_budget: d.request_memory_budget?,
         admin: d.admin,
         listeners: all(d.listeners)?,
         backends: all(d.backends)?,
@@ -178,11 +182,16 @@ fn walk_root(w: &mut Walker, root: &Value) -> Option<Draft> {
         Some(v) => w.size(v, "reply_memory_budget", 1, u64::MAX),
         None => Some(DEFAULT_REPLY_MEMORY_BUDGET),
     };
+    let request_memory_budget = match top.get("request_memory_budget") {
+        Some(v) => w.size(v, "request_memory_budget", 1, u64::MAX),
+        None => Some(DEFAULT_REQUEST_MEMORY_BUDGET),
+    };
     let admin = top.get("admin").and_then(|v| walk_admin(w, v));
     let (listeners, listener_routes) = walk_listeners(w, &top, &names);
     Some(Draft {
         workers,
         reply_memory_budget,
+        request_memory_budget,
         admin,
         listeners,
         listener_routes,

@@ -58,6 +58,9 @@ pub const DEFAULT_MULTIGET_WINDOW: usize = 64;
 pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`Config::reply_memory_budget`] (256 MiB).
 pub const DEFAULT_REPLY_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+/// Default [`Config::request_memory_budget`] (64 MiB: 4096 connections each holding one full
+/// 16 KiB read chunk, or 64 values of 1 MiB, still arriving at once).
+pub const DEFAULT_REQUEST_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 /// Default [`BackendConfig::max_queued_requests`].
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
 /// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
@@ -100,6 +103,11 @@ pub struct Config {
     /// evenly among the workers; over it, the clients holding the most are closed first
     /// (counted as `clients_shed`).
     pub reply_memory_budget: usize,
+    /// Process-wide budget of memory held by client read buffers for requests not yet handed
+    /// on (a value still arriving, or whole requests held back by a client's limits), shared by
+    /// the workers; over it, the clients holding the most are closed first (counted as
+    /// `clients_shed_request_memory`).
+    pub request_memory_budget: usize,
     /// The admin HTTP listener, if configured.
     pub admin: Option<AdminConfig>,
     /// Client-facing listeners (at least one).
@@ -553,6 +561,7 @@ impl Config {
         Config {
             workers: 0,
             reply_memory_budget: DEFAULT_REPLY_MEMORY_BUDGET,
+            request_memory_budget: DEFAULT_REQUEST_MEMORY_BUDGET,
             admin: None,
             listeners: vec![ListenerConfig::with_defaults("main", local(11311))],
             backends: vec![BackendConfig::with_defaults(

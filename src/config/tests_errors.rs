@@ -124,7 +124,7 @@ fn missing_and_empty_sections() {
 #[test]
 fn unknown_keys_at_every_level() {
     let cases: &[(&str, &str)] = &[
-        ("foo: 1", "foo: unknown key 'foo' (expected one of: workers, reply_memory_budget, admin, listeners, backends, routes, side_effects)"),
+        ("foo: 1", "foo: unknown key 'foo' (expected one of: workers, reply_memory_budget, request_memory_budget, admin, listeners, backends, routes, side_effects)"),
         ("admin: {bind: '127.0.0.1:9', port: 1}", "admin.port: unknown key 'port' (expected one of: bind, token, token_file, max_connections, request_timeout, header_timeout)"),
         (
             "listeners: [{name: a, bind: '127.0.0.1:1', max_conns: 5}]",
@@ -307,6 +307,7 @@ fn bad_durations_and_sizes() {
         ("listeners: [{name: a, bind: '127.0.0.1:1', request_read_timeout: 30}]", "listeners[0].request_read_timeout: '30' has no unit; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)"),
         ("listeners: [{name: a, bind: '127.0.0.1:1', request_read_timeout: -1s}]", "listeners[0].request_read_timeout: '-1s' is not a duration; expected a number with a unit, like 250ms, 1.5s, 10m (units: us, ms, s, m, h)"),
         ("reply_memory_budget: 0", "reply_memory_budget: must be at least 1 bytes, got 0 bytes"),
+        ("request_memory_budget: 0", "request_memory_budget: must be at least 1 bytes, got 0 bytes"),
         ("reply_memory_budget: 256M", "reply_memory_budget: '256M' has an unknown unit 'M'; expected a whole number of bytes, or one with a unit, like 2048, 64KiB, 1MiB (units: B, KB, KiB, MB, MiB, GB, GiB)"),
     ];
     for (part, want) in cases {

@@ -190,6 +190,7 @@ fn null_means_default() {
     let c = parse_yaml(
         "workers: ~\nadmin: ~\nside_effects: ~\n\
          reply_memory_budget: ~\n\
+         request_memory_budget: ~\n\
          listeners: [{name: a, bind: '127.0.0.1:1', idle_timeout: ~, routes: ~, request_read_timeout: ~, close_buffered_reply_bytes: ~}]\n\
          backends: {b: {servers: ['127.0.0.1:11211'], health: ~}}\n\
          routes: [{name: ~, match: '*', strategy: blind_forward, backend: b}]\n",
@@ -205,6 +206,7 @@ fn null_means_default() {
         DEFAULT_CLOSE_BUFFERED_REPLY_BYTES
     );
     assert_eq!(c.reply_memory_budget, DEFAULT_REPLY_MEMORY_BUDGET);
+    assert_eq!(c.request_memory_budget, DEFAULT_REQUEST_MEMORY_BUDGET);
     assert_eq!(c.routes[0].name, "route0");
     assert_eq!(c.backends[0].health, None, "health: ~ is no health checks");
 }
@@ -224,6 +226,7 @@ fn values_in_every_form() {
     let c = parse_yaml(
         "workers: 4\n\
          reply_memory_budget: 1 GiB\n\
+         request_memory_budget: 8MiB\n\
          listeners:\n\
          - {name: a, bind: 'localhost:7000', idle_timeout: 0s, max_line_length: 2048, max_value_size: '2 MiB', request_read_timeout: 0s}\n\
          - {name: b, bind: '[::1]:7001', idle_timeout: 1.5s, max_value_size: '1000', max_buffered_reply_bytes: 1KB, close_buffered_reply_bytes: '1000', max_inflight_requests: 1, multiget_window: 100, request_read_timeout: 500ms}\n\
@@ -261,6 +264,7 @@ fn values_in_every_form() {
     );
     assert_eq!(b.request_read_timeout, Some(Duration::from_millis(500)));
     assert_eq!(c.reply_memory_budget, 1 << 30);
+    assert_eq!(c.request_memory_budget, 8 << 20);
     let p = &c.backends[0];
     assert_eq!(
         p.servers[0].address, "localhost:11211",
