@@ -338,8 +338,9 @@ fn unknown_command(line: &[u8], line_len: usize) -> ParseError {
 
 /// Refuses a known command's line that memcached would not read exactly as this parser does,
 /// whatever its arguments (they are checked by each command's parser):
-/// * a NUL (memcached's tokenizer stops at it) or a CR inside the line (it is part of a token
-///   there, and no token of ours may hold one);
+/// * a NUL (memcached's tokenizer stops at it) or a CR inside a storage line (it is part of a
+///   token there; every command parser refuses both in any token, this catches them where the
+///   data block must be swallowed too);
 /// * a line longer than [`MEMCACHED_MAX_LINE`], except `get`/`gets` with no leading space
 ///   (memcached reads those at any length).
 ///
@@ -353,7 +354,11 @@ fn outside_memcached_grammar(
 ) -> Option<ParseError> {
     let long = line_len > MEMCACHED_MAX_LINE
         && !(matches!(command, Command::Get | Command::Gets) && name_start == 0);
-    if !long && memchr::memchr2(0, b'\r', line).is_none() {
+    // Every token a command parser accepts (keys, numbers, `noreply`, meta flags) already
+    // excludes NUL and CR; a storage line is looked at here as well so that its refusal
+    // swallows the data block memcached would have read (its length token ends at the CR).
+    let stray = command.has_data() && memchr::memchr2(0, b'\r', line).is_some();
+    if !long && !stray {
         return None;
     }
     Some(ParseError::BadCommandLine {
@@ -430,6 +435,7 @@ pub(crate) fn forbidden_in_key(b: u8) -> bool {
 }
 
 /// Matches a command name by length, then bytes.
+#[inline]
 fn lookup(name: &[u8]) -> Option<Command> {
     let command = match name.len() {
         2 => match name {
