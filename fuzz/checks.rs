@@ -173,10 +173,10 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
                 }
                 ParseError::BinaryProtocol => {}
                 ParseError::CrossProtocol => {
+                    // memcached's reading: the line less its `\r\n` (or `\n`), split on spaces.
                     let line = &data[..memchr_newline(data).expect("a whole line")];
-                    let last = line
-                        .split(|&b| b == b' ' || b == b'\r')
-                        .rfind(|t| !t.is_empty());
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let last = line.split(|&b| b == b' ').rfind(|t| !t.is_empty());
                     assert!(last.is_some_and(|t| t.starts_with(b"HTTP/")), "{e:?}");
                 }
                 ParseError::UnknownCommand { skip } | ParseError::BadDataChunk { skip } => {
@@ -366,7 +366,13 @@ pub fn check_write_backs(data: &[u8]) {
         classic_add, meta_add, mg_client_reply, mg_hit, value_blocks, MetaFlags,
     };
     let reply = bytes::Bytes::copy_from_slice(data);
-    for block in value_blocks(&reply) {
+    // Write-backs are built from cold replies the framer took (a `VALUE` line with flags
+    // memcached cannot hold is refused there, as out of sync).
+    let framed = match parse_reply(data, ReplyKind::Retrieval, 64 * 1024) {
+        Ok(Some(r)) => reply.slice(..r.len),
+        _ => bytes::Bytes::new(),
+    };
+    for block in value_blocks(&framed) {
         let [header, value] = classic_add(&block, 60);
         let request = [&header[..], &value[..]].concat();
         let limits = Limits {
@@ -637,6 +643,13 @@ pub fn memcached_tokens(line_with_end: &[u8]) -> Vec<&[u8]> {
 /// command with the keys each was given, in order.
 pub fn check_forwarded(data: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
     use bifrost::protocol::Command;
+    // Answered by the proxy itself, never forwarded.
+    if matches!(
+        r.command,
+        Command::Version | Command::Verbosity | Command::Stats | Command::Quit | Command::MetaNoop
+    ) {
+        return;
+    }
     let whole = &data[..r.len];
     let line = &whole[..r.line_len];
     // The proxy's reading: the line without its ending, split on spaces.

@@ -138,17 +138,25 @@ fn value_header(line: &[u8]) -> Option<(&[u8], usize)> {
         Some(end) => (rest.get(..end)?, Some(rest.get(end + 1..)?)),
         None => (rest, None),
     };
+    // Flags are 32 bits and a cas unique 64 in memcached: anything wider is not a reply of
+    // its (and a write-back would copy the flags into a request memcached refuses without
+    // reading its data block).
     let well_formed = !key.is_empty()
-        && !flags.is_empty()
-        && flags.iter().all(u8::is_ascii_digit)
-        && match cas {
-            None => true,
-            Some(c) => !c.is_empty() && c.iter().all(u8::is_ascii_digit),
-        };
+        && decimal_at_most(flags, b"4294967295")
+        && cas.is_none_or(|c| decimal_at_most(c, b"18446744073709551615"));
     if !well_formed {
         return None;
     }
     Some((key, parse_len(bytes)?))
+}
+
+/// True when `digits` is a decimal number (ASCII digits only) no greater than `max` (the
+/// largest value of its type, written in decimal): digit strings of one length compare as
+/// their numbers do.
+fn decimal_at_most(digits: &[u8], max: &[u8]) -> bool {
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
 }
 
 /// Frames one reply incrementally: the state is kept between calls, so bytes already framed
@@ -280,7 +288,7 @@ impl ReplyFramer {
     /// one matched (when the request's keys are known), then its data block follows.
     fn value(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
         let (key, size) = value_header(line).ok_or(ReplyError::Malformed)?;
-        if checks.expect.keys > 0 {
+        if checks.expect.keys > 0 || checks.expect.retrieval {
             let print = key_print(key);
             let mut i = self.next_key;
             loop {

@@ -42,8 +42,12 @@ pub struct Expect {
     /// Reply codes ([`code`]) the request's verb can get besides error lines; 0: any code the
     /// reply kind allows (a verb this table does not know).
     pub(super) codes: u16,
-    /// Keys whose VALUE blocks must match, in the order asked (0: not checked).
+    /// Keys whose VALUE blocks must match, in the order asked (0: not checked, unless
+    /// `retrieval`).
     pub(super) keys: u32,
+    /// A classic retrieval whose keys were read: with `keys` 0 (a line without keys, which the
+    /// proxy never sends), no `VALUE` block fits.
+    pub(super) retrieval: bool,
     /// For a meta get: the reply's `k` flag, when present, must be the key asked.
     pub(super) meta_key: bool,
     /// Fingerprint of the first key asked.
@@ -78,6 +82,7 @@ impl Expect {
     pub const ANY: Expect = Expect {
         codes: 0,
         keys: 0,
+        retrieval: false,
         meta_key: false,
         first: 0,
         decoded: 0,
@@ -158,6 +163,7 @@ impl Expect {
             keys = keys.saturating_add(1);
         }
         expect.keys = keys;
+        expect.retrieval = true;
         expect
     }
 }

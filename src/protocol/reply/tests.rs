@@ -721,3 +721,26 @@ fn checks_only_refuse_and_never_panic() {
         }
     }
 }
+
+/// Flags wider than 32 bits or a cas unique wider than 64 are no memcached reply (and a
+/// write-back copying such flags would be a request memcached refuses without reading its
+/// data block); the widest real ones pass.
+#[test]
+fn value_headers_with_numbers_memcached_cannot_hold_are_refused() {
+    for header in [
+        "VALUE k 4294967296 1\r\n",
+        "VALUE k 518446744073709551615 3\r\n",
+        "VALUE k 00000000000 1\r\n",
+        "VALUE k 0 1 18446744073709551616\r\n",
+        "VALUE k 0 1 -1\r\n",
+    ] {
+        assert_eq!(
+            frame(header.as_bytes(), ReplyKind::Retrieval),
+            Err(ReplyError::Malformed),
+            "{header:?}"
+        );
+    }
+    let widest = b"VALUE k 4294967295 1 18446744073709551615\r\nx\r\nEND\r\n";
+    let framed = frame(widest, ReplyKind::Retrieval).map(|r| r.map(|r| r.len));
+    assert_eq!(framed, Ok(Some(widest.len())));
+}
