@@ -143,7 +143,7 @@ fn value_header(line: &[u8]) -> Option<(&[u8], usize)> {
     // reading its data block).
     let well_formed = !key.is_empty()
         && decimal_at_most(flags, b"4294967295")
-        && cas.is_none_or(|c| decimal_at_most(c, b"18446744073709551615"));
+        && cas.map_or(true, |c| decimal_at_most(c, b"18446744073709551615"));
     if !well_formed {
         return None;
     }
