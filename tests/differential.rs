@@ -9,8 +9,10 @@
 
 mod common;
 
-use common::lines::{hostile_request, is_one_error_line, valid_request, Fenced, Refusal};
-use common::{BlindForward, Memcached, Rng};
+use common::lines::{
+    hostile_request, is_one_error_line, valid_request, valid_request_with, Fenced, Refusal,
+};
+use common::{Bifrost, BlindForward, Memcached, Rng};
 
 /// Batches per run, and requests per batch.
 const BATCHES: usize = 1000;
@@ -60,7 +62,10 @@ fn seed() -> u64 {
 /// Every key of the key space, read from both sides in one `gets`: the two memcacheds hold the
 /// same items (a hostile request that reached its memcached would show here).
 fn same_items(proxy: &mut Fenced, direct: &mut Fenced, seed: u64, when: &str) {
-    let keys: Vec<String> = (0..24).map(|i| format!("k{i}")).collect();
+    let keys: Vec<String> = (0..24)
+        .map(|i| format!("k{i}"))
+        .chain((0..6).map(|i| format!("n{i}")))
+        .collect();
     let all = format!("gets {}\r\n", keys.join(" "));
     let via = proxy.exchange(all.as_bytes()).expect("proxy open");
     let want = direct.exchange(all.as_bytes()).expect("memcached open");
@@ -158,4 +163,61 @@ fn valid_requests_answer_as_memcached_does_and_hostile_ones_never_reach_it() {
         "differential: {valid} valid requests compared, 0 mismatches; {hostile} hostile \
          requests refused ({closes} closes)"
     );
+}
+
+/// The same through a consistent_hash pool of two memcacheds against one twin holding
+/// everything: multi-gets are split between the two servers and merged, and every reply must
+/// still be what one memcached gives (requests that compare cas uniques are left out: a pool
+/// counts them per server).
+#[test]
+fn a_pool_of_two_answers_as_one_memcached_does() {
+    let seed = seed();
+    eprintln!("DIFFERENTIAL_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let (a, b) = (Memcached::start(), Memcached::start());
+    let twin = Memcached::start();
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: '127.0.0.1:{port}'}}]\n\
+                 backends:\n  pool: {{servers: ['{}', '{}'], distribution: ketama, hash: md5}}\n\
+                 routes: [{{name: all, match: '*', strategy: consistent_hash, backend: pool}}]\n",
+                a.addr(),
+                b.addr()
+            )
+        },
+        &[],
+    );
+    let mut proxy = Fenced::connect(&bifrost.addr());
+    let mut direct = Fenced::connect(&twin.addr());
+    let mut valid = 0;
+    for batch in 0..BATCHES / 2 {
+        let requests: Vec<Vec<u8>> = (0..PER_BATCH)
+            .map(|_| valid_request_with(&mut rng, false))
+            .collect();
+        let joined = requests.concat();
+        let via = proxy
+            .exchange(&joined)
+            .expect("the proxy closed on valid requests");
+        let want = direct
+            .exchange(&joined)
+            .expect("memcached closed on valid requests");
+        valid += requests.len();
+        assert_eq!(
+            normalise_cas(&via),
+            normalise_cas(&want),
+            "seed {seed}, batch {batch}: replies differ for\n{}",
+            String::from_utf8_lossy(&joined)
+        );
+    }
+    same_items(&mut proxy, &mut direct, seed, "at the end");
+    // Both servers of the pool took part.
+    for server in [&a, &b] {
+        assert!(
+            server.client().stat("cmd_set") > 0,
+            "seed {seed}: a server got no set"
+        );
+    }
+    eprintln!("differential, pool of two: {valid} valid requests compared, 0 mismatches");
 }

@@ -21,6 +21,11 @@ pub fn key(rng: &mut Rng) -> String {
     format!("k{}", rng.below(24))
 }
 
+/// A key of the arithmetic key space (see [`valid_request_with`]).
+pub fn number_key(rng: &mut Rng) -> String {
+    format!("n{}", rng.below(6))
+}
+
 /// A value of 0 to 40 lowercase letters and digits.
 pub fn value(rng: &mut Rng) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -62,6 +67,13 @@ fn some_flags(rng: &mut Rng, flags: &[&str]) -> String {
 /// One valid request (line and data block) whose reply is the same from any memcached 1.6
 /// holding the same items, whatever the time.
 pub fn valid_request(rng: &mut Rng) -> Vec<u8> {
+    valid_request_with(rng, true)
+}
+
+/// [`valid_request`]; without `cas`, no request that compares a cas unique (`cas`, `ms C`,
+/// `md C`): cas uniques are counted per server, so a pool and a single memcached holding the
+/// same items give them different values.
+pub fn valid_request_with(rng: &mut Rng, cas: bool) -> Vec<u8> {
     let k = key(rng);
     let v = value(rng);
     let n = v.len();
@@ -80,35 +92,50 @@ pub fn valid_request(rng: &mut Rng) -> Vec<u8> {
         }
         4 => format!("gat {ttl} {k} {}\r\n", key(rng)),
         5 => format!("gats {ttl} {k}\r\n"),
-        6 | 7 => format!("set {k} {flags} {ttl} {n}{noreply}\r\n{v}\r\n"),
+        6 => format!("set {k} {flags} {ttl} {n}{noreply}\r\n{v}\r\n"),
+        7 => {
+            let number = rng.range(0, 100_000).to_string();
+            let key = number_key(rng);
+            let len = number.len();
+            format!("set {key} {flags} {ttl} {len}{noreply}\r\n{number}\r\n")
+        }
         8 => format!("add {k} {flags} {ttl} {n}{noreply}\r\n{v}\r\n"),
         9 => format!("replace {k} {flags} {ttl} {n}{noreply}\r\n{v}\r\n"),
         10 => format!(
             "{} {k} 0 0 {n}{noreply}\r\n{v}\r\n",
             if rng.chance(50) { "append" } else { "prepend" }
         ),
-        11 => format!(
+        11 if cas => format!(
             "cas {k} {flags} {ttl} {n} {}{noreply}\r\n{v}\r\n",
             rng.range(1, 400)
         ),
+        11 => format!("set {k} {flags} {ttl} {n}{noreply}\r\n{v}\r\n"),
         12 => format!("delete {k}{noreply}\r\n"),
         // Only increments: a decrement that shortens a number is padded with spaces in place,
         // or stored as a new shorter item, by whether another connection still holds the item
         // (a reply being written), which two memcacheds need not agree on.
-        13 => format!("incr {k} {}{noreply}\r\n", rng.range(0, 1000)),
+        //
+        // Arithmetic has keys of its own (`n0`..`n5`), which only `set`, `get` and arithmetic
+        // touch: an increment changes its item in place or stores a new one by whether a
+        // reply being written still holds it, which two memcacheds need not agree on, and a
+        // new item loses the meta state (fetched, stale, win token) that other requests would
+        // then see differently.
+        13 => format!(
+            "incr {} {}{noreply}\r\n",
+            number_key(rng),
+            rng.range(0, 1000)
+        ),
         14 => format!("touch {k} {ttl}{noreply}\r\n"),
         15 | 16 => {
             let flags = some_flags(
                 rng,
-                &[
-                    "v", "c", "f", "h", "k", "q", "s", "u", "O1ab", "T0", "N0", "R30",
-                ],
+                &["v", "c", "f", "k", "q", "s", "u", "O1ab", "T0", "N0", "R30"],
             );
             format!("mg {k}{flags}\r\n")
         }
         17 => {
             let mode = *rng.pick(&["", " MS", " ME", " MA", " MP", " MR"]);
-            let cas = if rng.chance(20) {
+            let cas = if cas && rng.chance(20) {
                 format!(" C{}", rng.range(1, 400))
             } else {
                 String::new()
@@ -117,13 +144,18 @@ pub fn valid_request(rng: &mut Rng) -> Vec<u8> {
             format!("ms {k} {n}{mode}{cas}{flags}\r\n{v}\r\n")
         }
         18 => {
-            let flags = some_flags(rng, &["k", "q", "I", "T0", "Od1", "C1"]);
+            let md_flags: &[&str] = if cas {
+                &["k", "q", "I", "T0", "Od1", "C1"]
+            } else {
+                &["k", "q", "T0", "Od1"]
+            };
+            let flags = some_flags(rng, md_flags);
             format!("md {k}{flags}\r\n")
         }
         19 => {
             let mode = *rng.pick(&["", " MI", " M+"]);
             let flags = some_flags(rng, &["v", "c", "k", "q", "N0", "J13", "D4", "T0", "Oz"]);
-            format!("ma {k}{mode}{flags}\r\n")
+            format!("ma {}{mode}{flags}\r\n", number_key(rng))
         }
         20 => {
             // A base64 key, with the b flag: the same item as its decoded form.
