@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{request_bytes, HttpClient};
-use common::{free_port, wait_until, Bifrost, BlindForward, Memcached, Proc, TempFile};
+use common::{free_port, rss_bytes, wait_until, Bifrost, BlindForward, Memcached, Proc, TempFile};
 
 /// A bifrost blind-forwarding to `backend` with `admin: {bind: 127.0.0.1:PORT, EXTRA}` and the
 /// extra backend option lines; returns it and the admin address.
@@ -697,17 +697,6 @@ fn probes_answer_while_the_cap_is_full_of_silent_clients() {
 #[test]
 fn probes_answer_while_the_cap_is_full_of_slow_clients() {
     probes_answer_with_the_cap_full_of(Misbehaviour::Slow);
-}
-
-/// The resident memory of `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kb * 1024
 }
 
 #[test]

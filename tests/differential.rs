@@ -59,6 +59,30 @@ fn seed() -> u64 {
         })
 }
 
+/// Sends one batch of `requests` through the proxy and to the twin: the replies must be the
+/// same byte for byte (cas values normalised). Returns how many requests were compared.
+fn same_replies(
+    proxy: &mut Fenced,
+    direct: &mut Fenced,
+    requests: &[Vec<u8>],
+    (seed, batch): (u64, usize),
+) -> usize {
+    let joined = requests.concat();
+    let via = proxy
+        .exchange(&joined)
+        .expect("the proxy closed on valid requests");
+    let want = direct
+        .exchange(&joined)
+        .expect("memcached closed on valid requests");
+    assert_eq!(
+        normalise_cas(&via),
+        normalise_cas(&want),
+        "seed {seed}, batch {batch}: replies differ for\n{}",
+        String::from_utf8_lossy(&joined)
+    );
+    requests.len()
+}
+
 /// Every key of the key space, read from both sides in one `gets`: the two memcacheds hold the
 /// same items (a hostile request that reached its memcached would show here).
 fn same_items(proxy: &mut Fenced, direct: &mut Fenced, seed: u64, when: &str) {
@@ -89,20 +113,7 @@ fn valid_requests_answer_as_memcached_does_and_hostile_ones_never_reach_it() {
     let (mut valid, mut hostile, mut closes) = (0usize, 0usize, 0usize);
     for batch in 0..BATCHES {
         let requests: Vec<Vec<u8>> = (0..PER_BATCH).map(|_| valid_request(&mut rng)).collect();
-        let joined = requests.concat();
-        let via = proxy
-            .exchange(&joined)
-            .expect("the proxy closed on valid requests");
-        let want = direct
-            .exchange(&joined)
-            .expect("memcached closed on valid requests");
-        valid += requests.len();
-        assert_eq!(
-            normalise_cas(&via),
-            normalise_cas(&want),
-            "seed {seed}, batch {batch}: replies differ for\n{}",
-            String::from_utf8_lossy(&joined)
-        );
+        valid += same_replies(&mut proxy, &mut direct, &requests, (seed, batch));
         // A hostile request or two, through the proxy only.
         for _ in 0..rng.range(1, 2) {
             let (request, refusal) = hostile_request(&mut rng);
@@ -196,20 +207,7 @@ fn a_pool_of_two_answers_as_one_memcached_does() {
         let requests: Vec<Vec<u8>> = (0..PER_BATCH)
             .map(|_| valid_request_with(&mut rng, false))
             .collect();
-        let joined = requests.concat();
-        let via = proxy
-            .exchange(&joined)
-            .expect("the proxy closed on valid requests");
-        let want = direct
-            .exchange(&joined)
-            .expect("memcached closed on valid requests");
-        valid += requests.len();
-        assert_eq!(
-            normalise_cas(&via),
-            normalise_cas(&want),
-            "seed {seed}, batch {batch}: replies differ for\n{}",
-            String::from_utf8_lossy(&joined)
-        );
+        valid += same_replies(&mut proxy, &mut direct, &requests, (seed, batch));
     }
     same_items(&mut proxy, &mut direct, seed, "at the end");
     // Both servers of the pool took part.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::http::HttpClient;
-use common::{show, wait_until, BlindForward, Memcached, TempFile};
+use common::{limit_open_files, show, wait_until, BlindForward, Memcached, TempFile};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -215,20 +215,7 @@ fn a_limit_that_leaves_no_room_for_clients_fails_start_up_with_a_clear_message()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(stderr.path()).expect("stderr file"));
-    let limit = libc::rlimit {
-        rlim_cur: 64,
-        rlim_max: 64,
-    };
-    // SAFETY: setrlimit is async-signal-safe and reads only `limit`, copied into the closure.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    limit_open_files(&mut cmd, 64, 64);
     let mut child = cmd.spawn().expect("spawn bifrost");
     let started = Instant::now();
     let status = loop {

@@ -12,26 +12,15 @@
 
 mod common;
 
-use common::{wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached};
+use common::{
+    rss_bytes, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
+};
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Resident set size of `pid` in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("bifrost (pid {pid}) is gone: {e}"));
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
-}
 
 /// Clients that pipeline `get tiny` (a 1-byte value) behind a `get` that never completes (its
 /// server never answers), so that their replies wait in the proxy, beside clients reading a 60

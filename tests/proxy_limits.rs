@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    assert_bytes, show, wait_until, Behavior, Bifrost, BlindForward, Client, FakeBackend, Memcached,
+    assert_bytes, rss_bytes, show, wait_until, Behavior, Bifrost, BlindForward, Client,
+    FakeBackend, Memcached,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -73,18 +74,6 @@ fn get_line_of_len(total: usize) -> Vec<u8> {
     line.extend_from_slice(b"\r\n");
     assert_eq!(line.len(), total);
     line
-}
-
-/// Resident set size of process `pid`, in bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("VmRSS line");
-    kb * 1024
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -125,21 +125,7 @@ impl Bifrost {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(config.path()).args(args);
         if let Some((soft, hard)) = fd_limit {
-            let limit = libc::rlimit {
-                rlim_cur: soft as libc::rlim_t,
-                rlim_max: hard as libc::rlim_t,
-            };
-            // SAFETY: setrlimit is async-signal-safe and reads only `limit`, a copy moved
-            // into the closure; nothing is allocated between fork and exec.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            super::limit_open_files(&mut cmd, soft, hard);
         }
         // RUST_LOG and the rest of the environment pass through.
         let mut bifrost = Bifrost {

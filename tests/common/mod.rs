@@ -392,3 +392,36 @@ pub fn start_listeners(
     }
     (bifrost, addrs)
 }
+
+/// The resident set size of process `pid`, in bytes (from `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a VmRSS line in /proc/PID/status");
+    kb * 1024
+}
+
+/// Makes `cmd`'s child start with `RLIMIT_NOFILE` set to `soft`/`hard` (set between fork and
+/// exec, so the limit is the child's from its first instruction).
+pub fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit is async-signal-safe and reads only `limit`, a copy moved into the
+    // closure; nothing is allocated between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
