@@ -83,9 +83,9 @@ pub struct BackendConn {
     read_buf: ReadBuf,
     /// Framing state of the reply at the head of `inflight` (kept between reads).
     framer: ReplyFramer,
-    /// Prints of the keys after the first of each in-flight retrieval, in FIFO order (see
-    /// [`Expect`]); each fragment owns the next [`Expect::extra_keys`] of them.
-    key_prints: VecDeque<u64>,
+    /// The request of each in-flight retrieval of several keys ([`Expect::walks_line`]), in
+    /// FIFO order: its reply's `VALUE` keys are checked against the keys it asked.
+    key_lines: VecDeque<Bytes>,
     /// Bytes ever queued for writing on this connection (since its last reset).
     queued_total: u64,
     /// Bytes ever written to the socket (since its last reset).
@@ -193,7 +193,7 @@ impl BackendConn {
             max_queued: max_queued.max(1),
             read_buf: ReadBuf::default(),
             framer: ReplyFramer::default(),
-            key_prints: VecDeque::new(),
+            key_lines: VecDeque::new(),
             queued_total: 0,
             written_total: 0,
             backoff: BACKOFF_MIN,
@@ -282,7 +282,10 @@ impl BackendConn {
             ConnState::Connecting | ConnState::Connected => {}
         }
         if let Some(line) = &parts[0] {
-            fragment.expect = Expect::of(fragment.kind, line, &mut self.key_prints);
+            fragment.expect = Expect::of(fragment.kind, line);
+            if fragment.expect.walks_line() {
+                self.key_lines.push_back(line.clone());
+            }
         }
         fragment.wire_start = self.queued_total;
         for part in parts.into_iter().flatten() {
@@ -495,23 +498,14 @@ impl BackendConn {
                 Some(f) if self.written_total > f.wire_start => f,
                 _ => return Err(self.out_of_sync(ReplyError::Unsolicited)),
             };
-            // The prints of this request's keys after the first (none for most requests).
-            let extra = fragment.expect.extra_keys();
-            let rest: &[u64] = if extra == 0 {
-                &[]
-            } else {
-                match self.key_prints.as_slices().0.get(..extra) {
-                    Some(rest) => rest,
-                    None => self
-                        .key_prints
-                        .make_contiguous()
-                        .get(..extra)
-                        .unwrap_or(&[]),
-                }
+            // The request line of a retrieval of several keys (none for most requests).
+            let line: &[u8] = match fragment.expect.walks_line() {
+                true => self.key_lines.front().map_or(&[], |line| &line[..]),
+                false => &[],
             };
             let checks = Checks {
                 expect: fragment.expect,
-                rest,
+                line,
             };
             let done = match self.framer.advance_checked(
                 &self.read_buf,
@@ -552,9 +546,8 @@ impl BackendConn {
             // The deadline timer stays armed: when it fires it re-arms for the then-oldest
             // request, so the wheel sees about one timer per timeout period, not per request.
             self.inflight.pop_front();
-            let extra = fragment.expect.extra_keys();
-            if extra > 0 {
-                self.key_prints.drain(..extra.min(self.key_prints.len()));
+            if fragment.expect.walks_line() {
+                self.key_lines.pop_front();
             }
             let discard = fragment.discard_reply;
             out.push(Completion {
@@ -694,7 +687,7 @@ impl BackendConn {
         self.write_queue.clear();
         self.read_buf.clear();
         self.framer = ReplyFramer::default();
-        self.key_prints.clear();
+        self.key_lines.clear();
         self.queued_total = 0;
         self.written_total = 0;
         let server = self.server;

@@ -289,5 +289,5 @@ fn pipelined_replies_with_the_right_keys_pass() {
         assert_eq!(&c.reply[..], want);
     }
     assert_eq!(rig.out_of_sync(), 0);
-    assert!(rig.conn.key_prints.is_empty());
+    assert!(rig.conn.key_lines.is_empty());
 }

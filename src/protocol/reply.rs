@@ -178,9 +178,10 @@ pub struct ReplyFramer {
     error: bool,
     /// Length of the final line (`END`, `MN`, an error...), once the reply is whole.
     tail: usize,
-    /// Keys asked that a `VALUE` can still be ([`Checks::key`] index): hits come in the order
-    /// asked, so each `VALUE` key must be one at or after this index.
-    next_key: u32,
+    /// Where the keys a `VALUE` can still be start: hits come in the order asked, so each
+    /// `VALUE` key must be one at or after the last one matched. For a single key, 1 once it
+    /// was matched; for several, a position in the request line ([`Checks::line`]).
+    next_key: usize,
 }
 
 impl ReplyFramer {
@@ -288,17 +289,33 @@ impl ReplyFramer {
     /// one matched (when the request's keys are known), then its data block follows.
     fn value(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
         let (key, size) = value_header(line).ok_or(ReplyError::Malformed)?;
-        if checks.expect.keys > 0 || checks.expect.retrieval {
-            let print = key_print(key);
-            let mut i = self.next_key;
-            loop {
-                match checks.key(i) {
-                    Some(p) if p == print => break,
-                    Some(_) => i += 1,
-                    None => return Err(ReplyError::WrongKey),
+        let expect = &checks.expect;
+        match expect.keys {
+            0 if expect.retrieval => return Err(ReplyError::WrongKey),
+            0 => {}
+            1 => {
+                if self.next_key > 0 || key_print(key) != expect.first {
+                    return Err(ReplyError::WrongKey);
                 }
+                self.next_key = 1;
             }
-            self.next_key = i + 1;
+            _ => {
+                let mut pos = self.next_key.max(expect.keys_at as usize);
+                // The usual case, a hit for the next key asked: one comparison of bytes.
+                if let Some(after) = expect::key_at(checks.line, pos, key) {
+                    self.next_key = after;
+                    return self.start_block(Some(size));
+                }
+                loop {
+                    let (asked, after) =
+                        expect::next_key(checks.line, pos).ok_or(ReplyError::WrongKey)?;
+                    pos = after;
+                    if asked == key {
+                        break;
+                    }
+                }
+                self.next_key = pos;
+            }
         }
         self.start_block(Some(size))
     }

@@ -3,11 +3,13 @@
 //! sent, kept per in-flight request, and checked by the framer: a backend's reply stream is
 //! trusted to nothing (SPEC §6b).
 //!
-//! Keys are kept as 64-bit fingerprints of their wire bytes, not as bytes: an in-flight request
-//! costs a few words, and no request buffer is kept alive until its reply comes. The first key
-//! lives in the [`Expect`] itself (a single-key retrieval, the common case, needs nothing
-//! else); the prints of further keys are pushed to a FIFO the connection keeps beside its
-//! in-flight requests and passed back to the framer as [`Checks::rest`].
+//! A single-key retrieval (the common case) keeps its key as a 64-bit fingerprint of its wire
+//! bytes in the [`Expect`] itself: an in-flight request costs a few words. A retrieval of
+//! several keys keeps where its keys start in its request line; the connection keeps the line
+//! (a reference to the bytes sent, which the request's exchange holds anyway) in a FIFO beside
+//! its in-flight requests and passes it back to the framer as [`Checks::line`], which walks
+//! it as `VALUE` blocks come: no per-key work when the request is queued, and a comparison of
+//! bytes per hit.
 
 use memchr::memchr2;
 
@@ -42,9 +44,12 @@ pub struct Expect {
     /// Reply codes ([`code`]) the request's verb can get besides error lines; 0: any code the
     /// reply kind allows (a verb this table does not know).
     pub(super) codes: u16,
-    /// Keys whose VALUE blocks must match, in the order asked (0: not checked, unless
-    /// `retrieval`).
+    /// Keys whose VALUE blocks must match, in the order asked: 0 not checked (unless
+    /// `retrieval`), 1 the key whose print is `first`, 2 two or more, read from the request
+    /// line from `keys_at` on ([`Checks::line`]).
     pub(super) keys: u32,
+    /// With `keys` 2: where the keys start in the request line.
+    pub(super) keys_at: u32,
     /// A classic retrieval whose keys were read: with `keys` 0 (a line without keys, which the
     /// proxy never sends), no `VALUE` block fits.
     pub(super) retrieval: bool,
@@ -57,24 +62,14 @@ pub struct Expect {
     pub(super) decoded: u64,
 }
 
-/// An [`Expect`] and the prints of its keys after the first (see the module docs).
+/// An [`Expect`] and, for a retrieval of several keys, its request line (see the module docs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Checks<'a> {
     /// What the reply may hold.
     pub expect: Expect,
-    /// Prints of keys 2..n, in order (at least `keys - 1` of them).
-    pub rest: &'a [u64],
-}
-
-impl Checks<'_> {
-    /// The print of key `i` (0-based), if the request asked that many.
-    pub(super) fn key(&self, i: u32) -> Option<u64> {
-        match i {
-            _ if i >= self.expect.keys => None,
-            0 => Some(self.expect.first),
-            _ => self.rest.get(usize::try_from(i - 1).ok()?).copied(),
-        }
-    }
+    /// With [`Expect::walks_line`]: the request as sent, starting with its line (empty
+    /// otherwise).
+    pub line: &'a [u8],
 }
 
 impl Expect {
@@ -82,21 +77,23 @@ impl Expect {
     pub const ANY: Expect = Expect {
         codes: 0,
         keys: 0,
+        keys_at: 0,
         retrieval: false,
         meta_key: false,
         first: 0,
         decoded: 0,
     };
 
-    /// Keys of this request beyond the first, whose prints [`Expect::of`] pushed.
-    pub fn extra_keys(&self) -> usize {
-        (self.keys as usize).saturating_sub(1)
+    /// True for a retrieval of several keys: its reply is checked against its request line,
+    /// which the caller keeps until the reply is whole and passes as [`Checks::line`].
+    pub fn walks_line(&self) -> bool {
+        self.keys >= 2
     }
 
     /// The expectation for `request` (the bytes sent, starting with the request line) framed
-    /// as `kind`. Prints of keys after the first are appended to `rest`. A line this does not
-    /// recognise gets [`Expect::ANY`]-like checks: only its reply kind is enforced.
-    pub fn of(kind: ReplyKind, request: &[u8], rest: &mut impl Extend<u64>) -> Expect {
+    /// as `kind`. A line this does not recognise gets [`Expect::ANY`]-like checks: only its
+    /// reply kind is enforced.
+    pub fn of(kind: ReplyKind, request: &[u8]) -> Expect {
         // This runs for every request: the commonest, `get <key>\r\n`, takes one memchr2 over
         // its key and its print; other verbs are found with a short scan, and only the requests whose keys
         // are checked look further (with memchr, not byte by byte).
@@ -152,18 +149,21 @@ impl Expect {
         if verb.starts_with(b"gat") {
             tokens.next(); // the exptime
         }
-        let mut keys = 0u32;
-        for key in tokens {
-            let print = key_print(key);
-            if keys == 0 {
-                expect.first = print;
-            } else {
-                rest.extend(std::iter::once(print));
-            }
-            keys = keys.saturating_add(1);
-        }
-        expect.keys = keys;
         expect.retrieval = true;
+        let Some(first) = tokens.next() else {
+            return expect;
+        };
+        if tokens.next().is_none() {
+            expect.keys = 1;
+            expect.first = key_print(first);
+        } else {
+            // `first` borrows from `request`: the address difference is its offset.
+            let at = (first.as_ptr() as usize).wrapping_sub(request.as_ptr() as usize);
+            if let Ok(at) = u32::try_from(at) {
+                expect.keys = 2;
+                expect.keys_at = at;
+            }
+        }
         expect
     }
 }
@@ -253,4 +253,27 @@ pub fn key_print(key: &[u8]) -> u64 {
         h = step(h, word(key.get(key.len() - 8..)));
     }
     h
+}
+
+/// The next key of a request line at or after `pos` (spaces skipped; the line ends at `\r` or
+/// `\n`) and the position just after it, or None at the line's end.
+pub(super) fn next_key(line: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let rest = line.get(pos..)?;
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let rest = rest.get(start..)?;
+    if matches!(rest.first(), None | Some(b'\r' | b'\n')) {
+        return None;
+    }
+    let len = memchr::memchr3(b' ', b'\r', b'\n', rest).unwrap_or(rest.len());
+    Some((rest.get(..len)?, pos + start + len))
+}
+
+/// When the next key of a request line at or after `pos` (spaces skipped) is `key`: the
+/// position just after it. A comparison of bytes, without looking for the token's end first.
+pub(super) fn key_at(line: &[u8], pos: usize, key: &[u8]) -> Option<usize> {
+    let rest = line.get(pos..)?;
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let end = start.checked_add(key.len())?;
+    let ends_there = matches!(rest.get(end), Some(b' ' | b'\r' | b'\n') | None);
+    (rest.get(start..end)? == key && ends_there).then_some(pos + end)
 }
