@@ -93,6 +93,7 @@ impl Expect {
     /// The expectation for `request` (the bytes sent, starting with the request line) framed
     /// as `kind`. A line this does not recognise gets [`Expect::ANY`]-like checks: only its
     /// reply kind is enforced.
+    #[inline]
     pub fn of(kind: ReplyKind, request: &[u8]) -> Expect {
         // This runs for every request: the commonest, `get <key>\r\n`, takes one memchr2 over
         // its key and its print; other verbs are found with a short scan, and only the requests whose keys
