@@ -518,6 +518,7 @@ impl Client {
             return false;
         };
         if at_head {
+            self.write_queue.reserve_for(pieces);
             pieces.iter().for_each(|p| self.write_queue.push_ref(p));
         } else {
             // Most slots get one piece: a list of exactly that size, not the default four.
@@ -555,6 +556,7 @@ impl Client {
             }
             if let Some(next) = self.slots.front_mut() {
                 let pieces = std::mem::take(&mut next.pieces);
+                self.write_queue.reserve_for(&pieces);
                 for piece in pieces {
                     self.slot_bytes -= waiting_cost(&piece).min(self.slot_bytes);
                     self.write_queue.push(piece);
