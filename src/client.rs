@@ -649,11 +649,8 @@ impl Client {
 /// The request that removes the old value of the `set`/`ms` at the start of `buf`, refused as
 /// too large (see [`unlink_after_too_large`]).
 fn unlink_request(buf: &[u8], limits: &Limits) -> Option<(Request, Bytes)> {
-    let line = Bytes::from(unlink_after_too_large(buf, limits)?);
-    match parse_request(&line, limits) {
-        Ok(Parsed::Complete(request)) => Some((request, line)),
-        _ => None,
-    }
+    let (request, line) = unlink_after_too_large(buf, limits)?;
+    Some((request, Bytes::from(line)))
 }
 
 #[cfg(test)]

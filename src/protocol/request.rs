@@ -393,9 +393,9 @@ fn data_block_end(command: Command, line: &[u8], line_len: usize) -> Option<usiz
 /// For a `set` or `ms` refused as too large ([`ParseError::TooLarge`] or
 /// [`ParseError::TooLargeNoreply`] for the line at the start of `buf`): the request that
 /// removes the key's old value, as memcached does so that a failed write never leaves a stale
-/// value readable (`delete <key> noreply`, or `md <key> b q` for a base64 key). None for other
-/// commands, and for a line that does not hold a valid key.
-pub fn unlink_after_too_large(buf: &[u8], limits: &Limits) -> Option<Vec<u8>> {
+/// value readable (`delete <key> noreply`, or `md <key> b q` for a base64 key), with its parse.
+/// None for other commands, and for a line that does not hold a valid key.
+pub fn unlink_after_too_large(buf: &[u8], limits: &Limits) -> Option<(Request, Vec<u8>)> {
     let newline = memchr(b'\n', buf.get(..limits.max_line_length).unwrap_or(buf))?;
     let line = buf.get(..newline)?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -418,9 +418,9 @@ pub fn unlink_after_too_large(buf: &[u8], limits: &Limits) -> Option<Vec<u8>> {
         out.extend_from_slice(b" noreply\r\n");
     }
     // Only what parses as one request of its own is sent (the key was checked with the line,
-    // but this keeps the promise local).
+    // but this keeps the promise local); its parse is what the caller dispatches.
     match parse_request(&out, limits) {
-        Ok(Parsed::Complete(request)) if request.len == out.len() => Some(out),
+        Ok(Parsed::Complete(request)) if request.len == out.len() => Some((request, out)),
         _ => None,
     }
 }

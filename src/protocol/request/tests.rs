@@ -457,7 +457,7 @@ fn a_set_or_ms_too_large_comes_with_the_delete_of_its_key() {
         max_value_size: 4,
         ..Limits::default()
     };
-    let unlink = |buf: &[u8]| unlink_after_too_large(buf, &limits);
+    let unlink = |buf: &[u8]| unlink_after_too_large(buf, &limits).map(|(_, line)| line);
     assert_eq!(
         unlink(b"set foo 0 0 10\r\n").as_deref(),
         Some(&b"delete foo noreply\r\n"[..])
