@@ -229,3 +229,28 @@ fn honest_replies_are_never_counted_out_of_sync() {
     assert_eq!(out_of_sync(&bifrost, &admin), 0);
     assert_eq!(fake.connections(), 1);
 }
+
+/// A `VALUE` whose flags are wider than memcached's 32 bits is no memcached reply (and a
+/// warm_first write-back would copy the flags into an `add` that memcached refuses without
+/// reading its data block): refused as out of sync, the get a miss, the next request served.
+#[test]
+fn a_value_with_flags_wider_than_32_bits_is_out_of_sync() {
+    let fake = FakeBackend::start(Behavior::Scripted {
+        banner: |_| Vec::new(),
+        answer: |_, line| match line {
+            "get wide" => b"VALUE wide 4294967296 9\r\nflush_all\r\nEND\r\n".to_vec(),
+            _ => honest(line),
+        },
+    });
+    let (bifrost, admin) = proxy(&fake, "20s");
+    let mut c = bifrost.client();
+    c.send(b"get wide\r\n");
+    assert_bytes(&c.read_reply_retrieval(), b"END\r\n", "get wide");
+    assert_eq!(out_of_sync(&bifrost, &admin), 1);
+    c.send(b"get fine\r\n");
+    assert_bytes(
+        &c.read_reply_retrieval(),
+        b"VALUE fine 0 2\r\nok\r\nEND\r\n",
+        "the next request",
+    );
+}
