@@ -7,9 +7,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bifrost::placement::{Distribution, HashFunction};
-use bifrost::route::hash::hash;
-use bifrost::route::ring::{Ring, RingServer};
+use bifrost::config::placement::{Distribution, HashFunction};
+use bifrost::routing::hash::hash;
+use bifrost::routing::ring::{Ring, RingServer};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const KEYS: usize = 1024;

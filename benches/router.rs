@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bifrost::config::{Config, Format};
 use bifrost::protocol::Command;
-use bifrost::route::Router;
+use bifrost::routing::Router;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// Number of routes in the table: `ROUTES - 2` mixed ones, the touch-only ring route and the

@@ -546,7 +546,7 @@ pub fn check_admin_http(data: &[u8]) {
 /// value inside it), and every shorter prefix of it is incomplete, so a job never acts on part
 /// of a reply however the stream is cut.
 pub fn check_warm_replies(data: &[u8]) {
-    use bifrost::warm::{metadump, wire};
+    use bifrost::warming::{metadump, wire};
     fn prefixes_incomplete<T: std::fmt::Debug>(
         data: &[u8],
         used: usize,
@@ -704,7 +704,7 @@ pub fn check_forwarded(data: &[u8], limits: &Limits, r: &bifrost::protocol::Requ
 /// A multi-key retrieval split between two servers (keys alternating): each per-server line
 /// re-parses as the same command and exptime with exactly its keys, in order.
 fn check_split_lines(whole: &[u8], limits: &Limits, r: &bifrost::protocol::Request) {
-    use bifrost::multiget::{build_lines, AskedKey};
+    use bifrost::exchange::multiget::{build_lines, AskedKey};
     use bifrost::protocol::Command;
     if !r.command.is_multi_key() || r.key_count < 2 {
         return;

@@ -8,13 +8,13 @@ use std::thread::JoinHandle;
 
 use crate::admin::{self, LiveApi};
 use crate::config::Config;
-use crate::health::HealthBoard;
-use crate::listener::{bind_reuseport, open_fds, ClientFds, FdReserve, ListenerSpec};
-use crate::route::Router;
-use crate::shutdown::{self, Shutdown};
-use crate::side_effects::EffectBoard;
-use crate::stats::StatsRegistry;
-use crate::warm::WarmManager;
+use crate::frontend::listener::{bind_reuseport, open_fds, ClientFds, FdReserve, ListenerSpec};
+use crate::observe::health::HealthBoard;
+use crate::observe::stats::StatsRegistry;
+use crate::routing::Router;
+use crate::runtime::shutdown::{self, Shutdown};
+use crate::upstream::side_effects::EffectBoard;
+use crate::warming::WarmManager;
 use crate::worker::{Worker, WorkerSetup};
 
 /// The soft RLIMIT_NOFILE now (`None` when it cannot be read); `RLIM_INFINITY` is the type's
@@ -73,7 +73,7 @@ fn client_fds(config: &Config, router: &Router, workers: usize) -> Result<Client
     let conns: usize = servers.iter().map(|s| s.connections).sum();
     let checked = servers.iter().filter(|s| s.health.is_some()).count();
     // A warming job holds at most one connection per server on each side (read and write).
-    let warm_conns = crate::warm::MAX_RUNNING * 2 * servers.len();
+    let warm_conns = crate::warming::MAX_RUNNING * 2 * servers.len();
     let admin = config
         .admin
         .as_ref()
@@ -215,7 +215,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
     let admin_addr = admin.as_ref().map(|a| a.addr);
     let admin_thread = admin.map(|a| a.thread);
 
-    let request_memory = Arc::new(crate::clients::RequestMemory::new(
+    let request_memory = Arc::new(crate::frontend::clients::RequestMemory::new(
         config.request_memory_budget,
     ));
     let mut handles = Vec::new();

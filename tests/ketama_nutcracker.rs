@@ -27,9 +27,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bifrost::placement::{Distribution, HashFunction};
-use bifrost::route::hash::hash_tag_slice;
-use bifrost::route::ring::{Ring, RingServer};
+use bifrost::config::placement::{Distribution, HashFunction};
+use bifrost::routing::hash::hash_tag_slice;
+use bifrost::routing::ring::{Ring, RingServer};
 use common::{
     free_port, looks_like_addr_in_use, Behavior, Bifrost, Client, FakeBackend, Memcached, Proc,
     TempFile,

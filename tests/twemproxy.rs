@@ -29,9 +29,9 @@ use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bifrost::placement::{Distribution, HashFunction};
-use bifrost::route::hash::hash_tag_slice;
-use bifrost::route::ring::{Ring, RingServer};
+use bifrost::config::placement::{Distribution, HashFunction};
+use bifrost::routing::hash::hash_tag_slice;
+use bifrost::routing::ring::{Ring, RingServer};
 use common::http::HttpClient;
 use common::{free_port, wait_until, Client, Memcached, Proc, Run, TempFile};
 

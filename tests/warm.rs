@@ -11,9 +11,9 @@
 mod common;
 
 use bifrost::config::{Config, Format};
-use bifrost::health::HealthBoard;
-use bifrost::route::Router;
-use bifrost::warm::{WarmError, WarmManager, MAX_RUNNING};
+use bifrost::observe::health::HealthBoard;
+use bifrost::routing::Router;
+use bifrost::warming::{WarmError, WarmManager, MAX_RUNNING};
 use common::http::HttpClient;
 use common::tiers::{dead_addr, pools_yaml, server_list};
 use common::{

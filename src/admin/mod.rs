@@ -11,6 +11,7 @@
 
 mod auth;
 pub mod http;
+pub mod metrics;
 mod router;
 mod server;
 
@@ -24,11 +25,11 @@ use std::thread::JoinHandle;
 pub use auth::constant_time_eq;
 pub use http::Limits;
 
-use crate::health::HealthBoard;
-use crate::route::Router;
-use crate::shutdown::Shutdown;
-use crate::stats::{StatsRegistry, WorkerStats};
-use crate::warm::{WarmError, WarmManager};
+use crate::observe::health::HealthBoard;
+use crate::observe::stats::{StatsRegistry, WorkerStats};
+use crate::routing::Router;
+use crate::runtime::shutdown::Shutdown;
+use crate::warming::{WarmError, WarmManager};
 
 /// What the endpoints read and do. Called on the admin thread, so an implementation must be
 /// shareable, and should not block for long: one slow call delays every admin client (never a
@@ -64,15 +65,15 @@ pub struct LiveApi {
 
 impl AdminApi for LiveApi {
     fn ready(&self) -> Result<(), Vec<String>> {
-        crate::metrics::readiness(&self.router, &self.health)
+        crate::admin::metrics::readiness(&self.router, &self.health)
     }
 
     fn metrics(&self) -> String {
-        crate::metrics::prometheus(&self.registry)
+        crate::admin::metrics::prometheus(&self.registry)
     }
 
     fn stats(&self) -> String {
-        crate::metrics::json(&self.registry)
+        crate::admin::metrics::json(&self.registry)
     }
 
     fn warm_start(&self, body: &[u8]) -> Result<u64, WarmError> {

@@ -3,7 +3,7 @@
 use super::auth::bearer_matches;
 use super::http::{Head, Request, Response, PROMETHEUS};
 use super::AdminApi;
-use crate::warm::WarmError;
+use crate::warming::WarmError;
 
 /// The endpoints, by path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,9 +28,9 @@ use slab::Slab;
 use super::http::{self, Limits, Parsed, Response};
 use super::router;
 use super::AdminApi;
-use crate::log_limit::{LogEvent, LogLimiter};
-use crate::shutdown::Shutdown;
-use crate::stats::WorkerStats;
+use crate::observe::stats::WorkerStats;
+use crate::runtime::log_limit::{LogEvent, LogLimiter};
+use crate::runtime::shutdown::Shutdown;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::stats::WorkerStats;
+use crate::observe::stats::WorkerStats;
 
 struct Fake;
 

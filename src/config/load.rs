@@ -710,7 +710,7 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
 
 /// The name a server's ketama points are hashed from (twemproxy's rule).
 fn ring_key(server: &ServerConfig) -> String {
-    crate::placement::ring_name(&server.address, server.name.as_deref())
+    crate::config::placement::ring_name(&server.address, server.name.as_deref())
 }
 
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {

@@ -19,12 +19,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::placement::{Distribution, HashFunction};
+pub use crate::config::placement::{Distribution, HashFunction};
 use crate::protocol::Command;
 
 mod error;
 mod load;
+pub mod placement;
 mod routes;
+mod server;
 pub mod twemproxy;
 mod units;
 mod validate;
@@ -36,6 +38,7 @@ mod tests_errors;
 mod tests_load;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use server::ServerSpec;
 pub use units::{parse_duration, parse_size};
 
 /// Default [`ListenerConfig::max_connections`].

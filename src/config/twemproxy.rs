@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::{Config, ConfigError, ConfigErrors, Distribution, Format, HashFunction};
-use crate::placement::ring_name;
+use crate::config::placement::ring_name;
 
 /// The keys of a nutcracker pool that Bifröst maps to its own.
 const MAPPED_KEYS: &[&str] = &[

@@ -5,7 +5,7 @@
 //!
 //! A classic multi-key retrieval re-asks only what it still lacks: after each server's reply,
 //! the keys it did not hold (or all of its keys, if it failed) go to the next server, and when
-//! none is left to ask the replies are merged into the asked order (see [`crate::multiget`]).
+//! none is left to ask the replies are merged into the asked order (see [`crate::exchange::multiget`]).
 //! Keys are taken in windows, like a split retrieval, so that the replies held for the merge
 //! stay bounded; the next window waits for the client to drain.
 //!
@@ -22,10 +22,10 @@ use bytes::Bytes;
 use super::window::WindowSizer;
 use super::write_back::{self, MetaFlags};
 use super::{ttl, Effects, Framing, Send};
-use crate::backend::Completion;
-use crate::multiget::{self, AskedKey};
+use crate::exchange::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
-use crate::route::{FailoverSpec, WriteBack};
+use crate::routing::{FailoverSpec, WriteBack};
+use crate::upstream::Completion;
 
 /// State of a failover request.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub struct Failover {
     /// Hits on servers after the first are written back into the first (warm_first).
     write_back: Option<WriteBack>,
     /// Its client's later warm_first writes wait until it has left the first server (or is
-    /// answered): see [`crate::tiered`].
+    /// answered): see [`crate::worker::tiered`].
     holds_writes: bool,
     /// An `mg` asked of a later server for a write-back carries these flags the client did
     /// not ask (removed from the reply it gets).

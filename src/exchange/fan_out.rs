@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{Effects, Send};
-use crate::backend::Completion;
+use crate::upstream::Completion;
 
 const OK: &[u8] = b"OK\r\n";
 

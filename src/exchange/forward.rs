@@ -3,7 +3,7 @@
 //! stream cannot be repaired and the exchange aborts (the client is closed after what it got).
 
 use super::{Effects, Send};
-use crate::backend::Completion;
+use crate::upstream::Completion;
 
 /// State of a forward.
 #[derive(Debug, Default)]

@@ -25,6 +25,7 @@
 pub mod failover;
 pub mod fan_out;
 pub mod forward;
+pub mod multiget;
 pub mod parallel;
 pub mod parallel_get;
 pub mod split_get;
@@ -32,11 +33,11 @@ pub mod ttl;
 pub mod window;
 pub mod write_back;
 
-use crate::gen_slab::{GenSlab, Id};
+use crate::runtime::gen_slab::{GenSlab, Id};
 use bytes::Bytes;
 
-use crate::backend::{Completion, Failure};
-use crate::protocol::{Command, ReplyKind, Request};
+use crate::upstream::Completion;
+pub use crate::upstream::{Framing, Send};
 
 /// Names one exchange (a stale id finds nothing).
 pub type ExchangeId = Id<Exchange>;
@@ -54,92 +55,6 @@ pub struct SlotRef {
     pub generation: u32,
     /// The slot's sequence number.
     pub seq: u64,
-}
-
-/// How a backend request is framed on the wire and answered if its backend fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Framing {
-    /// The reply shape to expect.
-    pub kind: ReplyKind,
-    /// What a failure answers.
-    pub on_failure: Failure,
-    /// Drop the reply (classic `noreply`).
-    pub discard_reply: bool,
-    /// Send `mn` after the request, so its possibly empty reply has an end.
-    pub noop_tail: bool,
-}
-
-impl Framing {
-    /// A request of `command` the proxy makes itself (a write-back, an invalidation): its
-    /// reply is read whole, and a failure answers an error (which is counted).
-    pub fn whole(command: Command) -> Framing {
-        Framing {
-            kind: command.reply_kind(),
-            on_failure: Failure::Error,
-            discard_reply: false,
-            noop_tail: false,
-        }
-    }
-
-    /// The framing of `request` as the client sent it.
-    pub fn of(request: &Request) -> Framing {
-        let miss = match request.command {
-            Command::Get | Command::Gets | Command::Gat | Command::Gats => {
-                Some(Failure::Miss(b"END\r\n"))
-            }
-            Command::MetaGet => Some(Failure::Miss(b"EN\r\n")),
-            _ => None,
-        };
-        if request.noreply {
-            return Framing {
-                kind: ReplyKind::UntilNoop,
-                on_failure: Failure::Silent,
-                discard_reply: true,
-                noop_tail: true,
-            };
-        }
-        if request.quiet {
-            // Quiet mode hides misses and success codes, not errors.
-            let on_failure = if miss.is_some() {
-                Failure::Silent
-            } else {
-                Failure::Error
-            };
-            return Framing {
-                kind: ReplyKind::UntilNoop,
-                on_failure,
-                discard_reply: false,
-                noop_tail: true,
-            };
-        }
-        Framing {
-            kind: request.command.reply_kind(),
-            on_failure: miss.unwrap_or(Failure::Error),
-            discard_reply: false,
-            noop_tail: false,
-        }
-    }
-}
-
-/// A backend request an exchange wants sent.
-#[derive(Clone, Debug)]
-pub struct Send {
-    /// The server (global index).
-    pub server: usize,
-    /// Which of the exchange's requests this is (comes back in its completion).
-    pub part: u32,
-    /// The request's bytes.
-    pub bytes: Bytes,
-    /// More bytes sent right after `bytes`: a write-back's value, a slice of the reply that
-    /// brought it (so it is not copied).
-    pub value: Option<Bytes>,
-    /// How it is framed.
-    pub framing: Framing,
-    /// Its reply may be handed on in pieces.
-    pub stream: bool,
-    /// Keys it looks up (hit/miss counters, taken from its reply; 0 when the exchange counts
-    /// them itself through [`Effects::lookups`]).
-    pub lookups: usize,
 }
 
 /// What an exchange asks of the loop in answer to an event. Reused between events.
@@ -161,7 +76,7 @@ pub struct Effects {
     /// worker's estimate that sizes first windows).
     pub key_bytes: Option<usize>,
     /// Side-effect requests (write-backs), each with the index of the side effect whose
-    /// bounded queue takes it (see [`crate::side_effects`]).
+    /// bounded queue takes it (see [`crate::upstream::side_effects`]).
     pub side: Vec<(usize, Send)>,
     /// A warm_first read has left the warm tier (its cold request goes out with these sends)
     /// or is answered: its client's later writes may go now.

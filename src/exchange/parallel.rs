@@ -12,8 +12,8 @@
 use bytes::Bytes;
 
 use super::{Effects, Send};
-use crate::backend::Completion;
 use crate::config::WritePolicy;
+use crate::upstream::Completion;
 
 /// Which reply answers the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,9 +268,9 @@ impl Parallel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{FailReason, Owner};
     use crate::exchange::Framing;
     use crate::protocol::ReplyKind;
+    use crate::upstream::{FailReason, Owner};
 
     fn send(server: usize) -> Send {
         Send {
@@ -280,7 +280,7 @@ mod tests {
             value: None,
             framing: Framing {
                 kind: ReplyKind::Line,
-                on_failure: crate::backend::Failure::Error,
+                on_failure: crate::upstream::Failure::Error,
                 discard_reply: false,
                 noop_tail: false,
             },
@@ -290,10 +290,7 @@ mod tests {
     }
 
     fn reply(text: &'static [u8], values: usize, failed: bool) -> Completion {
-        let owner = Owner::Exchange {
-            id: crate::gen_slab::Id::detached(),
-            part: 0,
-        };
+        let owner = Owner { token: 0, part: 0 };
         Completion::whole(owner, text, values, failed.then_some(FailReason::Timeout))
     }
 

@@ -13,9 +13,9 @@ use bytes::Bytes;
 
 use super::window::WindowSizer;
 use super::{Effects, Framing, Send};
-use crate::backend::Completion;
-use crate::multiget::{self, AskedKey};
+use crate::exchange::multiget::{self, AskedKey};
 use crate::protocol::Request;
+use crate::upstream::Completion;
 
 /// No server at this place of a key's chain.
 const NONE: u32 = u32::MAX;
@@ -324,8 +324,8 @@ impl ParallelGet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{FailReason, Owner};
     use crate::protocol::{parse_request, Limits, Parsed};
+    use crate::upstream::{FailReason, Owner};
 
     fn request(line: &'static [u8]) -> (Request, Bytes) {
         let bytes = Bytes::from_static(line);
@@ -360,10 +360,7 @@ mod tests {
     }
 
     fn reply(text: &'static [u8], failed: bool) -> Completion {
-        let owner = Owner::Exchange {
-            id: crate::gen_slab::Id::detached(),
-            part: 0,
-        };
+        let owner = Owner { token: 0, part: 0 };
         Completion::whole(owner, text, 0, failed.then_some(FailReason::Timeout))
     }
 

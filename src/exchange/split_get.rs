@@ -2,7 +2,7 @@
 //! that asks for more keys than one window: released in windows of the asked keys, at most
 //! `window` keys per server each, so that a huge request cannot make the proxy hold a huge
 //! reply. Each window goes out as one request per server; its replies are merged into the
-//! asked order (see [`crate::multiget`]) and passed on without their `END`; the next window
+//! asked order (see [`crate::exchange::multiget`]) and passed on without their `END`; the next window
 //! goes out when this one is answered and the client has drained below its soft limit. The
 //! last window is followed by one `END`.
 //!
@@ -20,10 +20,10 @@ use super::failover::write_back_send;
 use super::window::WindowSizer;
 use super::write_back;
 use super::{Effects, Framing, Send};
-use crate::backend::Completion;
-use crate::multiget::{self, AskedKey};
+use crate::exchange::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
-use crate::route::WriteBack;
+use crate::routing::WriteBack;
+use crate::upstream::Completion;
 
 /// The servers to try after their first for the keys of a split that takes failover routes.
 #[derive(Debug, Default)]

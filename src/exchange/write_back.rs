@@ -21,7 +21,9 @@ use std::iter::FusedIterator;
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
+use crate::protocol::meta_flags::Words;
 use crate::protocol::Request;
+pub use crate::protocol::{meta_flags, MetaFlags};
 
 /// memcached's largest relative TTL (30 days): anything larger is read as a unix time.
 const MAX_RELATIVE_TTL: i64 = 60 * 60 * 24 * 30;
@@ -125,50 +127,6 @@ pub fn classic_add(block: &ValueBlock, ttl: u32) -> [Bytes; 2] {
     put_decimal(&mut header, len as u64);
     header.put_slice(b"\r\n");
     [header.freeze(), block.data.clone()]
-}
-
-/// A set of meta flag letters (`a`-`z`, `A`-`Z`), one bit each.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MetaFlags(u64);
-
-impl MetaFlags {
-    /// No flags.
-    pub const EMPTY: MetaFlags = MetaFlags(0);
-
-    /// The bit of `letter`, or `None` for a byte that is not a flag letter.
-    fn bit(letter: u8) -> Option<u64> {
-        match letter {
-            b'a'..=b'z' => Some(1 << (letter - b'a')),
-            b'A'..=b'Z' => Some(1 << (26 + (letter - b'A'))),
-            _ => None,
-        }
-    }
-
-    /// True when `letter` is in the set (always false for a byte that is not a letter).
-    pub fn has(self, letter: u8) -> bool {
-        MetaFlags::bit(letter).is_some_and(|bit| self.0 & bit != 0)
-    }
-
-    /// The set with `letter` added (unchanged when `letter` is not a letter).
-    #[must_use]
-    pub fn with(self, letter: u8) -> MetaFlags {
-        MetaFlags(self.0 | MetaFlags::bit(letter).unwrap_or(0))
-    }
-
-    /// True when no flag is in the set.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-/// The flag letters of a meta request (`request`, parsed from `bytes`): the first byte of
-/// each token after the key (`T30` is `T`, `O123` is `O`). Tokens that do not start with a
-/// letter are not flags and are left out (such as `ms`'s `<datalen>`).
-pub fn meta_flags(request: &Request, bytes: &[u8]) -> MetaFlags {
-    Words::new(request.args.of(bytes))
-        .skip(1)
-        .filter_map(|(_, token)| token.first().copied())
-        .fold(MetaFlags::EMPTY, MetaFlags::with)
 }
 
 /// The flags a cold `mg` must carry for a write-back: the value, its client flags and its
@@ -491,34 +449,6 @@ fn put_decimal(buf: &mut BytesMut, mut n: u64) {
     buf.put_slice(digits.get(start..).unwrap_or(&[]));
 }
 
-/// The space-separated tokens of a line with their offsets in it (runs of spaces collapse,
-/// as in memcached's tokenizer).
-#[derive(Clone, Debug)]
-struct Words<'a> {
-    line: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Words<'a> {
-    fn new(line: &'a [u8]) -> Words<'a> {
-        Words { line, at: 0 }
-    }
-}
-
-impl<'a> Iterator for Words<'a> {
-    /// The token's offset in the line, and the token.
-    type Item = (usize, &'a [u8]);
-
-    fn next(&mut self) -> Option<(usize, &'a [u8])> {
-        let rest = self.line.get(self.at..)?;
-        let start = self.at + rest.iter().position(|&b| b != b' ')?;
-        let tail = self.line.get(start..)?;
-        let len = memchr(b' ', tail).unwrap_or(tail.len());
-        self.at = start + len;
-        Some((start, tail.get(..len)?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,39 +592,6 @@ mod tests {
         assert_eq!(&classic_add(&empty, 0)[0][..], b"add k 0 0 0\r\n");
         let max = classic_add(&empty, u32::MAX);
         assert_eq!(&max[0][..], b"add k 0 4294967295 0\r\n");
-    }
-
-    #[test]
-    fn meta_flags_are_the_first_letters_of_the_tokens_after_the_key() {
-        let line = b"mg fkey T30 v O123 k q b\r\n";
-        let request = parse(b"mg Zm9v T30 v O123 k q b\r\n");
-        let flags = meta_flags(&request, b"mg Zm9v T30 v O123 k q b\r\n");
-        for letter in *b"TvOkqb" {
-            assert!(flags.has(letter), "{}", letter as char);
-        }
-        for letter in *b"ftcZ3 " {
-            assert!(!flags.has(letter), "{}", letter as char);
-        }
-        // The key is not a flag even when it starts with a flag letter.
-        let request = parse(line);
-        assert!(!meta_flags(&request, line).has(b'f'));
-        // `ms`'s datalen is not a flag; its flags are.
-        let set = b"ms k 2 F5 T0\r\nhi\r\n";
-        let flags = meta_flags(&parse(set), set);
-        assert!(flags.has(b'F') && flags.has(b'T') && !flags.has(b'2'));
-        assert_eq!(flags, MetaFlags::EMPTY.with(b'F').with(b'T'));
-        let bare = b"mg k\r\n";
-        assert!(meta_flags(&parse(bare), bare).is_empty());
-    }
-
-    #[test]
-    fn meta_flags_set_ignores_non_letters() {
-        let flags = MetaFlags::EMPTY.with(b'0').with(b' ').with(0xff);
-        assert!(flags.is_empty());
-        assert!(MetaFlags::EMPTY.with(b'z').has(b'z'));
-        assert!(MetaFlags::EMPTY.with(b'Z').has(b'Z'));
-        assert!(!MetaFlags::EMPTY.with(b'Z').has(b'z'));
-        assert_eq!(MetaFlags::default(), MetaFlags::EMPTY);
     }
 
     fn fill(line: &'static [u8]) -> MgFill {

@@ -1,0 +1,19 @@
+//! Connections from a worker to memcached servers.
+//!
+//! * [`conn`]: one backend connection's state machine (connect, write queue, in-flight FIFO,
+//!   incremental reply framing, deadlines, reset).
+//! * [`fragment`]: what a backend connection knows about each request it carries, who owns
+//!   its reply, and how a failed one is answered.
+//! * [`pool`]: a worker's connections to every server, and which need flushing.
+
+pub mod conn;
+pub mod fragment;
+pub mod jobs;
+pub mod pool;
+pub mod send;
+pub mod side_effects;
+
+pub use conn::BackendConn;
+pub use fragment::{Completion, FailReason, Failure, Fragment, Owner};
+pub use pool::{Backends, ConnTimer};
+pub use send::{Framing, Send};
