@@ -21,10 +21,10 @@ use bytes::Bytes;
 
 use super::window::WindowSizer;
 use super::write_back::{self, MetaFlags};
+use super::WriteBack;
 use super::{ttl, Effects, Framing, Send};
 use crate::exchange::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
-use crate::routing::{FailoverSpec, WriteBack};
 use crate::upstream::Completion;
 
 /// State of a failover request.
@@ -69,6 +69,19 @@ pub struct Failover {
     silent: bool,
 }
 
+/// What a failover does beyond asking the next server: its route's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// A read miss asks the next server too.
+    pub miss_next: bool,
+    /// Cap, in seconds, on the TTL of a write sent to any server but the first.
+    pub ttl: Option<u32>,
+    /// A hit on any server but the first is written back into the first.
+    pub write_back: Option<WriteBack>,
+    /// The client's later writes wait until this read has left the first server.
+    pub holds_writes: bool,
+}
+
 impl Failover {
     /// A failover of `request` (whose spans index `bytes`) over the servers `chain`, with the
     /// route's settings; classic retrievals take `window` keys at first (the caller sizes it
@@ -78,7 +91,7 @@ impl Failover {
         request: Request,
         bytes: Bytes,
         chain: Vec<usize>,
-        spec: &FailoverSpec,
+        rules: Rules,
         window: usize,
         soft_bytes: usize,
     ) -> Failover {
@@ -109,11 +122,11 @@ impl Failover {
             framing,
             request,
             bytes,
-            miss_next: spec.miss_next,
-            ttl: spec.ttl,
+            miss_next: rules.miss_next,
+            ttl: rules.ttl,
             capped: None,
-            write_back: spec.write_back,
-            holds_writes: spec.orders_writes,
+            write_back: rules.write_back,
+            holds_writes: rules.holds_writes,
             mg_added: None,
             asked,
             window: WindowSizer::new(window, soft_bytes),

@@ -57,6 +57,16 @@ pub struct SlotRef {
     pub seq: u64,
 }
 
+/// Where a warm_first route copies the cold tier's hits: the side effect that queues the
+/// copies (see [`crate::upstream::side_effects`]) and their TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteBack {
+    /// The side effect's index.
+    pub effect: usize,
+    /// The copies' TTL in seconds (0: no expiry).
+    pub ttl: u32,
+}
+
 /// What an exchange asks of the loop in answer to an event. Reused between events.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -168,15 +178,21 @@ impl Exchange {
     }
 
     /// Starts a split retrieval (its first window goes out now).
-    pub fn split_get(slot: SlotRef, split: split_get::SplitGet, fx: &mut Effects) -> Exchange {
-        let mut split = Box::new(split);
+    pub fn split_get(
+        slot: SlotRef,
+        mut split: Box<split_get::SplitGet>,
+        fx: &mut Effects,
+    ) -> Exchange {
         split.start(fx);
         Exchange::started(slot, Kind::SplitGet(split), fx)
     }
 
     /// Starts a failover (its first request goes out now).
-    pub fn failover(slot: SlotRef, failover: failover::Failover, fx: &mut Effects) -> Exchange {
-        let mut failover = Box::new(failover);
+    pub fn failover(
+        slot: SlotRef,
+        mut failover: Box<failover::Failover>,
+        fx: &mut Effects,
+    ) -> Exchange {
         failover.start(fx);
         Exchange::started(slot, Kind::Failover(failover), fx)
     }
@@ -198,10 +214,9 @@ impl Exchange {
     /// out now).
     pub fn parallel_get(
         slot: SlotRef,
-        get: parallel_get::ParallelGet,
+        mut get: Box<parallel_get::ParallelGet>,
         fx: &mut Effects,
     ) -> Exchange {
-        let mut get = Box::new(get);
         get.start(fx);
         Exchange::started(slot, Kind::ParallelGet(get), fx)
     }

@@ -19,10 +19,10 @@ use bytes::Bytes;
 use super::failover::write_back_send;
 use super::window::WindowSizer;
 use super::write_back;
+use super::WriteBack;
 use super::{Effects, Framing, Send};
 use crate::exchange::multiget::{self, AskedKey};
 use crate::protocol::{Command, Request};
-use crate::routing::WriteBack;
 use crate::upstream::Completion;
 
 /// The servers to try after their first for the keys of a split that takes failover routes.

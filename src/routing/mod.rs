@@ -14,6 +14,7 @@
 
 pub mod hash;
 pub mod matcher;
+pub mod plan;
 pub mod ring;
 pub mod shape;
 pub mod strategy;
@@ -138,15 +139,7 @@ pub struct WarmFirstSpec {
     pub read: usize,
 }
 
-/// Where a warm_first route copies the cold tier's hits: the side effect that queues the
-/// copies (see [`crate::upstream::side_effects`]) and their TTL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriteBack {
-    /// The side effect's index.
-    pub effect: usize,
-    /// The copies' TTL in seconds (0: no expiry).
-    pub ttl: u32,
-}
+pub use crate::exchange::WriteBack;
 
 /// The settings of one failover route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +156,18 @@ pub struct FailoverSpec {
     /// Writes go to every pool (warm_first): a later write of the same client waits until
     /// this read has left the first pool, so the read cannot see it.
     pub orders_writes: bool,
+}
+
+impl FailoverSpec {
+    /// What its failover exchanges do beyond asking the next server.
+    pub fn rules(&self) -> crate::exchange::failover::Rules {
+        crate::exchange::failover::Rules {
+            miss_next: self.miss_next,
+            ttl: self.ttl,
+            write_back: self.write_back,
+            holds_writes: self.orders_writes,
+        }
+    }
 }
 
 /// One compiled route.

@@ -23,7 +23,6 @@
 
 mod dispatch;
 mod owner;
-mod tiered;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,14 +31,13 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::exchange::window::KeyBytes;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef, Tag};
 use crate::frontend::client::{Client, ClientLimits, Slot};
 use crate::frontend::clients::{Clients, RequestMemory};
 use crate::frontend::listener::{ClientFds, ListenerSpec};
 use crate::observe::health::HealthBoard;
 use crate::observe::stats::{CommandCounters, DetailStats, StatsRegistry, WorkerStats};
-use crate::routing::strategy::Strategies;
+use crate::routing::plan::Planner;
 use crate::routing::Router;
 use crate::runtime::log_limit::{LogEvent, LogLimiter};
 use crate::runtime::shutdown::Shutdown;
@@ -143,19 +141,14 @@ pub struct Worker {
     pub(crate) exchanges: Exchanges,
     jobs: Jobs,
     health: Arc<HealthBoard>,
-    /// The side effects (which routes replicate where) and their counters.
-    pub(crate) effects: Arc<EffectBoard>,
     /// Per side effect, the job that is its queue on this worker.
     effect_jobs: Vec<JobId>,
     /// The health epoch the strategies' rings were last built for.
     health_epoch: u64,
     /// Requests jobs want sent (reused).
     job_sends: Vec<Send>,
-    pub(crate) router: Arc<Router>,
-    /// Per listener, the servers `flush_all` goes to.
-    pub(crate) flush_targets: Vec<Vec<usize>>,
-    /// Strategy state (round-robin turns).
-    pub(crate) strategies: Strategies,
+    /// Decides what each request becomes (routes, strategies, their state).
+    planner: Planner,
     pub(crate) timers: TimerWheel<TimerEvent>,
     pub(crate) stats: Arc<WorkerStats>,
     /// Per-route and per-server counters.
@@ -167,15 +160,10 @@ pub struct Worker {
     completions: Vec<Completion>,
     conn_timers: Vec<ConnTimer>,
     pub(crate) fx: Effects,
-    /// The request being dispatched, for the exchange started for it (taken by
-    /// [`Worker::start_exchange`]).
-    pub(crate) tag: Option<Tag>,
     /// Microseconds since `clock_base`, read once per loop iteration: what latencies are
     /// measured in (a subtraction of integers per request instead of one of `Instant`s).
     pub(crate) clock: u64,
     clock_base: Instant,
-    /// Reply bytes per key of recent multi-gets, which size their first windows.
-    pub(crate) key_bytes: KeyBytes,
     /// Reply bytes held for all clients of this worker.
     buffered: usize,
     reply_budget: usize,
@@ -240,7 +228,6 @@ impl Worker {
             .collect();
         Ok(Worker {
             id: setup.id,
-            effects: setup.effects,
             effect_jobs,
             poll,
             listeners,
@@ -251,11 +238,13 @@ impl Worker {
             health_epoch: setup.health.epoch(),
             health: setup.health,
             job_sends: Vec::new(),
-            flush_targets: (0..listener_count)
-                .map(|l| setup.router.reachable_servers(l))
-                .collect(),
-            strategies: Strategies::new(&setup.router),
-            router: setup.router,
+            planner: Planner::new(
+                setup.router,
+                setup.effects,
+                stats.clone(),
+                setup.registry.detail(setup.id),
+                listener_count,
+            ),
             timers,
             stats,
             detail: setup.registry.detail(setup.id),
@@ -265,10 +254,8 @@ impl Worker {
             completions: Vec::new(),
             conn_timers: Vec::new(),
             fx: Effects::default(),
-            tag: None,
             clock: 0,
             clock_base: Instant::now(),
-            key_bytes: KeyBytes::default(),
             buffered: 0,
             reply_budget: setup.reply_budget.max(1),
             request_bytes: 0,
@@ -303,7 +290,7 @@ impl Worker {
                 // A server went down or came back: rebuild the rings that eject, and connect
                 // to a returned server at once.
                 self.health_epoch = epoch;
-                self.strategies.eject(&self.router, &self.health);
+                self.planner.eject(&self.health);
                 self.backends.forget_backoff_of_live_servers();
             }
             for event in events.iter() {
@@ -575,7 +562,7 @@ impl Worker {
         now: Instant,
     ) {
         if let Some(per_key) = fx.key_bytes.take() {
-            self.key_bytes.observe(per_key);
+            self.planner.observe_key_bytes(per_key);
         }
         let (detached, tag) = self
             .exchanges
@@ -721,7 +708,7 @@ impl Worker {
                 }
                 if let Some((request, bytes)) = client.take_deferred() {
                     // A held write whose earlier reads have moved on (already counted).
-                    self.forward(index, &request, bytes, now);
+                    self.dispatch_deferred(index, &request, bytes, now);
                     continue;
                 }
                 let Some(next) = client.next_request(&limits, now, &mut self.request_arena) else {
@@ -1222,11 +1209,10 @@ impl Worker {
     pub(crate) fn start_exchange(
         &mut self,
         slot: SlotRef,
-        mut exchange: Exchange,
+        exchange: Exchange,
         fx: &mut Effects,
         now: Instant,
     ) {
-        exchange.tag = self.tag.take();
         if let Some(counters) = exchange
             .tag
             .and_then(|t| self.detail.commands(t.route, t.command))

@@ -1,5 +1,6 @@
-//! Dispatch of the routes that send a key to several servers at once (`parallel`, and
-//! `warm_first`'s writes and touches), and replication (see [`crate::upstream::side_effects`]).
+//! Planning for the routes that send a key to several servers at once (`parallel`, and
+//! `warm_first`'s writes and touches), and replication (see
+//! [`crate::upstream::side_effects`]).
 //!
 //! What each command family does (the contract the README and docs/configuration.md state):
 //! * `parallel`: reads go to the key's server in every pool at once; `get`/`gat`/`mg` take the
@@ -14,46 +15,31 @@
 //!   `incr`/`decr`, `ma`, `ms ... C` and `md ... C` go to cold and delete the warm copy
 //!   instead.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
+use super::{Context, Planner, StartKind};
 use crate::exchange::multiget::AskedKey;
 use crate::exchange::parallel::Answer;
 use crate::exchange::parallel_get::ParallelGet;
 use crate::exchange::write_back;
-use crate::exchange::{Exchange, Framing, Send};
-use crate::protocol::MetaFlags;
-use crate::protocol::{Command, Request};
+use crate::exchange::{Framing, Send};
+use crate::observe::stats::WorkerStats;
+use crate::protocol::{Command, MetaFlags, Request};
 use crate::routing::shape::{touches, Family, Shape, WarmPlan};
 use crate::routing::RouteKind;
-use crate::worker::Worker;
 
-impl Worker {
-    /// The failover settings a request of shape `shape` reads through on route `route`: a
-    /// failover route's, or a warm_first route's read path for a plain read.
-    pub(crate) fn failover_index_for(&self, route: usize, shape: Shape) -> Option<usize> {
-        match self.router.routes().get(route)?.kind {
-            RouteKind::Failover(index) => Some(index),
-            RouteKind::WarmFirst(w) if shape.plan == WarmPlan::ReadThrough => {
-                self.router.warm_first(w).map(|w| w.read)
-            }
-            _ => None,
-        }
-    }
-
-    /// Serves a request whose first key, `key`, takes route `route`, when the route sends it
-    /// to several servers at once (parallel routes; warm_first's writes and touches). Returns
-    /// false when the request is not one for this path.
-    pub(crate) fn forward_tiered(
+impl Planner {
+    /// The exchange for a request whose first key, `key`, takes route `route`, when the route
+    /// sends it to several servers at once (parallel routes; warm_first's writes and touches);
+    /// None when the request is not one for this path. A single key's requests are left in
+    /// [`Planner::sends`].
+    pub(super) fn plan_tiered(
         &mut self,
-        client: usize,
-        listener: usize,
+        cx: &Context,
         (request, bytes, key): (&Request, &Bytes, &[u8]),
         route: usize,
         shape: Shape,
-        now: Instant,
-    ) -> bool {
+    ) -> Option<StartKind> {
         let kind = match self.router.routes().get(route).map(|r| r.kind) {
             Some(kind @ RouteKind::Parallel(_)) => kind,
             // Plain and cas reads of warm_first routes take the ordinary paths.
@@ -62,17 +48,15 @@ impl Worker {
             {
                 kind
             }
-            _ => return false,
+            _ => return None,
         };
-        let router = self.router.clone();
+        let router = &*self.router;
         let family = shape.family;
         let mut chain = Vec::new();
         let answer = match kind {
             RouteKind::Parallel(p) => {
-                let Some(spec) = router.parallel(p) else {
-                    return false;
-                };
-                self.strategies.chain(&router, &spec.pools, key, &mut chain);
+                let spec = router.parallel(p)?;
+                self.strategies.chain(router, &spec.pools, key, &mut chain);
                 match family {
                     Family::Read => Answer::FirstHit,
                     Family::CasRead => Answer::InOrder,
@@ -81,40 +65,36 @@ impl Worker {
                 }
             }
             RouteKind::WarmFirst(w) => {
-                let Some(spec) = router.warm_first(w) else {
-                    return false;
-                };
-                let plan = shape.plan;
-                let pools = match plan {
-                    WarmPlan::ReadThrough | WarmPlan::Cold => return false,
+                let spec = router.warm_first(w)?;
+                let pools = match shape.plan {
+                    WarmPlan::ReadThrough | WarmPlan::Cold => return None,
                     WarmPlan::Both { cold_first: false } => [spec.warm, spec.cold],
                     _ => [spec.cold, spec.warm],
                 };
-                self.strategies.chain(&router, &pools, key, &mut chain);
-                match plan {
+                self.strategies.chain(router, &pools, key, &mut chain);
+                match shape.plan {
                     WarmPlan::Both { .. } => Answer::InOrder,
                     _ => Answer::Of(0),
                 }
             }
-            _ => return false,
+            _ => return None,
         };
         if request.key_count > 1 {
             if !family.is_read() {
-                return false;
+                return None;
             }
-            self.forward_parallel_get(client, listener, (request, bytes), shape, now, 0);
-            return true;
+            let get = self.plan_parallel_get(cx, (request, bytes), shape, 0);
+            return Some(StartKind::ParallelGet(get));
         }
         self.detail.route_request(route);
         let framing = Framing::of(request);
         let invalidate = matches!(kind, RouteKind::WarmFirst(_)) && family == Family::Conditional;
-        let lookup = family.is_read();
-        let sends = chain.iter().enumerate().map(|(i, &server)| {
+        for (i, &server) in chain.iter().enumerate() {
             let (bytes, framing) = match (invalidate, i) {
                 (true, 1..) => invalidation(request, bytes),
                 _ => (bytes.clone(), framing),
             };
-            Send {
+            self.sends.push(Send {
                 server,
                 part: 0,
                 bytes,
@@ -122,34 +102,32 @@ impl Worker {
                 framing,
                 stream: false,
                 lookups: 0,
-            }
-        });
-        self.launch(client, now, |slot, fx| {
-            Exchange::parallel(slot, sends, answer, lookup, fx)
-        });
-        true
+            });
+        }
+        Some(StartKind::Parallel {
+            answer,
+            lookup: family.is_read(),
+        })
     }
 
-    /// Sends a multi-key retrieval whose keys are each asked of several servers at once (see
+    /// A multi-key retrieval whose keys are each asked of several servers at once (see
     /// [`crate::exchange::parallel_get`]). Each key's servers follow its own route: every pool
     /// of a parallel route, both tiers of a warm_first route (cold first for cas reads), the
     /// one server of other routes; a key without a route is a miss. The first `counted` keys
     /// were already counted in their routes' stats.
-    pub(crate) fn forward_parallel_get(
+    pub(super) fn plan_parallel_get(
         &mut self,
-        client: usize,
-        listener: usize,
+        cx: &Context,
         (request, bytes): (&Request, &Bytes),
         shape: Shape,
-        now: Instant,
         counted: usize,
-    ) {
-        let router = self.router.clone();
+    ) -> Box<ParallelGet> {
         let family = shape.family;
-        let width = router
+        let width = self
+            .router
             .routes()
             .iter()
-            .map(|r| router.pools_of(r).len())
+            .map(|r| self.router.pools_of(r).len())
             .max()
             .unwrap_or(1)
             .max(1);
@@ -163,7 +141,8 @@ impl Worker {
             let count = index >= counted;
             asked.push(AskedKey::new(bytes, key, 0));
             chain.clear();
-            let route = router.route(listener, request.command, key);
+            let router = &*self.router;
+            let route = router.route(cx.listener, request.command, key);
             match route.and_then(|r| Some((r, router.routes().get(r)?.kind))) {
                 Some((route, RouteKind::Parallel(p))) => {
                     first_parallel.get_or_insert(true);
@@ -171,7 +150,7 @@ impl Worker {
                         self.detail.route_request(route);
                     }
                     if let Some(spec) = router.parallel(p) {
-                        self.strategies.chain(&router, &spec.pools, key, &mut chain);
+                        self.strategies.chain(router, &spec.pools, key, &mut chain);
                     }
                 }
                 Some((route, RouteKind::WarmFirst(w))) => {
@@ -188,16 +167,16 @@ impl Worker {
                         let cold_only =
                             family == Family::CasRead && !touches(request, MetaFlags::EMPTY);
                         let pools = if cold_only { &pools[..1] } else { &pools[..] };
-                        self.strategies.chain(&router, pools, key, &mut chain);
+                        self.strategies.chain(router, pools, key, &mut chain);
                     }
                 }
                 Some((route, _)) => {
                     first_parallel.get_or_insert(false);
-                    let picked = self.pick_on_route(route, key, client, now, &mut memo, count);
+                    let picked = self.pick_on_route(route, key, cx, &mut memo, count);
                     chain.extend(picked);
                 }
                 None => {
-                    crate::observe::stats::WorkerStats::add(&self.stats.no_route, 1);
+                    WorkerStats::add(&self.stats.no_route, 1);
                 }
             }
             for place in 0..width {
@@ -216,16 +195,11 @@ impl Worker {
         // Plain reads of parallel routes take the first hit to arrive; cas reads, and reads
         // of warm_first routes, the first server in order that has the key.
         let in_order = !(family == Family::Read && first_parallel == Some(true));
-        let soft = self
-            .listener_spec(listener)
-            .map_or(usize::MAX, |s| s.max_buffered_reply_bytes);
-        let configured = self
-            .listener_spec(listener)
-            .map_or(usize::MAX, |s| s.multiget_window.max(1));
-        let window = self
-            .key_bytes
-            .first_window(configured, soft, servers.len().max(1));
-        let get = ParallelGet::new(
+        let soft = cx.soft_bytes;
+        let window =
+            self.key_bytes
+                .first_window(cx.multiget_window.max(1), soft, servers.len().max(1));
+        Box::new(ParallelGet::new(
             *request,
             bytes.clone(),
             asked,
@@ -234,29 +208,26 @@ impl Worker {
             servers,
             in_order,
             (window, soft),
-        );
-        self.launch(client, now, |slot, fx| {
-            Exchange::parallel_get(slot, get, fx)
-        });
+        ))
     }
 
-    /// True when `request` (a write of a warm_first route) must wait: its client has a
-    /// warm_first read that may still go to the cold tier, and the write, sent now, could
-    /// reach cold first and be seen by that earlier read.
-    pub(crate) fn holds_write(&self, client: usize, route: usize, shape: Shape) -> bool {
+    /// True when a write of shape `shape` on route `route` must wait while its client has a
+    /// warm_first read that may still go to the cold tier: sent now, the write could reach
+    /// cold first and be seen by that earlier read.
+    pub(super) fn holds_write(&self, route: usize, shape: Shape) -> bool {
         matches!(
             self.router.routes().get(route).map(|r| r.kind),
             Some(RouteKind::WarmFirst(_))
-        ) && self.clients.get(client).is_some_and(|c| c.reads_through())
-            && matches!(
-                shape.plan,
-                WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm
-            )
+        ) && matches!(
+            shape.plan,
+            WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm
+        )
     }
 
-    /// True when `request` on route `route` is asked of several servers at once: any request
-    /// of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of a warm_first route.
-    pub(crate) fn asks_all_at_once(&self, route: usize, shape: Shape) -> bool {
+    /// True when a request of shape `shape` on route `route` is asked of several servers at
+    /// once: any request of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of
+    /// a warm_first route.
+    pub(super) fn asks_all_at_once(&self, route: usize, shape: Shape) -> bool {
         match self.router.routes().get(route).map(|r| r.kind) {
             Some(RouteKind::Parallel(_)) => true,
             Some(RouteKind::WarmFirst(_)) => matches!(shape.plan, WarmPlan::Both { .. }),
@@ -266,29 +237,23 @@ impl Worker {
 
     /// Copies a write on route `route` to every `replicate` side effect of that route that
     /// copies its command: the same bytes, to the target pool's server for `key`.
-    pub(crate) fn replicate(
-        &mut self,
-        route: usize,
-        request: &Request,
-        bytes: &Bytes,
-        key: &[u8],
-        now: Instant,
-    ) {
-        let effects = self.effects.clone();
-        for (effect, pool) in effects.replicas_of(route, request.command) {
+    pub(super) fn replicate(&mut self, route: usize, request: &Request, bytes: &Bytes, key: &[u8]) {
+        for (effect, pool) in self.effects.replicas_of(route, request.command) {
             let Some(server) = self.strategies.server_in(&self.router, pool, key) else {
                 continue;
             };
-            let send = Send {
-                server,
-                part: 0,
-                bytes: bytes.clone(),
-                value: None,
-                framing: Framing::of(request),
-                stream: false,
-                lookups: 0,
-            };
-            self.side_effect(effect, &send, now);
+            self.side.push((
+                effect,
+                Send {
+                    server,
+                    part: 0,
+                    bytes: bytes.clone(),
+                    value: None,
+                    framing: Framing::of(request),
+                    stream: false,
+                    lookups: 0,
+                },
+            ));
         }
     }
 }

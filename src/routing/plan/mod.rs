@@ -1,0 +1,424 @@
+//! Planning: what one parsed client request becomes, decided in one place and nowhere else.
+//!
+//! [`Planner::plan`] is a function of the request, its listener's settings, the route table,
+//! the strategies' state and which servers are usable now (all given, nothing reached for):
+//! it answers with a [`Plan`]: answer locally, hold the request, or start an exchange of a
+//! given kind with its servers, its [`Tag`] and its side effects. The worker only carries
+//! plans out (src/worker/dispatch.rs). Every routing decision can so be tested without a
+//! socket, and what comes later (hot-key sampling, shadow traffic) has one hook point.
+//!
+//! The parts, by strategy:
+//! * this module: local answers, and requests whose keys have one server each (`blind_forward`,
+//!   `consistent_hash`, `round_robin`, and a warm_first route's cas reads on its cold tier);
+//! * [`split`]: multi-key retrievals over several servers, and the keys of failover routes
+//!   with their fallbacks;
+//! * [`failover`]: failover routes and warm_first's read path;
+//! * [`tiered`]: parallel routes and warm_first's writes and touches, and replication.
+
+mod failover;
+mod split;
+mod tiered;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::exchange::failover::Failover;
+use crate::exchange::parallel::Answer;
+use crate::exchange::parallel_get::ParallelGet;
+use crate::exchange::split_get::SplitGet;
+use crate::exchange::window::KeyBytes;
+use crate::exchange::{Framing, Send, Tag};
+use crate::observe::health::HealthBoard;
+use crate::observe::stats::{DetailStats, WorkerStats};
+use crate::protocol::{base64, Command, Request};
+use crate::routing::shape::Shape;
+use crate::routing::strategy::{Memo, Strategies};
+use crate::routing::{RouteKind, Router};
+use crate::upstream::side_effects::EffectBoard;
+
+const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
+const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
+const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+
+/// What the planner is told about the client a request came from and the moment.
+pub struct Context<'a> {
+    /// The listener the client connected to.
+    pub listener: usize,
+    /// The listener's `multiget_window` (keys per backend request of a multi-get).
+    pub multiget_window: usize,
+    /// The listener's `max_buffered_reply_bytes` (windows are sized to stay under it).
+    pub soft_bytes: usize,
+    /// The client has a warm_first read that may still go to the cold tier.
+    pub reads_through: bool,
+    /// Whether a server can take this client's requests now (not down, not in connect
+    /// backoff).
+    pub usable: &'a dyn Fn(usize) -> bool,
+}
+
+/// What a request becomes.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answered by the proxy itself with these bytes; `close`: close the connection after.
+    Reply {
+        /// The reply.
+        bytes: Bytes,
+        /// Close after it (and parse nothing the client sent after it).
+        close: bool,
+    },
+    /// The general `stats` report (the worker renders it from every worker's counters).
+    Stats,
+    /// Held until the client's reads at the warm tier have moved on (see
+    /// [`Planner::plan`]): the request comes back to be planned again.
+    Defer(Request, Bytes),
+    /// An exchange to start.
+    Start(Start),
+}
+
+/// An exchange to start: its kind with everything it needs, and what the worker records.
+#[derive(Debug)]
+pub struct Start {
+    /// The exchange.
+    pub kind: StartKind,
+    /// Its route and command for the counters (None for `flush_all`).
+    pub tag: Option<Tag>,
+    /// It is a read through warm_first's warm tier: the client's later writes wait for it
+    /// (see `Client::read_through_started`).
+    pub reads_through: bool,
+}
+
+/// The kinds of exchange, each with what it starts from (see [`crate::exchange`]).
+#[derive(Debug)]
+pub enum StartKind {
+    /// One request to one server.
+    Forward(Send),
+    /// The same request to several servers (the planner's [`Planner::sends`]).
+    FanOut,
+    /// A multi-key retrieval split across servers.
+    SplitGet(Box<SplitGet>),
+    /// One request tried on several servers in turn.
+    Failover(Box<Failover>),
+    /// One request to several servers at once (the planner's [`Planner::sends`]).
+    Parallel {
+        /// Which reply answers.
+        answer: Answer,
+        /// A read whose hits and misses the exchange counts.
+        lookup: bool,
+    },
+    /// A multi-key retrieval asked of several servers per key.
+    ParallelGet(Box<ParallelGet>),
+}
+
+/// One worker's planner: the route table, the strategies' state (round-robin turns, rings
+/// without ejected servers), the side effects, and what recent multi-gets brought per key.
+pub struct Planner {
+    router: Arc<Router>,
+    strategies: Strategies,
+    effects: Arc<EffectBoard>,
+    /// Per listener, the servers `flush_all` goes to.
+    flush_targets: Vec<Vec<usize>>,
+    /// Reply bytes per key of recent multi-gets, which size first windows.
+    key_bytes: KeyBytes,
+    stats: Arc<WorkerStats>,
+    detail: Arc<DetailStats>,
+    /// Requests of the plan being made that go out with it: the servers of a fan-out or a
+    /// parallel request (taken by the worker when it starts the exchange).
+    sends: Vec<Send>,
+    /// Side-effect requests of the plan being made (replicated writes), each with its side
+    /// effect's index.
+    side: Vec<(usize, Send)>,
+}
+
+impl Planner {
+    /// A planner over `router` and `effects`, counting in this worker's `stats` and `detail`.
+    pub fn new(
+        router: Arc<Router>,
+        effects: Arc<EffectBoard>,
+        stats: Arc<WorkerStats>,
+        detail: Arc<DetailStats>,
+        listeners: usize,
+    ) -> Planner {
+        Planner {
+            strategies: Strategies::new(&router),
+            flush_targets: (0..listeners)
+                .map(|l| router.reachable_servers(l))
+                .collect(),
+            router,
+            effects,
+            key_bytes: KeyBytes::default(),
+            stats,
+            detail,
+            sends: Vec::new(),
+            side: Vec::new(),
+        }
+    }
+
+    /// The route table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Rebuilds the rings of pools with servers `health` ejects (after its epoch changed).
+    pub fn eject(&mut self, health: &HealthBoard) {
+        self.strategies.eject(&self.router, health);
+    }
+
+    /// A merged multi-get window brought `per_key` reply bytes per key.
+    pub fn observe_key_bytes(&mut self, per_key: usize) {
+        self.key_bytes.observe(per_key);
+    }
+
+    /// The requests of the last plan's fan-out or parallel exchange.
+    pub fn sends(&mut self) -> &mut Vec<Send> {
+        &mut self.sends
+    }
+
+    /// The side-effect requests of the last plan (replicated writes), to queue.
+    pub fn side(&mut self) -> &mut Vec<(usize, Send)> {
+        &mut self.side
+    }
+
+    /// Plans `request` (parsed from `bytes`), counting its command.
+    pub fn plan(&mut self, request: &Request, bytes: Bytes, cx: &Context, now: u64) -> Plan {
+        self.count_command(request);
+        let reply = |bytes: &'static [u8]| Plan::Reply {
+            bytes: Bytes::from_static(bytes),
+            close: false,
+        };
+        match request.command {
+            Command::Quit => Plan::Reply {
+                bytes: Bytes::new(),
+                close: true,
+            },
+            Command::Version => reply(VERSION_REPLY),
+            Command::Verbosity => reply(if request.noreply { b"" } else { b"OK\r\n" }),
+            // Only the general group is the proxy's own; the others (items, slabs,
+            // settings...) describe one memcached server and have no proxy-wide meaning.
+            Command::Stats if request.args.is_empty() => Plan::Stats,
+            Command::Stats => reply(b"ERROR\r\n"),
+            Command::MetaNoop => reply(b"MN\r\n"),
+            Command::FlushAll => self.fan_out_to_all(request, bytes, cx),
+            _ => self.plan_keyed(request, bytes, cx, now),
+        }
+    }
+
+    /// Plans a keyed request already counted (one held by [`Plan::Defer`] comes back here).
+    pub fn plan_keyed(&mut self, request: &Request, bytes: Bytes, cx: &Context, now: u64) -> Plan {
+        self.sends.clear();
+        self.side.clear();
+        let mut decoded = [0u8; base64::MAX_DECODED];
+        let key = routing_key(request, &bytes, &mut decoded);
+        debug_assert!(
+            key.is_some(),
+            "the parser passed a base64 key that does not decode"
+        );
+        let Some(key) = key else {
+            return Plan::Reply {
+                bytes: Bytes::from_static(BAD_FORMAT),
+                close: false,
+            };
+        };
+        let route = self.router.route(cx.listener, request.command, key);
+        let tag = route.map(|route| Tag {
+            route,
+            command: request.command,
+            started: now,
+        });
+        if let Some(route) = route {
+            // Routes with one server per key skip the checks of those with several.
+            let several = self.router.routes().get(route).is_some_and(|r| {
+                matches!(
+                    r.kind,
+                    RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_)
+                )
+            });
+            let shape = several.then(|| Shape::of(request, &bytes));
+            if shape.is_some_and(|shape| cx.reads_through && self.holds_write(route, shape)) {
+                return Plan::Defer(*request, bytes);
+            }
+            if self.effects.replicates(route) {
+                self.replicate(route, request, &bytes, key);
+            }
+            if let Some(shape) = shape {
+                let whole = (request, &bytes, key);
+                if let Some(kind) = self.plan_tiered(cx, whole, route, shape) {
+                    return start(kind, tag, false);
+                }
+                if let Some(index) = self.failover_index_for(route, shape) {
+                    if let Some(plan) = self.plan_failover(cx, whole, (route, index), tag) {
+                        return plan;
+                    }
+                    // A multi-get whose keys have different servers to try: split by their
+                    // first servers, each key keeping the rest of its chain (even when every
+                    // key's first server is the same, so none loses its fallbacks).
+                    return self.plan_split(cx, request, bytes, (0, None), tag);
+                }
+            }
+        }
+        let mut memo = None;
+        let picked = route.and_then(|r| self.pick_on_route(r, key, cx, &mut memo, true));
+        let Some(server) = picked else {
+            if request.key_count > 1 {
+                // The other keys may have routes: they are answered, this one is a miss.
+                return self.plan_split(cx, request, bytes, (1, memo), tag);
+            }
+            WorkerStats::add(&self.stats.no_route, 1);
+            // A `noreply` client reads no replies: an unasked-for error would be taken for the
+            // answer to its next request.
+            let reply = if request.noreply { &b""[..] } else { NO_ROUTE };
+            return Plan::Reply {
+                bytes: Bytes::from_static(reply),
+                close: false,
+            };
+        };
+        if request.key_count > 1 {
+            let mut checked = 1;
+            for key in request.keys(&bytes).skip(1) {
+                checked += 1;
+                let other = self.pick_server(cx, request.command, key, &mut memo, true);
+                if other != Some(server) {
+                    return self.plan_split(cx, request, bytes, (checked, memo), tag);
+                }
+            }
+        }
+        if request.key_count > cx.multiget_window.max(1) {
+            // One server, but more keys than one window: released in windows.
+            return self.plan_split(cx, request, bytes, (usize::MAX, memo), tag);
+        }
+        let lookups = match request.command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
+                request.key_count
+            }
+            _ => 0,
+        };
+        let send = Send {
+            server,
+            part: 0,
+            bytes,
+            value: None,
+            framing: Framing::of(request),
+            stream: true,
+            lookups,
+        };
+        start(StartKind::Forward(send), tag, false)
+    }
+
+    fn count_command(&self, request: &Request) {
+        let stats = &self.stats;
+        let counter = match request.command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats => {
+                WorkerStats::add(&stats.cmd_get, request.key_count as u64);
+                if matches!(request.command, Command::Gat | Command::Gats) {
+                    WorkerStats::add(&stats.cmd_touch, request.key_count as u64);
+                }
+                return;
+            }
+            Command::Set
+            | Command::Add
+            | Command::Replace
+            | Command::Append
+            | Command::Prepend
+            | Command::Cas => &stats.cmd_set,
+            Command::Touch => &stats.cmd_touch,
+            Command::Delete => &stats.cmd_delete,
+            Command::Incr | Command::Decr => &stats.cmd_arith,
+            Command::FlushAll => &stats.cmd_flush,
+            Command::MetaGet
+            | Command::MetaSet
+            | Command::MetaDelete
+            | Command::MetaArithmetic
+            | Command::MetaNoop
+            | Command::MetaDebug => &stats.cmd_meta,
+            Command::Version | Command::Verbosity | Command::Stats | Command::Quit => return,
+        };
+        WorkerStats::add(counter, 1);
+    }
+
+    /// Picks the server for `key` by the listener's routes, or None when no route matches.
+    /// `memo` keeps the round-robin pick of one route for the rest of a multi-key request, so
+    /// its keys are not scattered one per server. `count` adds the key to its route's counter.
+    fn pick_server(
+        &mut self,
+        cx: &Context,
+        command: Command,
+        key: &[u8],
+        memo: &mut Memo,
+        count: bool,
+    ) -> Option<usize> {
+        let route = self.router.route(cx.listener, command, key)?;
+        self.pick_on_route(route, key, cx, memo, count)
+    }
+
+    /// [`Self::pick_server`] for a key whose route is already known.
+    fn pick_on_route(
+        &mut self,
+        route: usize,
+        key: &[u8],
+        cx: &Context,
+        memo: &mut Memo,
+        count: bool,
+    ) -> Option<usize> {
+        if count {
+            self.detail.route_request(route);
+        }
+        self.strategies
+            .pick(&self.router, route, key, memo, cx.usable)
+    }
+
+    /// `flush_all` to every server the listener's routes reach; OK only if every one says OK.
+    fn fan_out_to_all(&mut self, request: &Request, bytes: Bytes, cx: &Context) -> Plan {
+        self.sends.clear();
+        self.side.clear();
+        let targets = self
+            .flush_targets
+            .get(cx.listener)
+            .map_or(&[][..], |t| &t[..]);
+        if targets.is_empty() {
+            let reply: &'static [u8] = if request.noreply { b"" } else { b"OK\r\n" };
+            return Plan::Reply {
+                bytes: Bytes::from_static(reply),
+                close: false,
+            };
+        }
+        let framing = Framing::of(request);
+        for (part, &server) in targets.iter().enumerate() {
+            self.sends.push(Send {
+                server,
+                part: u32::try_from(part).unwrap_or(u32::MAX),
+                bytes: bytes.clone(),
+                value: None,
+                framing,
+                stream: false,
+                lookups: 0,
+            });
+        }
+        start(StartKind::FanOut, None, false)
+    }
+}
+
+/// A [`Plan::Start`].
+fn start(kind: StartKind, tag: Option<Tag>, reads_through: bool) -> Plan {
+    Plan::Start(Start {
+        kind,
+        tag,
+        reads_through,
+    })
+}
+
+/// The key a request is routed by: its first key, decoded first when a meta command says it
+/// is base64 (`b` flag). None for a base64 key that does not decode.
+fn routing_key<'a>(
+    request: &Request,
+    bytes: &'a [u8],
+    decoded: &'a mut [u8; base64::MAX_DECODED],
+) -> Option<&'a [u8]> {
+    let key = request.first_key(bytes);
+    if !request.base64_key {
+        return Some(key);
+    }
+    let len = base64::decode(key, decoded)?;
+    decoded.get(..len)
+}
