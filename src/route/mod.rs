@@ -63,7 +63,6 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The server (global index) owning `key` on this pool's ring.
     /// This pool without the servers `ejected` names, its ring built over the rest exactly as
     /// twemproxy rebuilds its continuum over the live servers (so the placement of the rest is
     /// twemproxy's). `None` when nothing is ejected, or everything is (a pool with no server
@@ -95,24 +94,25 @@ impl Pool {
 
     /// [`Pool::server_for`] of four keys, hashed side by side.
     #[inline]
-    pub fn servers_for4(&self, keys: [&[u8]; 4]) -> [usize; 4] {
+    pub fn servers_for4(&self, keys: [&[u8]; 4], random: &mut u64) -> [usize; 4] {
         let hashed = match &self.hash_tag {
             Some(tag) => keys.map(|key| hash::hash_tag_slice(key, tag)),
             None => keys,
         };
         self.ring
-            .servers_for4(hashed)
+            .servers_for4(hashed, random)
             .map(|index| self.servers.get(index).copied().unwrap_or(0))
     }
 
-    /// The server (global index) owning `key` on this pool's ring.
+    /// The server (global index) owning `key` on this pool's ring. `random` is the caller's
+    /// generator state, used by `distribution: random` only (see [`Ring::server_for`]).
     #[inline]
-    pub fn server_for(&self, key: &[u8]) -> usize {
+    pub fn server_for(&self, key: &[u8], random: &mut u64) -> usize {
         let hashed = match &self.hash_tag {
             Some(tag) => hash::hash_tag_slice(key, tag),
             None => key,
         };
-        let index = self.ring.server_for(hashed);
+        let index = self.ring.server_for(hashed, random);
         self.servers.get(index).copied().unwrap_or(0)
     }
 }
