@@ -48,7 +48,7 @@ pub struct ServerSpec {
 }
 
 /// A backend pool: its servers (global indices) and how keys are spread over them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Pool {
     /// The backend's name.
     pub name: String,
@@ -187,7 +187,7 @@ pub struct FailoverSpec {
 }
 
 /// One compiled route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Route {
     /// The route's name (stats).
     pub name: String,
@@ -225,8 +225,17 @@ fn command_bit(command: Command) -> CommandMask {
     1 << (command as u32)
 }
 
-/// The compiled route table for the whole process (immutable; shared by workers).
-#[derive(Debug)]
+/// The compiled route table for the whole process (immutable).
+///
+/// A clone is independent of the original: it holds no mutable state in common with it
+/// (rings hold none, see [`ring::Ring`]), and each regex pattern of a clone has a match cache
+/// pool of its own. That matters because `regex`'s pool is fast only for the thread that
+/// used it first and takes a lock for every other; a worker that matches on its own clone
+/// gets the fast path. (regex-automata 0.4 `meta::Regex`: the pool is kept "outside the `Arc`
+/// so that cloning a `Regex` results in creating a fresh `CachePool`", and its `Clone` impl
+/// builds a new `Pool`; regex 1.x's crate docs, "Sharing a regex across threads can result in
+/// contention", advise cloning per thread.)
+#[derive(Clone, Debug)]
 pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Pool>,
