@@ -350,6 +350,14 @@ impl EffectQueue {
         if !completion.end {
             return JobStep::Wait;
         }
+        // Only a request this queue admitted completes here, once, with the part it was sent
+        // with: anything else is a bug (release builds keep the gauges from wrapping).
+        debug_assert!(
+            self.depth > 0 && part as usize <= self.bytes,
+            "a completion of a request the queue does not hold (depth {}, {} bytes, part {part})",
+            self.depth,
+            self.bytes
+        );
         self.depth = self.depth.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(part as usize);
         if let Some(c) = &self.counters {

@@ -101,7 +101,7 @@ impl Pool {
         };
         self.ring
             .servers_for4(hashed, random)
-            .map(|index| self.servers.get(index).copied().unwrap_or(0))
+            .map(|index| self.global(index))
     }
 
     /// The server (global index) owning `key` on this pool's ring. `random` is the caller's
@@ -113,7 +113,22 @@ impl Pool {
             None => key,
         };
         let index = self.ring.server_for(hashed, random);
-        self.servers.get(index).copied().unwrap_or(0)
+        self.global(index)
+    }
+
+    /// The global index of the pool's server at position `index` of its ring's servers.
+    #[inline]
+    fn global(&self, index: usize) -> usize {
+        let server = self.servers.get(index).copied();
+        debug_assert!(
+            server.is_some(),
+            "pool '{}': its ring names server {index} of {}; the ring is built from the pool's \
+             servers (ring_servers and servers are in step), so its indices are positions in them",
+            self.name,
+            self.servers.len()
+        );
+        // Release builds send the key to the process's first server rather than panic.
+        server.unwrap_or(0)
     }
 }
 
@@ -437,19 +452,28 @@ impl Router {
 
     /// The pools route `route` may send a key to, in order (empty for blind_forward).
     pub fn pools_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
-        match &route.kind {
-            RouteKind::BlindForward(_) => &[],
+        let pools = match &route.kind {
+            RouteKind::BlindForward(_) => Some(&[][..]),
             RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
-                std::slice::from_ref(pool)
+                Some(std::slice::from_ref(pool))
             }
-            RouteKind::Failover(f) => self.failovers.get(*f).map_or(&[][..], |f| &f.pools),
-            RouteKind::Parallel(p) => self.parallels.get(*p).map_or(&[][..], |p| &p.pools),
+            RouteKind::Failover(f) => self.failovers.get(*f).map(|f| &f.pools[..]),
+            RouteKind::Parallel(p) => self.parallels.get(*p).map(|p| &p.pools[..]),
             RouteKind::WarmFirst(w) => self
                 .warm_firsts
                 .get(*w)
                 .and_then(|w| self.failovers.get(w.read))
-                .map_or(&[][..], |f| &f.pools),
-        }
+                .map(|f| &f.pools[..]),
+        };
+        debug_assert!(
+            pools.is_some(),
+            "route '{}' is {:?}, which this router does not have: a route's settings are \
+             compiled with it (a route of another router?)",
+            route.name,
+            route.kind
+        );
+        // Release builds treat it as a route to no pool.
+        pools.unwrap_or_default()
     }
 
     /// Every route, in config order.

@@ -169,6 +169,19 @@ impl Ring {
             } => {
                 // The first point >= key_hash lies in key_hash's bucket, or is the bucket's end.
                 let bucket = (u64::from(key_hash) >> (32 - bucket_bits)) as usize;
+                // The fallbacks below cannot be taken: a bucket index is below 2^bucket_bits
+                // and `buckets` has 2^bucket_bits + 1 ascending entries ending at
+                // `values.len()`; a ketama ring has two servers or more, so some points, and
+                // `servers` is as long as `values`.
+                debug_assert!(
+                    bucket + 1 < buckets.len()
+                        && !values.is_empty()
+                        && servers.len() == values.len(),
+                    "ketama ring out of step: bucket {bucket} of {}, {} points, {} owners",
+                    buckets.len(),
+                    values.len(),
+                    servers.len()
+                );
                 let start = buckets.get(bucket).map_or(0, |&i| i as usize);
                 let end = buckets
                     .get(bucket + 1)
@@ -180,6 +193,14 @@ impl Ring {
             }
             Placement::Modula { ends, servers } => {
                 let total = ends.last().copied().unwrap_or(0);
+                // A modula ring has two servers or more, each with a weight (so slots), and
+                // one owner per end: `at` below is always a position in `servers`.
+                debug_assert!(
+                    total > 0 && servers.len() == ends.len(),
+                    "modula ring out of step: {total} slots, {} ends, {} owners",
+                    ends.len(),
+                    servers.len()
+                );
                 if total == 0 {
                     return 0;
                 }
@@ -333,6 +354,13 @@ fn split_mix64(state: &mut u64) -> u64 {
 /// worth mentioning (multiply-shift of the high 32 bits).
 #[inline]
 fn pick_random(servers: &[u32], state: &mut u64) -> usize {
+    // A random ring has two servers or more (fewer is `Empty` or `Single`), and the
+    // multiply-shift below is always below their count.
+    debug_assert!(
+        servers.len() > 1,
+        "a random ring of {} servers",
+        servers.len()
+    );
     let z = split_mix64(state);
     let at = ((z >> 32) * servers.len() as u64) >> 32;
     servers.get(at as usize).map_or(0, |&s| s as usize)
