@@ -183,9 +183,10 @@ fn ring(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("server_for", |b| {
         let mut n = 0usize;
+        let mut random = bifrost::routing::ring::random_seed();
         b.iter(|| {
             n = (n + 1) & 1023;
-            pool.server_for(black_box(&keys[n]))
+            pool.server_for(black_box(&keys[n]), &mut random)
         })
     });
     group.finish();

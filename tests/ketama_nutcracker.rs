@@ -4,7 +4,7 @@
 //! - `ketama_placement_matches_nutcracker`: four real memcached (one weighted 2, one named, one
 //!   on 127.0.0.1:11211 when that port is free), ketama with fnv1a_64, with md5, and with
 //!   `hash_tag: "{}"`. 3000 keys are written through nutcracker, then every memcached is asked
-//!   directly which keys it holds; each key must sit on `servers[ring.server_for(key)]`. The
+//!   directly which keys it holds; each key must sit on `servers[ring.server_for(key, ..)]`. The
 //!   same keys are then written through bifrost (a `consistent_hash` route over the same pool)
 //!   and must land on the same servers.
 //! - `every_hash_and_distribution_matches_nutcracker`: twelve recording fake memcached and one
@@ -325,7 +325,7 @@ fn flush_all(servers: &[Server]) {
 }
 
 /// Writes `keys` through the proxy at `addr`, asks every memcached of `pool` which keys it holds,
-/// and panics unless each key is on exactly `ring.server_for(key)` (after the hash tag).
+/// and panics unless each key is on exactly `ring.server_for(key, ..)` (after the hash tag).
 /// Returns the number of keys per server.
 fn check_placement(
     proxy: &str,
@@ -340,7 +340,8 @@ fn check_placement(
     let mut wrong = Vec::new();
     let mut per_server = vec![0usize; pool.servers.len()];
     for key in keys {
-        let want = ring.server_for(hash_tag_slice(key.as_bytes(), tag));
+        // Ketama or modula: the random generator state is never used.
+        let want = ring.server_for(hash_tag_slice(key.as_bytes(), tag), &mut 0);
         let got = held.get(key).cloned().unwrap_or_default();
         if got != [want] {
             wrong.push(format!(
@@ -515,7 +516,7 @@ fn every_hash_and_distribution_matches_nutcracker() {
             let ring = pool.ring();
             let wrong_before = wrong.len();
             for key in fake_keys(index) {
-                let want = ring.server_for(key.as_bytes());
+                let want = ring.server_for(key.as_bytes(), &mut 0);
                 let got = seen.get(key.as_bytes()).cloned().unwrap_or_default();
                 if got != [want] {
                     wrong.push(format!(

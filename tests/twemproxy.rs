@@ -447,7 +447,8 @@ fn auto_eject_hosts_moves_keys_to_the_live_servers() {
     let wrong: Vec<String> = keys
         .iter()
         .filter_map(|key| {
-            let want = ring.server_for(hash_tag_slice(key.as_bytes(), b""));
+            // A ketama ring: the random generator state is never used.
+            let want = ring.server_for(hash_tag_slice(key.as_bytes(), b""), &mut 0);
             let got = after.get(key).copied();
             (got != Some(want)).then(|| format!("{key:?}: on {got:?}, ring says {want}"))
         })

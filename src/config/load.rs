@@ -1,7 +1,7 @@
 //! The schema walk, top level, listeners and backends; routes and side effects are in
 //! [`super::routes`], whole-document checks in [`super::validate`].
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::error::ConfigErrors;
 use super::walker::{index, join, Fields, Walker};
@@ -123,7 +123,7 @@ pub(super) struct Names {
 /// Parses `text`, walks and validates it: the entry point behind [`Config::parse`].
 pub(super) fn parse(text: &str, file: &str, format: Format) -> Result<Config, ConfigErrors> {
     let parsed: Result<Value, String> = match format {
-        Format::Yaml => serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}")),
+        Format::Yaml => yaml_serde::from_str(text).map_err(|e| format!("invalid YAML: {e}")),
         Format::Json => serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}")),
     };
     let root = parsed.map_err(|e| ConfigErrors::single(file, "", e))?;

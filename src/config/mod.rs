@@ -1,9 +1,9 @@
 //! Configuration: the typed model of a Bifröst config file, and its loader.
 //!
-//! This is the only module that touches `serde_yaml` / `serde_json`. Loading goes in three steps:
+//! This is the only module that touches `yaml_serde` / `serde_json`. Loading goes in three steps:
 //!
 //! 1. **Parse** the text (YAML, or JSON when the file name ends in `.json`) into a generic
-//!    [`serde_yaml::Value`] tree; JSON is read straight into that same tree, so both formats keep
+//!    [`yaml_serde::Value`] tree; JSON is read straight into that same tree, so both formats keep
 //!    the file's key order and reject duplicate keys the same way.
 //! 2. **Walk** the tree by hand ([`load`], [`routes`]), carrying the document path of every node
 //!    (`routes[1].cold`, `backends.l1.servers[0].weight`), building the typed structs below and

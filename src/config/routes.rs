@@ -1,6 +1,6 @@
 //! The schema walk of `routes` (matchers, command filters, strategies) and `side_effects`.
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::load::{top_list, Names, Slot};
 use super::walker::{index, join, Fields, Walker};

@@ -67,7 +67,7 @@ fn json_and_yaml_give_the_same_config() {
 #[test]
 fn reference_yaml_and_its_json_translation_agree() {
     let text = std::fs::read_to_string(example("reference.yaml")).expect("reference.yaml");
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let value: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
     let json = serde_json::to_string_pretty(&value).expect("to json");
     let from_json = Config::parse(&json, "reference.json", Format::Json).expect("json parses");
     assert_eq!(from_json, load("reference.yaml"));

@@ -1,6 +1,6 @@
 //! Running a twemproxy (nutcracker) configuration as it is: `bifrost --twemproxy nutcracker.yml`.
 //!
-//! The nutcracker file is *translated* into a Bifröst document (a [`serde_yaml::Value`] in our
+//! The nutcracker file is *translated* into a Bifröst document (a [`yaml_serde::Value`] in our
 //! schema), printed as YAML, and that text goes through the ordinary loader
 //! ([`Config::parse`]). So what `--print-config` shows is, by construction, exactly what runs,
 //! and every check of a Bifröst config applies to a translated one too.
@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use super::{Config, ConfigError, ConfigErrors, Distribution, Format, HashFunction};
 use crate::config::placement::ring_name;
@@ -124,7 +124,7 @@ pub fn translate(text: &str, file: &str) -> Result<Translation, Rejection> {
         warnings: Vec::new(),
         origins: Vec::new(),
     };
-    let document = match serde_yaml::from_str::<Value>(text) {
+    let document = match yaml_serde::from_str::<Value>(text) {
         Ok(root) => t.document(&root),
         Err(e) => {
             t.error("", format!("invalid YAML: {e}"));
@@ -136,7 +136,7 @@ pub fn translate(text: &str, file: &str) -> Result<Translation, Rejection> {
     let Some(document) = document else {
         return Err(t.rejection());
     };
-    let body = match serde_yaml::to_string(&document) {
+    let body = match yaml_serde::to_string(&document) {
         Ok(body) => body,
         Err(e) => {
             t.error(
@@ -207,11 +207,11 @@ pub fn document_as_yaml(path: &Path) -> Result<String, ConfigErrors> {
         std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     let format = Format::from_path(path);
     let document: Value = match format {
-        Format::Yaml => serde_yaml::from_str(&text).map_err(|e| format!("invalid YAML: {e}")),
+        Format::Yaml => yaml_serde::from_str(&text).map_err(|e| format!("invalid YAML: {e}")),
         Format::Json => serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}")),
     }
     .map_err(fail)?;
-    let yaml = serde_yaml::to_string(&document)
+    let yaml = yaml_serde::to_string(&document)
         .map_err(|e| fail(format!("cannot print the document as YAML: {e}")))?;
     let original = Config::parse(&text, &file, format)?;
     let printed = Config::parse(&yaml, &file, Format::Yaml)?;

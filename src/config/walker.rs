@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use super::error::ConfigError;
 use super::units::{parse_duration, parse_size, DURATION_HINT, SIZE_HINT};

@@ -81,17 +81,31 @@ impl HealthBoard {
         }
     }
 
+    /// `server`'s state. Server numbers are the router's and the board is built from the
+    /// router's servers, so a number off the board is a bug; the release build then treats it
+    /// as an unchecked server, never down.
+    #[inline]
+    fn state(&self, server: usize) -> Option<&ServerHealth> {
+        let state = self.servers.get(server);
+        debug_assert!(
+            state.is_some(),
+            "server {server} is not on the health board ({} servers): boards are built from \
+             the router's servers",
+            self.servers.len()
+        );
+        state
+    }
+
     /// True while `server` is down.
     #[inline]
     pub fn is_down(&self, server: usize) -> bool {
-        self.servers
-            .get(server)
+        self.state(server)
             .is_some_and(|s| s.down.load(Ordering::Relaxed))
     }
 
     /// The health settings of `server`, if it is checked.
     pub fn config(&self, server: usize) -> Option<&HealthConfig> {
-        self.servers.get(server).and_then(|s| s.config.as_ref())
+        self.state(server).and_then(|s| s.config.as_ref())
     }
 
     /// Changes whenever a server goes down or comes back.
@@ -108,7 +122,7 @@ impl HealthBoard {
     /// One failure event of `server` (`what` names it for the log). Marks the server down when
     /// it reaches its pool's `failure_limit` in a row; returns true if this call did.
     pub fn failure(&self, server: usize, what: &str) -> bool {
-        let (Some(state), Some(config)) = (self.servers.get(server), self.config(server)) else {
+        let (Some(state), Some(config)) = (self.state(server), self.config(server)) else {
             return false;
         };
         state.failure_events.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +157,7 @@ impl HealthBoard {
     /// The result of one health probe of `server`. A success ends a run of failures and brings
     /// a down server back (returns true if this call did).
     pub fn probe_result(&self, server: usize, ok: bool, what: &str) -> bool {
-        let Some(state) = self.servers.get(server) else {
+        let Some(state) = self.state(server) else {
             return false;
         };
         state.probes.fetch_add(1, Ordering::Relaxed);
@@ -174,22 +188,21 @@ impl HealthBoard {
 
     /// A worker connected to `server` for client traffic.
     pub fn connected(&self, server: usize) {
-        if let Some(s) = self.servers.get(server) {
+        if let Some(s) = self.state(server) {
             s.connects.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Connections made to `server` for client traffic, by every worker.
     pub fn connects(&self, server: usize) -> u64 {
-        self.servers
-            .get(server)
+        self.state(server)
             .map_or(0, |s| s.connects.load(Ordering::Relaxed))
     }
 
     /// `server`'s health for `stats`; `None` when it is not checked.
     pub fn report(&self, server: usize) -> Option<HealthReport> {
         self.config(server)?;
-        let s = self.servers.get(server)?;
+        let s = self.state(server)?;
         Some(HealthReport {
             down: s.down.load(Ordering::Relaxed),
             probes: s.probes.load(Ordering::Relaxed),

@@ -11,7 +11,9 @@ pub enum KeyPattern {
     /// A general glob.
     Glob(Vec<u8>),
     /// A regular expression, matched anywhere in the key unless anchored (`^...$`). Keys are
-    /// bytes, so it runs on bytes (`regex::bytes`): non-UTF-8 keys match too.
+    /// bytes, so it runs on bytes (`regex::bytes`): non-UTF-8 keys match too. Cloning it shares
+    /// the compiled program and gives the clone a match cache pool of its own (see
+    /// [`crate::routing::Router`]).
     Regex(regex::bytes::Regex),
 }
 

@@ -28,7 +28,7 @@ use ring::{Ring, RingServer};
 pub use crate::config::ServerSpec;
 
 /// A backend pool: its servers (global indices) and how keys are spread over them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Pool {
     /// The backend's name.
     pub name: String,
@@ -43,7 +43,6 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The server (global index) owning `key` on this pool's ring.
     /// This pool without the servers `ejected` names, its ring built over the rest exactly as
     /// twemproxy rebuilds its continuum over the live servers (so the placement of the rest is
     /// twemproxy's). `None` when nothing is ejected, or everything is (a pool with no server
@@ -75,25 +74,41 @@ impl Pool {
 
     /// [`Pool::server_for`] of four keys, hashed side by side.
     #[inline]
-    pub fn servers_for4(&self, keys: [&[u8]; 4]) -> [usize; 4] {
+    pub fn servers_for4(&self, keys: [&[u8]; 4], random: &mut u64) -> [usize; 4] {
         let hashed = match &self.hash_tag {
             Some(tag) => keys.map(|key| hash::hash_tag_slice(key, tag)),
             None => keys,
         };
         self.ring
-            .servers_for4(hashed)
-            .map(|index| self.servers.get(index).copied().unwrap_or(0))
+            .servers_for4(hashed, random)
+            .map(|index| self.global(index))
     }
 
-    /// The server (global index) owning `key` on this pool's ring.
+    /// The server (global index) owning `key` on this pool's ring. `random` is the caller's
+    /// generator state, used by `distribution: random` only (see [`Ring::server_for`]).
     #[inline]
-    pub fn server_for(&self, key: &[u8]) -> usize {
+    pub fn server_for(&self, key: &[u8], random: &mut u64) -> usize {
         let hashed = match &self.hash_tag {
             Some(tag) => hash::hash_tag_slice(key, tag),
             None => key,
         };
-        let index = self.ring.server_for(hashed);
-        self.servers.get(index).copied().unwrap_or(0)
+        let index = self.ring.server_for(hashed, random);
+        self.global(index)
+    }
+
+    /// The global index of the pool's server at position `index` of its ring's servers.
+    #[inline]
+    fn global(&self, index: usize) -> usize {
+        let server = self.servers.get(index).copied();
+        debug_assert!(
+            server.is_some(),
+            "pool '{}': its ring names server {index} of {}; the ring is built from the pool's \
+             servers (ring_servers and servers are in step), so its indices are positions in them",
+            self.name,
+            self.servers.len()
+        );
+        // Release builds send the key to the process's first server rather than panic.
+        server.unwrap_or(0)
     }
 }
 
@@ -171,7 +186,7 @@ impl FailoverSpec {
 }
 
 /// One compiled route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Route {
     /// The route's name (stats).
     pub name: String,
@@ -209,8 +224,17 @@ fn command_bit(command: Command) -> CommandMask {
     1 << (command as u32)
 }
 
-/// The compiled route table for the whole process (immutable; shared by workers).
-#[derive(Debug)]
+/// The compiled route table for the whole process (immutable).
+///
+/// A clone is independent of the original: it holds no mutable state in common with it
+/// (rings hold none, see [`ring::Ring`]), and each regex pattern of a clone has a match cache
+/// pool of its own. That matters because `regex`'s pool is fast only for the thread that
+/// used it first and takes a lock for every other; a worker that matches on its own clone
+/// gets the fast path. (regex-automata 0.4 `meta::Regex`: the pool is kept "outside the `Arc`
+/// so that cloning a `Regex` results in creating a fresh `CachePool`", and its `Clone` impl
+/// builds a new `Pool`; regex 1.x's crate docs, "Sharing a regex across threads can result in
+/// contention", advise cloning per thread.)
+#[derive(Clone, Debug)]
 pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Pool>,
@@ -412,19 +436,28 @@ impl Router {
 
     /// The pools route `route` may send a key to, in order (empty for blind_forward).
     pub fn pools_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
-        match &route.kind {
-            RouteKind::BlindForward(_) => &[],
+        let pools = match &route.kind {
+            RouteKind::BlindForward(_) => Some(&[][..]),
             RouteKind::RoundRobin(pool) | RouteKind::ConsistentHash(pool) => {
-                std::slice::from_ref(pool)
+                Some(std::slice::from_ref(pool))
             }
-            RouteKind::Failover(f) => self.failovers.get(*f).map_or(&[][..], |f| &f.pools),
-            RouteKind::Parallel(p) => self.parallels.get(*p).map_or(&[][..], |p| &p.pools),
+            RouteKind::Failover(f) => self.failovers.get(*f).map(|f| &f.pools[..]),
+            RouteKind::Parallel(p) => self.parallels.get(*p).map(|p| &p.pools[..]),
             RouteKind::WarmFirst(w) => self
                 .warm_firsts
                 .get(*w)
                 .and_then(|w| self.failovers.get(w.read))
-                .map_or(&[][..], |f| &f.pools),
-        }
+                .map(|f| &f.pools[..]),
+        };
+        debug_assert!(
+            pools.is_some(),
+            "route '{}' is {:?}, which this router does not have: a route's settings are \
+             compiled with it (a route of another router?)",
+            route.name,
+            route.kind
+        );
+        // Release builds treat it as a route to no pool.
+        pools.unwrap_or_default()
     }
 
     /// Every route, in config order.

@@ -2,7 +2,8 @@
 //!
 //! A [`Ring`] is built once from the pool's servers (a [`RingServer`]: the name twemproxy hashes
 //! and a weight), its `distribution` and its `hash`, and then only read: [`Ring::server_for`]
-//! allocates nothing and takes no lock, so workers share one ring.
+//! allocates nothing, takes no lock and writes nothing in the ring (`random`'s generator state
+//! is the caller's), so workers may share one ring or each keep a clone.
 //!
 //! What twemproxy (nutcracker 0.5.x) does, and so what this module does:
 //!
@@ -37,7 +38,6 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::config::placement::ring_name;
 use crate::config::placement::{Distribution, HashFunction};
@@ -66,6 +66,7 @@ impl RingServer {
 }
 
 /// How a built ring places keys.
+#[derive(Clone)]
 enum Placement {
     /// No server has a weight.
     Empty,
@@ -82,11 +83,13 @@ enum Placement {
     },
     /// `ends[i]` is the first slot after server `servers[i]`'s slots; `ends.last()` = total.
     Modula { ends: Vec<u64>, servers: Vec<u32> },
-    /// The servers to pick from, and the generator state.
-    Random { servers: Vec<u32>, state: AtomicU64 },
+    /// The servers to pick from (the generator's state is the caller's).
+    Random { servers: Vec<u32> },
 }
 
-/// A pool's key distribution: immutable once built, shared by every worker (`Send + Sync`).
+/// A pool's key distribution: immutable once built (`Send + Sync`, no interior mutability), so
+/// workers may share it or each keep a clone.
+#[derive(Clone)]
 pub struct Ring {
     distribution: Distribution,
     hash: HashFunction,
@@ -107,7 +110,6 @@ impl Ring {
             (_, Distribution::Modula) => modula(servers, &order),
             (_, Distribution::Random) => Placement::Random {
                 servers: order.iter().map(|&i| i as u32).collect(),
-                state: AtomicU64::new(RandomState::new().build_hasher().finish()),
             },
         };
         Ring {
@@ -123,35 +125,39 @@ impl Ring {
     /// `key` is what the pool hashes: the caller applies
     /// [`hash_tag_slice`](crate::routing::hash::hash_tag_slice) first when the pool has a
     /// `hash_tag`. For `random`, the key is ignored and each call picks anew, like twemproxy's
-    /// per-request `random()`: the ring holds a lock-free SplitMix64 generator (one atomic add
-    /// per call, seeded per ring from the process's random hasher keys), so no thread-local
-    /// state is involved. An empty ring returns 0. Allocates nothing.
+    /// per-request `random()`: `random` is the state of a SplitMix64 generator that the caller
+    /// owns (each worker keeps its own in [`crate::routing::strategy::Strategies`]; seed one with
+    /// [`random_seed`]), so a pick is a few multiplications on the caller's own cache line: no
+    /// atomic shared between workers. Other distributions leave `random` as it is. An empty
+    /// ring returns 0. Allocates nothing.
     #[inline]
-    pub fn server_for(&self, key: &[u8]) -> usize {
+    pub fn server_for(&self, key: &[u8], random: &mut u64) -> usize {
         match &self.placement {
             Placement::Empty => 0,
             Placement::Single(index) => *index,
-            Placement::Random { servers, state } => pick_random(servers, state),
-            _ => self.server_for_hash(hash(self.hash, key)),
+            Placement::Random { servers } => pick_random(servers, random),
+            _ => self.server_for_hash(hash(self.hash, key), random),
         }
     }
 
     /// [`Ring::server_for`] of four keys (their hashes computed side by side, see
-    /// [`hash4`](crate::routing::hash::hash4)).
+    /// [`hash4`](crate::routing::hash::hash4)); `random` as there.
     #[inline]
-    pub fn servers_for4(&self, keys: [&[u8]; 4]) -> [usize; 4] {
+    pub fn servers_for4(&self, keys: [&[u8]; 4], random: &mut u64) -> [usize; 4] {
         match &self.placement {
             Placement::Ketama { .. } | Placement::Modula { .. } => {
-                crate::routing::hash::hash4(self.hash, keys).map(|h| self.server_for_hash(h))
+                crate::routing::hash::hash4(self.hash, keys)
+                    .map(|h| self.server_for_hash(h, &mut *random))
             }
-            _ => keys.map(|key| self.server_for(key)),
+            _ => keys.map(|key| self.server_for(key, &mut *random)),
         }
     }
 
     /// Index of the server owning a key whose hash is `key_hash` (ketama and modula; random
-    /// ignores the hash; single-server and empty rings as in [`Ring::server_for`]).
+    /// ignores the hash and draws from `random`; single-server and empty rings as in
+    /// [`Ring::server_for`]).
     #[inline]
-    pub fn server_for_hash(&self, key_hash: u32) -> usize {
+    pub fn server_for_hash(&self, key_hash: u32, random: &mut u64) -> usize {
         match &self.placement {
             Placement::Empty => 0,
             Placement::Single(index) => *index,
@@ -163,6 +169,19 @@ impl Ring {
             } => {
                 // The first point >= key_hash lies in key_hash's bucket, or is the bucket's end.
                 let bucket = (u64::from(key_hash) >> (32 - bucket_bits)) as usize;
+                // The fallbacks below cannot be taken: a bucket index is below 2^bucket_bits
+                // and `buckets` has 2^bucket_bits + 1 ascending entries ending at
+                // `values.len()`; a ketama ring has two servers or more, so some points, and
+                // `servers` is as long as `values`.
+                debug_assert!(
+                    bucket + 1 < buckets.len()
+                        && !values.is_empty()
+                        && servers.len() == values.len(),
+                    "ketama ring out of step: bucket {bucket} of {}, {} points, {} owners",
+                    buckets.len(),
+                    values.len(),
+                    servers.len()
+                );
                 let start = buckets.get(bucket).map_or(0, |&i| i as usize);
                 let end = buckets
                     .get(bucket + 1)
@@ -174,6 +193,14 @@ impl Ring {
             }
             Placement::Modula { ends, servers } => {
                 let total = ends.last().copied().unwrap_or(0);
+                // A modula ring has two servers or more, each with a weight (so slots), and
+                // one owner per end: `at` below is always a position in `servers`.
+                debug_assert!(
+                    total > 0 && servers.len() == ends.len(),
+                    "modula ring out of step: {total} slots, {} ends, {} owners",
+                    ends.len(),
+                    servers.len()
+                );
                 if total == 0 {
                     return 0;
                 }
@@ -181,7 +208,7 @@ impl Ring {
                 let at = ends.partition_point(|&end| end <= slot);
                 servers.get(at).map_or(0, |&s| s as usize)
             }
-            Placement::Random { servers, state } => pick_random(servers, state),
+            Placement::Random { servers } => pick_random(servers, random),
         }
     }
 
@@ -306,16 +333,35 @@ fn modula(servers: &[RingServer], order: &[usize]) -> Placement {
     }
 }
 
-/// One step of a shared SplitMix64 generator, mapped onto `servers` without modulo bias worth
-/// mentioning (multiply-shift of the high 32 bits).
+/// A seed for the `random` state [`Ring::server_for`] takes: from the process's random hasher
+/// keys, different at each call (so two workers seeded one after the other draw different
+/// sequences) and across runs.
+pub fn random_seed() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+/// The next output of the SplitMix64 generator whose state is `state` (advancing it).
 #[inline]
-fn pick_random(servers: &[u32], state: &AtomicU64) -> usize {
-    let mut z = state
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+fn split_mix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    z ^ (z >> 31)
+}
+
+/// One step of the caller's SplitMix64 generator, mapped onto `servers` without modulo bias
+/// worth mentioning (multiply-shift of the high 32 bits).
+#[inline]
+fn pick_random(servers: &[u32], state: &mut u64) -> usize {
+    // A random ring has two servers or more (fewer is `Empty` or `Single`), and the
+    // multiply-shift below is always below their count.
+    debug_assert!(
+        servers.len() > 1,
+        "a random ring of {} servers",
+        servers.len()
+    );
+    let z = split_mix64(state);
     let at = ((z >> 32) * servers.len() as u64) >> 32;
     servers.get(at as usize).map_or(0, |&s| s as usize)
 }

@@ -8,6 +8,9 @@
 use super::*;
 use crate::routing::hash::hash_tag_slice;
 
+// Only `random` rings use the generator state `server_for` takes; the tests of the other
+// distributions pass a throwaway `&mut 0`.
+
 fn servers(list: &[(&str, u32)]) -> Vec<RingServer> {
     list.iter()
         .map(|&(name, weight)| RingServer {
@@ -31,7 +34,7 @@ fn test_pool() -> Vec<RingServer> {
 fn shares(ring: &Ring, n_servers: usize, keys: usize) -> Vec<f64> {
     let mut counts = vec![0usize; n_servers];
     for i in 0..keys {
-        let s = ring.server_for(format!("key:{i}").as_bytes());
+        let s = ring.server_for(format!("key:{i}").as_bytes(), &mut 0);
         if let Some(c) = counts.get_mut(s) {
             *c += 1;
         }
@@ -115,12 +118,12 @@ fn golden_ketama_ring() {
     for i in 0..20 {
         let key = format!("key:{i}");
         assert_eq!(
-            Some(&ring.server_for(key.as_bytes())),
+            Some(&ring.server_for(key.as_bytes(), &mut 0)),
             md5_want.get(i),
             "md5 {key}"
         );
         assert_eq!(
-            Some(&fnv.server_for(key.as_bytes())),
+            Some(&fnv.server_for(key.as_bytes(), &mut 0)),
             fnv_want.get(i),
             "fnv {key}"
         );
@@ -131,10 +134,10 @@ fn golden_ketama_ring() {
 fn ketama_wraps_past_the_last_point() {
     let ring = Ring::new(&test_pool(), Distribution::Ketama, HashFunction::Md5);
     // Above the last point (4292932786) wraps to the first point's server (index 1).
-    assert_eq!(ring.server_for_hash(u32::MAX), 1);
-    assert_eq!(ring.server_for_hash(4_292_932_787), 1);
-    assert_eq!(ring.server_for_hash(4_292_932_786), 3); // exactly on the last point
-    assert_eq!(ring.server_for_hash(0), 1);
+    assert_eq!(ring.server_for_hash(u32::MAX, &mut 0), 1);
+    assert_eq!(ring.server_for_hash(4_292_932_787, &mut 0), 1);
+    assert_eq!(ring.server_for_hash(4_292_932_786, &mut 0), 3); // exactly on the last point
+    assert_eq!(ring.server_for_hash(0, &mut 0), 1);
 }
 
 #[test]
@@ -183,8 +186,8 @@ fn adding_a_server_moves_about_one_in_n_keys_to_it() {
     for i in 0..keys {
         let key = format!("key:{i}");
         let (old, new) = (
-            before.server_for(key.as_bytes()),
-            after.server_for(key.as_bytes()),
+            before.server_for(key.as_bytes(), &mut 0),
+            after.server_for(key.as_bytes(), &mut 0),
         );
         if old != new {
             moved += 1;
@@ -205,10 +208,10 @@ fn weight_zero_servers_are_as_if_absent() {
         assert_eq!(r0.len(), 3);
         for i in 0..5_000 {
             let key = format!("k{i}");
-            let old_index = r1.server_for(key.as_bytes());
+            let old_index = r1.server_for(key.as_bytes(), &mut 0);
             let want = if old_index == 0 { 0 } else { old_index + 1 };
             assert_eq!(
-                r0.server_for(key.as_bytes()),
+                r0.server_for(key.as_bytes(), &mut 0),
                 want,
                 "{distribution:?} {key}"
             );
@@ -222,7 +225,7 @@ fn empty_and_single_rings() {
         let empty = Ring::new(&[], distribution, HashFunction::Md5);
         assert!(empty.is_empty());
         assert_eq!(
-            (empty.len(), empty.server_for(b"k"), empty.points()),
+            (empty.len(), empty.server_for(b"k", &mut 0), empty.points()),
             (0, 0, 0)
         );
         let zero = Ring::new(
@@ -231,7 +234,7 @@ fn empty_and_single_rings() {
             HashFunction::Md5,
         );
         assert!(zero.is_empty());
-        assert_eq!(zero.server_for(b"k"), 0);
+        assert_eq!(zero.server_for(b"k", &mut 0), 0);
         let single = Ring::new(
             &servers(&[("a", 0), ("b", 5), ("c", 0)]),
             distribution,
@@ -239,7 +242,7 @@ fn empty_and_single_rings() {
         );
         assert_eq!((single.len(), single.is_empty()), (1, false));
         for i in 0..100 {
-            assert_eq!(single.server_for(format!("k{i}").as_bytes()), 1);
+            assert_eq!(single.server_for(format!("k{i}").as_bytes(), &mut 0), 1);
         }
     }
 }
@@ -254,12 +257,12 @@ fn modula_slots_follow_weights_in_name_order() {
     let want = [1, 0, 0, 2, 2, 2];
     for h in 0..60u32 {
         assert_eq!(
-            Some(&ring.server_for_hash(h)),
+            Some(&ring.server_for_hash(h, &mut 0)),
             want.get((h % 6) as usize),
             "{h}"
         );
     }
-    assert_eq!(ring.server_for_hash(u32::MAX), 2); // 4294967295 % 6 = 3: bb's first slot
+    assert_eq!(ring.server_for_hash(u32::MAX, &mut 0), 2); // 4294967295 % 6 = 3: bb's first slot
 }
 
 #[test]
@@ -267,7 +270,7 @@ fn modula_uses_the_key_hash() {
     let pool = servers(&[("s0", 1), ("s1", 1), ("s2", 1)]);
     let ring = Ring::new(&pool, Distribution::Modula, HashFunction::Crc32a);
     // crc32a("apple") = 2838417488; % 3 = 2.
-    assert_eq!(ring.server_for(b"apple"), 2);
+    assert_eq!(ring.server_for(b"apple", &mut 0), 2);
 }
 
 #[test]
@@ -275,8 +278,9 @@ fn random_picks_every_weighted_server_evenly() {
     let pool = servers(&[("a", 1), ("b", 0), ("c", 7), ("d", 1)]);
     let ring = Ring::new(&pool, Distribution::Random, HashFunction::Md5);
     let mut counts = [0usize; 4];
+    let mut random = random_seed();
     for _ in 0..30_000 {
-        if let Some(c) = counts.get_mut(ring.server_for(b"same key")) {
+        if let Some(c) = counts.get_mut(ring.server_for(b"same key", &mut random)) {
             *c += 1;
         }
     }
@@ -293,10 +297,13 @@ fn hash_tag_keys_share_a_server() {
     let tag = b"{}";
     for user in 0..200 {
         let first = format!("user:{{{user}}}:name");
-        let want = ring.server_for(hash_tag_slice(first.as_bytes(), tag));
+        let want = ring.server_for(hash_tag_slice(first.as_bytes(), tag), &mut 0);
         for field in ["email", "cart", "x"] {
             let key = format!("{field}:{{{user}}}");
-            assert_eq!(ring.server_for(hash_tag_slice(key.as_bytes(), tag)), want);
+            assert_eq!(
+                ring.server_for(hash_tag_slice(key.as_bytes(), tag), &mut 0),
+                want
+            );
         }
     }
 }
@@ -307,6 +314,30 @@ fn ring_is_shareable_between_workers() {
     assert_send_sync::<Ring>();
     let ring = Ring::new(&test_pool(), Distribution::Random, HashFunction::Md5);
     assert!(format!("{ring:?}").contains("Random"));
+}
+
+#[test]
+fn random_draws_from_the_callers_state_only() {
+    // The ring holds no generator: the same state gives the same picks, on the ring or a
+    // clone of it, and each call advances the caller's state.
+    let ring = Ring::new(&test_pool(), Distribution::Random, HashFunction::Md5);
+    let copy = ring.clone();
+    let (mut a, mut b) = (42u64, 42u64);
+    let picks: Vec<usize> = (0..64).map(|_| ring.server_for(b"k", &mut a)).collect();
+    let again: Vec<usize> = (0..64).map(|_| copy.server_for(b"k", &mut b)).collect();
+    assert_eq!(picks, again);
+    assert_eq!(a, b);
+    assert_ne!(a, 42);
+    let four = ring.servers_for4([b"a", b"b", b"c", b"d"], &mut a);
+    assert!(four.iter().all(|&s| s < 4), "{four:?}");
+    // Other distributions leave the state alone.
+    let ketama = Ring::new(&test_pool(), Distribution::Ketama, HashFunction::Md5);
+    let mut untouched = 7u64;
+    ketama.server_for(b"k", &mut untouched);
+    ketama.servers_for4([b"a", b"b", b"c", b"d"], &mut untouched);
+    assert_eq!(untouched, 7);
+    // Two seeds drawn one after the other differ (two workers do not pick in lockstep).
+    assert_ne!(random_seed(), random_seed());
 }
 
 #[test]
@@ -335,7 +366,11 @@ fn bucketed_lookup_equals_a_plain_binary_search() {
         probes.extend((0..20_000u32).map(|i| i.wrapping_mul(0x9E37_79B9)));
         probes.extend((0..=16u32).map(|b| (1u64 << 32 >> b) as u32));
         for h in probes {
-            assert_eq!(ring.server_for_hash(h), plain(h), "{n} servers, hash {h}");
+            assert_eq!(
+                ring.server_for_hash(h, &mut 0),
+                plain(h),
+                "{n} servers, hash {h}"
+            );
         }
     }
 }
@@ -351,7 +386,10 @@ fn four_keys_at_once_land_where_each_alone_does() {
             let keys: Vec<String> = (0..400).map(|i| format!("user:{i}:profile")).collect();
             for chunk in keys.chunks_exact(4) {
                 let four = [0, 1, 2, 3].map(|i| chunk[i].as_bytes());
-                assert_eq!(ring.servers_for4(four), four.map(|k| ring.server_for(k)));
+                assert_eq!(
+                    ring.servers_for4(four, &mut 0),
+                    four.map(|k| ring.server_for(k, &mut 0))
+                );
             }
         }
     }

@@ -78,3 +78,78 @@ fn an_unfiltered_route_takes_every_command() {
         assert_eq!(r.route(0, command, b"k"), Some(0), "{command:?}");
     }
 }
+
+#[test]
+fn a_cloned_router_routes_exactly_as_the_original() {
+    fn assert_clone_send_sync<T: Clone + Send + Sync>() {}
+    assert_clone_send_sync::<Router>();
+    let r = router(
+        "listeners:\n\
+         - {name: main, bind: '127.0.0.1:0'}\n\
+         - {name: other, bind: '127.0.0.1:0', routes: [binary, users]}\n\
+         backends:\n\
+         \x20 k: {servers: ['127.0.0.1:1', '127.0.0.1:2', {address: '127.0.0.1:3', weight: 2}], hash_tag: '{}'}\n\
+         \x20 m: {distribution: modula, hash: crc32a, servers: ['127.0.0.1:4', '127.0.0.1:5']}\n\
+         \x20 b: {servers: ['127.0.0.1:6']}\n\
+         routes:\n\
+         - {name: users, match: {regex: '^user:[0-9]+$'}, strategy: consistent_hash, backend: k}\n\
+         - {name: sessions, match: {prefix: 'sess:'}, strategy: consistent_hash, backend: m}\n\
+         - {name: globbed, match: 'a?c[0-9]*', commands: [get, set], strategy: round_robin, backend: m}\n\
+         - {name: binary, match: {regex: '\\xff'}, strategy: failover, backends: [m, k]}\n\
+         - {name: tail, match: '*', strategy: blind_forward, backend: b}\n",
+    );
+    let mut keys: Vec<Vec<u8>> = [
+        "user:1", "user:x", "sess:9", "abc7", "abc", "a{tag}b", "\u{ff}",
+    ]
+    .iter()
+    .map(|k| k.as_bytes().to_vec())
+    .collect();
+    keys.extend((0..200).map(|i| format!("user:{i}").into_bytes()));
+    keys.extend((0..200).map(|i| format!("sess:{i}:{{t{}}}", i % 7).into_bytes()));
+    keys.push(b"\xffbinary".to_vec());
+    // What the original says, each key asked once: its route per listener and command, and
+    // its server in each pool.
+    let answers = |router: &Router| -> Vec<(Vec<Option<usize>>, Vec<usize>)> {
+        keys.iter()
+            .map(|key| {
+                let routes = [0, 1]
+                    .iter()
+                    .flat_map(|&l| [Command::Get, Command::Set, Command::Delete].map(|c| (l, c)))
+                    .map(|(l, c)| router.route(l, c, key))
+                    .collect();
+                let servers = router
+                    .pools()
+                    .iter()
+                    .map(|p| p.server_for(key, &mut 0))
+                    .collect();
+                (routes, servers)
+            })
+            .collect()
+    };
+    let want = answers(&r);
+    // The answers are not all alike (the keys reach every route and several servers).
+    let routes_seen: std::collections::BTreeSet<_> =
+        want.iter().flat_map(|(routes, _)| routes.clone()).collect();
+    assert_eq!(routes_seen.len(), 5 + 1, "{routes_seen:?}"); // every route, and no route
+    let servers_seen: std::collections::BTreeSet<_> = want
+        .iter()
+        .flat_map(|(_, servers)| servers.clone())
+        .collect();
+    assert_eq!(servers_seen.len(), 6, "{servers_seen:?}"); // every server of every pool
+    let copy = r.clone();
+    assert_eq!(answers(&copy), want);
+    // A clone used first on another thread (its regex caches owned there) answers the same.
+    let elsewhere = std::thread::scope(|scope| {
+        let copy = r.clone();
+        scope.spawn(move || answers(&copy)).join()
+    });
+    assert!(matches!(elsewhere, Ok(got) if got == want));
+    assert_eq!(format!("{copy:?}"), format!("{r:?}"));
+    for listener in [0, 1] {
+        assert_eq!(
+            copy.reachable_servers(listener),
+            r.reachable_servers(listener)
+        );
+    }
+    assert_eq!(copy.failover(0), r.failover(0));
+}

@@ -15,15 +15,19 @@
 //! side effects only), never on a client's behalf. Their failures are counted, never retried,
 //! and never count toward the server's health (see [`crate::upstream::Backends`]).
 //!
-//! The counters are shared by all workers (relaxed atomics, read by `stats`).
+//! Each queue counts in a block of its own ([`EffectCounters`]: one per side effect per
+//! worker), which only its worker writes, with a relaxed load and store and no locked
+//! instruction (like [`crate::observe::stats::WorkerStats::add`]); `stats` and `/metrics` sum the blocks
+//! when they read them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::{Config, SideEffectConfig, Strategy};
+use crate::observe::stats::WorkerStats;
 use crate::protocol::Command;
 use crate::upstream::jobs::JobStep;
 use crate::upstream::Completion;
-use std::sync::Arc;
 
 /// One side effect as configured.
 #[derive(Debug)]
@@ -47,7 +51,10 @@ pub struct Replicate {
     pub commands: Vec<Command>,
 }
 
-/// The counters of one side effect, summed over workers.
+/// The counters of one side effect's queue on one worker. That worker is their only writer
+/// (a relaxed load and store, [`WorkerStats::add`]); readers sum every worker's block. Cache-line
+/// aligned so two workers never write the same line.
+#[repr(align(64))]
 #[derive(Debug, Default)]
 pub struct EffectCounters {
     /// Requests accepted into the queue.
@@ -59,8 +66,43 @@ pub struct EffectCounters {
     pub failed: AtomicU64,
     /// Requests dropped because the queue was full.
     pub dropped: AtomicU64,
-    /// Requests queued or in flight now.
-    pub depth: AtomicI64,
+    /// Requests queued or in flight now on this worker (a gauge: the queue stores its depth).
+    pub depth: AtomicU64,
+}
+
+/// One side effect: its settings and the counter blocks of its queues, one per worker.
+#[derive(Debug)]
+struct Effect {
+    spec: EffectSpec,
+    /// Registered when a worker builds its queue (start-up), read by `stats`: never locked on
+    /// the data path.
+    queues: Mutex<Vec<Arc<EffectCounters>>>,
+}
+
+impl Effect {
+    fn new(spec: EffectSpec) -> Effect {
+        Effect {
+            spec,
+            queues: Mutex::default(),
+        }
+    }
+
+    /// The sums of every queue's counters: queued, done, failed, dropped, depth.
+    fn totals(&self) -> [u64; 5] {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // A poisoned lock only means a thread panicked while pushing a block: the list is
+        // still whole.
+        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.iter().fold([0; 5], |[q, d, f, x, n], c| {
+            [
+                q.wrapping_add(load(&c.queued)),
+                d.wrapping_add(load(&c.done)),
+                f.wrapping_add(load(&c.failed)),
+                x.wrapping_add(load(&c.dropped)),
+                n.wrapping_add(load(&c.depth)),
+            ]
+        })
+    }
 }
 
 /// One side effect's counters at one moment, summed over workers.
@@ -83,7 +125,7 @@ pub struct EffectSnapshot<'a> {
 /// Every side effect of the process and its counters.
 #[derive(Debug, Default)]
 pub struct EffectBoard {
-    effects: Vec<(EffectSpec, EffectCounters)>,
+    effects: Vec<Effect>,
     /// Per route index: the `replicate` side effects that copy its writes.
     by_route: Vec<Vec<usize>>,
 }
@@ -120,7 +162,7 @@ impl EffectBoard {
                         queue_bytes: *queue_bytes,
                         replicate,
                     };
-                    effects.push((spec, EffectCounters::default()));
+                    effects.push(Effect::new(spec));
                 }
             }
         }
@@ -136,7 +178,7 @@ impl EffectBoard {
                     queue_bytes: w.queue_bytes,
                     replicate: None,
                 };
-                effects.push((spec, EffectCounters::default()));
+                effects.push(Effect::new(spec));
             }
         }
         EffectBoard { effects, by_route }
@@ -159,7 +201,7 @@ impl EffectBoard {
     pub fn max_queue(&self) -> usize {
         self.effects
             .iter()
-            .map(|(spec, _)| spec.queue)
+            .map(|e| e.spec.queue)
             .max()
             .unwrap_or(1)
             .max(1)
@@ -167,11 +209,20 @@ impl EffectBoard {
 
     /// Side effect `index`'s settings.
     pub fn spec(&self, index: usize) -> Option<&EffectSpec> {
-        self.effects.get(index).map(|(spec, _)| spec)
+        self.effects.get(index).map(|e| &e.spec)
     }
 
-    fn counters(&self, index: usize) -> Option<&EffectCounters> {
-        self.effects.get(index).map(|(_, counters)| counters)
+    /// A new counter block for one queue of side effect `index` (one worker's), counted in
+    /// every later read of the board; `None` when there is no such side effect.
+    pub fn register_queue(&self, index: usize) -> Option<Arc<EffectCounters>> {
+        let effect = self.effects.get(index)?;
+        let counters = Arc::new(EffectCounters::default());
+        effect
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(counters.clone());
+        Some(counters)
     }
 
     /// The `replicate` side effects that copy route `route`'s `command`s: (index, target pool).
@@ -195,18 +246,20 @@ impl EffectBoard {
         self.by_route.get(route).is_some_and(|v| !v.is_empty())
     }
 
-    /// Every side effect's name and counters now, in board order.
+    /// Every side effect's name and counters now (summed over workers), in board order.
     pub fn snapshot(&self) -> Vec<EffectSnapshot<'_>> {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.effects
             .iter()
-            .map(|(spec, c)| EffectSnapshot {
-                name: &spec.name,
-                queued: load(&c.queued),
-                done: load(&c.done),
-                failed: load(&c.failed),
-                dropped: load(&c.dropped),
-                depth: u64::try_from(c.depth.load(Ordering::Relaxed)).unwrap_or(0),
+            .map(|e| {
+                let [queued, done, failed, dropped, depth] = e.totals();
+                EffectSnapshot {
+                    name: &e.spec.name,
+                    queued,
+                    done,
+                    failed,
+                    dropped,
+                    depth,
+                }
             })
             .collect()
     }
@@ -214,36 +267,46 @@ impl EffectBoard {
     /// Appends the `stats` lines of every side effect to `out`.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        for (spec, c) in &self.effects {
-            let name = &spec.name;
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            let _ = write!(out, "STAT effect:{name}:queued {}\r\n", load(&c.queued));
-            let _ = write!(out, "STAT effect:{name}:done {}\r\n", load(&c.done));
-            let _ = write!(out, "STAT effect:{name}:failed {}\r\n", load(&c.failed));
-            let _ = write!(out, "STAT effect:{name}:dropped {}\r\n", load(&c.dropped));
-            let depth = c.depth.load(Ordering::Relaxed).max(0);
-            let _ = write!(out, "STAT effect:{name}:depth {depth}\r\n");
+        for e in self.snapshot() {
+            let name = e.name;
+            let _ = write!(out, "STAT effect:{name}:queued {}\r\n", e.queued);
+            let _ = write!(out, "STAT effect:{name}:done {}\r\n", e.done);
+            let _ = write!(out, "STAT effect:{name}:failed {}\r\n", e.failed);
+            let _ = write!(out, "STAT effect:{name}:dropped {}\r\n", e.dropped);
+            let _ = write!(out, "STAT effect:{name}:depth {}\r\n", e.depth);
         }
     }
 }
 
 /// One worker's queue of one side effect: a job that owns the side effect's backend requests
-/// on that worker and counts their outcomes.
+/// on that worker and counts their outcomes in its own block.
 #[derive(Debug)]
 pub struct EffectQueue {
-    effect: usize,
-    board: Arc<EffectBoard>,
+    /// Its side effect's `queue` and `queue_bytes`.
+    queue: usize,
+    queue_bytes: usize,
+    /// This queue's counters (registered on the board, which sums them); `None` only for a
+    /// side effect the board does not have, whose queue takes nothing.
+    counters: Option<Arc<EffectCounters>>,
     /// This worker's requests queued or in flight, and their bytes.
     depth: usize,
     bytes: usize,
 }
 
 impl EffectQueue {
-    /// The queue of side effect `effect` of `board`.
+    /// The queue of side effect `effect` of `board` on the calling worker, with a counter block
+    /// of its own (see [`EffectBoard::register_queue`]): build one per worker and side effect.
     pub fn new(effect: usize, board: Arc<EffectBoard>) -> EffectQueue {
+        let spec = board.spec(effect);
+        debug_assert!(
+            spec.is_some(),
+            "a worker builds the queues of the board's side effects only ({effect} of {})",
+            board.len()
+        );
         EffectQueue {
-            effect,
-            board,
+            queue: spec.map_or(0, |s| s.queue),
+            queue_bytes: spec.map_or(0, |s| s.queue_bytes),
+            counters: board.register_queue(effect),
             depth: 0,
             bytes: 0,
         }
@@ -253,29 +316,26 @@ impl EffectQueue {
     /// queued), else counts it as dropped and says no. The request's completion must carry
     /// `bytes` back as its part number (see [`EffectQueue::part_for`]).
     pub fn admit(&mut self, bytes: usize) -> bool {
-        let (Some(spec), Some(c)) = (
-            self.board.spec(self.effect),
-            self.board.counters(self.effect),
-        ) else {
+        let Some(c) = &self.counters else {
             return false;
         };
         let bytes = Self::part_for(bytes) as usize;
-        if self.depth >= spec.queue || self.bytes.saturating_add(bytes) > spec.queue_bytes {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.depth >= self.queue || self.bytes.saturating_add(bytes) > self.queue_bytes {
+            WorkerStats::add(&c.dropped, 1);
             return false;
         }
         self.depth += 1;
         self.bytes += bytes;
-        c.queued.fetch_add(1, Ordering::Relaxed);
-        c.depth.fetch_add(1, Ordering::Relaxed);
+        WorkerStats::add(&c.queued, 1);
+        c.depth.store(self.depth as u64, Ordering::Relaxed);
         true
     }
 
     /// Counts one request as dropped without taking it: its target's side-effect connection
     /// is full (see [`EffectBoard::max_queue`]).
     pub fn drop_one(&mut self) {
-        if let Some(c) = self.board.counters(self.effect) {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.counters {
+            WorkerStats::add(&c.dropped, 1);
         }
     }
 
@@ -290,14 +350,22 @@ impl EffectQueue {
         if !completion.end {
             return JobStep::Wait;
         }
+        // Only a request this queue admitted completes here, once, with the part it was sent
+        // with: anything else is a bug (release builds keep the gauges from wrapping).
+        debug_assert!(
+            self.depth > 0 && part as usize <= self.bytes,
+            "a completion of a request the queue does not hold (depth {}, {} bytes, part {part})",
+            self.depth,
+            self.bytes
+        );
         self.depth = self.depth.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(part as usize);
-        if let Some(c) = self.board.counters(self.effect) {
-            c.depth.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = &self.counters {
+            c.depth.store(self.depth as u64, Ordering::Relaxed);
             if completion.failed.is_some() || is_error(&completion.reply) {
-                c.failed.fetch_add(1, Ordering::Relaxed);
+                WorkerStats::add(&c.failed, 1);
             } else {
-                c.done.fetch_add(1, Ordering::Relaxed);
+                WorkerStats::add(&c.done, 1);
             }
         }
         JobStep::Wait
@@ -409,5 +477,38 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }
+    }
+
+    #[test]
+    fn each_workers_queue_counts_in_its_own_block_and_reads_sum_them() {
+        let b = board();
+        // Two workers' queues of one side effect: separate blocks, one writer each.
+        let (mut w0, mut w1) = (
+            EffectQueue::new(1, b.clone()),
+            EffectQueue::new(1, b.clone()),
+        );
+        assert!(w0.admit(10));
+        assert!(w1.admit(10));
+        assert!(w1.admit(10));
+        assert!(!w1.admit(10), "queue 2 is per worker");
+        w0.drop_one();
+        let owner = crate::upstream::Owner { token: 0, part: 10 };
+        w1.on_completion(
+            10,
+            &Completion::whole(owner, b"SERVER_ERROR x\r\n", 0, None),
+        );
+        let hot = b
+            .snapshot()
+            .into_iter()
+            .find(|e| e.name == "write_on_miss.hot");
+        let want = EffectSnapshot {
+            name: "write_on_miss.hot",
+            queued: 3,
+            done: 0,
+            failed: 1,
+            dropped: 2,
+            depth: 2,
+        };
+        assert_eq!(hot, Some(want));
     }
 }

@@ -164,6 +164,9 @@ pub struct Job {
     source: Source,
     bucket: Option<Bucket>,
     placement: Placement,
+    /// The generator state a `random` pool picks servers with (the job's own, like each
+    /// worker's: see [`crate::routing::ring::Ring::server_for`]).
+    random: u64,
     readers: Vec<Reader>,
     writers: Vec<Conn>,
     /// Keys between their `mg` and the reply that settles them.
@@ -213,6 +216,7 @@ impl Job {
                 from: None,
                 to: None,
             },
+            random: crate::routing::ring::random_seed(),
             router,
             health,
             readers: Vec::new(),
@@ -435,7 +439,7 @@ impl Job {
                                 reader.conn.consume(used);
                                 continue;
                             };
-                            let server = pool.server_for(&key);
+                            let server = pool.server_for(&key, &mut self.random);
                             let writer = conn_for(
                                 &mut self.writers,
                                 server,
@@ -507,7 +511,7 @@ impl Job {
                             .from
                             .as_ref()
                             .or_else(|| self.router.pools().get(self.from_pool));
-                        let server = pool.map_or(0, |p| p.server_for(&key));
+                        let server = pool.map_or(0, |p| p.server_for(&key, &mut self.random));
                         (key, server)
                     })
                 }

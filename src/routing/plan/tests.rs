@@ -114,7 +114,7 @@ impl Fixture {
     /// The server pool `pool` places `key` on.
     fn owner(&self, pool: usize, key: &[u8]) -> usize {
         match self.router.pools().get(pool) {
-            Some(p) => p.server_for(key),
+            Some(p) => p.server_for(key, &mut 0),
             None => panic!("no pool {pool}"),
         }
     }

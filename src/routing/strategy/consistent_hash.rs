@@ -3,8 +3,9 @@
 
 use crate::routing::Pool;
 
-/// The server owning `key` on `pool`'s ring.
+/// The server owning `key` on `pool`'s ring; a `random` pool draws from `random`, the
+/// caller's generator state (see [`crate::routing::ring::Ring::server_for`]).
 #[inline]
-pub fn pick(pool: &Pool, key: &[u8]) -> usize {
-    pool.server_for(key)
+pub fn pick(pool: &Pool, key: &[u8], random: &mut u64) -> usize {
+    pool.server_for(key, random)
 }

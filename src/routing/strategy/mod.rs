@@ -1,5 +1,6 @@
 //! Route strategies: which server a route sends a key to. One module per strategy; the
-//! per-worker state they keep (round-robin turns) lives in [`Strategies`].
+//! per-worker state they keep (round-robin turns, the generator of `distribution: random`
+//! pools) lives in [`Strategies`].
 //!
 //! A strategy decides targets; the exchange that carries the request (see
 //! [`crate::exchange`]) decides what to do with their replies. A strategy with several targets
@@ -9,8 +10,10 @@ pub mod blind_forward;
 pub mod consistent_hash;
 pub mod round_robin;
 
+use std::cell::Cell;
+
 use crate::observe::health::HealthBoard;
-use crate::routing::{Pool, RouteKind, Router};
+use crate::routing::{ring, Pool, RouteKind, Router};
 use round_robin::RoundRobin;
 
 /// What one multi-key request remembers between its keys: the round-robin pick of a route, so
@@ -18,20 +21,42 @@ use round_robin::RoundRobin;
 pub type Memo = Option<(usize, usize)>;
 
 /// One worker's strategy state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Strategies {
     round_robin: RoundRobin,
     /// Per pool, this worker's copy of it without its ejected servers (`None`: none ejected).
     ejected: Vec<Option<Pool>>,
+    /// This worker's SplitMix64 state for `distribution: random` pools (see
+    /// [`ring::Ring::server_for`]): its own, so a pick writes nothing another worker touches.
+    /// A `Cell` because key lookups take `&self`; the worker is its only user (`Strategies`
+    /// is `Send`, not `Sync`).
+    random: Cell<u64>,
 }
 
 impl Strategies {
-    /// State for the pools of `router`.
+    /// State for the pools of `router`, with a generator seeded anew (so each worker's
+    /// `random` picks differ from the others').
     pub fn new(router: &Router) -> Strategies {
+        Strategies::seeded(router, ring::random_seed())
+    }
+
+    /// State for the pools of `router`, the `random` generator starting from `seed`.
+    pub fn seeded(router: &Router, seed: u64) -> Strategies {
         Strategies {
             round_robin: RoundRobin::new(router.pools().len()),
             ejected: Vec::new(),
+            random: Cell::new(seed),
         }
+    }
+
+    /// The server (global index) owning `key` on `pool`, drawing from this worker's generator
+    /// when the pool's distribution is `random`.
+    #[inline]
+    fn server_for(&self, pool: &Pool, key: &[u8]) -> usize {
+        let mut random = self.random.get();
+        let server = consistent_hash::pick(pool, key, &mut random);
+        self.random.set(random);
+        server
     }
 
     /// Rebuilds the rings of pools with ejected servers (down, with `eject: true`), after a
@@ -66,7 +91,12 @@ impl Strategies {
         keys: [&[u8]; 4],
     ) -> Option<[usize; 4]> {
         match router.routes().get(route_index)?.kind {
-            RouteKind::ConsistentHash(pool) => Some(self.placing(router, pool)?.servers_for4(keys)),
+            RouteKind::ConsistentHash(pool) => {
+                let mut random = self.random.get();
+                let servers = self.placing(router, pool)?.servers_for4(keys, &mut random);
+                self.random.set(random);
+                Some(servers)
+            }
             _ => None,
         }
     }
@@ -84,9 +114,9 @@ impl Strategies {
         let route = router.routes().get(route_index)?;
         match route.kind {
             RouteKind::BlindForward(server) => Some(blind_forward::pick(server)),
-            RouteKind::ConsistentHash(pool) => self
-                .placing(router, pool)
-                .map(|p| consistent_hash::pick(p, key)),
+            RouteKind::ConsistentHash(pool) => {
+                self.placing(router, pool).map(|p| self.server_for(p, key))
+            }
             RouteKind::RoundRobin(pool_index) => {
                 if let Some((r, server)) = *memo {
                     if r == route_index {
@@ -101,13 +131,13 @@ impl Strategies {
             RouteKind::WarmFirst(w) => {
                 // What reaches here is the cold tier's (cas reads): see crate::worker::tiered.
                 let pool = router.warm_first(w)?.cold;
-                self.placing(router, pool).map(|p| p.server_for(key))
+                self.placing(router, pool).map(|p| self.server_for(p, key))
             }
             RouteKind::Failover(_) | RouteKind::Parallel(_) => {
                 // Routes with several targets per key are dispatched by their chains; this is
                 // the first of them.
                 let pool = *router.pools_of(route).first()?;
-                self.placing(router, pool).map(|p| p.server_for(key))
+                self.placing(router, pool).map(|p| self.server_for(p, key))
             }
         }
     }
@@ -115,7 +145,7 @@ impl Strategies {
     /// The server of pool `pool` that owns `key` on this worker's ring (without ejected
     /// servers).
     pub fn server_in(&self, router: &Router, pool: usize, key: &[u8]) -> Option<usize> {
-        self.placing(router, pool).map(|p| p.server_for(key))
+        self.placing(router, pool).map(|p| self.server_for(p, key))
     }
 
     /// The key's server in each pool of `pools`, in order, each once.
@@ -136,6 +166,49 @@ impl Strategies {
         out.clear();
         if let Some(spec) = router.failover(index) {
             self.chain(router, &spec.pools, key, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Format};
+
+    fn router(yaml: &str) -> Router {
+        let config = Config::parse(yaml, "test.yaml", Format::Yaml)
+            .unwrap_or_else(|e| panic!("does not parse:\n{e}"));
+        Router::new(&config).unwrap_or_else(|e| panic!("does not compile: {e}"))
+    }
+
+    #[test]
+    fn a_random_pool_draws_from_the_workers_own_generator() {
+        let r = router(
+            "listeners: [{name: main, bind: '127.0.0.1:0'}]\n\
+             backends:\n  p:\n    distribution: random\n    servers: ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3']\n\
+             routes: [{name: all, match: '*', strategy: consistent_hash, backend: p}]\n",
+        );
+        // Each lookup advances the worker's state (kept through the `Cell`), so one key is
+        // spread over every server, by every way of asking.
+        let mut s = Strategies::seeded(&r, 1);
+        let mut seen = [0usize; 3];
+        for _ in 0..300 {
+            let picks = [
+                s.pick(&r, 0, b"k", &mut None, |_| true),
+                s.server_in(&r, 0, b"k"),
+                s.pick4(&r, 0, [b"k"; 4]).map(|four| four[3]),
+            ];
+            for server in picks.into_iter().flatten() {
+                if let Some(n) = seen.get_mut(server) {
+                    *n += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 200), "{seen:?}");
+        // The same seed gives the same picks: nothing but the worker's state is involved.
+        let (a, b) = (Strategies::seeded(&r, 9), Strategies::seeded(&r, 9));
+        for _ in 0..50 {
+            assert_eq!(a.server_in(&r, 0, b"k"), b.server_in(&r, 0, b"k"));
         }
     }
 }

@@ -25,6 +25,17 @@ impl RoundRobin {
         pool_index: usize,
         usable: impl Fn(usize) -> bool,
     ) -> usize {
+        debug_assert!(
+            !pool.servers.is_empty(),
+            "pool '{}' has no servers: the config loader refuses a backend without servers",
+            pool.name
+        );
+        debug_assert!(
+            pool_index < self.cursors.len(),
+            "no round-robin cursor for pool {pool_index} ({} cursors): there is one for every \
+             pool of the router the strategies were built for",
+            self.cursors.len()
+        );
         let count = pool.servers.len().max(1);
         let Some(cursor) = self.cursors.get_mut(pool_index) else {
             return pool.servers.first().copied().unwrap_or(0);
@@ -40,6 +51,7 @@ impl RoundRobin {
             }
         }
         *cursor = start + 1;
+        // `start % count` is a position in a non-empty list (asserted above).
         pool.servers.get(start % count).copied().unwrap_or(0)
     }
 }
