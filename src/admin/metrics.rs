@@ -445,7 +445,7 @@ fn render_servers(registry: &StatsRegistry, out: &mut String) {
 
 fn render_side_effects(registry: &StatsRegistry, out: &mut String) {
     let effects = registry.effects().map(|e| e.snapshot()).unwrap_or_default();
-    type EffectField = fn(&crate::upstream::side_effects::EffectSnapshot) -> u64;
+    type EffectField = fn(&crate::observe::stats::EffectSnapshot) -> u64;
     let families: [(&str, &str, &str, EffectField); 5] = [
         (
             "bifrost_side_effect_queued_total",

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::observe::stats::WorkerStats;
+use super::counter;
 
 /// Upper bounds of the finite buckets, in microseconds (a bucket holds the observations at
 /// most its bound and above the previous one). They span a loopback round trip (tens of
@@ -28,7 +28,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// Records one duration. Only the owning worker calls this (see [`WorkerStats::add`]).
+    /// Records one duration. Only the owning worker calls this (see [`counter::add`]).
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
         self.observe_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
@@ -39,9 +39,9 @@ impl Histogram {
     pub fn observe_micros(&self, micros: u64) {
         let bucket = BOUNDS_MICROS.partition_point(|&bound| bound < micros);
         if let Some(counter) = self.buckets.get(bucket) {
-            WorkerStats::add(counter, 1);
+            counter::add(counter, 1);
         }
-        WorkerStats::add(&self.sum_micros, micros);
+        counter::add(&self.sum_micros, micros);
     }
 
     /// Adds this histogram's current counts to `into`.

@@ -11,7 +11,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::observe::health::HealthBoard;
 use crate::observe::histogram::{Histogram, HistogramSnapshot};
 use crate::protocol::Command;
-use crate::upstream::side_effects::EffectBoard;
 
 /// Names every counter once: the field, its `stats` name, and whether it is a gauge.
 macro_rules! counters {
@@ -76,19 +75,13 @@ impl WorkerStats {
     /// and store suffice (readers see a recent value); no locked instruction on the hot path.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        super::counter::add(counter, n);
     }
 
     /// Subtracts `n` from a gauge (same single-writer rule as [`WorkerStats::add`]).
     #[inline]
     pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_sub(n),
-            Ordering::Relaxed,
-        );
+        super::counter::sub(counter, n);
     }
 }
 
@@ -228,7 +221,7 @@ pub struct StatsRegistry {
     route_names: Vec<String>,
     server_names: Vec<String>,
     health: Option<Arc<HealthBoard>>,
-    effects: Option<Arc<EffectBoard>>,
+    effects: Option<Arc<dyn EffectTotals>>,
 }
 
 impl StatsRegistry {
@@ -263,7 +256,7 @@ impl StatsRegistry {
     }
 
     /// Also reports the side effects' counters from `effects`.
-    pub fn with_effects(mut self, effects: Arc<EffectBoard>) -> Self {
+    pub fn with_effects(mut self, effects: Arc<dyn EffectTotals>) -> Self {
         self.effects = Some(effects);
         self
     }
@@ -297,7 +290,7 @@ impl StatsRegistry {
     }
 
     /// The side effects' board, when side effects are reported.
-    pub fn effects(&self) -> Option<&EffectBoard> {
+    pub fn effects(&self) -> Option<&dyn EffectTotals> {
         self.effects.as_deref()
     }
 
@@ -456,10 +449,48 @@ impl StatsRegistry {
             let _ = write!(out, "STAT server:{server}:returned {}\r\n", h.returned);
         }
         if let Some(effects) = &self.effects {
-            effects.render(&mut out);
+            render_effects(effects.as_ref(), &mut out);
         }
         out.push_str("END\r\n");
         out.into_bytes()
+    }
+}
+
+/// One side effect's counters at one moment, summed over workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectSnapshot<'a> {
+    /// Its name (`replicate.<index>`, `write_on_miss.<route>`).
+    pub name: &'a str,
+    /// Requests accepted into its queues.
+    pub queued: u64,
+    /// Requests answered.
+    pub done: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Requests dropped because a queue was full.
+    pub dropped: u64,
+    /// Requests queued or in flight now.
+    pub depth: u64,
+}
+
+/// The side effects' counters as the layer that keeps them reports them (see
+/// `crate::upstream::side_effects::EffectBoard`): this layer renders them without knowing
+/// what a side effect is.
+pub trait EffectTotals: Send + Sync {
+    /// Each side effect's name and counters, summed over workers.
+    fn snapshot(&self) -> Vec<EffectSnapshot<'_>>;
+}
+
+/// Appends the `stats` lines of every side effect of `effects` to `out`.
+pub fn render_effects(effects: &dyn EffectTotals, out: &mut String) {
+    use std::fmt::Write;
+    for e in effects.snapshot() {
+        let name = e.name;
+        let _ = write!(out, "STAT effect:{name}:queued {}\r\n", e.queued);
+        let _ = write!(out, "STAT effect:{name}:done {}\r\n", e.done);
+        let _ = write!(out, "STAT effect:{name}:failed {}\r\n", e.failed);
+        let _ = write!(out, "STAT effect:{name}:dropped {}\r\n", e.dropped);
+        let _ = write!(out, "STAT effect:{name}:depth {}\r\n", e.depth);
     }
 }
 

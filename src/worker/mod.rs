@@ -42,9 +42,10 @@ use crate::routing::Router;
 use crate::runtime::log_limit::{LogEvent, LogLimiter};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::timer::TimerWheel;
+use crate::upstream::jobs::effect_queue::EffectQueue;
 use crate::upstream::jobs::probe::Probe;
 use crate::upstream::jobs::{Job, JobId, JobStep, Jobs};
-use crate::upstream::side_effects::{EffectBoard, EffectQueue};
+use crate::upstream::side_effects::EffectBoard;
 use crate::upstream::{Backends, Completion, ConnTimer};
 use owner::Addressee;
 

@@ -7,13 +7,14 @@
 //! * [`probe::Probe`]: the health probe of one server (`version` on a connection of its own,
 //!   every `interval` while the server is up, every `retry_after` while it is down).
 //!
-//! * [`crate::upstream::side_effects::EffectQueue`]: one side effect's bounded queue on this worker
+//! * [`crate::upstream::jobs::effect_queue::EffectQueue`]: one side effect's bounded queue on this worker
 //!   (replication copies, write-backs): it owns their requests and counts their outcomes.
 //!
 //! Warming will be a job of the same shape. Jobs live in a slab owned
 //! by the worker; ids carry a generation, so a reply for a job that has gone finds nothing and
 //! is dropped, like a reply for an exchange whose client went.
 
+pub mod effect_queue;
 pub mod probe;
 
 use std::time::Instant;
@@ -46,7 +47,7 @@ pub enum Job {
     /// A server's health probe.
     Probe(probe::Probe),
     /// One side effect's queue.
-    Effect(crate::upstream::side_effects::EffectQueue),
+    Effect(crate::upstream::jobs::effect_queue::EffectQueue),
 }
 
 impl Job {
