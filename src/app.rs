@@ -178,7 +178,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
         let addr = first
             .local_addr()
             .map_err(|e| format!("listener '{}': {e}", listener.name))?;
-        let spec = ListenerSpec::new(listener, addr);
+        let spec = ListenerSpec::new(listener);
         addrs.push(addr);
         let mut first = Some(first);
         for per_worker in sockets.iter_mut() {

@@ -22,15 +22,15 @@
 //! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
 //! exchange that has gone (its client closed) finds nothing and is dropped.
 
-pub mod failover;
-pub mod fan_out;
-pub mod forward;
+pub(crate) mod failover;
+pub(crate) mod fan_out;
+pub(crate) mod forward;
 pub mod multiget;
-pub mod parallel;
-pub mod parallel_get;
-pub mod split_get;
+pub(crate) mod parallel;
+pub(crate) mod parallel_get;
+pub(crate) mod split_get;
 pub mod ttl;
-pub mod window;
+pub(crate) mod window;
 pub mod write_back;
 
 use crate::runtime::gen_slab::{GenSlab, Id};

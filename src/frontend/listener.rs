@@ -32,8 +32,6 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub struct ListenerSpec {
     /// The listener's name (logs).
     pub name: String,
-    /// The address actually bound (port 0 in the config is resolved once, at start-up).
-    pub addr: SocketAddr,
     /// Parser limits for its clients.
     pub limits: Limits,
     /// Connection cap for the whole listener.
@@ -61,12 +59,11 @@ pub struct ListenerSpec {
 }
 
 impl ListenerSpec {
-    /// The spec of a configured listener bound at `addr`.
-    pub fn new(config: &ListenerConfig, addr: SocketAddr) -> ListenerSpec {
+    /// The spec of a configured listener.
+    pub fn new(config: &ListenerConfig) -> ListenerSpec {
         let soft_limit = config.max_buffered_reply_bytes.max(1);
         ListenerSpec {
             name: config.name.clone(),
-            addr,
             limits: Limits {
                 max_line_length: config.max_line_length,
                 max_value_size: config.max_value_size,

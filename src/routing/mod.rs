@@ -14,10 +14,10 @@
 
 pub mod hash;
 pub mod matcher;
-pub mod plan;
+pub(crate) mod plan;
 pub mod ring;
-pub mod shape;
-pub mod strategy;
+pub(crate) mod shape;
+pub(crate) mod strategy;
 
 use crate::config::placement::{Distribution, HashFunction};
 use crate::config::{Config, KeyMatch, Strategy, WritePolicy};

@@ -74,6 +74,7 @@ pub enum WarmPlan {
 
 impl WarmPlan {
     /// The plan for `request` (parsed from `bytes`).
+    #[cfg(test)]
     pub fn of(request: &Request, bytes: &[u8]) -> WarmPlan {
         Shape::of(request, bytes).plan
     }

@@ -56,6 +56,7 @@ impl LogEvent {
     pub const COUNT: usize = 6;
 
     /// Every event kind, in declaration order.
+    #[cfg(test)]
     pub const ALL: [LogEvent; LogEvent::COUNT] = [
         LogEvent::ConnectFailed,
         LogEvent::Timeout,
@@ -105,6 +106,7 @@ pub enum LogOutcome {
 
 impl LogOutcome {
     /// True if the line was logged.
+    #[cfg(test)]
     pub fn is_logged(self) -> bool {
         matches!(self, LogOutcome::Logged { .. })
     }
@@ -161,17 +163,8 @@ impl LogLimiter {
         Self::new(DEFAULT_BURST, DEFAULT_WINDOW, subjects)
     }
 
-    /// Lines allowed per key per window.
-    pub fn burst(&self) -> u32 {
-        self.burst
-    }
-
-    /// Length of a window.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Total lines suppressed since construction (for stats).
+    #[cfg(test)]
     pub fn suppressed_total(&self) -> u64 {
         self.suppressed_total
     }
@@ -248,6 +241,7 @@ impl LogLimiter {
     /// whose window has ended with lines still unreported, logs one summary line and clears the
     /// count. Call it now and then from the loop (e.g. every few seconds) so the last burst of a
     /// storm is not silently forgotten. Returns the number of suppressed lines reported.
+    #[cfg(test)]
     pub fn flush(&mut self, now: Instant) -> u64 {
         let per_kind = self.subjects + 2;
         let mut reported = 0;

@@ -35,11 +35,13 @@ impl<T> TimerWheel<T> {
     }
 
     /// Number of pending timers.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when no timer is pending.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

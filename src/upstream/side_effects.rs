@@ -171,11 +171,6 @@ impl EffectBoard {
         self.effects.len()
     }
 
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.effects.is_empty()
-    }
-
     /// The largest `queue` of the side effects (1 when there are none): what a worker's
     /// side-effect connection to one server takes queued or in flight. One side effect alone
     /// never fills it (its own queue is no larger); several sharing a target can, and what

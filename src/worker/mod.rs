@@ -240,7 +240,9 @@ impl Worker {
             health: setup.health,
             job_sends: Vec::new(),
             planner: Planner::new(
-                setup.router,
+                // The worker's own copy: its regex match caches and ring tables are its own,
+                // so routing a request touches nothing another thread writes.
+                Router::clone(&setup.router),
                 setup.effects,
                 stats.clone(),
                 setup.registry.detail(setup.id),
@@ -514,7 +516,6 @@ impl Worker {
         match step {
             JobStep::Wait => {}
             JobStep::SleepUntil(at) => self.timers.schedule(at, TimerEvent::Job(id)),
-            JobStep::Done => self.jobs.remove(id),
         }
     }
 

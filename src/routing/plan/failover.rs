@@ -33,7 +33,7 @@ impl Planner {
         (route, index): (usize, usize),
         tag: Option<Tag>,
     ) -> Option<Plan> {
-        let router = &*self.router;
+        let router = &self.router;
         let spec = router.failover(index)?;
         let mut chain = Vec::with_capacity(spec.pools.len());
         self.strategies

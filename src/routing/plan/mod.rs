@@ -115,7 +115,7 @@ pub enum StartKind {
 /// One worker's planner: the route table, the strategies' state (round-robin turns, rings
 /// without ejected servers), the side effects, and what recent multi-gets brought per key.
 pub struct Planner {
-    router: Arc<Router>,
+    router: Router,
     strategies: Strategies,
     effects: Arc<EffectBoard>,
     /// Per listener, the servers `flush_all` goes to.
@@ -135,7 +135,7 @@ pub struct Planner {
 impl Planner {
     /// A planner over `router` and `effects`, counting in this worker's `stats` and `detail`.
     pub fn new(
-        router: Arc<Router>,
+        router: Router,
         effects: Arc<EffectBoard>,
         stats: Arc<WorkerStats>,
         detail: Arc<DetailStats>,
@@ -154,11 +154,6 @@ impl Planner {
             sends: Vec::new(),
             side: Vec::new(),
         }
-    }
-
-    /// The route table.
-    pub fn router(&self) -> &Router {
-        &self.router
     }
 
     /// Rebuilds the rings of pools with servers `health` ejects (after its epoch changed).

@@ -24,7 +24,7 @@ impl Planner {
         keys: [&[u8]; 4],
         counts: [bool; 4],
     ) -> Option<[Option<usize>; 4]> {
-        let router = &*self.router;
+        let router = &self.router;
         let [first, rest @ ..] = keys;
         let route = router.route(cx.listener, command, first)?;
         if !router

@@ -64,7 +64,13 @@ fn fixture_with(yaml: &str) -> Fixture {
     );
     let (stats, detail) = (registry.worker(0), registry.detail(0));
     let listeners = config.listeners.len();
-    let planner = Planner::new(router.clone(), effects, stats.clone(), detail, listeners);
+    let planner = Planner::new(
+        Router::clone(&router),
+        effects,
+        stats.clone(),
+        detail,
+        listeners,
+    );
     Fixture {
         planner,
         router,

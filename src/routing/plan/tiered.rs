@@ -50,7 +50,7 @@ impl Planner {
             }
             _ => return None,
         };
-        let router = &*self.router;
+        let router = &self.router;
         let family = shape.family;
         let mut chain = Vec::new();
         let answer = match kind {
@@ -141,7 +141,7 @@ impl Planner {
             let count = index >= counted;
             asked.push(AskedKey::new(bytes, key, 0));
             chain.clear();
-            let router = &*self.router;
+            let router = &self.router;
             let route = router.route(cx.listener, request.command, key);
             match route.and_then(|r| Some((r, router.routes().get(r)?.kind))) {
                 Some((route, RouteKind::Parallel(p))) => {

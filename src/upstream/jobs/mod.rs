@@ -1,7 +1,7 @@
 //! Jobs: work on the poll loop that no client waits for. A job owns its backend requests
 //! (an [`crate::upstream::Owner`] token the worker maps to the job); each reply or failure reaches it as a completion, and each
 //! timer it asked for wakes it. It answers with the requests to send next and a [`JobStep`]:
-//! wait for a reply, sleep until an instant, or finish.
+//! wait for a reply, or sleep until an instant. Jobs live as long as their worker.
 //!
 //! The kinds:
 //! * [`probe::Probe`]: the health probe of one server (`version` on a connection of its own,
@@ -37,8 +37,6 @@ pub enum JobStep {
     Wait,
     /// Wake it (a timer event) at this instant.
     SleepUntil(Instant),
-    /// It is finished: remove it.
-    Done,
 }
 
 /// One job.
