@@ -33,6 +33,8 @@ mod validate;
 mod walker;
 
 #[cfg(test)]
+mod tests_admin_errors;
+#[cfg(test)]
 mod tests_errors;
 #[cfg(test)]
 mod tests_load;

@@ -26,6 +26,8 @@ mod tokens;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 
 /// A byte range `start..end` into the buffer the request was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
