@@ -207,13 +207,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
 
 /// A `Content-Length` value: ASCII digits only (no sign, no spaces inside), at most what fits.
 fn parse_content_length(value: &[u8]) -> Option<usize> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0usize, |n, &d| {
-        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-    })
+    crate::protocol::decimal::parse_usize(value.trim_ascii())
 }
 
 /// `text/plain` with its charset, the type of every plain answer.

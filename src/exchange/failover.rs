@@ -399,7 +399,6 @@ impl Failover {
             // The reply decides what happens next: it is read whole.
             stream: false,
             // Hits and misses are counted by the exchange, once per key (see `lookup`).
-            lookups: 0,
         });
     }
 }
@@ -414,6 +413,5 @@ pub fn write_back_send(warm: usize, header: Bytes, value: Bytes, command: Comman
         value: Some(value),
         framing: Framing::whole(command),
         stream: false,
-        lookups: 0,
     }
 }

@@ -8,6 +8,8 @@ use crate::upstream::Completion;
 /// State of a forward.
 #[derive(Debug, Default)]
 pub struct Forward {
+    /// Keys the request looks up (its hits and misses are counted from the reply's values).
+    lookups: usize,
     streamed: bool,
     finished: bool,
     /// The client gets nothing back (`noreply`): it need not wait for the reply.
@@ -15,11 +17,12 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// Sends `send`.
-    pub fn start(send: Send, fx: &mut Effects) -> Forward {
+    /// Sends `send`, which looks up `lookups` keys (0 for a request that is not a read).
+    pub fn start(send: Send, lookups: usize, fx: &mut Effects) -> Forward {
         let silent = send.framing.discard_reply;
         fx.sends.push(send);
         Forward {
+            lookups,
             silent,
             ..Forward::default()
         }
@@ -34,6 +37,11 @@ impl Forward {
     pub fn on_completion(&mut self, completion: &Completion, fx: &mut Effects) {
         if self.finished {
             return;
+        }
+        if completion.end && self.lookups > 0 {
+            // A failed read is all misses (its reply is a miss, or an error).
+            let hits = completion.values.min(self.lookups);
+            fx.lookups = (hits, self.lookups - hits);
         }
         if completion.failed.is_some() && self.streamed {
             fx.abort = true;

@@ -91,9 +91,11 @@ pub struct Effects {
     /// A warm_first read has left the warm tier (its cold request goes out with these sends)
     /// or is answered: its client's later writes may go now.
     pub writes_released: bool,
-    /// Hits and misses the exchange counted itself (for requests asked of several servers,
-    /// whose replies are not each counted: see [`Send::lookups`]).
+    /// Hits and misses of the keys its replies answered (an exchange is the one place that
+    /// knows them: a key asked twice, of a fallback server, is counted once).
     pub lookups: (usize, usize),
+    /// Keys of a multi-get that no route takes: each a miss of the process, of no route.
+    pub unrouted_misses: usize,
 }
 
 impl Effects {
@@ -107,6 +109,7 @@ impl Effects {
         self.key_bytes = None;
         self.side.clear();
         self.lookups = (0, 0);
+        self.unrouted_misses = 0;
         self.writes_released = false;
     }
 }
@@ -166,8 +169,8 @@ enum Kind {
 
 impl Exchange {
     /// Starts a forward of one request to one server.
-    pub fn forward(slot: SlotRef, send: Send, fx: &mut Effects) -> Exchange {
-        let kind = Kind::Forward(forward::Forward::start(send, fx));
+    pub fn forward(slot: SlotRef, send: Send, lookups: usize, fx: &mut Effects) -> Exchange {
+        let kind = Kind::Forward(forward::Forward::start(send, lookups, fx));
         Exchange::started(slot, kind, fx)
     }
 

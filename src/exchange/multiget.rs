@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{Command, Request};
+use crate::protocol::{value_header, Command, Request};
 
 /// `END\r\n`, the one terminator of a merged reply.
 pub const END: &[u8] = b"END\r\n";
@@ -97,24 +97,15 @@ pub fn build_lines(
 /// The length of the `VALUE` block at the start of `reply` when it holds `key`. The framer has
 /// already checked the block's shape; this only reads the key and the `<bytes>` count.
 fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
+    // Most blocks are another key's: compare the key before reading the line.
     let rest = reply.strip_prefix(b"VALUE ")?.strip_prefix(key)?;
-    let rest = rest.strip_prefix(b" ")?;
-    // `<flags> <bytes>[ <cas>]\r\n`: short tokens, a plain scan beats memchr's set-up.
-    let flags_end = rest.iter().position(|&b| b == b' ')?;
-    let after_flags = rest.get(flags_end + 1..)?;
-    let digits = after_flags
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(after_flags.len());
-    let size = after_flags
-        .get(..digits)?
-        .iter()
-        .try_fold(0usize, |n, &d| {
-            n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-        })?;
-    let newline = after_flags.iter().position(|&b| b == b'\n')?;
-    let header = 6 + key.len() + 1 + flags_end + 1 + newline + 1;
-    let total = header.checked_add(size)?.checked_add(2)?;
+    if rest.first() != Some(&b' ') {
+        return None;
+    }
+    let newline = memchr::memchr(b'\n', reply)?;
+    let line = reply.get(..newline)?;
+    let header = value_header(line.strip_suffix(b"\r").unwrap_or(line))?;
+    let total = (newline + 1).checked_add(header.size)?.checked_add(2)?;
     (total <= reply.len()).then_some(total)
 }
 

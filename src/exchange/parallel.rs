@@ -95,7 +95,6 @@ impl Parallel {
         for (part, mut send) in sends.enumerate() {
             send.part = u32::try_from(part).unwrap_or(u32::MAX);
             send.stream = false;
-            send.lookups = 0;
             if part == 0 {
                 // The first request's framing is the client's (a warm_first invalidation
                 // after it is read whole whatever the client asked).
@@ -285,7 +284,6 @@ mod tests {
                 noop_tail: false,
             },
             stream: true,
-            lookups: 1,
         }
     }
 
@@ -300,7 +298,7 @@ mod tests {
         let mut fx = Effects::default();
         let mut p = Parallel::start((0..3).map(send), answer, false, &mut fx);
         assert_eq!(fx.sends.len(), 3);
-        assert!(fx.sends.iter().all(|s| !s.stream && s.lookups == 0));
+        assert!(fx.sends.iter().all(|s| !s.stream));
         for (n, (part, c)) in order.iter().enumerate() {
             fx.reset(true);
             p.on_completion(*part, c, &mut fx);

@@ -311,7 +311,6 @@ impl ParallelGet {
                     value: None,
                     framing: self.framing,
                     stream: false,
-                    lookups: 0,
                 });
             }
             return;

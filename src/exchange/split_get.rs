@@ -131,6 +131,9 @@ pub struct SplitGet {
     hits: usize,
     /// Its client's later warm_first writes wait until it is answered.
     holds_writes: bool,
+    /// Per part, the keys asked of it in the current round (its hits and misses, without
+    /// failover keys, are counted from its reply; with them, once per key at the merge).
+    part_keys: Vec<usize>,
 }
 
 impl SplitGet {
@@ -169,6 +172,7 @@ impl SplitGet {
             round: 0..0,
             hits: 0,
             holds_writes: false,
+            part_keys: vec![0; n],
         }
     }
 
@@ -187,6 +191,7 @@ impl SplitGet {
 
     /// Sends the first window.
     pub fn start(&mut self, fx: &mut Effects) {
+        fx.unrouted_misses += self.asked.iter().filter(|k| k.part == usize::MAX).count();
         self.next_window(fx);
     }
 
@@ -244,6 +249,12 @@ impl SplitGet {
         }
         if !completion.end {
             return;
+        }
+        if self.fallbacks.is_none() {
+            let keys = self.part_keys.get(part).copied().unwrap_or(0);
+            let hits = completion.values.min(keys);
+            fx.lookups.0 += hits;
+            fx.lookups.1 += keys - hits;
         }
         if let Some(w) = self.waiting.get_mut(part) {
             *w = false;
@@ -468,6 +479,9 @@ impl SplitGet {
             if let Some(w) = self.waiting.get_mut(part) {
                 *w = true;
             }
+            if let Some(k) = self.part_keys.get_mut(part) {
+                *k = keys;
+            }
             self.pending += 1;
             fx.sends.push(Send {
                 server,
@@ -476,9 +490,6 @@ impl SplitGet {
                 value: None,
                 framing: self.framing,
                 stream,
-                // With failover keys a key may be asked again: the exchange counts each key
-                // once, when its window is merged.
-                lookups: if self.fallbacks.is_some() { 0 } else { keys },
             });
         }
     }

@@ -21,9 +21,10 @@ use std::iter::FusedIterator;
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
+use crate::protocol::decimal::{is_digits, parse_i64, parse_usize};
 use crate::protocol::meta_flags::Words;
-use crate::protocol::Request;
 pub use crate::protocol::{meta_flags, MetaFlags};
+use crate::protocol::{value_header, Request};
 
 /// memcached's largest relative TTL (30 days): anything larger is read as a unix time.
 const MAX_RELATIVE_TTL: i64 = 60 * 60 * 24 * 30;
@@ -83,27 +84,11 @@ pub fn value_blocks(reply: &Bytes) -> ValueBlocks {
 /// The `VALUE` block at offset `at` of `reply` and the offset just past it.
 fn block_at(reply: &Bytes, at: usize) -> Option<(ValueBlock, usize)> {
     let (text, line_end) = line_at(reply, at)?;
-    if !text.starts_with(b"VALUE ") {
-        return None;
-    }
-    let mut words = Words::new(text);
-    words.next()?;
-    let (key_at, key) = words.next()?;
-    let (flags_at, flags) = words.next()?;
-    let size = parse_usize(words.next()?.1)?;
-    // The optional cas token, then nothing: a longer line is not a block we understand.
-    if let Some((_, cas)) = words.next() {
-        if !is_digits(cas) || words.next().is_some() {
-            return None;
-        }
-    }
-    if !is_digits(flags) {
-        return None;
-    }
-    let end = data_end(reply, line_end, size)?;
+    let header = value_header(text)?;
+    let end = data_end(reply, line_end, header.size)?;
     let block = ValueBlock {
-        key: slice(reply, at + key_at, at + key_at + key.len())?,
-        flags: slice(reply, at + flags_at, at + flags_at + flags.len())?,
+        key: slice(reply, at + header.key.0, at + header.key.1)?,
+        flags: slice(reply, at + header.flags.0, at + header.flags.1)?,
         data: slice(reply, line_end, end)?,
     };
     Some((block, end))
@@ -398,37 +383,6 @@ fn data_end(buf: &[u8], start: usize, size: usize) -> Option<usize> {
 fn slice(buf: &Bytes, start: usize, end: usize) -> Option<Bytes> {
     buf.get(start..end)?;
     Some(buf.slice(start..end))
-}
-
-/// True for a non-empty run of ASCII digits.
-fn is_digits(token: &[u8]) -> bool {
-    !token.is_empty() && token.iter().all(u8::is_ascii_digit)
-}
-
-/// A decimal `usize` (digits only, no overflow).
-fn parse_usize(token: &[u8]) -> Option<usize> {
-    if !is_digits(token) {
-        return None;
-    }
-    token.iter().try_fold(0usize, |n, &d| {
-        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
-    })
-}
-
-/// A decimal `i64`, optionally negative (`t-1`).
-fn parse_i64(token: &[u8]) -> Option<i64> {
-    let (negative, digits) = match token.strip_prefix(b"-") {
-        Some(digits) => (true, digits),
-        None => (false, token),
-    };
-    if !is_digits(digits) {
-        return None;
-    }
-    digits.iter().try_fold(0i64, |n, &d| {
-        let d = i64::from(d - b'0');
-        n.checked_mul(10)?
-            .checked_add(if negative { -d } else { d })
-    })
 }
 
 /// Appends `n` in decimal without going through a `String`.

@@ -9,11 +9,15 @@
 
 pub mod base64;
 pub mod command;
+pub mod decimal;
 pub mod meta_flags;
 pub mod reply;
 pub mod request;
 
 pub use command::{Command, ReplyKind};
 pub use meta_flags::{meta_flags, MetaFlags};
-pub use reply::{key_print, parse_reply, Checks, Expect, Reply, ReplyError, ReplyFramer};
+pub use reply::{
+    key_print, parse_reply, value_header, Checks, Expect, Reply, ReplyError, ReplyFramer,
+    ValueHeader,
+};
 pub use request::{parse_request, KeyIter, Limits, ParseError, Parsed, Request, Span};

@@ -20,6 +20,7 @@ use memchr::memchr;
 
 use super::base64;
 use super::command::ReplyKind;
+use super::decimal;
 
 pub mod expect;
 #[cfg(test)]
@@ -110,53 +111,55 @@ fn token(line: &[u8], n: usize) -> Option<&[u8]> {
     line.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(n)
 }
 
-/// Parses an unsigned decimal token (digits only) into a `usize`.
-fn parse_len(token: &[u8]) -> Option<usize> {
-    if token.is_empty() || token.len() > 20 {
-        return None;
-    }
-    token.iter().try_fold(0usize, |acc, &b| {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        acc.checked_mul(10)?.checked_add(usize::from(digit))
-    })
+/// A `VALUE <key> <flags> <bytes> [<cas>]` line as memcached writes it (one space between
+/// tokens, flags within 32 bits, a cas unique within 64): where its key, flags and cas lie in
+/// the line, and its data block's length. The one reader of `VALUE` lines: the framer checks
+/// every reply with it, and what reads a framed reply again (a merge, a write-back) gets the
+/// same answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueHeader {
+    /// The key's range in the line.
+    pub key: (usize, usize),
+    /// The flags' range in the line.
+    pub flags: (usize, usize),
+    /// The data block's length (without its `\r\n`).
+    pub size: usize,
+    /// The cas unique's range in the line (`gets`/`gats` replies).
+    pub cas: Option<(usize, usize)>,
 }
 
-/// The `<key>` and `<bytes>` of a `VALUE <key> <flags> <bytes> [<cas>]` line (memcached
-/// separates tokens with one space); None when the line has another shape.
-fn value_header(line: &[u8]) -> Option<(&[u8], usize)> {
+/// Reads a `VALUE` line (without its line end); None when the line has another shape.
+#[inline]
+pub fn value_header(line: &[u8]) -> Option<ValueHeader> {
     let rest = line.strip_prefix(b"VALUE ")?;
-    let key_end = memchr(b' ', rest)?;
-    let rest = rest.get(key_end + 1..)?;
+    let key_end = 6 + memchr(b' ', rest)?;
+    let flags_start = key_end + 1;
     // The numbers are short: a plain scan beats memchr's set-up.
-    let flags_end = rest.iter().position(|&b| b == b' ')?;
-    let (key, flags) = (line.get(6..6 + key_end)?, rest.get(..flags_end)?);
-    let rest = rest.get(flags_end + 1..)?;
-    let (bytes, cas) = match rest.iter().position(|&b| b == b' ') {
-        Some(end) => (rest.get(..end)?, Some(rest.get(end + 1..)?)),
-        None => (rest, None),
+    let flags_end = flags_start + line.get(flags_start..)?.iter().position(|&b| b == b' ')?;
+    let size_start = flags_end + 1;
+    let tail = line.get(size_start..)?;
+    let (size_end, cas) = match tail.iter().position(|&b| b == b' ') {
+        Some(end) => (size_start + end, Some((size_start + end + 1, line.len()))),
+        None => (line.len(), None),
     };
     // Flags are 32 bits and a cas unique 64 in memcached: anything wider is not a reply of
     // its (and a write-back would copy the flags into a request memcached refuses without
     // reading its data block).
-    let well_formed = !key.is_empty()
-        && decimal_at_most(flags, b"4294967295")
-        && cas.map_or(true, |c| decimal_at_most(c, b"18446744073709551615"));
+    let well_formed = key_end > 6
+        && decimal::at_most(line.get(flags_start..flags_end)?, decimal::U32_MAX)
+        && cas.map_or(true, |(s, e)| {
+            line.get(s..e)
+                .is_some_and(|c| decimal::at_most(c, decimal::U64_MAX))
+        });
     if !well_formed {
         return None;
     }
-    Some((key, parse_len(bytes)?))
-}
-
-/// True when `digits` is a decimal number (ASCII digits only) no greater than `max` (the
-/// largest value of its type, written in decimal): digit strings of one length compare as
-/// their numbers do.
-fn decimal_at_most(digits: &[u8], max: &[u8]) -> bool {
-    !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
+    Some(ValueHeader {
+        key: (6, key_end),
+        flags: (flags_start, flags_end),
+        size: decimal::parse_usize(line.get(size_start..size_end)?)?,
+        cas,
+    })
 }
 
 /// Frames one reply incrementally: the state is kept between calls, so bytes already framed
@@ -288,7 +291,9 @@ impl ReplyFramer {
     /// A `VALUE` block's header: its key must be one of the keys asked at or after the last
     /// one matched (when the request's keys are known), then its data block follows.
     fn value(&mut self, line: &[u8], checks: &Checks<'_>) -> Result<bool, ReplyError> {
-        let (key, size) = value_header(line).ok_or(ReplyError::Malformed)?;
+        let header = value_header(line).ok_or(ReplyError::Malformed)?;
+        let key = line.get(header.key.0..header.key.1).unwrap_or_default();
+        let size = header.size;
         let expect = &checks.expect;
         match expect.keys {
             0 if expect.retrieval => return Err(ReplyError::WrongKey),
@@ -328,7 +333,7 @@ impl ReplyFramer {
         if self.error {
             return Ok(true);
         }
-        let found = if parse_len(line).is_some() {
+        let found = if decimal::parse_usize(line).is_some() {
             code::OTHER
         } else {
             const WORDS: [(&[u8], u16); 9] = [
@@ -407,7 +412,7 @@ impl ReplyFramer {
         }
         if found == code::VA {
             self.ends_with_block = true;
-            return self.start_block(token(line, 1).and_then(parse_len));
+            return self.start_block(token(line, 1).and_then(decimal::parse_usize));
         }
         if found == code::HD {
             self.values += 1;
@@ -433,7 +438,7 @@ impl ReplyFramer {
                 return self.value(line, checks);
             }
             if is_word(line, b"VA") {
-                return self.start_block(token(line, 1).and_then(parse_len));
+                return self.start_block(token(line, 1).and_then(decimal::parse_usize));
             }
             if is_word(line, b"HD") {
                 self.values += 1;

@@ -63,7 +63,6 @@ impl Rig {
             stream: false,
             deadline: Instant::now() + Duration::from_secs(60),
             sent: 0,
-            lookups: 0,
             expect: Expect::ANY,
             wire_start: 0,
         };

@@ -111,8 +111,6 @@ pub struct Fragment {
     /// When it was queued, on its worker's clock (microseconds; the server's latency is
     /// measured from here).
     pub sent: u64,
-    /// Keys this request looks up (for hit/miss counters; 0 for non-retrievals).
-    pub lookups: usize,
     /// What its reply may hold beyond its kind (reply codes, keys asked): set by the
     /// connection when the request is queued, from the bytes it sends.
     pub expect: Expect,
@@ -135,8 +133,6 @@ pub struct Completion {
     pub tail: usize,
     /// With `end`: hits in the reply (VALUE/VA blocks, HD lines).
     pub values: usize,
-    /// Keys the request looked up (copied from the fragment).
-    pub lookups: usize,
     /// The server that answered or failed it.
     pub server: usize,
     /// The backend failed this request (timeouts and connection errors).
@@ -164,7 +160,6 @@ impl Completion {
             end: true,
             tail: text.len() - last_line,
             values,
-            lookups: 0,
             server: 0,
             failed,
             sent: 0,
@@ -190,7 +185,6 @@ impl Fragment {
             },
             end: true,
             values: 0,
-            lookups: self.lookups,
             server,
             failed: Some(reason),
             sent: self.sent,

@@ -430,7 +430,6 @@ fn fragment_of(
         stream: send.stream && !send.framing.discard_reply,
         deadline,
         sent,
-        lookups: send.lookups,
         // Filled in by the connection that queues it (BackendConn::enqueue).
         expect: crate::protocol::Expect::ANY,
         wire_start: 0,

@@ -88,7 +88,4 @@ pub struct Send {
     pub framing: Framing,
     /// Its reply may be handed on in pieces.
     pub stream: bool,
-    /// Keys it looks up (hit/miss counters, taken from its reply; 0 when the exchange counts
-    /// them itself through [`Effects::lookups`]).
-    pub lookups: usize,
 }

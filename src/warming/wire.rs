@@ -6,6 +6,7 @@
 //! back in order on each connection, so they are matched to keys by a FIFO and carry no key.
 //! A key that the text protocol cannot carry as it is goes base64 with the `b` flag.
 
+use crate::protocol::decimal;
 use crate::warming::request::{is_valid_key, MAX_KEY_LENGTH};
 
 /// Longest reply header line accepted (`VA <len> f<flags> t<ttl>` is well under 100 bytes).
@@ -88,7 +89,7 @@ pub fn parse_get(buf: &[u8]) -> Result<Option<(GetReply, usize)>, String> {
     }
     let len: usize = tokens
         .next()
-        .and_then(number)
+        .and_then(decimal::parse_usize)
         .ok_or_else(|| format!("malformed reply '{}'", show(line)))?;
     if len > MAX_VALUE {
         return Err(format!(
@@ -98,8 +99,10 @@ pub fn parse_get(buf: &[u8]) -> Result<Option<(GetReply, usize)>, String> {
     let (mut flags, mut ttl) = (0u32, -1i64);
     for token in tokens {
         let parsed = match token.split_first() {
-            Some((b'f', digits)) => number(digits).map(|f| flags = f),
-            Some((b't', digits)) => number(digits).map(|t| ttl = t),
+            Some((b'f', digits)) => decimal::parse_u64(digits)
+                .and_then(|f| u32::try_from(f).ok())
+                .map(|f| flags = f),
+            Some((b't', digits)) => decimal::parse_i64(digits).map(|t| ttl = t),
             _ => Some(()),
         };
         if parsed.is_none() {
@@ -133,10 +136,6 @@ pub fn parse_set(buf: &[u8]) -> Result<Option<(SetReply, usize)>, String> {
         _ if line.starts_with(b"SERVER_ERROR ") => Ok(Some((SetReply::Refused, after))),
         _ => Err(unexpected(line)),
     }
-}
-
-fn number<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The key as the wire carries it: as it is, or base64 with `b` set when it is not a plain

@@ -130,7 +130,7 @@ impl Worker {
         fx.reset(true);
         let sends = self.planner.sends();
         let mut exchange = match start.kind {
-            StartKind::Forward(send) => Exchange::forward(slot, send, &mut fx),
+            StartKind::Forward { send, lookups } => Exchange::forward(slot, send, lookups, &mut fx),
             StartKind::FanOut => Exchange::fan_out(slot, sends.drain(..), &mut fx),
             StartKind::SplitGet(split) => Exchange::split_get(slot, split, &mut fx),
             StartKind::Failover(failover) => Exchange::failover(slot, failover, &mut fx),

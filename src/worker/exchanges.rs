@@ -60,11 +60,6 @@ impl Worker {
                 }
             }
         }
-        if completion.lookups > 0 {
-            let hits = completion.values.min(completion.lookups);
-            let misses = completion.lookups - hits;
-            self.count_lookups(counters, hits, misses);
-        }
     }
 
     /// Counts `hits` and `misses` of keys looked up, in all and on their route.
@@ -273,6 +268,10 @@ impl Worker {
         if fx.lookups != (0, 0) {
             let counters = tag.and_then(|t| self.detail.commands(t.route, t.command));
             self.count_lookups(counters, fx.lookups.0, fx.lookups.1);
+        }
+        if fx.unrouted_misses > 0 {
+            // Keys no route takes: misses of the process, of no route.
+            WorkerStats::add(&self.stats.get_misses, fx.unrouted_misses as u64);
         }
         for (effect, send) in fx.side.drain(..) {
             self.side_effect(effect, &send, now);

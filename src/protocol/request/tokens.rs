@@ -104,32 +104,7 @@ impl Number {
 /// also bounds how much a refused request can make the proxy swallow.
 pub(super) const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
 
-/// Parses an unsigned decimal: ASCII digits only, no sign, at least one digit, no overflow.
-pub(super) fn parse_u64(token: &[u8]) -> Option<u64> {
-    if token.is_empty() || token.len() > 20 {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &b in token {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
-    }
-    Some(value)
-}
-
-/// Parses a signed decimal: an optional `-`, then ASCII digits, within `i64`.
-pub(super) fn parse_i64(token: &[u8]) -> Option<i64> {
-    match token.split_first() {
-        Some((b'-', digits)) => {
-            let magnitude = parse_u64(digits)?;
-            0i64.checked_sub_unsigned(magnitude)
-        }
-        _ => i64::try_from(parse_u64(token)?).ok(),
-    }
-}
+pub(super) use crate::protocol::decimal::{parse_i64, parse_u64};
 
 /// Parses a data block length (`<bytes>` / `<datalen>`), bounded by [`MAX_DATA_LEN`].
 pub(super) fn parse_data_len(token: &[u8]) -> Option<usize> {

@@ -93,8 +93,13 @@ pub struct Start {
 /// The kinds of exchange, each with what it starts from (see [`crate::exchange`]).
 #[derive(Debug)]
 pub enum StartKind {
-    /// One request to one server.
-    Forward(Send),
+    /// One request to one server, looking up this many keys (0: not a read).
+    Forward {
+        /// The request.
+        send: Send,
+        /// Keys it looks up.
+        lookups: usize,
+    },
     /// The same request to several servers (the planner's [`Planner::sends`]).
     FanOut,
     /// A multi-key retrieval split across servers.
@@ -296,9 +301,8 @@ impl Planner {
             value: None,
             framing: Framing::of(request),
             stream: true,
-            lookups,
         };
-        start(StartKind::Forward(send), tag, false)
+        start(StartKind::Forward { send, lookups }, tag, false)
     }
 
     fn count_command(&self, request: &Request) {
@@ -387,7 +391,6 @@ impl Planner {
                 value: None,
                 framing,
                 stream: false,
-                lookups: 0,
             });
         }
         start(StartKind::FanOut, None, false)

@@ -133,9 +133,8 @@ impl Planner {
                         }
                     },
                     None => {
-                        // Answered as a miss, and counted as one.
+                        // Answered (and counted) as a miss by the split.
                         WorkerStats::add(&self.stats.no_route, 1);
-                        WorkerStats::add(&self.stats.get_misses, 1);
                         usize::MAX
                     }
                 };

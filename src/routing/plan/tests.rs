@@ -182,7 +182,7 @@ fn a_base64_key_is_routed_by_what_it_decodes_to() {
     let mut f = fixture();
     // "aDox" is "h:1" in base64; "h:1" takes the hashing route, "aDox" no route at all.
     let start = started(f.plan(b"mg aDox b v\r\n"));
-    let StartKind::Forward(send) = start.kind else {
+    let StartKind::Forward { send, .. } = start.kind else {
         panic!("a forward: {:?}", start.kind);
     };
     assert_eq!(send.server, f.owner(0, b"h:1"));
@@ -193,14 +193,11 @@ fn a_base64_key_is_routed_by_what_it_decodes_to() {
 fn a_hashed_key_goes_to_its_ring_server_and_counts_on_its_route() {
     let mut f = fixture();
     let start = started(f.plan(b"get h:1\r\n"));
-    let StartKind::Forward(send) = start.kind else {
+    let StartKind::Forward { send, lookups } = start.kind else {
         panic!("one key is a forward: {:?}", start.kind);
     };
     assert_eq!(send.server, f.owner(0, b"h:1"));
-    assert_eq!(
-        send.lookups, 1,
-        "the forward's reply counts its hit or miss"
-    );
+    assert_eq!(lookups, 1, "the forward's reply counts its hit or miss");
     assert!(send.stream);
     let tag = start.tag.expect("a routed request has a tag");
     assert_eq!((tag.route, tag.started), (f.route("hash"), 7));
@@ -227,7 +224,10 @@ fn a_multi_get_on_one_server_is_a_forward_until_it_exceeds_the_window() {
     let line: &'static [u8] = Box::leak(format!("get {}\r\n", same.join(" ")).into_bytes().into());
     let (request, bytes) = parse(line);
     let plan = f.planner.plan(&request, bytes.clone(), &cx(0, 3, false), 0);
-    assert!(matches!(started(plan).kind, StartKind::Forward(ref s) if s.lookups == 3));
+    assert!(matches!(
+        started(plan).kind,
+        StartKind::Forward { lookups: 3, .. }
+    ));
     let plan = f.planner.plan(&request, bytes, &cx(0, 2, false), 0);
     assert!(
         matches!(started(plan).kind, StartKind::SplitGet(_)),
@@ -240,8 +240,24 @@ fn a_multi_get_over_several_servers_is_split_and_unrouted_keys_are_misses() {
     let mut f = fixture();
     let line = b"get h:1 h:2 h:3 h:4 h:5 h:6 h:7 h:8 nowhere\r\n";
     let start = started(f.plan(line));
-    assert!(matches!(start.kind, StartKind::SplitGet(_)));
-    assert_eq!(f.stats.get_misses.load(Relaxed), 1, "the unrouted key");
+    let StartKind::SplitGet(split) = start.kind else {
+        panic!("a split: {:?}", start.kind);
+    };
+    assert_eq!(f.stats.no_route.load(Relaxed), 1, "the unrouted key");
+    // The split counts it as a miss when it starts, before any reply.
+    let slot = crate::exchange::SlotRef {
+        client: 0,
+        generation: 0,
+        seq: 0,
+    };
+    let mut fx = crate::exchange::Effects::default();
+    let _ = crate::exchange::Exchange::split_get(slot, split, &mut fx);
+    assert_eq!(fx.unrouted_misses, 1);
+    assert_eq!(
+        fx.lookups,
+        (0, 0),
+        "the others are counted from their replies"
+    );
     assert_eq!(f.stats.cmd_get.load(Relaxed), 9);
     assert_eq!(f.registry.route_keys(f.route("hash")), 8, "each key once");
 }
@@ -252,7 +268,7 @@ fn round_robin_keeps_one_server_for_the_keys_of_one_request() {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let start = started(f.plan(b"get rr:1 rr:2 rr:3\r\n"));
-        let StartKind::Forward(send) = start.kind else {
+        let StartKind::Forward { send, .. } = start.kind else {
             panic!("one server for all keys: {:?}", start.kind);
         };
         seen.push(send.server);
@@ -270,7 +286,8 @@ fn round_robin_skips_servers_that_are_not_usable() {
         ..cx(0, 100, false)
     };
     for _ in 0..3 {
-        let StartKind::Forward(send) = started(f.plan_with(b"get rr:1\r\n", &cx)).kind else {
+        let StartKind::Forward { send, .. } = started(f.plan_with(b"get rr:1\r\n", &cx)).kind
+        else {
             panic!("a forward");
         };
         assert_eq!(send.server, 2);
@@ -340,7 +357,7 @@ fn warm_first_plans_each_family_as_documented() {
     assert!(matches!(start.kind, StartKind::Failover(_)));
     assert!(start.reads_through);
     // A cas read is the cold tier's.
-    let StartKind::Forward(send) = started(f.plan(b"gets wf:1\r\n")).kind else {
+    let StartKind::Forward { send, .. } = started(f.plan(b"gets wf:1\r\n")).kind else {
         panic!("gets is a forward to cold");
     };
     assert_eq!(send.server, COLD);

@@ -101,7 +101,6 @@ impl Planner {
                 value: None,
                 framing,
                 stream: false,
-                lookups: 0,
             });
         }
         Some(StartKind::Parallel {
@@ -251,7 +250,6 @@ impl Planner {
                     value: None,
                     framing: Framing::of(request),
                     stream: false,
-                    lookups: 0,
                 },
             ));
         }

@@ -59,7 +59,6 @@ impl Probe {
                 noop_tail: false,
             },
             stream: false,
-            lookups: 0,
         });
         JobStep::Wait
     }
