@@ -16,7 +16,7 @@
 //! A connection only reads what its current request needs (at most a head, and a body only
 //! once the head is accepted), so a client without the token holds a few KiB at most.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown as HowShutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use super::http::{self, Limits, Parsed, Response};
 use super::router;
 use super::AdminApi;
 use crate::observe::stats::WorkerStats;
+use crate::runtime::io::{read_once, OutBuf, ReadOutcome};
 use crate::runtime::log_limit::{LogEvent, LogLimiter};
 use crate::runtime::shutdown::Shutdown;
 
@@ -82,9 +83,7 @@ type EvictRank = (u8, Instant);
 struct Conn {
     stream: TcpStream,
     input: Vec<u8>,
-    output: Vec<u8>,
-    /// How much of `output` has been written.
-    written: usize,
+    output: OutBuf,
     phase: Phase,
     /// When the request at the front of `input` started to arrive (`None`: no request begun).
     request_started: Option<Instant>,
@@ -113,8 +112,7 @@ impl Conn {
         Conn {
             stream,
             input: Vec::new(),
-            output: Vec::new(),
-            written: 0,
+            output: OutBuf::default(),
             phase: Phase::Open,
             request_started: None,
             last_activity: now,
@@ -129,7 +127,7 @@ impl Conn {
     }
 
     fn pending_output(&self) -> usize {
-        self.output.len().saturating_sub(self.written)
+        self.output.pending()
     }
 
     /// The connection's next deadline and what happens then.
@@ -278,7 +276,7 @@ impl Conn {
                     if let Some(response) = router::refusal(server.token.as_deref(), &head) {
                         // Refused whatever its body: answered now, and the connection closed
                         // (the body still on its way is not read).
-                        response.render(&mut self.output, false, false, false);
+                        response.render(self.output.queue(), false, false, false);
                         self.phase = Phase::Closing;
                         return true;
                     }
@@ -291,14 +289,19 @@ impl Conn {
                             .reserve_exact(self.need.saturating_sub(self.input.len()));
                     }
                     if expects_continue && !self.continue_sent {
-                        self.output.extend_from_slice(http::CONTINUE);
+                        self.output.queue().extend_from_slice(http::CONTINUE);
                         self.continue_sent = true;
                         progress = true;
                     }
                     break;
                 }
                 Parsed::Reject(status, reason) => {
-                    Response::reject(status, reason).render(&mut self.output, false, false, false);
+                    Response::reject(status, reason).render(
+                        self.output.queue(),
+                        false,
+                        false,
+                        false,
+                    );
                     self.phase = Phase::Closing;
                     return true;
                 }
@@ -307,7 +310,7 @@ impl Conn {
                         router::route(server.api.as_ref(), server.token.as_deref(), &req);
                     let keep_alive = req.keep_alive && !response.close;
                     let head_only = req.method == "HEAD";
-                    response.render(&mut self.output, head_only, keep_alive, req.http10);
+                    response.render(self.output.queue(), head_only, keep_alive, req.http10);
                     if !keep_alive {
                         self.phase = Phase::Closing;
                     }
@@ -330,27 +333,12 @@ impl Conn {
 
     /// Writes pending output until done or the socket is full. Ok(true) if bytes were written.
     fn flush(&mut self, now: Instant) -> io::Result<bool> {
-        let mut wrote = false;
-        while let Some(pending) = self.output.get(self.written..).filter(|p| !p.is_empty()) {
-            match self.stream.write(pending) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n;
-                    self.last_activity = now;
-                    wrote = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let had_output = !self.output.is_empty();
+        let wrote = self.output.write_to(&mut self.stream, KEEP_CAPACITY)? > 0;
+        if wrote {
+            self.last_activity = now;
         }
-        if self.pending_output() == 0 && !self.output.is_empty() {
-            if self.output.capacity() > KEEP_CAPACITY {
-                self.output = Vec::new();
-            } else {
-                self.output.clear();
-            }
-            self.written = 0;
+        if had_output && self.output.is_empty() {
             // A request held back while responses waited starts its clock now, not when it
             // arrived: the wait was the client's slow reading, not its slow sending.
             if self.request_started.is_some() {
@@ -373,24 +361,17 @@ impl Conn {
         };
         let mut chunk = [0u8; READ_CHUNK];
         let buf = chunk.get_mut(..room).unwrap_or_default();
-        let result = loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let n = match result {
-            Ok(0) => {
+        let n = match read_once(&mut self.stream, buf)? {
+            ReadOutcome::Closed => {
                 self.peer_closed = true;
                 self.readable = false;
                 0
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            ReadOutcome::Bytes(n) => n,
+            ReadOutcome::WouldBlock => {
                 self.readable = false;
                 0
             }
-            Err(e) => return Err(e),
         };
         if !lingering {
             self.input
@@ -419,7 +400,7 @@ impl Conn {
             }
             Expiry::RequestTimeout => "the request did not arrive in time",
         };
-        Response::reject(408, reason).render(&mut self.output, false, false, false);
+        Response::reject(408, reason).render(self.output.queue(), false, false, false);
         self.phase = Phase::Closing;
         self.input.clear();
         self.last_activity = now;

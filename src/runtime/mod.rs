@@ -4,6 +4,7 @@
 
 pub mod buffer;
 pub mod gen_slab;
+pub mod io;
 pub mod log_limit;
 pub mod shutdown;
 pub mod timer;

@@ -6,13 +6,14 @@
 //! connections per job that costs a few failed syscalls per wake-up, and it cannot lose an edge
 //! (a socket left readable because the job chose not to read it is read at the next step).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::config::ServerSpec;
+use crate::runtime::io::{read_once, OutBuf, ReadOutcome};
 
 /// Bytes read from a socket at a time; also how much a connection buffers beyond the reply
 /// it is assembling.
@@ -39,8 +40,7 @@ pub struct Conn {
     address: String,
     stream: TcpStream,
     connected: bool,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: OutBuf,
     input: Vec<u8>,
     in_pos: usize,
     in_end: usize,
@@ -73,8 +73,7 @@ impl Conn {
             address: spec.address.clone(),
             stream,
             connected: false,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::default(),
             input: Vec::new(),
             in_pos: 0,
             in_end: 0,
@@ -100,12 +99,12 @@ impl Conn {
             self.last_progress = now;
         }
         self.owed += owes;
-        write(&mut self.out);
+        write(self.out.queue());
     }
 
     /// Bytes queued and not yet written.
     pub fn backlog(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.pending()
     }
 
     /// Restarts the stall clock (the job chose not to read this connection).
@@ -132,28 +131,17 @@ impl Conn {
                 Err(e) => return Err(self.error(describe(&e))),
             }
         }
-        let mut progress = false;
-        while let Some(pending) = self.out.get(self.out_pos..).filter(|p| !p.is_empty()) {
-            match self.stream.write(pending) {
-                Ok(0) => return Err(self.error("connection closed")),
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.last_progress = now;
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.error(describe(&e))),
+        let wrote = match self.out.write_to(&mut self.stream, CHUNK) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WriteZero => {
+                return Err(self.error("connection closed"))
             }
+            Err(e) => return Err(self.error(describe(&e))),
+        };
+        if wrote > 0 {
+            self.last_progress = now;
         }
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        } else if self.out_pos >= CHUNK {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-        Ok(progress)
+        Ok(wrote > 0)
     }
 
     /// Reads one chunk if the socket has one. True if bytes arrived; an error when the server
@@ -175,21 +163,15 @@ impl Conn {
         if self.input.len() - self.in_end < CHUNK {
             self.input.resize(self.in_end + CHUNK, 0);
         }
-        let result = loop {
-            let spare = self.input.get_mut(self.in_end..).unwrap_or_default();
-            match self.stream.read(spare) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match result {
-            Ok(0) => Err(self.error("connection closed")),
-            Ok(n) => {
+        let spare = self.input.get_mut(self.in_end..).unwrap_or_default();
+        match read_once(&mut self.stream, spare) {
+            Ok(ReadOutcome::Closed) => Err(self.error("connection closed")),
+            Ok(ReadOutcome::Bytes(n)) => {
                 self.in_end += n;
                 self.last_progress = now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Ok(ReadOutcome::WouldBlock) => Ok(false),
             Err(e) => Err(self.error(describe(&e))),
         }
     }
