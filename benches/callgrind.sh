@@ -16,7 +16,10 @@
 # CALLGRIND_ROUTE: the route measured, over memcached A and, where needed, a second memcached B:
 #   blind_forward (default) | consistent_hash (pool A) | warm_first (warm A, cold B,
 #   write_on_miss; the load's gets hit A, since its sets go to both) | parallel (A and B) |
-#   replicate (consistent_hash on A, sets copied to B)
+#   replicate (consistent_hash on A, sets copied to B) | split (consistent_hash over a pool of A
+#   and B, so a multi-get's keys are split between them)
+# CALLGRIND_MULTIGET: keys per get (memcaslap -d; default 1: single gets). With 100 and
+# CALLGRIND_ROUTE=split, each get is a 100-key split.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -79,19 +82,23 @@ case $ROUTE in
 blind_forward | consistent_hash) route="{name: all, match: \"*\", strategy: $ROUTE, backend: mc}" ;;
 warm_first) route="{name: all, match: \"*\", strategy: warm_first, warm: mc, cold: mc2, write_on_miss: {ttl: 300}}" ;;
 parallel) route="{name: all, match: \"*\", strategy: parallel, backends: [mc, mc2]}" ;;
+split) route="{name: all, match: \"*\", strategy: consistent_hash, backend: both}" ;;
 replicate)
     route="{name: all, match: \"*\", strategy: consistent_hash, backend: mc}"
     extra="side_effects: [{replicate: {routes: [all], to: mc2, commands: [set]}}]"
     ;;
 *)
-    echo "error: CALLGRIND_ROUTE=$ROUTE is not one of blind_forward consistent_hash warm_first parallel replicate" >&2
+    echo "error: CALLGRIND_ROUTE=$ROUTE is not one of blind_forward consistent_hash warm_first parallel replicate split" >&2
     exit 1
     ;;
 esac
 cat >"$WORK/bifrost.yaml" <<EOF
 workers: 1
 listeners: [{name: main, bind: "127.0.0.1:$PROXY_PORT"}]
-backends: {mc: {servers: ["127.0.0.1:$MC_PORT"]}, mc2: {servers: ["127.0.0.1:$MC2_PORT"]}}
+backends:
+  mc: {servers: ["127.0.0.1:$MC_PORT"]}
+  mc2: {servers: ["127.0.0.1:$MC2_PORT"]}
+  both: {servers: ["127.0.0.1:$MC_PORT", "127.0.0.1:$MC2_PORT"]}
 routes: [$route]
 $extra
 EOF
@@ -103,12 +110,15 @@ proxy=$!
 pids+=("$proxy")
 wait_port "$PROXY_PORT"
 if ((REQUESTS > 0)); then
-    memcaslap -s "127.0.0.1:$PROXY_PORT" -x "$REQUESTS" -c 1 -T 1 -X 100 >"$WORK/memcaslap.log" 2>&1
+    division=()
+    [[ ${CALLGRIND_MULTIGET:-1} -gt 1 ]] && division=(-d "$CALLGRIND_MULTIGET")
+    memcaslap -s "127.0.0.1:$PROXY_PORT" -x "$REQUESTS" -c 1 -T 1 -X 100 "${division[@]}" \
+        >"$WORK/memcaslap.log" 2>&1
 fi
 kill -TERM "$proxy"
 wait "$proxy" || true
 total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "route: $ROUTE"
+echo "route: $ROUTE${CALLGRIND_MULTIGET:+ (keys per get: $CALLGRIND_MULTIGET)}"
 echo "instructions: $total for $REQUESTS requests (start-up and shutdown included)"
 if ((REQUESTS > 0)); then
     echo "per request: $((total / REQUESTS)) (subtract a 0-request run's total first for the exact figure)"
