@@ -971,3 +971,41 @@ fn one_unread_parallel_get_of_200_big_values_on_two_pools_is_bounded() {
     rss.assert_bounded("one unread parallel get of 200 distinct 1 MiB values on two pools");
     drop(bad);
 }
+
+/// A multi-get at the head of a client's replies, parked between windows until the client
+/// drains, must go on once everything the client can read has been read, even when the
+/// replies of the requests pipelined behind it (which cannot be written before it) are over
+/// the soft limit on their own: here a 300 KB value behind a 64-key get answered in windows of
+/// 8, with a 64 KiB soft limit. Waiting for all buffered bytes to drain would wait for ever.
+#[test]
+fn a_parked_multi_get_goes_on_though_the_replies_behind_it_are_over_the_soft_limit() {
+    let mc = memcached();
+    let keys: Vec<String> = (0..64).map(|i| format!("w{i}")).collect();
+    let mut want = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let value = value_of(10_000, i);
+        preload(&mc, key, &value);
+        want.extend_from_slice(&value_block(key, &value));
+    }
+    want.extend_from_slice(b"END\r\n");
+    let big = value_of(300_000, 99);
+    preload(&mc, "big", &big);
+    want.extend_from_slice(&value_block("big", &big));
+    want.extend_from_slice(b"END\r\n");
+    let b = bifrost(
+        &mc,
+        &["max_buffered_reply_bytes: 64KiB", "multiget_window: 8"],
+    );
+    let mut request = get_line(keys.iter().map(String::as_str));
+    request.extend_from_slice(b"get big\r\n");
+    let mut client = TcpStream::connect(b.addr()).expect("connect");
+    // Several rounds: whether the head parks depends on which reply arrives first.
+    for round in 0..5 {
+        if let Err(e) = exchange(&mut client, &request, &want) {
+            panic!(
+                "round {round}: {e} (bifrost's stats: {})",
+                overload_stats(&b.addr())
+            );
+        }
+    }
+}

@@ -252,6 +252,17 @@ impl Client {
         self.buffered() < self.limits.soft_bytes
     }
 
+    /// True when the exchange answering slot `seq` may send more (release its next window):
+    /// under the soft limit, or, for the slot at the head, when what the client can drain
+    /// (the write queue and merge buffers) is. The replies waiting behind the head are not
+    /// written before it is complete: counting them would park the head until they drain,
+    /// which is never.
+    pub fn may_send_for(&self, seq: u64) -> bool {
+        self.may_take_more()
+            || (seq == self.head_seq
+                && self.write_queue.len() + self.exchange_bytes < self.limits.soft_bytes)
+    }
+
     /// True when it holds more unwritten reply bytes than its hard limit allows.
     pub fn over_hard_limit(&self) -> bool {
         self.buffered() > self.limits.hard_bytes

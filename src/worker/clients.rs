@@ -345,10 +345,20 @@ impl Worker {
         let Some(client) = self.clients.get_mut(index) else {
             return;
         };
-        // A client that drained below its soft limit lets parked exchanges go on.
-        if client.has_parked() && client.may_take_more() {
-            for id in client.take_parked() {
-                self.resume_exchange(id, now);
+        // A client that drained below its soft limit lets parked exchanges go on; the one
+        // answering the head slot goes on once what it can drain has (see may_send_for).
+        if client.has_parked() {
+            let parked = client.take_parked();
+            for id in parked {
+                let seq = self.exchanges.get_mut(id).map(|e| e.slot.seq);
+                let Some(client) = self.clients.get_mut(index) else {
+                    return;
+                };
+                if seq.is_some_and(|seq| client.may_send_for(seq)) {
+                    self.resume_exchange(id, now);
+                } else if seq.is_some() {
+                    client.park(id);
+                }
             }
         }
         let Some(client) = self.clients.get_mut(index) else {

@@ -163,7 +163,7 @@ impl Worker {
                 } else {
                     client.reply_piece(c.reply.len());
                 }
-                client.may_take_more()
+                client.may_send_for(slot.seq)
             }
             // A background exchange goes on without its client.
             None if detached => false,
