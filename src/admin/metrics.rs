@@ -591,22 +591,10 @@ pub fn json(registry: &StatsRegistry) -> String {
 /// that have none. A server whose pool is not health-checked is never down, so it counts as
 /// healthy.
 pub fn readiness(router: &Router, health: &HealthBoard) -> Result<(), Vec<String>> {
-    let pools = router.pools();
     let unready: Vec<String> = router
         .routes()
         .iter()
-        .filter(|route| {
-            let servers: Vec<usize> = match route.kind {
-                crate::routing::RouteKind::BlindForward(server) => vec![server],
-                _ => router
-                    .pools_of(route)
-                    .iter()
-                    .filter_map(|&p| pools.get(p))
-                    .flat_map(|p| p.servers.iter().copied())
-                    .collect(),
-            };
-            !servers.iter().any(|&s| !health.is_down(s))
-        })
+        .filter(|route| !router.servers_of(route).iter().any(|&s| !health.is_down(s)))
         .map(|route| route.name.clone())
         .collect();
     if unready.is_empty() {

@@ -132,6 +132,19 @@ pub enum RouteKind {
     WarmFirst(usize),
 }
 
+impl RouteKind {
+    /// True for the strategies that may send one key to several servers (in turn or at
+    /// once): their requests are planned by command family (see `crate::routing::shape`).
+    pub fn has_several_targets(self) -> bool {
+        match self {
+            RouteKind::BlindForward(_)
+            | RouteKind::RoundRobin(_)
+            | RouteKind::ConsistentHash(_) => false,
+            RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_) => true,
+        }
+    }
+}
+
 /// The settings of one parallel route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParallelSpec {
@@ -435,6 +448,20 @@ impl Router {
     }
 
     /// The pools route `route` may send a key to, in order (empty for blind_forward).
+    /// Every server route `route` can send a key to (its one server, or its pools' servers).
+    pub fn servers_of(&self, route: &Route) -> Vec<usize> {
+        match route.kind {
+            RouteKind::BlindForward(server) => vec![server],
+            _ => self
+                .pools_of(route)
+                .iter()
+                .filter_map(|&p| self.pools.get(p))
+                .flat_map(|p| p.servers.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The pools of route `route`, in its order of preference (none for `blind_forward`).
     pub fn pools_of<'a>(&'a self, route: &'a Route) -> &'a [usize] {
         let pools = match &route.kind {
             RouteKind::BlindForward(_) => Some(&[][..]),

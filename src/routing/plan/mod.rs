@@ -37,7 +37,7 @@ use crate::observe::stats::{DetailStats, WorkerStats};
 use crate::protocol::{base64, Command, Request};
 use crate::routing::shape::Shape;
 use crate::routing::strategy::{Memo, Strategies};
-use crate::routing::{RouteKind, Router};
+use crate::routing::Router;
 use crate::upstream::side_effects::EffectBoard;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
@@ -229,12 +229,11 @@ impl Planner {
         });
         if let Some(route) = route {
             // Routes with one server per key skip the checks of those with several.
-            let several = self.router.routes().get(route).is_some_and(|r| {
-                matches!(
-                    r.kind,
-                    RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_)
-                )
-            });
+            let several = self
+                .router
+                .routes()
+                .get(route)
+                .is_some_and(|r| r.kind.has_several_targets());
             let shape = several.then(|| Shape::of(request, &bytes));
             if shape.is_some_and(|shape| cx.reads_through && self.holds_write(route, shape)) {
                 return Plan::Defer(*request, bytes);
