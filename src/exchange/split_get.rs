@@ -131,6 +131,8 @@ pub struct SplitGet {
     hits: usize,
     /// Its client's later warm_first writes wait until it is answered.
     holds_writes: bool,
+    /// Keys no route takes (their `part` is `usize::MAX`), counted as misses when it starts.
+    unrouted: usize,
     /// Per part, the keys asked of it in the current round (its hits and misses, without
     /// failover keys, are counted from its reply; with them, once per key at the merge).
     part_keys: Vec<usize>,
@@ -173,12 +175,19 @@ impl SplitGet {
             hits: 0,
             holds_writes: false,
             part_keys: vec![0; n],
+            unrouted: 0,
         }
     }
 
     /// Keys of failover routes: ask their next servers for what their first could not answer.
     pub fn with_fallbacks(mut self, fallbacks: Fallbacks) -> SplitGet {
         self.fallbacks = Some(fallbacks);
+        self
+    }
+
+    /// `keys` of its keys have no route (the planner found them): misses, counted at start.
+    pub fn with_unrouted(mut self, keys: usize) -> SplitGet {
+        self.unrouted = keys;
         self
     }
 
@@ -191,7 +200,7 @@ impl SplitGet {
 
     /// Sends the first window.
     pub fn start(&mut self, fx: &mut Effects) {
-        fx.unrouted_misses += self.asked.iter().filter(|k| k.part == usize::MAX).count();
+        fx.unrouted_misses += self.unrouted;
         self.next_window(fx);
     }
 

@@ -72,6 +72,7 @@ impl Planner {
         // and their others are kept for when it cannot answer.
         let mut fallbacks: Option<Fallbacks> = None;
         let mut orders_writes = false;
+        let mut unrouted = 0;
         let mut chain = Vec::new();
         let mut index = 0;
         while index < asked.len() {
@@ -135,6 +136,7 @@ impl Planner {
                     None => {
                         // Answered (and counted) as a miss by the split.
                         WorkerStats::add(&self.stats.no_route, 1);
+                        unrouted += 1;
                         usize::MAX
                     }
                 };
@@ -145,7 +147,8 @@ impl Planner {
         let window = self
             .key_bytes
             .first_window(cx.multiget_window.max(1), soft, servers.len());
-        let mut split = SplitGet::new(*request, bytes, asked, servers, window, soft);
+        let mut split =
+            SplitGet::new(*request, bytes, asked, servers, window, soft).with_unrouted(unrouted);
         if let Some(fallbacks) = fallbacks {
             split = split.with_fallbacks(fallbacks);
         }
