@@ -9,7 +9,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{value_header, Command, Request};
+use crate::protocol::reply::framed_value;
+use crate::protocol::{Command, Request};
 
 /// `END\r\n`, the one terminator of a merged reply.
 pub const END: &[u8] = b"END\r\n";
@@ -102,10 +103,8 @@ fn value_block_of(reply: &[u8], key: &[u8]) -> Option<usize> {
     if rest.first() != Some(&b' ') {
         return None;
     }
-    let newline = memchr::memchr(b'\n', reply)?;
-    let line = reply.get(..newline)?;
-    let header = value_header(line.strip_suffix(b"\r").unwrap_or(line))?;
-    let total = (newline + 1).checked_add(header.size)?.checked_add(2)?;
+    let (size, header) = framed_value(reply, key.len())?;
+    let total = header.checked_add(size)?.checked_add(2)?;
     (total <= reply.len()).then_some(total)
 }
 
