@@ -27,6 +27,8 @@ pub mod observe;
 pub mod protocol;
 pub mod routing;
 pub mod runtime;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod upstream;
 pub mod warming;
 pub mod worker;
