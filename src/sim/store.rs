@@ -59,6 +59,11 @@ fn flag_num<T: std::str::FromStr>(flags: &[(u8, Vec<u8>)], letter: u8) -> Option
 }
 
 impl Store {
+    /// The CAS unique of `key`, if it is stored.
+    pub fn cas_of(&self, key: &[u8]) -> Option<u64> {
+        self.items.get(key).map(|i| i.cas)
+    }
+
     fn bump(&mut self, key: &[u8]) -> u64 {
         let version = self.versions.entry(key.to_vec()).or_insert(0);
         *version += 1;

@@ -1,0 +1,75 @@
+//! The simulation's budget in `cargo test`, and the replay of one seed.
+
+use super::run;
+
+/// Seeds run by `cargo test` (a few seconds in a debug build).
+const RUNS: u64 = 300;
+
+fn report(outcome: &super::Outcome) -> String {
+    format!(
+        "sim seed {} failed:\n  {}\nreplay: SIM_SEED={} cargo test --lib sim::tests::replay -- --ignored --nocapture",
+        outcome.seed,
+        outcome.violations.join("\n  "),
+        outcome.seed
+    )
+}
+
+#[test]
+fn seeded_runs_keep_every_invariant() {
+    for seed in 0..RUNS {
+        let outcome = run(seed, false);
+        assert!(outcome.violations.is_empty(), "{}", report(&outcome));
+    }
+}
+
+/// Replays `SIM_SEED` with a trace.
+#[test]
+#[ignore]
+fn replay() {
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let outcome = run(seed, true);
+    for line in &outcome.trace {
+        println!("{line}");
+    }
+    assert!(outcome.violations.is_empty(), "{}", report(&outcome));
+}
+
+/// Runs `SIM_RUNS` seeds from `SIM_FROM` and prints the first seed of each kind of failure.
+#[test]
+#[ignore]
+fn explore() {
+    let from: u64 = std::env::var("SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let runs: u64 = std::env::var("SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let mut kinds: Vec<(String, u64, usize)> = Vec::new();
+    for seed in from..from + runs {
+        let outcome = run(seed, false);
+        for v in &outcome.violations {
+            let kind: String = v
+                .split(|c: char| c.is_ascii_digit())
+                .collect::<Vec<_>>()
+                .join("#")
+                .chars()
+                .take(70)
+                .collect();
+            match kinds.iter_mut().find(|k| k.0 == kind) {
+                Some(k) => k.2 += 1,
+                None => {
+                    println!("seed {seed}: {v}");
+                    kinds.push((kind, seed, 1));
+                }
+            }
+        }
+    }
+    for (kind, seed, count) in &kinds {
+        println!("{count:6} first seed {seed:6}: {kind}");
+    }
+}
