@@ -266,6 +266,15 @@ impl SimClient {
         ended
     }
 
+    /// The known deadlock (see `run::KNOWN_PARKED_HEAD`): the exchange answering the head slot
+    /// is parked until the client drains, and the replies waiting behind the head (which
+    /// cannot be written before it) keep the client over its soft limit.
+    pub fn parked_behind_itself(&self) -> bool {
+        let head = self.slots.front().and_then(|s| s.exchange);
+        let behind: usize = self.slots.iter().skip(1).map(|s| s.bytes.len()).sum();
+        head.is_some_and(|h| self.parked.contains(&h)) && !self.may_take_more() && behind > 0
+    }
+
     /// Slots still waiting for an answer.
     pub fn open_slots(&self) -> usize {
         self.slots.len()

@@ -67,6 +67,8 @@ pub struct Driver {
     pub trace: Vec<String>,
     /// Record a trace.
     pub tracing: bool,
+    /// How often each thing happened (coverage of the runs).
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Driver {
@@ -99,6 +101,7 @@ impl Driver {
             violations: Vec::new(),
             trace: Vec::new(),
             tracing: false,
+            counts: Default::default(),
         }
     }
 
@@ -107,6 +110,11 @@ impl Driver {
         if self.tracing {
             self.trace.push(what());
         }
+    }
+
+    /// Counts one `what`.
+    pub fn count(&mut self, what: &'static str) {
+        *self.counts.entry(what).or_insert(0) += 1;
     }
 
     fn violation(&mut self, what: String) {
@@ -203,6 +211,7 @@ impl Driver {
                 }
             }
             Plan::Defer(request, bytes) => {
+                self.count("deferred");
                 self.note(|| "  deferred".to_string());
                 if let Some(c) = self.clients.get_mut(client) {
                     c.deferred = Some((index, request, bytes));
@@ -254,6 +263,7 @@ impl Driver {
             StartKind::ParallelGet(get) => Exchange::parallel_get(slot, get, &mut fx),
         };
         exchange.tag = start.tag;
+        self.count(kind);
         let flow = exchange.flow(&fx);
         let id = self.exchanges.insert(exchange);
         self.note(|| format!("  {kind} x{} slot {seq}", id.to_bits()));
@@ -294,6 +304,14 @@ impl Driver {
             )
         });
         self.check_release(key, fx);
+        if fx.abort {
+            self.count("abort");
+        }
+        match flow {
+            Flow::Parked => self.count("parked"),
+            Flow::Background if !detached => self.count("background"),
+            _ => {}
+        }
         if let Some(info) = self.info.get_mut(&key) {
             info.held += fx.held_delta;
         }
@@ -536,11 +554,18 @@ impl Driver {
                 info.outstanding = info.outstanding.saturating_sub(1);
             }
         }
+        match (c.end, c.failed) {
+            (false, _) => self.count("piece"),
+            (true, Some(_)) => self.count("failed"),
+            (true, None) => {}
+        }
         if token & JOB != 0 {
+            self.count("side effect ended");
             return; // a side effect's outcome: counted by its queue, nothing else
         }
         let id = ExchangeId::from_bits(token);
         let Some(exchange) = self.exchanges.get_mut(id) else {
+            self.count("dropped");
             return; // its client went: drained and dropped
         };
         let (slot, detached) = (exchange.slot, exchange.is_detached());
@@ -589,6 +614,7 @@ impl Driver {
             let mut fx = std::mem::take(&mut self.fx);
             fx.reset(true);
             let flow = exchange.resume(&mut fx);
+            self.count("resumed");
             self.note(|| format!("c{client} resumes x{}", id.to_bits()));
             self.apply_effects(id, slot, flow, &mut fx);
             self.fx = fx;

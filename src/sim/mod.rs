@@ -1,6 +1,6 @@
 //! A deterministic simulation of the exchange layer: the real planner and exchanges, driven
 //! as the worker drives them, against simulated memcached servers and clients, with faults,
-//! every step chosen by one seeded generator (see docs/testing.md, "Simulation").
+//! every step chosen by one seeded generator.
 
 pub mod backend;
 pub mod check;

@@ -50,8 +50,20 @@ fn explore() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     let mut kinds: Vec<(String, u64, usize)> = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut checked = 0;
     for seed in from..from + runs {
         let outcome = run(seed, false);
+        checked += outcome.checked;
+        for k in &outcome.known {
+            *counts.entry("known finding").or_insert(0) += 1;
+            if counts.get("known finding") == Some(&1) {
+                println!("seed {seed}: {k}");
+            }
+        }
+        for (k, v) in &outcome.counts {
+            *counts.entry(*k).or_insert(0) += v;
+        }
         for v in &outcome.violations {
             let kind: String = v
                 .split(|c: char| c.is_ascii_digit())
@@ -69,6 +81,7 @@ fn explore() {
             }
         }
     }
+    println!("{checked} answers checked; {counts:?}");
     for (kind, seed, count) in &kinds {
         println!("{count:6} first seed {seed:6}: {kind}");
     }

@@ -112,8 +112,8 @@ fn key(rng: &mut Rng, prefixes: &[&str], client: usize, numeric: bool) -> String
 /// A value for `key`: tokens naming the key, so an answer can be traced to it; some long
 /// enough to be streamed in pieces.
 fn value(rng: &mut Rng, key: &str, id: usize) -> String {
-    let repeat = match rng.chance(1, 8) {
-        true => rng.range(4, 12),
+    let repeat = match rng.chance(1, 4) {
+        true => rng.range(4, 20),
         false => 1,
     };
     format!("{key}.{id};").repeat(repeat)
