@@ -48,6 +48,9 @@ pub struct Driver {
     pub stores: Vec<Store>,
     /// Servers marked down (requests to them fail fast).
     pub down: Vec<bool>,
+    /// Per server: its connection refuses the next request at once with this reason (a full
+    /// queue, connect backoff, a failed connect).
+    pub refuse: Vec<Option<FailReason>>,
     /// Completions not yet handed on (as the worker's `completions`).
     pending: Vec<Delivered>,
     info: HashMap<u64, XInfo>,
@@ -90,6 +93,7 @@ impl Driver {
             servers,
             stores: vec![Store::default(); servers],
             down: vec![false; servers],
+            refuse: vec![None; servers],
             pending: Vec::new(),
             info: HashMap::new(),
             ended: HashMap::new(),
@@ -402,6 +406,7 @@ impl Driver {
     /// The exchange says `Done`: it must have no request out and hold no bytes.
     fn done(&mut self, id: ExchangeId, abort: bool) {
         self.exchanges.remove(id);
+        self.count("done");
         let key = id.to_bits();
         let Some(info) = self.info.get(&key) else {
             return;
@@ -447,6 +452,10 @@ impl Driver {
             }
             self.pending
                 .push(Conn::refuse(owner, send, origin, FailReason::Down));
+            return;
+        }
+        if let Some(why) = self.refuse.get_mut(send.server).and_then(Option::take) {
+            self.pending.push(Conn::refuse(owner, send, origin, why));
             return;
         }
         self.check_cold_order(send.server, owner.token, request);

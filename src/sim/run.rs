@@ -141,7 +141,9 @@ fn step(d: &mut Driver, rng: &mut Rng, slow: &[bool], faults: bool, faulted: &mu
         .collect();
     let waiting: Vec<usize> = (0..d.clients.len())
         .filter(|&c| {
-            d.clients[c].alive && (d.clients[c].open_slots() > 0 || d.clients[c].buffered() > 0)
+            let client = &d.clients[c];
+            client.alive
+                && (client.open_slots() > 0 || client.buffered() > 0 || client.is_closing())
         })
         .collect();
     let busy: Vec<usize> = (0..d.conns.len())
@@ -211,7 +213,19 @@ fn fault(d: &mut Driver, rng: &mut Rng, busy: &[usize]) {
             d.note(|| format!("FAULT conn{i} garbage"));
             d.conns[i].garbage(b"XYZZY nonsense\r\n");
         }
-        5..=7 => {
+        5 => {
+            let server = rng.below(SERVERS);
+            let why = *rng
+                .pick(&[
+                    FailReason::Overloaded,
+                    FailReason::Unavailable,
+                    FailReason::ConnectFailed,
+                ])
+                .unwrap_or(&FailReason::Overloaded);
+            d.note(|| format!("FAULT srv{server} refuses its next request: {why:?}"));
+            d.refuse[server] = Some(why);
+        }
+        6..=7 => {
             let server = rng.below(SERVERS);
             d.down[server] = !d.down[server];
             let down = d.down[server];
@@ -265,6 +279,9 @@ fn finish(d: &mut Driver, expected: &[Vec<Vec<u8>>], faulted: bool) -> usize {
             let overtaken = request.keys(bytes).any(|k| touched.contains(&k));
             if windows && matches!(request.command, Command::Gat | Command::Gats) {
                 touched.extend(request.keys(bytes));
+            }
+            if let (Answer::Aborted(got), false) = (answer, faulted) {
+                found.push(format!("c{c} #{i}: aborted without a fault: {got:?}"));
             }
             let Answer::Whole(got) = answer else {
                 if client.alive && i < client.next {
