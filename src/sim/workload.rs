@@ -71,18 +71,35 @@ routes:
     )
 }
 
-/// A planner over the config `yaml`, as a worker builds it.
-pub fn planner(yaml: &str) -> Result<Planner, String> {
+/// The route table and side effects of a config, built once per config per thread (there
+/// are a few dozen configs, and building one costs more than a run).
+type Built = (Arc<Router>, Arc<EffectBoard>, usize);
+
+fn build(yaml: &str) -> Result<Built, String> {
+    thread_local! {
+        static BUILT: std::cell::RefCell<std::collections::HashMap<String, Built>> =
+            Default::default();
+    }
+    if let Some(built) = BUILT.with(|b| b.borrow().get(yaml).cloned()) {
+        return Ok(built);
+    }
     let config = Config::parse(yaml, "sim.yaml", Format::Yaml).map_err(|e| e.to_string())?;
     let router = Arc::new(Router::new(&config)?);
     let pool_of = |name: &str| config.backend(name).map(|(index, _)| index);
     let effects = Arc::new(EffectBoard::new(&config, pool_of));
+    let built = (router, effects, config.listeners.len());
+    BUILT.with(|b| b.borrow_mut().insert(yaml.to_string(), built.clone()));
+    Ok(built)
+}
+
+/// A planner over the config `yaml`, as a worker builds it (its own strategies' state).
+pub fn planner(yaml: &str) -> Result<Planner, String> {
+    let (router, effects, listeners) = build(yaml)?;
     let registry = StatsRegistry::new(
         1,
         router.routes().iter().map(|r| r.name.clone()).collect(),
         router.servers().iter().map(|s| s.address.clone()).collect(),
     );
-    let listeners = config.listeners.len();
     Ok(Planner::new(
         router,
         effects,
