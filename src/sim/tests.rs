@@ -74,8 +74,12 @@ fn explore() {
     let mut kinds: Vec<(String, u64, usize)> = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
     let mut checked = 0;
+    let mut failing = Vec::new();
     for seed in from..from + runs {
         let outcome = run(seed, false);
+        if !outcome.violations.is_empty() {
+            failing.push(seed);
+        }
         checked += outcome.checked;
         for k in &outcome.known {
             *counts.entry("known finding").or_insert(0) += 1;
@@ -104,6 +108,11 @@ fn explore() {
         }
     }
     println!("{checked} answers checked; {counts:?}");
+    println!(
+        "{} of {runs} seeds failed; the first: {:?}",
+        failing.len(),
+        failing.iter().take(5).collect::<Vec<_>>()
+    );
     for (kind, seed, count) in &kinds {
         println!("{count:6} first seed {seed:6}: {kind}");
     }
