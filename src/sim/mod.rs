@@ -13,7 +13,7 @@
 //! * [`workload`]: configs (consistent_hash, round_robin, blind_forward, failover with
 //!   `on_miss` and `failover_ttl`, parallel with each write policy, warm_first with and
 //!   without `write_on_miss`, `replicate`) and each client's pipelined requests;
-//! * [`run`]: the scheduler, the faults and the end-of-run checks; [`check`]: answers.
+//! * [`mod@run`]: the scheduler, the faults and the end-of-run checks; [`check`]: answers.
 //!
 //! Invariants: each slot is answered once, in order, never after it left; each backend
 //! request ends exactly once; an exchange is `Done` only with no request out and no bytes held
@@ -27,7 +27,7 @@
 //! replays it with a trace. `SIM_RUNS=<n> SIM_FROM=<seed> cargo test --lib sim::tests::explore
 //! -- --ignored --nocapture` sums up many seeds by kind of failure, and `cargo bench --bench
 //! sim --features sim` runs 100 000 (`SIM_RUNS`) in a release build. `SIM_STRICT_WINDOWS=1`
-//! and `SIM_KNOWN=1` make the known findings (see [`run`]) fail runs again.
+//! and `SIM_KNOWN=1` make the known findings (see [`mod@run`]) fail runs again.
 
 pub mod backend;
 pub mod check;
