@@ -64,6 +64,8 @@ pub struct Driver {
     pub cold: Vec<bool>,
     /// Per (client, cold server): the highest request index of a write that reached it.
     writes_at_cold: HashMap<(usize, usize), usize>,
+    /// Client requests (client, index) one of whose backend requests failed.
+    pub failed_requests: std::collections::HashSet<(usize, usize)>,
     /// Broken invariants, in the order found.
     pub violations: Vec<String>,
     /// What happened, for a replay.
@@ -102,6 +104,7 @@ impl Driver {
             window,
             cold: vec![false; servers],
             writes_at_cold: HashMap::new(),
+            failed_requests: Default::default(),
             violations: Vec::new(),
             trace: Vec::new(),
             tracing: false,
@@ -553,6 +556,9 @@ impl Driver {
                 String::from_utf8_lossy(&c.reply)
             )
         });
+        if let (true, Some(_), Some(request)) = (c.end, c.failed, origin.request) {
+            self.failed_requests.insert(request);
+        }
         if c.end {
             match self.ended.insert(origin.send, true) {
                 Some(false) => {}
