@@ -12,7 +12,7 @@ use super::backend::{Conn, Delivered, Origin};
 use super::client::SimClient;
 use super::store::Store;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef};
-use crate::protocol::{Command, Request};
+use crate::protocol::{meta_flags, Command, Request};
 use crate::routing::plan::{Context, Plan, Planner, Start, StartKind};
 use crate::upstream::{FailReason, Owner};
 
@@ -31,6 +31,9 @@ struct XInfo {
     /// It is a warm_first read through warm (it must release its client's writes once).
     reads_through: bool,
     released: bool,
+    /// Sends that went out, and for each that ended its part and whether it succeeded.
+    sent: u32,
+    outcomes: Vec<(u32, bool)>,
 }
 
 /// The worker and the simulated network.
@@ -64,6 +67,8 @@ pub struct Driver {
     pub cold: Vec<bool>,
     /// Per (client, cold server): the highest request index of a write that reached it.
     writes_at_cold: HashMap<(usize, usize), usize>,
+    /// The write policy of the `par` route (`all`, `majority`, `first`).
+    pub policy: &'static str,
     /// Client requests (client, index) one of whose backend requests failed.
     pub failed_requests: std::collections::HashSet<(usize, usize)>,
     /// Broken invariants, in the order found.
@@ -105,6 +110,7 @@ impl Driver {
             cold: vec![false; servers],
             writes_at_cold: HashMap::new(),
             failed_requests: Default::default(),
+            policy: "all",
             violations: Vec::new(),
             trace: Vec::new(),
             tracing: false,
@@ -323,6 +329,7 @@ impl Driver {
             info.held += fx.held_delta;
         }
         let alive = self.clients.get(slot.client).is_some_and(|c| c.alive);
+        let mut answered = false;
         match self.clients.get_mut(slot.client).filter(|_| alive) {
             Some(client) => {
                 client.exchange_bytes += fx.held_delta;
@@ -334,6 +341,9 @@ impl Driver {
                     client.request_sent();
                 }
                 let complete = !detached && matches!(flow, Flow::Done | Flow::Background);
+                if complete {
+                    answered = true;
+                }
                 let result = if !detached && (complete || fx.abort || !fx.deliver.is_empty()) {
                     client.deliver(slot.seq, &fx.deliver, complete, fx.abort)
                 } else {
@@ -362,6 +372,9 @@ impl Driver {
                 return;
             }
         }
+        if answered {
+            self.check_policy(key, &fx.deliver);
+        }
         match flow {
             Flow::Done => self.done(id, fx.abort),
             Flow::Background => {
@@ -379,6 +392,7 @@ impl Driver {
             };
             if let Some(info) = self.info.get_mut(&key) {
                 info.outstanding += 1;
+                info.sent += 1;
             }
             self.send(slot.client, owner, &send, request);
         }
@@ -403,6 +417,67 @@ impl Driver {
         };
         if let Some(what) = broken {
             self.violation(format!("x{key}: {what}"));
+        }
+    }
+
+    /// A write of the `par` route is answered when its policy says, and as it says: `all`
+    /// once every server answered, success only if all succeeded; `majority` once a majority
+    /// succeeded (a success) or can no longer succeed; `first` at the first success (or when
+    /// all answered without one).
+    fn check_policy(&mut self, key: u64, answer: &[Bytes]) {
+        let Some(info) = self.info.get(&key) else {
+            return;
+        };
+        let Some((request, bytes)) = self
+            .clients
+            .get(info.client)
+            .and_then(|c| c.requests.get(info.request))
+        else {
+            return;
+        };
+        if !request.first_key(bytes).starts_with(b"par:")
+            || !is_write(request.command)
+            || !request.expects_reply()
+        {
+            return;
+        }
+        let n = info.sent as usize;
+        let ended = info.outcomes.len();
+        let successes = info.outcomes.iter().filter(|s| s.1).count();
+        let quorum = n / 2 + 1;
+        // cas tokens and counters are each server's own: the first backend answers.
+        let conditional = matches!(
+            request.command,
+            Command::Cas | Command::Incr | Command::Decr | Command::MetaArithmetic
+        ) || (matches!(request.command, Command::MetaSet | Command::MetaDelete)
+            && meta_flags(request, bytes).has(b'C'));
+        let first = info.outcomes.iter().find(|o| o.0 == 0).map(|o| o.1);
+        let policy = if conditional {
+            "first backend"
+        } else {
+            self.policy
+        };
+        let (due, success) = match policy {
+            "first backend" => (first.is_some(), first == Some(true)),
+            "all" => (ended == n, successes == n),
+            "majority" => (
+                successes >= quorum || ended - successes > n - quorum,
+                successes >= quorum,
+            ),
+            _ => (successes > 0 || ended == n, successes > 0),
+        };
+        let reply: Vec<u8> = answer.iter().flat_map(|b| b.iter().copied()).collect();
+        let what = format!(
+            "c{} #{} ({policy}): answered {:?} with {successes} of {n} succeeded, {ended} in",
+            info.client,
+            info.request,
+            String::from_utf8_lossy(&reply)
+        );
+        self.count("write policy checked");
+        if !due {
+            self.violation(format!("{what}: too early"));
+        } else if is_success(&reply) != success {
+            self.violation(format!("{what}: the wrong answer"));
         }
     }
 
@@ -567,6 +642,8 @@ impl Driver {
             }
             if let Some(info) = self.info.get_mut(&token) {
                 info.outstanding = info.outstanding.saturating_sub(1);
+                let success = c.failed.is_none() && is_success(&c.reply);
+                info.outcomes.push((c.owner.part, success));
             }
         }
         match (c.end, c.failed) {
@@ -665,4 +742,12 @@ fn is_write(command: Command) -> bool {
             | Command::MetaDelete
             | Command::MetaArithmetic
     )
+}
+
+/// A reply that says a write was done.
+fn is_success(reply: &[u8]) -> bool {
+    [&b"STORED"[..], b"DELETED", b"TOUCHED", b"HD", b"OK", b"VA "]
+        .iter()
+        .any(|code| reply.starts_with(code))
+        || reply.first().is_some_and(u8::is_ascii_digit)
 }

@@ -42,7 +42,7 @@ pub struct Outcome {
 /// Runs seed `seed`; `tracing` records a trace.
 pub fn run(seed: u64, tracing: bool) -> Outcome {
     let mut rng = Rng::new(seed);
-    let yaml = workload::config(&mut rng);
+    let (yaml, policy) = workload::config(&mut rng);
     let planner = match workload::planner(&yaml) {
         Ok(p) => p,
         Err(e) => panic!("sim config does not load: {e}\n{yaml}"),
@@ -50,6 +50,7 @@ pub fn run(seed: u64, tracing: bool) -> Outcome {
     let window = rng.range(1, 4);
     let mut d = Driver::new(planner, SERVERS, rng.range(1, 2), window);
     d.tracing = tracing;
+    d.policy = policy;
     d.note(|| yaml.clone());
     for &server in COLD {
         d.cold[server] = true;

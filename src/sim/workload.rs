@@ -33,8 +33,8 @@ pub const SERVERS: usize = 10;
 /// The cold tier's servers.
 pub const COLD: &[usize] = &[8];
 
-/// The config of a run, with what was chosen.
-pub fn config(rng: &mut Rng) -> String {
+/// The config of a run, and the `par` route's write policy.
+pub fn config(rng: &mut Rng) -> (String, &'static str) {
     let on_miss = *rng.pick(&["stop", "next"]).unwrap_or(&"stop");
     let ttl = match rng.chance(1, 2) {
         true => ", failover_ttl: 60",
@@ -49,7 +49,7 @@ pub fn config(rng: &mut Rng) -> String {
         true => "side_effects:\n  - replicate: { routes: [hash], to: rep, commands: [set, delete], queue: 100 }\n",
         false => "",
     };
-    format!(
+    let yaml = format!(
         r#"listeners:
   - name: main
     bind: 127.0.0.1:0
@@ -68,7 +68,8 @@ routes:
   - {{ name: par, match: "par:*", strategy: parallel, backends: [a, b, one], writes: {writes} }}
   - {{ name: wf, match: "wf:*", strategy: warm_first, warm: warm, cold: cold{write_on_miss} }}
 {replicate}"#
-    )
+    );
+    (yaml, writes)
 }
 
 /// The route table and side effects of a config, built once per config per thread (there
