@@ -4,7 +4,7 @@
 //! retrieval), shaped as an answer to this very request: its keys, its reply codes, values
 //! made of this key's tokens (so another request's answer never passes).
 
-use crate::protocol::{Command, Request};
+use crate::protocol::{meta_flags, Command, Request};
 
 /// Checks `answer` to `request` (sent as `bytes`) against the model's `expected`.
 pub fn answer(
@@ -187,5 +187,87 @@ fn line(command: Command, quiet: bool, answer: &[u8]) -> Result<(), String> {
             String::from_utf8_lossy(line),
             command.name()
         )),
+    }
+}
+
+/// Commands that change a value (the ones a warm_first route holds behind reads at warm;
+/// touches change only a TTL and go to both tiers at once).
+pub fn is_write(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Set
+            | Command::Add
+            | Command::Replace
+            | Command::Append
+            | Command::Prepend
+            | Command::Cas
+            | Command::Delete
+            | Command::Incr
+            | Command::Decr
+            | Command::MetaSet
+            | Command::MetaDelete
+            | Command::MetaArithmetic
+    )
+}
+
+/// A reply that says a write was done.
+pub fn is_success(reply: &[u8]) -> bool {
+    [&b"STORED"[..], b"DELETED", b"TOUCHED", b"HD", b"OK", b"VA "]
+        .iter()
+        .any(|code| reply.starts_with(code))
+        || reply.first().is_some_and(u8::is_ascii_digit)
+}
+
+/// The backend requests of a parallel write when its client was answered.
+pub struct Outcomes<'a> {
+    /// How many went out.
+    pub sent: usize,
+    /// Those that ended: their part and whether they succeeded.
+    pub ended: &'a [(u32, bool)],
+}
+
+/// Whether a parallel write was answered when and as `policy` says (docs/configuration.md,
+/// parallel): `all` once every backend answered, a success only if all succeeded; `majority`
+/// once a majority succeeded (a success) or can no longer succeed; `first` at the first
+/// success (or once all answered without one); cas, counters and conditional meta writes by
+/// the first backend. Returns what is wrong.
+pub fn write_policy(
+    policy: &str,
+    request: &Request,
+    bytes: &[u8],
+    outcomes: &Outcomes,
+    reply: &[u8],
+) -> Option<String> {
+    let n = outcomes.sent;
+    let ended = outcomes.ended.len();
+    let successes = outcomes.ended.iter().filter(|s| s.1).count();
+    let quorum = n / 2 + 1;
+    // cas tokens and counters are each server's own: the first backend answers.
+    let conditional = matches!(
+        request.command,
+        Command::Cas | Command::Incr | Command::Decr | Command::MetaArithmetic
+    ) || (matches!(request.command, Command::MetaSet | Command::MetaDelete)
+        && meta_flags(request, bytes).has(b'C'));
+    let first = outcomes.ended.iter().find(|o| o.0 == 0).map(|o| o.1);
+    let policy = if conditional { "first backend" } else { policy };
+    let (due, success) = match policy {
+        "first backend" => (first.is_some(), first == Some(true)),
+        "all" => (ended == n, successes == n),
+        "majority" => (
+            successes >= quorum || ended - successes > n - quorum,
+            successes >= quorum,
+        ),
+        _ => (successes > 0 || ended == n, successes > 0),
+    };
+    let what = format!(
+        "({policy}): answered {:?} with {successes} of {n} succeeded, {ended} in",
+        String::from_utf8_lossy(reply)
+    );
+    if !due {
+        Some(format!("{what}: too early"))
+    } else if is_success(reply) != success {
+        Some(format!("{what}: the wrong answer"))
+    } else {
+        None
     }
 }

@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::backend::{Conn, Delivered, Origin};
+use super::check::{self, Outcomes};
 use super::client::SimClient;
 use super::store::Store;
 use crate::exchange::{Effects, Exchange, ExchangeId, Exchanges, Flow, Send, SlotRef};
-use crate::protocol::{meta_flags, Command, Request};
+use crate::protocol::Request;
 use crate::routing::plan::{Context, Plan, Planner, Start, StartKind};
 use crate::upstream::{FailReason, Owner};
 
@@ -420,10 +421,8 @@ impl Driver {
         }
     }
 
-    /// A write of the `par` route is answered when its policy says, and as it says: `all`
-    /// once every server answered, success only if all succeeded; `majority` once a majority
-    /// succeeded (a success) or can no longer succeed; `first` at the first success (or when
-    /// all answered without one).
+    /// A write of the `par` route must be answered when and as its policy says
+    /// ([`check::write_policy`]).
     fn check_policy(&mut self, key: u64, answer: &[Bytes]) {
         let Some(info) = self.info.get(&key) else {
             return;
@@ -436,48 +435,21 @@ impl Driver {
             return;
         };
         if !request.first_key(bytes).starts_with(b"par:")
-            || !is_write(request.command)
+            || !check::is_write(request.command)
             || !request.expects_reply()
         {
             return;
         }
-        let n = info.sent as usize;
-        let ended = info.outcomes.len();
-        let successes = info.outcomes.iter().filter(|s| s.1).count();
-        let quorum = n / 2 + 1;
-        // cas tokens and counters are each server's own: the first backend answers.
-        let conditional = matches!(
-            request.command,
-            Command::Cas | Command::Incr | Command::Decr | Command::MetaArithmetic
-        ) || (matches!(request.command, Command::MetaSet | Command::MetaDelete)
-            && meta_flags(request, bytes).has(b'C'));
-        let first = info.outcomes.iter().find(|o| o.0 == 0).map(|o| o.1);
-        let policy = if conditional {
-            "first backend"
-        } else {
-            self.policy
-        };
-        let (due, success) = match policy {
-            "first backend" => (first.is_some(), first == Some(true)),
-            "all" => (ended == n, successes == n),
-            "majority" => (
-                successes >= quorum || ended - successes > n - quorum,
-                successes >= quorum,
-            ),
-            _ => (successes > 0 || ended == n, successes > 0),
-        };
         let reply: Vec<u8> = answer.iter().flat_map(|b| b.iter().copied()).collect();
-        let what = format!(
-            "c{} #{} ({policy}): answered {:?} with {successes} of {n} succeeded, {ended} in",
-            info.client,
-            info.request,
-            String::from_utf8_lossy(&reply)
-        );
+        let outcome = Outcomes {
+            sent: info.sent as usize,
+            ended: &info.outcomes,
+        };
+        let broken = check::write_policy(self.policy, request, bytes, &outcome, &reply);
+        let at = (info.client, info.request);
         self.count("write policy checked");
-        if !due {
-            self.violation(format!("{what}: too early"));
-        } else if is_success(&reply) != success {
-            self.violation(format!("{what}: the wrong answer"));
+        if let Some(what) = broken {
+            self.violation(format!("c{} #{}: {what}", at.0, at.1));
         }
     }
 
@@ -532,7 +504,14 @@ impl Driver {
                 .push(Conn::refuse(owner, send, origin, FailReason::Down));
             return;
         }
-        if let Some(why) = self.refuse.get_mut(send.server).and_then(Option::take) {
+        // A full queue refuses at any time; backoff and a failed connect only a connection
+        // with nothing in flight (a connect failure resets it first).
+        let idle = self.conns[conn].in_flight() == 0;
+        let refused = self
+            .refuse
+            .get_mut(send.server)
+            .and_then(|r| r.take_if(|why| idle || *why == FailReason::Overloaded));
+        if let Some(why) = refused {
             self.pending.push(Conn::refuse(owner, send, origin, why));
             return;
         }
@@ -551,7 +530,7 @@ impl Driver {
             .clients
             .get(client)
             .and_then(|c| c.requests.get(index))
-            .is_some_and(|(r, _)| is_write(r.command));
+            .is_some_and(|(r, _)| check::is_write(r.command));
         let slot = self.writes_at_cold.entry((client, server)).or_insert(0);
         if write && !reads_through {
             *slot = (*slot).max(index + 1);
@@ -642,7 +621,7 @@ impl Driver {
             }
             if let Some(info) = self.info.get_mut(&token) {
                 info.outstanding = info.outstanding.saturating_sub(1);
-                let success = c.failed.is_none() && is_success(&c.reply);
+                let success = c.failed.is_none() && check::is_success(&c.reply);
                 info.outcomes.push((c.owner.part, success));
             }
         }
@@ -722,32 +701,4 @@ impl Driver {
             self.exchanges.remove(id);
         }
     }
-}
-
-/// Commands that change a value (the ones a warm_first route holds behind reads at warm;
-/// touches change only a TTL and go to both tiers at once).
-fn is_write(command: Command) -> bool {
-    matches!(
-        command,
-        Command::Set
-            | Command::Add
-            | Command::Replace
-            | Command::Append
-            | Command::Prepend
-            | Command::Cas
-            | Command::Delete
-            | Command::Incr
-            | Command::Decr
-            | Command::MetaSet
-            | Command::MetaDelete
-            | Command::MetaArithmetic
-    )
-}
-
-/// A reply that says a write was done.
-fn is_success(reply: &[u8]) -> bool {
-    [&b"STORED"[..], b"DELETED", b"TOUCHED", b"HD", b"OK", b"VA "]
-        .iter()
-        .any(|code| reply.starts_with(code))
-        || reply.first().is_some_and(u8::is_ascii_digit)
 }
