@@ -35,6 +35,8 @@ pub mod client;
 pub mod driver;
 pub mod rng;
 pub mod run;
+#[cfg(test)]
+mod scenarios;
 pub mod store;
 pub mod workload;
 

@@ -1,0 +1,82 @@
+//! Scripted runs: one schedule written out by hand, for a finding the seeded runs meet
+//! rarely. Each replays the finding it is named after.
+
+use bytes::Bytes;
+
+use super::client::{Answer, Limits, SimClient};
+use super::driver::Driver;
+use super::workload::{self, SERVERS};
+use crate::protocol::{parse_request, Limits as ParseLimits, Parsed};
+use crate::upstream::FailReason;
+
+/// A driver over the config of `on_miss` for the failover route, with one client sending
+/// `lines`.
+fn driver(on_miss: &str, lines: &[&'static [u8]]) -> Driver {
+    let yaml = format!(
+        r#"listeners:
+  - name: main
+    bind: 127.0.0.1:0
+backends:
+  a: {{ servers: [127.0.0.1:1] }}
+  b: {{ servers: [127.0.0.1:2] }}
+routes:
+  - {{ name: fo, match: "fo:*", strategy: failover, backends: [a, b], on_miss: {on_miss} }}
+"#
+    );
+    let planner = match workload::planner(&yaml) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let mut d = Driver::new(planner, SERVERS, 1, 8);
+    d.tracing = true;
+    let requests = lines
+        .iter()
+        .map(|line| match parse_request(line, &ParseLimits::default()) {
+            Ok(Parsed::Complete(r)) => (r, Bytes::from_static(line)),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let limits = Limits {
+        max_outstanding: 16,
+        max_inflight: 16,
+        soft: 1 << 20,
+    };
+    d.clients.push(SimClient::new(requests, limits));
+    d
+}
+
+/// Lets every server execute and every reply be read until nothing moves.
+fn settle(d: &mut Driver) {
+    for _ in 0..100 {
+        for i in 0..d.conns.len() {
+            let server = d.conns[i].server;
+            while d.conns[i].execute_next(&mut d.stores[server]).is_some() {}
+            let mut out = Vec::new();
+            let n = d.conns[i].unread();
+            d.conns[i].read(n, &mut d.stores[server], &mut out);
+            d.completed(out);
+            d.apply_completions();
+        }
+        d.client_reads(0);
+    }
+}
+
+/// Finding: on a failover route with `on_miss: next`, a write refused at once by the first
+/// server (a full queue: `backend overloaded`) fails over to the next server while a read the
+/// client sent before it is still out on the first; that read misses there, goes on to the
+/// next server, and answers the value the later write put there. (A down server does not do
+/// this: `Backends::send` fails the client's requests still out to it first.)
+#[test]
+#[ignore = "finding: fails on the current code (see the report of the simulation)"]
+fn a_read_that_fails_over_never_sees_a_later_write() {
+    let mut d = driver("next", &[b"get fo:k\r\n", b"set fo:k 0 0 1\r\nx\r\n"]);
+    assert!(d.dispatch(0), "the get goes to a");
+    d.refuse[0] = Some(FailReason::Overloaded);
+    assert!(d.dispatch(0), "the set is refused by a, and goes to b");
+    settle(&mut d);
+    for line in &d.trace {
+        println!("{line}");
+    }
+    assert!(d.violations.is_empty(), "{:?}", d.violations);
+    assert_eq!(d.clients[0].answers[0], Answer::Whole(b"END\r\n".to_vec()));
+}
