@@ -44,6 +44,15 @@ fn seeded_runs_keep_every_invariant_3() {
     shard(3);
 }
 
+#[test]
+fn a_seed_replays_the_same_run() {
+    for seed in [3, 42, 662] {
+        let (a, b) = (run(seed, true), run(seed, true));
+        assert_eq!(a.trace, b.trace, "seed {seed} ran differently twice");
+        assert!(a.trace.len() > 10);
+    }
+}
+
 /// Replays `SIM_SEED` with a trace.
 #[test]
 #[ignore]
