@@ -27,6 +27,8 @@ pub mod observe;
 pub mod protocol;
 pub mod routing;
 pub(crate) mod runtime;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub(crate) mod upstream;
 pub mod warming;
 pub(crate) mod worker;

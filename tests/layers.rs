@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["frontend"],
     &["worker", "warming"],
     &["admin"],
-    &["app"],
+    &["app", "sim"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -249,6 +249,8 @@ impl ParallelGet {
         fx.held_delta -= self.held as isize;
         self.held = 0;
         self.window.resize(keys);
+        // Answered: its late replies are dropped, also while the next window waits.
+        self.out.iter_mut().for_each(|o| *o = false);
         if self.end < self.asked.len() && !fx.may_send {
             self.parked = true;
         } else {
