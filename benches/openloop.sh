@@ -386,7 +386,7 @@ run_workload() { # WORKLOAD
             log "$wl at $(calc %g "f * 100" f="$f")% ($rate/s): $target"
             if run_gen "$wl-$f-$target" "${PORT[$target]}" "$wl" "$OPENLOOP_SECONDS" \
                 --mode open --rate "$rate"; then
-                RES[$f|$target]="${R[achieved]} ${R[p50_us]} ${R[p99_us]} ${R[p999_us]} ${R[max_us]} ${R[errors]} ${R[status]} ${R[late]} ${R[requests]} ${R[gen_cpu_pct]}"
+                RES[$f|$target]="${R[achieved]} ${R[p50_us]} ${R[p99_us]} ${R[p999_us]} ${R[max_us]} ${R[errors]} ${R[status]} ${R[late]} ${R[requests]} ${R[gen_cpu_pct]} ${R[lag_p99_us]}"
                 if [[ ${R[status]} == errors ]]; then
                     ((OPENLOOP_STRICT >= 2)) && die "$target: ${R[errors]} errors"
                 fi
@@ -450,8 +450,8 @@ print_table() { # WORKLOAD TITLE SATURATION BUSY
                         "$rate" "$name"
                     continue
                 fi
-                # v: achieved p50 p99 p999 max errors status late requests gen_cpu
-                local gen="${v[9]}% CPU, ${v[7]} late"
+                # v: achieved p50 p99 p999 max errors status late requests gen_cpu lag_p99
+                local gen="${v[9]}% CPU, lag p99 ${v[10]} µs, ${v[7]} late"
                 if [[ ${v[6]} == ok ]]; then
                     if [[ $target == memcached || ${#d[@]} -eq 0 ]]; then
                         a50=- a99=- a999=-
