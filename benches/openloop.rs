@@ -20,10 +20,13 @@
 //!
 //! **Generator lateness.** The generator itself can fall behind (a busy core, a stall of the
 //! process); its delay then counts as latency of the target. Each request's lateness (actual
-//! write minus intended time, taken when it is generated) is checked: when more than
-//! `--late-share` (0.1 %, the resolution of p99.9) of the measured requests were generated more
-//! than `--late-us` (1 ms) late, the run is reported as `status=saturated` ("generator
-//! saturated") and its percentiles are not to be trusted.
+//! write minus intended time, taken when it is generated) is recorded (`lag_p50_us`,
+//! `lag_p99_us`) and checked: when more than `--late-share` (1 %) of the measured requests were
+//! generated more than `--late-us` (1 ms) late, the run is reported as `status=saturated`
+//! ("generator saturated"): from p99 up, its percentiles may be the generator's delay. Over
+//! 0.1 % late (`late_pct` over 0.1), the same holds for p99.9; on a shared virtual machine a
+//! few late requests in a thousand happen at any rate (a stalled virtual CPU stalls the
+//! generator like anything else), so that case is left to the reader (the script marks it).
 //!
 //! **Closed loop** (`--mode closed`): each connection keeps `--depth` requests outstanding and
 //! sends the next as soon as a reply arrives; the achieved rate is the most the target (and the
@@ -127,7 +130,7 @@ struct Args {
     #[arg(long, default_value_t = 1000.0)]
     late_us: f64,
     /// More late measured requests than this share: generator saturated.
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = 0.01)]
     late_share: f64,
     /// Seconds to wait for outstanding replies after the last request.
     #[arg(long, default_value_t = 5.0)]
@@ -330,8 +333,8 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
         "openloop {workload} on {} ({rate}, {} connections, {} s): achieved {achieved:.0}/s; \
          latency µs p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} requests); errors {} \
          (error replies {}, wrong {}, out of step {}, unanswered {}){}; generator: sent \
-         p50 {:.1} µs, p99 {:.1} µs after the intended time, {} late by over {} µs (max \
-         {:.1} µs), {gen_cpu:.0}% CPU{}",
+         p50 {:.1} µs, p99 {:.1} µs after the intended time, {} late by over {} µs ({:.2}%, \
+         max {:.1} µs), {gen_cpu:.0}% CPU{}",
         a.target,
         a.connections,
         a.duration,
@@ -353,9 +356,12 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
         us(st.lag.quantile(0.99)),
         st.late,
         a.late_us,
+        late_share * 100.0,
         us(st.late_max),
         if saturated {
             " — GENERATOR SATURATED: the percentiles include its own delay"
+        } else if late_share > 0.001 {
+            " — over 0.1% late: p99.9 may include the generator's delay"
         } else {
             ""
         },
@@ -368,7 +374,7 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
          connections={} duration_s={} achieved={achieved:.1} requests={} p50_us={:.1} \
          p99_us={:.1} p999_us={:.1} max_us={:.1} errors={} error_replies={} wrong_replies={} \
          desyncs={} unanswered={} sent={} answered={} lag_p50_us={:.1} lag_p99_us={:.1} \
-         late={} late_max_us={:.1} gen_cpu_pct={gen_cpu:.0} status={status}",
+         late={} late_pct={:.2} late_max_us={:.1} gen_cpu_pct={gen_cpu:.0} status={status}",
         a.label,
         a.target,
         if a.mode == Mode::Open { a.rate } else { 0.0 },
@@ -389,6 +395,7 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
         us(st.lag.quantile(0.5)),
         us(st.lag.quantile(0.99)),
         st.late,
+        late_share * 100.0,
         us(st.late_max),
     );
 }

@@ -40,6 +40,11 @@
 #   OPENLOOP_GEN_BIN             the generator binary; unset: `cargo bench --bench openloop
 #                                --no-run` builds it
 #   OPENLOOP_BIFROST_LOG_LEVEL [warn]
+#   OPENLOOP_WAIT_IDLE [0]       above 0 (for a shared machine): before each run, wait until
+#                                the machine's CPU in use (over 1 s) is below this many percent,
+#                                for at most OPENLOOP_WAIT_MAX [300] seconds; and run a point
+#                                again (up to OPENLOOP_RERUNS [3] times) when other programs took
+#                                that much of the CPU during it
 #   OPENLOOP_STRICT [0]          1: a target that fails to start or a generator run that fails
 #                                fails the script; 2: a run with errors too
 #   OPENLOOP_OUT                 also append the tables (markdown) to this file
@@ -71,6 +76,9 @@ OPENLOOP_TARGETS=${OPENLOOP_TARGETS:-memcached twemproxy bifrost${OPENLOOP_BASEL
 OPENLOOP_BIFROST_WORKERS=${OPENLOOP_BIFROST_WORKERS:-1}
 OPENLOOP_GEN_BIN=${OPENLOOP_GEN_BIN:-}
 OPENLOOP_BIFROST_LOG_LEVEL=${OPENLOOP_BIFROST_LOG_LEVEL:-warn}
+OPENLOOP_WAIT_IDLE=${OPENLOOP_WAIT_IDLE:-0}
+OPENLOOP_WAIT_MAX=${OPENLOOP_WAIT_MAX:-300}
+OPENLOOP_RERUNS=${OPENLOOP_RERUNS:-3}
 OPENLOOP_STRICT=${OPENLOOP_STRICT:-0}
 OPENLOOP_OUT=${OPENLOOP_OUT:-}
 OPENLOOP_KEEP=${OPENLOOP_KEEP:-0}
@@ -79,6 +87,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR # cargo resolves it from the root here
 WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/bifrost-openloop.XXXXXX")
+CLK_TCK=$(getconf CLK_TCK)
 PIDS=()        # every process started, stopped by cleanup
 USED_PORTS=" " # ports handed out by pick_port
 LAST_PID=
@@ -305,14 +314,79 @@ start_targets() { # memcached always (the others stand in front of it), then the
 }
 
 # ---------------------------------------------------------------------------------------------
+# what else uses the machine
+
+cpu_ticks() { # PID: utime + stime of the whole process (all threads), in clock ticks
+    local stat rest
+    local -a f
+    read -r stat <"/proc/$1/stat"
+    rest=${stat##*) } # the command name may contain spaces; fields after it are fixed
+    read -r -a f <<<"$rest"
+    echo $((f[11] + f[12])) # fields 14 and 15 of stat(5); rest starts at field 3
+}
+
+MACHINE_BUSY=0 MACHINE_TOTAL=0
+machine_ticks() { # sets MACHINE_BUSY and MACHINE_TOTAL: the machine's CPU ticks since boot,
+    # in use (user nice system irq softirq steal) and in all (those, idle and iowait)
+    local -a c
+    read -r -a c </proc/stat
+    MACHINE_BUSY=$((c[1] + c[2] + c[3] + c[6] + c[7] + c[8]))
+    MACHINE_TOTAL=$((MACHINE_BUSY + c[4] + c[5]))
+}
+
+OWN=0
+own_ticks() { # sets OWN: CPU ticks of the servers this script started and of the children it
+    # has waited for (the generator runs, through timeout). Not in a subshell: `times` there
+    # would count that subshell's children only.
+    local pid
+    OWN=0
+    for pid in "${PIDS[@]}"; do
+        if alive "$pid"; then OWN=$((OWN + $(cpu_ticks "$pid"))); fi
+    done
+    times >"$WORKDIR/times" # second line: the children's user and system time, "0m1.250s ..."
+    OWN=$((OWN + $(awk -v hz="$CLK_TCK" 'NR == 2 {
+        for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); s += t[1] * 60 + t[2] }
+        printf "%d", s * hz }' "$WORKDIR/times")))
+}
+
+cpu_busy() { # prints the share (%) of the machine's CPU time in use over 1 s, by anything:
+    # the targets are idle then, so this is what other work (a build) takes from the runs
+    local b0 t0
+    machine_ticks
+    b0=$MACHINE_BUSY t0=$MACHINE_TOTAL
+    sleep 1
+    machine_ticks
+    calc %.0f "(t > 0 ? b * 100 / t : 0)" b=$((MACHINE_BUSY - b0)) t=$((MACHINE_TOTAL - t0))
+}
+
+wait_idle() { # with OPENLOOP_WAIT_IDLE set: until the machine is that quiet, or for at most
+    # OPENLOOP_WAIT_MAX seconds
+    local busy deadline=$((SECONDS + OPENLOOP_WAIT_MAX)) said=0
+    ((OPENLOOP_WAIT_IDLE > 0)) || return 0
+    while busy=$(cpu_busy) && ((busy >= OPENLOOP_WAIT_IDLE)); do
+        if ((SECONDS >= deadline)); then
+            log "still $busy% of the CPU in use after ${OPENLOOP_WAIT_MAX}s: running anyway"
+            return 0
+        fi
+        ((said)) || log "waiting for the machine to be idle ($busy% of the CPU in use)"
+        said=1
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
 # the load
 
-declare -A R=() # the last generator run's output line, key by key
+declare -A R=() # the last generator run's output line, key by key, and others_pct
 
 run_gen() { # NAME PORT WORKLOAD SECONDS ARGS...: one generator run; fills R; false if it failed
     local name=$1 port=$2 workload=$3 secs=$4 out=$WORKDIR/gen-$1.out line kv rc=0
+    local b0 t0 o0
     shift 4
     R=()
+    wait_idle
+    machine_ticks
+    own_ticks
+    b0=$MACHINE_BUSY t0=$MACHINE_TOTAL o0=$OWN
     timeout "$(awk -v s="$secs" -v w="$OPENLOOP_WARMUP" 'BEGIN { printf "%d", s + w + 90 }')" \
         "$GEN" --target "127.0.0.1:$port" --workload "$workload" --duration "$secs" \
         --warmup "$OPENLOOP_WARMUP" --connections "$OPENLOOP_CONNECTIONS" \
@@ -321,6 +395,8 @@ run_gen() { # NAME PORT WORKLOAD SECONDS ARGS...: one generator run; fills R; fa
         --value-size "$OPENLOOP_VALUE_SIZE" --threads "$OPENLOOP_THREADS" \
         --arrivals "$OPENLOOP_ARRIVALS" --label "$name" "$@" \
         >"$out" 2>"$out.log" || rc=$?
+    machine_ticks
+    own_ticks
     # The human line goes to the log as progress; the key=value line is read below.
     sed 's/^/    /' "$out.log" >&2
     line=$(grep -m 1 '^openloop ' "$out" || true)
@@ -329,7 +405,23 @@ run_gen() { # NAME PORT WORKLOAD SECONDS ARGS...: one generator run; fills R; fa
         return 1
     fi
     for kv in $line; do [[ $kv == *=* ]] && R[${kv%%=*}]=${kv#*=}; done
+    # The machine's CPU that neither the generator nor the servers used during the run, in %
+    # of all of it: another build or program competing with the run.
+    R[others_pct]=$(calc %.0f "(t > 0 && b > o ? (b - o) * 100 / t : 0)" \
+        b=$((MACHINE_BUSY - b0)) o=$((OWN - o0)) t=$((MACHINE_TOTAL - t0)))
+    ((R[others_pct] < 10)) || log "$name: other processes used ${R[others_pct]}% of the CPU"
     return 0
+}
+
+run_point() { # NAME PORT WORKLOAD SECONDS ARGS...: run_gen, again (OPENLOOP_RERUNS times at
+    # most) while OPENLOOP_WAIT_IDLE is set and other programs took that much CPU during it
+    local i
+    for ((i = 0; ; i++)); do
+        run_gen "$@" || return 1
+        ((OPENLOOP_WAIT_IDLE > 0 && R[others_pct] >= OPENLOOP_WAIT_IDLE && i < OPENLOOP_RERUNS)) ||
+            return 0
+        log "$1: again (other programs took ${R[others_pct]}% of the CPU during it)"
+    done
 }
 
 calc() { # FORMAT EXPR [VAR=VALUE...]: awk's EXPR over the VARs, printed in FORMAT
@@ -337,18 +429,6 @@ calc() { # FORMAT EXPR [VAR=VALUE...]: awk's EXPR over the VARs, printed in FORM
     local -a args=()
     for v in "${@:3}"; do args+=(-v "$v"); done
     awk "${args[@]}" "BEGIN { printf \"$format\", $expr }"
-}
-
-cpu_busy() { # prints the share (%) of the machine's CPU time in use over 1 s, by anything:
-    # the targets are idle then, so this is what other work (a build) takes from the runs
-    local -a a b
-    read -r -a a </proc/stat
-    sleep 1
-    read -r -a b </proc/stat
-    # cpu user nice system idle iowait irq softirq steal: idle and iowait are not in use
-    calc %.0f "(t > 0 ? (t - i) * 100 / t : 0)" \
-        t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7] - a[8]))" \
-        i="$((b[4] + b[5] - a[4] - a[5]))"
 }
 
 # Results of the current workload, by "FRACTION|TARGET": the fields of its output line, or
@@ -364,7 +444,7 @@ saturation() { # WORKLOAD: sets SAT to twemproxy's closed-loop rate, or OPENLOOP
     [[ -n ${PORT[twemproxy]:-} ]] ||
         die "twemproxy is not running: set OPENLOOP_SAT_RATE to give the saturation rate"
     log "$1: twemproxy's saturation: closed loop for ${OPENLOOP_SAT_SECONDS}s"
-    run_gen "sat-$1" "${PORT[twemproxy]}" "$1" "$OPENLOOP_SAT_SECONDS" --mode closed ||
+    run_point "sat-$1" "${PORT[twemproxy]}" "$1" "$OPENLOOP_SAT_SECONDS" --mode closed ||
         die "the saturation run failed"
     [[ ${R[errors]} == 0 ]] || die "the saturation run through twemproxy had ${R[errors]} errors"
     SAT=$(calc %.0f r r="${R[achieved]}")
@@ -384,9 +464,9 @@ run_workload() { # WORKLOAD
         for target in $OPENLOOP_TARGETS; do
             [[ -n ${PORT[$target]:-} ]] || continue
             log "$wl at $(calc %g "f * 100" f="$f")% ($rate/s): $target"
-            if run_gen "$wl-$f-$target" "${PORT[$target]}" "$wl" "$OPENLOOP_SECONDS" \
+            if run_point "$wl-$f-$target" "${PORT[$target]}" "$wl" "$OPENLOOP_SECONDS" \
                 --mode open --rate "$rate"; then
-                RES[$f|$target]="${R[achieved]} ${R[p50_us]} ${R[p99_us]} ${R[p999_us]} ${R[max_us]} ${R[errors]} ${R[status]} ${R[late]} ${R[requests]} ${R[gen_cpu_pct]} ${R[lag_p99_us]}"
+                RES[$f|$target]="${R[achieved]} ${R[p50_us]} ${R[p99_us]} ${R[p999_us]} ${R[max_us]} ${R[errors]} ${R[status]} ${R[late]} ${R[requests]} ${R[gen_cpu_pct]} ${R[lag_p99_us]} ${R[others_pct]} ${R[late_pct]}"
                 if [[ ${R[status]} == errors ]]; then
                     ((OPENLOOP_STRICT >= 2)) && die "$target: ${R[errors]} errors"
                 fi
@@ -433,8 +513,8 @@ print_table() { # WORKLOAD TITLE SATURATION BUSY
         echo
         echo "Saturation (100%): $3 requests/s ($how). CPU in use before the runs: $4%."
         echo
-        echo "| rate | target | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | added p50 | added p99 | added p99.9 | errors | generator |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        echo "| rate | target | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | added p50 | added p99 | added p99.9 | errors | generator | other CPU |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         for f in $OPENLOOP_FRACTIONS; do
             rate="$(calc %g "f * 100" f="$f")% ($(calc %.0f "s * f" s="$3" f="$f")/s)"
             d=()
@@ -446,22 +526,28 @@ print_table() { # WORKLOAD TITLE SATURATION BUSY
                 [[ $target == memcached ]] && name="memcached direct"
                 read -r -a v <<<"${RES[$f|$target]:-FAILED}"
                 if [[ ${v[0]} == FAILED ]]; then
-                    printf '| %s | %s (generator failed) | - | - | - | - | - | - | - | - | - | - |\n' \
+                    printf '| %s | %s (generator failed) | - | - | - | - | - | - | - | - | - | - | - |\n' \
                         "$rate" "$name"
                     continue
                 fi
                 # v: achieved p50 p99 p999 max errors status late requests gen_cpu lag_p99
+                # others late_pct
                 local gen="${v[9]}% CPU, lag p99 ${v[10]} µs, ${v[7]} late"
                 if [[ ${v[6]} == ok ]]; then
+                    p999=${v[3]}
+                    # Over 0.1% of the requests generated over 1 ms late: p99.9 may be the
+                    # generator's delay (footnote under the table).
+                    if late_tail "${v[12]}"; then p999+="*"; fi
                     if [[ $target == memcached || ${#d[@]} -eq 0 ]]; then
                         a50=- a99=- a999=-
                     else
                         a50=$(added "${v[1]}" "${d[1]}") a99=$(added "${v[2]}" "${d[2]}")
                         a999=$(added "${v[3]}" "${d[3]}")
+                        if late_tail "${v[12]}" || late_tail "${d[12]}"; then a999+="*"; fi
                     fi
-                    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                        "$rate" "$name" "${v[0]}" "${v[1]}" "${v[2]}" "${v[3]}" "${v[4]}" \
-                        "$a50" "$a99" "$a999" "${v[5]}" "$gen"
+                    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%% |\n' \
+                        "$rate" "$name" "${v[0]}" "${v[1]}" "${v[2]}" "$p999" "${v[4]}" \
+                        "$a50" "$a99" "$a999" "${v[5]}" "$gen" "${v[11]}"
                 else
                     # Shown, in parentheses, but not compared: errors, or a generator that
                     # fell behind its schedule (its delay is in the percentiles).
@@ -470,14 +556,22 @@ print_table() { # WORKLOAD TITLE SATURATION BUSY
                     else
                         name+=" (generator saturated: $(calc %.2f "l * 100 / (r > 0 ? r : 1)" l="${v[7]}" r="${v[8]}")% late)"
                     fi
-                    printf '| %s | %s | (%.0f) | (%s) | (%s) | (%s) | (%s) | - | - | - | %s | %s |\n' \
+                    printf '| %s | %s | (%.0f) | (%s) | (%s) | (%s) | (%s) | - | - | - | %s | %s | %s%% |\n' \
                         "$rate" "$name" "${v[0]}" "${v[1]}" "${v[2]}" "${v[3]}" "${v[4]}" \
-                        "${v[5]}" "$gen"
+                        "${v[5]}" "$gen" "${v[11]}"
                 fi
             done
         done
     )
+    if [[ $table == *"*"* ]]; then
+        table+=$'\n\n'"\* Over 0.1% of the run's requests were generated more than 1 ms late: p99.9"
+        table+=" may be the generator's delay rather than the target's."
+    fi
     emit_table "$table"
+}
+
+late_tail() { # LATE_PCT: true if over 0.1% of the run's requests were generated over 1 ms late
+    [[ $(calc %d "(p > 0.1)" p="${1:-0}") == 1 ]]
 }
 
 main() {
