@@ -42,18 +42,19 @@
 //!
 //! **Checks.** Replies are parsed to their ends: `STORED` for a set; for a get, `VALUE <key> 0
 //! <bytes>` lines with their data, in the order of the requested keys, then `END`. An error
-//! line (`ERROR`, `CLIENT_ERROR ...`, `SERVER_ERROR ...`) or another store reply is an error
-//! reply; a value with other flags or data, or a miss, is a wrong reply; anything that cannot be
-//! matched to the request (an unknown line, a key not asked for) loses the connection's place in
-//! the stream: it is counted, the connection is closed and its outstanding and later requests
-//! count as unanswered. All of these are `errors`, and any error makes `status=errors`.
+//! line (`ERROR`, `CLIENT_ERROR ...`, `SERVER_ERROR ...`) is an error reply; another store
+//! reply (`NOT_STORED` ...), a value with other flags or data, or a miss is a wrong reply;
+//! anything that cannot be matched to the request (an unknown line, a key not asked for) loses
+//! the connection's place in the stream: it is counted, the connection is closed and its
+//! outstanding and later requests count as unanswered. All of these are `errors`, and any
+//! error makes `status=errors` (the exit status stays 0: the report is right).
 //!
 //! **Output.** A line for people on stderr, and one line of `key=value` pairs on stdout starting
 //! with `openloop ` (no spaces inside values) for scripts: `achieved` (replies per second
 //! received during the measured window), `p50_us`, `p99_us`, `p999_us`, `max_us` (latency in
-//! microseconds over the requests due in the window), the error counters, `late`,
-//! `late_max_us`, `gen_cpu_pct` (the generator's own CPU over the run) and `status`
-//! (`ok`, `saturated` or `errors`).
+//! microseconds over the requests due in the window), the error counters, `lag_p50_us` and
+//! `lag_p99_us`, `late`, `late_pct`, `late_max_us`, `gen_cpu_pct` (the generator's own CPU over
+//! the run, in % of one core) and `status` (`ok`, `saturated` or `errors`).
 //!
 //! Timing: a `timerfd` (nanosecond resolution) wakes the poll loop at the next intended send
 //! time; `epoll_wait`'s own timeout is in whole milliseconds, which would send in 1 ms bursts.
@@ -169,6 +170,7 @@ enum Arrivals {
     Poisson,
 }
 
+/// Setup errors (arguments, connecting, the preload): a message and exit status 2.
 fn fatal(msg: &str) -> ! {
     eprintln!("openloop: {msg}");
     exit(2)
@@ -178,6 +180,7 @@ fn fatal(msg: &str) -> ! {
 // Setup and report
 // ---------------------------------------------------------------------------------------------
 
+/// A blocking connection to the target, without Nagle.
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| fatal(&format!("connect to {addr}: {e}")));
@@ -215,10 +218,12 @@ fn preload(addr: SocketAddr, ks: &Keyspace) {
     }
 }
 
+/// Nanoseconds as microseconds.
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
+/// Exits with a message on arguments the run cannot use.
 fn check(a: &Args) {
     let bad = |m: &str| fatal(m);
     if a.mode == Mode::Open && !(a.rate > 0.0 && a.rate.is_finite()) {
@@ -304,6 +309,7 @@ fn main() {
     report(&args, &st, gen_cpu);
 }
 
+/// The human line on stderr and the `key=value` line on stdout.
 fn report(a: &Args, st: &Stats, gen_cpu: f64) {
     let h = &st.hist;
     let achieved = st.in_window as f64 / a.duration;
@@ -329,12 +335,25 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
         Mode::Open => format!("{:.0} req/s", a.rate),
         Mode::Closed => format!("closed loop, depth {}", a.depth),
     };
+    // The generator's schedule only exists in the open loop.
+    let timing = match a.mode {
+        Mode::Open => format!(
+            "sent p50 {:.1} µs, p99 {:.1} µs after the intended time, {} late by over {} µs \
+             ({:.2}%, max {:.1} µs), ",
+            us(st.lag.quantile(0.5)),
+            us(st.lag.quantile(0.99)),
+            st.late,
+            a.late_us,
+            late_share * 100.0,
+            us(st.late_max),
+        ),
+        Mode::Closed => String::new(),
+    };
     eprintln!(
         "openloop {workload} on {} ({rate}, {} connections, {} s): achieved {achieved:.0}/s; \
          latency µs p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} requests); errors {} \
-         (error replies {}, wrong {}, out of step {}, unanswered {}){}; generator: sent \
-         p50 {:.1} µs, p99 {:.1} µs after the intended time, {} late by over {} µs ({:.2}%, \
-         max {:.1} µs), {gen_cpu:.0}% CPU{}",
+         (error replies {}, wrong {}, out of step {}, unanswered {}){}; generator: \
+         {timing}{gen_cpu:.0}% CPU{}",
         a.target,
         a.connections,
         a.duration,
@@ -352,12 +371,6 @@ fn report(a: &Args, st: &Stats, gen_cpu: f64) {
             .as_deref()
             .map(|e| format!(", first: {e}"))
             .unwrap_or_default(),
-        us(st.lag.quantile(0.5)),
-        us(st.lag.quantile(0.99)),
-        st.late,
-        a.late_us,
-        late_share * 100.0,
-        us(st.late_max),
         if saturated {
             " — GENERATOR SATURATED: the percentiles include its own delay"
         } else if late_share > 0.001 {

@@ -10,7 +10,7 @@ use mio::net::TcpStream as MioStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::proto::{parse_reply, Keyspace, Op, Parsed, Rng};
+use crate::proto::{parse_reply, Keyspace, Op, Parsed, Rng, Wrong};
 use crate::timing::{mono_ns, Histogram, Timer};
 use crate::{fatal, Args, Arrivals, Mode, Workload};
 
@@ -28,36 +28,52 @@ struct Pending {
     op: Op,
 }
 
+/// One connection to the target: its write queue, read buffer and outstanding requests.
 struct Conn {
     sock: MioStream,
+    /// Write queue: `out[out_pos..]` is not written yet.
     out: Vec<u8>,
     out_pos: usize,
     /// Read buffer: `inp[in_pos..in_end]` is received and not yet matched to a request.
     inp: Vec<u8>,
     in_pos: usize,
     in_end: usize,
+    /// Requests sent or queued, oldest first: replies come in this order.
     pending: VecDeque<Pending>,
     /// The last write stopped at WouldBlock: wait for a writable event.
     blocked: bool,
+    /// Lost (closed, or out of step with the target): nothing more is sent on it.
     dead: bool,
 }
 
 /// Counters of one thread, merged at the end.
 pub struct Stats {
+    /// Latency of the measured requests, ns.
     pub hist: Histogram,
+    /// Requests queued for sending (warm-up included).
     pub sent: u64,
+    /// Requests due in the measured window.
     pub measured: u64,
+    /// Replies received (warm-up included).
     pub answered: u64,
+    /// Replies received during the measured window: the achieved rate.
     pub in_window: u64,
+    /// Error lines in place of a reply.
     pub error_replies: u64,
+    /// Whole replies that are wrong otherwise (not stored, a miss, another value).
     pub wrong_replies: u64,
+    /// Replies that could not be matched to their request (the connection is then lost).
     pub desyncs: u64,
+    /// Requests never answered: outstanding at the deadline, or on a lost connection.
     pub unanswered: u64,
+    /// Measured requests generated over `--late-us` after their intended time.
     pub late: u64,
+    /// The most any measured request was late, ns.
     pub late_max: u64,
     /// Open loop: how long after its intended time each measured request was generated
     /// (the generator's own delay, part of every latency).
     pub lag: Histogram,
+    /// The first problem seen, for the human line.
     pub first_error: Option<String>,
 }
 
@@ -98,6 +114,7 @@ impl Stats {
         }
     }
 
+    /// Every kind of error together.
     pub fn errors(&self) -> u64 {
         self.error_replies + self.wrong_replies + self.desyncs + self.unanswered
     }
@@ -127,6 +144,7 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// Now, in ns since `base` (0 before it).
     pub fn now(&self) -> u64 {
         mono_ns().saturating_sub(self.base)
     }
@@ -282,12 +300,12 @@ impl Conn {
                 }
                 Parsed::Done { used, error } => {
                     if let Some(why) = error {
-                        if why == "error reply" {
+                        if why == Wrong::ErrorLine {
                             st.error_replies += 1;
                         } else {
                             st.wrong_replies += 1;
                         }
-                        st.note(why, &buf[..used]);
+                        st.note(why.as_str(), &buf[..used]);
                     }
                     self.in_pos += used;
                     let p = self.pending.pop_front().expect("head checked above");

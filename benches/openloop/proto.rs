@@ -97,17 +97,37 @@ impl Rng {
 // Reply parsing
 // ---------------------------------------------------------------------------------------------
 
+/// Why a whole reply is wrong. The stream stays in step: the next reply can still be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrong {
+    /// `ERROR`, `CLIENT_ERROR ...` or `SERVER_ERROR ...` in place of the reply.
+    ErrorLine,
+    /// `NOT_STORED`, `EXISTS` or `NOT_FOUND` to a set.
+    NotStored,
+    /// A key that was asked for, and preloaded, did not come back.
+    Miss,
+    /// A value with other flags or other bytes than the ones set for its key.
+    Differs,
+}
+
+impl Wrong {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wrong::ErrorLine => "error reply",
+            Wrong::NotStored => "set not stored",
+            Wrong::Miss => "miss of a preloaded key",
+            Wrong::Differs => "value differs from the one set",
+        }
+    }
+}
+
 /// What the start of the read buffer holds for the oldest outstanding request.
 #[derive(Debug, PartialEq)]
 pub enum Parsed {
     /// Not all of the reply yet.
     Incomplete,
-    /// A whole reply of `used` bytes. `error`: why it is wrong (an error line, a miss, other
-    /// data), if it is. The stream stays in step either way.
-    Done {
-        used: usize,
-        error: Option<&'static str>,
-    },
+    /// A whole reply of `used` bytes, and why it is wrong if it is.
+    Done { used: usize, error: Option<Wrong> },
     /// Bytes that cannot be the reply to this request: the place in the stream is lost.
     Desync(&'static str),
 }
@@ -138,7 +158,7 @@ pub fn parse_reply(buf: &[u8], op: &Op, ks: &Keyspace) -> Parsed {
     if is_error_line(first) {
         return Parsed::Done {
             used,
-            error: Some("error reply"),
+            error: Some(Wrong::ErrorLine),
         };
     }
     if let Op::Set(_) = op {
@@ -146,7 +166,7 @@ pub fn parse_reply(buf: &[u8], op: &Op, ks: &Keyspace) -> Parsed {
             b"STORED" => Parsed::Done { used, error: None },
             b"NOT_STORED" | b"EXISTS" | b"NOT_FOUND" => Parsed::Done {
                 used,
-                error: Some("set not stored"),
+                error: Some(Wrong::NotStored),
             },
             _ => Parsed::Desync("unexpected reply to a set"),
         };
@@ -168,7 +188,7 @@ fn parse_values(buf: &[u8], keys: &[u32], ks: &Keyspace) -> Parsed {
         };
         if l == b"END" {
             if hits < keys.len() && error.is_none() {
-                error = Some("miss of a preloaded key");
+                error = Some(Wrong::Miss);
             }
             return Parsed::Done {
                 used: pos + len,
@@ -179,7 +199,7 @@ fn parse_values(buf: &[u8], keys: &[u32], ks: &Keyspace) -> Parsed {
             // An error in the middle of a multi-get ends the reply.
             return Parsed::Done {
                 used: pos + len,
-                error: Some("error reply"),
+                error: Some(Wrong::ErrorLine),
             };
         }
         let mut tok = l.split(|&b| b == b' ');
@@ -212,7 +232,7 @@ fn parse_values(buf: &[u8], keys: &[u32], ks: &Keyspace) -> Parsed {
             return Parsed::Desync("value not ended by CRLF");
         }
         if flags != b"0" || buf[data..data + n] != ks.values[k][..] {
-            error.get_or_insert("value differs from the one set");
+            error.get_or_insert(Wrong::Differs);
         }
         hits += 1;
         pos = data + n + 2;
