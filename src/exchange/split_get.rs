@@ -107,10 +107,11 @@ pub struct SplitGet {
     /// The asked keys of the current window: `start..end`.
     start: usize,
     end: usize,
-    /// Per server (position in `servers`): its reply in the current window, and whether a
-    /// request is out for it.
+    /// Per server (position in `servers`): its reply in the current window, and the keys of
+    /// the request out for it (0: none out). Without failover keys, a part's hits and misses
+    /// are counted from its reply against those keys; with them, once per key at the merge.
     replies: Vec<Bytes>,
-    waiting: Vec<bool>,
+    waiting: Vec<usize>,
     pending: usize,
     /// The current window has one server, whose reply is streamed through.
     streaming: Option<usize>,
@@ -133,9 +134,6 @@ pub struct SplitGet {
     holds_writes: bool,
     /// Keys no route takes (their `part` is `usize::MAX`), counted as misses when it starts.
     unrouted: usize,
-    /// Per part, the keys asked of it in the current round (its hits and misses, without
-    /// failover keys, are counted from its reply; with them, once per key at the merge).
-    part_keys: Vec<usize>,
 }
 
 impl SplitGet {
@@ -161,7 +159,7 @@ impl SplitGet {
             start: 0,
             end: 0,
             replies: vec![Bytes::new(); n],
-            waiting: vec![false; n],
+            waiting: vec![0; n],
             pending: 0,
             streaming: None,
             streamed: false,
@@ -174,7 +172,6 @@ impl SplitGet {
             round: 0..0,
             hits: 0,
             holds_writes: false,
-            part_keys: vec![0; n],
             unrouted: 0,
         }
     }
@@ -225,7 +222,7 @@ impl SplitGet {
     /// A reply (or piece, or failure) from the server at position `part`.
     pub fn on_completion(&mut self, part: u32, completion: &Completion, fx: &mut Effects) {
         let part = part as usize;
-        if !self.waiting.get(part).copied().unwrap_or(false) {
+        if self.waiting.get(part).copied().unwrap_or(0) == 0 {
             return;
         }
         self.window.add(completion.reply.len());
@@ -259,14 +256,11 @@ impl SplitGet {
         if !completion.end {
             return;
         }
+        let keys = self.waiting.get_mut(part).map_or(0, std::mem::take);
         if self.fallbacks.is_none() {
-            let keys = self.part_keys.get(part).copied().unwrap_or(0);
             let hits = completion.values.min(keys);
             fx.lookups.0 += hits;
             fx.lookups.1 += keys - hits;
-        }
-        if let Some(w) = self.waiting.get_mut(part) {
-            *w = false;
         }
         self.pending = self.pending.saturating_sub(1);
         if self.pending > 0 {
@@ -329,7 +323,7 @@ impl SplitGet {
                     None => {
                         self.servers.push(server);
                         self.replies.push(Bytes::new());
-                        self.waiting.push(false);
+                        self.waiting.push(0);
                         self.failed.push(false);
                         self.servers.len() - 1
                     }
@@ -486,10 +480,7 @@ impl SplitGet {
                 self.streaming = Some(part);
             }
             if let Some(w) = self.waiting.get_mut(part) {
-                *w = true;
-            }
-            if let Some(k) = self.part_keys.get_mut(part) {
-                *k = keys;
+                *w = keys;
             }
             self.pending += 1;
             fx.sends.push(Send {
