@@ -8,7 +8,7 @@
 //!    clients:   read buf ─► parse_request ─► dispatch: local answer, or               │
 //!               route ─► strategy ─► exchange                                         │
 //!               FIFO of reply slots (order only) ◄── pieces ◄──┐                      │
-//!    exchanges: one state machine per request (forward, split_get, fan_out):          │
+//!    exchanges: one state machine per request (forward, retrieval, failover, ...):    │
 //!               told each reply, answers deliver / send next / done / parked          │
 //!    backends:  write queue (writev once per loop), in-flight FIFO + deadlines,       │
 //!               incremental ReplyFramer ─► Completion (piece, end or failure) ─┘      │

@@ -12,10 +12,11 @@
 //!   when it is large);
 //! * [`fan_out::FanOut`]: the same request to several servers, `OK` only if all say so
 //!   (`flush_all`);
-//! * [`split_get::SplitGet`]: a multi-key retrieval split across servers and released in
-//!   windows of keys, each window's replies merged into the asked order;
-//! * [`failover::Failover`]: one request tried on several servers in turn (failover routes,
-//!   warm_first's reads with their write-backs);
+//! * [`retrieval::Retrieval`]: the one engine for multi-key retrievals: keys asked of their
+//!   servers (one each, or several in turn or at once) in windows of keys, with rounds that
+//!   ask the next server for what is missing, each window's replies merged into the asked order;
+//! * [`failover::Failover`]: one single-key request tried on several servers in turn (failover
+//!   routes, warm_first's reads with their write-backs);
 //! * [`parallel::Parallel`]: one request to several servers at once, one reply answering
 //!   (parallel routes, warm_first's writes).
 //!
@@ -27,8 +28,7 @@ pub(crate) mod fan_out;
 pub(crate) mod forward;
 pub mod multiget;
 pub(crate) mod parallel;
-pub(crate) mod parallel_get;
-pub(crate) mod split_get;
+pub(crate) mod retrieval;
 pub mod ttl;
 pub(crate) mod window;
 pub mod write_back;
@@ -88,8 +88,8 @@ pub struct Effects {
     /// Side-effect requests (write-backs), each with the index of the side effect whose
     /// bounded queue takes it (see [`crate::upstream::side_effects`]).
     pub side: Vec<(usize, Send)>,
-    /// A warm_first read has left the warm tier (its cold request goes out with these sends)
-    /// or is answered: its client's later writes may go now.
+    /// A read that held its client's later writes has sent its last request (it goes out with
+    /// these sends) or is answered: they may go now (see [`Exchange::holds_writes`]).
     pub writes_released: bool,
     /// Hits and misses of the keys its replies answered (an exchange is the one place that
     /// knows them: a key asked twice, of a fallback server, is counted once).
@@ -161,10 +161,9 @@ pub struct Exchange {
 enum Kind {
     Forward(forward::Forward),
     FanOut(fan_out::FanOut),
-    SplitGet(Box<split_get::SplitGet>),
+    Retrieval(Box<retrieval::Retrieval>),
     Failover(Box<failover::Failover>),
     Parallel(parallel::Parallel),
-    ParallelGet(Box<parallel_get::ParallelGet>),
 }
 
 impl Exchange {
@@ -180,14 +179,14 @@ impl Exchange {
         Exchange::started(slot, kind, fx)
     }
 
-    /// Starts a split retrieval (its first window goes out now).
-    pub fn split_get(
+    /// Starts a multi-key retrieval (its first window goes out now).
+    pub fn retrieval(
         slot: SlotRef,
-        mut split: Box<split_get::SplitGet>,
+        mut retrieval: Box<retrieval::Retrieval>,
         fx: &mut Effects,
     ) -> Exchange {
-        split.start(fx);
-        Exchange::started(slot, Kind::SplitGet(split), fx)
+        retrieval.start(fx);
+        Exchange::started(slot, Kind::Retrieval(retrieval), fx)
     }
 
     /// Starts a failover (its first request goes out now).
@@ -213,17 +212,6 @@ impl Exchange {
         Exchange::started(slot, kind, fx)
     }
 
-    /// Starts a multi-key retrieval asked of several servers per key (its first window goes
-    /// out now).
-    pub fn parallel_get(
-        slot: SlotRef,
-        mut get: Box<parallel_get::ParallelGet>,
-        fx: &mut Effects,
-    ) -> Exchange {
-        get.start(fx);
-        Exchange::started(slot, Kind::ParallelGet(get), fx)
-    }
-
     fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
         Exchange {
             slot,
@@ -242,10 +230,9 @@ impl Exchange {
         match &mut self.kind {
             Kind::Forward(f) => f.on_completion(completion, fx),
             Kind::FanOut(f) => f.on_completion(completion, fx),
-            Kind::SplitGet(s) => s.on_completion(part, completion, fx),
+            Kind::Retrieval(r) => r.on_completion(part, completion, fx),
             Kind::Failover(f) => f.on_completion(part, completion, fx),
             Kind::Parallel(p) => p.on_completion(part, completion, fx),
-            Kind::ParallelGet(g) => g.on_completion(part, completion, fx),
         };
         self.outstanding += count(fx);
         self.flow(fx)
@@ -254,13 +241,22 @@ impl Exchange {
     /// The client drained: a parked exchange sends its next window.
     pub fn resume(&mut self, fx: &mut Effects) -> Flow {
         match &mut self.kind {
-            Kind::SplitGet(s) => s.resume(fx),
-            Kind::Failover(f) => f.resume(fx),
-            Kind::ParallelGet(g) => g.resume(fx),
-            Kind::Forward(_) | Kind::FanOut(_) | Kind::Parallel(_) => {}
+            Kind::Retrieval(r) => r.resume(fx),
+            Kind::Forward(_) | Kind::FanOut(_) | Kind::Failover(_) | Kind::Parallel(_) => {}
         }
         self.outstanding += count(fx);
         self.flow(fx)
+    }
+
+    /// True while its client's later writes must wait: it is a read that may still send a
+    /// request to a server (a later window, a next server), which a write sent now could
+    /// reach first.
+    pub fn holds_writes(&self) -> bool {
+        match &self.kind {
+            Kind::Retrieval(r) => r.holds_writes(),
+            Kind::Failover(f) => f.holds_writes(),
+            Kind::Forward(_) | Kind::FanOut(_) | Kind::Parallel(_) => false,
+        }
     }
 
     /// True once its client's slot is complete and it goes on in the background.
@@ -278,35 +274,23 @@ impl Exchange {
         let silent = match &self.kind {
             Kind::Forward(f) => f.is_silent(),
             Kind::FanOut(f) => f.is_silent(),
-            Kind::SplitGet(_) => false,
+            Kind::Retrieval(_) => false,
             Kind::Failover(f) => f.is_silent(),
             Kind::Parallel(p) => p.is_silent(),
-            Kind::ParallelGet(_) => false,
         };
         let finished = match &self.kind {
             Kind::Forward(f) => f.finished(),
             Kind::FanOut(f) => f.finished(),
-            Kind::SplitGet(s) => {
-                if s.parked() && self.outstanding == 0 {
-                    return Flow::Parked;
-                }
-                s.finished()
-            }
-            Kind::Failover(f) => {
-                if f.parked() && self.outstanding == 0 {
-                    return Flow::Parked;
-                }
-                f.finished()
-            }
-            Kind::Parallel(p) => p.finished(),
-            Kind::ParallelGet(g) => {
-                // Late replies of answered windows may still be out: the next window need
+            Kind::Retrieval(r) => {
+                // Late replies of an answered window may still be out: the next window need
                 // not wait for them.
-                if g.parked() {
+                if r.parked() {
                     return Flow::Parked;
                 }
-                g.finished()
+                r.finished()
             }
+            Kind::Failover(f) => f.finished(),
+            Kind::Parallel(p) => p.finished(),
         };
         if fx.abort || (finished && self.outstanding == 0) {
             Flow::Done

@@ -155,6 +155,23 @@ impl Command {
         )
     }
 
+    /// True for the commands that change what a server holds (storage, deletes, arithmetic,
+    /// touches, `flush_all`): a client's such request must not overtake its earlier reads.
+    /// (`gat`/`gats` and `mg ... T` touch too, but are reads first: they are not held.)
+    pub fn is_write(self) -> bool {
+        self.has_data()
+            || matches!(
+                self,
+                Command::Delete
+                    | Command::Incr
+                    | Command::Decr
+                    | Command::Touch
+                    | Command::MetaDelete
+                    | Command::MetaArithmetic
+                    | Command::FlushAll
+            )
+    }
+
     /// True for get/gets/gat/gats, which may name many keys.
     pub fn is_multi_key(self) -> bool {
         matches!(

@@ -181,9 +181,6 @@ pub struct FailoverSpec {
     /// A hit on any pool but the first is written back into the first (warm_first's read
     /// path with `write_on_miss`).
     pub write_back: Option<WriteBack>,
-    /// Writes go to every pool (warm_first): a later write of the same client waits until
-    /// this read has left the first pool, so the read cannot see it.
-    pub orders_writes: bool,
 }
 
 impl FailoverSpec {
@@ -193,7 +190,6 @@ impl FailoverSpec {
             miss_next: self.miss_next,
             ttl: self.ttl,
             write_back: self.write_back,
-            holds_writes: self.orders_writes,
         }
     }
 }
@@ -344,7 +340,6 @@ impl Router {
                         miss_next: *on_miss == crate::config::OnMiss::Next,
                         ttl: *failover_ttl,
                         write_back: None,
-                        orders_writes: false,
                     });
                     RouteKind::Failover(failovers.len() - 1)
                 }
@@ -379,7 +374,6 @@ impl Router {
                         miss_next: true,
                         ttl: None,
                         write_back,
-                        orders_writes: true,
                     });
                     warm_firsts.push(WarmFirstSpec {
                         warm,
@@ -506,13 +500,15 @@ impl Router {
             })
     }
 
-    /// The most servers any failover route tries after a key's first (its pools but one).
-    pub fn failover_depth(&self) -> usize {
-        self.failovers
+    /// The most servers one key may be asked of (the most pools of any route): the width of
+    /// a multi-key retrieval's chains.
+    pub fn chain_width(&self) -> usize {
+        self.routes
             .iter()
-            .map(|f| f.pools.len().saturating_sub(1))
+            .map(|r| self.pools_of(r).len())
             .max()
-            .unwrap_or(0)
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// Every server of every pool that the routes of `listener` reach, without repeats (the

@@ -200,12 +200,12 @@ impl Driver {
             listener: 0,
             multiget_window: self.window,
             soft_bytes: c.limits.soft,
-            reads_through: c.read_throughs > 0,
+            reads_open: c.read_throughs > 0,
             usable: &usable,
         };
         let plan = match first {
             true => self.planner.plan(request, bytes, &cx, 0),
-            false => self.planner.plan_keyed(request, bytes, &cx, 0),
+            false => self.planner.plan_counted(request, bytes, &cx, 0),
         };
         match plan {
             Plan::Reply { bytes, close } => {
@@ -246,9 +246,6 @@ impl Driver {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        if start.reads_through {
-            c.read_through_started();
-        }
         let seq = c.push_slot(index, None);
         let slot = SlotRef {
             client,
@@ -261,22 +258,26 @@ impl Driver {
         let kind = match &start.kind {
             StartKind::Forward { .. } => "forward",
             StartKind::FanOut => "fan_out",
-            StartKind::SplitGet(_) => "split_get",
+            StartKind::Retrieval(_) => "retrieval",
             StartKind::Failover(_) => "failover",
             StartKind::Parallel { .. } => "parallel",
-            StartKind::ParallelGet(_) => "parallel_get",
         };
         let mut exchange = match start.kind {
             StartKind::Forward { send, lookups } => Exchange::forward(slot, send, lookups, &mut fx),
             StartKind::FanOut => Exchange::fan_out(slot, sends.drain(..), &mut fx),
-            StartKind::SplitGet(split) => Exchange::split_get(slot, split, &mut fx),
+            StartKind::Retrieval(retrieval) => Exchange::retrieval(slot, retrieval, &mut fx),
             StartKind::Failover(failover) => Exchange::failover(slot, failover, &mut fx),
             StartKind::Parallel { answer, lookup } => {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
-            StartKind::ParallelGet(get) => Exchange::parallel_get(slot, get, &mut fx),
         };
         exchange.tag = start.tag;
+        let holds_writes = exchange.holds_writes();
+        if holds_writes {
+            if let Some(c) = self.clients.get_mut(client) {
+                c.read_through_started();
+            }
+        }
         self.count(kind);
         let flow = exchange.flow(&fx);
         let id = self.exchanges.insert(exchange);
@@ -286,7 +287,7 @@ impl Driver {
             XInfo {
                 client,
                 request: index,
-                reads_through: start.reads_through,
+                reads_through: holds_writes,
                 ..XInfo::default()
             },
         );

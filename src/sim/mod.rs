@@ -17,7 +17,7 @@
 //!
 //! Invariants: each slot is answered once, in order, never after it left; each backend
 //! request ends exactly once; an exchange is `Done` only with no request out and no bytes held
-//! (and a read through warm has released its client's writes once); a client's write never
+//! (and a read that held its client's writes has released them once); a client's write never
 //! reaches a cold tier before a read it made earlier; nothing is left over when the run ends;
 //! every answer equals the model's (no faults, strategies with one server per key state) or
 //! is the model's or a documented failure form, shaped as an answer to that very request.
@@ -27,8 +27,8 @@
 //! replays it with a trace. `SIM_RUNS=<n> SIM_FROM=<seed> cargo test --lib sim::tests::explore
 //! -- --ignored --nocapture` sums up many seeds by kind of failure, and `cargo bench --bench
 //! sim --features sim` runs 100 000 (`SIM_RUNS`) in a release build. `SIM_STRICT_WINDOWS=1`
-//! holds retrievals of several windows to the exact model too (the known, documented finding
-//! that a later write of the same client can reach a server before a later window; see
+//! holds retrievals of several windows to the exact model too (before issue 15's ordering rule
+//! a later write of the same client could reach a server before a later window; see
 //! docs/protocol.md).
 
 pub mod backend;

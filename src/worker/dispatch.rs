@@ -61,7 +61,7 @@ impl Worker {
             return;
         };
         let listener = c.listener();
-        let reads_through = c.reads_through();
+        let reads_open = c.reads_through();
         let (multiget_window, soft_bytes) = self
             .listener_spec(listener)
             .map_or((usize::MAX, usize::MAX), |s| {
@@ -73,13 +73,13 @@ impl Worker {
             listener,
             multiget_window,
             soft_bytes,
-            reads_through,
+            reads_open,
             usable: &usable,
         };
         let plan = if first {
             self.planner.plan(request, bytes, &cx, self.clock)
         } else {
-            self.planner.plan_keyed(request, bytes, &cx, self.clock)
+            self.planner.plan_counted(request, bytes, &cx, self.clock)
         };
         self.execute(client, plan, now);
     }
@@ -117,9 +117,6 @@ impl Worker {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        if start.reads_through {
-            c.read_through_started();
-        }
         let seq = c.push_slot(Slot::waiting());
         let slot = SlotRef {
             client,
@@ -132,14 +129,20 @@ impl Worker {
         let mut exchange = match start.kind {
             StartKind::Forward { send, lookups } => Exchange::forward(slot, send, lookups, &mut fx),
             StartKind::FanOut => Exchange::fan_out(slot, sends.drain(..), &mut fx),
-            StartKind::SplitGet(split) => Exchange::split_get(slot, split, &mut fx),
+            StartKind::Retrieval(retrieval) => Exchange::retrieval(slot, retrieval, &mut fx),
             StartKind::Failover(failover) => Exchange::failover(slot, failover, &mut fx),
             StartKind::Parallel { answer, lookup } => {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
-            StartKind::ParallelGet(get) => Exchange::parallel_get(slot, get, &mut fx),
         };
         exchange.tag = start.tag;
+        if exchange.holds_writes() {
+            // Released through its effects (`writes_released`) once it has sent its last
+            // request.
+            if let Some(c) = self.clients.get_mut(client) {
+                c.read_through_started();
+            }
+        }
         self.start_exchange(slot, exchange, &mut fx, now);
         self.fx = fx;
     }

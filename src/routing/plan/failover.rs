@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{start, Context, Plan, Planner, StartKind};
+use super::{start, Plan, Planner, StartKind};
 use crate::exchange::failover::Failover;
 use crate::exchange::Tag;
 use crate::protocol::Request;
@@ -23,43 +23,26 @@ impl Planner {
         }
     }
 
-    /// A failover exchange for a request whose first key, `key`, takes failover route `route`
-    /// (`.1`: its failover settings' index), if every key of the request has the same servers
-    /// to try; None when they differ (a multi-get is then split by its keys' first servers).
+    /// A failover exchange for a single-key request whose key, `key`, takes failover route
+    /// `route` (`.1`: its failover settings' index).
     pub(super) fn plan_failover(
         &mut self,
-        cx: &Context,
         (request, bytes, key): (&Request, &Bytes, &[u8]),
         (route, index): (usize, usize),
         tag: Option<Tag>,
-    ) -> Option<Plan> {
+    ) -> Plan {
         let router = &self.router;
-        let spec = router.failover(index)?;
+        let Some(spec) = router.failover(index) else {
+            return Plan::Reply {
+                bytes: Bytes::from_static(super::NO_ROUTE),
+                close: false,
+            };
+        };
         let mut chain = Vec::with_capacity(spec.pools.len());
-        self.strategies
-            .failover_chain(router, index, key, &mut chain);
-        if request.key_count > 1 {
-            let mut other = Vec::with_capacity(chain.len());
-            for key in request.keys(bytes).skip(1) {
-                if router.route(cx.listener, request.command, key) != Some(route) {
-                    return None;
-                }
-                self.strategies
-                    .failover_chain(router, index, key, &mut other);
-                if other != chain {
-                    return None;
-                }
-            }
-        }
-        for _ in 0..request.key_count.max(1) {
-            self.detail.route_request(route);
-        }
-        let window = self
-            .key_bytes
-            .first_window(cx.multiget_window.max(1), cx.soft_bytes, 1);
+        self.strategies.chain(router, &spec.pools, key, &mut chain);
         let rules = spec.rules();
-        let failover = Failover::new(*request, bytes.clone(), chain, rules, window, cx.soft_bytes);
-        let kind = StartKind::Failover(Box::new(failover));
-        Some(start(kind, tag, rules.holds_writes))
+        self.detail.route_request(route);
+        let failover = Failover::new(*request, bytes.clone(), chain, rules);
+        start(StartKind::Failover(Box::new(failover)), tag)
     }
 }

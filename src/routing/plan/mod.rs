@@ -10,13 +10,14 @@
 //! The parts, by strategy:
 //! * this module: local answers, and requests whose keys have one server each (`blind_forward`,
 //!   `consistent_hash`, `round_robin`, and a warm_first route's cas reads on its cold tier);
-//! * [`split`]: multi-key retrievals over several servers, and the keys of failover routes
-//!   with their fallbacks;
-//! * [`failover`]: failover routes and warm_first's read path;
-//! * [`tiered`]: parallel routes and warm_first's writes and touches, and replication.
+//! * [`retrieval`]: multi-key retrievals of every strategy (each key with its own chain of
+//!   servers: see [`crate::exchange::retrieval`]);
+//! * [`failover`]: single-key requests of failover routes and warm_first's read path;
+//! * [`tiered`]: single-key requests of parallel routes and warm_first's writes and touches,
+//!   and replication.
 
 mod failover;
-mod split;
+mod retrieval;
 mod tiered;
 
 #[cfg(test)]
@@ -28,8 +29,7 @@ use bytes::Bytes;
 
 use crate::exchange::failover::Failover;
 use crate::exchange::parallel::Answer;
-use crate::exchange::parallel_get::ParallelGet;
-use crate::exchange::split_get::SplitGet;
+use crate::exchange::retrieval::Retrieval;
 use crate::exchange::window::KeyBytes;
 use crate::exchange::{Framing, Send, Tag};
 use crate::observe::health::HealthBoard;
@@ -52,8 +52,9 @@ pub struct Context<'a> {
     pub multiget_window: usize,
     /// The listener's `max_buffered_reply_bytes` (windows are sized to stay under it).
     pub soft_bytes: usize,
-    /// The client has a warm_first read that may still go to the cold tier.
-    pub reads_through: bool,
+    /// The client has a read that may still send a request to a server (a later window, a
+    /// next server): its writes wait (see [`Plan::Defer`]).
+    pub reads_open: bool,
     /// Whether a server can take this client's requests now (not down, not in connect
     /// backoff).
     pub usable: &'a dyn Fn(usize) -> bool,
@@ -71,8 +72,8 @@ pub enum Plan {
     },
     /// The general `stats` report (the worker renders it from every worker's counters).
     Stats,
-    /// Held until the client's reads at the warm tier have moved on (see
-    /// [`Planner::plan`]): the request comes back to be planned again.
+    /// A write held until the client's earlier reads have sent their last requests (a read
+    /// still to ask a server could otherwise see it): it comes back to be planned again.
     Defer(Request, Bytes),
     /// An exchange to start.
     Start(Start),
@@ -85,9 +86,6 @@ pub struct Start {
     pub kind: StartKind,
     /// Its route and command for the counters (None for `flush_all`).
     pub tag: Option<Tag>,
-    /// It is a read through warm_first's warm tier: the client's later writes wait for it
-    /// (see `Client::read_through_started`).
-    pub reads_through: bool,
 }
 
 /// The kinds of exchange, each with what it starts from (see [`crate::exchange`]).
@@ -102,9 +100,9 @@ pub enum StartKind {
     },
     /// The same request to several servers (the planner's [`Planner::sends`]).
     FanOut,
-    /// A multi-key retrieval split across servers.
-    SplitGet(Box<SplitGet>),
-    /// One request tried on several servers in turn.
+    /// A multi-key retrieval.
+    Retrieval(Box<Retrieval>),
+    /// One single-key request tried on several servers in turn.
     Failover(Box<Failover>),
     /// One request to several servers at once (the planner's [`Planner::sends`]).
     Parallel {
@@ -113,8 +111,6 @@ pub enum StartKind {
         /// A read whose hits and misses the exchange counts.
         lookup: bool,
     },
-    /// A multi-key retrieval asked of several servers per key.
-    ParallelGet(Box<ParallelGet>),
 }
 
 /// One worker's planner: the route table, the strategies' state (round-robin turns, rings
@@ -127,6 +123,8 @@ pub struct Planner {
     flush_targets: Vec<Vec<usize>>,
     /// Reply bytes per key of recent multi-gets, which size first windows.
     key_bytes: KeyBytes,
+    /// The most servers one key may be asked of (see [`Router::chain_width`]).
+    chain_width: usize,
     stats: Arc<WorkerStats>,
     detail: Arc<DetailStats>,
     /// Requests of the plan being made that go out with it: the servers of a fan-out or a
@@ -151,6 +149,7 @@ impl Planner {
             flush_targets: (0..listeners)
                 .map(|l| router.reachable_servers(l))
                 .collect(),
+            chain_width: router.chain_width(),
             router,
             effects,
             key_bytes: KeyBytes::default(),
@@ -200,13 +199,30 @@ impl Planner {
             Command::Stats if request.args.is_empty() => Plan::Stats,
             Command::Stats => reply(b"ERROR\r\n"),
             Command::MetaNoop => reply(b"MN\r\n"),
-            Command::FlushAll => self.fan_out_to_all(request, bytes, cx),
-            _ => self.plan_keyed(request, bytes, cx, now),
+            _ => self.plan_counted(request, bytes, cx, now),
         }
     }
 
-    /// Plans a keyed request already counted (one held by [`Plan::Defer`] comes back here).
-    pub fn plan_keyed(&mut self, request: &Request, bytes: Bytes, cx: &Context, now: u64) -> Plan {
+    /// Plans a request already counted (one held by [`Plan::Defer`] comes back here).
+    pub fn plan_counted(
+        &mut self,
+        request: &Request,
+        bytes: Bytes,
+        cx: &Context,
+        now: u64,
+    ) -> Plan {
+        if cx.reads_open && request.command.is_write() {
+            // Sent now, it could reach a server before an earlier read of its client asks it.
+            return Plan::Defer(*request, bytes);
+        }
+        if request.command == Command::FlushAll {
+            return self.fan_out_to_all(request, bytes, cx);
+        }
+        self.plan_keyed(request, bytes, cx, now)
+    }
+
+    /// Plans a keyed request.
+    fn plan_keyed(&mut self, request: &Request, bytes: Bytes, cx: &Context, now: u64) -> Plan {
         self.sends.clear();
         self.side.clear();
         let mut decoded = [0u8; base64::MAX_DECODED];
@@ -235,25 +251,20 @@ impl Planner {
                 .get(route)
                 .is_some_and(|r| r.kind.has_several_targets());
             let shape = several.then(|| Shape::of(request, &bytes));
-            if shape.is_some_and(|shape| cx.reads_through && self.holds_write(route, shape)) {
-                return Plan::Defer(*request, bytes);
-            }
             if self.effects.replicates(route) {
                 self.replicate(route, request, &bytes, key);
             }
             if let Some(shape) = shape {
+                if request.key_count > 1 {
+                    // Each key is asked of its own chain of servers.
+                    return self.plan_retrieval(cx, request, bytes, (0, None), tag);
+                }
                 let whole = (request, &bytes, key);
-                if let Some(kind) = self.plan_tiered(cx, whole, route, shape) {
-                    return start(kind, tag, false);
+                if let Some(kind) = self.plan_tiered(whole, route, shape) {
+                    return start(kind, tag);
                 }
                 if let Some(index) = self.failover_index_for(route, shape) {
-                    if let Some(plan) = self.plan_failover(cx, whole, (route, index), tag) {
-                        return plan;
-                    }
-                    // A multi-get whose keys have different servers to try: split by their
-                    // first servers, each key keeping the rest of its chain (even when every
-                    // key's first server is the same, so none loses its fallbacks).
-                    return self.plan_split(cx, request, bytes, (0, None), tag);
+                    return self.plan_failover(whole, (route, index), tag);
                 }
             }
         }
@@ -262,7 +273,7 @@ impl Planner {
         let Some(server) = picked else {
             if request.key_count > 1 {
                 // The other keys may have routes: they are answered, this one is a miss.
-                return self.plan_split(cx, request, bytes, (1, memo), tag);
+                return self.plan_retrieval(cx, request, bytes, (1, memo), tag);
             }
             WorkerStats::add(&self.stats.no_route, 1);
             // A `noreply` client reads no replies: an unasked-for error would be taken for the
@@ -279,13 +290,13 @@ impl Planner {
                 checked += 1;
                 let other = self.pick_server(cx, request.command, key, &mut memo, true);
                 if other != Some(server) {
-                    return self.plan_split(cx, request, bytes, (checked, memo), tag);
+                    return self.plan_retrieval(cx, request, bytes, (checked, memo), tag);
                 }
             }
         }
         if request.key_count > cx.multiget_window.max(1) {
             // One server, but more keys than one window: released in windows.
-            return self.plan_split(cx, request, bytes, (usize::MAX, memo), tag);
+            return self.plan_retrieval(cx, request, bytes, (usize::MAX, memo), tag);
         }
         let lookups = match request.command {
             Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
@@ -301,7 +312,7 @@ impl Planner {
             framing: Framing::of(request),
             stream: true,
         };
-        start(StartKind::Forward { send, lookups }, tag, false)
+        start(StartKind::Forward { send, lookups }, tag)
     }
 
     fn count_command(&self, request: &Request) {
@@ -392,17 +403,13 @@ impl Planner {
                 stream: false,
             });
         }
-        start(StartKind::FanOut, None, false)
+        start(StartKind::FanOut, None)
     }
 }
 
 /// A [`Plan::Start`].
-fn start(kind: StartKind, tag: Option<Tag>, reads_through: bool) -> Plan {
-    Plan::Start(Start {
-        kind,
-        tag,
-        reads_through,
-    })
+fn start(kind: StartKind, tag: Option<Tag>) -> Plan {
+    Plan::Start(Start { kind, tag })
 }
 
 /// The key a request is routed by: its first key, decoded first when a meta command says it

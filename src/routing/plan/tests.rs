@@ -97,12 +97,12 @@ fn all_usable(_: usize) -> bool {
     true
 }
 
-fn cx(listener: usize, window: usize, reads_through: bool) -> Context<'static> {
+fn cx(listener: usize, window: usize, reads_open: bool) -> Context<'static> {
     Context {
         listener,
         multiget_window: window,
         soft_bytes: 1 << 20,
-        reads_through,
+        reads_open,
         usable: &all_usable,
     }
 }
@@ -131,6 +131,25 @@ impl Fixture {
             None => panic!("no route {name}"),
         }
     }
+}
+
+/// Whether the exchange `start` names holds its client's later writes once started.
+fn holds_writes(start: Start) -> bool {
+    let slot = crate::exchange::SlotRef {
+        client: 0,
+        generation: 0,
+        seq: 0,
+    };
+    let mut fx = crate::exchange::Effects::default();
+    let exchange = match start.kind {
+        StartKind::Forward { send, lookups } => {
+            crate::exchange::Exchange::forward(slot, send, lookups, &mut fx)
+        }
+        StartKind::Retrieval(r) => crate::exchange::Exchange::retrieval(slot, r, &mut fx),
+        StartKind::Failover(f) => crate::exchange::Exchange::failover(slot, f, &mut fx),
+        other => panic!("not a read this test starts: {other:?}"),
+    };
+    exchange.holds_writes()
 }
 
 fn started(plan: Plan) -> Start {
@@ -202,7 +221,8 @@ fn a_hashed_key_goes_to_its_ring_server_and_counts_on_its_route() {
     let tag = start.tag.expect("a routed request has a tag");
     assert_eq!((tag.route, tag.started), (f.route("hash"), 7));
     assert_eq!(f.registry.route_keys(f.route("hash")), 1);
-    assert!(!start.reads_through);
+    let again = started(f.plan(b"get h:1\r\n"));
+    assert!(!holds_writes(again), "a forward sends once");
 }
 
 #[test]
@@ -230,7 +250,7 @@ fn a_multi_get_on_one_server_is_a_forward_until_it_exceeds_the_window() {
     ));
     let plan = f.planner.plan(&request, bytes, &cx(0, 2, false), 0);
     assert!(
-        matches!(started(plan).kind, StartKind::SplitGet(_)),
+        matches!(started(plan).kind, StartKind::Retrieval(_)),
         "more keys than the window are released in windows"
     );
 }
@@ -240,7 +260,7 @@ fn a_multi_get_over_several_servers_is_split_and_unrouted_keys_are_misses() {
     let mut f = fixture();
     let line = b"get h:1 h:2 h:3 h:4 h:5 h:6 h:7 h:8 nowhere\r\n";
     let start = started(f.plan(line));
-    let StartKind::SplitGet(split) = start.kind else {
+    let StartKind::Retrieval(split) = start.kind else {
         panic!("a split: {:?}", start.kind);
     };
     assert_eq!(f.stats.no_route.load(Relaxed), 1, "the unrouted key");
@@ -251,7 +271,7 @@ fn a_multi_get_over_several_servers_is_split_and_unrouted_keys_are_misses() {
         seq: 0,
     };
     let mut fx = crate::exchange::Effects::default();
-    let _ = crate::exchange::Exchange::split_get(slot, split, &mut fx);
+    let _ = crate::exchange::Exchange::retrieval(slot, split, &mut fx);
     assert_eq!(fx.unrouted_misses, 1);
     assert_eq!(
         fx.lookups,
@@ -336,8 +356,8 @@ fn failover_reads_try_each_pool_in_turn() {
     let start = started(f.plan(b"get fo:1\r\n"));
     assert!(matches!(start.kind, StartKind::Failover(_)));
     assert!(
-        !start.reads_through,
-        "only warm_first orders writes after reads"
+        holds_writes(start),
+        "a read that may move to the next server holds its client's writes"
     );
     // Keys with different chains are split, each keeping its fallbacks.
     let mut keys = Vec::new();
@@ -346,7 +366,8 @@ fn failover_reads_try_each_pool_in_turn() {
     }
     let line: &'static [u8] = Box::leak(format!("get {}\r\n", keys.join(" ")).into_bytes().into());
     let start = started(f.plan(line));
-    assert!(matches!(start.kind, StartKind::SplitGet(_)));
+    assert!(matches!(start.kind, StartKind::Retrieval(_)));
+    assert!(holds_writes(start));
 }
 
 #[test]
@@ -355,7 +376,7 @@ fn warm_first_plans_each_family_as_documented() {
     // A plain read goes warm, then cold, and holds the client's later writes.
     let start = started(f.plan(b"get wf:1\r\n"));
     assert!(matches!(start.kind, StartKind::Failover(_)));
-    assert!(start.reads_through);
+    assert!(holds_writes(start));
     // A cas read is the cold tier's.
     let StartKind::Forward { send, .. } = started(f.plan(b"gets wf:1\r\n")).kind else {
         panic!("gets is a forward to cold");
@@ -398,16 +419,23 @@ fn a_warm_first_write_waits_behind_the_clients_reads_at_warm() {
     assert_eq!(&bytes[..], b"set wf:1 0 0 1\r\nx\r\n".as_slice());
     // Planned again once the reads moved on, without counting the command twice.
     let sets = f.stats.cmd_set.load(Relaxed);
-    let again = f.planner.plan_keyed(&request, bytes, &cx(0, 100, false), 0);
+    let again = f
+        .planner
+        .plan_counted(&request, bytes, &cx(0, 100, false), 0);
     assert!(matches!(started(again).kind, StartKind::Parallel { .. }));
     assert_eq!(f.stats.cmd_set.load(Relaxed), sets);
-    // Reads and other routes' writes are not held.
+    // Reads are not held; writes of every route are (the earlier read may still ask any
+    // server).
     assert!(matches!(
         f.plan_with(b"get wf:2\r\n", &cx(0, 100, true)),
         Plan::Start(_)
     ));
     assert!(matches!(
         f.plan_with(b"set h:1 0 0 1\r\nx\r\n", &cx(0, 100, true)),
+        Plan::Defer(..)
+    ));
+    assert!(matches!(
+        f.plan_with(b"set h:1 0 0 1\r\nx\r\n", &cx(0, 100, false)),
         Plan::Start(_)
     ));
 }
@@ -441,5 +469,5 @@ fn parallel_routes_answer_reads_by_arrival_or_order_and_writes_by_policy() {
         }
     ));
     let multi = started(f.plan(b"get par:1 par:2 h:3\r\n"));
-    assert!(matches!(multi.kind, StartKind::ParallelGet(_)));
+    assert!(matches!(multi.kind, StartKind::Retrieval(_)));
 }

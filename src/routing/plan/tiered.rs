@@ -17,25 +17,21 @@
 
 use bytes::Bytes;
 
-use super::{Context, Planner, StartKind};
-use crate::exchange::multiget::AskedKey;
+use super::{Planner, StartKind};
 use crate::exchange::parallel::Answer;
-use crate::exchange::parallel_get::ParallelGet;
 use crate::exchange::write_back;
 use crate::exchange::{Framing, Send};
-use crate::observe::stats::WorkerStats;
-use crate::protocol::{Command, MetaFlags, Request};
-use crate::routing::shape::{touches, Family, Shape, WarmPlan};
+use crate::protocol::{Command, Request};
+use crate::routing::shape::{Family, Shape, WarmPlan};
 use crate::routing::RouteKind;
 
 impl Planner {
     /// The exchange for a request whose first key, `key`, takes route `route`, when the route
     /// sends it to several servers at once (parallel routes; warm_first's writes and touches);
-    /// None when the request is not one for this path. A single key's requests are left in
-    /// [`Planner::sends`].
+    /// None when the request is not one for this path. Its requests are left in
+    /// [`Planner::sends`]. (Multi-key retrievals are [`Planner::plan_retrieval`]'s.)
     pub(super) fn plan_tiered(
         &mut self,
-        cx: &Context,
         (request, bytes, key): (&Request, &Bytes, &[u8]),
         route: usize,
         shape: Shape,
@@ -79,13 +75,6 @@ impl Planner {
             }
             _ => return None,
         };
-        if request.key_count > 1 {
-            if !family.is_read() {
-                return None;
-            }
-            let get = self.plan_parallel_get(cx, (request, bytes), shape, 0);
-            return Some(StartKind::ParallelGet(get));
-        }
         self.detail.route_request(route);
         let framing = Framing::of(request);
         let invalidate = matches!(kind, RouteKind::WarmFirst(_)) && family == Family::Conditional;
@@ -107,131 +96,6 @@ impl Planner {
             answer,
             lookup: family.is_read(),
         })
-    }
-
-    /// A multi-key retrieval whose keys are each asked of several servers at once (see
-    /// [`crate::exchange::parallel_get`]). Each key's servers follow its own route: every pool
-    /// of a parallel route, both tiers of a warm_first route (cold first for cas reads), the
-    /// one server of other routes; a key without a route is a miss. The first `counted` keys
-    /// were already counted in their routes' stats.
-    pub(super) fn plan_parallel_get(
-        &mut self,
-        cx: &Context,
-        (request, bytes): (&Request, &Bytes),
-        shape: Shape,
-        counted: usize,
-    ) -> Box<ParallelGet> {
-        let family = shape.family;
-        let width = self
-            .router
-            .routes()
-            .iter()
-            .map(|r| self.router.pools_of(r).len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let mut servers: Vec<usize> = Vec::new();
-        let mut chains: Vec<u32> = Vec::with_capacity(request.key_count * width);
-        let mut asked = Vec::with_capacity(request.key_count);
-        let mut chain = Vec::with_capacity(width);
-        let mut memo = None;
-        let mut first_parallel = None;
-        for (index, key) in request.keys(bytes).enumerate() {
-            let count = index >= counted;
-            asked.push(AskedKey::new(bytes, key, 0));
-            chain.clear();
-            let router = &self.router;
-            let route = router.route(cx.listener, request.command, key);
-            match route.and_then(|r| Some((r, router.routes().get(r)?.kind))) {
-                Some((route, RouteKind::Parallel(p))) => {
-                    first_parallel.get_or_insert(true);
-                    if count {
-                        self.detail.route_request(route);
-                    }
-                    if let Some(spec) = router.parallel(p) {
-                        self.strategies.chain(router, &spec.pools, key, &mut chain);
-                    }
-                }
-                Some((route, RouteKind::WarmFirst(w))) => {
-                    first_parallel.get_or_insert(false);
-                    if count {
-                        self.detail.route_request(route);
-                    }
-                    if let Some(spec) = router.warm_first(w) {
-                        let pools = match family {
-                            Family::CasRead => [spec.cold, spec.warm],
-                            _ => [spec.warm, spec.cold],
-                        };
-                        // gets is the cold tier's alone; the others ask both.
-                        let cold_only =
-                            family == Family::CasRead && !touches(request, MetaFlags::EMPTY);
-                        let pools = if cold_only { &pools[..1] } else { &pools[..] };
-                        self.strategies.chain(router, pools, key, &mut chain);
-                    }
-                }
-                Some((route, _)) => {
-                    first_parallel.get_or_insert(false);
-                    let picked = self.pick_on_route(route, key, cx, &mut memo, count);
-                    chain.extend(picked);
-                }
-                None => {
-                    WorkerStats::add(&self.stats.no_route, 1);
-                }
-            }
-            for place in 0..width {
-                let position = chain.get(place).map(|&server| {
-                    match servers.iter().position(|&s| s == server) {
-                        Some(p) => p,
-                        None => {
-                            servers.push(server);
-                            servers.len() - 1
-                        }
-                    }
-                });
-                chains.push(position.map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX)));
-            }
-        }
-        // Plain reads of parallel routes take the first hit to arrive; cas reads, and reads
-        // of warm_first routes, the first server in order that has the key.
-        let in_order = !(family == Family::Read && first_parallel == Some(true));
-        let soft = cx.soft_bytes;
-        let window =
-            self.key_bytes
-                .first_window(cx.multiget_window.max(1), soft, servers.len().max(1));
-        Box::new(ParallelGet::new(
-            *request,
-            bytes.clone(),
-            asked,
-            chains,
-            width,
-            servers,
-            in_order,
-            (window, soft),
-        ))
-    }
-
-    /// True when a write of shape `shape` on route `route` must wait while its client has a
-    /// warm_first read that may still go to the cold tier: sent now, the write could reach
-    /// cold first and be seen by that earlier read.
-    pub(super) fn holds_write(&self, route: usize, shape: Shape) -> bool {
-        matches!(
-            self.router.routes().get(route).map(|r| r.kind),
-            Some(RouteKind::WarmFirst(_))
-        ) && matches!(
-            shape.plan,
-            WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm
-        )
-    }
-
-    /// True when a request of shape `shape` on route `route` is asked of several servers at
-    /// once: any request of a parallel route, and a touch-read (`gat`, `gats`, `mg ... T`) of
-    /// a warm_first route.
-    pub(super) fn asks_all_at_once(&self, route: usize, shape: Shape) -> bool {
-        match self.router.routes().get(route).map(|r| r.kind) {
-            Some(RouteKind::Parallel(_)) => true,
-            Some(RouteKind::WarmFirst(_)) => matches!(shape.plan, WarmPlan::Both { .. }),
-            _ => false,
-        }
     }
 
     /// Copies a write on route `route` to every `replicate` side effect of that route that

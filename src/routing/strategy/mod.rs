@@ -159,15 +159,6 @@ impl Strategies {
             }
         }
     }
-
-    /// The servers failover route `index` tries for `key`, in order: the key's server in each
-    /// of its pools (on this worker's rings, without ejected servers), each once.
-    pub fn failover_chain(&self, router: &Router, index: usize, key: &[u8], out: &mut Vec<usize>) {
-        out.clear();
-        if let Some(spec) = router.failover(index) {
-            self.chain(router, &spec.pools, key, out);
-        }
-    }
 }
 
 #[cfg(test)]
