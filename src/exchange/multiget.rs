@@ -43,6 +43,11 @@ impl AskedKey {
         AskedKey { part, ..self }
     }
 
+    /// Where the key lies in the request's bytes.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+
     /// The key's bytes in `bytes` (empty if out of range).
     pub fn key<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
         bytes.get(self.start..self.end).unwrap_or(&[])

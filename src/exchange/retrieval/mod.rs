@@ -132,6 +132,8 @@ pub struct Retrieval {
     /// Per asked key (empty when none has one): hits on a later server are written back into
     /// its first.
     write_backs: Vec<Option<WriteBack>>,
+    /// Some key has more than one server (else no key ever moves on, or is asked twice).
+    may_move: bool,
     /// The distinct servers asked (global indexes).
     servers: Vec<usize>,
     /// Keys no route takes.
@@ -162,21 +164,27 @@ pub struct Retrieval {
 
 impl Retrieval {
     /// A retrieval of `request` (whose spans index `bytes`) whose keys have chains of at most
-    /// `width` servers; add every key, in the asked order, with [`Retrieval::key`].
+    /// `width` servers; give every key its chain with [`Retrieval::set_chain`] (a key given
+    /// none has no route: a miss).
     pub fn new(request: Request, bytes: Bytes, width: usize) -> Retrieval {
         let width = width.max(1);
-        let keys = request.key_count;
+        let asked: Vec<AskedKey> = request
+            .keys(&bytes)
+            .map(|key| AskedKey::new(&bytes, key, 0))
+            .collect();
+        let keys = asked.len();
         Retrieval {
             framing: Framing::of(&request),
             request,
             bytes,
-            asked: Vec::with_capacity(keys),
+            asked,
             width,
-            chains: Vec::with_capacity(keys * width),
-            asks: Vec::with_capacity(keys),
+            chains: vec![NONE; keys * width],
+            asks: vec![Ask::InTurn { miss_next: false }; keys],
             write_backs: Vec::new(),
+            may_move: false,
             servers: Vec::new(),
-            unrouted: 0,
+            unrouted: keys,
             window: WindowSizer::new(1, usize::MAX),
             start: 0,
             end: 0,
@@ -194,33 +202,61 @@ impl Retrieval {
         }
     }
 
-    /// Adds the next key as asked, `key` (a slice of the request's bytes), asked of `chain`
-    /// (servers, at most `width`; empty for a key no route takes: a miss) as `ask` says; a hit
-    /// on a later server of its chain is written back into the first when `write_back`.
-    pub fn key(&mut self, key: &[u8], chain: &[usize], ask: Ask, write_back: Option<WriteBack>) {
-        let index = self.asked.len();
-        self.asked.push(AskedKey::new(&self.bytes, key, 0));
-        self.asks.push(ask);
-        if chain.is_empty() {
-            self.unrouted += 1;
+    /// How many keys it asks for.
+    pub fn key_count(&self) -> usize {
+        self.asked.len()
+    }
+
+    /// Where key `index` lies in the request's bytes (empty past the last).
+    pub fn key_range(&self, index: usize) -> std::ops::Range<usize> {
+        self.asked.get(index).map_or(0..0, |k| k.range())
+    }
+
+    /// Key `index` is asked of `chain` (servers, at most `width`; empty: no route, a miss) as
+    /// `ask` says; a hit on a later server of its chain is written back into the first when
+    /// `write_back`. Set once per key.
+    pub fn set_chain(
+        &mut self,
+        index: usize,
+        chain: &[usize],
+        ask: Ask,
+        write_back: Option<WriteBack>,
+    ) {
+        if let Some(slot) = self.asks.get_mut(index) {
+            *slot = ask;
         }
-        for place in 0..self.width {
-            let position = chain.get(place).map_or(NONE, |&server| {
-                let at = match self.servers.iter().position(|&s| s == server) {
-                    Some(at) => at,
-                    None => {
-                        self.servers.push(server);
-                        self.servers.len() - 1
-                    }
-                };
-                u32::try_from(at).unwrap_or(NONE)
+        if !chain.is_empty() {
+            self.unrouted = self.unrouted.saturating_sub(1);
+        }
+        self.may_move |= chain.len() > 1;
+        let at = index * self.width;
+        for place in 0..self.width.min(chain.len()) {
+            let Some(&server) = chain.get(place) else {
+                break;
+            };
+            let position = match self.servers.iter().position(|&s| s == server) {
+                Some(p) => p,
+                None => {
+                    self.servers.push(server);
+                    self.servers.len() - 1
+                }
+            };
+            if let Some(slot) = self.chains.get_mut(at + place) {
+                *slot = u32::try_from(position).unwrap_or(NONE);
+            }
+        }
+        // The first server's position, for the merge of windows whose keys have one server.
+        let first = self.chains.get(at).copied().unwrap_or(NONE);
+        if let Some(asked) = self.asked.get_mut(index) {
+            *asked = asked.with_part(if first == NONE {
+                usize::MAX
+            } else {
+                first as usize
             });
-            self.chains.push(position);
         }
         if let Some(wb) = write_back.filter(|_| chain.len() > 1) {
-            if self.write_backs.len() <= index {
-                self.write_backs
-                    .resize(self.asked.capacity().max(index + 1), None);
+            if self.write_backs.is_empty() {
+                self.write_backs.resize(self.asked.len(), None);
             }
             if let Some(slot) = self.write_backs.get_mut(index) {
                 *slot = Some(wb);
@@ -336,6 +372,10 @@ impl Retrieval {
         self.window.add(reply.len());
         self.held += reply.len();
         fx.held_delta += reply.len() as isize;
+        if !self.may_move {
+            self.on_reply_one_server_each(index, c, reply, fx);
+            return;
+        }
         // The keys asked in this request, in the asked order, with their cells.
         let mut places = Vec::new();
         for (cell, state) in self.cells.iter().enumerate() {
@@ -376,9 +416,49 @@ impl Retrieval {
         self.settle(fx);
     }
 
+    /// [`Self::on_reply`] when every key has one server (request `i` went to server position
+    /// `i`): the replies are kept whole and merged by scanning them once every one is in, as
+    /// each holds its keys' blocks in the asked order.
+    fn on_reply_one_server_each(
+        &mut self,
+        index: u32,
+        c: &Completion,
+        reply: Bytes,
+        fx: &mut Effects,
+    ) {
+        let failed = reply.is_empty() && !c.reply.is_empty();
+        if let Some(p) = self.parts.get_mut(index as usize) {
+            let hits = if failed { 0 } else { c.values.min(p.keys) };
+            fx.lookups.0 += hits;
+            fx.lookups.1 += p.keys - hits;
+            p.reply = Some(reply);
+        }
+        self.pending = self.pending.saturating_sub(1);
+        if self.pending > 0 {
+            return;
+        }
+        let mut replies: Vec<Bytes> = self
+            .parts
+            .iter()
+            .map(|p| p.reply.clone().unwrap_or_default())
+            .collect();
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        multiget::merge_window(
+            &mut fx.deliver,
+            window,
+            &self.bytes,
+            &mut replies,
+        );
+        self.window_answered(fx);
+    }
+
     /// After a reply: answer the window once every key is known, or send the next round once
     /// every request of this one is in.
     fn settle(&mut self, fx: &mut Effects) {
+        if self.pending > 0 && !self.may_move {
+            // With one server per key, a request still out means a key still waiting.
+            return;
+        }
         let keys = self.end - self.start;
         let (mut waiting, mut moving) = (false, false);
         for key in 0..keys {
@@ -589,7 +669,18 @@ impl Retrieval {
             let mut per_server = vec![0usize; self.servers.len()];
             let mut end = self.start;
             let limit = self.window.keys().max(1);
-            'keys: while end < self.asked.len() {
+            while !self.may_move && end < self.asked.len() {
+                // One server per key (the usual split): count each key's one server.
+                let position = self.chains.get(end * self.width).copied().unwrap_or(NONE);
+                if let Some(n) = per_server.get_mut(position as usize) {
+                    if *n >= limit {
+                        break;
+                    }
+                    *n += 1;
+                }
+                end += 1;
+            }
+            'keys: while self.may_move && end < self.asked.len() {
                 let chain = self.chain(end);
                 let at_once = matches!(self.asks.get(end), Some(Ask::AtOnce { .. }));
                 let asked = if at_once { chain.len() } else { 1 };
@@ -609,15 +700,65 @@ impl Retrieval {
                 end += 1;
             }
             self.end = end.max(self.start + 1).min(self.asked.len());
-            self.cells.clear();
-            self.cells
-                .resize((self.end - self.start) * self.width, Cell::Idle);
-            if self.send_first_round(fx) {
+            let sent = if self.may_move {
+                self.cells.clear();
+                self.cells
+                    .resize((self.end - self.start) * self.width, Cell::Idle);
+                self.send_first_round(fx)
+            } else {
+                self.send_one_server_each(fx)
+            };
+            if sent {
                 return;
             }
         }
         self.finished = true;
         fx.deliver.push(Bytes::from_static(multiget::END));
+    }
+
+    /// Asks the window's keys of their one server each: request `i` to server position `i`
+    /// (positions with no key send nothing). False when no key of the window has a server.
+    fn send_one_server_each(&mut self, fx: &mut Effects) -> bool {
+        let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
+        let servers = self.servers.len();
+        let (mut lens, mut lines) = (Vec::new(), Vec::with_capacity(servers));
+        multiget::build_lines(
+            &self.request,
+            &self.bytes,
+            window,
+            servers,
+            &mut lens,
+            &mut lines,
+        );
+        let used = lines.iter().filter(|(_, keys)| *keys > 0).count();
+        if used == 0 {
+            return false;
+        }
+        let whole = self.start == 0 && self.end == self.asked.len() && self.unrouted == 0;
+        // One server for the whole window: its reply is streamed through.
+        let stream = used == 1;
+        for (position, (line, keys)) in lines.into_iter().enumerate() {
+            self.parts.push(Part {
+                position: u32::try_from(position).unwrap_or(NONE),
+                keys,
+                reply: None,
+                arrival: u32::MAX,
+            });
+            if keys == 0 {
+                continue;
+            }
+            if stream {
+                self.streaming = Some(u32::try_from(position).unwrap_or(NONE));
+            }
+            // The whole request, to one server: it goes as the client sent it.
+            let bytes = if stream && whole {
+                self.bytes.clone()
+            } else {
+                line
+            };
+            self.push_send(position, bytes, stream, fx);
+        }
+        true
     }
 
     /// Asks the window's keys of their first servers (`AtOnce` keys: of all of them). False
@@ -761,7 +902,7 @@ impl Retrieval {
     /// of the last server of its chain.
     fn at_last_server(&self, key: usize) -> bool {
         let index = self.start + key;
-        if !matches!(self.asks.get(index), Some(Ask::InTurn { .. })) {
+        if !self.may_move || !matches!(self.asks.get(index), Some(Ask::InTurn { .. })) {
             return true;
         }
         match self.answer_of(key) {

@@ -66,17 +66,20 @@ impl Planner {
         let shape = Shape::of(request, &bytes);
         let mut retrieval = Retrieval::new(*request, bytes.clone(), self.chain_width);
         let mut chain = Vec::with_capacity(self.chain_width);
-        let keys: Vec<&[u8]> = request.keys(&bytes).collect();
+        let key = |retrieval: &Retrieval, index: usize| -> &[u8] {
+            bytes.get(retrieval.key_range(index)).unwrap_or(&[])
+        };
+        let keys = retrieval.key_count();
         let mut index = 0;
-        while let Some(&key) = keys.get(index) {
+        while index < keys {
             // Keys are placed four at a time where the route hashes them (their hashes
             // computed side by side), else one by one.
-            if let Some(&[k0, k1, k2, k3]) = keys.get(index..index + 4) {
-                let four = [k0, k1, k2, k3];
+            if index + 4 <= keys {
+                let four = [0, 1, 2, 3].map(|i| key(&retrieval, index + i));
                 let counts = [0, 1, 2, 3].map(|i| index + i >= counted);
                 if let Some(servers) = self.pick_server4(cx, request.command, four, counts) {
-                    for (key, server) in four.into_iter().zip(servers) {
-                        retrieval.key(key, &[server], ALONE, None);
+                    for (i, server) in servers.into_iter().enumerate() {
+                        retrieval.set_chain(index + i, &[server], ALONE, None);
                     }
                     index += 4;
                     continue;
@@ -87,7 +90,7 @@ impl Planner {
                 cx,
                 request.command,
                 shape,
-                key,
+                key(&retrieval, index),
                 (&mut memo, count),
                 &mut chain,
             );
@@ -95,7 +98,7 @@ impl Planner {
                 // Answered (and counted) as a miss by the retrieval.
                 WorkerStats::add(&self.stats.no_route, 1);
             }
-            retrieval.key(key, &chain, ask, write_back);
+            retrieval.set_chain(index, &chain, ask, write_back);
             index += 1;
         }
         let soft = cx.soft_bytes;
