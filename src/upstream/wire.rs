@@ -81,7 +81,7 @@ const NOOP: &[u8] = b"mn\r\n";
 const NOOP_REPLY_LEN: usize = 4;
 /// A streamed reply is handed on in pieces of at least this many bytes (smaller replies are
 /// handed on whole, in one piece).
-pub const STREAM_PIECE: usize = 64 * 1024;
+const STREAM_PIECE: usize = 64 * 1024;
 
 /// The memcached text protocol: requests go out as the proxy holds them (they already are
 /// memcached text), each reply is framed incrementally by [`ReplyFramer`] and checked against
