@@ -449,37 +449,36 @@ impl Client {
             self.partial_since = None;
             return None;
         }
-        let next = match self
+        // Looked at in place, not taken apart and rebuilt, and returned from one place: the
+        // request is built where the caller gets it, not moved again.
+        let next = self
             .protocol
-            .next_request(&mut self.read_buf, limits, arena)
-        {
+            .next_request(&mut self.read_buf, limits, arena);
+        match &next {
             None => {
                 if !self.readable {
                     // Nothing more to read now: the start of a request waits with only the
                     // memory it needs, not the (maybe shared) read chunk it arrived in.
                     self.read_buf.compact();
                 }
-                None
             }
-            Some(Next::Error(error, unlink)) => {
-                match error.skip() {
-                    Some(skip) => {
-                        let n = skip.min(self.read_buf.len());
-                        self.read_buf.advance(n);
-                        self.swallow = skip - n;
-                    }
-                    None => {
-                        self.read_buf.clear();
-                        self.closing = true;
+            Some(found) => {
+                if let Next::Error(error, _) = found {
+                    match error.skip() {
+                        Some(skip) => {
+                            let n = skip.min(self.read_buf.len());
+                            self.read_buf.advance(n);
+                            self.swallow = skip - n;
+                        }
+                        None => {
+                            self.read_buf.clear();
+                            self.closing = true;
+                        }
                     }
                 }
-                Some(Next::Error(error, unlink))
+                // The next request, if any of it is here, starts now.
+                self.partial_since = (!self.read_buf.is_empty()).then_some(now);
             }
-            request => request,
-        };
-        if next.is_some() {
-            // The next request, if any of it is here, starts now.
-            self.partial_since = (!self.read_buf.is_empty()).then_some(now);
         }
         next
     }
@@ -490,9 +489,13 @@ impl Client {
         if self.slots.is_empty() {
             // At the head: its pieces go straight out.
             let mut slot = slot;
-            let pieces = std::mem::take(&mut slot.pieces);
-            self.protocol
-                .write_owned_reply(pieces, slot.complete, &mut self.write_queue);
+            // A slot an exchange will answer has nothing to write yet: the protocol is told
+            // of its pieces when they come.
+            if slot.complete || !slot.pieces.is_empty() {
+                let pieces = std::mem::take(&mut slot.pieces);
+                self.protocol
+                    .write_owned_reply(pieces, slot.complete, &mut self.write_queue);
+            }
             self.slots.push_back(slot);
         } else {
             self.slot_bytes += slot.pieces.iter().map(waiting_cost).sum::<usize>();
@@ -523,8 +526,10 @@ impl Client {
             return false;
         };
         if at_head {
-            self.protocol
-                .write_reply(pieces, complete, &mut self.write_queue);
+            if complete || !pieces.is_empty() {
+                self.protocol
+                    .write_reply(pieces, complete, &mut self.write_queue);
+            }
         } else {
             // Most slots get one piece: a list of exactly that size, not the default four.
             slot.pieces.reserve_exact(pieces.len());
@@ -560,11 +565,13 @@ impl Client {
                 break;
             }
             if let Some(next) = self.slots.front_mut() {
-                let pieces = std::mem::take(&mut next.pieces);
-                let cost: usize = pieces.iter().map(waiting_cost).sum();
-                self.slot_bytes = self.slot_bytes.saturating_sub(cost);
-                self.protocol
-                    .write_owned_reply(pieces, next.complete, &mut self.write_queue);
+                if next.complete || !next.pieces.is_empty() {
+                    let pieces = std::mem::take(&mut next.pieces);
+                    let cost: usize = pieces.iter().map(waiting_cost).sum();
+                    self.slot_bytes = self.slot_bytes.saturating_sub(cost);
+                    self.protocol
+                        .write_owned_reply(pieces, next.complete, &mut self.write_queue);
+                }
             }
         }
     }

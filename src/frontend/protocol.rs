@@ -48,8 +48,9 @@ pub trait ClientProtocol {
     /// client's wire form; `complete` with the reply's last pieces (possibly none). Each
     /// reply's pieces come in reply order, which is request order, and `complete` comes once
     /// per reply, so a protocol that answers with something of its request (binary: the
-    /// opaque) can keep it in a FIFO from [`Self::next_request`] on. The replies of slots
-    /// dropped behind a closing reply never come (the connection closes).
+    /// opaque) can keep it in a FIFO from [`Self::next_request`] on. A call with no pieces
+    /// that does not complete a reply is not made. The replies of slots dropped behind a
+    /// closing reply never come (the connection closes).
     fn write_reply(&mut self, pieces: &[Bytes], complete: bool, queue: &mut WriteQueue);
 
     /// [`Self::write_reply`] for pieces the caller no longer needs: they may be moved to the

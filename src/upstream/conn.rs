@@ -494,13 +494,28 @@ impl<W: BackendWire> BackendConn<W> {
                 Some(f) if self.written_total > f.wire_start => f,
                 _ => return Err(self.out_of_sync(UNSOLICITED)),
             };
-            let (reply, tail, values) = match self.wire.frame(&mut self.read_buf, &fragment) {
+            match self.wire.frame(&mut self.read_buf, &fragment) {
                 Ok(Framed::Whole {
                     reply,
                     tail,
                     values,
-                }) => (reply, tail, values),
-                Ok(Framed::Partial) => break,
+                }) => {
+                    // The deadline timer stays armed: when it fires it re-arms for the
+                    // then-oldest request, so the wheel sees about one timer per timeout
+                    // period, not per request.
+                    self.inflight.pop_front();
+                    let discard = fragment.discard_reply;
+                    out.push(Completion {
+                        owner: fragment.owner,
+                        reply: if discard { Bytes::new() } else { reply },
+                        end: true,
+                        tail: if discard { 0 } else { tail },
+                        values,
+                        server: self.server,
+                        failed: None,
+                        sent: fragment.sent,
+                    });
+                }
                 Ok(Framed::Piece(piece)) => {
                     out.push(Completion {
                         owner: fragment.owner,
@@ -514,22 +529,9 @@ impl<W: BackendWire> BackendConn<W> {
                     });
                     break;
                 }
+                Ok(Framed::Partial) => break,
                 Err(why) => return Err(self.out_of_sync(why)),
-            };
-            // The deadline timer stays armed: when it fires it re-arms for the then-oldest
-            // request, so the wheel sees about one timer per timeout period, not per request.
-            self.inflight.pop_front();
-            let discard = fragment.discard_reply;
-            out.push(Completion {
-                owner: fragment.owner,
-                reply: if discard { Bytes::new() } else { reply },
-                end: true,
-                tail: if discard { 0 } else { tail },
-                values,
-                server: self.server,
-                failed: None,
-                sent: fragment.sent,
-            });
+            }
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * BACKEND_READ_CHUNK {
             // A burst of large values is over: give the memory back.
