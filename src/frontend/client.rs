@@ -6,6 +6,10 @@
 //! head slot go straight to the write queue, so a large reply streams through, and a slot
 //! leaves the FIFO when it is complete. Replies therefore leave in request order whatever
 //! order the backends answer in.
+//!
+//! What the client speaks is its protocol's business ([`ClientProtocol`]: how a request is
+//! parsed out of the read buffer, how a reply goes on the wire); this connection is the same
+//! for every protocol.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,10 +18,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use super::protocol::{AnyProtocol, ClientProtocol};
 use crate::exchange::ExchangeId;
-use crate::protocol::request::unlink_after_too_large;
-use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
+use crate::protocol::{Limits, Request};
 use crate::runtime::buffer::{Arena, Read, ReadBuf, WriteQueue, READ_CHUNK};
+
+/// Where it was first defined; the worker names it from here.
+pub use super::protocol::Next;
 
 /// An idle client gives back a read buffer of its own (one that holds the start of a request
 /// it read earlier) and a slot FIFO grown past a few entries, so an idle connection costs
@@ -85,16 +92,6 @@ impl Slot {
     }
 }
 
-/// What the parser found next in the client's buffer.
-pub enum Next {
-    /// A whole request; `bytes` holds exactly its bytes and `request`'s spans index into it.
-    Request(Request, Bytes),
-    /// A bad request; the error's reply goes out in its slot. A `set` or `ms` refused as too
-    /// large comes with the request that removes the key's old value (as memcached does),
-    /// to run after the error is answered.
-    Error(ParseError, Option<(Request, Bytes)>),
-}
-
 /// The per-client limits, from its listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientLimits {
@@ -117,6 +114,8 @@ pub struct Client {
     listener: usize,
     /// Its limits (its listener's).
     limits: ClientLimits,
+    /// What it speaks: how its requests are parsed and its replies written.
+    protocol: AnyProtocol,
     /// Requests read and not yet handed on; a small request is handed on as a copy, so it
     /// never keeps the read chunk alive while it waits at a backend (see [`ReadBuf::take`]).
     read_buf: ReadBuf,
@@ -181,6 +180,7 @@ impl Client {
             generation,
             listener,
             limits,
+            protocol: AnyProtocol::default(),
             read_buf: ReadBuf::default(),
             swallow: 0,
             slots: VecDeque::new(),
@@ -429,8 +429,8 @@ impl Client {
         }
     }
 
-    /// Parses the next request out of the buffer (dropping swallowed bytes first).
-    /// Small requests are copied into `arena` (see [`ReadBuf::take_with`]).
+    /// Parses the next request out of the buffer (dropping swallowed bytes first), as its
+    /// protocol reads it. Small requests are copied into `arena` (see [`ReadBuf::take_with`]).
     pub fn next_request(
         &mut self,
         limits: &Limits,
@@ -449,43 +449,36 @@ impl Client {
             self.partial_since = None;
             return None;
         }
-        let next = match parse_request(&self.read_buf, limits) {
-            Ok(Parsed::Incomplete) => {
+        // Looked at in place, not taken apart and rebuilt, and returned from one place: the
+        // request is built where the caller gets it, not moved again.
+        let next = self
+            .protocol
+            .next_request(&mut self.read_buf, limits, arena);
+        match &next {
+            None => {
                 if !self.readable {
                     // Nothing more to read now: the start of a request waits with only the
                     // memory it needs, not the (maybe shared) read chunk it arrived in.
                     self.read_buf.compact();
                 }
-                None
             }
-            Ok(Parsed::Complete(request)) => {
-                let bytes = self.read_buf.take_with(request.len, arena);
-                Some(Next::Request(request, bytes))
-            }
-            Err(error) => {
-                let unlink = match error {
-                    ParseError::TooLarge { .. } | ParseError::TooLargeNoreply { .. } => {
-                        unlink_request(&self.read_buf, limits)
-                    }
-                    _ => None,
-                };
-                match error.skip() {
-                    Some(skip) => {
-                        let n = skip.min(self.read_buf.len());
-                        self.read_buf.advance(n);
-                        self.swallow = skip - n;
-                    }
-                    None => {
-                        self.read_buf.clear();
-                        self.closing = true;
+            Some(found) => {
+                if let Next::Error(error, _) = found {
+                    match error.skip() {
+                        Some(skip) => {
+                            let n = skip.min(self.read_buf.len());
+                            self.read_buf.advance(n);
+                            self.swallow = skip - n;
+                        }
+                        None => {
+                            self.read_buf.clear();
+                            self.closing = true;
+                        }
                     }
                 }
-                Some(Next::Error(error, unlink))
+                // The next request, if any of it is here, starts now.
+                self.partial_since = (!self.read_buf.is_empty()).then_some(now);
             }
-        };
-        if next.is_some() {
-            // The next request, if any of it is here, starts now.
-            self.partial_since = (!self.read_buf.is_empty()).then_some(now);
         }
         next
     }
@@ -496,8 +489,12 @@ impl Client {
         if self.slots.is_empty() {
             // At the head: its pieces go straight out.
             let mut slot = slot;
-            for piece in slot.pieces.drain(..) {
-                self.write_queue.push(piece);
+            // A slot an exchange will answer has nothing to write yet: the protocol is told
+            // of its pieces when they come.
+            if slot.complete || !slot.pieces.is_empty() {
+                let pieces = std::mem::take(&mut slot.pieces);
+                self.protocol
+                    .write_owned_reply(pieces, slot.complete, &mut self.write_queue);
             }
             self.slots.push_back(slot);
         } else {
@@ -529,8 +526,10 @@ impl Client {
             return false;
         };
         if at_head {
-            self.write_queue.reserve_for(pieces);
-            pieces.iter().for_each(|p| self.write_queue.push_ref(p));
+            if complete || !pieces.is_empty() {
+                self.protocol
+                    .write_reply(pieces, complete, &mut self.write_queue);
+            }
         } else {
             // Most slots get one piece: a list of exactly that size, not the default four.
             slot.pieces.reserve_exact(pieces.len());
@@ -566,11 +565,12 @@ impl Client {
                 break;
             }
             if let Some(next) = self.slots.front_mut() {
-                let pieces = std::mem::take(&mut next.pieces);
-                self.write_queue.reserve_for(&pieces);
-                for piece in pieces {
-                    self.slot_bytes -= waiting_cost(&piece).min(self.slot_bytes);
-                    self.write_queue.push(piece);
+                if next.complete || !next.pieces.is_empty() {
+                    let pieces = std::mem::take(&mut next.pieces);
+                    let cost: usize = pieces.iter().map(waiting_cost).sum();
+                    self.slot_bytes = self.slot_bytes.saturating_sub(cost);
+                    self.protocol
+                        .write_owned_reply(pieces, next.complete, &mut self.write_queue);
                 }
             }
         }
@@ -655,13 +655,6 @@ impl Client {
     pub fn finished(&self) -> bool {
         self.dead || (self.closing && self.is_idle())
     }
-}
-
-/// The request that removes the old value of the `set`/`ms` at the start of `buf`, refused as
-/// too large (see [`unlink_after_too_large`]).
-fn unlink_request(buf: &[u8], limits: &Limits) -> Option<(Request, Bytes)> {
-    let (request, line) = unlink_after_too_large(buf, limits)?;
-    Some((request, Bytes::from(line)))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The client side: listening sockets, client connections (read buffer, parser, FIFO of reply
-//! slots, write queue) and a worker's set of them with its limits.
+//! The client side: listening sockets, client connections (read buffer, FIFO of reply slots,
+//! write queue), what they speak (`protocol`: parsing requests, writing replies) and a
+//! worker's set of them with its limits.
 
 pub mod client;
 pub mod clients;
 pub mod listener;
+pub mod protocol;

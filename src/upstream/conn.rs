@@ -10,14 +10,18 @@
 //! connection and answers every in-flight fragment exactly once, so no late reply can ever be
 //! matched to a later request.
 //!
+//! What the backend speaks is its wire's business ([`BackendWire`]: how a request is written,
+//! how the reply stream is framed into one reply per request); this state machine is the same
+//! for every kind of backend and holds its wire as a type parameter, so the calls are static.
+//!
 //! The reply stream is trusted to nothing (SPEC §6b). Each reply is checked against the request
-//! it answers ([`crate::protocol::Expect`]: the reply codes its verb can get, the keys a
-//! retrieval asked, sizes an item can have), and bytes are framed against a request only once
-//! that request has been written: bytes read while nothing is in flight, or while the request
-//! at the head of the FIFO is still unwritten in the write queue (a backend that writes before
-//! it is asked), are never taken as its reply. Any of these marks the connection out of sync:
-//! it is reset (its in-flight requests fail as errors, retrievals as misses), counted in
-//! `backend_out_of_sync` and logged, rate limited.
+//! it answers (by the wire; for memcached, [`crate::protocol::Expect`]: the reply codes its verb
+//! can get, the keys a retrieval asked, sizes an item can have), and bytes are framed against a
+//! request only once that request has been written: bytes read while nothing is in flight, or
+//! while the request at the head of the FIFO is still unwritten in the write queue (a backend
+//! that writes before it is asked), are never taken as its reply. Any of these marks the
+//! connection out of sync: it is reset (its in-flight requests fail as errors, retrievals as
+//! misses), counted in `backend_out_of_sync` and logged, rate limited.
 
 use std::collections::VecDeque;
 use std::io;
@@ -29,22 +33,19 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::fragment::{Completion, FailReason, Fragment};
+use super::wire::{BackendWire, Framed, MemcacheText};
+use super::Send;
 use crate::observe::health::HealthBoard;
 use crate::observe::stats::WorkerStats;
-use crate::protocol::{Checks, Expect, ReplyError, ReplyFramer, ReplyKind};
 use crate::runtime::buffer::{ReadBuf, WriteQueue, BACKEND_READ_CHUNK};
 use crate::runtime::log_limit::{LogEvent, LogLimiter};
 use std::sync::Arc;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Longest reply line the framer accepts from a server (a `VALUE` or `STAT` line).
-const MAX_REPLY_LINE: usize = 64 * 1024;
-/// Bytes of the `MN\r\n` that ends an `UntilNoop` reply.
-const NOOP_REPLY_LEN: usize = 4;
-/// A streamed reply is handed on in pieces of at least this many bytes (smaller replies are
-/// handed on whole, in one piece).
-const STREAM_PIECE: usize = 64 * 1024;
+/// Why bytes that came unasked put the stream out of sync (found here, not by the wire: the
+/// same for every kind of backend), as the log line names it.
+const UNSOLICITED: &str = "unsolicited_reply";
 /// Reads from one connection per loop iteration (up to 1 MiB): a server streaming a huge reply
 /// must not keep the loop from writing it out to the client, or from serving anyone else.
 const READS_PER_DRIVE: usize = 16;
@@ -62,8 +63,9 @@ pub enum ConnState {
     Backoff(Instant),
 }
 
-/// One backend connection and everything in flight on it.
-pub struct BackendConn {
+/// One backend connection and everything in flight on it, speaking `W` (memcached text unless
+/// said otherwise).
+pub struct BackendConn<W: BackendWire = MemcacheText> {
     /// Index of the server (in the router's server list).
     server: usize,
     addr: SocketAddr,
@@ -81,11 +83,9 @@ pub struct BackendConn {
     /// Replies read and not yet framed; a reply or piece is handed on as a copy when small,
     /// so it never keeps a whole read chunk alive (see [`ReadBuf::take`]).
     read_buf: ReadBuf,
-    /// Framing state of the reply at the head of `inflight` (kept between reads).
-    framer: ReplyFramer,
-    /// The request of each in-flight retrieval of several keys ([`Expect::walks_line`]), in
-    /// FIFO order: its reply's `VALUE` keys are checked against the keys it asked.
-    key_lines: VecDeque<Bytes>,
+    /// How requests are written and replies framed (it keeps its place in the reply at the
+    /// head of `inflight` between reads, and any per-request state in step with `inflight`).
+    wire: W,
     /// Bytes ever queued for writing on this connection (since its last reset).
     queued_total: u64,
     /// Bytes ever written to the socket (since its last reset).
@@ -164,10 +164,12 @@ pub struct ArmTimer {
     pub generation: u32,
 }
 
-impl BackendConn {
-    /// An idle connection to `settings.addr`, registered under `token` when it connects.
+impl<W: BackendWire> BackendConn<W> {
+    /// An idle connection to `settings.addr` speaking through `wire`, registered under
+    /// `token` when it connects.
     pub fn new(
         settings: ConnSettings,
+        wire: W,
         token: Token,
         stats: Arc<WorkerStats>,
         health: Option<Arc<HealthBoard>>,
@@ -192,8 +194,7 @@ impl BackendConn {
             inflight: VecDeque::new(),
             max_queued: max_queued.max(1),
             read_buf: ReadBuf::default(),
-            framer: ReplyFramer::default(),
-            key_lines: VecDeque::new(),
+            wire,
             queued_total: 0,
             written_total: 0,
             backoff: BACKOFF_MIN,
@@ -259,13 +260,13 @@ impl BackendConn {
         now + self.timeout
     }
 
-    /// Queues a request (`parts` are written back to back) whose reply is tracked by
-    /// `fragment`. Starts a connect if needed. Fails fast while in backoff or if the connect
-    /// cannot even start; the caller then answers the fragment itself with the returned reason.
+    /// Queues `send` (its bytes as the wire writes them) whose reply is tracked by `fragment`.
+    /// Starts a connect if needed. Fails fast while in backoff or if the connect cannot even
+    /// start; the caller then answers the fragment itself with the returned reason.
     pub fn enqueue(
         &mut self,
         registry: &Registry,
-        parts: [Option<Bytes>; 3],
+        send: &Send,
         mut fragment: Fragment,
         now: Instant,
     ) -> Result<[Option<ArmTimer>; 2], FailReason> {
@@ -281,17 +282,12 @@ impl BackendConn {
             }
             ConnState::Connecting | ConnState::Connected => {}
         }
-        if let Some(line) = &parts[0] {
-            fragment.expect = Expect::of(fragment.kind, line);
-            if fragment.expect.walks_line() {
-                self.key_lines.push_back(line.clone());
-            }
-        }
         fragment.wire_start = self.queued_total;
-        for part in parts.into_iter().flatten() {
-            self.queued_total += part.len() as u64;
-            self.write_queue.push(part);
-        }
+        let before = self.write_queue.len();
+        self.wire.encode(send, &mut fragment, &mut self.write_queue);
+        // Counted from the queue, not taken from the wire: the check that a reply answers a
+        // request already written rests on this count.
+        self.queued_total += self.write_queue.len().saturating_sub(before) as u64;
         self.inflight.push_back(fragment);
         Ok([connect_timer, self.rearm()])
     }
@@ -488,39 +484,39 @@ impl BackendConn {
     }
 
     /// Frames what the read buffer holds against the in-flight FIFO, handing each whole reply
-    /// (or, for a streamed one, each piece of at least [`STREAM_PIECE`] bytes) to `out`. The
-    /// framer keeps its place between reads, so no byte is scanned twice.
+    /// (or, for a streamed one, each piece the wire cuts) to `out`. The wire keeps its place
+    /// between reads, so no byte is scanned twice.
     fn frame_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
         while !self.read_buf.is_empty() {
             // Bytes are a reply only to a request that has been (at least partly) written:
             // anything else came unasked, even if a request was queued since they arrived.
             let fragment = match self.inflight.front().copied() {
                 Some(f) if self.written_total > f.wire_start => f,
-                _ => return Err(self.out_of_sync(ReplyError::Unsolicited)),
+                _ => return Err(self.out_of_sync(UNSOLICITED)),
             };
-            // The request line of a retrieval of several keys (none for most requests).
-            let line: &[u8] = match fragment.expect.walks_line() {
-                true => self.key_lines.front().map_or(&[], |line| &line[..]),
-                false => &[],
-            };
-            let checks = Checks {
-                expect: fragment.expect,
-                line,
-            };
-            let done = match self.framer.advance_checked(
-                &self.read_buf,
-                fragment.kind,
-                checks,
-                MAX_REPLY_LINE,
-            ) {
-                Ok(done) => done,
-                Err(e) => return Err(self.out_of_sync(e)),
-            };
-            if !done {
-                let framed = self.framer.framed();
-                if fragment.stream && framed >= STREAM_PIECE {
-                    let piece = self.read_buf.take(framed);
-                    self.framer.rebase(framed);
+            match self.wire.frame(&mut self.read_buf, &fragment) {
+                Ok(Framed::Whole {
+                    reply,
+                    tail,
+                    values,
+                }) => {
+                    // The deadline timer stays armed: when it fires it re-arms for the
+                    // then-oldest request, so the wheel sees about one timer per timeout
+                    // period, not per request.
+                    self.inflight.pop_front();
+                    let discard = fragment.discard_reply;
+                    out.push(Completion {
+                        owner: fragment.owner,
+                        reply: if discard { Bytes::new() } else { reply },
+                        end: true,
+                        tail: if discard { 0 } else { tail },
+                        values,
+                        server: self.server,
+                        failed: None,
+                        sent: fragment.sent,
+                    });
+                }
+                Ok(Framed::Piece(piece)) => {
                     out.push(Completion {
                         owner: fragment.owner,
                         reply: piece,
@@ -531,34 +527,11 @@ impl BackendConn {
                         failed: None,
                         sent: fragment.sent,
                     });
+                    break;
                 }
-                break;
+                Ok(Framed::Partial) => break,
+                Err(why) => return Err(self.out_of_sync(why)),
             }
-            let framer = std::mem::take(&mut self.framer);
-            let reply = framer.reply();
-            let mut bytes = self.read_buf.take(reply.len);
-            let mut tail = framer.tail();
-            if fragment.kind == ReplyKind::UntilNoop {
-                bytes.truncate(bytes.len().saturating_sub(NOOP_REPLY_LEN));
-                tail = 0;
-            }
-            // The deadline timer stays armed: when it fires it re-arms for the then-oldest
-            // request, so the wheel sees about one timer per timeout period, not per request.
-            self.inflight.pop_front();
-            if fragment.expect.walks_line() {
-                self.key_lines.pop_front();
-            }
-            let discard = fragment.discard_reply;
-            out.push(Completion {
-                owner: fragment.owner,
-                reply: if discard { Bytes::new() } else { bytes },
-                end: true,
-                tail: if discard { 0 } else { tail },
-                values: reply.values,
-                server: self.server,
-                failed: None,
-                sent: fragment.sent,
-            });
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * BACKEND_READ_CHUNK {
             // A burst of large values is over: give the memory back.
@@ -569,7 +542,7 @@ impl BackendConn {
 
     /// The reply stream is out of step with the requests (`why`): counts it and logs it (rate
     /// limited); the caller resets the connection.
-    fn out_of_sync(&mut self, why: ReplyError) -> FailReason {
+    fn out_of_sync(&mut self, why: &'static str) -> FailReason {
         WorkerStats::add(&self.stats.backend_out_of_sync, 1);
         crate::warn_limited!(
             self.log,
@@ -578,7 +551,7 @@ impl BackendConn {
             self.now,
             "backend {}: bad reply ({}): out of sync, resetting the connection with {} in flight",
             self.addr,
-            why.as_str(),
+            why,
             self.inflight.len()
         );
         FailReason::BadReply
@@ -684,8 +657,7 @@ impl BackendConn {
         self.read_closed = false;
         self.write_queue.clear();
         self.read_buf.clear();
-        self.framer = ReplyFramer::default();
-        self.key_lines.clear();
+        self.wire.reset();
         self.queued_total = 0;
         self.written_total = 0;
         let server = self.server;

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use mio::{Events, Poll, Token};
 
 use super::*;
+use crate::protocol::{Expect, ReplyKind};
 use crate::upstream::fragment::{Failure, Owner};
+use crate::upstream::Framing;
 
 const TOKEN: Token = Token(7);
 /// Generous: the box runs several builds at once.
@@ -42,7 +44,13 @@ impl Rig {
         Rig {
             poll: Poll::new().expect("poll"),
             events: Events::with_capacity(16),
-            conn: BackendConn::new(settings, TOKEN, Arc::clone(&stats), None),
+            conn: BackendConn::new(
+                settings,
+                MemcacheText::default(),
+                TOKEN,
+                Arc::clone(&stats),
+                None,
+            ),
             listener,
             stats,
             out: Vec::new(),
@@ -66,11 +74,23 @@ impl Rig {
             expect: Expect::ANY,
             wire_start: 0,
         };
-        let parts = [Some(Bytes::from_static(line)), None, None];
+        let send = Send {
+            server: 0,
+            part,
+            bytes: Bytes::from_static(line),
+            value: None,
+            framing: Framing {
+                kind,
+                on_failure: fragment.on_failure,
+                discard_reply: false,
+                noop_tail: false,
+            },
+            stream: false,
+        };
         let registry = self.poll.registry();
         assert!(self
             .conn
-            .enqueue(registry, parts, fragment, Instant::now())
+            .enqueue(registry, &send, fragment, Instant::now())
             .is_ok());
     }
 
@@ -284,5 +304,5 @@ fn pipelined_replies_with_the_right_keys_pass() {
         assert_eq!(&c.reply[..], want);
     }
     assert_eq!(rig.out_of_sync(), 0);
-    assert!(rig.conn.key_lines.is_empty());
+    assert_eq!(rig.conn.wire.kept_lines(), 0);
 }

@@ -1,10 +1,12 @@
 //! Connections from a worker to memcached servers.
 //!
 //! * [`conn`]: one backend connection's state machine (connect, write queue, in-flight FIFO,
-//!   incremental reply framing, deadlines, reset).
+//!   reply framing through its wire, deadlines, reset).
 //! * [`fragment`]: what a backend connection knows about each request it carries, who owns
 //!   its reply, and how a failed one is answered.
 //! * [`pool`]: a worker's connections to every server, and which need flushing.
+//! * [`wire`]: what a connection speaks ([`wire::BackendWire`]): how a request is written and
+//!   the reply stream framed; memcached text ([`wire::MemcacheText`]) today.
 
 pub mod conn;
 pub mod fragment;
@@ -12,6 +14,7 @@ pub mod jobs;
 pub mod pool;
 pub mod send;
 pub mod side_effects;
+pub mod wire;
 
 pub use conn::BackendConn;
 pub use fragment::{Completion, FailReason, Failure, Fragment, Owner};

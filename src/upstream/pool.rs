@@ -11,20 +11,16 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use mio::{Registry, Token};
 
 use super::conn::{ArmTimer, ConnSettings};
+use super::wire::{BackendWire, MemcacheText};
 use super::{BackendConn, Completion, FailReason, Fragment, Owner};
 
 use crate::config::ServerSpec;
 use crate::observe::health::HealthBoard;
 use crate::observe::stats::WorkerStats;
 use std::sync::Arc;
-
-/// Sent after every `noreply` or quiet request so the end of its (possibly empty) reply can
-/// be found: the backend answers `MN` once everything before it is done.
-const NOOP: &[u8] = b"mn\r\n";
 
 /// A timer to arm for connection `conn`.
 #[derive(Clone, Copy, Debug)]
@@ -35,9 +31,10 @@ pub struct ConnTimer {
     pub timer: ArmTimer,
 }
 
-/// Every backend connection of one worker.
-pub struct Backends {
-    conns: Vec<BackendConn>,
+/// Every backend connection of one worker, each speaking `W` (memcached text unless said
+/// otherwise; see [`BackendWire`]).
+pub struct Backends<W: BackendWire = MemcacheText> {
+    conns: Vec<BackendConn<W>>,
     /// For each server: (index of its first connection in `conns`, connection count).
     server_conns: Vec<(usize, usize)>,
     /// Connections with readiness to handle this iteration.
@@ -54,6 +51,9 @@ pub struct Backends {
     side_conns: Vec<Option<usize>>,
     /// The settings of each server's side-effect connection (made on first use).
     side_settings: Vec<ConnSettings>,
+    /// The wire of each server's side-effect connection, made with the others (from the
+    /// server's spec, which is not kept) and taken when the connection is made.
+    side_wires: Vec<Option<W>>,
     /// Connections from this index on are side-effect connections (they are appended after
     /// the client and probe connections, as they are first needed).
     first_side: usize,
@@ -65,7 +65,7 @@ pub struct Backends {
     pub clock: u64,
 }
 
-impl Backends {
+impl<W: BackendWire> Backends<W> {
     /// Idle connections for `servers`, and a probe connection for each server `probes` names
     /// (one with health checks); connection `i` is registered under `token_base + i`. A
     /// server's side-effect connection, made on first use, takes up to `side_queue` requests
@@ -77,7 +77,7 @@ impl Backends {
         health: &Arc<HealthBoard>,
         probes: impl Fn(usize) -> bool,
         side_queue: usize,
-    ) -> Backends {
+    ) -> Backends<W> {
         let mut conns = Vec::new();
         let mut server_conns = Vec::new();
         for (index, server) in servers.iter().enumerate() {
@@ -86,6 +86,7 @@ impl Backends {
                 let token = Token(token_base + conns.len());
                 conns.push(BackendConn::new(
                     ConnSettings::of(index, server),
+                    W::new(server),
                     token,
                     stats.clone(),
                     Some(health.clone()),
@@ -108,7 +109,13 @@ impl Backends {
                 max_queued: 1,
                 ..ConnSettings::of(index, server)
             };
-            conns.push(BackendConn::new(settings, token, stats.clone(), None));
+            conns.push(BackendConn::new(
+                settings,
+                W::new(server),
+                token,
+                stats.clone(),
+                None,
+            ));
         }
         let n = conns.len();
         let side_settings = servers
@@ -119,6 +126,7 @@ impl Backends {
                 ..ConnSettings::of(index, server)
             })
             .collect();
+        let side_wires = servers.iter().map(|server| Some(W::new(server))).collect();
         Backends {
             conns,
             server_conns,
@@ -129,6 +137,7 @@ impl Backends {
             probe_conns,
             side_conns: vec![None; servers.len()],
             side_settings,
+            side_wires,
             first_side: n,
             token_base,
             stats: stats.clone(),
@@ -146,10 +155,16 @@ impl Backends {
             return Some(index);
         }
         let settings = *self.side_settings.get(server)?;
+        let wire = self.side_wires.get_mut(server)?.take()?;
         let index = self.conns.len();
         let token = Token(self.token_base + index);
-        self.conns
-            .push(BackendConn::new(settings, token, self.stats.clone(), None));
+        self.conns.push(BackendConn::new(
+            settings,
+            wire,
+            token,
+            self.stats.clone(),
+            None,
+        ));
         self.flagged.push(false);
         if let Some(slot) = self.side_conns.get_mut(server) {
             *slot = Some(index);
@@ -360,9 +375,7 @@ impl Backends {
             return;
         };
         let fragment = fragment_of(owner, send, self.clock, conn.deadline_from(now));
-        let tail = send.framing.noop_tail.then(|| Bytes::from_static(NOOP));
-        let parts = [Some(send.bytes.clone()), send.value.clone(), tail];
-        match conn.enqueue(registry, parts, fragment, now) {
+        match conn.enqueue(registry, send, fragment, now) {
             Ok(armed) => {
                 for timer in armed.into_iter().flatten() {
                     timers.push(ConnTimer { conn: index, timer });
@@ -430,7 +443,7 @@ fn fragment_of(
         stream: send.stream && !send.framing.discard_reply,
         deadline,
         sent,
-        // Filled in by the connection that queues it (BackendConn::enqueue).
+        // Filled in by the wire of the connection that queues it (BackendWire::encode).
         expect: crate::protocol::Expect::ANY,
         wire_start: 0,
     }
