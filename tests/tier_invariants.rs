@@ -682,9 +682,10 @@ impl Model {
                     }
                 }
                 want.extend_from_slice(b"END\r\n");
-                // A classic get of warm_first keys only reads through (gets is cold's).
-                if !*cas && keys.iter().all(|k| Route::of(k) == Route::W) {
-                    read_through.extend(keys.iter().cloned());
+                // A classic get reads its warm_first keys through (gets is cold's), whatever
+                // other routes' keys it asks too.
+                if !*cas {
+                    read_through.extend(keys.iter().filter(|k| Route::of(k) == Route::W).cloned());
                 }
                 Want::Retrieval {
                     want,

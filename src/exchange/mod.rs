@@ -259,6 +259,16 @@ impl Exchange {
         }
     }
 
+    /// True for a touching retrieval (`gat`/`gats`) that holds its client's requests: while
+    /// it holds, every later request of the client waits, not only writes (a read sent now
+    /// could see a TTL from before the touch).
+    pub fn touches(&self) -> bool {
+        match &self.kind {
+            Kind::Retrieval(r) => r.touches(),
+            _ => false,
+        }
+    }
+
     /// True once its client's slot is complete and it goes on in the background.
     pub fn is_detached(&self) -> bool {
         self.detached

@@ -157,12 +157,15 @@ pub struct Client {
     last_active: Instant,
     /// Serving stopped early (a limit or the per-visit read budget) with input left to handle.
     stalled: bool,
-    /// Its warm_first reads still waiting for the warm tier: a later write of a warm_first
-    /// route waits for them (see [`crate::worker::tiered`]), so a read is never answered from the cold
-    /// tier with a write the client sent after it.
-    read_throughs: u32,
-    /// A write held until those reads have moved on (boxed: rare, and an idle client stays
-    /// small).
+    /// Its reads that may still send a request to a server (a later window, a next server):
+    /// a later write waits for them, so a read never sees a write the client sent after it
+    /// (see [`crate::exchange::Exchange::holds_writes`]).
+    holds: u32,
+    /// Of them, touching retrievals (`gat`/`gats`): every later request waits for them, so a
+    /// later read never sees a TTL from before the touch.
+    touch_holds: u32,
+    /// A request held until those reads have sent their last requests (boxed: rare, and an
+    /// idle client stays small).
     deferred: Option<Box<(Request, bytes::Bytes)>>,
 }
 
@@ -201,36 +204,48 @@ impl Client {
             dead: false,
             last_active: now,
             stalled: false,
-            read_throughs: 0,
+            holds: 0,
+            touch_holds: 0,
             deferred: None,
         }
     }
 
-    /// A warm_first read of this client started (it may yet go to the cold tier).
-    pub fn read_through_started(&mut self) {
-        self.read_throughs += 1;
+    /// A read of this client started that holds its later writes (and, when `touching`,
+    /// every later request) until it has sent its last request.
+    pub fn hold_started(&mut self, touching: bool) {
+        self.holds += 1;
+        self.touch_holds += u32::from(touching);
     }
 
-    /// One of its warm_first reads has left the warm tier (its cold request is queued) or is
-    /// answered.
-    pub fn read_through_passed(&mut self) {
-        self.read_throughs = self.read_throughs.saturating_sub(1);
+    /// Such a read has sent its last request, or is answered.
+    pub fn hold_released(&mut self, touching: bool) {
+        self.holds = self.holds.saturating_sub(1);
+        if touching {
+            self.touch_holds = self.touch_holds.saturating_sub(1);
+        }
     }
 
-    /// True while some warm_first read of this client may still go to the cold tier.
-    pub fn reads_through(&self) -> bool {
-        self.read_throughs > 0
+    /// True while a read of this client may still send a request: its writes wait.
+    pub fn writes_held(&self) -> bool {
+        self.holds > 0
     }
 
-    /// Holds `request` (a write) until its warm_first reads have moved on; nothing after it is
-    /// parsed meanwhile.
+    /// True while a touching retrieval of this client may still send a request: every
+    /// request waits.
+    pub fn all_held(&self) -> bool {
+        self.touch_holds > 0
+    }
+
+    /// Holds `request` until the reads it waits for have sent their last requests; nothing
+    /// after it is parsed meanwhile.
     pub fn defer(&mut self, request: Request, bytes: bytes::Bytes) {
         self.deferred = Some(Box::new((request, bytes)));
     }
 
-    /// The held write, once it may go.
+    /// The held request, once it may go (a later hold that began meanwhile may hold it again:
+    /// it is planned anew).
     pub fn take_deferred(&mut self) -> Option<(Request, bytes::Bytes)> {
-        if self.read_throughs > 0 {
+        if self.holds > 0 {
             return None;
         }
         self.deferred.take().map(|held| *held)
@@ -271,7 +286,7 @@ impl Client {
     /// True when a new request may be parsed and dispatched: under every limit, counting the
     /// replies it has in flight at their estimated size.
     pub fn may_dispatch(&self) -> bool {
-        if self.deferred.is_some() && self.read_throughs > 0 {
+        if self.deferred.is_some() && self.holds > 0 {
             return false;
         }
         let limits = &self.limits;

@@ -52,10 +52,13 @@ pub struct SimClient {
     pub requests: Vec<(Request, Bytes)>,
     /// The next request to parse.
     pub next: usize,
-    /// A write held until its reads at warm have moved on, with its index.
+    /// A request held until the reads before it have sent their last requests, with its
+    /// index.
     pub deferred: Option<(usize, Request, Bytes)>,
-    /// Its warm_first reads that may still go to cold.
-    pub read_throughs: u32,
+    /// Its reads that hold its writes (`Client::hold_started`).
+    pub holds: u32,
+    /// Of them, touching retrievals (they hold every request).
+    pub touch_holds: u32,
     /// What each request was answered.
     pub answers: Vec<Answer>,
     /// Limits.
@@ -81,7 +84,8 @@ impl SimClient {
             requests,
             next: 0,
             deferred: None,
-            read_throughs: 0,
+            holds: 0,
+            touch_holds: 0,
             answers,
             limits,
             slots: VecDeque::new(),
@@ -94,14 +98,18 @@ impl SimClient {
         }
     }
 
-    /// A warm_first read of this client started (it may yet go to cold).
-    pub fn read_through_started(&mut self) {
-        self.read_throughs += 1;
+    /// `Client::hold_started`.
+    pub fn hold_started(&mut self, touching: bool) {
+        self.holds += 1;
+        self.touch_holds += u32::from(touching);
     }
 
-    /// One of its warm_first reads has left warm or is answered.
-    pub fn read_through_passed(&mut self) {
-        self.read_throughs = self.read_throughs.saturating_sub(1);
+    /// `Client::hold_released`.
+    pub fn hold_released(&mut self, touching: bool) {
+        self.holds = self.holds.saturating_sub(1);
+        if touching {
+            self.touch_holds = self.touch_holds.saturating_sub(1);
+        }
     }
 
     /// Reply bytes held for it (`Client::buffered`).
@@ -119,7 +127,7 @@ impl SimClient {
         if !self.alive || self.closing {
             return false;
         }
-        if self.deferred.is_some() && self.read_throughs > 0 {
+        if self.deferred.is_some() && self.holds > 0 {
             return false;
         }
         if self.deferred.is_none() && self.next >= self.requests.len() {

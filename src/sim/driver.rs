@@ -163,7 +163,7 @@ impl Driver {
         if !c.may_dispatch() {
             return false;
         }
-        if c.read_throughs == 0 {
+        if c.holds == 0 {
             if let Some((index, request, bytes)) = c.deferred.take() {
                 self.note(|| format!("c{client} dispatches held #{index}"));
                 self.plan_and_execute(client, index, &request, bytes, false);
@@ -200,7 +200,8 @@ impl Driver {
             listener: 0,
             multiget_window: self.window,
             soft_bytes: c.limits.soft,
-            reads_open: c.read_throughs > 0,
+            reads_open: c.holds > 0,
+            touches_open: c.touch_holds > 0,
             usable: &usable,
         };
         let plan = match first {
@@ -275,7 +276,7 @@ impl Driver {
         let holds_writes = exchange.holds_writes();
         if holds_writes {
             if let Some(c) = self.clients.get_mut(client) {
-                c.read_through_started();
+                c.hold_started(exchange.touches());
             }
         }
         self.count(kind);
@@ -303,7 +304,10 @@ impl Driver {
         if let Some(per_key) = fx.key_bytes.take() {
             self.planner.observe_key_bytes(per_key);
         }
-        let detached = self.exchanges.get_mut(id).is_some_and(|e| e.is_detached());
+        let (detached, touches) = self
+            .exchanges
+            .get_mut(id)
+            .map_or((false, false), |e| (e.is_detached(), e.touches()));
         let key = id.to_bits();
         self.note(|| {
             format!(
@@ -337,7 +341,7 @@ impl Driver {
                 client.exchange_bytes += fx.held_delta;
                 let negative = client.exchange_bytes < 0;
                 if fx.writes_released {
-                    client.read_through_passed();
+                    client.hold_released(touches);
                 }
                 for _ in &fx.sends {
                     client.request_sent();

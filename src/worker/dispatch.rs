@@ -37,8 +37,8 @@ impl Worker {
         }
     }
 
-    /// Plans a held write again, now that the reads before it have moved on (its command was
-    /// counted when it arrived).
+    /// Plans a held request again, now that the reads before it have sent their last requests
+    /// (its command was counted when it arrived).
     pub(crate) fn dispatch_deferred(
         &mut self,
         client: usize,
@@ -61,7 +61,7 @@ impl Worker {
             return;
         };
         let listener = c.listener();
-        let reads_open = c.reads_through();
+        let (reads_open, touches_open) = (c.writes_held(), c.all_held());
         let (multiget_window, soft_bytes) = self
             .listener_spec(listener)
             .map_or((usize::MAX, usize::MAX), |s| {
@@ -74,6 +74,7 @@ impl Worker {
             multiget_window,
             soft_bytes,
             reads_open,
+            touches_open,
             usable: &usable,
         };
         let plan = if first {
@@ -140,7 +141,7 @@ impl Worker {
             // Released through its effects (`writes_released`) once it has sent its last
             // request.
             if let Some(c) = self.clients.get_mut(client) {
-                c.read_through_started();
+                c.hold_started(exchange.touches());
             }
         }
         self.start_exchange(slot, exchange, &mut fx, now);

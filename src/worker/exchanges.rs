@@ -195,17 +195,19 @@ impl Worker {
         if let Some(per_key) = fx.key_bytes.take() {
             self.planner.observe_key_bytes(per_key);
         }
-        let (detached, tag) = self
+        let (detached, tag, touches) = self
             .exchanges
             .get_mut(id)
-            .map_or((false, None), |e| (e.is_detached(), e.tag));
+            .map_or((false, None, false), |e| {
+                (e.is_detached(), e.tag, e.touches())
+            });
         let mut over_hard_limit = false;
         match self.clients.current(slot.client, slot.generation) {
             Some(client) => {
                 let before = client.buffered();
                 client.exchange_bytes_changed(fx.held_delta);
                 if fx.writes_released {
-                    client.read_through_passed();
+                    client.hold_released(touches);
                 }
                 for _ in &fx.sends {
                     client.request_sent();

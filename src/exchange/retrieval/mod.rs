@@ -302,6 +302,11 @@ impl Retrieval {
         self.holding
     }
 
+    /// True for `gat`/`gats`: it changes the TTLs it reads.
+    pub fn touches(&self) -> bool {
+        matches!(self.request.command, Command::Gat | Command::Gats)
+    }
+
     /// The client drained: send the next window if one was held back.
     pub fn resume(&mut self, fx: &mut Effects) {
         if self.parked {
@@ -443,12 +448,7 @@ impl Retrieval {
             .map(|p| p.reply.clone().unwrap_or_default())
             .collect();
         let window = self.asked.get(self.start..self.end).unwrap_or(&[]);
-        multiget::merge_window(
-            &mut fx.deliver,
-            window,
-            &self.bytes,
-            &mut replies,
-        );
+        multiget::merge_window(&mut fx.deliver, window, &self.bytes, &mut replies);
         self.window_answered(fx);
     }
 

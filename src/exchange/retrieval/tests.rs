@@ -81,7 +81,11 @@ fn a_split_asks_each_server_for_its_keys_and_merges_in_the_asked_order() {
     let fx = step(&mut get, 1, &reply(b"VALUE b 0 1\r\nB\r\nEND\r\n", false));
     assert!(fx.deliver.is_empty(), "a and c are not known yet");
     assert_eq!(fx.held_delta, 21);
-    assert_eq!(fx.lookups, (1, 0), "each server's keys counted from its reply");
+    assert_eq!(
+        fx.lookups,
+        (1, 0),
+        "each server's keys counted from its reply"
+    );
     let fx = step(
         &mut get,
         0,

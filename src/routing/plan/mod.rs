@@ -55,6 +55,8 @@ pub struct Context<'a> {
     /// The client has a read that may still send a request to a server (a later window, a
     /// next server): its writes wait (see [`Plan::Defer`]).
     pub reads_open: bool,
+    /// Of them, a touching retrieval (`gat`/`gats`): every request waits.
+    pub touches_open: bool,
     /// Whether a server can take this client's requests now (not down, not in connect
     /// backoff).
     pub usable: &'a dyn Fn(usize) -> bool,
@@ -72,8 +74,9 @@ pub enum Plan {
     },
     /// The general `stats` report (the worker renders it from every worker's counters).
     Stats,
-    /// A write held until the client's earlier reads have sent their last requests (a read
-    /// still to ask a server could otherwise see it): it comes back to be planned again.
+    /// A write (or, behind a touching retrieval, any request) held until the client's earlier
+    /// reads have sent their last requests (a read still to ask a server could otherwise see
+    /// it): it comes back to be planned again.
     Defer(Request, Bytes),
     /// An exchange to start.
     Start(Start),
@@ -211,8 +214,9 @@ impl Planner {
         cx: &Context,
         now: u64,
     ) -> Plan {
-        if cx.reads_open && request.command.is_write() {
-            // Sent now, it could reach a server before an earlier read of its client asks it.
+        if cx.touches_open || (cx.reads_open && request.command.is_write()) {
+            // Sent now, it could reach a server before an earlier read of its client asks it
+            // (or, behind a touch, read a TTL from before it).
             return Plan::Defer(*request, bytes);
         }
         if request.command == Command::FlushAll {

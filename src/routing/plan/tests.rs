@@ -103,6 +103,7 @@ fn cx(listener: usize, window: usize, reads_open: bool) -> Context<'static> {
         multiget_window: window,
         soft_bytes: 1 << 20,
         reads_open,
+        touches_open: false,
         usable: &all_usable,
     }
 }
@@ -437,6 +438,15 @@ fn a_warm_first_write_waits_behind_the_clients_reads_at_warm() {
     assert!(matches!(
         f.plan_with(b"set h:1 0 0 1\r\nx\r\n", &cx(0, 100, false)),
         Plan::Start(_)
+    ));
+    // Behind a touching retrieval, reads wait too.
+    let behind_touch = Context {
+        touches_open: true,
+        ..cx(0, 100, true)
+    };
+    assert!(matches!(
+        f.plan_with(b"mg h:1 t v\r\n", &behind_touch),
+        Plan::Defer(..)
     ));
 }
 
