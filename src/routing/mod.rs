@@ -133,14 +133,14 @@ pub enum RouteKind {
 }
 
 impl RouteKind {
-    /// True for the strategies that may send one key to several servers (in turn or at
-    /// once): their requests are planned by command family (see `crate::routing::shape`).
-    pub fn has_several_targets(self) -> bool {
+    /// True for the strategies that give a key one server (`blind_forward`,
+    /// `consistent_hash`, `round_robin`); the others give it a chain of servers.
+    pub fn has_one_server_per_key(self) -> bool {
         match self {
             RouteKind::BlindForward(_)
             | RouteKind::RoundRobin(_)
-            | RouteKind::ConsistentHash(_) => false,
-            RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_) => true,
+            | RouteKind::ConsistentHash(_) => true,
+            RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_) => false,
         }
     }
 }
@@ -156,7 +156,7 @@ pub struct ParallelSpec {
 }
 
 /// The settings of one warm_first route.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WarmFirstSpec {
     /// The fast tier, read first.
     pub warm: usize,

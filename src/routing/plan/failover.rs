@@ -1,40 +1,32 @@
-//! Planning for failover routes, and for warm_first's read path (a failover over warm, then
-//! cold, with write-backs).
+//! Planning for `failover` routes: a single-key request tried on the key's server in each pool,
+//! in turn (see [`crate::exchange::failover`]); a multi-key retrieval asks each key of its
+//! chain in turn (see [`crate::exchange::retrieval`]). warm_first's read path is a failover over
+//! warm, then cold, and is planned here too (see [`super::warm_first`]).
 
 use bytes::Bytes;
 
-use super::{start, Plan, Planner, StartKind};
+use super::{start, Context, Plan, Planner, StartKind, Whole, NO_ROUTE};
 use crate::exchange::failover::Failover;
-use crate::exchange::Tag;
-use crate::protocol::Request;
-use crate::routing::shape::{Shape, WarmPlan};
-use crate::routing::RouteKind;
+use crate::exchange::retrieval::Ask;
+use crate::exchange::{Tag, WriteBack};
 
 impl Planner {
-    /// The failover settings a request of shape `shape` reads through on route `route`: a
-    /// failover route's, or a warm_first route's read path for a plain read.
-    pub(super) fn failover_index_for(&self, route: usize, shape: Shape) -> Option<usize> {
-        match self.router.routes().get(route)?.kind {
-            RouteKind::Failover(index) => Some(index),
-            RouteKind::WarmFirst(w) if shape.plan == WarmPlan::ReadThrough => {
-                self.router.warm_first(w).map(|w| w.read)
-            }
-            _ => None,
-        }
-    }
-
-    /// A failover exchange for a single-key request whose key, `key`, takes failover route
-    /// `route` (`.1`: its failover settings' index).
+    /// A request whose key takes failover route `route` (`index`: its failover settings).
     pub(super) fn plan_failover(
         &mut self,
-        (request, bytes, key): (&Request, &Bytes, &[u8]),
+        cx: &Context,
+        whole: Whole,
         (route, index): (usize, usize),
         tag: Option<Tag>,
     ) -> Plan {
+        let (request, bytes, key) = whole;
+        if request.key_count > 1 {
+            return self.plan_retrieval(cx, request, bytes.clone(), (0, None), tag);
+        }
         let router = &self.router;
         let Some(spec) = router.failover(index) else {
             return Plan::Reply {
-                bytes: Bytes::from_static(super::NO_ROUTE),
+                bytes: Bytes::from_static(NO_ROUTE),
                 close: false,
             };
         };
@@ -44,5 +36,23 @@ impl Planner {
         self.detail.route_request(route);
         let failover = Failover::new(*request, bytes.clone(), chain, rules);
         start(StartKind::Failover(Box::new(failover)), tag)
+    }
+
+    /// A key of a multi-key retrieval on failover settings `index`: its server in each pool,
+    /// asked in turn (into `chain`), and its write-back (warm_first's read path).
+    pub(super) fn failover_chain(
+        &self,
+        index: usize,
+        key: &[u8],
+        chain: &mut Vec<usize>,
+    ) -> (Ask, Option<WriteBack>) {
+        let Some(spec) = self.router.failover(index) else {
+            return (super::ALONE, None);
+        };
+        self.strategies.chain(&self.router, &spec.pools, key, chain);
+        let ask = Ask::InTurn {
+            miss_next: spec.miss_next,
+        };
+        (ask, spec.write_back)
     }
 }

@@ -7,18 +7,24 @@
 //! plans out (src/worker/dispatch.rs). Every routing decision can so be tested without a
 //! socket, and what comes later (hot-key sampling, shadow traffic) has one hook point.
 //!
-//! The parts, by strategy:
-//! * this module: local answers, and requests whose keys have one server each (`blind_forward`,
-//!   `consistent_hash`, `round_robin`, and a warm_first route's cas reads on its cold tier);
-//! * [`retrieval`]: multi-key retrievals of every strategy (each key with its own chain of
-//!   servers: see [`crate::exchange::retrieval`]);
-//! * [`failover`]: single-key requests of failover routes and warm_first's read path;
-//! * [`tiered`]: single-key requests of parallel routes and warm_first's writes and touches,
-//!   and replication.
+//! Each strategy owns its planning, in its own module; this one answers locally, routes the
+//! request by its (first) key and hands it to its route's strategy (one `match` on
+//! [`RouteKind`], in [`Planner::plan_keyed`]):
+//! * [`one_server`]: `blind_forward`, `consistent_hash`, `round_robin` (one server per key);
+//! * [`failover`]: `failover` routes (and warm_first's read path);
+//! * [`parallel`]: `parallel` routes;
+//! * [`warm_first`]: `warm_first` routes;
+//! * [`retrieval`]: multi-key retrievals, each key asked of the chain its route's strategy
+//!   gives it (one `match` on [`RouteKind`], in `chain_of`; see
+//!   [`crate::exchange::retrieval`]);
+//! * [`replicate`]: the copies of writes that `replicate` side effects make.
 
 mod failover;
+mod one_server;
+mod parallel;
+mod replicate;
 mod retrieval;
-mod tiered;
+mod warm_first;
 
 #[cfg(test)]
 mod tests;
@@ -29,20 +35,25 @@ use bytes::Bytes;
 
 use crate::exchange::failover::Failover;
 use crate::exchange::parallel::Answer;
-use crate::exchange::retrieval::Retrieval;
+use crate::exchange::retrieval::{Ask, Retrieval};
 use crate::exchange::window::KeyBytes;
 use crate::exchange::{Framing, Send, Tag};
 use crate::observe::health::HealthBoard;
 use crate::observe::stats::{DetailStats, WorkerStats};
 use crate::protocol::{base64, Command, Request};
-use crate::routing::shape::Shape;
 use crate::routing::strategy::{Memo, Strategies};
-use crate::routing::Router;
+use crate::routing::{RouteKind, Router};
 use crate::upstream::side_effects::EffectBoard;
 
 const VERSION_REPLY: &[u8] = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes();
 const NO_ROUTE: &[u8] = b"SERVER_ERROR no route for key\r\n";
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+
+/// A key asked of its one server (no next server to ask).
+const ALONE: Ask = Ask::InTurn { miss_next: false };
+
+/// A request as the strategies plan it: the parsed request, its bytes, and its routing key.
+type Whole<'a> = (&'a Request, &'a Bytes, &'a [u8]);
 
 /// What the planner is told about the client a request came from and the moment.
 pub struct Context<'a> {
@@ -247,61 +258,53 @@ impl Planner {
             command: request.command,
             started: now,
         });
-        if let Some(route) = route {
-            // Routes with one server per key skip the checks of those with several.
-            let several = self
-                .router
-                .routes()
-                .get(route)
-                .is_some_and(|r| r.kind.has_several_targets());
-            let shape = several.then(|| Shape::of(request, &bytes));
-            if self.effects.replicates(route) {
-                self.replicate(route, request, &bytes, key);
-            }
-            if let Some(shape) = shape {
-                if request.key_count > 1 {
-                    // Each key is asked of its own chain of servers.
-                    return self.plan_retrieval(cx, request, bytes, (0, None), tag);
-                }
-                let whole = (request, &bytes, key);
-                if let Some(kind) = self.plan_tiered(whole, route, shape) {
-                    return start(kind, tag);
-                }
-                if let Some(index) = self.failover_index_for(route, shape) {
-                    return self.plan_failover(whole, (route, index), tag);
-                }
-            }
-        }
-        let mut memo = None;
-        let picked = route.and_then(|r| self.pick_on_route(r, key, cx, &mut memo, true));
-        let Some(server) = picked else {
-            if request.key_count > 1 {
-                // The other keys may have routes: they are answered, this one is a miss.
-                return self.plan_retrieval(cx, request, bytes, (1, memo), tag);
-            }
-            WorkerStats::add(&self.stats.no_route, 1);
-            // A `noreply` client reads no replies: an unasked-for error would be taken for the
-            // answer to its next request.
-            let reply = if request.noreply { &b""[..] } else { NO_ROUTE };
-            return Plan::Reply {
-                bytes: Bytes::from_static(reply),
-                close: false,
-            };
+        let kind = route.and_then(|r| Some((r, self.router.routes().get(r)?.kind)));
+        let Some((route, kind)) = kind else {
+            return self.no_route(cx, request, bytes, (0, None), tag);
         };
+        if self.effects.replicates(route) {
+            self.replicate(route, request, &bytes, key);
+        }
+        let whole = (request, &bytes, key);
+        // The one place a request meets its route's strategy.
+        match kind {
+            RouteKind::BlindForward(_)
+            | RouteKind::ConsistentHash(_)
+            | RouteKind::RoundRobin(_) => self.plan_one_server(cx, whole, route, tag),
+            RouteKind::Failover(f) => self.plan_failover(cx, whole, (route, f), tag),
+            RouteKind::Parallel(p) => self.plan_parallel(cx, whole, (route, p), tag),
+            RouteKind::WarmFirst(w) => self.plan_warm_first(cx, whole, (route, w), tag),
+        }
+    }
+
+    /// A request whose (first) key no route takes (`routed`: the keys already routed, and the
+    /// round-robin memo): a multi-key retrieval still answers its other keys; otherwise
+    /// `SERVER_ERROR no route for key`.
+    fn no_route(
+        &mut self,
+        cx: &Context,
+        request: &Request,
+        bytes: Bytes,
+        routed: (usize, Memo),
+        tag: Option<Tag>,
+    ) -> Plan {
         if request.key_count > 1 {
-            let mut checked = 1;
-            for key in request.keys(&bytes).skip(1) {
-                checked += 1;
-                let other = self.pick_server(cx, request.command, key, &mut memo, true);
-                if other != Some(server) {
-                    return self.plan_retrieval(cx, request, bytes, (checked, memo), tag);
-                }
-            }
+            // The other keys may have routes: they are answered, this one is a miss.
+            return self.plan_retrieval(cx, request, bytes, (routed.0.max(1), routed.1), tag);
         }
-        if request.key_count > cx.multiget_window.max(1) {
-            // One server, but more keys than one window: released in windows.
-            return self.plan_retrieval(cx, request, bytes, (usize::MAX, memo), tag);
+        WorkerStats::add(&self.stats.no_route, 1);
+        // A `noreply` client reads no replies: an unasked-for error would be taken for the
+        // answer to its next request.
+        let reply = if request.noreply { &b""[..] } else { NO_ROUTE };
+        Plan::Reply {
+            bytes: Bytes::from_static(reply),
+            close: false,
         }
+    }
+
+    /// A request forwarded as it is to `server`, its reply passed through (streamed when
+    /// large); its hits and misses counted from the reply.
+    fn forward(&self, request: &Request, bytes: Bytes, server: usize, tag: Option<Tag>) -> Plan {
         let lookups = match request.command {
             Command::Get | Command::Gets | Command::Gat | Command::Gats | Command::MetaGet => {
                 request.key_count
@@ -362,6 +365,11 @@ impl Planner {
         count: bool,
     ) -> Option<usize> {
         let route = self.router.route(cx.listener, command, key)?;
+        let kind = self.router.routes().get(route)?.kind;
+        if !kind.has_one_server_per_key() {
+            // Its keys have chains of servers: the request is a multi-key retrieval.
+            return None;
+        }
         self.pick_on_route(route, key, cx, memo, count)
     }
 

@@ -4,17 +4,14 @@
 
 use bytes::Bytes;
 
-use super::{start, Context, Plan, Planner, StartKind};
+use super::{start, Context, Plan, Planner, StartKind, ALONE};
 use crate::exchange::retrieval::{Ask, Retrieval};
 use crate::exchange::{Tag, WriteBack};
 use crate::observe::stats::WorkerStats;
 use crate::protocol::{Command, Request};
-use crate::routing::shape::{Family, Shape, WarmPlan};
+use crate::routing::shape::Shape;
 use crate::routing::strategy::Memo;
 use crate::routing::RouteKind;
-
-/// A key of a route with one server per key (no next server to ask).
-const ALONE: Ask = Ask::InTurn { miss_next: false };
 
 impl Planner {
     /// [`Planner::pick_server`] of four keys that take the same hashing route (their hashes
@@ -110,8 +107,9 @@ impl Planner {
     }
 
     /// The servers `key` is asked of (into `chain`; left empty when no route takes it), how,
-    /// and where its hits on later servers are written back. `memo` keeps a round-robin pick
-    /// for the rest of the request; `count` adds the key to its route's counter.
+    /// and where its hits on later servers are written back, as its route's strategy says.
+    /// `memo` keeps a round-robin pick for the rest of the request; `count` adds the key to
+    /// its route's counter.
     fn chain_of(
         &mut self,
         cx: &Context,
@@ -129,57 +127,20 @@ impl Planner {
         let Some(kind) = router.routes().get(route).map(|r| r.kind) else {
             return (ALONE, None);
         };
-        let failover = match kind {
-            RouteKind::Failover(f) => Some(f),
-            RouteKind::WarmFirst(w) if shape.plan == WarmPlan::ReadThrough => {
-                router.warm_first(w).map(|w| w.read)
-            }
-            _ => None,
-        };
-        if let Some(spec) = failover.and_then(|f| router.failover(f)) {
-            // Its first server now; the others in turn if that one cannot answer.
-            if count {
-                self.detail.route_request(route);
-            }
-            self.strategies.chain(router, &spec.pools, key, chain);
-            let ask = Ask::InTurn {
-                miss_next: spec.miss_next,
-            };
-            return (ask, spec.write_back);
+        if count && !kind.has_one_server_per_key() {
+            // (`pick_on_route` counts the others.)
+            self.detail.route_request(route);
         }
         match kind {
-            RouteKind::Parallel(p) => {
-                if count {
-                    self.detail.route_request(route);
-                }
-                if let Some(spec) = router.parallel(p) {
-                    self.strategies.chain(router, &spec.pools, key, chain);
-                }
-                // Plain reads take the first hit to arrive; cas reads the first pool in
-                // order that has the key (its cas token).
-                let in_order = shape.family != Family::Read;
-                (Ask::AtOnce { in_order }, None)
-            }
-            RouteKind::WarmFirst(w) => {
-                if count {
-                    self.detail.route_request(route);
-                }
-                let Some(spec) = router.warm_first(w) else {
-                    return (ALONE, None);
-                };
-                let pools = match shape.plan {
-                    // gets: the cold tier's alone.
-                    WarmPlan::Both { cold_first: false } => &[spec.warm, spec.cold][..],
-                    WarmPlan::Both { cold_first: true } => &[spec.cold, spec.warm][..],
-                    _ => std::slice::from_ref(&spec.cold),
-                };
-                self.strategies.chain(router, pools, key, chain);
-                (Ask::AtOnce { in_order: true }, None)
-            }
-            _ => {
+            RouteKind::BlindForward(_)
+            | RouteKind::ConsistentHash(_)
+            | RouteKind::RoundRobin(_) => {
                 chain.extend(self.pick_on_route(route, key, cx, memo, count));
                 (ALONE, None)
             }
+            RouteKind::Failover(f) => self.failover_chain(f, key, chain),
+            RouteKind::Parallel(p) => (self.parallel_chain(p, shape, key, chain), None),
+            RouteKind::WarmFirst(w) => self.warm_first_chain(w, shape, key, chain),
         }
     }
 }

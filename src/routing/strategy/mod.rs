@@ -1,13 +1,9 @@
-//! Route strategies: which server a route sends a key to. One module per strategy; the
-//! per-worker state they keep (round-robin turns, the generator of `distribution: random`
-//! pools) lives in [`Strategies`].
-//!
-//! A strategy decides targets; the exchange that carries the request (see
-//! [`crate::exchange`]) decides what to do with their replies. A strategy with several targets
-//! per key (failover, parallel, warm_first) adds its module here and its exchange kind there.
+//! Server placement: which server of a pool holds a key, and the per-worker state that takes
+//! (round-robin turns, rings without this worker's ejected servers, the generator of
+//! `distribution: random` pools), in [`Strategies`]. How each strategy plans a request from
+//! these picks is its own module of [`crate::routing::plan`]; the exchange that carries the
+//! request (see [`crate::exchange`]) decides what to do with the replies.
 
-pub mod blind_forward;
-pub mod consistent_hash;
 pub mod round_robin;
 
 use std::cell::Cell;
@@ -54,7 +50,7 @@ impl Strategies {
     #[inline]
     fn server_for(&self, pool: &Pool, key: &[u8]) -> usize {
         let mut random = self.random.get();
-        let server = consistent_hash::pick(pool, key, &mut random);
+        let server = pool.server_for(key, &mut random);
         self.random.set(random);
         server
     }
@@ -101,7 +97,8 @@ impl Strategies {
         }
     }
 
-    /// The server route `route_index` of `router` picks for `key`. `usable` tells whether a
+    /// The server route `route_index` of `router` picks for `key`, on a route with one server
+    /// per key (`blind_forward`, `consistent_hash`, `round_robin`). `usable` tells whether a
     /// server can take requests now (not in connect backoff).
     pub fn pick(
         &mut self,
@@ -113,7 +110,7 @@ impl Strategies {
     ) -> Option<usize> {
         let route = router.routes().get(route_index)?;
         match route.kind {
-            RouteKind::BlindForward(server) => Some(blind_forward::pick(server)),
+            RouteKind::BlindForward(server) => Some(server),
             RouteKind::ConsistentHash(pool) => {
                 self.placing(router, pool).map(|p| self.server_for(p, key))
             }
@@ -128,16 +125,14 @@ impl Strategies {
                 *memo = Some((route_index, server));
                 Some(server)
             }
-            RouteKind::WarmFirst(w) => {
-                // What reaches here is the cold tier's (cas reads): see crate::worker::tiered.
-                let pool = router.warm_first(w)?.cold;
-                self.placing(router, pool).map(|p| self.server_for(p, key))
-            }
-            RouteKind::Failover(_) | RouteKind::Parallel(_) => {
-                // Routes with several targets per key are dispatched by their chains; this is
-                // the first of them.
-                let pool = *router.pools_of(route).first()?;
-                self.placing(router, pool).map(|p| self.server_for(p, key))
+            RouteKind::Failover(_) | RouteKind::Parallel(_) | RouteKind::WarmFirst(_) => {
+                // Their keys have chains of servers (see `Strategies::chain`): a pick of one
+                // server for them is a planning bug.
+                debug_assert!(
+                    false,
+                    "a one-server pick on a route with several servers per key"
+                );
+                None
             }
         }
     }

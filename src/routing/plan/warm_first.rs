@@ -1,0 +1,126 @@
+//! Planning for `warm_first` routes (a warm tier in front of a cold tier of record); what each
+//! command family does (the contract the README and docs/configuration.md state):
+//! * plain reads (`get`, `mg` without `c`/`T`) go warm first, then cold, with write-backs: the
+//!   failover read path (see [`super::failover`] and [`crate::exchange::failover`]);
+//! * `gets` and `mg ... c` are the cold tier's alone (its cas tokens);
+//! * `gat`/`gats`/`mg ... T` go to both at once, preferring warm's hit (`gats`: cold's);
+//! * writes go to cold and warm at once, cold's reply answering; `cas`, `incr`/`decr`, `ma`,
+//!   `ms ... C` and `md ... C` go to cold and delete the warm copy instead.
+
+use bytes::Bytes;
+
+use super::{start, Context, Plan, Planner, StartKind, Whole, NO_ROUTE};
+use crate::exchange::parallel::Answer;
+use crate::exchange::retrieval::Ask;
+use crate::exchange::write_back;
+use crate::exchange::{Framing, Send, Tag, WriteBack};
+use crate::protocol::{Command, Request};
+use crate::routing::shape::{Shape, WarmPlan};
+
+impl Planner {
+    /// A request whose key takes warm_first route `route` (`index`: its settings).
+    pub(super) fn plan_warm_first(
+        &mut self,
+        cx: &Context,
+        whole: Whole,
+        (route, index): (usize, usize),
+        tag: Option<Tag>,
+    ) -> Plan {
+        let (request, bytes, key) = whole;
+        if request.key_count > 1 {
+            return self.plan_retrieval(cx, request, bytes.clone(), (0, None), tag);
+        }
+        let Some(spec) = self.router.warm_first(index).copied() else {
+            return Plan::Reply {
+                bytes: Bytes::from_static(NO_ROUTE),
+                close: false,
+            };
+        };
+        let shape = Shape::of(request, bytes);
+        let (pools, answer) = match shape.plan {
+            WarmPlan::ReadThrough => {
+                return self.plan_failover(cx, whole, (route, spec.read), tag);
+            }
+            WarmPlan::Cold => {
+                self.detail.route_request(route);
+                let server = self.strategies.server_in(&self.router, spec.cold, key);
+                return match server {
+                    Some(server) => self.forward(request, bytes.clone(), server, tag),
+                    None => Plan::Reply {
+                        bytes: Bytes::from_static(NO_ROUTE),
+                        close: false,
+                    },
+                };
+            }
+            WarmPlan::Both { cold_first: false } => ([spec.warm, spec.cold], Answer::InOrder),
+            WarmPlan::Both { cold_first: true } => ([spec.cold, spec.warm], Answer::InOrder),
+            WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm => {
+                ([spec.cold, spec.warm], Answer::Of(0))
+            }
+        };
+        let mut chain = Vec::with_capacity(2);
+        self.strategies.chain(&self.router, &pools, key, &mut chain);
+        self.detail.route_request(route);
+        let framing = Framing::of(request);
+        let invalidate = shape.plan == WarmPlan::ColdInvalidateWarm;
+        for (i, &server) in chain.iter().enumerate() {
+            let (bytes, framing) = match (invalidate, i) {
+                (true, 1..) => invalidation(request, bytes),
+                _ => (bytes.clone(), framing),
+            };
+            self.sends.push(Send {
+                server,
+                part: 0,
+                bytes,
+                value: None,
+                framing,
+                stream: false,
+            });
+        }
+        let lookup = shape.family.is_read();
+        start(StartKind::Parallel { answer, lookup }, tag)
+    }
+
+    /// A key of a multi-key retrieval on warm_first settings `index`, by the request's shape:
+    /// a plain read through warm, then cold, with the write-back; `gets` of cold alone;
+    /// `gat`/`gats` of both tiers at once, in their order of preference.
+    pub(super) fn warm_first_chain(
+        &self,
+        index: usize,
+        shape: Shape,
+        key: &[u8],
+        chain: &mut Vec<usize>,
+    ) -> (Ask, Option<WriteBack>) {
+        let Some(spec) = self.router.warm_first(index) else {
+            return (super::ALONE, None);
+        };
+        let pools = match shape.plan {
+            WarmPlan::ReadThrough => return self.failover_chain(spec.read, key, chain),
+            WarmPlan::Both { cold_first: false } => &[spec.warm, spec.cold][..],
+            WarmPlan::Both { cold_first: true } => &[spec.cold, spec.warm][..],
+            _ => std::slice::from_ref(&spec.cold),
+        };
+        self.strategies.chain(&self.router, pools, key, chain);
+        (Ask::AtOnce { in_order: true }, None)
+    }
+}
+
+/// The delete that drops the warm copy of the request's key after a conditional write went to
+/// cold, framed to be read whole (its reply is dropped; a failure is counted). The key is the
+/// one on the wire (still base64 when the `b` flag says so, and the delete carries `b` too).
+fn invalidation(request: &Request, bytes: &[u8]) -> (Bytes, Framing) {
+    let key = request.first_key(bytes);
+    let meta = matches!(
+        request.command,
+        Command::MetaSet | Command::MetaArithmetic | Command::MetaDelete
+    );
+    let (bytes, command) = if meta {
+        (
+            write_back::meta_delete(key, request.base64_key),
+            Command::MetaDelete,
+        )
+    } else {
+        (write_back::classic_delete(key), Command::Delete)
+    };
+    (bytes, Framing::whole(command))
+}
