@@ -533,3 +533,49 @@ fn a_noreply_request_does_not_hold_back_later_replies() {
         "the always-miss server's answer to get"
     );
 }
+
+/// A get of more keys than one window (`multiget_window: 2`) sends its later windows after the
+/// client's next requests were read: a `set`, a `delete` and an `incr` of keys of its last
+/// window, pipelined behind it in one write, must not be seen by it (memcached runs one
+/// connection's requests in order). Before the proxy held such writes until the get's last
+/// window was out, memcached ran them before that window, and the get answered the new values.
+#[test]
+fn writes_pipelined_behind_a_multi_window_get_are_not_seen_by_its_later_windows() {
+    let mc = Memcached::start();
+    let bifrost = BlindForward::new(&mc.addr())
+        .listener_option("multiget_window: 2")
+        .start();
+    let mut direct = mc.client();
+    let keys: Vec<String> = (0..8).map(|i| format!("window-{i}")).collect();
+    for key in &keys {
+        assert_eq!(direct.set(key, b"old", 0, 0), "STORED");
+    }
+    assert_eq!(direct.set("window-n", b"5", 0, 0), "STORED");
+    let mut client = bifrost.client();
+    let mut pipeline = format!("get {} window-n\r\n", keys.join(" ")).into_bytes();
+    pipeline
+        .extend_from_slice(b"set window-7 0 0 3\r\nnew\r\ndelete window-6\r\nincr window-n 1\r\n");
+    pipeline.extend_from_slice(b"get window-6 window-7 window-n\r\n");
+    client.send(&pipeline);
+    let mut want = Vec::new();
+    for key in &keys {
+        want.extend_from_slice(format!("VALUE {key} 0 3\r\nold\r\n").as_bytes());
+    }
+    want.extend_from_slice(b"VALUE window-n 0 1\r\n5\r\nEND\r\n");
+    let got = client.read_reply_retrieval();
+    assert_eq!(
+        esc(&got),
+        esc(&want),
+        "the multi-window get sees none of the later writes"
+    );
+    assert_eq!(client.read_line(), "STORED");
+    assert_eq!(client.read_line(), "DELETED");
+    assert_eq!(client.read_line(), "6");
+    let after = client.read_reply_retrieval();
+    let want_after = b"VALUE window-7 0 3\r\nnew\r\nVALUE window-n 0 1\r\n6\r\nEND\r\n";
+    assert_eq!(
+        esc(&after),
+        esc(want_after),
+        "the get after them sees them all"
+    );
+}
