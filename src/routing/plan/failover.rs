@@ -3,9 +3,7 @@
 //! chain in turn (see [`crate::exchange::retrieval`]). warm_first's read path is a failover over
 //! warm, then cold, and is planned here too (see [`super::warm_first`]).
 
-use bytes::Bytes;
-
-use super::{start, Context, Plan, Planner, StartKind, Whole, NO_ROUTE};
+use super::{start, Plan, Planner, StartKind, Whole};
 use crate::exchange::failover::Failover;
 use crate::exchange::retrieval::Ask;
 use crate::exchange::{Tag, WriteBack};
@@ -14,21 +12,14 @@ impl Planner {
     /// A request whose key takes failover route `route` (`index`: its failover settings).
     pub(super) fn plan_failover(
         &mut self,
-        cx: &Context,
         whole: Whole,
         (route, index): (usize, usize),
         tag: Option<Tag>,
     ) -> Plan {
         let (request, bytes, key) = whole;
-        if request.key_count > 1 {
-            return self.plan_retrieval(cx, request, bytes.clone(), (0, None), tag);
-        }
         let router = &self.router;
         let Some(spec) = router.failover(index) else {
-            return Plan::Reply {
-                bytes: Bytes::from_static(NO_ROUTE),
-                close: false,
-            };
+            return Planner::missing_settings();
         };
         let mut chain = Vec::with_capacity(spec.pools.len());
         self.strategies.chain(router, &spec.pools, key, &mut chain);

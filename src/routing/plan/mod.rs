@@ -265,15 +265,19 @@ impl Planner {
         if self.effects.replicates(route) {
             self.replicate(route, request, &bytes, key);
         }
+        if request.key_count > 1 && !kind.has_one_server_per_key() {
+            // Each key is asked of the chain its route's strategy gives it.
+            return self.plan_retrieval(cx, request, bytes, (0, None), tag);
+        }
         let whole = (request, &bytes, key);
         // The one place a request meets its route's strategy.
         match kind {
             RouteKind::BlindForward(_)
             | RouteKind::ConsistentHash(_)
             | RouteKind::RoundRobin(_) => self.plan_one_server(cx, whole, route, tag),
-            RouteKind::Failover(f) => self.plan_failover(cx, whole, (route, f), tag),
-            RouteKind::Parallel(p) => self.plan_parallel(cx, whole, (route, p), tag),
-            RouteKind::WarmFirst(w) => self.plan_warm_first(cx, whole, (route, w), tag),
+            RouteKind::Failover(f) => self.plan_failover(whole, (route, f), tag),
+            RouteKind::Parallel(p) => self.plan_parallel(whole, (route, p), tag),
+            RouteKind::WarmFirst(w) => self.plan_warm_first(whole, (route, w), tag),
         }
     }
 
@@ -298,6 +302,16 @@ impl Planner {
         let reply = if request.noreply { &b""[..] } else { NO_ROUTE };
         Plan::Reply {
             bytes: Bytes::from_static(reply),
+            close: false,
+        }
+    }
+
+    /// The answer when a route's settings are missing from the router (a bug: every route
+    /// kind indexes settings the router compiled with it).
+    fn missing_settings() -> Plan {
+        debug_assert!(false, "a route names settings the router does not have");
+        Plan::Reply {
+            bytes: Bytes::from_static(NO_ROUTE),
             close: false,
         }
     }

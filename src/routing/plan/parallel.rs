@@ -5,9 +5,7 @@
 //! per `writes`; `cas`, `incr`/`decr`, `ma`, `ms ... C` and `md ... C` go to all and the first
 //! pool's reply answers. A multi-key retrieval asks each key of all its servers at once.
 
-use bytes::Bytes;
-
-use super::{start, Context, Plan, Planner, StartKind, Whole, NO_ROUTE};
+use super::{start, Plan, Planner, StartKind, Whole};
 use crate::exchange::parallel::Answer;
 use crate::exchange::retrieval::Ask;
 use crate::exchange::{Framing, Send, Tag};
@@ -17,20 +15,13 @@ impl Planner {
     /// A request whose key takes parallel route `route` (`index`: its settings).
     pub(super) fn plan_parallel(
         &mut self,
-        cx: &Context,
         whole: Whole,
         (route, index): (usize, usize),
         tag: Option<Tag>,
     ) -> Plan {
         let (request, bytes, key) = whole;
-        if request.key_count > 1 {
-            return self.plan_retrieval(cx, request, bytes.clone(), (0, None), tag);
-        }
         let Some(spec) = self.router.parallel(index) else {
-            return Plan::Reply {
-                bytes: Bytes::from_static(NO_ROUTE),
-                close: false,
-            };
+            return Planner::missing_settings();
         };
         let family = Shape::of(request, bytes).family;
         let answer = match family {

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::{start, Context, Plan, Planner, StartKind, Whole, NO_ROUTE};
+use super::{start, Plan, Planner, StartKind, Whole, NO_ROUTE};
 use crate::exchange::parallel::Answer;
 use crate::exchange::retrieval::Ask;
 use crate::exchange::write_back;
@@ -21,25 +21,18 @@ impl Planner {
     /// A request whose key takes warm_first route `route` (`index`: its settings).
     pub(super) fn plan_warm_first(
         &mut self,
-        cx: &Context,
         whole: Whole,
         (route, index): (usize, usize),
         tag: Option<Tag>,
     ) -> Plan {
         let (request, bytes, key) = whole;
-        if request.key_count > 1 {
-            return self.plan_retrieval(cx, request, bytes.clone(), (0, None), tag);
-        }
         let Some(spec) = self.router.warm_first(index).copied() else {
-            return Plan::Reply {
-                bytes: Bytes::from_static(NO_ROUTE),
-                close: false,
-            };
+            return Planner::missing_settings();
         };
         let shape = Shape::of(request, bytes);
         let (pools, answer) = match shape.plan {
             WarmPlan::ReadThrough => {
-                return self.plan_failover(cx, whole, (route, spec.read), tag);
+                return self.plan_failover(whole, (route, spec.read), tag);
             }
             WarmPlan::Cold => {
                 self.detail.route_request(route);
