@@ -148,6 +148,40 @@ impl Running {
     }
 }
 
+/// `config` with its memory budgets sized from the memory limit of the process's control
+/// group (a container's), where the file left them to their defaults; logged either way.
+fn fit_to_container(config: &Config) -> Config {
+    let mut config = config.clone();
+    if config.workers == 0 {
+        // std reads the CPU quota of the control group (v1 and v2) before the core count.
+        log::info!(
+            "workers: 0: one per CPU the process may use (its CPU quota, or the cores): {}",
+            config.worker_count()
+        );
+    }
+    let Some(limit) = crate::runtime::cgroup::memory_limit() else {
+        return config;
+    };
+    let fit = config.fit_memory_limit(limit);
+    let from = |sized: bool| {
+        if sized {
+            "from the limit"
+        } else {
+            "as configured"
+        }
+    };
+    log::info!(
+        "memory limit {} MiB (control group): reply_memory_budget {} MiB ({}), \
+         request_memory_budget {} MiB ({})",
+        fit.limit >> 20,
+        fit.reply.0 >> 20,
+        from(fit.reply.1),
+        fit.request.0 >> 20,
+        from(fit.request.1)
+    );
+    config
+}
+
 /// Binds every listener once per worker and starts the workers.
 pub fn start(config: &Config) -> Result<Running, String> {
     let router = Arc::new(Router::new(config)?);
@@ -264,7 +298,8 @@ pub fn start(config: &Config) -> Result<Running, String> {
 pub fn run(config: &Config) -> Result<(), String> {
     raise_fd_limit();
     shutdown::block_termination_signals();
-    let running = start(config)?;
+    let config = fit_to_container(config);
+    let running = start(&config)?;
     shutdown::spawn_signal_thread(running.shutdown.clone())
         .map_err(|e| format!("signal thread: {e}"))?;
     running.wait();

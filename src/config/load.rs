@@ -93,6 +93,8 @@ pub(super) struct Draft {
     pub workers: usize,
     /// `reply_memory_budget`, or its default; `None` when broken.
     pub reply_memory_budget: Option<usize>,
+    /// Which budgets the file set.
+    pub memory_set: MemorySet,
     /// `request_memory_budget`, or its default; `None` when broken.
     pub request_memory_budget: Option<usize>,
     /// `admin`, when present and valid.
@@ -153,6 +155,7 @@ fn assemble(d: Draft) -> Option<Config> {
         workers: d.workers,
         reply_memory_budget: d.reply_memory_budget?,
         request_memory_budget: d.request_memory_budget?,
+        memory_set: d.memory_set,
         admin: d.admin,
         listeners: all(d.listeners)?,
         backends: all(d.backends)?,
@@ -186,12 +189,17 @@ fn walk_root(w: &mut Walker, root: &Value) -> Option<Draft> {
         Some(v) => w.size(v, "request_memory_budget", 1, u64::MAX),
         None => Some(DEFAULT_REQUEST_MEMORY_BUDGET),
     };
+    let memory_set = MemorySet {
+        reply: top.get("reply_memory_budget").is_some(),
+        request: top.get("request_memory_budget").is_some(),
+    };
     let admin = top.get("admin").and_then(|v| walk_admin(w, v));
     let (listeners, listener_routes) = walk_listeners(w, &top, &names);
     Some(Draft {
         workers,
         reply_memory_budget,
         request_memory_budget,
+        memory_set,
         admin,
         listeners,
         listener_routes,

@@ -66,6 +66,31 @@ pub const DEFAULT_REPLY_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
 /// Default [`Config::request_memory_budget`] (64 MiB: 4096 connections each holding one full
 /// 16 KiB read chunk, or 64 values of 1 MiB, still arriving at once).
 pub const DEFAULT_REQUEST_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// What a process needs beside its budgets (code, thread stacks, the allocator, connections
+/// and their small buffers): kept out of a container's memory limit when the budgets are sized
+/// from it (see [`Config::fit_memory_limit`]).
+pub const MEMORY_FLOOR: u64 = 16 * 1024 * 1024;
+
+/// Which memory budgets a config file set explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemorySet {
+    /// `reply_memory_budget` was set.
+    pub reply: bool,
+    /// `request_memory_budget` was set.
+    pub request: bool,
+}
+
+/// What [`Config::fit_memory_limit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryFit {
+    /// The limit the budgets were sized from.
+    pub limit: u64,
+    /// `reply_memory_budget` now, and whether it came from the limit (not the file).
+    pub reply: (usize, bool),
+    /// `request_memory_budget` now, and whether it came from the limit.
+    pub request: (usize, bool),
+}
+
 /// Default [`BackendConfig::max_queued_requests`].
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
 /// Default [`BackendConfig::timeout`] and [`BackendConfig::connect_timeout`].
@@ -113,6 +138,9 @@ pub struct Config {
     /// the workers; over it, the clients holding the most are closed first (counted as
     /// `clients_shed_request_memory`).
     pub request_memory_budget: usize,
+    /// Which of the two budgets the file set (the others may be sized from a container's
+    /// memory limit: see [`Config::fit_memory_limit`]).
+    pub memory_set: MemorySet,
     /// The admin HTTP listener, if configured.
     pub admin: Option<AdminConfig>,
     /// Client-facing listeners (at least one).
@@ -566,6 +594,7 @@ impl Config {
         Config {
             workers: 0,
             reply_memory_budget: DEFAULT_REPLY_MEMORY_BUDGET,
+            memory_set: MemorySet::default(),
             request_memory_budget: DEFAULT_REQUEST_MEMORY_BUDGET,
             admin: None,
             listeners: vec![ListenerConfig::with_defaults("main", local(11311))],
@@ -606,6 +635,35 @@ impl Config {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
+        }
+    }
+
+    /// Sizes the memory budgets the file did not set from a memory limit of `limit` bytes (a
+    /// container's): of what the limit leaves beside [`MEMORY_FLOOR`] (half the limit, when it
+    /// is under twice that), `reply_memory_budget` takes a half and `request_memory_budget` an
+    /// eighth, each at most its default and at least 1 MiB. The remaining three eighths are
+    /// headroom for what the budgets do not count: the allocator's slack, side-effect queues,
+    /// and the kernel's socket buffers charged to the container. Budgets set in the file stay.
+    pub fn fit_memory_limit(&mut self, limit: u64) -> MemoryFit {
+        let usable = if limit >= 2 * MEMORY_FLOOR {
+            limit - MEMORY_FLOOR
+        } else {
+            limit / 2
+        };
+        let size = |share: u64, default: usize| -> usize {
+            let sized = usize::try_from(usable / share).unwrap_or(usize::MAX);
+            sized.clamp(1 << 20, default.max(1 << 20))
+        };
+        if !self.memory_set.reply {
+            self.reply_memory_budget = size(2, DEFAULT_REPLY_MEMORY_BUDGET);
+        }
+        if !self.memory_set.request {
+            self.request_memory_budget = size(8, DEFAULT_REQUEST_MEMORY_BUDGET);
+        }
+        MemoryFit {
+            limit,
+            reply: (self.reply_memory_budget, !self.memory_set.reply),
+            request: (self.request_memory_budget, !self.memory_set.request),
         }
     }
 

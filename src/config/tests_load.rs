@@ -545,3 +545,36 @@ fn loopback_admin_binds_need_no_token() {
         assert_eq!(c.admin.map(|a| a.token), Some(None), "{bind}");
     }
 }
+
+#[test]
+fn memory_budgets_follow_a_container_limit_unless_the_file_sets_them() {
+    let mut config = parse_yaml(
+        "listeners: [{name: m, bind: \"127.0.0.1:1\"}]\n\
+         backends: {b: {servers: [\"127.0.0.1:2\"]}}\n\
+         routes: [{name: r, match: \"*\", strategy: blind_forward, backend: b}]\n",
+    );
+    let fit = config.fit_memory_limit(64 << 20);
+    assert_eq!(fit.reply, (24 << 20, true), "half of 64 MiB less 16 MiB");
+    assert_eq!(fit.request, (6 << 20, true), "an eighth of it");
+    let fit = config.fit_memory_limit(8 << 30);
+    assert_eq!(
+        fit.reply.0, DEFAULT_REPLY_MEMORY_BUDGET,
+        "never over the default"
+    );
+    assert_eq!(fit.request.0, DEFAULT_REQUEST_MEMORY_BUDGET);
+    let fit = config.fit_memory_limit(4 << 20);
+    assert_eq!(
+        (fit.reply.0, fit.request.0),
+        (1 << 20, 1 << 20),
+        "at least 1 MiB"
+    );
+    let mut set = parse_yaml(
+        "reply_memory_budget: 100MiB\n\
+         listeners: [{name: m, bind: \"127.0.0.1:1\"}]\n\
+         backends: {b: {servers: [\"127.0.0.1:2\"]}}\n\
+         routes: [{name: r, match: \"*\", strategy: blind_forward, backend: b}]\n",
+    );
+    let fit = set.fit_memory_limit(64 << 20);
+    assert_eq!(fit.reply, (100 << 20, false), "the file's budget stays");
+    assert_eq!(fit.request, (6 << 20, true));
+}

@@ -3,6 +3,7 @@
 //! rate-limited logger and the shutdown signal.
 
 pub mod buffer;
+pub mod cgroup;
 pub mod gen_slab;
 pub mod io;
 pub mod log_limit;
