@@ -130,6 +130,7 @@ pub struct Running {
     pub shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+    resolver: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -143,6 +144,11 @@ impl Running {
         if let Some(handle) = self.admin {
             if handle.join().is_err() {
                 log::error!("the admin API thread panicked");
+            }
+        }
+        if let Some(handle) = self.resolver {
+            if handle.join().is_err() {
+                log::error!("the resolver thread panicked");
             }
         }
     }
@@ -284,6 +290,16 @@ pub fn start(config: &Config) -> Result<Running, String> {
             }
         }
     }
+    let named = router
+        .servers()
+        .iter()
+        .map(|s| (s.addr.clone(), s.resolve_interval))
+        .collect();
+    let resolver = crate::upstream::resolver::start(named, health.clone(), shutdown.clone())
+        .map_err(|e| {
+            shutdown.request();
+            format!("resolver thread: {e}")
+        })?;
     log::info!("{workers} worker(s) serving");
     Ok(Running {
         addrs,
@@ -291,6 +307,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
         shutdown,
         workers: handles,
         admin: admin_thread,
+        resolver,
     })
 }
 

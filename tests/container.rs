@@ -89,6 +89,29 @@ impl Container {
         }
     }
 
+    /// `config` run on network `net` at address `ip`.
+    fn start_on(config: &str, net: &Network, ip: &str) -> Container {
+        let dir = std::env::temp_dir().join(format!("bifrost-container-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let file = dir.join("bifrost.yaml");
+        std::fs::write(&file, config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mount = format!("{}:/etc/bifrost/bifrost.yaml:ro", file.display());
+        let args = [
+            "run",
+            "-d",
+            "--network",
+            &net.name,
+            "--ip",
+            ip,
+            "-v",
+            &mount,
+            image(),
+        ];
+        Container {
+            id: docker_ok(&args),
+        }
+    }
+
     fn inspect(&self, format: &str) -> String {
         docker_ok(&["inspect", "--format", format, &self.id])
     }
@@ -349,4 +372,183 @@ fn under_a_64_mib_limit_a_flood_of_non_reading_clients_is_shed_before_the_kernel
     );
     assert!(container.running(), "the proxy died:\n{}", container.logs());
     drop(held);
+}
+
+/// Builds the memcached image once per test binary (deploy/build-memcached-image.sh).
+fn memcached_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new("bash")
+            .arg(format!("{root}/deploy/build-memcached-image.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run deploy/build-memcached-image.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "deploy/build-memcached-image.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    "bifrost-memcached:latest"
+}
+
+/// A private network with a subnet of its own (so containers can be given addresses), removed
+/// when dropped.
+struct Network {
+    name: String,
+    /// The first three octets of its /24.
+    prefix: String,
+}
+
+impl Network {
+    fn create() -> Network {
+        let port = free_port();
+        let name = format!("bifrost-test-{port}");
+        let prefix = format!("10.{}.{}", 100 + port % 100, port / 100 % 250);
+        let subnet = format!("--subnet={prefix}.0/24");
+        docker_ok(&["network", "create", &subnet, &name]);
+        Network { name, prefix }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// A container removed when dropped (by name).
+struct Named(String);
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// Runs memcached as container `name` at `ip` on `net`.
+fn memcached_container(net: &Network, name: &str, ip: &str) -> Named {
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        &net.name,
+        "--ip",
+        ip,
+        memcached_image(),
+    ]);
+    Named(name.to_string())
+}
+
+/// One `set` and `get` of `key` through `addr`, each answered within 1 s: Ok when both are
+/// right, else what came back.
+fn round_trip(addr: &str, key: &str, value: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(1),
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len());
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let want = format!(
+        "STORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\n",
+        value.len()
+    );
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while got.len() < want.len() {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                return Err(format!(
+                    "read: {e} after {:?}",
+                    String::from_utf8_lossy(&got)
+                ))
+            }
+        }
+        if got.starts_with(b"SERVER_ERROR") && got.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    if got == want.as_bytes() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&got).into_owned())
+    }
+}
+
+#[test]
+fn a_backend_named_by_dns_is_followed_to_a_new_address_without_a_restart() {
+    let net = Network::create();
+    let mc_name = format!("{}-mc", net.name);
+    let bifrost_ip = format!("{}.2", net.prefix);
+    let config = format!(
+        "workers: 2\n\
+         listeners:\n  - {{ name: main, bind: \"0.0.0.0:11311\" }}\n\
+         backends:\n  mc: {{ servers: [\"{mc_name}:11211\"], resolve_interval: 500ms, \
+         timeout: 1s, connect_timeout: 500ms }}\n\
+         routes:\n  - {{ name: all, match: \"*\", strategy: blind_forward, backend: mc }}\n"
+    );
+    // The memcached container does not exist yet: its name does not resolve at start-up.
+    let proxy = Container::start_on(&config, &net, &bifrost_ip);
+    let addr = format!("{bifrost_ip}:11311");
+    wait_until(Duration::from_secs(10), "the proxy to accept", || {
+        assert!(proxy.running(), "the proxy stopped:\n{}", proxy.logs());
+        TcpStream::connect(&addr).is_ok()
+    });
+    assert!(
+        proxy.logs().contains("does not resolve yet"),
+        "a warning, not a fatal error:\n{}",
+        proxy.logs()
+    );
+    let early = round_trip(&addr, "early", "x");
+    assert!(
+        early.as_ref().is_err_and(|e| e.starts_with("SERVER_ERROR")),
+        "a server whose name does not resolve is down, answered at once: {early:?}"
+    );
+    // It appears: followed within the resolve interval (and the connect backoff).
+    let first_ip = format!("{}.10", net.prefix);
+    let started = Instant::now();
+    let mut mc = memcached_container(&net, &mc_name, &first_ip);
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to reach the new server",
+        || round_trip(&addr, "first", "1").is_ok(),
+    );
+    let appeared = started.elapsed();
+    // Recreated under the same name with a new address (a pod rescheduled): followed, no
+    // restart.
+    drop(mc);
+    let second_ip = format!("{}.11", net.prefix);
+    let started = Instant::now();
+    mc = memcached_container(&net, &mc_name, &second_ip);
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to follow the new address",
+        || round_trip(&addr, "second", "2").is_ok(),
+    );
+    let moved = started.elapsed();
+    println!(
+        "a name that did not resolve at start-up: served {appeared:?} after its server \
+         appeared; a new address followed {moved:?} after the server came back there \
+         (resolve_interval 500ms)"
+    );
+    assert!(proxy.running(), "{}", proxy.logs());
+    assert!(
+        proxy.logs().contains(&format!("now at {second_ip}:11211")),
+        "the move is logged:\n{}",
+        proxy.logs()
+    );
+    assert!(
+        moved < Duration::from_secs(5),
+        "following the new address took {moved:?}"
+    );
+    drop(mc);
 }

@@ -59,6 +59,7 @@ const BACKEND_KEYS: &[&str] = &[
     "connect_timeout",
     "connections",
     "max_queued_requests",
+    "resolve_interval",
     "health",
 ];
 const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
@@ -650,6 +651,12 @@ fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> 
                 .map(|n| b.max_queued_requests = n as usize),
         );
     }
+    if let Some(v) = f.get("resolve_interval") {
+        take(
+            w.positive_duration(v, &f.at("resolve_interval"))
+                .map(|d| b.resolve_interval = d),
+        );
+    }
     if let Some(v) = f.get("health") {
         take(walk_health(w, v, &f.at("health")).map(|h| b.health = Some(h)));
     }
@@ -685,8 +692,14 @@ fn walk_servers(w: &mut Walker, v: &Value, path: &str) -> Option<Vec<ServerConfi
             ok = false;
             continue;
         };
-        if let Some(j) = servers.iter().position(|s| s.addr == server.addr) {
-            let msg = format!("server {} is listed twice (also {path}[{j}])", server.addr);
+        let same = |s: &ServerConfig| {
+            s.address == server.address || (s.addr.is_some() && s.addr == server.addr)
+        };
+        if let Some(j) = servers.iter().position(same) {
+            let shown = server
+                .addr
+                .map_or(server.address.clone(), |a| a.to_string());
+            let msg = format!("server {shown} is listed twice (also {path}[{j}])");
             w.error(&item_path, msg);
             ok = false;
         } else if let Some(j) = servers
@@ -723,7 +736,7 @@ fn ring_key(server: &ServerConfig) -> String {
 
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
     if v.is_string() {
-        let (address, addr) = w.address(v, path, true)?;
+        let (address, addr) = w.server_address(v, path)?;
         return Some(ServerConfig {
             address,
             addr,
@@ -738,7 +751,7 @@ fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
     let f = w.fields(v, path, SERVER_KEYS)?;
     let address = w
         .required(&f, "address")
-        .and_then(|v| w.address(v, &f.at("address"), true));
+        .and_then(|v| w.server_address(v, &f.at("address")));
     let weight = match f.get("weight") {
         Some(v) => w
             .integer(v, &f.at("weight"), 1, u32::MAX as u64)

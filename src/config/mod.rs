@@ -40,7 +40,7 @@ mod tests_errors;
 mod tests_load;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::ServerSpec;
+pub use server::{ServerAddr, ServerSpec};
 pub use units::{parse_duration, parse_size};
 
 /// Default [`ListenerConfig::max_connections`].
@@ -90,6 +90,9 @@ pub struct MemoryFit {
     /// `request_memory_budget` now, and whether it came from the limit.
     pub request: (usize, bool),
 }
+
+/// Default [`BackendConfig::resolve_interval`].
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Default [`BackendConfig::max_queued_requests`].
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 4096;
@@ -291,6 +294,9 @@ pub struct BackendConfig {
     /// it a request is answered `SERVER_ERROR backend overloaded` at once (counted as
     /// `backend_overloaded`).
     pub max_queued_requests: usize,
+    /// How often a server named by a host name is resolved again (and soon after a connect to
+    /// it failed); new connections go to the new address, old ones are closed once idle.
+    pub resolve_interval: Duration,
     /// Health checking of the servers; `None` (no `health:` block) means no probes, and no
     /// server is ever marked down.
     pub health: Option<HealthConfig>,
@@ -309,6 +315,7 @@ impl BackendConfig {
             connect_timeout: DEFAULT_BACKEND_TIMEOUT,
             connections: 1,
             max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             health: None,
         }
     }
@@ -319,8 +326,9 @@ impl BackendConfig {
 pub struct ServerConfig {
     /// The address as written in the file (`127.0.0.1:11211`, `cache-a:11211`).
     pub address: String,
-    /// The address resolved at load time (IPv4 preferred).
-    pub addr: SocketAddr,
+    /// The address it resolved to at load time (IPv4 preferred); None for a host name that
+    /// did not resolve yet (the server is down until it does: see [`ServerAddr`]).
+    pub addr: Option<SocketAddr>,
     /// Relative weight on the ketama ring (> 0).
     pub weight: u32,
     /// Optional name; ketama hashes it instead of the address when given.
@@ -332,9 +340,22 @@ impl ServerConfig {
     pub fn from_addr(addr: SocketAddr) -> ServerConfig {
         ServerConfig {
             address: addr.to_string(),
-            addr,
+            addr: Some(addr),
             weight: 1,
             name: None,
+        }
+    }
+
+    /// Its address slot for the workers and the resolver: the configured host and port, and
+    /// what the host resolved to at load.
+    pub fn address_slot(&self) -> ServerAddr {
+        match walker::split_host_port(&self.address) {
+            Ok((host, port)) => ServerAddr::new(host, port, self.addr),
+            // Loaded configs were checked; a server built in code has an address literal.
+            Err(_) => match self.addr {
+                Some(addr) => ServerAddr::fixed(addr),
+                None => ServerAddr::new(&self.address, 0, None),
+            },
         }
     }
 }

@@ -133,7 +133,7 @@ fn unknown_keys_at_every_level() {
         ),
         (
             "backends: {l1: {servers: ['127.0.0.1:1'], retries: 2}}",
-            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, max_queued_requests, health)",
+            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, max_queued_requests, resolve_interval, health)",
         ),
         (
             "backends: {l1: {servers: [{address: '127.0.0.1:1', wieght: 2}]}}",
@@ -665,4 +665,19 @@ fn json_errors_have_the_same_paths() {
         "{all:#?}"
     );
     assert_eq!(all[2], "routes[0].backend: no backend named 'l9'");
+}
+
+#[test]
+fn a_well_formed_name_that_does_not_resolve_is_a_server_down_until_it_does() {
+    let yaml = "listeners: [{name: m, bind: \"127.0.0.1:1\"}]\n\
+                backends: {p: {servers: [\"not-there-yet.invalid:11211\"], resolve_interval: 2s}}\n\
+                routes: [{name: r, match: \"*\", strategy: blind_forward, backend: p}]\n";
+    let config = match Config::parse(yaml, "test.yaml", Format::Yaml) {
+        Ok(c) => c,
+        Err(e) => panic!("a name that does not resolve yet is accepted:\n{e}"),
+    };
+    let backend = &config.backends[0];
+    assert_eq!(backend.servers[0].addr, None);
+    assert_eq!(backend.resolve_interval, Duration::from_secs(2));
+    assert!(backend.servers[0].address_slot().is_name());
 }

@@ -56,7 +56,7 @@ fn blind_forward_example_is_the_embedded_default_and_fully_supported() {
     assert_eq!(c, Config::embedded_default());
     assert_eq!(c.unsupported_features(), Vec::<String>::new());
     assert_eq!(c.listeners[0].bind, addr("127.0.0.1:11311"));
-    assert_eq!(c.backends[0].servers[0].addr, addr("127.0.0.1:11211"));
+    assert_eq!(c.backends[0].servers[0].addr, Some(addr("127.0.0.1:11211")));
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn values_in_every_form() {
         p.servers[0].address, "localhost:11211",
         "the address is kept as written"
     );
-    assert_eq!(p.servers[0].addr, addr("127.0.0.1:11211"));
+    assert_eq!(p.servers[0].addr, Some(addr("127.0.0.1:11211")));
     assert_eq!(
         (p.servers[1].weight, p.servers[1].name.as_deref()),
         (3, None)

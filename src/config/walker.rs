@@ -355,6 +355,75 @@ impl<'a> Walker<'a> {
     }
 }
 
+impl Walker<'_> {
+    /// `v` as a server's `host:port`: an IP literal, or a host name resolved now (IPv4
+    /// preferred). A well-formed name that does not resolve yet is accepted with a warning
+    /// (None: the server is down until it resolves); a malformed one, or port 0, is an error.
+    pub fn server_address(
+        &mut self,
+        v: &Value,
+        path: &str,
+    ) -> Option<(String, Option<SocketAddr>)> {
+        let text = self.string(v, path)?;
+        let (host, port) = match split_host_port(text) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.error(path, format!("bad address '{text}': {e}"));
+                return None;
+            }
+        };
+        if port == 0 {
+            let msg = format!("bad address '{text}': port 0 is not allowed for a server");
+            self.error(path, msg);
+            return None;
+        }
+        match resolve(text) {
+            Ok(addr) => Some((text.to_string(), Some(addr))),
+            Err(e) if is_host_name(host) => {
+                log::warn!(
+                    "{path}: '{text}' does not resolve yet ({e}): the server is down until it \
+                     does (resolved again every resolve_interval)"
+                );
+                Some((text.to_string(), None))
+            }
+            Err(e) => {
+                self.error(path, format!("bad address '{text}': {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// `host:port` split, the host without IPv6 brackets; errors name what is wrong.
+pub(super) fn split_host_port(text: &str) -> Result<(&str, u16), String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("expected host:port".to_string());
+    };
+    if host.is_empty() {
+        return Err("expected host:port, the host is missing".to_string());
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err("IPv6 addresses are written in brackets, like [::1]:11211".to_string());
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port '{port}' is not a number from 0 to 65535"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+/// True for a well-formed DNS host name: labels of letters, digits, `-` and `_`, separated by
+/// dots, none empty or over 63 bytes, at most 253 in all.
+pub(super) fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// Checks a listener, backend, route or server name.
 pub(super) fn check_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
@@ -373,19 +442,7 @@ pub(super) fn resolve(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err("expected host:port".to_string());
-    };
-    if host.is_empty() {
-        return Err("expected host:port, the host is missing".to_string());
-    }
-    if host.contains(':') && !host.starts_with('[') {
-        return Err("IPv6 addresses are written in brackets, like [::1]:11211".to_string());
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("port '{port}' is not a number from 0 to 65535"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (host, port) = split_host_port(text)?;
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve '{host}': {e}"))?

@@ -108,10 +108,17 @@ impl HealthBoard {
         self.state(server).and_then(|s| s.config.as_ref())
     }
 
-    /// Changes whenever a server goes down or comes back.
+    /// Changes whenever a server goes down or comes back, or a server's address moves.
     #[inline]
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A server's name now resolves to another address (see
+    /// [`crate::upstream::resolver`]): the epoch moves, so that each worker looks at its
+    /// connections at its next loop iteration.
+    pub fn address_moved(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// True when `server` is down and its pool ejects down servers from its ring.
@@ -232,7 +239,10 @@ mod tests {
         let spec = ServerSpec {
             backend: "b".into(),
             address: "127.0.0.1:1".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
+            addr: std::sync::Arc::new(crate::config::ServerAddr::fixed(
+                "127.0.0.1:1".parse().unwrap(),
+            )),
+            resolve_interval: std::time::Duration::from_secs(5),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             connections: 1,

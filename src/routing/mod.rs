@@ -272,7 +272,8 @@ impl Router {
                 servers.push(ServerSpec {
                     backend: backend.name.clone(),
                     address: server.address.clone(),
-                    addr: server.addr,
+                    addr: std::sync::Arc::new(server.address_slot()),
+                    resolve_interval: backend.resolve_interval,
                     timeout: backend.timeout,
                     connect_timeout: backend.connect_timeout,
                     connections: backend.connections.max(1),

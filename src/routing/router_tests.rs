@@ -153,3 +153,39 @@ fn a_cloned_router_routes_exactly_as_the_original() {
     }
     assert_eq!(copy.failover(0), r.failover(0));
 }
+
+#[test]
+fn placement_follows_the_configured_names_not_the_addresses_they_resolve_to() {
+    let yaml = "listeners: [{name: m, bind: \"127.0.0.1:1\"}]\n\
+                backends: {p: {servers: [\"localhost:11211\", \"127.0.0.1:11212\", \
+                \"127.0.0.1:11213\"], distribution: ketama}}\n\
+                routes: [{name: r, match: \"*\", strategy: consistent_hash, backend: p}]\n";
+    let config = match Config::parse(yaml, "test.yaml", Format::Yaml) {
+        Ok(c) => c,
+        Err(e) => panic!("does not parse:\n{e}"),
+    };
+    // The same file, with the name resolved elsewhere (a pod that moved) or not at all.
+    let mut moved = config.clone();
+    moved.backends[0].servers[0].addr = Some("10.1.2.3:11211".parse().expect("addr"));
+    let mut unresolved = config.clone();
+    unresolved.backends[0].servers[0].addr = None;
+    let routers: Vec<Router> = [config, moved, unresolved]
+        .iter()
+        .map(|c| Router::new(c).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let pool = |r: &Router| r.pools()[0].clone();
+    for i in 0..2000 {
+        let key = format!("key:{i}");
+        let owners: Vec<usize> = routers
+            .iter()
+            .map(|r| pool(r).server_for(key.as_bytes(), &mut 0))
+            .collect();
+        assert!(owners.windows(2).all(|w| w[0] == w[1]), "{key}: {owners:?}");
+    }
+    // The moved address is what the workers connect to; the unresolved one has none yet.
+    assert_eq!(
+        routers[1].servers()[0].addr.current(),
+        Some("10.1.2.3:11211".parse().expect("addr"))
+    );
+    assert_eq!(routers[2].servers()[0].addr.current(), None);
+}

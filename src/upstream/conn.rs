@@ -35,6 +35,7 @@ use mio::{Interest, Registry, Token};
 use super::fragment::{Completion, FailReason, Fragment};
 use super::wire::{BackendWire, Framed, MemcacheText};
 use super::Send;
+use crate::config::ServerAddr;
 use crate::observe::health::HealthBoard;
 use crate::observe::stats::WorkerStats;
 use crate::runtime::buffer::{ReadBuf, WriteQueue, BACKEND_READ_CHUNK};
@@ -68,7 +69,15 @@ pub enum ConnState {
 pub struct BackendConn<W: BackendWire = MemcacheText> {
     /// Index of the server (in the router's server list).
     server: usize,
+    /// Where the server is, kept current by the resolver (read when connecting).
+    address: Arc<ServerAddr>,
+    /// The address of the current or last connection (for the log).
     addr: SocketAddr,
+    /// The address generation the current connection went to: when the resolver moves the
+    /// address on, the connection is closed once nothing is in flight on it.
+    address_generation: u32,
+    /// The address moved on: close once idle.
+    draining: bool,
     timeout: Duration,
     connect_timeout: Duration,
     token: Token,
@@ -128,12 +137,12 @@ fn jittered(base: Duration, state: &mut u64) -> Duration {
 }
 
 /// Where a connection goes and its limits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnSettings {
     /// Index of the server (in the router's server list).
     pub server: usize,
-    /// Its address.
-    pub addr: SocketAddr,
+    /// Its address, as the resolver keeps it current.
+    pub address: Arc<ServerAddr>,
     /// Deadline of each request.
     pub timeout: Duration,
     /// Deadline of a connect.
@@ -147,7 +156,7 @@ impl ConnSettings {
     pub fn of(server: usize, spec: &crate::config::ServerSpec) -> ConnSettings {
         ConnSettings {
             server,
-            addr: spec.addr,
+            address: spec.addr.clone(),
             timeout: spec.timeout,
             connect_timeout: spec.connect_timeout,
             max_queued: spec.max_queued_requests,
@@ -176,14 +185,20 @@ impl<W: BackendWire> BackendConn<W> {
     ) -> Self {
         let ConnSettings {
             server,
-            addr,
+            address,
             timeout,
             connect_timeout,
             max_queued,
         } = settings;
+        let addr = address
+            .current()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], address.port())));
         BackendConn {
             server,
             addr,
+            address_generation: address.generation(),
+            address,
+            draining: false,
             timeout,
             connect_timeout,
             token,
@@ -293,7 +308,24 @@ impl<W: BackendWire> BackendConn<W> {
     }
 
     fn connect(&mut self, registry: &Registry, now: Instant) -> Result<ArmTimer, FailReason> {
-        let mut stream = match TcpStream::connect(self.addr) {
+        // Read before the address: a change between the two is seen again at the next check.
+        self.address_generation = self.address.generation();
+        self.draining = false;
+        let Some(addr) = self.address.current() else {
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ConnectFailed,
+                None,
+                self.now,
+                "backend {}:{}: the name does not resolve (yet)",
+                self.address.host(),
+                self.address.port()
+            );
+            self.enter_backoff(now);
+            return Err(FailReason::ConnectFailed);
+        };
+        self.addr = addr;
+        let mut stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {
                 self.warn_connect_failed(&e);
@@ -341,6 +373,8 @@ impl<W: BackendWire> BackendConn<W> {
     }
 
     fn enter_backoff(&mut self, now: Instant) {
+        // The server may have moved: have its name looked up again soon.
+        self.address.want_resolve();
         WorkerStats::add(&self.stats.backend_connect_failures, 1);
         self.health_event(FailReason::ConnectFailed);
         let wait = jittered(self.backoff, &mut self.jitter);
@@ -356,6 +390,7 @@ impl<W: BackendWire> BackendConn<W> {
         if let Err(reason) = self.try_drive(out) {
             self.reset(registry, reason, now, out);
         }
+        self.close_if_drained(registry);
     }
 
     fn try_drive(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
@@ -627,6 +662,31 @@ impl<W: BackendWire> BackendConn<W> {
         }
     }
 
+    /// The resolver moved the server's address on (or may have): a connection to the older
+    /// address is closed now when nothing is in flight on it, else once its last reply is in
+    /// (new requests still queue behind those, in order); the next connect goes to the new one.
+    pub fn follow_address(&mut self, registry: &Registry) {
+        if self.stream.is_none() || self.address.generation() == self.address_generation {
+            return;
+        }
+        self.draining = true;
+        self.close_if_drained(registry);
+    }
+
+    /// Closes a draining connection once nothing is in flight on it (nothing is failed).
+    fn close_if_drained(&mut self, registry: &Registry) {
+        if !self.draining || !self.inflight.is_empty() {
+            return;
+        }
+        log::debug!(
+            "backend {}: closed, the name now resolves to {:?}",
+            self.addr,
+            self.address.current()
+        );
+        self.close(registry);
+        self.draining = false;
+    }
+
     /// Closes the socket and answers every in-flight fragment with `reason`, exactly once.
     pub fn reset(
         &mut self,
@@ -635,6 +695,19 @@ impl<W: BackendWire> BackendConn<W> {
         now: Instant,
         out: &mut Vec<Completion>,
     ) {
+        self.close(registry);
+        if reason == FailReason::ConnectFailed {
+            self.enter_backoff(now);
+        } else {
+            self.health_event(reason);
+            self.state = ConnState::Idle;
+        }
+        let server = self.server;
+        out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
+    }
+
+    /// Closes the socket and forgets everything of the connection but what is in flight.
+    fn close(&mut self, registry: &Registry) {
         if let Some(mut stream) = self.stream.take() {
             if let Err(e) = registry.deregister(&mut stream) {
                 log::debug!("backend {}: deregister: {e}", self.addr);
@@ -643,12 +716,7 @@ impl<W: BackendWire> BackendConn<W> {
         if self.state == ConnState::Connected {
             WorkerStats::sub(&self.stats.backend_connections, 1);
         }
-        if reason == FailReason::ConnectFailed {
-            self.enter_backoff(now);
-        } else {
-            self.health_event(reason);
-            self.state = ConnState::Idle;
-        }
+        self.state = ConnState::Idle;
         self.generation = self.generation.wrapping_add(1);
         self.armed_deadline = None;
         self.connect_deadline = None;
@@ -660,8 +728,6 @@ impl<W: BackendWire> BackendConn<W> {
         self.wire.reset();
         self.queued_total = 0;
         self.written_total = 0;
-        let server = self.server;
-        out.extend(self.inflight.drain(..).map(|f| f.fail(server, reason)));
     }
 }
 

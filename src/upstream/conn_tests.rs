@@ -36,7 +36,9 @@ impl Rig {
         let stats = Arc::new(WorkerStats::default());
         let settings = ConnSettings {
             server: 0,
-            addr: listener.local_addr().expect("addr"),
+            address: Arc::new(crate::config::ServerAddr::fixed(
+                listener.local_addr().expect("addr"),
+            )),
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(60),
             max_queued: 100,

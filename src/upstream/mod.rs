@@ -12,6 +12,7 @@ pub mod conn;
 pub mod fragment;
 pub mod jobs;
 pub mod pool;
+pub mod resolver;
 pub mod send;
 pub mod side_effects;
 pub mod wire;

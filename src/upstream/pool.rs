@@ -154,7 +154,7 @@ impl<W: BackendWire> Backends<W> {
         if let Some(index) = self.side_conns.get(server).copied().flatten() {
             return Some(index);
         }
-        let settings = *self.side_settings.get(server)?;
+        let settings = self.side_settings.get(server)?.clone();
         let wire = self.side_wires.get_mut(server)?.take()?;
         let index = self.conns.len();
         let token = Token(self.token_base + index);
@@ -217,6 +217,14 @@ impl<W: BackendWire> Backends<W> {
                 .conn_for(server, client)
                 .and_then(|i| self.conns.get(i))
                 .is_some_and(|c| c.is_usable(now))
+    }
+
+    /// The resolver moved some server's address: connections to an old address close once
+    /// idle (see [`BackendConn::follow_address`]).
+    pub fn follow_addresses(&mut self, registry: &Registry) {
+        for conn in &mut self.conns {
+            conn.follow_address(registry);
+        }
     }
 
     /// Ends the connect backoff of every connection whose server is not down: a server the

@@ -62,7 +62,15 @@ impl Conn {
         now: Instant,
     ) -> Result<Conn, String> {
         let fail = |e: io::Error| format!("{} {}: {}", side.name(), spec.address, describe(&e));
-        let mut stream = TcpStream::connect(spec.addr).map_err(fail)?;
+        let Some(addr) = spec.addr.current() else {
+            spec.addr.want_resolve();
+            return Err(format!(
+                "{} {}: the name does not resolve (yet)",
+                side.name(),
+                spec.address
+            ));
+        };
+        let mut stream = TcpStream::connect(addr).map_err(fail)?;
         registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             .map_err(fail)?;

@@ -194,7 +194,7 @@ impl Job {
                     .iter()
                     .map(|&server| DumpOf {
                         server,
-                        addr: router.servers().get(server).map(|s| s.addr),
+                        addr: router.servers().get(server).and_then(|s| s.addr.current()),
                         state: Dump::Waiting(now),
                         busy: 0,
                         crawler_running: false,

@@ -151,7 +151,12 @@ impl WarmManager {
         }
         let dump_addrs: Vec<SocketAddr> = dump_servers
             .iter()
-            .filter_map(|&s| self.router.servers().get(s).map(|spec| spec.addr))
+            .filter_map(|&s| {
+                self.router
+                    .servers()
+                    .get(s)
+                    .and_then(|spec| spec.addr.current())
+            })
             .collect();
         // memcached serves one dump at a time, and 1.6 blocks a worker thread that asks for a
         // second one (see job::Ctx::dumping): refuse at once rather than queue behind a job

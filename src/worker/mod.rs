@@ -297,6 +297,8 @@ impl Worker {
                 self.health_epoch = epoch;
                 self.planner.eject(&self.health);
                 self.backends.forget_backoff_of_live_servers();
+                // (Or a server's name moved to another address: leave the old one.)
+                self.backends.follow_addresses(self.poll.registry());
             }
             for event in events.iter() {
                 self.record_event(event);
