@@ -147,6 +147,16 @@ pub(super) fn parse(text: &str, file: &str, format: Format) -> Result<Config, Co
     }
 }
 
+/// True when `meta` is another user's file whose group is this process's effective group: it
+/// was shared with this process through that group (Kubernetes' `fsGroup` on a Secret volume),
+/// not with everyone in the file owner's group.
+fn given_by_group(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid and getegid only read the calling process's credentials.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    meta.uid() != uid && meta.gid() == gid
+}
+
 /// The final [`Config`], when every slot holds a value.
 fn assemble(d: Draft) -> Option<Config> {
     fn all<T>(slots: Vec<Slot<T>>) -> Option<Vec<T>> {
@@ -356,16 +366,20 @@ fn read_token_file(w: &mut Walker, path: &str, loopback: bool) -> Option<Option<
                      a token"
                 ));
             }
-            Ok((bytes, meta.mode()))
+            Ok((bytes, meta.mode(), given_by_group(&meta)))
         });
-    let (bytes, mode) = match checked {
+    let (bytes, mode, by_group) = match checked {
         Ok(read) => read,
         Err(message) => {
             w.error(at, message);
             return None;
         }
     };
-    if mode & 0o044 != 0 {
+    // Group-readable is fine when the group is how the file is given to this process alone:
+    // another user's file in this process's own group (a Kubernetes Secret mounted with
+    // `fsGroup` and mode 0440).
+    let exposed = mode & 0o004 != 0 || (mode & 0o040 != 0 && !by_group);
+    if exposed {
         let why = format!(
             "the token file '{path}' is readable by group or others (mode {:04o}): whoever can \
              read it can start and cancel warming jobs; chmod 600 it",

@@ -212,6 +212,30 @@ fn a_token_file_others_can_read_is_an_error_on_a_non_loopback_bind() {
 }
 
 #[test]
+fn a_token_file_shared_through_the_processs_own_group_is_accepted() {
+    // As a Kubernetes Secret volume with fsGroup and mode 0440 gives it: another user's file
+    // (root's there) in this process's group. Here: this process's group, another owner.
+    let gid = unsafe { libc::getegid() };
+    let other = unsafe { libc::geteuid() }.wrapping_add(4242);
+    let shared = TokenFile::new("token-0640-shared", b"a-token-of-16-bytes-or-more\n", 0o640);
+    let c_path = std::ffi::CString::new(shared.0.as_os_str().as_encoded_bytes()).expect("path");
+    let chowned = unsafe { libc::chown(c_path.as_ptr(), other, gid) };
+    assert_eq!(
+        chowned, 0,
+        "chown needs root (CI and the dev machines run the suite as root)"
+    );
+    let admin = format!(
+        "admin: {{bind: '0.0.0.0:9120', token_file: '{}'}}",
+        shared.0.display()
+    );
+    assert!(Config::parse(&doc(&[&admin]), "my.yaml", Format::Yaml).is_ok());
+    // Others must still not read it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shared.0, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(token_file_error("0.0.0.0:9120", &shared.0).contains("(mode 0644)"));
+}
+
+#[test]
 fn admin_errors_are_reported_together() {
     assert_eq!(
         errors(&["admin: {bind: nowhere, token: 'a b', max_connections: -1, request_timeout: 5}"]),
