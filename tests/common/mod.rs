@@ -16,6 +16,7 @@
 //! - [`tiers`]: configs over several pools and side-effect counters, for the tests of
 //!   warm_first, parallel and side effects.
 //! - [`Run`]: `bifrost` with arbitrary arguments, to its exit or until signalled.
+//! - [`docker`]: the `docker` command, the project's images, networks and containers.
 //! - [`free_port`], [`wait_until`], [`TempFile`]: the small pieces the rest is built from.
 //!
 //! A helper that cannot do its job panics with a message that says what it was waiting for;
@@ -24,6 +25,7 @@
 
 mod bifrost;
 mod client;
+pub mod docker;
 mod fake_backend;
 pub mod http;
 pub mod lines;

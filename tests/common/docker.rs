@@ -1,0 +1,147 @@
+//! Docker for the container tests: the `docker` command, the project's images (built once per
+//! test binary by the scripts under deploy/), private networks and named containers, each
+//! removed when dropped. Without Docker every helper panics, saying so.
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::free_port;
+
+const IMAGE: &str = "bifrost:latest";
+
+/// Runs `docker` with `args`; panics, naming the command, when it cannot run.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("docker {args:?}: cannot run docker ({e}): install Docker and start its daemon")
+        })
+}
+
+/// `docker args`, which must succeed; its standard output, trimmed.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds the image once per test binary (deploy/build-image.sh, as the README says).
+pub fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let info = docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            info.status.success(),
+            "the Docker daemon is not reachable: {}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new("bash")
+            .arg(format!("{root}/deploy/build-image.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run deploy/build-image.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "deploy/build-image.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
+
+/// Builds the memcached image once per test binary (deploy/build-memcached-image.sh).
+pub fn memcached_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new("bash")
+            .arg(format!("{root}/deploy/build-memcached-image.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run deploy/build-memcached-image.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "deploy/build-memcached-image.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    "bifrost-memcached:latest"
+}
+
+/// A private network with a subnet of its own (so containers can be given addresses), removed
+/// when dropped.
+pub struct Network {
+    pub name: String,
+    /// The first three octets of its /24.
+    pub prefix: String,
+}
+
+impl Network {
+    pub fn create() -> Network {
+        let port = free_port();
+        let name = format!("bifrost-test-{port}");
+        let prefix = format!("10.{}.{}", 100 + port % 100, port / 100 % 250);
+        let subnet = format!("--subnet={prefix}.0/24");
+        docker_ok(&["network", "create", &subnet, &name]);
+        Network { name, prefix }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// A container removed when dropped (by name).
+pub struct Named(pub String);
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// Runs memcached as container `name` at `ip` on `net`.
+pub fn memcached_container(net: &Network, name: &str, ip: &str) -> Named {
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        &net.name,
+        "--ip",
+        ip,
+        memcached_image(),
+    ]);
+    Named(name.to_string())
+}
+
+/// From a proxy's log, the time from its SIGTERM to its exit (the last such pair), by the
+/// log's millisecond timestamps.
+pub fn drain_time(log: &str) -> Option<Duration> {
+    let stamp = |line: &str| -> Option<u64> {
+        // `[2026-12-07T10:15:43.503Z INFO ...`: seconds of the minute and milliseconds.
+        let time = line.get(1..24)?.split('T').nth(1)?;
+        let (hms, ms) = time.trim_end_matches('Z').split_once('.')?;
+        let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
+        let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+        Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<u64>().ok()?)
+    };
+    let signal = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("signal 15 received"))?;
+    let stopped = log.lines().rev().find(|l| l.ends_with("stopped"))?;
+    Some(Duration::from_millis(
+        stamp(stopped)?.checked_sub(stamp(signal)?)?,
+    ))
+}

@@ -1,0 +1,564 @@
+//! A fleet in containers, as it runs in production: three memcached containers and two Bifröst
+//! containers (the image of deploy/build-image.sh, the same config) on a private network, under
+//! a steady load of clients that set and read back their own keys through both proxies. Each
+//! test is one thing that happens to such a fleet:
+//!
+//! - a memcached container is killed: errors stop within 2 s (the health checks eject it), and
+//!   once it is back its keys are placed on it again;
+//! - a memcached container is cut off the network (`docker network disconnect`): the same, and
+//!   no request hangs;
+//! - a rolling restart of the proxies (`docker stop`, SIGTERM, then start, one after the
+//!   other): no request a proxy accepted is lost or answered wrongly; clients only ever see a
+//!   connection closed between two requests, and reconnect.
+//!
+//! The clients run in this test process, on the host, which reaches the containers' addresses on
+//! the private network. Docker must be running: without it these tests fail, saying so. The
+//! fleets of these tests are not run side by side (they share the machine's two cores with the
+//! clients, and the timings are the point).
+
+mod common;
+
+use common::docker::{docker, docker_ok, drain_time, image, memcached_image, Named, Network};
+use common::wait_until;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One fleet at a time.
+static FLEET: Mutex<()> = Mutex::new(());
+
+/// Three memcached and two proxies on a network of their own.
+struct Fleet {
+    net: Network,
+    memcached: Vec<Named>,
+    proxies: Vec<Named>,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let net = Network::create();
+        let memcached: Vec<Named> = (0..3)
+            .map(|i| {
+                let name = format!("{}-mc{i}", net.name);
+                let ip = format!("{}.{}", net.prefix, 10 + i);
+                docker_ok(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--network",
+                    &net.name,
+                    "--ip",
+                    &ip,
+                    memcached_image(),
+                ]);
+                Named(name)
+            })
+            .collect();
+        let servers: Vec<String> = memcached
+            .iter()
+            .map(|m| format!("\"{}:11211\"", m.0))
+            .collect();
+        let config = format!(
+            "workers: 2\n\
+             listeners:\n  - {{ name: main, bind: \"0.0.0.0:11311\" }}\n\
+             backends:\n  cache:\n    servers: [{}]\n    distribution: ketama\n    hash: md5\n\
+             \x20   timeout: 300ms\n    connect_timeout: 300ms\n    resolve_interval: 1s\n\
+             \x20   health: {{ interval: 200ms, timeout: 200ms, failure_limit: 2, \
+             retry_after: 500ms, eject: true }}\n\
+             routes:\n  - {{ name: all, match: \"*\", strategy: consistent_hash, backend: cache }}\n",
+            servers.join(", ")
+        );
+        let dir = std::env::temp_dir().join(format!("{}-config", net.name));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let file = dir.join("bifrost.yaml");
+        std::fs::write(&file, config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mount = format!("{}:/etc/bifrost/bifrost.yaml:ro", file.display());
+        let proxies: Vec<Named> = (0..2)
+            .map(|i| {
+                let name = format!("{}-bifrost{i}", net.name);
+                let ip = format!("{}.{}", net.prefix, 2 + i);
+                docker_ok(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--network",
+                    &net.name,
+                    "--ip",
+                    &ip,
+                    "-v",
+                    &mount,
+                    image(),
+                ]);
+                Named(name)
+            })
+            .collect();
+        let fleet = Fleet {
+            net,
+            memcached,
+            proxies,
+        };
+        for i in 0..2 {
+            fleet.wait_proxy(i);
+        }
+        fleet
+    }
+
+    fn proxy_addr(&self, i: usize) -> String {
+        format!("{}.{}:11311", self.net.prefix, 2 + i)
+    }
+
+    fn memcached_addr(&self, i: usize) -> String {
+        format!("{}.{}:11211", self.net.prefix, 10 + i)
+    }
+
+    fn wait_proxy(&self, i: usize) {
+        let addr = self.proxy_addr(i);
+        wait_until(
+            Duration::from_secs(15),
+            "a proxy of the fleet to serve",
+            || round_trip(&addr, "fleet:ready", "1").is_ok(),
+        );
+    }
+
+    fn logs(&self, name: &str) -> String {
+        let out = docker(&["logs", name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// `set` then `get` of `key` on a new connection to `addr`, each within 1 s.
+fn round_trip(addr: &str, key: &str, value: &str) -> Result<(), String> {
+    let mut conn = Conn::open(addr).map_err(|e| format!("connect: {e}"))?;
+    match conn.set(key, value) {
+        Reply::Text(line) if line == "STORED" => {}
+        other => return Err(format!("{other:?}")),
+    }
+    match conn.get(key) {
+        Reply::Value(Some(v)) if v == value => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// What a request got.
+#[derive(Clone, Debug, PartialEq)]
+enum Reply {
+    /// A one-line reply (`STORED`, `SERVER_ERROR ...`).
+    Text(String),
+    /// A `get`'s value (None: a miss).
+    Value(Option<String>),
+    /// The connection closed before any byte of the reply: between two requests.
+    ClosedBefore,
+    /// The connection closed in the middle of the reply.
+    ClosedDuring(String),
+    /// Nothing within the client's deadline.
+    Hung,
+    /// Bytes that are no reply to the request.
+    Garbage(String),
+}
+
+/// A client connection that reads one reply at a time.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: &str) -> std::io::Result<Conn> {
+        let addr = addr.parse().map_err(std::io::Error::other)?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads until `done` says the buffer holds the whole reply.
+    fn read(&mut self, done: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, Reply> {
+        let mut chunk = [0u8; 4096];
+        while !done(&self.buf) {
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.buf.is_empty() => return Err(Reply::ClosedBefore),
+                Ok(0) => {
+                    return Err(Reply::ClosedDuring(
+                        String::from_utf8_lossy(&self.buf).into_owned(),
+                    ))
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Reply::Hung)
+                }
+                Err(_) if self.buf.is_empty() => return Err(Reply::ClosedBefore),
+                Err(_) => {
+                    return Err(Reply::ClosedDuring(
+                        String::from_utf8_lossy(&self.buf).into_owned(),
+                    ))
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    fn send(&mut self, request: &[u8]) -> bool {
+        self.stream.write_all(request).is_ok()
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Reply {
+        let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        if !self.send(request.as_bytes()) {
+            return Reply::ClosedBefore;
+        }
+        match self.read(|b| b.ends_with(b"\r\n")) {
+            Ok(line) => Reply::Text(String::from_utf8_lossy(&line).trim_end().to_string()),
+            Err(e) => e,
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Reply {
+        if !self.send(format!("get {key}\r\n").as_bytes()) {
+            return Reply::ClosedBefore;
+        }
+        let reply = match self.read(|b| {
+            b.ends_with(b"END\r\n") || (b.starts_with(b"SERVER_ERROR") && b.ends_with(b"\r\n"))
+        }) {
+            Ok(reply) => reply,
+            Err(e) => return e,
+        };
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if text == "END\r\n" {
+            return Reply::Value(None);
+        }
+        if text.starts_with("SERVER_ERROR") {
+            return Reply::Text(text.trim_end().to_string());
+        }
+        let header = format!("VALUE {key} 0 ");
+        match text
+            .strip_prefix(&header)
+            .and_then(|rest| rest.split_once("\r\n"))
+        {
+            Some((_, rest)) => match rest.strip_suffix("\r\nEND\r\n") {
+                Some(value) => Reply::Value(Some(value.to_string())),
+                None => Reply::Garbage(text),
+            },
+            None => Reply::Garbage(text),
+        }
+    }
+}
+
+/// What one client saw, each with its time since the load started.
+#[derive(Default)]
+struct Seen {
+    ok: u64,
+    /// `SERVER_ERROR` replies, by time.
+    errors: Vec<Duration>,
+    /// Connections closed between two requests (then reopened).
+    clean_closes: u64,
+    /// Anything that must never happen: a wrong value, a reply cut short, garbage, a request
+    /// answered by nothing, a request applied whose reply was lost.
+    broken: Vec<String>,
+    /// The slowest request.
+    slowest: Duration,
+}
+
+/// A client that sets its own keys to new values and reads each back, through proxy
+/// `first` (and the other after a close), until `stop`.
+fn client(
+    id: usize,
+    proxies: [String; 2],
+    first: usize,
+    stop: Arc<AtomicBool>,
+    t0: Instant,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut which = first;
+    let mut conn: Option<Conn> = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(c) = conn.as_mut() else {
+            match Conn::open(&proxies[which]) {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    which = 1 - which;
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+            continue;
+        };
+        n += 1;
+        let slot = (n % 16) as usize;
+        let key = format!("fleet:c{id}:k{slot}");
+        let value = format!("v{n}");
+        let started = Instant::now();
+        let set = c.set(&key, &value);
+        let got = match &set {
+            Reply::Text(line) if line == "STORED" => Some(c.get(&key)),
+            _ => None,
+        };
+        seen.slowest = seen.slowest.max(started.elapsed());
+        let at = t0.elapsed();
+        match (set, got) {
+            (Reply::Text(line), Some(Reply::Value(Some(v)))) if line == "STORED" => {
+                if v == value {
+                    seen.ok += 1;
+                } else {
+                    seen.broken
+                        .push(format!("{key}: read {v} after storing {value}"));
+                }
+            }
+            (Reply::Text(_), Some(Reply::Value(None))) => {
+                // Stored, then its server was lost (killed, cut off) before the read.
+                seen.errors.push(at);
+            }
+            (Reply::Text(line), _) if line.starts_with("SERVER_ERROR") => seen.errors.push(at),
+            (_, Some(Reply::Text(line))) if line.starts_with("SERVER_ERROR") => {
+                seen.errors.push(at)
+            }
+            (Reply::Text(line), Some(Reply::ClosedBefore)) if line == "STORED" => {
+                // The set was answered; the connection closed before the get: between two
+                // requests.
+                seen.clean_closes += 1;
+                conn = None;
+                which = 1 - which;
+            }
+            (Reply::ClosedBefore, _) => {
+                seen.clean_closes += 1;
+                conn = None;
+                which = 1 - which;
+                // Was the set applied although its reply never came? Then a request the proxy
+                // accepted was lost.
+                if let Ok(mut check) = Conn::open(&proxies[which]) {
+                    if let Reply::Value(Some(v)) = check.get(&key) {
+                        if v == value {
+                            seen.broken.push(format!(
+                                "{key}: set to {value} by a request whose reply was lost"
+                            ));
+                        }
+                    }
+                }
+            }
+            (set, got) => {
+                seen.broken.push(format!("{key}: set {set:?}, get {got:?}"));
+                conn = None;
+            }
+        }
+    }
+    seen
+}
+
+/// Runs `clients` clients over both proxies while `during` runs (given the load's start time);
+/// what they saw, merged.
+fn under_load(fleet: &Fleet, clients: usize, during: impl FnOnce(Instant)) -> Seen {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let proxies = [fleet.proxy_addr(0), fleet.proxy_addr(1)];
+    let handles: Vec<thread::JoinHandle<Seen>> = (0..clients)
+        .map(|id| {
+            let (proxies, stop) = (proxies.clone(), stop.clone());
+            thread::spawn(move || client(id, proxies, id % 2, stop, t0))
+        })
+        .collect();
+    during(t0);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Seen::default();
+    for handle in handles {
+        let seen = handle.join().expect("a client thread panicked");
+        all.ok += seen.ok;
+        all.errors.extend(seen.errors);
+        all.clean_closes += seen.clean_closes;
+        all.broken.extend(seen.broken);
+        all.slowest = all.slowest.max(seen.slowest);
+    }
+    all.errors.sort();
+    all
+}
+
+/// The keys of this fleet's memcached `i` among `keys`, asked of the server directly.
+fn held_by(fleet: &Fleet, i: usize, keys: &[String]) -> usize {
+    let Ok(mut direct) = Conn::open(&fleet.memcached_addr(i)) else {
+        return 0;
+    };
+    keys.iter()
+        .filter(|k| matches!(direct.get(k), Reply::Value(Some(_))))
+        .count()
+}
+
+/// Sets `keys` through proxy 0.
+fn set_all(fleet: &Fleet, keys: &[String]) {
+    let mut conn = Conn::open(&fleet.proxy_addr(0)).expect("proxy 0");
+    for key in keys {
+        assert_eq!(conn.set(key, "x"), Reply::Text("STORED".into()), "{key}");
+    }
+}
+
+/// A memcached lost at `at` (`what` did it): the errors clients saw after it must stop within
+/// 2 s; returns how long they went on.
+fn errors_stop(seen: &Seen, at: Duration, what: &str) -> Duration {
+    let last = seen.errors.iter().filter(|e| **e >= at).max().copied();
+    let lasted = last.map_or(Duration::ZERO, |l| l - at);
+    let after: Vec<Duration> = seen
+        .errors
+        .iter()
+        .filter(|e| **e >= at)
+        .map(|e| *e - at)
+        .collect();
+    assert!(
+        lasted < Duration::from_secs(2),
+        "{what}: errors went on for {lasted:?}: {} errors after it, at {after:?}",
+        after.len()
+    );
+    lasted
+}
+
+#[test]
+fn a_killed_memcached_is_ejected_within_2_s_and_its_keys_return_when_it_is_back() {
+    let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
+    let fleet = Fleet::start();
+    let mut killed_at = Duration::ZERO;
+    let seen = under_load(&fleet, 8, |t0| {
+        thread::sleep(Duration::from_secs(1));
+        killed_at = t0.elapsed();
+        docker_ok(&["kill", &fleet.memcached[1].0]);
+        thread::sleep(Duration::from_secs(4));
+    });
+    assert!(
+        seen.broken.is_empty(),
+        "{:?}",
+        &seen.broken[..seen.broken.len().min(5)]
+    );
+    let lasted = errors_stop(&seen, killed_at, "memcached killed");
+    // Back (the same container, its address kept, its items gone): placed on again.
+    docker_ok(&["start", &fleet.memcached[1].0]);
+    let keys: Vec<String> = (0..300).map(|i| format!("fleet:return:{i}")).collect();
+    wait_until(
+        Duration::from_secs(10),
+        "keys placed on the server that came back",
+        || {
+            set_all(&fleet, &keys);
+            held_by(&fleet, 1, &keys) > 50
+        },
+    );
+    println!(
+        "killed memcached: {} requests served, {} errors, the last {lasted:?} after the kill; \
+         slowest request {:?}",
+        seen.ok,
+        seen.errors.len(),
+        seen.slowest
+    );
+}
+
+#[test]
+fn a_memcached_cut_off_the_network_is_ejected_within_2_s_and_nothing_hangs() {
+    let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
+    let fleet = Fleet::start();
+    let mut cut_at = Duration::ZERO;
+    let seen = under_load(&fleet, 8, |t0| {
+        thread::sleep(Duration::from_secs(1));
+        cut_at = t0.elapsed();
+        docker_ok(&[
+            "network",
+            "disconnect",
+            "-f",
+            &fleet.net.name,
+            &fleet.memcached[2].0,
+        ]);
+        thread::sleep(Duration::from_secs(4));
+    });
+    assert!(
+        seen.broken.is_empty(),
+        "{:?}",
+        &seen.broken[..seen.broken.len().min(5)]
+    );
+    let lasted = errors_stop(&seen, cut_at, "memcached cut off");
+    assert!(
+        seen.slowest < Duration::from_millis(1500),
+        "a request took {:?}: something waited on the lost server",
+        seen.slowest
+    );
+    let ip = format!("{}.12", fleet.net.prefix);
+    docker_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        &ip,
+        &fleet.net.name,
+        &fleet.memcached[2].0,
+    ]);
+    let keys: Vec<String> = (0..300).map(|i| format!("fleet:heal:{i}")).collect();
+    wait_until(
+        Duration::from_secs(10),
+        "keys placed on the server that came back",
+        || {
+            set_all(&fleet, &keys);
+            held_by(&fleet, 2, &keys) > 50
+        },
+    );
+    println!(
+        "partitioned memcached: {} requests served, {} errors, the last {lasted:?} after the \
+         cut; slowest request {:?}",
+        seen.ok,
+        seen.errors.len(),
+        seen.slowest
+    );
+}
+
+#[test]
+fn a_rolling_restart_of_the_proxies_loses_no_accepted_request() {
+    let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
+    let fleet = Fleet::start();
+    let mut drains: Vec<Duration> = Vec::new();
+    let seen = under_load(&fleet, 8, |_| {
+        thread::sleep(Duration::from_millis(500));
+        for i in 0..2 {
+            let name = &fleet.proxies[i].0;
+            // Exit code 0: it left on SIGTERM, before docker's 10 s ran out and killed it.
+            docker_ok(&["stop", "-t", "10", name]);
+            let code = docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", name]);
+            assert_eq!(code, "0", "{name} exited {code}:\n{}", fleet.logs(name));
+            let drain = drain_time(&fleet.logs(name));
+            assert!(
+                drain.is_some_and(|d| d <= Duration::from_millis(5500)),
+                "{name}: SIGTERM to exit {drain:?}, over the 5 s drain:\n{}",
+                fleet.logs(name)
+            );
+            drains.extend(drain);
+            docker_ok(&["start", name]);
+            fleet.wait_proxy(i);
+            thread::sleep(Duration::from_millis(500));
+        }
+    });
+    assert!(
+        seen.broken.is_empty(),
+        "{} broken: {:?}",
+        seen.broken.len(),
+        &seen.broken[..seen.broken.len().min(5)]
+    );
+    assert!(
+        seen.errors.is_empty(),
+        "{} error replies",
+        seen.errors.len()
+    );
+    assert!(
+        seen.clean_closes > 0,
+        "no client was ever moved by the restarts"
+    );
+    assert!(seen.ok > 100, "{} requests served", seen.ok);
+    println!(
+        "rolling restart: {} set+get served, {} connections closed between requests (the \
+         client went on through the other proxy), 0 lost, 0 wrong; drains {drains:?}",
+        seen.ok, seen.clean_closes
+    );
+}
