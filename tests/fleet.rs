@@ -11,21 +11,25 @@
 //!   other): no request a proxy accepted is lost or answered wrongly; clients only ever see a
 //!   connection closed between two requests, and reconnect.
 //!
-//! The clients run in this test process, on the host, which reaches the containers' addresses on
-//! the private network. Docker must be running: without it these tests fail, saying so. The
+//! The clients run in a container of their own on the fleet's network: the project's load tool
+//! (benches/fleet_client.rs, static, built by deploy/build-fleet-client-image.sh), which reports
+//! each error with its time on the host's clock. Docker must be running: without it these tests
+//! fail, saying so. The
 //! fleets of these tests are not run side by side (they share the machine's two cores with the
 //! clients, and the timings are the point).
 
 mod common;
 
-use common::docker::{docker, docker_ok, drain_time, image, memcached_image, Named, Network};
+use common::docker::{
+    docker, docker_ok, drain_time, fleet_client_image, image, memcached_image, now_ms, Named,
+    Network,
+};
 use common::wait_until;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One fleet at a time.
 static FLEET: Mutex<()> = Mutex::new(());
@@ -259,131 +263,78 @@ impl Conn {
     }
 }
 
-/// What one client saw, each with its time since the load started.
-#[derive(Default)]
+/// What the load tool's clients saw (its output, parsed).
+#[derive(Default, Debug)]
 struct Seen {
     ok: u64,
-    /// `SERVER_ERROR` replies, by time.
-    errors: Vec<Duration>,
-    /// Connections closed between two requests (then reopened).
+    /// `SERVER_ERROR` replies (and values stored then missing), in ms since the Unix epoch.
+    errors: Vec<u128>,
     clean_closes: u64,
-    /// Anything that must never happen: a wrong value, a reply cut short, garbage, a request
-    /// answered by nothing, a request applied whose reply was lost.
     broken: Vec<String>,
-    /// The slowest request.
     slowest: Duration,
 }
 
-/// A client that sets its own keys to new values and reads each back, through proxy
-/// `first` (and the other after a close), until `stop`.
-fn client(
-    id: usize,
-    proxies: [String; 2],
-    first: usize,
-    stop: Arc<AtomicBool>,
-    t0: Instant,
-) -> Seen {
+/// Runs the load tool (benches/fleet_client.rs) in a container of its own on the fleet's
+/// network for `seconds`, with 8 clients over both proxies, and `during` meanwhile (given the
+/// moment the clients started, in ms since the Unix epoch); what the clients saw.
+fn under_load(fleet: &Fleet, seconds: u64, during: impl FnOnce(u128)) -> Seen {
+    let name = format!("{}-clients", fleet.net.name);
+    let (a, b) = (fleet.proxy_addr(0), fleet.proxy_addr(1));
+    let seconds_arg = seconds.to_string();
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &fleet.net.name,
+        fleet_client_image(),
+        "--proxy",
+        &a,
+        "--proxy",
+        &b,
+        "--clients",
+        "8",
+        "--seconds",
+        &seconds_arg,
+    ]);
+    let clients = Named(name.clone());
+    let mut started = None;
+    wait_until(Duration::from_secs(10), "the load tool to start", || {
+        started = fleet
+            .logs(&name)
+            .lines()
+            .find_map(|l| l.strip_prefix("started ")?.trim().parse::<u128>().ok());
+        started.is_some()
+    });
+    during(started.unwrap_or_else(now_ms));
+    let code = docker_ok(&["wait", &name]);
+    let out = fleet.logs(&name);
+    drop(clients);
+    assert_eq!(code, "0", "the load tool failed:\n{out}");
     let mut seen = Seen::default();
-    let mut which = first;
-    let mut conn: Option<Conn> = None;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(c) = conn.as_mut() else {
-            match Conn::open(&proxies[which]) {
-                Ok(c) => conn = Some(c),
-                Err(_) => {
-                    which = 1 - which;
-                    thread::sleep(Duration::from_millis(20));
+    let mut summary = false;
+    for line in out.lines() {
+        if let Some(at) = line.strip_prefix("error ") {
+            seen.errors.extend(at.trim().parse::<u128>().ok());
+        } else if let Some(what) = line.strip_prefix("broken ") {
+            seen.broken.push(what.to_string());
+        } else if let Some(fields) = line.strip_prefix("summary ") {
+            summary = true;
+            for field in fields.split(' ') {
+                let (k, v) = field.split_once('=').unwrap_or((field, ""));
+                let v: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "ok" => seen.ok = v,
+                    "clean_closes" => seen.clean_closes = v,
+                    "slowest_ms" => seen.slowest = Duration::from_millis(v),
+                    _ => {}
                 }
-            }
-            continue;
-        };
-        n += 1;
-        let slot = (n % 16) as usize;
-        let key = format!("fleet:c{id}:k{slot}");
-        let value = format!("v{n}");
-        let started = Instant::now();
-        let set = c.set(&key, &value);
-        let got = match &set {
-            Reply::Text(line) if line == "STORED" => Some(c.get(&key)),
-            _ => None,
-        };
-        seen.slowest = seen.slowest.max(started.elapsed());
-        let at = t0.elapsed();
-        match (set, got) {
-            (Reply::Text(line), Some(Reply::Value(Some(v)))) if line == "STORED" => {
-                if v == value {
-                    seen.ok += 1;
-                } else {
-                    seen.broken
-                        .push(format!("{key}: read {v} after storing {value}"));
-                }
-            }
-            (Reply::Text(_), Some(Reply::Value(None))) => {
-                // Stored, then its server was lost (killed, cut off) before the read.
-                seen.errors.push(at);
-            }
-            (Reply::Text(line), _) if line.starts_with("SERVER_ERROR") => seen.errors.push(at),
-            (_, Some(Reply::Text(line))) if line.starts_with("SERVER_ERROR") => {
-                seen.errors.push(at)
-            }
-            (Reply::Text(line), Some(Reply::ClosedBefore)) if line == "STORED" => {
-                // The set was answered; the connection closed before the get: between two
-                // requests.
-                seen.clean_closes += 1;
-                conn = None;
-                which = 1 - which;
-            }
-            (Reply::ClosedBefore, _) => {
-                seen.clean_closes += 1;
-                conn = None;
-                which = 1 - which;
-                // Was the set applied although its reply never came? Then a request the proxy
-                // accepted was lost.
-                if let Ok(mut check) = Conn::open(&proxies[which]) {
-                    if let Reply::Value(Some(v)) = check.get(&key) {
-                        if v == value {
-                            seen.broken.push(format!(
-                                "{key}: set to {value} by a request whose reply was lost"
-                            ));
-                        }
-                    }
-                }
-            }
-            (set, got) => {
-                seen.broken.push(format!("{key}: set {set:?}, get {got:?}"));
-                conn = None;
             }
         }
     }
+    assert!(summary, "the load tool printed no summary:\n{out}");
     seen
-}
-
-/// Runs `clients` clients over both proxies while `during` runs (given the load's start time);
-/// what they saw, merged.
-fn under_load(fleet: &Fleet, clients: usize, during: impl FnOnce(Instant)) -> Seen {
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let proxies = [fleet.proxy_addr(0), fleet.proxy_addr(1)];
-    let handles: Vec<thread::JoinHandle<Seen>> = (0..clients)
-        .map(|id| {
-            let (proxies, stop) = (proxies.clone(), stop.clone());
-            thread::spawn(move || client(id, proxies, id % 2, stop, t0))
-        })
-        .collect();
-    during(t0);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Seen::default();
-    for handle in handles {
-        let seen = handle.join().expect("a client thread panicked");
-        all.ok += seen.ok;
-        all.errors.extend(seen.errors);
-        all.clean_closes += seen.clean_closes;
-        all.broken.extend(seen.broken);
-        all.slowest = all.slowest.max(seen.slowest);
-    }
-    all.errors.sort();
-    all
 }
 
 /// The keys of this fleet's memcached `i` among `keys`, asked of the server directly.
@@ -404,21 +355,27 @@ fn set_all(fleet: &Fleet, keys: &[String]) {
     }
 }
 
-/// A memcached lost at `at` (`what` did it): the errors clients saw after it must stop within
-/// 2 s; returns how long they went on.
-fn errors_stop(seen: &Seen, at: Duration, what: &str) -> Duration {
-    let last = seen.errors.iter().filter(|e| **e >= at).max().copied();
-    let lasted = last.map_or(Duration::ZERO, |l| l - at);
-    let after: Vec<Duration> = seen
+/// A memcached lost by a docker command run from `issued` to `done` (ms since the Unix epoch;
+/// `what` it did): the errors clients saw must stop within 2 s of the loss. The loss takes
+/// effect somewhere inside the command (which can take seconds on a busy machine), so it is
+/// timed by the first error after the command was issued (or the command's end, when no
+/// request failed). Returns how long the errors went on.
+fn errors_stop(seen: &Seen, (issued, done): (u128, u128), what: &str) -> Duration {
+    let errors: Vec<u128> = seen
         .errors
         .iter()
-        .filter(|e| **e >= at)
-        .map(|e| *e - at)
+        .copied()
+        .filter(|e| *e >= issued)
         .collect();
+    let lost = errors.first().copied().unwrap_or(done).min(done);
+    let after: Vec<u128> = errors.iter().map(|e| e.saturating_sub(lost)).collect();
+    let lasted = Duration::from_millis(after.iter().max().copied().unwrap_or(0) as u64);
     assert!(
         lasted < Duration::from_secs(2),
-        "{what}: errors went on for {lasted:?}: {} errors after it, at {after:?}",
-        after.len()
+        "{what}: errors went on for {lasted:?} after the loss: {} errors, at {after:?} ms (the \
+         command took {} ms)",
+        after.len(),
+        done - issued
     );
     lasted
 }
@@ -427,11 +384,12 @@ fn errors_stop(seen: &Seen, at: Duration, what: &str) -> Duration {
 fn a_killed_memcached_is_ejected_within_2_s_and_its_keys_return_when_it_is_back() {
     let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
     let fleet = Fleet::start();
-    let mut killed_at = Duration::ZERO;
-    let seen = under_load(&fleet, 8, |t0| {
+    let mut killed_at = (0, 0);
+    let seen = under_load(&fleet, 6, |_| {
         thread::sleep(Duration::from_secs(1));
-        killed_at = t0.elapsed();
+        let issued = now_ms();
         docker_ok(&["kill", &fleet.memcached[1].0]);
+        killed_at = (issued, now_ms());
         thread::sleep(Duration::from_secs(4));
     });
     assert!(
@@ -452,7 +410,7 @@ fn a_killed_memcached_is_ejected_within_2_s_and_its_keys_return_when_it_is_back(
         },
     );
     println!(
-        "killed memcached: {} requests served, {} errors, the last {lasted:?} after the kill; \
+        "killed memcached: {} requests served, {} errors, the last {lasted:?} after the first; \
          slowest request {:?}",
         seen.ok,
         seen.errors.len(),
@@ -464,10 +422,10 @@ fn a_killed_memcached_is_ejected_within_2_s_and_its_keys_return_when_it_is_back(
 fn a_memcached_cut_off_the_network_is_ejected_within_2_s_and_nothing_hangs() {
     let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
     let fleet = Fleet::start();
-    let mut cut_at = Duration::ZERO;
-    let seen = under_load(&fleet, 8, |t0| {
+    let mut cut_at = (0, 0);
+    let seen = under_load(&fleet, 7, |_| {
         thread::sleep(Duration::from_secs(1));
-        cut_at = t0.elapsed();
+        let issued = now_ms();
         docker_ok(&[
             "network",
             "disconnect",
@@ -475,6 +433,7 @@ fn a_memcached_cut_off_the_network_is_ejected_within_2_s_and_nothing_hangs() {
             &fleet.net.name,
             &fleet.memcached[2].0,
         ]);
+        cut_at = (issued, now_ms());
         thread::sleep(Duration::from_secs(4));
     });
     assert!(
@@ -508,7 +467,7 @@ fn a_memcached_cut_off_the_network_is_ejected_within_2_s_and_nothing_hangs() {
     );
     println!(
         "partitioned memcached: {} requests served, {} errors, the last {lasted:?} after the \
-         cut; slowest request {:?}",
+         first; slowest request {:?}",
         seen.ok,
         seen.errors.len(),
         seen.slowest
@@ -520,7 +479,7 @@ fn a_rolling_restart_of_the_proxies_loses_no_accepted_request() {
     let _one = FLEET.lock().unwrap_or_else(|p| p.into_inner());
     let fleet = Fleet::start();
     let mut drains: Vec<Duration> = Vec::new();
-    let seen = under_load(&fleet, 8, |_| {
+    let seen = under_load(&fleet, 15, |_| {
         thread::sleep(Duration::from_millis(500));
         for i in 0..2 {
             let name = &fleet.proxies[i].0;

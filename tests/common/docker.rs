@@ -145,3 +145,31 @@ pub fn drain_time(log: &str) -> Option<Duration> {
         stamp(stopped)?.checked_sub(stamp(signal)?)?,
     ))
 }
+
+/// Builds the fleet tests' load tool image once per test binary
+/// (deploy/build-fleet-client-image.sh).
+pub fn fleet_client_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new("bash")
+            .arg(format!("{root}/deploy/build-fleet-client-image.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run deploy/build-fleet-client-image.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "deploy/build-fleet-client-image.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    "bifrost-fleet-client:latest"
+}
+
+/// The host's clock in milliseconds since the Unix epoch (the fleet tool reports its events on
+/// the same clock).
+pub fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
