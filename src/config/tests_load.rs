@@ -554,7 +554,7 @@ fn memory_budgets_follow_a_container_limit_unless_the_file_sets_them() {
          routes: [{name: r, match: \"*\", strategy: blind_forward, backend: b}]\n",
     );
     let fit = config.fit_memory_limit(64 << 20);
-    assert_eq!(fit.reply, (24 << 20, true), "half of 64 MiB less 16 MiB");
+    assert_eq!(fit.reply, (16 << 20, true), "a third of 64 MiB less 16 MiB");
     assert_eq!(fit.request, (6 << 20, true), "an eighth of it");
     let fit = config.fit_memory_limit(8 << 30);
     assert_eq!(
