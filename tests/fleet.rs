@@ -24,9 +24,7 @@ use common::docker::{
     docker, docker_ok, drain_time, fleet_client_image, image, memcached_image, now_ms, Named,
     Network,
 };
-use common::wait_until;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::{wait_until, Client};
 use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
@@ -125,7 +123,7 @@ impl Fleet {
         wait_until(
             Duration::from_secs(15),
             "a proxy of the fleet to serve",
-            || round_trip(&addr, "fleet:ready", "1").is_ok(),
+            || Client::answers_get(&addr),
         );
     }
 
@@ -136,130 +134,6 @@ impl Fleet {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
-    }
-}
-
-/// `set` then `get` of `key` on a new connection to `addr`, each within 1 s.
-fn round_trip(addr: &str, key: &str, value: &str) -> Result<(), String> {
-    let mut conn = Conn::open(addr).map_err(|e| format!("connect: {e}"))?;
-    match conn.set(key, value) {
-        Reply::Text(line) if line == "STORED" => {}
-        other => return Err(format!("{other:?}")),
-    }
-    match conn.get(key) {
-        Reply::Value(Some(v)) if v == value => Ok(()),
-        other => Err(format!("{other:?}")),
-    }
-}
-
-/// What a request got.
-#[derive(Clone, Debug, PartialEq)]
-enum Reply {
-    /// A one-line reply (`STORED`, `SERVER_ERROR ...`).
-    Text(String),
-    /// A `get`'s value (None: a miss).
-    Value(Option<String>),
-    /// The connection closed before any byte of the reply: between two requests.
-    ClosedBefore,
-    /// The connection closed in the middle of the reply.
-    ClosedDuring(String),
-    /// Nothing within the client's deadline.
-    Hung,
-    /// Bytes that are no reply to the request.
-    Garbage(String),
-}
-
-/// A client connection that reads one reply at a time.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: &str) -> std::io::Result<Conn> {
-        let addr = addr.parse().map_err(std::io::Error::other)?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        Ok(Conn {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    /// Reads until `done` says the buffer holds the whole reply.
-    fn read(&mut self, done: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, Reply> {
-        let mut chunk = [0u8; 4096];
-        while !done(&self.buf) {
-            match self.stream.read(&mut chunk) {
-                Ok(0) if self.buf.is_empty() => return Err(Reply::ClosedBefore),
-                Ok(0) => {
-                    return Err(Reply::ClosedDuring(
-                        String::from_utf8_lossy(&self.buf).into_owned(),
-                    ))
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Reply::Hung)
-                }
-                Err(_) if self.buf.is_empty() => return Err(Reply::ClosedBefore),
-                Err(_) => {
-                    return Err(Reply::ClosedDuring(
-                        String::from_utf8_lossy(&self.buf).into_owned(),
-                    ))
-                }
-            }
-        }
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    fn send(&mut self, request: &[u8]) -> bool {
-        self.stream.write_all(request).is_ok()
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> Reply {
-        let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
-        if !self.send(request.as_bytes()) {
-            return Reply::ClosedBefore;
-        }
-        match self.read(|b| b.ends_with(b"\r\n")) {
-            Ok(line) => Reply::Text(String::from_utf8_lossy(&line).trim_end().to_string()),
-            Err(e) => e,
-        }
-    }
-
-    fn get(&mut self, key: &str) -> Reply {
-        if !self.send(format!("get {key}\r\n").as_bytes()) {
-            return Reply::ClosedBefore;
-        }
-        let reply = match self.read(|b| {
-            b.ends_with(b"END\r\n") || (b.starts_with(b"SERVER_ERROR") && b.ends_with(b"\r\n"))
-        }) {
-            Ok(reply) => reply,
-            Err(e) => return e,
-        };
-        let text = String::from_utf8_lossy(&reply).into_owned();
-        if text == "END\r\n" {
-            return Reply::Value(None);
-        }
-        if text.starts_with("SERVER_ERROR") {
-            return Reply::Text(text.trim_end().to_string());
-        }
-        let header = format!("VALUE {key} 0 ");
-        match text
-            .strip_prefix(&header)
-            .and_then(|rest| rest.split_once("\r\n"))
-        {
-            Some((_, rest)) => match rest.strip_suffix("\r\nEND\r\n") {
-                Some(value) => Reply::Value(Some(value.to_string())),
-                None => Reply::Garbage(text),
-            },
-            None => Reply::Garbage(text),
-        }
     }
 }
 
@@ -337,21 +211,23 @@ fn under_load(fleet: &Fleet, seconds: u64, during: impl FnOnce(u128)) -> Seen {
     seen
 }
 
-/// The keys of this fleet's memcached `i` among `keys`, asked of the server directly.
+/// How many of `keys` this fleet's memcached `i` holds, asked of the server directly.
 fn held_by(fleet: &Fleet, i: usize, keys: &[String]) -> usize {
-    let Ok(mut direct) = Conn::open(&fleet.memcached_addr(i)) else {
+    let Ok(mut direct) = Client::try_connect(&fleet.memcached_addr(i)) else {
         return 0;
     };
-    keys.iter()
-        .filter(|k| matches!(direct.get(k), Reply::Value(Some(_))))
-        .count()
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    direct.get_multi(&names).len()
 }
 
-/// Sets `keys` through proxy 0.
+/// Sets `keys` through proxy 0 (a refused one is left for the caller's next round).
 fn set_all(fleet: &Fleet, keys: &[String]) {
-    let mut conn = Conn::open(&fleet.proxy_addr(0)).expect("proxy 0");
+    let Ok(mut conn) = Client::try_connect(&fleet.proxy_addr(0)) else {
+        return;
+    };
     for key in keys {
-        assert_eq!(conn.set(key, "x"), Reply::Text("STORED".into()), "{key}");
+        conn.send(format!("set {key} 0 0 1\r\nx\r\n").as_bytes());
+        let _ = conn.read_line();
     }
 }
 

@@ -40,7 +40,7 @@ mod tests_errors;
 mod tests_load;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{ServerAddr, ServerSpec};
+pub use server::{lookup, ServerAddr, ServerSpec};
 pub use units::{parse_duration, parse_size};
 
 /// Default [`ListenerConfig::max_connections`].

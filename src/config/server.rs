@@ -122,6 +122,22 @@ impl ServerAddr {
     }
 }
 
+/// `host` looked up for `port`, an IPv4 address preferred (the config loader and the resolver
+/// thread both take this one).
+pub fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
 impl std::fmt::Display for ServerAddr {
     /// The address it resolves to now, or `host:port` as configured while it does not.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

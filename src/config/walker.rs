@@ -1,7 +1,7 @@
 //! The generic half of the document walk: typed reads of [`Value`] nodes that record an error
 //! (with the node's path) instead of failing, so that one pass finds every problem.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use yaml_serde::{Mapping, Value};
@@ -443,14 +443,5 @@ pub(super) fn resolve(text: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     let (host, port) = split_host_port(text)?;
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("'{host}' resolves to no address"))
+    super::server::lookup(host, port)
 }

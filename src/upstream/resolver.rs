@@ -7,12 +7,11 @@
 //! keeps the last address: a DNS hiccup does not take a server away. Placement never changes:
 //! rings are built from the names as configured.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::ServerAddr;
+use crate::config::{lookup, ServerAddr};
 use crate::observe::health::HealthBoard;
 use crate::runtime::shutdown::Shutdown;
 
@@ -120,18 +119,4 @@ fn refresh(server: &mut Named) -> bool {
             false
         }
     }
-}
-
-/// `host:port` looked up, an IPv4 address preferred (as the config loader does).
-fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| "no address".to_string())
 }

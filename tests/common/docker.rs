@@ -31,6 +31,21 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `deploy/<script>`, which must succeed (each image builder is run once per test binary).
+fn build_with(script: &str) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/deploy/{script}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run deploy/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "deploy/{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Builds the image once per test binary (deploy/build-image.sh, as the README says).
 pub fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -41,17 +56,7 @@ pub fn image() -> &'static str {
             "the Docker daemon is not reachable: {}",
             String::from_utf8_lossy(&info.stderr)
         );
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/deploy/build-image.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run deploy/build-image.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "deploy/build-image.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_with("build-image.sh");
     });
     IMAGE
 }
@@ -60,17 +65,7 @@ pub fn image() -> &'static str {
 pub fn memcached_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/deploy/build-memcached-image.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run deploy/build-memcached-image.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "deploy/build-memcached-image.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_with("build-memcached-image.sh");
     });
     "bifrost-memcached:latest"
 }
@@ -151,17 +146,7 @@ pub fn drain_time(log: &str) -> Option<Duration> {
 pub fn fleet_client_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/deploy/build-fleet-client-image.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run deploy/build-fleet-client-image.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "deploy/build-fleet-client-image.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_with("build-fleet-client-image.sh");
     });
     "bifrost-fleet-client:latest"
 }
