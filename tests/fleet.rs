@@ -34,9 +34,10 @@ static FLEET: Mutex<()> = Mutex::new(());
 
 /// Three memcached and two proxies on a network of their own.
 struct Fleet {
-    net: Network,
-    memcached: Vec<Named>,
+    // Dropped in this order: the containers, then their network (which cannot go before them).
     proxies: Vec<Named>,
+    memcached: Vec<Named>,
+    net: Network,
 }
 
 impl Fleet {
