@@ -281,11 +281,9 @@ impl Retrieval {
         fx.unrouted_misses += self.unrouted;
         self.holding = true;
         self.next_window(fx);
-        // Whether it holds its client's writes is known from here on: no release to report.
-        let mut scratch = false;
-        std::mem::swap(&mut scratch, &mut fx.writes_released);
-        self.check_holding(fx);
-        std::mem::swap(&mut scratch, &mut fx.writes_released);
+        // Whether it holds its client's writes is known from here on: a retrieval that will
+        // send nothing more never held them, so there is no release to report.
+        self.release_writes_if_done();
     }
 
     /// True while the next window waits for the client to drain.
@@ -313,7 +311,7 @@ impl Retrieval {
         if self.parked {
             self.parked = false;
             self.next_window(fx);
-            self.check_holding(fx);
+            fx.writes_released |= self.release_writes_if_done();
         }
     }
 
@@ -334,7 +332,7 @@ impl Retrieval {
         } else if c.end {
             self.on_reply(index, c, fx);
         }
-        self.check_holding(fx);
+        fx.writes_released |= self.release_writes_if_done();
     }
 
     /// A piece of the streamed reply of the window's one request.
@@ -663,17 +661,18 @@ impl Retrieval {
 
     /// Lets its client's writes go once it will send nothing more: finished, or its last
     /// window is out and no key of it can move to another server.
-    fn check_holding(&mut self, fx: &mut Effects) {
+    /// Returns true when this call let them go.
+    fn release_writes_if_done(&mut self) -> bool {
         if !self.holding {
-            return;
+            return false;
         }
         let last = self.end >= self.asked.len() && !self.parked;
         let done = self.finished
             || (last && (0..self.end - self.start).all(|key| self.at_last_server(key)));
         if done {
             self.holding = false;
-            fx.writes_released = true;
         }
+        done
     }
 
     /// True when window key `key` will not be asked of another server: answered, or asked
