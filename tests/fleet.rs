@@ -21,8 +21,8 @@
 mod common;
 
 use common::docker::{
-    docker, docker_ok, drain_time, fleet_client_image, image, memcached_image, now_ms, Named,
-    Network,
+    docker, docker_ok, drain_time, fleet_client_image, image, memcached_container, now_ms,
+    run_named, Named, Network,
 };
 use common::{wait_until, Client};
 use std::sync::Mutex;
@@ -46,19 +46,7 @@ impl Fleet {
         let memcached: Vec<Named> = (0..3)
             .map(|i| {
                 let name = format!("{}-mc{i}", net.name);
-                let ip = format!("{}.{}", net.prefix, 10 + i);
-                docker_ok(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    &name,
-                    "--network",
-                    &net.name,
-                    "--ip",
-                    &ip,
-                    memcached_image(),
-                ]);
-                Named(name)
+                memcached_container(&net, &name, &format!("{}.{}", net.prefix, 10 + i))
             })
             .collect();
         let servers: Vec<String> = memcached
@@ -84,20 +72,7 @@ impl Fleet {
             .map(|i| {
                 let name = format!("{}-bifrost{i}", net.name);
                 let ip = format!("{}.{}", net.prefix, 2 + i);
-                docker_ok(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    &name,
-                    "--network",
-                    &net.name,
-                    "--ip",
-                    &ip,
-                    "-v",
-                    &mount,
-                    image(),
-                ]);
-                Named(name)
+                run_named(&net, &name, Some(&ip), &["-v", &mount], image(), &[])
             })
             .collect();
         let fleet = Fleet {
@@ -156,14 +131,7 @@ fn under_load(fleet: &Fleet, seconds: u64, during: impl FnOnce(u128)) -> Seen {
     let name = format!("{}-clients", fleet.net.name);
     let (a, b) = (fleet.proxy_addr(0), fleet.proxy_addr(1));
     let seconds_arg = seconds.to_string();
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        &fleet.net.name,
-        fleet_client_image(),
+    let args = [
         "--proxy",
         &a,
         "--proxy",
@@ -172,8 +140,8 @@ fn under_load(fleet: &Fleet, seconds: u64, during: impl FnOnce(u128)) -> Seen {
         "8",
         "--seconds",
         &seconds_arg,
-    ]);
-    let clients = Named(name.clone());
+    ];
+    let clients = run_named(&fleet.net, &name, None, &[], fleet_client_image(), &args);
     let mut started = None;
     wait_until(Duration::from_secs(10), "the load tool to start", || {
         started = fleet

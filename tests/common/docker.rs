@@ -106,17 +106,27 @@ impl Drop for Named {
 
 /// Runs memcached as container `name` at `ip` on `net`.
 pub fn memcached_container(net: &Network, name: &str, ip: &str) -> Named {
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        &net.name,
-        "--ip",
-        ip,
-        memcached_image(),
-    ]);
+    run_named(net, name, Some(ip), &[], memcached_image(), &[])
+}
+
+/// `docker run -d` of `image` with `args`, as container `name` on `net` (at `ip` when given),
+/// with the extra `docker run` options `options` (a volume, a memory limit).
+pub fn run_named(
+    net: &Network,
+    name: &str,
+    ip: Option<&str>,
+    options: &[&str],
+    image: &str,
+    args: &[&str],
+) -> Named {
+    let mut all = vec!["run", "-d", "--name", name, "--network", &net.name];
+    if let Some(ip) = ip {
+        all.extend(["--ip", ip]);
+    }
+    all.extend_from_slice(options);
+    all.push(image);
+    all.extend_from_slice(args);
+    docker_ok(&all);
     Named(name.to_string())
 }
 
