@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached};
+use common::{wait_until, Behavior, Bifrost, Client, FakeBackend, Memcached, Relay};
 use std::time::{Duration, Instant};
 
 /// A failover route over pools `a` and `b` (one server each) with `route_extra` keys, and
@@ -308,5 +308,33 @@ fn a_multi_get_sharing_its_first_server_keeps_each_key_s_own_next_server() {
     assert_eq!(
         got, want,
         "every key from its own server of pool b, in order"
+    );
+}
+
+#[test]
+fn a_read_that_moves_to_the_next_server_never_sees_a_write_sent_after_it() {
+    // a answers 300 ms late and takes one request at a time: the `set` pipelined behind the
+    // `get` finds a full and would fail over to b at once, where the `get` (a miss on a,
+    // `on_miss: next`) would then find it. memcached, one connection, runs the get first: the
+    // set must wait until the get has gone to b, and the get answers a miss.
+    let slow_a = Memcached::start();
+    let relay = Relay::start(&slow_a.addr(), Duration::from_millis(300));
+    let b = Memcached::start();
+    let bifrost = failover(
+        &relay.addr(),
+        &b.addr(),
+        ", on_miss: next",
+        "max_queued_requests: 1",
+    );
+    let mut c = bifrost.client();
+    c.send(b"get ordered\r\nset ordered 0 0 3\r\nnew\r\n");
+    assert_eq!(values(&mut c), [], "the get came before the set");
+    assert_eq!(c.read_line(), "STORED");
+    let on_a = value_on(&mut slow_a.client(), "ordered");
+    let on_b = value_on(&mut b.client(), "ordered");
+    assert_eq!(
+        (on_a.as_deref(), on_b.as_deref()),
+        (Some("new"), None),
+        "the held set went to a, its first server, once there was room"
     );
 }
