@@ -471,6 +471,8 @@ pub enum Strategy {
         cold: String,
         /// Copy cold hits into warm, with this TTL.
         write_on_miss: Option<WriteOnMiss>,
+        /// Read warm under memcached's leases (needs `write_on_miss`).
+        leases: Option<Leases>,
     },
 }
 
@@ -561,6 +563,31 @@ pub struct WriteOnMiss {
     pub queue: usize,
     /// Most bytes of write-backs queued or in flight per worker; more are dropped and counted.
     pub queue_bytes: usize,
+}
+
+/// The `leases` setting of a warm_first route: warm is read with memcached's leases
+/// (`mg ... N<lease_ttl> c`), so that only one reader per key fetches from cold, its write-back
+/// cannot land after a newer write or a delete, and hot keys can be refreshed before they expire
+/// (docs/configuration.md, "Leases").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leases {
+    /// Lifetime, in seconds, of the placeholder a miss leaves in warm (memcached's `N` flag):
+    /// how long other readers wait for a lease holder that never writes back.
+    pub lease_ttl: u32,
+    /// How long a reader that finds another reader's lease waits for its write-back (re-reading
+    /// warm) before it reads cold itself.
+    pub wait: Duration,
+    /// Remaining TTL, in seconds, under which one reader of a hit refreshes the key from cold in
+    /// the background (memcached's `R` flag; `early_refresh` × the write-back TTL); 0: off.
+    pub refresh_below: u32,
+}
+
+impl Leases {
+    /// Default placeholder lifetime: longer than a slow cold read, short enough that readers
+    /// behind a lease holder that died wait little.
+    pub const DEFAULT_LEASE_TTL: u32 = 3;
+    /// Default wait for another reader's write-back.
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 }
 
 /// A background side effect.

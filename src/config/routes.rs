@@ -10,6 +10,7 @@ use super::*;
 const ROUTE_KEYS: &[&str] = &["name", "match", "commands", "strategy"];
 const MATCH_KEYS: &[&str] = &["prefix", "regex"];
 const WRITE_ON_MISS_KEYS: &[&str] = &["ttl", "queue", "queue_bytes"];
+const LEASES_KEYS: &[&str] = &["lease_ttl", "wait", "early_refresh"];
 const REPLICATE_KEYS: &[&str] = &["routes", "to", "commands", "queue", "queue_bytes"];
 const SIDE_EFFECT_KINDS: &[&str] = &["replicate"];
 
@@ -22,7 +23,7 @@ fn strategy_keys(name: &str) -> &'static [&'static str] {
         "blind_forward" | "round_robin" | "consistent_hash" => &["backend"],
         "failover" => &["backends", "on_miss", "failover_ttl"],
         "parallel" => &["backends", "writes"],
-        "warm_first" => &["warm", "cold", "write_on_miss"],
+        "warm_first" => &["warm", "cold", "write_on_miss", "leases"],
         _ => &[],
     }
 }
@@ -332,10 +333,16 @@ fn walk_strategy(w: &mut Walker, f: &Fields, name: &str, names: &Names) -> Optio
                 Some(v) => walk_write_on_miss(w, v, &f.at("write_on_miss")).map(Some),
                 None => Some(None),
             };
+            let write_on_miss = write_on_miss?;
+            let leases = match f.get("leases") {
+                Some(v) => walk_leases(w, v, &f.at("leases"), write_on_miss).map(Some),
+                None => Some(None),
+            };
             Some(Strategy::WarmFirst {
                 warm: warm?,
                 cold: cold?,
-                write_on_miss: write_on_miss?,
+                write_on_miss,
+                leases: leases?,
             })
         }
         _ => None,
@@ -352,6 +359,84 @@ fn walk_write_on_miss(w: &mut Walker, v: &Value, path: &str) -> Option<WriteOnMi
         queue: queue?,
         queue_bytes: queue_bytes?,
     })
+}
+
+/// A warm_first route's `leases` (`write_on_miss`: the route's, which leases need: the lease
+/// holder's write-back is how the value reaches warm).
+fn walk_leases(
+    w: &mut Walker,
+    v: &Value,
+    path: &str,
+    write_on_miss: Option<WriteOnMiss>,
+) -> Option<Leases> {
+    let f = w.fields(v, path, LEASES_KEYS)?;
+    let Some(write_on_miss) = write_on_miss else {
+        w.error(
+            path,
+            "leases need write_on_miss: the reader that holds a lease writes the cold value \
+             back into warm with its TTL",
+        );
+        return None;
+    };
+    let lease_ttl = match f.get("lease_ttl") {
+        Some(v) => whole_seconds(w, v, &f.at("lease_ttl")),
+        None => Some(Leases::DEFAULT_LEASE_TTL),
+    };
+    let wait = match f.get("wait") {
+        Some(v) => w.duration(v, &f.at("wait")),
+        None => Some(Leases::DEFAULT_WAIT),
+    };
+    let refresh_below = match f.get("early_refresh") {
+        Some(v) => early_refresh(w, v, &f.at("early_refresh"), write_on_miss.ttl),
+        None => Some(0),
+    };
+    Some(Leases {
+        lease_ttl: lease_ttl?,
+        wait: wait?,
+        refresh_below: refresh_below?,
+    })
+}
+
+/// A duration of whole seconds, at least one and at most memcached's relative TTLs (what
+/// memcached's `N` flag takes).
+fn whole_seconds(w: &mut Walker, v: &Value, path: &str) -> Option<u32> {
+    let d = w.positive_duration(v, path)?;
+    if d.subsec_nanos() != 0 || d.as_secs() > MAX_RELATIVE_TTL {
+        let msg = format!(
+            "must be whole seconds, from 1s to {MAX_RELATIVE_TTL}s: memcached's leases last \
+             whole seconds"
+        );
+        w.error(path, msg);
+        return None;
+    }
+    u32::try_from(d.as_secs()).ok()
+}
+
+/// `early_refresh`: a fraction of the write-back TTL `ttl` (a number between 0 and 1); the
+/// remaining TTL in whole seconds (at least 1) under which a hit is refreshed.
+fn early_refresh(w: &mut Walker, v: &Value, path: &str, ttl: u32) -> Option<u32> {
+    let fraction = match v {
+        Value::Number(n) => n.as_f64().filter(|f| *f > 0.0 && *f < 1.0),
+        _ => None,
+    };
+    let Some(fraction) = fraction else {
+        w.expected(
+            path,
+            "a number between 0 and 1 (a fraction of write_on_miss.ttl)",
+            v,
+        );
+        return None;
+    };
+    if ttl == 0 {
+        w.error(
+            path,
+            "needs write_on_miss.ttl above 0: a value that never expires is never refreshed",
+        );
+        return None;
+    }
+    // Rounded to whole seconds, memcached's unit; at least one.
+    let below = (f64::from(ttl) * fraction).round().max(1.0);
+    Some(below as u32)
 }
 
 /// A TTL in seconds, at least `min`, and no more than memcached reads as relative (30 days).

@@ -355,7 +355,8 @@ fn every_strategy_parses() {
         Strategy::WarmFirst {
             warm: "x".into(),
             cold: "y".into(),
-            write_on_miss: None
+            write_on_miss: None,
+            leases: None,
         }
     );
     assert_eq!(s[8].backend_names(), ["x", "z"]);

@@ -18,7 +18,10 @@
 //! * [`failover::Failover`]: one single-key request tried on several servers in turn (failover
 //!   routes, warm_first's reads with their write-backs);
 //! * [`parallel::Parallel`]: one request to several servers at once, one reply answering
-//!   (parallel routes, warm_first's writes).
+//!   (parallel routes, warm_first's writes);
+//! * [`lease::Lease`]: a plain read of one key on a warm_first route with leases (warm under
+//!   memcached's leases, cold for the lease holder, a timer for the readers behind it);
+//! * [`ordered::Ordered`]: a write on a warm_first route with leases: cold first, then warm.
 //!
 //! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
 //! exchange that has gone (its client closed) finds nothing and is dropped.
@@ -26,7 +29,9 @@
 pub(crate) mod failover;
 pub(crate) mod fan_out;
 pub(crate) mod forward;
+pub mod lease;
 pub mod multiget;
+pub(crate) mod ordered;
 pub(crate) mod parallel;
 pub(crate) mod retrieval;
 pub mod ttl;
@@ -96,6 +101,11 @@ pub struct Effects {
     pub lookups: (usize, usize),
     /// Keys of a multi-get that no route takes: each a miss of the process, of no route.
     pub unrouted_misses: usize,
+    /// Set by the loop before each call: the time now (None in tests that give none).
+    pub now: Option<std::time::Instant>,
+    /// Call the exchange's [`Exchange::on_wake`] at this time (a read waiting for another
+    /// reader's lease).
+    pub wake_at: Option<std::time::Instant>,
 }
 
 impl Effects {
@@ -111,6 +121,7 @@ impl Effects {
         self.lookups = (0, 0);
         self.unrouted_misses = 0;
         self.writes_released = false;
+        self.wake_at = None;
     }
 }
 
@@ -164,6 +175,8 @@ enum Kind {
     Retrieval(Box<retrieval::Retrieval>),
     Failover(Box<failover::Failover>),
     Parallel(parallel::Parallel),
+    Lease(Box<lease::Lease>),
+    Ordered(Box<ordered::Ordered>),
 }
 
 impl Exchange {
@@ -212,6 +225,22 @@ impl Exchange {
         Exchange::started(slot, kind, fx)
     }
 
+    /// Starts a read under leases (warm is asked now).
+    pub fn lease(slot: SlotRef, mut lease: Box<lease::Lease>, fx: &mut Effects) -> Exchange {
+        lease.start(fx);
+        Exchange::started(slot, Kind::Lease(lease), fx)
+    }
+
+    /// Starts a write that goes to cold, then warm (cold is asked now).
+    pub fn ordered(
+        slot: SlotRef,
+        mut ordered: Box<ordered::Ordered>,
+        fx: &mut Effects,
+    ) -> Exchange {
+        ordered.start(fx);
+        Exchange::started(slot, Kind::Ordered(ordered), fx)
+    }
+
     fn started(slot: SlotRef, kind: Kind, fx: &Effects) -> Exchange {
         Exchange {
             slot,
@@ -233,7 +262,18 @@ impl Exchange {
             Kind::Retrieval(r) => r.on_completion(part, completion, fx),
             Kind::Failover(f) => f.on_completion(part, completion, fx),
             Kind::Parallel(p) => p.on_completion(part, completion, fx),
+            Kind::Lease(l) => l.on_completion(part, completion, fx),
+            Kind::Ordered(o) => o.on_completion(part, completion, fx),
         };
+        self.outstanding += count(fx);
+        self.flow(fx)
+    }
+
+    /// The time it asked for in [`Effects::wake_at`] has come.
+    pub fn on_wake(&mut self, fx: &mut Effects) -> Flow {
+        if let Kind::Lease(l) = &mut self.kind {
+            l.on_wake(fx);
+        }
         self.outstanding += count(fx);
         self.flow(fx)
     }
@@ -242,7 +282,12 @@ impl Exchange {
     pub fn resume(&mut self, fx: &mut Effects) -> Flow {
         match &mut self.kind {
             Kind::Retrieval(r) => r.resume(fx),
-            Kind::Forward(_) | Kind::FanOut(_) | Kind::Failover(_) | Kind::Parallel(_) => {}
+            Kind::Forward(_)
+            | Kind::FanOut(_)
+            | Kind::Failover(_)
+            | Kind::Parallel(_)
+            | Kind::Lease(_)
+            | Kind::Ordered(_) => {}
         }
         self.outstanding += count(fx);
         self.flow(fx)
@@ -255,16 +300,23 @@ impl Exchange {
         match &self.kind {
             Kind::Retrieval(r) => r.holds_writes(),
             Kind::Failover(f) => f.holds_writes(),
+            Kind::Lease(l) => l.holds_writes(),
+            Kind::Ordered(o) => o.holds_requests(),
             Kind::Forward(_) | Kind::FanOut(_) | Kind::Parallel(_) => false,
         }
     }
 
-    /// True for a touching retrieval (`gat`/`gats`) that holds its client's requests: while
-    /// it holds, every later request of the client waits, not only writes (a read sent now
-    /// could see a TTL from before the touch).
+    /// True for an exchange whose hold ([`Exchange::holds_writes`]) holds every later request
+    /// of its client, not only writes: a touching retrieval (`gat`/`gats`: a read sent now could
+    /// see a TTL from before the touch), and a write to cold, then warm (a read sent now could
+    /// reach warm before the write does).
     pub fn touches(&self) -> bool {
         match &self.kind {
             Kind::Retrieval(r) => r.touches(),
+            // A write to cold, then warm, holds every later request while it holds (a read
+            // sent at once could reach warm before its warm step). Constant, as the hold's
+            // accounting needs.
+            Kind::Ordered(_) => true,
             _ => false,
         }
     }
@@ -287,6 +339,8 @@ impl Exchange {
             Kind::Retrieval(_) => false,
             Kind::Failover(f) => f.is_silent(),
             Kind::Parallel(p) => p.is_silent(),
+            Kind::Lease(_) => false,
+            Kind::Ordered(o) => o.is_silent(),
         };
         let finished = match &self.kind {
             Kind::Forward(f) => f.finished(),
@@ -301,6 +355,8 @@ impl Exchange {
             }
             Kind::Failover(f) => f.finished(),
             Kind::Parallel(p) => p.finished(),
+            Kind::Lease(l) => l.finished(),
+            Kind::Ordered(o) => o.finished(),
         };
         if fx.abort || (finished && self.outstanding == 0) {
             Flow::Done

@@ -328,7 +328,7 @@ pub fn meta_add(key: &[u8], base64: bool, hit: &MgHit, ttl_cap: u32) -> [Bytes; 
 }
 
 /// The TTL of a meta write-back; see [`meta_add`]. 0 means never expire, as in memcached.
-fn write_back_ttl(remaining: Option<i64>, cap: u32) -> u64 {
+pub fn write_back_ttl(remaining: Option<i64>, cap: u32) -> u64 {
     let cap = i64::from(cap);
     let ttl = match remaining {
         None | Some(-1) => cap,

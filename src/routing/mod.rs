@@ -165,8 +165,11 @@ pub struct WarmFirstSpec {
     /// Its read path: a failover over `[warm, cold]` with `on_miss: next` (an index into
     /// [`Router::failovers`]), which also carries the write-back.
     pub read: usize,
+    /// Warm is read under memcached's leases, and writes go to cold, then warm.
+    pub leases: Option<crate::exchange::lease::LeaseRules>,
 }
 
+pub use crate::exchange::lease::LeaseRules;
 pub use crate::exchange::WriteBack;
 
 /// The settings of one failover route.
@@ -359,6 +362,7 @@ impl Router {
                     warm,
                     cold,
                     write_on_miss,
+                    leases,
                 } => {
                     let (warm, cold) = (pool_of(warm)?, pool_of(cold)?);
                     // Write-back side effects are numbered after the configured ones, in
@@ -376,10 +380,18 @@ impl Router {
                         ttl: None,
                         write_back,
                     });
+                    // Leases need a write-back (the config refuses them without one).
+                    let leases = leases.zip(write_back).map(|(l, write_back)| LeaseRules {
+                        lease_ttl: l.lease_ttl,
+                        wait: l.wait,
+                        refresh_below: l.refresh_below,
+                        write_back,
+                    });
                     warm_firsts.push(WarmFirstSpec {
                         warm,
                         cold,
                         read: failovers.len() - 1,
+                        leases,
                     });
                     RouteKind::WarmFirst(warm_firsts.len() - 1)
                 }

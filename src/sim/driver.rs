@@ -262,6 +262,8 @@ impl Driver {
             StartKind::Retrieval(_) => "retrieval",
             StartKind::Failover(_) => "failover",
             StartKind::Parallel { .. } => "parallel",
+            StartKind::Lease(_) => "lease",
+            StartKind::Ordered(_) => "ordered",
         };
         let mut exchange = match start.kind {
             StartKind::Forward { send, lookups } => Exchange::forward(slot, send, lookups, &mut fx),
@@ -271,6 +273,8 @@ impl Driver {
             StartKind::Parallel { answer, lookup } => {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
+            StartKind::Lease(lease) => Exchange::lease(slot, lease, &mut fx),
+            StartKind::Ordered(ordered) => Exchange::ordered(slot, ordered, &mut fx),
         };
         exchange.tag = start.tag;
         let holds_writes = exchange.holds_writes();

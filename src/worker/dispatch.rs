@@ -126,6 +126,7 @@ impl Worker {
         };
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(true);
+        fx.now = Some(now);
         let sends = self.planner.sends();
         let mut exchange = match start.kind {
             StartKind::Forward { send, lookups } => Exchange::forward(slot, send, lookups, &mut fx),
@@ -135,6 +136,8 @@ impl Worker {
             StartKind::Parallel { answer, lookup } => {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
+            StartKind::Lease(lease) => Exchange::lease(slot, lease, &mut fx),
+            StartKind::Ordered(ordered) => Exchange::ordered(slot, ordered, &mut fx),
         };
         exchange.tag = start.tag;
         if exchange.holds_writes() {

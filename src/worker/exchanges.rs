@@ -177,6 +177,7 @@ impl Worker {
         };
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(may_send);
+        fx.now = Some(now);
         let flow = exchange.on_completion(part, c, &mut fx);
         self.apply_effects(id, slot, flow, &mut fx, now);
         self.fx = fx;
@@ -244,6 +245,9 @@ impl Worker {
                 return;
             }
         }
+        if let Some(at) = fx.wake_at.take() {
+            self.timers.schedule(at, TimerEvent::Exchange(id));
+        }
         match flow {
             Flow::Done => self.exchanges.remove(id),
             Flow::Background => {
@@ -292,7 +296,22 @@ impl Worker {
         let slot = exchange.slot;
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(true);
+        fx.now = Some(now);
         let flow = exchange.resume(&mut fx);
+        self.apply_effects(id, slot, flow, &mut fx, now);
+        self.fx = fx;
+    }
+
+    /// The time exchange `id` asked to be woken at has come (it may have gone since).
+    pub(super) fn wake_exchange(&mut self, id: ExchangeId, now: Instant) {
+        let Some(exchange) = self.exchanges.get_mut(id) else {
+            return;
+        };
+        let slot = exchange.slot;
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        fx.now = Some(now);
+        let flow = exchange.on_wake(&mut fx);
         self.apply_effects(id, slot, flow, &mut fx, now);
         self.fx = fx;
     }

@@ -89,6 +89,8 @@ pub enum TimerEvent {
     },
     /// A job asked to be woken (a health probe's next turn).
     Job(JobId),
+    /// An exchange asked to be woken (a read waiting for another reader's lease).
+    Exchange(ExchangeId),
 }
 
 /// Everything a worker is built from.
@@ -415,6 +417,7 @@ impl Worker {
                     self.check_slow_request(client, generation, now);
                 }
                 TimerEvent::Job(id) => self.run_job(id, now),
+                TimerEvent::Exchange(id) => self.wake_exchange(id, now),
             }
         }
         self.fired = fired;

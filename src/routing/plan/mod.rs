@@ -125,6 +125,10 @@ pub enum StartKind {
         /// A read whose hits and misses the exchange counts.
         lookup: bool,
     },
+    /// A plain read of one key under leases (warm_first with `leases`).
+    Lease(Box<crate::exchange::lease::Lease>),
+    /// A write to cold, then warm (warm_first with `leases`).
+    Ordered(Box<crate::exchange::ordered::Ordered>),
 }
 
 /// One worker's planner: the route table, the strategies' state (round-robin turns, rings

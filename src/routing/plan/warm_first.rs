@@ -6,16 +6,25 @@
 //! * `gat`/`gats`/`mg ... T` go to both at once, preferring warm's hit (`gats`: cold's);
 //! * writes go to cold and warm at once, cold's reply answering; `cas`, `incr`/`decr`, `ma`,
 //!   `ms ... C` and `md ... C` go to cold and delete the warm copy instead.
+//!
+//! With `leases` (see [`crate::exchange::lease`]): a plain read of one key is a lease read;
+//! writes go to cold, then warm ([`crate::exchange::ordered`]), and those whose result depends
+//! on what warm holds (`append`/`prepend` and `ms` in those modes too, which would apply to a
+//! lease placeholder) drop warm's copy instead; touches are answered by cold alone (warm's
+//! answer could be a placeholder); a multi-key read asks cold alone (for now).
 
 use bytes::Bytes;
 
 use super::{start, Plan, Planner, StartKind, Whole, NO_ROUTE};
+use crate::exchange::lease::{Lease, LeaseRules};
+use crate::exchange::ordered::Ordered;
 use crate::exchange::parallel::Answer;
 use crate::exchange::retrieval::Ask;
 use crate::exchange::write_back;
 use crate::exchange::{Framing, Send, Tag, WriteBack};
 use crate::protocol::{Command, Request};
 use crate::routing::shape::{Shape, WarmPlan};
+use crate::routing::WarmFirstSpec;
 
 impl Planner {
     /// A request whose key takes warm_first route `route` (`index`: its settings).
@@ -30,6 +39,9 @@ impl Planner {
             return Planner::missing_settings();
         };
         let shape = Shape::of(request, bytes);
+        if let Some(rules) = spec.leases {
+            return self.plan_leased(whole, route, &spec, rules, shape, tag);
+        }
         let (pools, answer) = match shape.plan {
             WarmPlan::ReadThrough => {
                 return self.plan_failover(whole, (route, spec.read), tag);
@@ -74,6 +86,71 @@ impl Planner {
         start(StartKind::Parallel { answer, lookup }, tag)
     }
 
+    /// A request on a warm_first route with leases.
+    fn plan_leased(
+        &mut self,
+        whole: Whole,
+        route: usize,
+        spec: &WarmFirstSpec,
+        rules: LeaseRules,
+        shape: Shape,
+        tag: Option<Tag>,
+    ) -> Plan {
+        let (request, bytes, key) = whole;
+        let warm = self.strategies.server_in(&self.router, spec.warm, key);
+        let cold = self.strategies.server_in(&self.router, spec.cold, key);
+        let (Some(warm), Some(cold)) = (warm, cold) else {
+            return Plan::Reply {
+                bytes: Bytes::from_static(NO_ROUTE),
+                close: false,
+            };
+        };
+        self.detail.route_request(route);
+        match shape.plan {
+            WarmPlan::ReadThrough => {
+                let lease = Lease::new(*request, bytes.clone(), warm, cold, rules);
+                start(StartKind::Lease(Box::new(lease)), tag)
+            }
+            WarmPlan::Cold => self.forward(request, bytes.clone(), cold, tag),
+            WarmPlan::Both { .. } => {
+                // Cold answers; warm is touched too (its answer, maybe a placeholder, unread).
+                let framing = Framing::of(request);
+                for server in [cold, warm] {
+                    self.sends.push(Send {
+                        server,
+                        part: 0,
+                        bytes: bytes.clone(),
+                        value: None,
+                        framing,
+                        stream: false,
+                    });
+                }
+                let kind = StartKind::Parallel {
+                    answer: Answer::Of(0),
+                    lookup: true,
+                };
+                start(kind, tag)
+            }
+            WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm => {
+                let invalidation = invalidation(request, bytes);
+                let warm_step = match shape.plan == WarmPlan::WriteBoth && !shape.amends {
+                    true => None,
+                    false => Some(invalidation.clone()),
+                };
+                let send = Send {
+                    server: cold,
+                    part: 0,
+                    bytes: bytes.clone(),
+                    value: None,
+                    framing: Framing::of(request),
+                    stream: false,
+                };
+                let ordered = Ordered::new(send, cold, warm, warm_step, invalidation);
+                start(StartKind::Ordered(Box::new(ordered)), tag)
+            }
+        }
+    }
+
     /// A key of a multi-key retrieval on warm_first settings `index`, by the request's shape:
     /// a plain read through warm, then cold, with the write-back; `gets` of cold alone;
     /// `gat`/`gats` of both tiers at once, in their order of preference.
@@ -88,6 +165,8 @@ impl Planner {
             return (super::ALONE, None);
         };
         let pools = match shape.plan {
+            // With leases, a multi-key read asks cold alone: warm could answer a placeholder.
+            _ if spec.leases.is_some() => std::slice::from_ref(&spec.cold),
             WarmPlan::ReadThrough => return self.failover_chain(spec.read, key, chain),
             WarmPlan::Both { cold_first: false } => &[spec.warm, spec.cold][..],
             WarmPlan::Both { cold_first: true } => &[spec.cold, spec.warm][..],
