@@ -37,6 +37,8 @@ mod tests_admin_errors;
 #[cfg(test)]
 mod tests_errors;
 #[cfg(test)]
+mod tests_leases;
+#[cfg(test)]
 mod tests_load;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -177,7 +177,7 @@ fn unknown_strategy_and_its_keys() {
         errors(&["routes: [{match: '*', strategy: foo, warm: l1, bogus: 1}]"]),
         [
             "routes[0].strategy: unknown strategy 'foo' (expected one of: blind_forward, round_robin, consistent_hash, failover, parallel, warm_first)",
-            "routes[0].bogus: unknown key 'bogus' (expected one of: name, match, commands, strategy, backend, backends, on_miss, failover_ttl, writes, warm, cold, write_on_miss)",
+            "routes[0].bogus: unknown key 'bogus' (expected one of: name, match, commands, strategy, backend, backends, on_miss, failover_ttl, writes, warm, cold, write_on_miss, leases)",
         ]
     );
     assert_eq!(

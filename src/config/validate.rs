@@ -15,6 +15,7 @@ pub(super) fn check(w: &mut Walker, d: &Draft) {
     unique_binds(w, d);
     blind_forward_pools(w, d);
     unreachable_routes(w, d);
+    lease_placeholders(w, d);
 }
 
 fn unique_names<T>(w: &mut Walker, slots: &[Slot<T>], what: &str) {
@@ -88,22 +89,7 @@ fn unreachable_routes(w: &mut Walker, d: &Draft) {
     if d.listener_routes.iter().any(Option::is_none) {
         return;
     }
-    let all: Vec<usize> = (0..d.routes.len()).collect();
-    let mut orders: Vec<Vec<usize>> = d
-        .listener_routes
-        .iter()
-        .flatten()
-        .map(|routes| match routes {
-            None => all.clone(),
-            Some(names) => names
-                .iter()
-                .filter_map(|n| d.routes.iter().position(|r| r.name.as_ref() == Some(n)))
-                .collect(),
-        })
-        .collect();
-    if orders.is_empty() {
-        orders.push(all);
-    }
+    let orders = route_orders(d);
     let catch_all = |i: usize| {
         d.routes[i]
             .value
@@ -133,6 +119,95 @@ fn unreachable_routes(w: &mut Walker, d: &Draft) {
             w.error(&slot.path, msg);
         }
     }
+}
+
+/// A warm_first route with leases leaves placeholders (empty values) in its warm backend for
+/// the keys it reads. Another route that reads that backend with plain commands would serve
+/// them as values, so it must never see those keys: in every route list it is in, the leased
+/// route must come before it and take every command (then every key the leased route matches
+/// is its own, whatever the command). Routes that only write are fine, and so are other
+/// leased routes on the same warm backend.
+fn lease_placeholders(w: &mut Walker, d: &Draft) {
+    if d.listener_routes.iter().any(Option::is_none) {
+        return;
+    }
+    let orders = route_orders(d);
+    let route = |i: usize| d.routes.get(i).and_then(|s| s.value.as_ref());
+    for (l, slot) in d.routes.iter().enumerate() {
+        let Some(Strategy::WarmFirst {
+            warm,
+            leases: Some(_),
+            ..
+        }) = slot.value.as_ref().map(|r| &r.strategy)
+        else {
+            continue;
+        };
+        for (m, other) in d.routes.iter().enumerate() {
+            if m == l || !route(m).is_some_and(|r| reads_backend(r, warm)) {
+                continue;
+            }
+            let shielded = orders.iter().all(|order| {
+                let Some(pos) = order.iter().position(|&i| i == m) else {
+                    return true;
+                };
+                let before = order[..pos].contains(&l);
+                before && route(l).is_some_and(|r| r.commands.is_none())
+            });
+            if shielded {
+                continue;
+            }
+            let name = slot.name.as_deref().unwrap_or("?");
+            let msg = format!(
+                "reads backend '{warm}', the warm tier of route '{name}' ({}), which has leases: \
+                 it could serve that route's lease placeholders as empty values. Put '{name}' \
+                 before it (taking every command) in every route list it is in, give it \
+                 another backend, or give it leases too",
+                slot.path
+            );
+            w.error(&other.path, msg);
+        }
+    }
+}
+
+/// True when `route` reads backend `backend` with commands that would serve a lease
+/// placeholder as a value: anything but a warm_first route with leases on the same warm tier,
+/// and a route whose `commands` are all writes.
+fn reads_backend(route: &RouteConfig, backend: &str) -> bool {
+    if let Some(commands) = &route.commands {
+        if commands.iter().all(|&c| super::routes::is_write(c)) {
+            return false;
+        }
+    }
+    match &route.strategy {
+        Strategy::WarmFirst {
+            warm,
+            leases: Some(_),
+            ..
+        } if warm == backend => false,
+        strategy => strategy.backend_names().contains(&backend),
+    }
+}
+
+/// The route lists of the listeners (route indexes, in order), or every route in file order
+/// when no listener names its own.
+fn route_orders(d: &Draft) -> Vec<Vec<usize>> {
+    let all: Vec<usize> = (0..d.routes.len()).collect();
+    let mut orders: Vec<Vec<usize>> = d
+        .listener_routes
+        .iter()
+        .flatten()
+        .map(|routes| match routes {
+            None => all.clone(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| d.routes.iter().position(|r| r.name.as_ref() == Some(n)))
+                .collect(),
+        })
+        .collect();
+    if orders.is_empty() {
+        orders.push(all);
+    }
+    orders
 }
 
 /// Every feature `c` uses that this release does not implement, one message each. Every part

@@ -34,7 +34,7 @@ use memchr::memchr;
 use super::failover::write_back_send;
 use super::write_back::{self, MetaFlags};
 use super::{Effects, Framing, Send, WriteBack};
-use crate::protocol::decimal::parse_usize;
+use crate::protocol::decimal::{is_digits, parse_usize};
 use crate::protocol::meta_flags::Words;
 use crate::protocol::{Command, Request};
 use crate::upstream::{Completion, Failure};
@@ -528,8 +528,9 @@ fn parse_warm(reply: &Bytes) -> Option<WarmReply> {
             b"W" => out.win = true,
             b"Z" => out.wait = true,
             b"X" => out.stale = true,
-            [b'c', ..] => out.cas = Some(value()),
-            [b'f', ..] => out.flags = Some(value()),
+            // Sent on in a write-back line: digits only.
+            [b'c', digits @ ..] if is_digits(digits) => out.cas = Some(value()),
+            [b'f', digits @ ..] if is_digits(digits) => out.flags = Some(value()),
             _ => {}
         }
     }

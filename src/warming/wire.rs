@@ -97,12 +97,23 @@ pub fn parse_get(buf: &[u8]) -> Result<Option<(GetReply, usize)>, String> {
         ));
     }
     let (mut flags, mut ttl) = (0u32, -1i64);
+    // A lease placeholder (an empty value under a lease, `W`/`Z`) or a stale value (`X`) is
+    // not data: it is not copied (see docs/warming.md).
+    let (mut leased, mut stale) = (false, false);
     for token in tokens {
         let parsed = match token.split_first() {
             Some((b'f', digits)) => decimal::parse_u64(digits)
                 .and_then(|f| u32::try_from(f).ok())
                 .map(|f| flags = f),
             Some((b't', digits)) => decimal::parse_i64(digits).map(|t| ttl = t),
+            Some((b'W' | b'Z', [])) => {
+                leased = true;
+                Some(())
+            }
+            Some((b'X', [])) => {
+                stale = true;
+                Some(())
+            }
             _ => Some(()),
         };
         if parsed.is_none() {
@@ -112,6 +123,7 @@ pub fn parse_get(buf: &[u8]) -> Result<Option<(GetReply, usize)>, String> {
     let end = after + len;
     match buf.get(end..end + 2) {
         None => Ok(None),
+        Some(b"\r\n") if stale || (leased && len == 0) => Ok(Some((GetReply::Miss, end + 2))),
         Some(b"\r\n") => Ok(Some((
             GetReply::Hit {
                 flags,
@@ -283,6 +295,25 @@ mod tests {
         assert_eq!(err(b"ERROR\r\n"), "ERROR");
         assert!(err(b"HD\r\n").contains("unexpected reply"));
         assert!(err(b"VA x f1\r\n").contains("malformed"));
+        // A lease placeholder, or a stale value, is not copied; a value being refreshed is.
+        for placeholder in [
+            &b"VA 0 f0 t30 Z\r\n\r\n"[..],
+            b"VA 0 f0 t3 W\r\n\r\n",
+            b"VA 1 f0 t3 X W\r\nx\r\n",
+        ] {
+            assert_eq!(
+                parse_get(placeholder),
+                Ok(Some((GetReply::Miss, placeholder.len())))
+            );
+        }
+        let refreshed = b"VA 1 f2 t3 Z\r\nx\r\n";
+        let hit = GetReply::Hit {
+            flags: 2,
+            ttl: 3,
+            start: 14,
+            len: 1,
+        };
+        assert_eq!(parse_get(refreshed), Ok(Some((hit, refreshed.len()))));
         assert!(err(b"VA 1 fx\r\n").contains("malformed"));
         assert!(err(b"VA 1 f1 t1\r\nab\r\n").contains("not followed"));
         assert!(err(b"EN\n").contains("without"));
