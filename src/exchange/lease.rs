@@ -100,6 +100,10 @@ pub struct Lease {
     meta: bool,
     /// The client's `mg` is quiet (`q`): a miss answers nothing.
     quiet: bool,
+    /// The key as on the wire.
+    key: Bytes,
+    /// A classic answer ends with `END` (not for a key of a multi-get: its batch ends it).
+    end: bool,
     /// The line warm is asked.
     warm_line: Bytes,
     /// Flags (and lease markers) the warm line carries that the client did not ask.
@@ -131,6 +135,8 @@ impl Lease {
         let (warm_line, warm_added) = warm_request(&request, &bytes, &rules);
         Lease {
             quiet: meta && request.quiet,
+            key: bytes.slice_ref(request.first_key(&bytes)),
+            end: true,
             meta,
             request,
             bytes,
@@ -146,6 +152,21 @@ impl Lease {
             holding: false,
             answered: false,
         }
+    }
+
+    /// A read of `key` (a classic key of a multi-get), answered with its `VALUE` block alone (or
+    /// nothing on a miss), for a [`super::lease_batch::LeaseBatch`] to put in order.
+    /// None when `key` is no key (it came from a parsed request, so it always is one).
+    pub fn for_key(key: &[u8], warm: usize, cold: usize, rules: LeaseRules) -> Option<Lease> {
+        let mut line = BytesMut::with_capacity(key.len() + 8);
+        line.put_slice(b"get ");
+        line.put_slice(key);
+        line.put_slice(b"\r\n");
+        let bytes = line.freeze();
+        let request = one_key_get(&bytes)?;
+        let mut lease = Lease::new(request, bytes, warm, cold, rules);
+        lease.end = false;
+        Some(lease)
     }
 
     /// Asks warm. The read holds its client's later writes until it has asked cold (or is
@@ -233,8 +254,8 @@ impl Lease {
                 if !self.quiet {
                     fx.deliver.push(Bytes::from_static(b"EN\r\n"));
                 }
-            } else if !c.reply.is_empty() {
-                fx.deliver.push(c.reply.clone());
+            } else if self.end {
+                fx.deliver.push(Bytes::from_static(b"END\r\n"));
             }
             return;
         }
@@ -247,8 +268,13 @@ impl Lease {
             }
             hit.map(|h| (h.flags, h.data, h.remaining_ttl))
         } else {
-            if !c.reply.is_empty() {
-                fx.deliver.push(c.reply.clone());
+            // Without its `END` for a key of a multi-get.
+            let reply = match self.end {
+                true => c.reply.clone(),
+                false => c.reply.slice(..c.reply.len().saturating_sub(c.tail)),
+            };
+            if !reply.is_empty() {
+                fx.deliver.push(reply);
             }
             write_back::value_blocks(&c.reply)
                 .next()
@@ -304,11 +330,14 @@ impl Lease {
             write_back::mg_client_reply_parts(reply, self.warm_added, &mut fx.deliver);
             return;
         }
+        let end = Bytes::from_static(b"END\r\n");
         let (Some(flags), Some(data)) = (&warm.flags, &warm.data) else {
-            fx.deliver.push(Bytes::from_static(b"END\r\n"));
+            if self.end {
+                fx.deliver.push(end);
+            }
             return;
         };
-        let key = self.request.first_key(&self.bytes);
+        let key = &self.key;
         let size = data.len().saturating_sub(2);
         let mut header = BytesMut::with_capacity(key.len() + flags.len() + 32);
         header.put_slice(b"VALUE ");
@@ -320,7 +349,9 @@ impl Lease {
         header.put_slice(b"\r\n");
         fx.deliver.push(header.freeze());
         fx.deliver.push(data.clone());
-        fx.deliver.push(Bytes::from_static(b"END\r\n"));
+        if self.end {
+            fx.deliver.push(end);
+        }
     }
 
     /// The client has its value; cold is read again in the background to refresh it.
@@ -366,6 +397,15 @@ impl Lease {
             // The reply decides what happens next: it is read whole.
             stream: false,
         });
+    }
+}
+
+/// `bytes` (`get <key>\r\n`) parsed, when it is a `get` of one key.
+pub fn one_key_get(bytes: &[u8]) -> Option<Request> {
+    use crate::protocol::{parse_request, Limits, Parsed};
+    match parse_request(bytes, &Limits::default()) {
+        Ok(Parsed::Complete(request)) if request.key_count == 1 => Some(request),
+        _ => None,
     }
 }
 

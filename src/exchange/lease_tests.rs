@@ -65,7 +65,11 @@ fn answer_at(
     failed: bool,
     now: Instant,
 ) -> Effects {
-    let part = sent.sends.last().map(|s| s.part).expect("a request was sent");
+    let part = sent
+        .sends
+        .last()
+        .map(|s| s.part)
+        .expect("a request was sent");
     let mut fx = effects(now);
     lease.on_completion(part, &reply(text, failed), &mut fx);
     fx
@@ -90,7 +94,11 @@ fn side(fx: &Effects) -> Vec<(usize, usize, String)> {
         .map(|(effect, s)| {
             let mut bytes = s.bytes.to_vec();
             bytes.extend_from_slice(s.value.as_deref().unwrap_or_default());
-            (*effect, s.server, String::from_utf8_lossy(&bytes).into_owned())
+            (
+                *effect,
+                s.server,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
         })
         .collect()
 }
@@ -226,7 +234,10 @@ fn warm_failures_and_garbage_go_to_cold_without_a_lease() {
         lease.on_completion(1, &c, &mut fx2);
         assert_eq!(sent(&fx2), [(COLD, "get k\r\n".to_string())], "{text:?}");
         let fx3 = answer(&mut lease, &fx2, b"VALUE k 0 1\r\nx\r\nEND\r\n", false);
-        assert!(fx3.side.is_empty(), "{text:?}: no write-back without a lease");
+        assert!(
+            fx3.side.is_empty(),
+            "{text:?}: no write-back without a lease"
+        );
     }
 }
 

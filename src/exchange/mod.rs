@@ -21,6 +21,7 @@
 //!   (parallel routes, warm_first's writes);
 //! * [`lease::Lease`]: a plain read of one key on a warm_first route with leases (warm under
 //!   memcached's leases, cold for the lease holder, a timer for the readers behind it);
+//! * [`lease_batch::LeaseBatch`]: a multi-key `get` with leased keys, read key by key;
 //! * [`ordered::Ordered`]: a write on a warm_first route with leases: cold first, then warm.
 //!
 //! Exchanges live in a slab owned by the worker; ids carry a generation, so a reply for an
@@ -30,6 +31,7 @@ pub(crate) mod failover;
 pub(crate) mod fan_out;
 pub(crate) mod forward;
 pub mod lease;
+pub mod lease_batch;
 pub mod multiget;
 pub(crate) mod ordered;
 pub(crate) mod parallel;
@@ -176,6 +178,7 @@ enum Kind {
     Failover(Box<failover::Failover>),
     Parallel(parallel::Parallel),
     Lease(Box<lease::Lease>),
+    LeaseBatch(Box<lease_batch::LeaseBatch>),
     Ordered(Box<ordered::Ordered>),
 }
 
@@ -231,6 +234,16 @@ impl Exchange {
         Exchange::started(slot, Kind::Lease(lease), fx)
     }
 
+    /// Starts a multi-key get read key by key (its first window goes out now).
+    pub fn lease_batch(
+        slot: SlotRef,
+        mut batch: Box<lease_batch::LeaseBatch>,
+        fx: &mut Effects,
+    ) -> Exchange {
+        batch.start(fx);
+        Exchange::started(slot, Kind::LeaseBatch(batch), fx)
+    }
+
     /// Starts a write that goes to cold, then warm (cold is asked now).
     pub fn ordered(
         slot: SlotRef,
@@ -263,6 +276,7 @@ impl Exchange {
             Kind::Failover(f) => f.on_completion(part, completion, fx),
             Kind::Parallel(p) => p.on_completion(part, completion, fx),
             Kind::Lease(l) => l.on_completion(part, completion, fx),
+            Kind::LeaseBatch(b) => b.on_completion(part, completion, fx),
             Kind::Ordered(o) => o.on_completion(part, completion, fx),
         };
         self.outstanding += count(fx);
@@ -271,8 +285,10 @@ impl Exchange {
 
     /// The time it asked for in [`Effects::wake_at`] has come.
     pub fn on_wake(&mut self, fx: &mut Effects) -> Flow {
-        if let Kind::Lease(l) = &mut self.kind {
-            l.on_wake(fx);
+        match &mut self.kind {
+            Kind::Lease(l) => l.on_wake(fx),
+            Kind::LeaseBatch(b) => b.on_wake(fx),
+            _ => {}
         }
         self.outstanding += count(fx);
         self.flow(fx)
@@ -282,6 +298,7 @@ impl Exchange {
     pub fn resume(&mut self, fx: &mut Effects) -> Flow {
         match &mut self.kind {
             Kind::Retrieval(r) => r.resume(fx),
+            Kind::LeaseBatch(b) => b.resume(fx),
             Kind::Forward(_)
             | Kind::FanOut(_)
             | Kind::Failover(_)
@@ -301,6 +318,7 @@ impl Exchange {
             Kind::Retrieval(r) => r.holds_writes(),
             Kind::Failover(f) => f.holds_writes(),
             Kind::Lease(l) => l.holds_writes(),
+            Kind::LeaseBatch(b) => b.holds_writes(),
             Kind::Ordered(o) => o.holds_requests(),
             Kind::Forward(_) | Kind::FanOut(_) | Kind::Parallel(_) => false,
         }
@@ -339,7 +357,7 @@ impl Exchange {
             Kind::Retrieval(_) => false,
             Kind::Failover(f) => f.is_silent(),
             Kind::Parallel(p) => p.is_silent(),
-            Kind::Lease(_) => false,
+            Kind::Lease(_) | Kind::LeaseBatch(_) => false,
             Kind::Ordered(o) => o.is_silent(),
         };
         let finished = match &self.kind {
@@ -356,6 +374,12 @@ impl Exchange {
             Kind::Failover(f) => f.finished(),
             Kind::Parallel(p) => p.finished(),
             Kind::Lease(l) => l.finished(),
+            Kind::LeaseBatch(b) => {
+                if b.parked() {
+                    return Flow::Parked;
+                }
+                b.finished()
+            }
             Kind::Ordered(o) => o.finished(),
         };
         if fx.abort || (finished && self.outstanding == 0) {

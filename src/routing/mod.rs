@@ -454,6 +454,22 @@ impl Router {
         self.warm_firsts.get(index)
     }
 
+    /// True when some warm_first route has leases (a multi-key get may then need reading key
+    /// by key).
+    pub fn has_leases(&self) -> bool {
+        self.warm_firsts.iter().any(|w| w.leases.is_some())
+    }
+
+    /// The lease settings of `route` and its warm and cold pools, when it is a warm_first
+    /// route with leases.
+    pub fn leases_of(&self, route: usize) -> Option<(&WarmFirstSpec, LeaseRules)> {
+        let RouteKind::WarmFirst(index) = self.routes.get(route)?.kind else {
+            return None;
+        };
+        let spec = self.warm_firsts.get(index)?;
+        Some((spec, spec.leases?))
+    }
+
     /// The pools route `route` may send a key to, in order (empty for blind_forward).
     /// Every server route `route` can send a key to (its one server, or its pools' servers).
     pub fn servers_of(&self, route: &Route) -> Vec<usize> {

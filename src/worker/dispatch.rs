@@ -137,6 +137,7 @@ impl Worker {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
             StartKind::Lease(lease) => Exchange::lease(slot, lease, &mut fx),
+            StartKind::LeaseBatch(batch) => Exchange::lease_batch(slot, batch, &mut fx),
             StartKind::Ordered(ordered) => Exchange::ordered(slot, ordered, &mut fx),
         };
         exchange.tag = start.tag;

@@ -127,6 +127,8 @@ pub enum StartKind {
     },
     /// A plain read of one key under leases (warm_first with `leases`).
     Lease(Box<crate::exchange::lease::Lease>),
+    /// A multi-key get with leased keys, read key by key.
+    LeaseBatch(Box<crate::exchange::lease_batch::LeaseBatch>),
     /// A write to cold, then warm (warm_first with `leases`).
     Ordered(Box<crate::exchange::ordered::Ordered>),
 }
@@ -143,6 +145,8 @@ pub struct Planner {
     key_bytes: KeyBytes,
     /// The most servers one key may be asked of (see [`Router::chain_width`]).
     chain_width: usize,
+    /// Some warm_first route has leases ([`Router::has_leases`]).
+    has_leases: bool,
     stats: Arc<WorkerStats>,
     detail: Arc<DetailStats>,
     /// Requests of the plan being made that go out with it: the servers of a fan-out or a
@@ -168,6 +172,7 @@ impl Planner {
                 .map(|l| router.reachable_servers(l))
                 .collect(),
             chain_width: router.chain_width(),
+            has_leases: router.has_leases(),
             router,
             effects,
             key_bytes: KeyBytes::default(),

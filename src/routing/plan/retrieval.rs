@@ -5,11 +5,15 @@
 use bytes::Bytes;
 
 use super::{start, Context, Plan, Planner, StartKind, ALONE};
+use crate::exchange::failover::{Failover, Rules};
+use crate::exchange::lease::{one_key_get, Lease};
+use crate::exchange::lease_batch::{Lane, LeaseBatch};
 use crate::exchange::retrieval::{Ask, Retrieval};
 use crate::exchange::{Tag, WriteBack};
 use crate::observe::stats::WorkerStats;
 use crate::protocol::{Command, Request};
 use crate::routing::shape::Shape;
+use crate::routing::shape::WarmPlan;
 use crate::routing::strategy::Memo;
 use crate::routing::RouteKind;
 
@@ -58,9 +62,17 @@ impl Planner {
         routed: (usize, Memo),
         tag: Option<Tag>,
     ) -> Plan {
-        let (counted, mut memo) = routed;
         // A classic retrieval: its shape is one match, worked out once for all its keys.
         let shape = Shape::of(request, &bytes);
+        if shape.plan == WarmPlan::ReadThrough
+            && self.has_leases
+            && request
+                .keys(&bytes)
+                .any(|key| self.leased_route(cx, request.command, key).is_some())
+        {
+            return self.plan_lease_batch(cx, request, &bytes, routed, shape, tag);
+        }
+        let (counted, mut memo) = routed;
         let mut retrieval = Retrieval::new(*request, bytes.clone(), self.chain_width);
         let mut chain = Vec::with_capacity(self.chain_width);
         let key = |retrieval: &Retrieval, index: usize| -> &[u8] {
@@ -106,6 +118,74 @@ impl Planner {
         start(StartKind::Retrieval(Box::new(retrieval)), tag)
     }
 
+    /// A plain multi-key `get` with some key on a warm_first route with leases: every key read
+    /// on its own, as its route reads one key (see [`crate::exchange::lease_batch`]).
+    fn plan_lease_batch(
+        &mut self,
+        cx: &Context,
+        request: &Request,
+        bytes: &Bytes,
+        routed: (usize, Memo),
+        shape: Shape,
+        tag: Option<Tag>,
+    ) -> Plan {
+        let (counted, mut memo) = routed;
+        let mut lanes = Vec::with_capacity(request.key_count);
+        let mut chain = Vec::with_capacity(self.chain_width);
+        for (index, key) in request.keys(bytes).enumerate() {
+            let count = index >= counted;
+            if let Some(route) = self.leased_route(cx, request.command, key) {
+                let lane = self.lease_lane(route, key);
+                if count && lane.is_some() {
+                    self.detail.route_request(route);
+                }
+                lanes.push(lane.map_or(Lane::Unrouted, |l| Lane::Lease(Box::new(l))));
+                continue;
+            }
+            let (ask, write_back) = self.chain_of(
+                cx,
+                request.command,
+                shape,
+                key,
+                (&mut memo, count),
+                &mut chain,
+            );
+            let lane = match one_key_get(&get_line(key)) {
+                Some(one) if !chain.is_empty() => {
+                    let rules = Rules {
+                        // A parallel route's key: its first hit in chain order.
+                        miss_next: !matches!(ask, Ask::InTurn { miss_next: false }),
+                        ttl: None,
+                        write_back,
+                    };
+                    let failover = Failover::new(one, get_line(key), chain.clone(), rules);
+                    Lane::Plain(Box::new(failover))
+                }
+                _ => {
+                    WorkerStats::add(&self.stats.no_route, 1);
+                    Lane::Unrouted
+                }
+            };
+            lanes.push(lane);
+        }
+        let batch = LeaseBatch::new(lanes, cx.multiget_window.max(1));
+        start(StartKind::LeaseBatch(Box::new(batch)), tag)
+    }
+
+    /// The route of `key` for `command`, when it is a warm_first route with leases.
+    fn leased_route(&self, cx: &Context, command: Command, key: &[u8]) -> Option<usize> {
+        let route = self.router.route(cx.listener, command, key)?;
+        self.router.leases_of(route).map(|_| route)
+    }
+
+    /// The lease read of `key` on leased route `route`.
+    fn lease_lane(&self, route: usize, key: &[u8]) -> Option<Lease> {
+        let (spec, rules) = self.router.leases_of(route)?;
+        let warm = self.strategies.server_in(&self.router, spec.warm, key)?;
+        let cold = self.strategies.server_in(&self.router, spec.cold, key)?;
+        Lease::for_key(key, warm, cold, rules)
+    }
+
     /// The servers `key` is asked of (into `chain`; left empty when no route takes it), how,
     /// and where its hits on later servers are written back, as its route's strategy says.
     /// `memo` keeps a round-robin pick for the rest of the request; `count` adds the key to
@@ -143,4 +223,13 @@ impl Planner {
             RouteKind::WarmFirst(w) => self.warm_first_chain(w, shape, key, chain),
         }
     }
+}
+
+/// `get <key>\r\n`.
+fn get_line(key: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(key.len() + 6);
+    line.extend_from_slice(b"get ");
+    line.extend_from_slice(key);
+    line.extend_from_slice(b"\r\n");
+    Bytes::from(line)
 }
