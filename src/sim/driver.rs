@@ -263,6 +263,7 @@ impl Driver {
             StartKind::Failover(_) => "failover",
             StartKind::Parallel { .. } => "parallel",
             StartKind::Lease(_) => "lease",
+            StartKind::LeaseBatch(_) => "lease_batch",
             StartKind::Ordered(_) => "ordered",
         };
         let mut exchange = match start.kind {
@@ -274,6 +275,7 @@ impl Driver {
                 Exchange::parallel(slot, sends.drain(..), answer, lookup, &mut fx)
             }
             StartKind::Lease(lease) => Exchange::lease(slot, lease, &mut fx),
+            StartKind::LeaseBatch(batch) => Exchange::lease_batch(slot, batch, &mut fx),
             StartKind::Ordered(ordered) => Exchange::ordered(slot, ordered, &mut fx),
         };
         exchange.tag = start.tag;
