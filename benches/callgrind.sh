@@ -15,7 +15,8 @@
 # (where to keep the profile for callgrind_annotate; default a temporary file, removed),
 # CALLGRIND_ROUTE: the route measured, over memcached A and, where needed, a second memcached B:
 #   blind_forward (default) | consistent_hash (pool A) | warm_first (warm A, cold B,
-#   write_on_miss; the load's gets hit A, since its sets go to both) | parallel (A and B) |
+#   write_on_miss; the load's gets hit A, since its sets go to both) | warm_first_leases (the
+#   same with `leases: {}`: gets read A with mg N c, sets go to B, then A) | parallel (A and B) |
 #   replicate (consistent_hash on A, sets copied to B) | split (consistent_hash over a pool of A
 #   and B, so a multi-get's keys are split between them)
 # CALLGRIND_MULTIGET: keys per get (memcaslap -d; default 1: single gets). With 100 and
@@ -81,6 +82,7 @@ extra=""
 case $ROUTE in
 blind_forward | consistent_hash) route="{name: all, match: \"*\", strategy: $ROUTE, backend: mc}" ;;
 warm_first) route="{name: all, match: \"*\", strategy: warm_first, warm: mc, cold: mc2, write_on_miss: {ttl: 300}}" ;;
+warm_first_leases) route="{name: all, match: \"*\", strategy: warm_first, warm: mc, cold: mc2, write_on_miss: {ttl: 300}, leases: {}}" ;;
 parallel) route="{name: all, match: \"*\", strategy: parallel, backends: [mc, mc2]}" ;;
 split) route="{name: all, match: \"*\", strategy: consistent_hash, backend: both}" ;;
 replicate)
@@ -88,7 +90,7 @@ replicate)
     extra="side_effects: [{replicate: {routes: [all], to: mc2, commands: [set]}}]"
     ;;
 *)
-    echo "error: CALLGRIND_ROUTE=$ROUTE is not one of blind_forward consistent_hash warm_first parallel replicate split" >&2
+    echo "error: CALLGRIND_ROUTE=$ROUTE is not one of blind_forward consistent_hash warm_first warm_first_leases parallel replicate split" >&2
     exit 1
     ;;
 esac

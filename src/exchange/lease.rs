@@ -32,7 +32,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 
 use super::failover::write_back_send;
-use super::write_back::{self, MetaFlags};
+use super::write_back::{self, put_decimal, MetaFlags};
 use super::{Effects, Framing, Send, WriteBack};
 use crate::protocol::decimal::{is_digits, parse_usize};
 use crate::protocol::meta_flags::Words;
@@ -117,6 +117,9 @@ pub struct Lease {
     holding: bool,
     answered: bool,
 }
+
+/// Values up to this size are copied into the client's answer with their header.
+const INLINE_VALUE: usize = 512;
 
 /// Lease markers memcached adds to a reply, never shown to a client.
 const MARKERS: [u8; 3] = [b'W', b'Z', b'X'];
@@ -339,14 +342,26 @@ impl Lease {
         };
         let key = &self.key;
         let size = data.len().saturating_sub(2);
-        let mut header = BytesMut::with_capacity(key.len() + flags.len() + 32);
+        // A small value is copied behind its new header (one buffer for the client instead
+        // of three pieces); a large one goes out as a slice of warm's reply.
+        let inline = size <= INLINE_VALUE;
+        let capacity = key.len() + flags.len() + 32 + if inline { data.len() } else { 0 };
+        let mut header = BytesMut::with_capacity(capacity);
         header.put_slice(b"VALUE ");
         header.put_slice(key);
         header.put_u8(b' ');
         header.put_slice(flags);
         header.put_u8(b' ');
-        header.put_slice(size.to_string().as_bytes());
+        put_decimal(&mut header, size as u64);
         header.put_slice(b"\r\n");
+        if inline {
+            header.put_slice(data);
+            if self.end {
+                header.put_slice(&end);
+            }
+            fx.deliver.push(header.freeze());
+            return;
+        }
         fx.deliver.push(header.freeze());
         fx.deliver.push(data.clone());
         if self.end {
@@ -432,10 +447,10 @@ fn warm_request(request: &Request, bytes: &[u8], rules: &LeaseRules) -> (Bytes, 
         line.put_slice(b" v f c");
     }
     line.put_slice(b" N");
-    line.put_slice(rules.lease_ttl.to_string().as_bytes());
+    put_decimal(&mut line, u64::from(rules.lease_ttl));
     if rules.refresh_below > 0 {
         line.put_slice(b" R");
-        line.put_slice(rules.refresh_below.to_string().as_bytes());
+        put_decimal(&mut line, u64::from(rules.refresh_below));
     }
     line.put_slice(b"\r\n");
     (line.freeze(), added)
@@ -512,9 +527,9 @@ fn lease_set(key: &[u8], base64: bool, flags: &[u8], len: usize, ttl: u64, cas: 
     header.put_slice(b"ms ");
     header.put_slice(key);
     header.put_u8(b' ');
-    header.put_slice(len.to_string().as_bytes());
+    put_decimal(&mut header, len as u64);
     header.put_slice(b" T");
-    header.put_slice(ttl.to_string().as_bytes());
+    put_decimal(&mut header, ttl);
     header.put_slice(b" F");
     header.put_slice(flags);
     header.put_slice(b" C");

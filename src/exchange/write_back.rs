@@ -386,7 +386,7 @@ fn slice(buf: &Bytes, start: usize, end: usize) -> Option<Bytes> {
 }
 
 /// Appends `n` in decimal without going through a `String`.
-fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+pub fn put_decimal(buf: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
