@@ -755,6 +755,10 @@ rows_tiers() {
         tiers_row "$workers:hit" "$p warm_first hit path (warm W, cold C)" "$workers" 1 2 "$base" \
             write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" "cold: C" \
                 "write_on_miss: { ttl: 300 }")"
+        # 3b. the same with leases: gets read W with mg N c, sets go to C, then W.
+        tiers_row "$workers:leases" "$p warm_first hit path with leases" "$workers" 1 2 "$base" \
+            write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" "cold: C" \
+                "write_on_miss: { ttl: 300 }" "leases: {}")"
         # 4. warm_first, every get a miss in F, a hit in C and a write-back add F refuses.
         #    memcached counts each get twice (F's miss, C's hit), each set once (F refuses it).
         tiers_row "$workers:miss" "$p warm_first miss path (warm F full, cold C)" "$workers" 2 1 \
@@ -777,6 +781,9 @@ side_effects:
         tiers_row "$workers:hit-low" "$p warm_first hit path, $low% set" "$workers" 1 2 \
             "$base, $low% set" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first \
                 "warm: W" "cold: C" "write_on_miss: { ttl: 300 }")"
+        tiers_row "$workers:leases-low" "$p warm_first hit path with leases, $low% set" \
+            "$workers" 1 2 "$base, $low% set" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route \
+                warm_first "warm: W" "cold: C" "write_on_miss: { ttl: 300 }" "leases: {}")"
         LOAD_CFG=$main
     done
 }
