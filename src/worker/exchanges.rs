@@ -289,21 +289,23 @@ impl Worker {
         }
     }
 
+    /// The client of exchange `id` drained: a parked exchange sends its next window.
     pub(super) fn resume_exchange(&mut self, id: ExchangeId, now: Instant) {
-        let Some(exchange) = self.exchanges.get_mut(id) else {
-            return;
-        };
-        let slot = exchange.slot;
-        let mut fx = std::mem::take(&mut self.fx);
-        fx.reset(true);
-        fx.now = Some(now);
-        let flow = exchange.resume(&mut fx);
-        self.apply_effects(id, slot, flow, &mut fx, now);
-        self.fx = fx;
+        self.step_exchange(id, now, Exchange::resume);
     }
 
     /// The time exchange `id` asked to be woken at has come (it may have gone since).
     pub(super) fn wake_exchange(&mut self, id: ExchangeId, now: Instant) {
+        self.step_exchange(id, now, Exchange::on_wake);
+    }
+
+    /// Runs `step` on exchange `id` (if it is still there) and carries out its effects.
+    fn step_exchange(
+        &mut self,
+        id: ExchangeId,
+        now: Instant,
+        step: fn(&mut Exchange, &mut Effects) -> Flow,
+    ) {
         let Some(exchange) = self.exchanges.get_mut(id) else {
             return;
         };
@@ -311,7 +313,7 @@ impl Worker {
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(true);
         fx.now = Some(now);
-        let flow = exchange.on_wake(&mut fx);
+        let flow = step(exchange, &mut fx);
         self.apply_effects(id, slot, flow, &mut fx, now);
         self.fx = fx;
     }
