@@ -360,6 +360,13 @@ fn a_herd_of_readers_on_two_proxies_makes_one_cold_read() {
         "one cold read for the whole herd; what reached cold: {}",
         String::from_utf8_lossy(&relay.forwarded())
     );
+    // The counters say the same: one lease holder over both proxies, the others waited (some
+    // readers may have come after the write-back: plain hits), none gave up.
+    let stat = |name: &str| -> u64 { proxies.iter().map(|p| p.client().stat(name)).sum() };
+    assert_eq!(stat("lease_wins"), 1, "one lease holder");
+    assert!(stat("lease_waits") >= 1, "the others waited");
+    assert_eq!(stat("lease_wait_timeouts"), 0, "no reader gave up");
+    assert_eq!(stat("lease_refreshes"), 0, "no early refresh configured");
 }
 
 #[test]
@@ -517,6 +524,12 @@ fn a_hot_key_is_refreshed_early_by_one_reader_and_never_leaves_warm() {
          2 s: expected the first read and about one refresh per 2 s; what reached cold: {}",
         String::from_utf8_lossy(&relay.forwarded())
     );
+    // Every cold read but the first miss's was an early refresh.
+    let refreshes = bifrost.client().stat("lease_refreshes");
+    assert!(
+        refreshes >= 1 && refreshes as usize + 1 >= cold_reads,
+        "{refreshes} early refreshes counted for {cold_reads} cold reads"
+    );
 }
 
 #[test]
@@ -575,6 +588,10 @@ fn a_placeholder_in_warm_is_never_served() {
         );
     }
     assert_eq!(effect(&mut c, WRITE_BACK, "queued"), 0, "no write-back");
+    // Five reads waited (get k1, mg k1, get k2, mg k2, the quiet mg k2), each gave up.
+    assert_eq!(c.stat("lease_waits"), 5);
+    assert_eq!(c.stat("lease_wait_timeouts"), 5);
+    assert_eq!(c.stat("lease_wins"), 0);
 }
 
 #[test]

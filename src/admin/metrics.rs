@@ -138,6 +138,30 @@ const PROCESS_METRICS: &[(&str, &str, Kind, &str)] = &[
         "Resets of side-effect connections caused by a side-effect request's deadline.",
     ),
     (
+        "lease_wins",
+        "bifrost_lease_wins_total",
+        Kind::Counter,
+        "Reads on a warm_first route with leases that got the lease on a warm miss and read cold.",
+    ),
+    (
+        "lease_waits",
+        "bifrost_lease_waits_total",
+        Kind::Counter,
+        "Reads that found another reader's lease and waited for its write-back instead of reading cold.",
+    ),
+    (
+        "lease_wait_timeouts",
+        "bifrost_lease_wait_timeouts_total",
+        Kind::Counter,
+        "Waiting reads that gave up after the route's leases.wait and read cold themselves.",
+    ),
+    (
+        "lease_refreshes",
+        "bifrost_lease_refreshes_total",
+        Kind::Counter,
+        "Early refreshes: hits served at once and read again from cold in the background.",
+    ),
+    (
         "backend_connections",
         "bifrost_backend_connections",
         Kind::Gauge,

@@ -57,6 +57,29 @@ pub struct LeaseRules {
     pub write_back: WriteBack,
 }
 
+/// What reads under leases did during one event, for the process counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCounts {
+    /// Reads that got the lease on a miss (or a stale value) and read cold.
+    pub wins: u32,
+    /// Reads that found another reader's lease and began to wait.
+    pub waits: u32,
+    /// Waiting reads that gave up and read cold.
+    pub wait_timeouts: u32,
+    /// Early refreshes started.
+    pub refreshes: u32,
+}
+
+impl LeaseCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: LeaseCounts) {
+        self.wins += other.wins;
+        self.waits += other.waits;
+        self.wait_timeouts += other.wait_timeouts;
+        self.refreshes += other.refreshes;
+    }
+}
+
 /// Where the read is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -221,10 +244,14 @@ impl Lease {
         };
         let empty = warm.size == Some(0);
         match (warm.win, warm.wait) {
-            (true, _) if empty || warm.stale => self.ask_cold(warm.cas, fx),
+            (true, _) if empty || warm.stale => {
+                fx.leases.wins += 1;
+                self.ask_cold(warm.cas, fx)
+            }
             (true, _) => {
                 self.serve_warm(&c.reply, &warm, fx);
                 if let Some(cas) = warm.cas {
+                    fx.leases.refreshes += 1;
                     self.refresh(cas, fx);
                 }
             }
@@ -238,8 +265,12 @@ impl Lease {
     /// wait is over.
     fn wait(&mut self, fx: &mut Effects) {
         let now = fx.now.unwrap_or_else(Instant::now);
+        if self.deadline.is_none() {
+            fx.leases.waits += 1;
+        }
         let deadline = *self.deadline.get_or_insert(now + self.rules.wait);
         if now >= deadline {
+            fx.leases.wait_timeouts += 1;
             return self.ask_cold(None, fx);
         }
         fx.wake_at = Some((now + self.backoff).min(deadline));

@@ -187,6 +187,7 @@ impl LeaseBatch {
         fx.side.append(&mut scratch.side);
         fx.lookups.0 += scratch.lookups.0;
         fx.lookups.1 += scratch.lookups.1;
+        fx.leases.add(std::mem::take(&mut scratch.leases));
         if let Some(at) = scratch.wake_at.take() {
             if let Some(wake) = self.wakes.get_mut(lane) {
                 *wake = Some(at);

@@ -105,6 +105,8 @@ pub struct Effects {
     pub unrouted_misses: usize,
     /// Set by the loop before each call: the time now (None in tests that give none).
     pub now: Option<std::time::Instant>,
+    /// What reads under leases did (see [`lease::LeaseCounts`]).
+    pub leases: lease::LeaseCounts,
     /// Call the exchange's [`Exchange::on_wake`] at this time (a read waiting for another
     /// reader's lease).
     pub wake_at: Option<std::time::Instant>,
@@ -124,6 +126,7 @@ impl Effects {
         self.unrouted_misses = 0;
         self.writes_released = false;
         self.wake_at = None;
+        self.leases = lease::LeaseCounts::default();
     }
 }
 

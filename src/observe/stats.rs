@@ -68,6 +68,10 @@ counters! {
     admin_header_timeouts => "admin_header_timeouts",
     clients_shed_request_memory => "clients_shed_request_memory",
     request_bytes_buffered => "request_bytes_buffered",
+    lease_wins => "lease_wins",
+    lease_waits => "lease_waits",
+    lease_wait_timeouts => "lease_wait_timeouts",
+    lease_refreshes => "lease_refreshes",
 }
 
 impl WorkerStats {

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use crate::exchange::lease::LeaseCounts;
+
 use super::*;
 
 impl Worker {
@@ -274,6 +276,16 @@ impl Worker {
         if fx.lookups != (0, 0) {
             let counters = tag.and_then(|t| self.detail.commands(t.route, t.command));
             self.count_lookups(counters, fx.lookups.0, fx.lookups.1);
+        }
+        if fx.leases != LeaseCounts::default() {
+            let stats = &self.stats;
+            WorkerStats::add(&stats.lease_wins, u64::from(fx.leases.wins));
+            WorkerStats::add(&stats.lease_waits, u64::from(fx.leases.waits));
+            WorkerStats::add(
+                &stats.lease_wait_timeouts,
+                u64::from(fx.leases.wait_timeouts),
+            );
+            WorkerStats::add(&stats.lease_refreshes, u64::from(fx.leases.refreshes));
         }
         if fx.unrouted_misses > 0 {
             // Keys no route takes: misses of the process, of no route.
