@@ -813,3 +813,84 @@ fn reads_without_a_lease_never_return_a_placeholder() {
         "a multi-key get"
     );
 }
+
+/// A multi-key get mixing keys of a leased route with keys of another route (on another
+/// backend) and keys no route takes, over more than one window: every key answered in the asked
+/// order with one `END`, the leased keys read through warm under leases (written back, one
+/// cold read for a key asked twice), the others from their own backend.
+#[test]
+fn a_mixed_multi_get_answers_every_key_in_order_over_several_windows() {
+    let warm = Memcached::start();
+    let cold = Memcached::start();
+    let other = Memcached::start();
+    let relay = Relay::start(&cold.addr(), Duration::from_millis(50));
+    let (w, c, o) = (warm.addr(), relay.addr(), other.addr());
+    let bifrost = Bifrost::start_templated(
+        move |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\", multiget_window: 2}}]\n\
+                 backends:\n\
+                 \x20 l1: {{servers: [\"{w}\"], timeout: 2s}}\n\
+                 \x20 l2: {{servers: [\"{c}\"], timeout: 2s}}\n\
+                 \x20 other: {{servers: [\"{o}\"], timeout: 2s}}\n\
+                 routes:\n\
+                 \x20 - {{name: {ROUTE}, match: 'l:*', strategy: warm_first, warm: l1, cold: l2, \
+                 write_on_miss: {{ttl: 300}}, leases: {{}}}}\n\
+                 \x20 - {{name: plain, match: 'o:*', strategy: consistent_hash, backend: other}}\n"
+            )
+        },
+        &[],
+    );
+    let mut dc = cold.client();
+    for (key, value) in [("l:1", "one"), ("l:3", "three")] {
+        assert_eq!(dc.set(key, value.as_bytes(), 7, 0), "STORED");
+    }
+    assert_eq!(other.client().set("o:1", b"other", 3, 0), "STORED");
+    let mut client = bifrost.client();
+    client.send(b"get l:1 o:1 l:2 x:none l:3 o:2 l:1\r\n");
+    let reply = client.read_reply_retrieval();
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "VALUE l:1 7 3\r\none\r\nVALUE o:1 3 5\r\nother\r\nVALUE l:3 7 5\r\nthree\r\n\
+         VALUE l:1 7 3\r\none\r\nEND\r\n"
+    );
+    // The leased keys were read through warm: cold once each (l:1 asked twice: the second
+    // read found the first's lease or its write-back), written back; the miss left nothing.
+    assert_eq!(
+        reads_of(&relay, "l:1"),
+        1,
+        "{}",
+        String::from_utf8_lossy(&relay.forwarded())
+    );
+    let mut dw = warm.client();
+    wait_value(&mut dw, "l:1", Some("one"), "l:1 written back into warm");
+    wait_value(&mut dw, "l:3", Some("three"), "l:3 written back into warm");
+    assert_eq!(
+        value_on(&mut dw, "l:2"),
+        None,
+        "the miss's placeholder was dropped"
+    );
+    assert_eq!(
+        value_on(&mut dw, "o:1"),
+        None,
+        "the other route's key never went to warm"
+    );
+    // Asked again: the leased keys hit warm, cold is not asked.
+    let before = relay.forwarded().len();
+    client.send(b"get l:3 o:1 l:1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&client.read_reply_retrieval()),
+        "VALUE l:3 7 5\r\nthree\r\nVALUE o:1 3 5\r\nother\r\nVALUE l:1 7 3\r\none\r\nEND\r\n"
+    );
+    assert_eq!(
+        relay.forwarded().len(),
+        before,
+        "warm hits: nothing reached cold"
+    );
+    assert_eq!(
+        client.stat("lease_wins"),
+        3,
+        "l:1, l:2 and l:3 each won once"
+    );
+}
