@@ -259,7 +259,7 @@ fn piece_of(fragment: &Fragment, piece: Bytes, server: usize) -> Completion {
 
 /// The deadline a fragment carries: unused here (the scheduler decides when a request times
 /// out), but the type wants an instant. Taken once per thread so nothing depends on the clock.
-fn fixed_instant() -> Instant {
+pub fn fixed_instant() -> Instant {
     thread_local! {
         static AT: Instant = Instant::now();
     }

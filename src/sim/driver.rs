@@ -1,10 +1,17 @@
 //! The worker's part, without sockets: plans each request with the real [`Planner`], starts
 //! the real [`Exchange`]s, hands them completions and carries out their [`Effects`] and
 //! [`Flow`] exactly as `src/worker/mod.rs` does (`start_exchange`, `apply_effects`,
-//! `on_exchange_event`, `resume_exchange`, `side_effect`, `close_client`), checking the
-//! invariants of each step as it goes.
+//! `on_exchange_event`, `resume_exchange`, `wake_exchange`, `side_effect`, `close_client`),
+//! checking the invariants of each step as it goes.
+//!
+//! Time is virtual: [`Driver::clock`] moves only when the scheduler says so (a little each
+//! step, or up to the next exchange timer when it fires one); every call into an exchange is
+//! given `fx.now` from it; the `fx.wake_at` an exchange asks for goes into a timer queue that
+//! the scheduler fires ([`Driver::fire_timer`]); the stores of the servers that follow the
+//! clock ([`Driver::timed`]) see it in whole seconds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -19,6 +26,43 @@ use crate::upstream::{FailReason, Owner};
 
 /// Tokens of side-effect requests (owned by a job in the worker) have this bit.
 const JOB: u64 = 1 << 63;
+
+/// A known finding (reported, not failed): on a route with leases, a write whose result
+/// depends on what the server holds (`add`, `replace`, `ms` in mode `E`/`R`) goes to warm as it
+/// went to cold, whatever cold answered: cold refuses it and warm stores it (warm lacked the
+/// key, or held a placeholder), and warm serves a value cold never held.
+pub const WARM_STORED_REFUSED: &str = "warm stored a write cold refused";
+
+/// A known finding: a client that closes while its write to cold, then warm, is at cold ends
+/// the exchange (as `close_client` ends every exchange of the client), so the step in warm
+/// never goes: cold applies the write and warm keeps the older value.
+pub const ORPHANED_WARM_STEP: &str = "a closed client's write reached cold but never warm";
+
+/// What the checks saw of a lease read's replies from warm.
+#[derive(Debug, Default)]
+struct LeaseSeen {
+    /// Warm gave it the lease (`W`).
+    won: bool,
+    /// When warm first told it that another reader holds the lease (`Z` on an empty value).
+    first_wait: Option<Duration>,
+    /// Warm failed or answered no value (`EN`, an error): it may read cold without a lease.
+    no_lease: bool,
+}
+
+/// What the checks saw of a write to cold, then warm.
+#[derive(Debug, Default)]
+struct OrderedSeen {
+    /// The key it writes.
+    key: Vec<u8>,
+    /// A quiet meta write (`q`): a success is answered with nothing.
+    quiet: bool,
+    /// Its step in warm is the client's own write of a value (not a delete of warm's copy).
+    same_step: bool,
+    /// Cold answered (not a failure): was it a success.
+    cold: Option<bool>,
+    /// Its step in warm was sent.
+    warm_sent: bool,
+}
 
 /// What the checks know of one exchange.
 #[derive(Debug, Default)]
@@ -35,6 +79,28 @@ struct XInfo {
     /// Sends that went out, and for each that ended its part and whether it succeeded.
     sent: u32,
     outcomes: Vec<(u32, bool)>,
+    /// Its kind (`forward`, `lease`, `ordered`...).
+    kind: &'static str,
+    /// Per key read under leases (its lane: 0 for a one-key read, the key's place in a
+    /// `lease_batch`).
+    lease: HashMap<u32, LeaseSeen>,
+    ordered: OrderedSeen,
+}
+
+/// Bits of a `lease_batch` request number that are its key's own (as `LANE_BITS` there).
+const LANE_BITS: u32 = 12;
+
+/// The key (lane) of a lease read's request `part`.
+fn lane(kind: &str, part: u32) -> u32 {
+    match kind {
+        "lease_batch" => part >> LANE_BITS,
+        _ => 0,
+    }
+}
+
+/// True for exchanges that read under leases.
+fn leased(kind: &str) -> bool {
+    matches!(kind, "lease" | "lease_batch")
 }
 
 /// The worker and the simulated network.
@@ -66,6 +132,8 @@ pub struct Driver {
     pub window: usize,
     /// The cold servers of warm_first routes.
     pub cold: Vec<bool>,
+    /// The warm servers of warm_first routes.
+    pub warm: Vec<bool>,
     /// Per (client, cold server): the highest request index of a write that reached it.
     writes_at_cold: HashMap<(usize, usize), usize>,
     /// The write policy of the `par` route (`all`, `majority`, `first`).
@@ -80,6 +148,31 @@ pub struct Driver {
     pub tracing: bool,
     /// How often each thing happened (coverage of the runs).
     pub counts: std::collections::BTreeMap<&'static str, u64>,
+    /// The virtual time since the run began.
+    pub clock: Duration,
+    /// The instant the clock counts from (fixed per thread: only differences matter).
+    base: Instant,
+    /// Exchange wake-ups asked for (`fx.wake_at`), by time and order of asking.
+    timers: BTreeMap<(Duration, u64), ExchangeId>,
+    next_timer: u64,
+    /// Servers whose store follows the clock (a warm_first route's tiers).
+    pub timed: Vec<bool>,
+    /// The `wait` of the leased route, if the config has one (for the herd check).
+    pub lease_wait: Option<Duration>,
+    /// Known findings met (reported, not failed), in the order found.
+    pub known: Vec<String>,
+    /// Client requests (client, index) after which warm may hold what cold does not, for a
+    /// known reason: their keys are checked as after a failure.
+    pub diverged: HashSet<(usize, usize)>,
+    /// Keys warm may hold differently from cold for a known reason, with the reason.
+    pub diverged_keys: HashMap<Vec<u8>, String>,
+    /// Per send: the exchange (token) and request number it was sent for.
+    sent_for: HashMap<u64, (u64, u32)>,
+    /// Per side-effect send of a lease holder: what it is (`write-back`, `placeholder drop`).
+    lease_steps: HashMap<u64, &'static str>,
+    /// Per key, the steps of writes to cold, then warm, in the order the servers executed
+    /// them: (request number: 0 cold, 1 warm; the exchange).
+    pub tier_order: HashMap<Vec<u8>, Vec<(u32, u64)>>,
 }
 
 impl Driver {
@@ -109,6 +202,7 @@ impl Driver {
             next_job: 0,
             window,
             cold: vec![false; servers],
+            warm: vec![false; servers],
             writes_at_cold: HashMap::new(),
             failed_requests: Default::default(),
             policy: "all",
@@ -116,7 +210,77 @@ impl Driver {
             trace: Vec::new(),
             tracing: false,
             counts: Default::default(),
+            clock: Duration::ZERO,
+            base: super::backend::fixed_instant(),
+            timers: BTreeMap::new(),
+            next_timer: 0,
+            timed: vec![false; servers],
+            lease_wait: None,
+            known: Vec::new(),
+            diverged: HashSet::new(),
+            diverged_keys: HashMap::new(),
+            sent_for: HashMap::new(),
+            lease_steps: HashMap::new(),
+            tier_order: HashMap::new(),
         }
+    }
+
+    /// The server of connection `conn` executes its next request (as the scheduler says).
+    pub fn execute(&mut self, conn: usize) -> Option<Origin> {
+        let server = self.conns.get(conn)?.server;
+        let origin = self.conns[conn].execute_next(&mut self.stores[server])?;
+        let step = self.sent_for.get(&origin.send).copied();
+        if let Some((token, part)) = step {
+            if let Some(info) = self.info.get(&token).filter(|i| i.kind == "ordered") {
+                let key = info.ordered.key.clone();
+                self.tier_order.entry(key).or_default().push((part, token));
+            }
+        }
+        Some(origin)
+    }
+
+    /// The time now, as the exchanges are given it.
+    pub fn now(&self) -> Instant {
+        self.base + self.clock
+    }
+
+    /// Time passes: `by` more.
+    pub fn advance(&mut self, by: Duration) {
+        self.clock += by;
+        let seconds = i64::try_from(self.clock.as_secs()).unwrap_or(i64::MAX);
+        for (store, _) in self.stores.iter_mut().zip(&self.timed).filter(|(_, t)| **t) {
+            store.now = seconds;
+        }
+    }
+
+    /// When the next exchange timer is due, if any is set.
+    pub fn next_timer(&self) -> Option<Duration> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Fires the earliest exchange timer (the clock moves up to it if it is still ahead), as
+    /// the worker's `wake_exchange`. False when none is set.
+    pub fn fire_timer(&mut self) -> bool {
+        let Some(((at, _), id)) = self.timers.pop_first() else {
+            return false;
+        };
+        if at > self.clock {
+            self.advance(at - self.clock);
+        }
+        self.count("timer fired");
+        let clock = self.clock;
+        self.note(|| format!("t={clock:?} timer fires for x{}", id.to_bits()));
+        let Some(exchange) = self.exchanges.get_mut(id) else {
+            return true; // it has gone
+        };
+        let slot = exchange.slot;
+        let mut fx = std::mem::take(&mut self.fx);
+        fx.reset(true);
+        fx.now = Some(self.base + self.clock);
+        let flow = exchange.on_wake(&mut fx);
+        self.apply_effects(id, slot, flow, &mut fx);
+        self.fx = fx;
+        true
     }
 
     /// Notes `what` in the trace.
@@ -255,6 +419,7 @@ impl Driver {
         };
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(true);
+        fx.now = Some(self.now());
         let sends = self.planner.sends();
         let kind = match &start.kind {
             StartKind::Forward { .. } => "forward",
@@ -289,12 +454,24 @@ impl Driver {
         let flow = exchange.flow(&fx);
         let id = self.exchanges.insert(exchange);
         self.note(|| format!("  {kind} x{} slot {seq}", id.to_bits()));
+        let (key, quiet) = self
+            .clients
+            .get(client)
+            .and_then(|c| c.requests.get(index))
+            .map(|(r, b)| (r.first_key(b).to_vec(), r.quiet))
+            .unwrap_or_default();
         self.info.insert(
             id.to_bits(),
             XInfo {
                 client,
                 request: index,
                 reads_through: holds_writes,
+                kind,
+                ordered: OrderedSeen {
+                    key,
+                    quiet,
+                    ..OrderedSeen::default()
+                },
                 ..XInfo::default()
             },
         );
@@ -386,6 +563,18 @@ impl Driver {
         }
         if answered {
             self.check_policy(key, &fx.deliver);
+        }
+        if let Some(at) = fx.wake_at.take() {
+            let at = at.saturating_duration_since(self.base);
+            if at < self.clock {
+                // A time already past (a batch's earliest key, due while another key was
+                // answered): the timer fires as soon as the loop turns, and finds it due.
+                self.count("timer set in the past");
+            }
+            self.next_timer += 1;
+            self.timers.insert((at, self.next_timer), id);
+            self.count("timer set");
+            self.note(|| format!("  x{key} wakes at t={at:?}"));
         }
         match flow {
             Flow::Done => self.done(id, fx.abort),
@@ -493,7 +682,9 @@ impl Driver {
 
     /// `Backends::send`: on the client's connection to the server, or refused at once.
     fn send(&mut self, client: usize, owner: Owner, send: &Send, request: Option<(usize, usize)>) {
+        self.check_lease_send(owner.token, send, request);
         let origin = self.new_send(request);
+        self.sent_for.insert(origin.send, (owner.token, send.part));
         self.note(|| {
             format!(
                 "  send s{} -> srv{} part {} {:?}",
@@ -531,31 +722,146 @@ impl Driver {
     }
 
     /// A write of a client must never reach a cold server before a read the client made
-    /// earlier: reads through warm are checked against the writes already there.
+    /// earlier (nor before a write to cold, then warm, that holds every later request): each
+    /// request of an exchange that holds its client's writes is checked against the writes
+    /// already there.
     fn check_cold_order(&mut self, server: usize, token: u64, request: Option<(usize, usize)>) {
         let (Some((client, index)), true) = (request, self.cold.get(server) == Some(&true)) else {
             return;
         };
-        let reads_through = self.info.get(&token).is_some_and(|i| i.reads_through);
+        let holds = self.info.get(&token).is_some_and(|i| i.reads_through);
         let write = self
             .clients
             .get(client)
             .and_then(|c| c.requests.get(index))
             .is_some_and(|(r, _)| check::is_write(r.command));
         let slot = self.writes_at_cold.entry((client, server)).or_insert(0);
-        if write && !reads_through {
+        let later = *slot;
+        if write {
             *slot = (*slot).max(index + 1);
-            return;
         }
-        if !reads_through {
-            return;
-        }
-        if *slot > index + 1 {
-            let write = *slot - 1;
+        if holds && later > index + 1 {
+            let write = later - 1;
             self.violation(format!(
-                "c{client}: read #{index} reached cold server {server} after write #{write}"
+                "c{client}: request #{index} reached cold server {server} after write #{write}"
             ));
         }
+    }
+
+    /// Before a send of a lease read or of a write to cold, then warm: what the checks need.
+    /// A lease read asks cold only with the lease (`W`), after warm failed or made no
+    /// placeholder, or once it has waited `wait` behind another reader's lease: one reader per
+    /// key and lease reads cold (no herd).
+    fn check_lease_send(&mut self, token: u64, send: &Send, request: Option<(usize, usize)>) {
+        let cold = self.cold.get(send.server) == Some(&true);
+        let clock = self.clock;
+        let wait = self.lease_wait;
+        // The client's write, when it stores a value (what its step in warm could store too).
+        let stores = request
+            .and_then(|(c, i)| self.clients.get(c)?.requests.get(i))
+            .filter(|(r, _)| {
+                use crate::protocol::Command::{Add, MetaSet, Replace, Set};
+                matches!(r.command, Set | Add | Replace | MetaSet)
+            })
+            .map(|(_, b)| b.clone());
+        let Some(info) = self.info.get_mut(&token) else {
+            return;
+        };
+        match info.kind {
+            kind if leased(kind) && cold => {
+                let seen = info.lease.entry(lane(kind, send.part)).or_default();
+                let waited = match (seen.first_wait, wait) {
+                    (Some(first), Some(wait)) => clock >= first + wait,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                let herd = !(seen.won || seen.no_lease || waited);
+                let first = seen.first_wait;
+                self.count("lease read of cold");
+                if herd {
+                    self.violation(format!(
+                        "x{token}: a lease read asks cold at t={clock:?} with neither the lease \
+                         nor its wait over (first told to wait at {first:?}): a herd"
+                    ));
+                }
+            }
+            "ordered" if send.part == 1 => {
+                let word = |b: &[u8]| b.split(|&c| c == b' ').next().map(<[u8]>::to_vec);
+                info.ordered.warm_sent = true;
+                info.ordered.same_step = stores.is_some_and(|b| word(&b) == word(&send.bytes));
+            }
+            _ => {}
+        }
+    }
+
+    /// A reply to a lease read or to a write to cold, then warm: what it says, for the checks.
+    fn observe(&mut self, token: u64, c: &crate::upstream::Completion) {
+        let warm = self.warm.get(c.server) == Some(&true);
+        let clock = self.clock;
+        let Some(info) = self.info.get_mut(&token) else {
+            return;
+        };
+        match info.kind {
+            kind if leased(kind) && warm => {
+                let seen = info.lease.entry(lane(kind, c.owner.part)).or_default();
+                let line = c.reply.split(|&b| b == b'\r').next().unwrap_or_default();
+                let mut words = line.split(|&b| b == b' ');
+                let (va, size) = (words.next(), words.next());
+                let markers: Vec<&[u8]> = words.collect();
+                let what = if c.failed.is_some() || va != Some(b"VA") {
+                    seen.no_lease = true;
+                    "lease: warm failed or made no placeholder"
+                } else if markers.contains(&&b"W"[..]) {
+                    seen.won = true;
+                    match size == Some(b"0") {
+                        true => "lease: W on a placeholder",
+                        false => "lease: W on a value (early refresh)",
+                    }
+                } else if markers.contains(&&b"Z"[..]) && size == Some(b"0") {
+                    seen.first_wait.get_or_insert(clock);
+                    "lease: Z on a placeholder (wait)"
+                } else if markers.contains(&&b"Z"[..]) {
+                    "lease: Z on a value"
+                } else {
+                    "lease: hit"
+                };
+                self.count(what);
+            }
+            "ordered" => {
+                // A quiet meta write's success is an empty reply; a `noreply` one's reply is
+                // dropped unread (neither is known then).
+                let quiet = info.ordered.quiet;
+                let success = c.failed.is_none()
+                    && (check::is_success(&c.reply) || (quiet && c.reply.is_empty()));
+                let answered = c.failed.is_none() && (quiet || !c.reply.is_empty());
+                match c.owner.part {
+                    0 => info.ordered.cold = answered.then_some(success),
+                    _ => {
+                        let stored = success && info.ordered.same_step;
+                        if stored && info.ordered.cold == Some(false) {
+                            let (client, index) = (info.client, info.request);
+                            let key = info.ordered.key.clone();
+                            self.write_diverged(client, index, key);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Known finding: a write that cold refused (`add` of a key cold holds, `replace` of one it
+    /// lacks) was stored by warm, which goes on serving a value cold never held.
+    fn write_diverged(&mut self, client: usize, index: usize, key: Vec<u8>) {
+        let what = format!(
+            "{WARM_STORED_REFUSED}: c{client} #{index} ({})",
+            String::from_utf8_lossy(&key)
+        );
+        self.note(|| format!("KNOWN {what}"));
+        self.count("known: warm stored a write cold refused");
+        self.known.push(what.clone());
+        self.diverged.insert((client, index));
+        self.diverged_keys.insert(key, what);
     }
 
     fn new_send(&mut self, request: Option<(usize, usize)>) -> Origin {
@@ -576,6 +882,14 @@ impl Driver {
             part: 0,
         };
         let origin = self.new_send(None);
+        let lease_step = match &send.bytes[..] {
+            b if b.starts_with(b"ms ") && b.windows(2).any(|w| w == b" C") => "write-back",
+            b if b.starts_with(b"md ") && b.windows(2).any(|w| w == b" C") => "placeholder drop",
+            _ => "",
+        };
+        if !lease_step.is_empty() {
+            self.lease_steps.insert(origin.send, lease_step);
+        }
         self.note(|| {
             format!(
                 "  side s{} -> srv{} {:?}",
@@ -625,6 +939,7 @@ impl Driver {
             self.failed_requests.insert(request);
         }
         if c.end {
+            self.observe(token, c);
             match self.ended.insert(origin.send, true) {
                 Some(false) => {}
                 Some(true) => self.violation(format!("send s{} ended twice", origin.send)),
@@ -642,6 +957,15 @@ impl Driver {
             (true, None) => {}
         }
         if token & JOB != 0 {
+            let step = self.lease_steps.remove(&origin.send);
+            let refused = c.reply.starts_with(b"EX") || c.reply.starts_with(b"NF");
+            match (step, refused, c.reply.starts_with(b"HD")) {
+                (Some("write-back"), true, _) => self.count("lease write-back refused (EX/NF)"),
+                (Some("write-back"), _, true) => self.count("lease write-back stored"),
+                (Some(_), true, _) => self.count("lease placeholder drop refused (EX/NF)"),
+                (Some(_), _, true) => self.count("lease placeholder dropped"),
+                _ => {}
+            }
             self.count("side effect ended");
             return; // a side effect's outcome: counted by its queue, nothing else
         }
@@ -670,6 +994,7 @@ impl Driver {
         };
         let mut fx = std::mem::take(&mut self.fx);
         fx.reset(may_send);
+        fx.now = Some(self.base + self.clock);
         let flow = exchange.on_completion(c.owner.part, c, &mut fx);
         self.apply_effects(id, slot, flow, &mut fx);
         self.fx = fx;
@@ -702,6 +1027,7 @@ impl Driver {
             }
             let mut fx = std::mem::take(&mut self.fx);
             fx.reset(true);
+            fx.now = Some(self.base + self.clock);
             let flow = exchange.resume(&mut fx);
             self.count("resumed");
             self.note(|| format!("c{client} resumes x{}", id.to_bits()));
@@ -717,6 +1043,19 @@ impl Driver {
         };
         for id in c.close() {
             self.exchanges.remove(id);
+            let Some(info) = self.info.get(&id.to_bits()) else {
+                continue;
+            };
+            if info.kind == "ordered" && !info.ordered.warm_sent {
+                let what = format!(
+                    "{ORPHANED_WARM_STEP}: c{client} #{} ({})",
+                    info.request,
+                    String::from_utf8_lossy(&info.ordered.key)
+                );
+                let key = info.ordered.key.clone();
+                self.count("write ended before its step in warm");
+                self.diverged_keys.entry(key).or_insert(what);
+            }
         }
     }
 }
