@@ -212,6 +212,12 @@ impl Lease {
         self.holding
     }
 
+    /// True while it holds a lease and reads cold for it: the write-back (or the placeholder's
+    /// release) is owed to the other readers, client or not.
+    pub fn outlives_client(&self) -> bool {
+        matches!(self.state, State::Cold(Some(_)) | State::Refresh(_))
+    }
+
     /// The reply (or failure) of request `part`.
     pub fn on_completion(&mut self, part: u32, c: &Completion, fx: &mut Effects) {
         if !c.end || part != self.part {

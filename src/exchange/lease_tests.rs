@@ -260,22 +260,23 @@ fn an_ordered_write_reaches_cold_then_warm_and_answers_after_both() {
         Bytes::from_static(b"delete k\r\n"),
         Framing::whole(Command::Delete),
     );
-    let mut write = Ordered::new(send.clone(), COLD, WARM, None, invalidate.clone());
+    let mut write = Ordered::new(send.clone(), COLD, WARM, invalidate.clone());
     let mut fx = effects(Instant::now());
     write.start(&mut fx);
     assert_eq!(sent(&fx), [(COLD, "set k 0 0 1\r\nx\r\n".to_string())]);
-    assert!(write.holds_requests());
+    assert!(write.holds_requests() && write.outlives_client());
     let mut fx2 = effects(Instant::now());
     write.on_completion(0, &reply(b"STORED\r\n", false), &mut fx2);
-    assert_eq!(sent(&fx2), [(WARM, "set k 0 0 1\r\nx\r\n".to_string())]);
+    // Warm's copy is dropped, never written: the next read refills it from cold.
+    assert_eq!(sent(&fx2), [(WARM, "delete k\r\n".to_string())]);
     assert!(fx2.deliver.is_empty() && fx2.writes_released && !write.holds_requests());
     let mut fx3 = effects(Instant::now());
-    write.on_completion(1, &reply(b"NOT_STORED\r\n", false), &mut fx3);
+    write.on_completion(1, &reply(b"NOT_FOUND\r\n", false), &mut fx3);
     assert_eq!(delivered(&fx3), "STORED\r\n");
-    assert!(write.finished());
+    assert!(write.finished() && !write.outlives_client());
 
     // Cold failed: warm's copy is dropped, the client gets cold's failure.
-    let mut write = Ordered::new(send, COLD, WARM, None, invalidate);
+    let mut write = Ordered::new(send, COLD, WARM, invalidate);
     let mut fx = effects(Instant::now());
     write.start(&mut fx);
     let mut fx2 = effects(Instant::now());

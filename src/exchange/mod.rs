@@ -342,6 +342,16 @@ impl Exchange {
         }
     }
 
+    /// True when it must go on if its client goes: a write to cold, then warm, whose delete in
+    /// warm must follow; a lease holder whose write-back the other readers wait for.
+    pub fn outlives_client(&self) -> bool {
+        match &self.kind {
+            Kind::Ordered(o) => o.outlives_client(),
+            Kind::Lease(l) => l.outlives_client(),
+            _ => false,
+        }
+    }
+
     /// True once its client's slot is complete and it goes on in the background.
     pub fn is_detached(&self) -> bool {
         self.detached

@@ -1,18 +1,21 @@
-//! A write on a warm_first route with leases: cold first, then warm, the client answered with
-//! cold's reply once warm has answered too.
+//! A write on a warm_first route with leases: cold first, then the delete of the key in warm,
+//! the client answered with cold's reply once warm has answered too.
 //!
 //! Why this order closes the stale-set window (docs/configuration.md, "Leases"): a reader that
 //! holds a lease made its placeholder in warm before it read cold. If its cold read came before
-//! this write reached cold, this write's warm step comes after that placeholder was made, and
-//! replaces or drops it (or the value written back under it): the reader's `ms ... C<cas>`
-//! then fails, or its value is overwritten. If its cold read came after, it read this write.
-//! Sent to both at once instead, the warm step could come before the reader's placeholder, and
-//! the reader then read cold before the write reached it.
+//! this write reached cold, this write's delete in warm comes after that placeholder was made,
+//! and drops it (or the value written back under it): the reader's `ms ... C<cas>` then fails,
+//! or its value is gone. If its cold read came after, it read this write. Sent to both at once
+//! instead, the warm step could come before the reader's placeholder, and the reader then read
+//! cold before the write reached it.
 //!
-//! When cold fails, warm's copy is dropped instead (cold may or may not have applied the write:
-//! the next read refills warm from cold either way). Until its warm step is sent, the write
-//! holds every later request of its client, so that a pipelined read cannot reach warm first
-//! and miss the write (a client reads its own writes).
+//! Warm's step is a delete, never a copy of the write: a copy would store in warm a write cold
+//! refused (an `add` of a key warm lacks), and two clients' writes of a key could reach the
+//! tiers in opposite orders (cold keeping one, warm the other). The next read refills warm from
+//! cold, under a lease (one cold read per key). Until the delete is sent, the write holds every
+//! later request of its client, so a pipelined read cannot reach warm first and see the older
+//! value (a client reads its own writes). A write outlives its client: once at cold, its delete
+//! in warm goes too ([`Ordered::outlives_client`]).
 
 use bytes::Bytes;
 
@@ -33,10 +36,7 @@ pub struct Ordered {
     warm: usize,
     /// The client's request (line, and the value for a storage command).
     request: Send,
-    /// What warm is sent after cold succeeded: the delete of warm's copy for a write that only
-    /// cold can answer (cas, arithmetic, append); None: the same write.
-    warm_step: Option<(Bytes, Framing)>,
-    /// The delete of warm's copy, sent when cold failed.
+    /// The delete of warm's copy, sent once cold has answered.
     invalidation: (Bytes, Framing),
     /// Cold's reply, for the client once warm has answered.
     reply: Option<Bytes>,
@@ -46,21 +46,14 @@ pub struct Ordered {
 }
 
 impl Ordered {
-    /// A write whose request to cold server `cold` is `request`, followed by `warm_step` (None:
-    /// the same request) to warm server `warm`, or, when cold fails, by `invalidation`.
-    pub fn new(
-        request: Send,
-        cold: usize,
-        warm: usize,
-        warm_step: Option<(Bytes, Framing)>,
-        invalidation: (Bytes, Framing),
-    ) -> Ordered {
+    /// A write whose request to cold server `cold` is `request`, followed by `invalidation` (the
+    /// delete of the key) to warm server `warm`.
+    pub fn new(request: Send, cold: usize, warm: usize, invalidation: (Bytes, Framing)) -> Ordered {
         Ordered {
             silent: request.framing.discard_reply,
             cold,
             warm,
             request,
-            warm_step,
             invalidation,
             reply: None,
             state: State::Cold,
@@ -83,6 +76,12 @@ impl Ordered {
         self.holding
     }
 
+    /// True: once its write is at cold, warm's delete must follow, client or not (else warm
+    /// could keep the value the write replaced).
+    pub fn outlives_client(&self) -> bool {
+        self.state != State::Over
+    }
+
     /// True when the client gets nothing back (`noreply`).
     pub fn is_silent(&self) -> bool {
         self.silent
@@ -100,28 +99,16 @@ impl Ordered {
         }
         match (self.state, part) {
             (State::Cold, 0) => {
-                let failed = c.failed.is_some() || c.reply.starts_with(b"SERVER_ERROR");
                 self.reply = Some(c.reply.clone());
-                let step = match (failed, &self.warm_step) {
-                    (true, _) => Some(&self.invalidation),
-                    (false, step) => step.as_ref(),
-                };
-                let send = match step {
-                    Some((bytes, framing)) => Send {
-                        server: self.warm,
-                        part: 1,
-                        bytes: bytes.clone(),
-                        value: None,
-                        framing: *framing,
-                        stream: false,
-                    },
-                    None => Send {
-                        server: self.warm,
-                        part: 1,
-                        ..self.request.clone()
-                    },
-                };
-                fx.sends.push(send);
+                let (bytes, framing) = self.invalidation.clone();
+                fx.sends.push(Send {
+                    server: self.warm,
+                    part: 1,
+                    bytes,
+                    value: None,
+                    framing,
+                    stream: false,
+                });
                 self.state = State::Warm;
                 if self.holding {
                     self.holding = false;

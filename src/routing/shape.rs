@@ -100,35 +100,17 @@ pub struct Shape {
     pub family: Family,
     /// What a warm_first route does with it.
     pub plan: WarmPlan,
-    /// A write whose result depends on the value already held (`append`, `prepend`, `ms` in
-    /// mode `A` or `P`): under leases, warm's copy is dropped instead (it could be a
-    /// placeholder, which the write would turn into a wrong value).
-    pub amends: bool,
 }
 
 impl Shape {
     /// The shape of `request` (parsed from `bytes`).
     pub fn of(request: &Request, bytes: &[u8]) -> Shape {
         let (family, meta) = Family::of(request, bytes);
-        let amends = match request.command {
-            Command::Append | Command::Prepend => true,
-            Command::MetaSet if meta.has(b'M') => amending_mode(request, bytes),
-            _ => false,
-        };
         Shape {
             family,
             plan: WarmPlan::for_family(request, family, meta),
-            amends,
         }
     }
-}
-
-/// True when an `ms`'s mode flag is append or prepend (`MA`, `MP`, either case).
-fn amending_mode(request: &Request, bytes: &[u8]) -> bool {
-    let args = request.args.of(bytes);
-    crate::protocol::meta_flags::Words::new(args)
-        .skip(2)
-        .any(|(_, token)| matches!(token, [b'M', b'A' | b'a' | b'P' | b'p']))
 }
 
 #[cfg(test)]

@@ -1041,20 +1041,15 @@ impl Driver {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
+        // As the worker's `close_client`: exchanges that must go on without their client (a
+        // write whose delete in warm must follow its write to cold, a lease holder's
+        // write-back) are detached, the others end.
         for id in c.close() {
-            self.exchanges.remove(id);
-            let Some(info) = self.info.get(&id.to_bits()) else {
-                continue;
-            };
-            if info.kind == "ordered" && !info.ordered.warm_sent {
-                let what = format!(
-                    "{ORPHANED_WARM_STEP}: c{client} #{} ({})",
-                    info.request,
-                    String::from_utf8_lossy(&info.ordered.key)
-                );
-                let key = info.ordered.key.clone();
-                self.count("write ended before its step in warm");
-                self.diverged_keys.entry(key).or_insert(what);
+            match self.exchanges.get_mut(id) {
+                Some(exchange) if exchange.outlives_client() => exchange.detach(),
+                _ => {
+                    self.exchanges.remove(id);
+                }
             }
         }
     }

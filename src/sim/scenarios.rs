@@ -473,15 +473,15 @@ fn a_hit_near_its_expiry_is_served_and_refreshed_once() {
     assert_eq!(held, Some(b"v2".to_vec()), "refreshed from cold");
 }
 
-// Known findings (see `driver::WARM_STORED_REFUSED`, `driver::ORPHANED_WARM_STEP`,
-// `run::CROSSED_WRITES`): each replays one and asserts what should happen; they fail until
-// it is fixed, so they are ignored (`cargo test --lib sim::scenarios -- --ignored`).
+// Three findings of the simulation (see `driver::WARM_STORED_REFUSED`,
+// `driver::ORPHANED_WARM_STEP`, `run::CROSSED_WRITES`), fixed by making warm's step of a
+// leased write a delete and letting such a write outlive its client: each replays one and
+// asserts what must happen (each failed before the fix).
 
-/// Known finding: a `replace` of a key cold lacks is refused by cold (`NOT_STORED`) but stored
+/// Finding (fixed): a `replace` of a key cold lacks is refused by cold (`NOT_STORED`) but stored
 /// by warm into a reader's placeholder; the holder's `md ... C` then fails (`EX`), and warm
 /// serves the value the client was told was not stored.
 #[test]
-#[ignore]
 fn a_replace_cold_refuses_is_not_served_from_warm() {
     let a: &[&[u8]] = &[b"get wf:k\r\n"];
     let b: &[&[u8]] = &[b"replace wf:k 0 0 1\r\nx\r\n", b"get wf:k\r\n"];
@@ -491,11 +491,13 @@ fn a_replace_cold_refuses_is_not_served_from_warm() {
     t.execute(COLD, 0); // A reads a miss; its reply waits
     assert!(t.d.dispatch(1));
     t.round_trip(COLD, 1); // NOT_STORED
-    t.round_trip(WARM, 1); // STORED, into the placeholder
+    t.round_trip(WARM, 1); // the delete in warm drops A's placeholder (before the fix: the
+                           // replace itself, STORED into the placeholder)
     t.read(t.conn(COLD, 0));
-    t.side_effects(WARM); // A's md ... C: EX
+    t.side_effects(WARM); // A's md ... C: NF (before the fix: EX)
     assert!(t.d.dispatch(1));
-    t.round_trip(WARM, 1);
+    t.round_trip(WARM, 1); // B's get: a new placeholder, B's lease
+    t.round_trip(COLD, 1); // B reads cold: a miss
     t.print();
     assert_eq!(t.answer(1, 0), &whole(b"NOT_STORED\r\n"));
     assert_eq!(
@@ -505,11 +507,10 @@ fn a_replace_cold_refuses_is_not_served_from_warm() {
     );
 }
 
-/// Known finding: a client that closes while its write is at cold ends the exchange; cold
+/// Finding (fixed): a client that closes while its write is at cold ends the exchange; cold
 /// applies the write, and the step in warm never goes: warm keeps the older value (here with
 /// no expiry).
 #[test]
-#[ignore]
 fn a_write_whose_client_closes_still_reaches_warm() {
     let a: &[&[u8]] = &[b"set wf:k 0 0 3\r\nnew\r\n"];
     let mut t = Tiers::new(LEASED, &[a]);
@@ -518,6 +519,8 @@ fn a_write_whose_client_closes_still_reaches_warm() {
     assert!(t.d.dispatch(0));
     t.d.close_client(0);
     t.round_trip(COLD, 0);
+    // The write outlives its client: its delete in warm goes once cold has answered.
+    t.round_trip(WARM, 0);
     t.print();
     assert_eq!(
         t.d.stores[COLD].held(b"wf:k").map(|h| h.data),
@@ -531,10 +534,9 @@ fn a_write_whose_client_closes_still_reaches_warm() {
     );
 }
 
-/// Known finding: two clients' writes of one key, each to cold, then warm, reach the tiers in
+/// Finding (fixed): two clients' writes of one key, each to cold, then warm, reach the tiers in
 /// opposite orders: cold keeps B's, warm A's, for good.
 #[test]
-#[ignore]
 fn two_writes_of_a_key_leave_the_tiers_agreeing() {
     let a: &[&[u8]] = &[b"set wf:k 0 0 1\r\na\r\n"];
     let b: &[&[u8]] = &[b"set wf:k 0 0 1\r\nb\r\n"];

@@ -376,9 +376,15 @@ impl Worker {
         };
         self.account(client.buffered(), 0);
         self.account_requests(client.request_bytes(), 0);
-        // Its exchanges end; replies still in flight for them are drained and dropped.
+        // Its exchanges end (replies still in flight for them are drained and dropped), but
+        // for those that must go on without it (see `Exchange::outlives_client`).
         for id in client.exchanges() {
-            self.exchanges.remove(id);
+            match self.exchanges.get_mut(id) {
+                Some(exchange) if exchange.outlives_client() => exchange.detach(),
+                _ => {
+                    self.exchanges.remove(id);
+                }
+            }
         }
         if let Err(e) = client.deregister(self.poll.registry()) {
             log::debug!("deregister client: {e}");

@@ -7,11 +7,10 @@
 //! * writes go to cold and warm at once, cold's reply answering; `cas`, `incr`/`decr`, `ma`,
 //!   `ms ... C` and `md ... C` go to cold and delete the warm copy instead.
 //!
-//! With `leases` (see [`crate::exchange::lease`]): a plain read of one key is a lease read;
-//! writes go to cold, then warm ([`crate::exchange::ordered`]), and those whose result depends
-//! on what warm holds (`append`/`prepend` and `ms` in those modes too, which would apply to a
-//! lease placeholder) drop warm's copy instead; touches are answered by cold alone (warm's
-//! answer could be a placeholder); a multi-key read asks cold alone (for now).
+//! With `leases` (see [`crate::exchange::lease`]): a plain read of one key is a lease read, a
+//! multi-key `get` is read key by key ([`crate::exchange::lease_batch`]); every write goes to
+//! cold, then deletes warm's copy ([`crate::exchange::ordered`]); touches are answered by cold
+//! (warm's answer could be a placeholder), and `gets`-like reads are cold's alone.
 
 use bytes::Bytes;
 
@@ -132,11 +131,10 @@ impl Planner {
                 start(kind, tag)
             }
             WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm => {
-                let invalidation = invalidation(request, bytes);
-                let warm_step = match shape.plan == WarmPlan::WriteBoth && !shape.amends {
-                    true => None,
-                    false => Some(invalidation.clone()),
-                };
+                // Warm's step is always the delete of its copy: copying the write would store
+                // in warm a write cold refused (an `add` of a key warm lacks), and two writers'
+                // copies could reach the tiers in opposite orders. The next read refills warm
+                // from cold under a lease.
                 let send = Send {
                     server: cold,
                     part: 0,
@@ -145,7 +143,7 @@ impl Planner {
                     framing: Framing::of(request),
                     stream: false,
                 };
-                let ordered = Ordered::new(send, cold, warm, warm_step, invalidation);
+                let ordered = Ordered::new(send, cold, warm, invalidation(request, bytes));
                 start(StartKind::Ordered(Box::new(ordered)), tag)
             }
         }
