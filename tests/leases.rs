@@ -900,3 +900,41 @@ fn a_mixed_multi_get_answers_every_key_in_order_over_several_windows() {
         "l:1, l:2 and l:3 each won once"
     );
 }
+
+/// A lease holder whose client disconnects while its cold read is in flight still writes the
+/// value back (the readers behind it wait for that, not for the placeholder to expire), and a
+/// write whose client disconnects while it is at cold still drops the key from warm.
+#[test]
+fn a_lease_holder_and_a_write_finish_when_their_client_goes() {
+    let warm = Memcached::start();
+    let cold = Memcached::start();
+    let relay = Relay::start(&cold.addr(), Duration::from_millis(300));
+    let bifrost = Tiers::new(warm.addr(), relay.addr())
+        .leases("{ lease_ttl: 30s, wait: 5s }")
+        .start();
+    let (mut dw, mut dc) = (warm.client(), cold.client());
+    assert_eq!(dc.set("k", b"value", 0, 0), "STORED");
+    {
+        let mut a = bifrost.client();
+        a.send(b"get k\r\n");
+        wait_until(LANDED, "A's lease read of k reached cold", || {
+            reads_of(&relay, "k") >= 1
+        });
+    } // A disconnects
+    wait_value(&mut dw, "k", Some("value"), "the lease holder's write-back");
+
+    for d in [&mut dw, &mut dc] {
+        assert_eq!(d.set("w", b"old", 0, 0), "STORED");
+    }
+    {
+        let mut b = bifrost.client();
+        b.send(b"set w 0 0 3\r\nnew\r\n");
+        wait_until(LANDED, "B's write reached cold", || {
+            lines_starting(&relay, "set w ") >= 1
+        });
+    } // B disconnects
+    wait_until(LANDED, "B's write dropped w from warm", || {
+        value_on(&mut dw, "w").is_none()
+    });
+    assert_eq!(value_on(&mut dc, "w").as_deref(), Some("new"));
+}
