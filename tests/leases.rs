@@ -938,3 +938,38 @@ fn a_lease_holder_and_a_write_finish_when_their_client_goes() {
     });
     assert_eq!(value_on(&mut dc, "w").as_deref(), Some("new"));
 }
+
+/// A get with a leased key and more keys than a batch can number (2^20) is refused with a
+/// `CLIENT_ERROR`, and the connection goes on.
+#[test]
+fn a_get_with_too_many_keys_under_leases_is_refused() {
+    let warm = Memcached::start();
+    let cold = Memcached::start();
+    let (w, c) = (warm.addr(), cold.addr());
+    let bifrost = Bifrost::start_templated(
+        move |port| {
+            format!(
+                "workers: 1\n\
+                 listeners: [{{name: main, bind: \"127.0.0.1:{port}\", max_line_length: 4MiB}}]\n\
+                 backends:\n\
+                 \x20 l1: {{servers: [\"{w}\"]}}\n\
+                 \x20 l2: {{servers: [\"{c}\"]}}\n\
+                 routes:\n\
+                 \x20 - {{name: {ROUTE}, match: '*', strategy: warm_first, warm: l1, cold: l2, \
+                 write_on_miss: {{ttl: 300}}, leases: {{}}}}\n"
+            )
+        },
+        &[],
+    );
+    let mut line = b"get".to_vec();
+    for _ in 0..(1 << 20) + 1 {
+        line.extend_from_slice(b" k");
+    }
+    line.extend_from_slice(b"\r\n");
+    let mut client = bifrost.client();
+    client.set_timeout(Duration::from_secs(30));
+    client.send(&line);
+    let reply = client.read_line();
+    assert!(reply.starts_with("CLIENT_ERROR too many keys"), "{reply:?}");
+    assert_eq!(client.version().split(' ').next(), Some("VERSION"));
+}

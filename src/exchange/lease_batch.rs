@@ -26,6 +26,10 @@ use crate::upstream::Completion;
 const LANE_BITS: u32 = 12;
 const LANE_MASK: u32 = (1 << LANE_BITS) - 1;
 
+/// The most keys a batch takes: the rest of a request number's bits name the key (more would
+/// make two keys' request numbers the same, and one key's reply taken for another's).
+pub const MAX_KEYS: usize = 1 << (32 - LANE_BITS);
+
 /// How one key of the batch is read.
 #[derive(Debug)]
 pub enum Lane {

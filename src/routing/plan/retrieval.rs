@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{start, Context, Plan, Planner, StartKind, ALONE};
 use crate::exchange::failover::{Failover, Rules};
 use crate::exchange::lease::{one_key_get, Lease};
-use crate::exchange::lease_batch::{Lane, LeaseBatch};
+use crate::exchange::lease_batch::{Lane, LeaseBatch, MAX_KEYS};
 use crate::exchange::retrieval::{Ask, Retrieval};
 use crate::exchange::{Tag, WriteBack};
 use crate::observe::stats::WorkerStats;
@@ -129,6 +129,12 @@ impl Planner {
         shape: Shape,
         tag: Option<Tag>,
     ) -> Plan {
+        if request.key_count > MAX_KEYS {
+            return Plan::Reply {
+                bytes: Bytes::from_static(TOO_MANY_KEYS),
+                close: false,
+            };
+        }
         let (counted, mut memo) = routed;
         let mut lanes = Vec::with_capacity(request.key_count);
         let mut chain = Vec::with_capacity(self.chain_width);
@@ -224,6 +230,10 @@ impl Planner {
         }
     }
 }
+
+/// The answer to a multi-key get with a leased key and more keys than a batch takes.
+const TOO_MANY_KEYS: &[u8] =
+    b"CLIENT_ERROR too many keys (a get with keys under leases takes at most 1048576)\r\n";
 
 /// `get <key>\r\n`.
 fn get_line(key: &[u8]) -> Bytes {
