@@ -809,6 +809,17 @@ fn reads_without_a_lease_never_return_a_placeholder() {
         values(&mut c),
         vec![("k".to_string(), "k-value".to_string())]
     );
+    // The touch dropped k's placeholder in warm instead of stretching its life to 100 s.
+    assert_eq!(
+        meta(&mut dw, "mg k v").0,
+        "EN",
+        "gat dropped warm's copy of k"
+    );
+    assert_eq!(
+        c.stat("get_hits"),
+        3,
+        "hits of gets, mg c and the gat, each counted"
+    );
     c.send(b"get k nowhere j\r\n");
     assert_eq!(
         values(&mut c),

@@ -260,7 +260,7 @@ fn an_ordered_write_reaches_cold_then_warm_and_answers_after_both() {
         Bytes::from_static(b"delete k\r\n"),
         Framing::whole(Command::Delete),
     );
-    let mut write = Ordered::new(send.clone(), COLD, WARM, invalidate.clone());
+    let mut write = Ordered::new(send.clone(), COLD, WARM, invalidate.clone(), false);
     let mut fx = effects(Instant::now());
     write.start(&mut fx);
     assert_eq!(sent(&fx), [(COLD, "set k 0 0 1\r\nx\r\n".to_string())]);
@@ -276,7 +276,7 @@ fn an_ordered_write_reaches_cold_then_warm_and_answers_after_both() {
     assert!(write.finished() && !write.outlives_client());
 
     // Cold failed: warm's copy is dropped, the client gets cold's failure.
-    let mut write = Ordered::new(send, COLD, WARM, invalidate);
+    let mut write = Ordered::new(send, COLD, WARM, invalidate, false);
     let mut fx = effects(Instant::now());
     write.start(&mut fx);
     let mut fx2 = effects(Instant::now());

@@ -1,5 +1,6 @@
-//! A write on a warm_first route with leases: cold first, then the delete of the key in warm,
-//! the client answered with cold's reply once warm has answered too.
+//! A write (or a touch-read: `gat`, `mg ... T`) on a warm_first route with leases: cold first,
+//! then the delete of the key in warm, the client answered with cold's reply once warm has
+//! answered too.
 //!
 //! Why this order closes the stale-set window (docs/configuration.md, "Leases"): a reader that
 //! holds a lease made its placeholder in warm before it read cold. If its cold read came before
@@ -43,12 +44,21 @@ pub struct Ordered {
     state: State,
     silent: bool,
     holding: bool,
+    /// A touch-read (`gat`, `mg ... T`): cold's answer is counted as a hit or a miss.
+    lookup: bool,
 }
 
 impl Ordered {
     /// A write whose request to cold server `cold` is `request`, followed by `invalidation` (the
-    /// delete of the key) to warm server `warm`.
-    pub fn new(request: Send, cold: usize, warm: usize, invalidation: (Bytes, Framing)) -> Ordered {
+    /// delete of the key) to warm server `warm`; `lookup` for a touch-read, whose hit or miss
+    /// is counted.
+    pub fn new(
+        request: Send,
+        cold: usize,
+        warm: usize,
+        invalidation: (Bytes, Framing),
+        lookup: bool,
+    ) -> Ordered {
         Ordered {
             silent: request.framing.discard_reply,
             cold,
@@ -58,6 +68,7 @@ impl Ordered {
             reply: None,
             state: State::Cold,
             holding: false,
+            lookup,
         }
     }
 
@@ -99,6 +110,9 @@ impl Ordered {
         }
         match (self.state, part) {
             (State::Cold, 0) => {
+                if self.lookup {
+                    fx.lookups = if c.values > 0 { (1, 0) } else { (0, 1) };
+                }
                 self.reply = Some(c.reply.clone());
                 let (bytes, framing) = self.invalidation.clone();
                 fx.sends.push(Send {

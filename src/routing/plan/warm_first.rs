@@ -111,42 +111,38 @@ impl Planner {
                 start(StartKind::Lease(Box::new(lease)), tag)
             }
             WarmPlan::Cold => self.forward(request, bytes.clone(), cold, tag),
-            WarmPlan::Both { .. } => {
-                // Cold answers; warm is touched too (its answer, maybe a placeholder, unread).
-                let framing = Framing::of(request);
-                for server in [cold, warm] {
-                    self.sends.push(Send {
-                        server,
-                        part: 0,
-                        bytes: bytes.clone(),
-                        value: None,
-                        framing,
-                        stream: false,
-                    });
-                }
-                let kind = StartKind::Parallel {
-                    answer: Answer::Of(0),
-                    lookup: true,
-                };
-                start(kind, tag)
-            }
+            // A touch-read is cold's; warm's copy is dropped after it, as after a write (a
+            // touch of warm could stretch a lease placeholder's life to the new TTL).
+            WarmPlan::Both { .. } => self.cold_then_drop_warm(request, bytes, (cold, warm), tag),
             WarmPlan::WriteBoth | WarmPlan::ColdInvalidateWarm => {
                 // Warm's step is always the delete of its copy: copying the write would store
                 // in warm a write cold refused (an `add` of a key warm lacks), and two writers'
                 // copies could reach the tiers in opposite orders. The next read refills warm
                 // from cold under a lease.
-                let send = Send {
-                    server: cold,
-                    part: 0,
-                    bytes: bytes.clone(),
-                    value: None,
-                    framing: Framing::of(request),
-                    stream: false,
-                };
-                let ordered = Ordered::new(send, cold, warm, invalidation(request, bytes));
-                start(StartKind::Ordered(Box::new(ordered)), tag)
+                self.cold_then_drop_warm(request, bytes, (cold, warm), tag)
             }
         }
+    }
+
+    /// `request` to cold, then the delete of its key in warm (see [`Ordered`]).
+    fn cold_then_drop_warm(
+        &mut self,
+        request: &Request,
+        bytes: &Bytes,
+        (cold, warm): (usize, usize),
+        tag: Option<Tag>,
+    ) -> Plan {
+        let send = Send {
+            server: cold,
+            part: 0,
+            bytes: bytes.clone(),
+            value: None,
+            framing: Framing::of(request),
+            stream: false,
+        };
+        let lookup = Shape::of(request, bytes).family.is_read();
+        let ordered = Ordered::new(send, cold, warm, invalidation(request, bytes), lookup);
+        start(StartKind::Ordered(Box::new(ordered)), tag)
     }
 
     /// A key of a multi-key retrieval on warm_first settings `index`, by the request's shape:
@@ -175,14 +171,14 @@ impl Planner {
     }
 }
 
-/// The delete that drops the warm copy of the request's key after a conditional write went to
-/// cold, framed to be read whole (its reply is dropped; a failure is counted). The key is the
+/// The delete that drops the warm copy of the request's key after a conditional write (or, under
+/// leases, any write or touch-read) went to cold, framed to be read whole (its reply is dropped; a failure is counted). The key is the
 /// one on the wire (still base64 when the `b` flag says so, and the delete carries `b` too).
 fn invalidation(request: &Request, bytes: &[u8]) -> (Bytes, Framing) {
     let key = request.first_key(bytes);
     let meta = matches!(
         request.command,
-        Command::MetaSet | Command::MetaArithmetic | Command::MetaDelete
+        Command::MetaGet | Command::MetaSet | Command::MetaArithmetic | Command::MetaDelete
     );
     let (bytes, command) = if meta {
         (
