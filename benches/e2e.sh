@@ -475,7 +475,8 @@ measure() { # NAME SERVERS PROXY_PID
     expected=$((RUN_OPS + RUN_GET_KEYS * (EXPECT_GET_X - 1) + RUN_SETS * (EXPECT_SET_X - 1)))
     ((expected == RUN_OPS)) || what="expected ops"
     ((RUN_ERRORS == 0)) || problem="$RUN_ERRORS error replies"
-    if ((RUN_BACKEND_OPS * 100 < expected * 95 || RUN_BACKEND_OPS * 100 > expected * 105)); then
+    local slack=${EXPECT_SLACK:-5}
+    if ((RUN_BACKEND_OPS * 100 < expected * (100 - slack) || RUN_BACKEND_OPS * 100 > expected * (100 + slack))); then
         problem+="${problem:+, }memcached saw $((RUN_BACKEND_OPS * 100 / expected))% of the $what"
     fi
     if ((RUN_MISSES * 100 > RUN_GET_KEYS)); then
@@ -755,10 +756,12 @@ rows_tiers() {
         tiers_row "$workers:hit" "$p warm_first hit path (warm W, cold C)" "$workers" 1 2 "$base" \
             write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" "cold: C" \
                 "write_on_miss: { ttl: 300 }")"
-        # 3b. the same with leases: gets read W with mg N c, sets go to C, then W.
-        tiers_row "$workers:leases" "$p warm_first hit path with leases" "$workers" 1 2 "$base" \
-            write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" "cold: C" \
-                "write_on_miss: { ttl: 300 }" "leases: {}")"
+        # 3b. the same with leases: gets read W with mg N c; a set goes to C, then deletes the
+        #     key in W, so a get of a key set since it was last read misses W and reads C (and
+        #     writes back): memcached sees up to 2 more ops for such gets (EXPECT_SLACK).
+        EXPECT_SLACK=25 tiers_row "$workers:leases" "$p warm_first with leases" "$workers" 1 2 \
+            "$base" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first "warm: W" \
+                "cold: C" "write_on_miss: { ttl: 300 }" "leases: {}")"
         # 4. warm_first, every get a miss in F, a hit in C and a write-back add F refuses.
         #    memcached counts each get twice (F's miss, C's hit), each set once (F refuses it).
         tiers_row "$workers:miss" "$p warm_first miss path (warm F full, cold C)" "$workers" 2 1 \
@@ -781,7 +784,7 @@ side_effects:
         tiers_row "$workers:hit-low" "$p warm_first hit path, $low% set" "$workers" 1 2 \
             "$base, $low% set" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route warm_first \
                 "warm: W" "cold: C" "write_on_miss: { ttl: 300 }")"
-        tiers_row "$workers:leases-low" "$p warm_first hit path with leases, $low% set" \
+        EXPECT_SLACK=25 tiers_row "$workers:leases-low" "$p warm_first with leases, $low% set" \
             "$workers" 1 2 "$base, $low% set" write_on_miss.tiers "$pools_wc"$'\n'"$(tiers_route \
                 warm_first "warm: W" "cold: C" "write_on_miss: { ttl: 300 }" "leases: {}")"
         LOAD_CFG=$main
