@@ -26,6 +26,7 @@
 //! Ordering: until it has sent its cold read (or is answered), the read holds its client's
 //! later writes: a write sent at once could reach cold before this read asks it.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -95,20 +96,25 @@ enum State {
     Over,
 }
 
-/// What warm said.
+/// What warm said: where its parts lie in the reply (sliced only when they are used).
 #[derive(Clone, Debug, Default)]
 struct WarmReply {
-    /// `VA <size>`: the value's size (None: not a value).
-    size: Option<usize>,
     /// The cas token (digits).
-    cas: Option<Bytes>,
+    cas: Option<Range<usize>>,
     /// The client flags (digits).
-    flags: Option<Bytes>,
+    flags: Option<Range<usize>>,
     /// The data block with its `\r\n`.
-    data: Option<Bytes>,
+    data: Range<usize>,
     win: bool,
     wait: bool,
     stale: bool,
+}
+
+impl WarmReply {
+    /// The value is empty (a placeholder, or a real empty value).
+    fn empty(&self) -> bool {
+        self.data.len() <= 2
+    }
 }
 
 /// A plain read of one key under leases.
@@ -123,8 +129,6 @@ pub struct Lease {
     meta: bool,
     /// The client's `mg` is quiet (`q`): a miss answers nothing.
     quiet: bool,
-    /// The key as on the wire.
-    key: Bytes,
     /// A classic answer ends with `END` (not for a key of a multi-get: its batch ends it).
     end: bool,
     /// The line warm is asked.
@@ -161,7 +165,6 @@ impl Lease {
         let (warm_line, warm_added) = warm_request(&request, &bytes, &rules);
         Lease {
             quiet: meta && request.quiet,
-            key: bytes.slice_ref(request.first_key(&bytes)),
             end: true,
             meta,
             request,
@@ -248,15 +251,16 @@ impl Lease {
             // Warm failed or said something else (an error, `EN`): cold, with no lease.
             return self.ask_cold(None, fx);
         };
-        let empty = warm.size == Some(0);
+        let empty = warm.empty();
+        let cas = || warm.cas.clone().map(|range| c.reply.slice(range));
         match (warm.win, warm.wait) {
             (true, _) if empty || warm.stale => {
                 fx.leases.wins += 1;
-                self.ask_cold(warm.cas, fx)
+                self.ask_cold(cas(), fx)
             }
             (true, _) => {
                 self.serve_warm(&c.reply, &warm, fx);
-                if let Some(cas) = warm.cas {
+                if let Some(cas) = cas() {
                     fx.leases.refreshes += 1;
                     self.refresh(cas, fx);
                 }
@@ -371,13 +375,14 @@ impl Lease {
             return;
         }
         let end = Bytes::from_static(b"END\r\n");
-        let (Some(flags), Some(data)) = (&warm.flags, &warm.data) else {
+        let parts = warm.flags.clone().map(|f| (reply.get(f), reply.get(warm.data.clone())));
+        let Some((Some(flags), Some(data))) = parts else {
             if self.end {
                 fx.deliver.push(end);
             }
             return;
         };
-        let key = &self.key;
+        let key = self.request.first_key(&self.bytes);
         let size = data.len().saturating_sub(2);
         // A small value is copied behind its new header (one buffer for the client instead
         // of three pieces); a large one goes out as a slice of warm's reply.
@@ -400,7 +405,7 @@ impl Lease {
             return;
         }
         fx.deliver.push(header.freeze());
-        fx.deliver.push(data.clone());
+        fx.deliver.push(reply.slice(warm.data.clone()));
         if self.end {
             fx.deliver.push(end);
         }
@@ -595,7 +600,7 @@ fn lease_release(key: &[u8], base64: bool, cas: &[u8]) -> Bytes {
 
 /// What warm's reply to a lease `mg` says; `None` for anything but a value (a miss, an error,
 /// garbage, a truncated block).
-fn parse_warm(reply: &Bytes) -> Option<WarmReply> {
+fn parse_warm(reply: &[u8]) -> Option<WarmReply> {
     let line_end = memchr(b'\n', reply)?;
     let text = reply.get(..line_end)?;
     let text = text.strip_suffix(b"\r").unwrap_or(text);
@@ -610,12 +615,11 @@ fn parse_warm(reply: &Bytes) -> Option<WarmReply> {
         return None;
     }
     let mut out = WarmReply {
-        size: Some(size),
-        data: Some(reply.slice(start..end)),
+        data: start..end,
         ..WarmReply::default()
     };
     for (at, token) in words {
-        let value = || reply.slice(at + 1..at + token.len());
+        let value = || at + 1..at + token.len();
         match token {
             b"W" => out.win = true,
             b"Z" => out.wait = true,
