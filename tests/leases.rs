@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::tiers::{effect, pools_yaml, start_proxy, value_on, values, wait_value, LANDED};
+use common::tiers::{effect, meta, pools_yaml, start_proxy, value_on, values, wait_value, LANDED};
 use common::{wait_until, Bifrost, Client, Memcached, Relay};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -115,27 +115,6 @@ fn lines_starting(relay: &Relay, prefix: &str) -> usize {
         .split("\r\n")
         .filter(|line| line.starts_with(prefix))
         .count()
-}
-
-/// Sends a meta request and reads its reply: the status line and, for `VA <n>`, the value.
-fn meta(c: &mut Client, req: &str) -> (String, Option<Vec<u8>>) {
-    c.send(format!("{req}\r\n").as_bytes());
-    let line = c.read_line();
-    let value = match line.strip_prefix("VA ") {
-        Some(rest) => {
-            let n: usize = rest
-                .split(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("{req}: bad VA line {line:?}"));
-            let mut data = c.read_exact(n + 2);
-            assert!(data.ends_with(b"\r\n"), "{req}: value not ended by \\r\\n");
-            data.truncate(n);
-            Some(data)
-        }
-        None => None,
-    };
-    (line, value)
 }
 
 /// The flags of a meta reply line (`VA 0 c5 Z` -> `["c5", "Z"]`).

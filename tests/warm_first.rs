@@ -11,8 +11,8 @@
 mod common;
 
 use common::tiers::{
-    dead_addr, effect, pool_yaml, server_list, start_proxy, ttl_of, value_on, values, wait_value,
-    LANDED,
+    dead_addr, effect, meta, pool_yaml, server_list, start_proxy, ttl_of, value_on, values,
+    wait_value, LANDED,
 };
 use common::{wait_until, Bifrost, Client, Item, Memcached, Relay, Rng};
 use std::time::{Duration, Instant};
@@ -56,27 +56,6 @@ fn item_on(c: &mut Client, key: &str) -> Option<Item> {
         .unwrap_or_else(|line| panic!("get {key}: error reply {line:?}"));
     assert!(items.len() <= 1, "get {key}: {items:?}");
     items.pop()
-}
-
-/// Sends a meta request and reads its reply: the status line and, for `VA <n>`, the value.
-fn meta(c: &mut Client, req: &str) -> (String, Option<Vec<u8>>) {
-    c.send(format!("{req}\r\n").as_bytes());
-    let line = c.read_line();
-    let value = match line.strip_prefix("VA ") {
-        Some(rest) => {
-            let n: usize = rest
-                .split(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("{req}: bad VA line {line:?}"));
-            let mut data = c.read_exact(n + 2);
-            assert!(data.ends_with(b"\r\n"), "{req}: value not ended by \\r\\n");
-            data.truncate(n);
-            Some(data)
-        }
-        None => None,
-    };
-    (line, value)
 }
 
 #[test]

@@ -137,3 +137,24 @@ pub fn effects(c: &mut Client, name: &str) -> String {
     lines.sort();
     lines.join(" ")
 }
+
+/// Sends a meta request and reads its reply: the status line and, for `VA <n>`, the value.
+pub fn meta(c: &mut Client, req: &str) -> (String, Option<Vec<u8>>) {
+    c.send(format!("{req}\r\n").as_bytes());
+    let line = c.read_line();
+    let value = match line.strip_prefix("VA ") {
+        Some(rest) => {
+            let n: usize = rest
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{req}: bad VA line {line:?}"));
+            let mut data = c.read_exact(n + 2);
+            assert!(data.ends_with(b"\r\n"), "{req}: value not ended by \\r\\n");
+            data.truncate(n);
+            Some(data)
+        }
+        None => None,
+    };
+    (line, value)
+}
