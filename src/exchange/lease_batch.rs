@@ -241,7 +241,7 @@ impl LeaseBatch {
         for (answer, lane) in self.answers.iter_mut().zip(lanes) {
             let plain = matches!(lane, Lane::Plain(_));
             for piece in answer.drain(..) {
-                self.held -= piece.len();
+                self.held = self.held.saturating_sub(piece.len());
                 fx.held_delta -= piece.len() as isize;
                 // A one-key get's reply ends with its `END`: taken off.
                 let piece = match plain && piece.ends_with(b"END\r\n") {
