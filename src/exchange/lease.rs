@@ -375,7 +375,10 @@ impl Lease {
             return;
         }
         let end = Bytes::from_static(b"END\r\n");
-        let parts = warm.flags.clone().map(|f| (reply.get(f), reply.get(warm.data.clone())));
+        let parts = warm
+            .flags
+            .clone()
+            .map(|f| (reply.get(f), reply.get(warm.data.clone())));
         let Some((Some(flags), Some(data))) = parts else {
             if self.end {
                 fx.deliver.push(end);
