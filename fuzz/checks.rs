@@ -172,6 +172,7 @@ fn check_request_outcome(data: &[u8], limits: &Limits, outcome: Result<Parsed, P
                     assert_eq!(memchr_newline(window), None);
                 }
                 ParseError::BinaryProtocol => {}
+                ParseError::BadFrame => panic!("the text parser made a binary-frame error"),
                 ParseError::CrossProtocol => {
                     // memcached's reading: the line less its `\r\n` (or `\n`), split on spaces.
                     let line = &data[..memchr_newline(data).expect("a whole line")];

@@ -460,7 +460,7 @@ impl Client {
                 return None;
             }
         }
-        if self.read_buf.is_empty() {
+        if self.read_buf.is_empty() && !self.protocol.has_queued_request() {
             self.partial_since = None;
             return None;
         }

@@ -12,6 +12,8 @@
 
 use bytes::Bytes;
 
+use super::binary::BinaryProtocol;
+use crate::protocol::binary::REQUEST_MAGIC;
 use crate::protocol::request::unlink_after_too_large;
 use crate::protocol::{parse_request, Limits, ParseError, Parsed, Request};
 use crate::runtime::buffer::{Arena, ReadBuf, WriteQueue};
@@ -52,6 +54,12 @@ pub trait ClientProtocol {
     /// that does not complete a reply is not made. The replies of slots dropped behind a
     /// closing reply never come (the connection closes).
     fn write_reply(&mut self, pieces: &[Bytes], complete: bool, queue: &mut WriteQueue);
+
+    /// True when the protocol has a request to hand on that needs no more bytes (one frame that
+    /// became two text requests): [`Self::next_request`] is called even with nothing buffered.
+    fn has_queued_request(&self) -> bool {
+        false
+    }
 
     /// [`Self::write_reply`] for pieces the caller no longer needs: they may be moved to the
     /// queue instead of shared.
@@ -122,15 +130,27 @@ fn unlink_request(buf: &[u8], limits: &Limits) -> Option<(Request, Bytes)> {
 /// the worker code over them need one type from the accept on. The binary protocol adds a
 /// variant, chosen at the client's first byte. With one variant, each match below compiles to
 /// the direct call; with two, it is one predictable branch per call, no vtable.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum AnyProtocol {
+    /// Nothing read yet: the first byte decides.
+    #[default]
+    Unknown,
     /// memcached text.
     Text(TextProtocol),
+    /// memcached's binary protocol (the first byte was its magic, 0x80).
+    Binary(Box<BinaryProtocol>),
 }
 
-impl Default for AnyProtocol {
-    fn default() -> Self {
-        AnyProtocol::Text(TextProtocol)
+impl AnyProtocol {
+    /// The protocol, decided by the first byte of `buf` if it is not yet.
+    #[inline]
+    fn decide(&mut self, buf: &[u8]) {
+        if let AnyProtocol::Unknown = self {
+            *self = match buf.first() {
+                Some(&REQUEST_MAGIC) => AnyProtocol::Binary(Box::default()),
+                _ => AnyProtocol::Text(TextProtocol),
+            };
+        }
     }
 }
 
@@ -142,15 +162,29 @@ impl ClientProtocol for AnyProtocol {
         limits: &Limits,
         arena: &mut Arena,
     ) -> Option<Next> {
+        self.decide(buf);
         match self {
             AnyProtocol::Text(text) => text.next_request(buf, limits, arena),
+            AnyProtocol::Binary(binary) => binary.next_request(buf, limits, arena),
+            AnyProtocol::Unknown => None,
+        }
+    }
+
+    #[inline]
+    fn has_queued_request(&self) -> bool {
+        match self {
+            AnyProtocol::Binary(binary) => binary.has_queued_request(),
+            AnyProtocol::Text(_) | AnyProtocol::Unknown => false,
         }
     }
 
     #[inline]
     fn write_reply(&mut self, pieces: &[Bytes], complete: bool, queue: &mut WriteQueue) {
         match self {
+            // A reply before any request (none is made): as text.
             AnyProtocol::Text(text) => text.write_reply(pieces, complete, queue),
+            AnyProtocol::Unknown => TextProtocol.write_reply(pieces, complete, queue),
+            AnyProtocol::Binary(binary) => binary.write_reply(pieces, complete, queue),
         }
     }
 
@@ -158,6 +192,8 @@ impl ClientProtocol for AnyProtocol {
     fn write_owned_reply(&mut self, pieces: Vec<Bytes>, complete: bool, queue: &mut WriteQueue) {
         match self {
             AnyProtocol::Text(text) => text.write_owned_reply(pieces, complete, queue),
+            AnyProtocol::Unknown => TextProtocol.write_owned_reply(pieces, complete, queue),
+            AnyProtocol::Binary(binary) => binary.write_owned_reply(pieces, complete, queue),
         }
     }
 }

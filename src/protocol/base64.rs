@@ -1,8 +1,37 @@
 //! Decoding of base64 meta-command keys (the `b` flag) into a stack buffer, so routing by
-//! the decoded key allocates nothing.
+//! the decoded key allocates nothing; and encoding, for binary-protocol keys that memcached text
+//! cannot carry as they are.
 
 /// Longest decoded key (memcached's key limit).
 pub const MAX_DECODED: usize = 250;
+
+/// Longest encoding of a key of [`MAX_DECODED`] bytes.
+pub const MAX_ENCODED: usize = MAX_DECODED.div_ceil(3) * 4;
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes `input` (at most [`MAX_DECODED`] bytes; the rest is left out) as standard base64
+/// with `=` padding into `out`; returns the encoded length.
+pub fn encode(input: &[u8], out: &mut [u8; MAX_ENCODED]) -> usize {
+    let input = input.get(..MAX_DECODED).unwrap_or(input);
+    let mut len = 0;
+    for chunk in input.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let word = (b(0) << 16) | (b(1) << 8) | b(2);
+        for i in 0..4 {
+            let sextet = ((word >> (18 - 6 * i)) & 0x3f) as usize;
+            let byte = match i <= chunk.len() {
+                true => ALPHABET.get(sextet).copied().unwrap_or(b'='),
+                false => b'=',
+            };
+            if let Some(slot) = out.get_mut(len) {
+                *slot = byte;
+                len += 1;
+            }
+        }
+    }
+    len
+}
 
 fn sextet(b: u8) -> Option<u8> {
     match b {
@@ -50,6 +79,29 @@ mod tests {
     fn dec(s: &str) -> Option<Vec<u8>> {
         let mut out = [0u8; MAX_DECODED];
         decode(s.as_bytes(), &mut out).map(|n| out[..n].to_vec())
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for input in [
+            &b"f"[..],
+            b"fo",
+            b"foo",
+            b"foob",
+            b"\x00\xff \r\n",
+            &[7u8; 250],
+        ] {
+            let mut out = [0u8; MAX_ENCODED];
+            let n = encode(input, &mut out);
+            assert_eq!(n % 4, 0);
+            assert_eq!(
+                dec(std::str::from_utf8(&out[..n]).unwrap()).as_deref(),
+                Some(input)
+            );
+        }
+        let mut out = [0u8; MAX_ENCODED];
+        let n = encode(b"fooba", &mut out);
+        assert_eq!(&out[..n], b"Zm9vYmE=");
     }
 
     #[test]

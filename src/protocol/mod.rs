@@ -8,6 +8,7 @@
 //! never copies, and treat "not enough bytes yet" as a normal outcome.
 
 pub mod base64;
+pub mod binary;
 pub mod command;
 pub mod decimal;
 pub mod meta_flags;

@@ -195,6 +195,9 @@ pub enum ParseError {
     /// No line end within [`Limits::max_line_length`] bytes: reply
     /// `CLIENT_ERROR line too long`, then close the connection.
     LineTooLong,
+    /// A binary-protocol frame that is not one (wrong magic, lengths that do not add up, a body
+    /// far over the limit): close the connection without a reply.
+    BadFrame,
     /// The first byte is the binary protocol's magic (0x80): reply
     /// `CLIENT_ERROR binary protocol is not supported`, then close the connection.
     BinaryProtocol,
@@ -215,7 +218,7 @@ impl ParseError {
             ParseError::BadDataChunk { .. } => b"CLIENT_ERROR bad data chunk\r\n",
             ParseError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseError::BinaryProtocol => b"CLIENT_ERROR binary protocol is not supported\r\n",
-            ParseError::CrossProtocol => b"",
+            ParseError::CrossProtocol | ParseError::BadFrame => b"",
         }
     }
 
@@ -228,9 +231,10 @@ impl ParseError {
             | ParseError::TooLarge { skip }
             | ParseError::TooLargeNoreply { skip }
             | ParseError::BadDataChunk { skip } => Some(skip),
-            ParseError::LineTooLong | ParseError::BinaryProtocol | ParseError::CrossProtocol => {
-                None
-            }
+            ParseError::LineTooLong
+            | ParseError::BinaryProtocol
+            | ParseError::CrossProtocol
+            | ParseError::BadFrame => None,
         }
     }
 
@@ -244,6 +248,7 @@ impl ParseError {
             ParseError::LineTooLong => "line_too_long",
             ParseError::BinaryProtocol => "binary_protocol",
             ParseError::CrossProtocol => "cross_protocol",
+            ParseError::BadFrame => "bad_binary_frame",
         }
     }
 }

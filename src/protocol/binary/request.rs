@@ -1,0 +1,376 @@
+//! A binary request frame translated into the memcached text request it means (meta commands,
+//! which carry CAS, flags, TTL and quiet mode), and what its answer must be translated back into
+//! ([`Pending`]).
+//!
+//! Keys: a binary key may hold any byte. One that memcached text can carry as it is (1 to 250
+//! bytes, none a space or control byte) goes as it is; any other goes base64-encoded with the
+//! meta `b` flag, so routing (which decodes it) places it by its real bytes.
+//!
+//! Opcodes the proxy answers itself (SASL, verbosity, an unknown opcode, a request whose
+//! arguments are wrong) become `mn`, whose `MN` the reply translator replaces with the status
+//! [`Answer::Fixed`] names: so every frame still has exactly one text request, in order.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{opcode, status, Header, HEADER_LEN};
+use crate::protocol::base64;
+
+/// Longest key memcached takes.
+pub const MAX_KEY: usize = 250;
+
+/// What the text reply to a translated request must be turned into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `VA <len> f<flags> c<cas>` or `EN`: a get (with the key in the response for GetK/GATK).
+    Get {
+        /// Echo the key.
+        with_key: bool,
+    },
+    /// `HD c<cas>`, `NS`, `EX`, `NF`: a set, add, replace, append or prepend.
+    Store,
+    /// `HD`, `NF`, `EX`: a delete.
+    Delete,
+    /// `VA <len> c<cas>` with the number, `NF`, `NS`, `EX`: an increment or decrement.
+    Arithmetic,
+    /// `HD` or `EN`: a touch.
+    Touch,
+    /// `MN`.
+    Noop,
+    /// `VERSION <v>`.
+    Version,
+    /// `OK`.
+    Flush,
+    /// `STAT <name> <value>` lines and `END`.
+    Stat,
+    /// `MN` of the `mn` a quit became; the connection closes after it.
+    Quit,
+    /// `MN`, answered with this status instead (an error answered by the proxy itself).
+    Fixed(u16),
+}
+
+/// What a request's answer needs: its opcode and opaque, its key (for the responses that echo
+/// it), how to read its text reply, and whether success is answered (quiet opcodes: no).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The request's opcode, echoed.
+    pub opcode: u8,
+    /// The request's opaque, echoed.
+    pub opaque: u32,
+    /// The key, for responses that carry it.
+    pub key: Bytes,
+    /// How the text reply reads.
+    pub answer: Answer,
+    /// A quiet opcode: success is not answered (misses neither, for gets).
+    pub quiet: bool,
+}
+
+/// A frame translated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Translated {
+    /// The text request (a whole line, and a data block for storage commands).
+    pub text: Bytes,
+    /// How to answer it.
+    pub pending: Pending,
+    /// A second text request that follows it with no answer of its own (`quit` after a
+    /// quit's `mn`).
+    pub then: Option<Bytes>,
+}
+
+/// `frame` (a whole frame: `header` and its body) as memcached text.
+pub fn translate(header: &Header, frame: &[u8]) -> Translated {
+    let body = frame.get(HEADER_LEN..).unwrap_or_default();
+    let extras_len = usize::from(header.extras_len);
+    let key_len = usize::from(header.key_len);
+    let extras = body.get(..extras_len).unwrap_or_default();
+    let key = body
+        .get(extras_len..extras_len + key_len)
+        .unwrap_or_default();
+    let value = body.get(extras_len + key_len..).unwrap_or_default();
+    let op = header.opcode;
+    let pending = |answer: Answer, quiet: bool| Pending {
+        opcode: op,
+        opaque: header.opaque,
+        key: Bytes::copy_from_slice(key),
+        answer,
+        quiet,
+    };
+    let fixed = |code: u16| Translated {
+        text: Bytes::from_static(b"mn\r\n"),
+        pending: pending(Answer::Fixed(code), false),
+        then: None,
+    };
+    let shape = Shape {
+        extras: extras.len(),
+        key: key.len(),
+        value: value.len(),
+    };
+    // A key text must carry base64-encoded is longer on the wire: it must still fit memcached's
+    // 250 bytes there.
+    let wire_len = match plain_key(key) {
+        true => key.len(),
+        false => key.len().div_ceil(3) * 4,
+    };
+    let keyed = !key.is_empty() && wire_len <= MAX_KEY;
+    match op {
+        opcode::GET | opcode::GETQ | opcode::GETK | opcode::GETKQ => {
+            if !keyed || !shape.is(0, value.is_empty()) {
+                return fixed(status::INVALID_ARGUMENTS);
+            }
+            let quiet = matches!(op, opcode::GETQ | opcode::GETKQ);
+            let with_key = matches!(op, opcode::GETK | opcode::GETKQ);
+            let text = meta_line(b"mg", key, &[b"v", b"f", b"c"], quiet);
+            translated(text, pending(Answer::Get { with_key }, quiet))
+        }
+        opcode::GAT | opcode::GATQ | opcode::GATK | opcode::GATKQ => {
+            let Some(exptime) =
+                u32_at(extras, 0).filter(|_| keyed && shape.is(4, value.is_empty()))
+            else {
+                return fixed(status::INVALID_ARGUMENTS);
+            };
+            let quiet = matches!(op, opcode::GATQ | opcode::GATKQ);
+            let with_key = matches!(op, opcode::GATK | opcode::GATKQ);
+            let ttl = format!("T{exptime}");
+            let text = meta_line(b"mg", key, &[b"v", b"f", b"c", ttl.as_bytes()], quiet);
+            translated(text, pending(Answer::Get { with_key }, quiet))
+        }
+        opcode::TOUCH => {
+            let Some(exptime) =
+                u32_at(extras, 0).filter(|_| keyed && shape.is(4, value.is_empty()))
+            else {
+                return fixed(status::INVALID_ARGUMENTS);
+            };
+            let ttl = format!("T{exptime}");
+            let text = meta_line(b"mg", key, &[ttl.as_bytes()], false);
+            translated(text, pending(Answer::Touch, false))
+        }
+        opcode::SET
+        | opcode::SETQ
+        | opcode::ADD
+        | opcode::ADDQ
+        | opcode::REPLACE
+        | opcode::REPLACEQ => {
+            let (Some(flags), Some(exptime)) = (u32_at(extras, 0), u32_at(extras, 4)) else {
+                return fixed(status::INVALID_ARGUMENTS);
+            };
+            if !keyed || extras.len() != 8 {
+                return fixed(status::INVALID_ARGUMENTS);
+            }
+            let quiet = matches!(op, opcode::SETQ | opcode::ADDQ | opcode::REPLACEQ);
+            let mode: &[u8] = match op {
+                opcode::ADD | opcode::ADDQ => b"ME",
+                opcode::REPLACE | opcode::REPLACEQ => b"MR",
+                _ => b"MS",
+            };
+            let f = format!("F{flags}");
+            let t = format!("T{exptime}");
+            let c = format!("C{}", header.cas);
+            let mut flags_list: Vec<&[u8]> = vec![f.as_bytes(), t.as_bytes(), mode, b"c"];
+            if header.cas != 0 {
+                flags_list.push(c.as_bytes());
+            }
+            let text = meta_set(key, value, &flags_list, quiet);
+            translated(text, pending(Answer::Store, quiet))
+        }
+        opcode::APPEND | opcode::APPENDQ | opcode::PREPEND | opcode::PREPENDQ => {
+            if !keyed || !extras.is_empty() {
+                return fixed(status::INVALID_ARGUMENTS);
+            }
+            let quiet = matches!(op, opcode::APPENDQ | opcode::PREPENDQ);
+            let mode: &[u8] = match op {
+                opcode::APPEND | opcode::APPENDQ => b"MA",
+                _ => b"MP",
+            };
+            let c = format!("C{}", header.cas);
+            let mut flags_list: Vec<&[u8]> = vec![mode, b"c"];
+            if header.cas != 0 {
+                flags_list.push(c.as_bytes());
+            }
+            let text = meta_set(key, value, &flags_list, quiet);
+            translated(text, pending(Answer::Store, quiet))
+        }
+        opcode::DELETE | opcode::DELETEQ => {
+            if !keyed || !shape.is(0, value.is_empty()) {
+                return fixed(status::INVALID_ARGUMENTS);
+            }
+            let quiet = op == opcode::DELETEQ;
+            let c = format!("C{}", header.cas);
+            let flags_list: Vec<&[u8]> = match header.cas {
+                0 => Vec::new(),
+                _ => vec![c.as_bytes()],
+            };
+            let text = meta_line(b"md", key, &flags_list, quiet);
+            translated(text, pending(Answer::Delete, quiet))
+        }
+        opcode::INCREMENT | opcode::INCREMENTQ | opcode::DECREMENT | opcode::DECREMENTQ => {
+            let (Some(delta), Some(initial), Some(exptime)) =
+                (u64_at(extras, 0), u64_at(extras, 8), u32_at(extras, 16))
+            else {
+                return fixed(status::INVALID_ARGUMENTS);
+            };
+            if !keyed || !shape.is(20, value.is_empty()) {
+                return fixed(status::INVALID_ARGUMENTS);
+            }
+            let quiet = matches!(op, opcode::INCREMENTQ | opcode::DECREMENTQ);
+            let mode: &[u8] = match op {
+                opcode::INCREMENT | opcode::INCREMENTQ => b"MI",
+                _ => b"MD",
+            };
+            let d = format!("D{delta}");
+            let n = format!("N{exptime}");
+            let j = format!("J{initial}");
+            let c = format!("C{}", header.cas);
+            let mut flags_list: Vec<&[u8]> = vec![d.as_bytes(), mode, b"v", b"c"];
+            // 0xffffffff: do not create a missing counter.
+            if exptime != u32::MAX {
+                flags_list.push(n.as_bytes());
+                flags_list.push(j.as_bytes());
+            }
+            if header.cas != 0 {
+                flags_list.push(c.as_bytes());
+            }
+            let text = meta_line(b"ma", key, &flags_list, quiet);
+            translated(text, pending(Answer::Arithmetic, quiet))
+        }
+        opcode::NOOP => translated(Bytes::from_static(b"mn\r\n"), pending(Answer::Noop, false)),
+        opcode::VERSION => translated(
+            Bytes::from_static(b"version\r\n"),
+            pending(Answer::Version, false),
+        ),
+        opcode::FLUSH | opcode::FLUSHQ => {
+            let quiet = op == opcode::FLUSHQ;
+            let delay = match extras.len() {
+                0 => 0,
+                4 => u32_at(extras, 0).unwrap_or(0),
+                _ => return fixed(status::INVALID_ARGUMENTS),
+            };
+            let mut text = BytesMut::with_capacity(32);
+            text.put_slice(b"flush_all");
+            if delay > 0 {
+                text.put_slice(format!(" {delay}").as_bytes());
+            }
+            if quiet {
+                text.put_slice(b" noreply");
+            }
+            text.put_slice(b"\r\n");
+            translated(text.freeze(), pending(Answer::Flush, quiet))
+        }
+        opcode::QUIT => Translated {
+            text: Bytes::from_static(b"mn\r\n"),
+            pending: pending(Answer::Quit, false),
+            then: Some(Bytes::from_static(b"quit\r\n")),
+        },
+        opcode::QUITQ => Translated {
+            text: Bytes::from_static(b"quit\r\n"),
+            pending: pending(Answer::Quit, true),
+            then: None,
+        },
+        opcode::STAT => {
+            // The proxy's own counters, whatever group was asked.
+            translated(
+                Bytes::from_static(b"stats\r\n"),
+                pending(Answer::Stat, false),
+            )
+        }
+        opcode::VERBOSITY => fixed(status::OK),
+        opcode::SASL_LIST_MECHS | opcode::SASL_AUTH | opcode::SASL_STEP => {
+            fixed(status::NOT_SUPPORTED)
+        }
+        _ => fixed(status::UNKNOWN_COMMAND),
+    }
+}
+
+/// The lengths of a frame's parts.
+struct Shape {
+    extras: usize,
+    key: usize,
+    value: usize,
+}
+
+impl Shape {
+    /// Exactly `extras` bytes of extras, and `value_ok`.
+    fn is(&self, extras: usize, value_ok: bool) -> bool {
+        let _ = (self.key, self.value);
+        self.extras == extras && value_ok
+    }
+}
+
+fn translated(text: Bytes, pending: Pending) -> Translated {
+    Translated {
+        text,
+        pending,
+        then: None,
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at + 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_be_bytes(a))
+}
+
+/// True when memcached text can carry `key` as it is.
+fn plain_key(key: &[u8]) -> bool {
+    key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+/// Appends the key as text carries it; true when it went base64-encoded (the request then
+/// needs the `b` flag).
+fn put_key(out: &mut BytesMut, key: &[u8]) -> bool {
+    if plain_key(key) {
+        out.put_slice(key);
+        return false;
+    }
+    let mut encoded = [0u8; base64::MAX_ENCODED];
+    let len = base64::encode(key, &mut encoded);
+    out.put_slice(encoded.get(..len).unwrap_or_default());
+    true
+}
+
+/// `<verb> <key> <flags...> [b] [q]\r\n`.
+fn meta_line(verb: &[u8], key: &[u8], flags: &[&[u8]], quiet: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(verb.len() + key.len() * 2 + 48);
+    out.put_slice(verb);
+    out.put_u8(b' ');
+    let encoded = put_key(&mut out, key);
+    for flag in flags {
+        out.put_u8(b' ');
+        out.put_slice(flag);
+    }
+    if encoded {
+        out.put_slice(b" b");
+    }
+    if quiet {
+        out.put_slice(b" q");
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `ms <key> <len> <flags...> [b] [q]\r\n<value>\r\n`.
+fn meta_set(key: &[u8], value: &[u8], flags: &[&[u8]], quiet: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(key.len() * 2 + value.len() + 64);
+    out.put_slice(b"ms ");
+    let encoded = put_key(&mut out, key);
+    out.put_u8(b' ');
+    out.put_slice(value.len().to_string().as_bytes());
+    for flag in flags {
+        out.put_u8(b' ');
+        out.put_slice(flag);
+    }
+    if encoded {
+        out.put_slice(b" b");
+    }
+    if quiet {
+        out.put_slice(b" q");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
