@@ -743,3 +743,85 @@ fn check_split_lines(whole: &[u8], limits: &Limits, r: &bifrost::protocol::Reque
         assert_eq!(memcached_tokens(line).len(), 1 + exptime + sub.key_count);
     }
 }
+
+/// The binary protocol's translations (`fuzz_targets/binary_protocol.rs`): `data` read as a
+/// stream of request frames, each translated into text that the text parser takes whole (one
+/// request, or one error, never more or less than the text); and `data` as a text reply to
+/// every kind of pending request, cut at a few points, answered with well-formed response frames
+/// only (each with the request's opcode and opaque). Nothing panics.
+pub fn check_binary(data: &[u8]) {
+    use bifrost::protocol::binary::reply::ReplyTranslator;
+    use bifrost::protocol::binary::request::{translate, Answer, Pending};
+    use bifrost::protocol::binary::{Header, HEADER_LEN, RESPONSE_MAGIC};
+
+    // Requests: frame after frame until one is incomplete or not a frame.
+    let mut at = 0;
+    while let Ok(Some(header)) = Header::parse(data.get(at..).unwrap_or_default()) {
+        let Some(frame) = data.get(at..at + header.frame_len()) else {
+            break;
+        };
+        let translated = translate(&header, frame);
+        assert_eq!(translated.pending.opcode, header.opcode);
+        assert_eq!(translated.pending.opaque, header.opaque);
+        for text in std::iter::once(&translated.text).chain(translated.then.as_ref()) {
+            assert!(text.ends_with(b"\r\n"), "{text:?}");
+            for limits in limit_sets() {
+                if let Ok(Parsed::Complete(r)) = parse_request(text, &limits) {
+                    assert_eq!(r.len, text.len(), "one whole request: {text:?}");
+                }
+            }
+            // With the default limits, every translation is a request the proxy takes.
+            match parse_request(text, &Limits::default()) {
+                Ok(Parsed::Complete(_)) | Err(ParseError::TooLarge { .. }) => {}
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        at += header.frame_len();
+    }
+
+    // Replies: `data` as the text reply to each kind of request.
+    let answers = [
+        Answer::Get { with_key: true },
+        Answer::Get { with_key: false },
+        Answer::Store,
+        Answer::Delete,
+        Answer::Arithmetic,
+        Answer::Touch,
+        Answer::Noop,
+        Answer::Version,
+        Answer::Flush,
+        Answer::Stat,
+        Answer::Quit,
+        Answer::Fixed(0x83),
+    ];
+    for answer in answers {
+        for quiet in [false, true] {
+            let pending = Pending {
+                opcode: 0x0c,
+                opaque: 0x1234_5678,
+                key: bytes::Bytes::from_static(b"key"),
+                answer,
+                quiet,
+            };
+            for cut in cut_points(data.len(), &[1, 7]) {
+                let mut translator = ReplyTranslator::default();
+                let mut out = Vec::new();
+                let (a, b) = data.split_at(cut.min(data.len()));
+                for piece in [a, b] {
+                    translator.feed(&pending, &bytes::Bytes::copy_from_slice(piece), &mut out);
+                }
+                translator.finish();
+                let bytes: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+                // Whole frames, back to back; the last may be a value still streaming.
+                let mut at = 0;
+                while let Some(head) = bytes.get(at..at + HEADER_LEN) {
+                    assert_eq!(head[0], RESPONSE_MAGIC);
+                    assert_eq!(head[1], 0x0c);
+                    assert_eq!(&head[12..16], &0x1234_5678u32.to_be_bytes());
+                    let body = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+                    at += HEADER_LEN + body as usize;
+                }
+            }
+        }
+    }
+}

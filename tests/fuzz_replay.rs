@@ -53,6 +53,7 @@ fn seed_corpora_are_present() {
         "config_loader",
         "admin_http",
         "forwarded_line",
+        "binary_protocol",
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         let count = fs::read_dir(&dir)
@@ -107,5 +108,13 @@ fn replay_forwarded_line() {
     for (path, bytes) in inputs() {
         eprintln!("forwarded_line <- {}", path.display());
         checks::check_forwarded_input(&bytes);
+    }
+}
+
+#[test]
+fn replay_binary_protocol() {
+    for (path, bytes) in inputs() {
+        eprintln!("binary_protocol <- {}", path.display());
+        checks::check_binary(&bytes);
     }
 }

@@ -129,8 +129,8 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             };
             let quiet = matches!(op, opcode::GATQ | opcode::GATKQ);
             let with_key = matches!(op, opcode::GATK | opcode::GATKQ);
-            let ttl = format!("T{exptime}");
-            let text = meta_line(b"mg", key, &[b"v", b"f", b"c", ttl.as_bytes()], quiet);
+            let touch = format!("T{}", ttl(exptime));
+            let text = meta_line(b"mg", key, &[b"v", b"f", b"c", touch.as_bytes()], quiet);
             translated(text, pending(Answer::Get { with_key }, quiet))
         }
         opcode::TOUCH => {
@@ -139,8 +139,8 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
-            let ttl = format!("T{exptime}");
-            let text = meta_line(b"mg", key, &[ttl.as_bytes()], false);
+            let touch = format!("T{}", ttl(exptime));
+            let text = meta_line(b"mg", key, &[touch.as_bytes()], false);
             translated(text, pending(Answer::Touch, false))
         }
         opcode::SET
@@ -162,7 +162,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 _ => b"MS",
             };
             let f = format!("F{flags}");
-            let t = format!("T{exptime}");
+            let t = format!("T{}", ttl(exptime));
             let c = format!("C{}", header.cas);
             let mut flags_list: Vec<&[u8]> = vec![f.as_bytes(), t.as_bytes(), mode, b"c"];
             if header.cas != 0 {
@@ -216,7 +216,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 _ => b"MD",
             };
             let d = format!("D{delta}");
-            let n = format!("N{exptime}");
+            let n = format!("N{}", ttl(exptime));
             let j = format!("J{initial}");
             let c = format!("C{}", header.cas);
             let mut flags_list: Vec<&[u8]> = vec![d.as_bytes(), mode, b"v", b"c"];
@@ -240,7 +240,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             let quiet = op == opcode::FLUSHQ;
             let delay = match extras.len() {
                 0 => 0,
-                4 => u32_at(extras, 0).unwrap_or(0),
+                4 => ttl(u32_at(extras, 0).unwrap_or(0)),
                 _ => return fixed(status::INVALID_ARGUMENTS),
             };
             let mut text = BytesMut::with_capacity(32);
@@ -300,6 +300,12 @@ fn translated(text: Bytes, pending: Pending) -> Translated {
         pending,
         then: None,
     }
+}
+
+/// A binary expiration (unsigned 32 bits) as meta carries it (signed 32 bits): a larger one is
+/// a unix time past 2038, read as the latest one meta can name.
+fn ttl(exptime: u32) -> u32 {
+    exptime.min(i32::MAX as u32)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
