@@ -21,6 +21,7 @@
 #   and B, so a multi-get's keys are split between them)
 # CALLGRIND_MULTIGET: keys per get (memcaslap -d; default 1: single gets). With 100 and
 # CALLGRIND_ROUTE=split, each get is a 100-key split.
+# CALLGRIND_BINARY=1: memcaslap speaks the binary protocol (-B) to the proxy.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -114,13 +115,14 @@ wait_port "$PROXY_PORT"
 if ((REQUESTS > 0)); then
     division=()
     [[ ${CALLGRIND_MULTIGET:-1} -gt 1 ]] && division=(-d "$CALLGRIND_MULTIGET")
+    [[ ${CALLGRIND_BINARY:-0} == 1 ]] && division+=(-B)
     memcaslap -s "127.0.0.1:$PROXY_PORT" -x "$REQUESTS" -c 1 -T 1 -X 100 "${division[@]}" \
         >"$WORK/memcaslap.log" 2>&1
 fi
 kill -TERM "$proxy"
 wait "$proxy" || true
 total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "route: $ROUTE${CALLGRIND_MULTIGET:+ (keys per get: $CALLGRIND_MULTIGET)}"
+echo "route: $ROUTE${CALLGRIND_MULTIGET:+ (keys per get: $CALLGRIND_MULTIGET)}${CALLGRIND_BINARY:+ (binary: $CALLGRIND_BINARY)}"
 echo "instructions: $total for $REQUESTS requests (start-up and shutdown included)"
 if ((REQUESTS > 0)); then
     echo "per request: $((total / REQUESTS)) (subtract a 0-request run's total first for the exact figure)"

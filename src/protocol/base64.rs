@@ -33,15 +33,23 @@ pub fn encode(input: &[u8], out: &mut [u8; MAX_ENCODED]) -> usize {
     len
 }
 
-fn sextet(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
+/// Each byte's sextet, or [`INVALID`] for a byte outside the alphabet (a table: one load per
+/// character instead of a chain of range tests; keys decode on every request that carries one).
+const SEXTETS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
+    table
+};
+const INVALID: u8 = 0xff;
+
+#[inline]
+fn sextet(b: u8) -> Option<u8> {
+    let s = SEXTETS[usize::from(b)];
+    (s != INVALID).then_some(s)
 }
 
 /// Decodes standard base64 (with `=` padding) into `out`; returns the decoded length, or

@@ -118,7 +118,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             }
             let quiet = matches!(op, opcode::GETQ | opcode::GETKQ);
             let with_key = matches!(op, opcode::GETK | opcode::GETKQ);
-            let text = meta_line(b"mg", key, &[b"v", b"f", b"c"], quiet);
+            let text = meta_line(b"mg", key, Flags::new().words(&[b"v", b"f", b"c"]), quiet);
             translated(text, pending(Answer::Get { with_key }, quiet))
         }
         opcode::GAT | opcode::GATQ | opcode::GATK | opcode::GATKQ => {
@@ -129,8 +129,10 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             };
             let quiet = matches!(op, opcode::GATQ | opcode::GATKQ);
             let with_key = matches!(op, opcode::GATK | opcode::GATKQ);
-            let touch = format!("T{}", ttl(exptime));
-            let text = meta_line(b"mg", key, &[b"v", b"f", b"c", touch.as_bytes()], quiet);
+            let flags = Flags::new()
+                .words(&[b"v", b"f", b"c"])
+                .num(b'T', ttl(exptime).into());
+            let text = meta_line(b"mg", key, flags, quiet);
             translated(text, pending(Answer::Get { with_key }, quiet))
         }
         opcode::TOUCH => {
@@ -139,8 +141,12 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
-            let touch = format!("T{}", ttl(exptime));
-            let text = meta_line(b"mg", key, &[touch.as_bytes()], false);
+            let text = meta_line(
+                b"mg",
+                key,
+                Flags::new().num(b'T', ttl(exptime).into()),
+                false,
+            );
             translated(text, pending(Answer::Touch, false))
         }
         opcode::SET
@@ -161,14 +167,12 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 opcode::REPLACE | opcode::REPLACEQ => b"MR",
                 _ => b"MS",
             };
-            let f = format!("F{flags}");
-            let t = format!("T{}", ttl(exptime));
-            let c = format!("C{}", header.cas);
-            let mut flags_list: Vec<&[u8]> = vec![f.as_bytes(), t.as_bytes(), mode, b"c"];
-            if header.cas != 0 {
-                flags_list.push(c.as_bytes());
-            }
-            let text = meta_set(key, value, &flags_list, quiet);
+            let flags = Flags::new()
+                .num(b'F', flags.into())
+                .num(b'T', ttl(exptime).into())
+                .words(&[mode, b"c"])
+                .cas(header.cas);
+            let text = meta_set(key, value, flags, quiet);
             translated(text, pending(Answer::Store, quiet))
         }
         opcode::APPEND | opcode::APPENDQ | opcode::PREPEND | opcode::PREPENDQ => {
@@ -180,12 +184,8 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 opcode::APPEND | opcode::APPENDQ => b"MA",
                 _ => b"MP",
             };
-            let c = format!("C{}", header.cas);
-            let mut flags_list: Vec<&[u8]> = vec![mode, b"c"];
-            if header.cas != 0 {
-                flags_list.push(c.as_bytes());
-            }
-            let text = meta_set(key, value, &flags_list, quiet);
+            let flags = Flags::new().words(&[mode, b"c"]).cas(header.cas);
+            let text = meta_set(key, value, flags, quiet);
             translated(text, pending(Answer::Store, quiet))
         }
         opcode::DELETE | opcode::DELETEQ => {
@@ -193,12 +193,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 return fixed(status::INVALID_ARGUMENTS);
             }
             let quiet = op == opcode::DELETEQ;
-            let c = format!("C{}", header.cas);
-            let flags_list: Vec<&[u8]> = match header.cas {
-                0 => Vec::new(),
-                _ => vec![c.as_bytes()],
-            };
-            let text = meta_line(b"md", key, &flags_list, quiet);
+            let text = meta_line(b"md", key, Flags::new().cas(header.cas), quiet);
             translated(text, pending(Answer::Delete, quiet))
         }
         opcode::INCREMENT | opcode::INCREMENTQ | opcode::DECREMENT | opcode::DECREMENTQ => {
@@ -215,20 +210,12 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
                 opcode::INCREMENT | opcode::INCREMENTQ => b"MI",
                 _ => b"MD",
             };
-            let d = format!("D{delta}");
-            let n = format!("N{}", ttl(exptime));
-            let j = format!("J{initial}");
-            let c = format!("C{}", header.cas);
-            let mut flags_list: Vec<&[u8]> = vec![d.as_bytes(), mode, b"v", b"c"];
+            let mut flags = Flags::new().num(b'D', delta).words(&[mode, b"v", b"c"]);
             // 0xffffffff: do not create a missing counter.
             if exptime != u32::MAX {
-                flags_list.push(n.as_bytes());
-                flags_list.push(j.as_bytes());
+                flags = flags.num(b'N', ttl(exptime).into()).num(b'J', initial);
             }
-            if header.cas != 0 {
-                flags_list.push(c.as_bytes());
-            }
-            let text = meta_line(b"ma", key, &flags_list, quiet);
+            let text = meta_line(b"ma", key, flags.cas(header.cas), quiet);
             translated(text, pending(Answer::Arithmetic, quiet))
         }
         opcode::NOOP => translated(Bytes::from_static(b"mn\r\n"), pending(Answer::Noop, false)),
@@ -302,6 +289,72 @@ fn translated(text: Bytes, pending: Pending) -> Translated {
     }
 }
 
+/// A request's meta flags, each with its leading space, built on the stack (no allocation per
+/// flag).
+#[derive(Clone, Copy)]
+struct Flags {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Flags {
+    fn new() -> Flags {
+        Flags {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            slot.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    /// ` <word>` for each of `words`.
+    fn words(mut self, words: &[&[u8]]) -> Flags {
+        for word in words {
+            self.push(b" ");
+            self.push(word);
+        }
+        self
+    }
+
+    /// ` <letter><n>`.
+    fn num(mut self, letter: u8, n: u64) -> Flags {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            if let Some(d) = digits.get_mut(at) {
+                // Below 10, so the cast keeps it.
+                *d = b'0' + (n % 10) as u8;
+            }
+            n /= 10;
+            if n == 0 || at == 0 {
+                break;
+            }
+        }
+        self.push(&[b' ', letter]);
+        self.push(digits.get(at..).unwrap_or_default());
+        self
+    }
+
+    /// ` C<cas>` when `cas` is not 0.
+    fn cas(self, cas: u64) -> Flags {
+        match cas {
+            0 => self,
+            cas => self.num(b'C', cas),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// A binary expiration (unsigned 32 bits) as meta carries it (signed 32 bits): a larger one is
 /// a unix time past 2038, read as the latest one meta can name.
 fn ttl(exptime: u32) -> u32 {
@@ -339,15 +392,12 @@ fn put_key(out: &mut BytesMut, key: &[u8]) -> bool {
 }
 
 /// `<verb> <key> <flags...> [b] [q]\r\n`.
-fn meta_line(verb: &[u8], key: &[u8], flags: &[&[u8]], quiet: bool) -> Bytes {
+fn meta_line(verb: &[u8], key: &[u8], flags: Flags, quiet: bool) -> Bytes {
     let mut out = BytesMut::with_capacity(verb.len() + key.len() * 2 + 48);
     out.put_slice(verb);
     out.put_u8(b' ');
     let encoded = put_key(&mut out, key);
-    for flag in flags {
-        out.put_u8(b' ');
-        out.put_slice(flag);
-    }
+    out.put_slice(flags.as_bytes());
     if encoded {
         out.put_slice(b" b");
     }
@@ -359,16 +409,13 @@ fn meta_line(verb: &[u8], key: &[u8], flags: &[&[u8]], quiet: bool) -> Bytes {
 }
 
 /// `ms <key> <len> <flags...> [b] [q]\r\n<value>\r\n`.
-fn meta_set(key: &[u8], value: &[u8], flags: &[&[u8]], quiet: bool) -> Bytes {
+fn meta_set(key: &[u8], value: &[u8], flags: Flags, quiet: bool) -> Bytes {
     let mut out = BytesMut::with_capacity(key.len() * 2 + value.len() + 64);
     out.put_slice(b"ms ");
     let encoded = put_key(&mut out, key);
     out.put_u8(b' ');
     out.put_slice(value.len().to_string().as_bytes());
-    for flag in flags {
-        out.put_u8(b' ');
-        out.put_slice(flag);
-    }
+    out.put_slice(flags.as_bytes());
     if encoded {
         out.put_slice(b" b");
     }
