@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 mod bifrost;
+pub mod binary;
 mod client;
 pub mod docker;
 mod fake_backend;
