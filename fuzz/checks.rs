@@ -825,3 +825,51 @@ pub fn check_binary(data: &[u8]) {
         }
     }
 }
+
+/// An HTTP origin's response (`fuzz_targets/http_response.rs`): the head is read only whole,
+/// never longer than the input or the head limit; a chunked body, fed in two cuts, yields data
+/// ranges inside the input, never more than the body limit in all, never used past the input,
+/// and the same data whatever the cut.
+pub fn check_http(data: &[u8]) {
+    use bifrost::protocol::http::{parse_head, Body, Chunked, MAX_HEAD};
+    const MAX_BODY: usize = 64;
+    let Ok(Some((head, len))) = parse_head(data, MAX_BODY) else {
+        return;
+    };
+    assert!(len <= data.len() && len <= MAX_HEAD);
+    if let Body::Length(n) = head.body {
+        assert!(n <= MAX_BODY);
+    }
+    let rest = &data[len..];
+    let mut whole: Option<(Vec<u8>, bool)> = None;
+    for cut in cut_points(rest.len(), &[1, 3]) {
+        let mut chunked = Chunked::new(MAX_BODY);
+        let mut body = Vec::new();
+        let mut done = false;
+        let mut failed = false;
+        for piece in [&rest[..cut.min(rest.len())], &rest[cut.min(rest.len())..]] {
+            if done || failed {
+                break;
+            }
+            match chunked.feed(piece) {
+                Ok(p) => {
+                    assert!(p.used <= piece.len());
+                    for r in &p.data {
+                        assert!(r.start <= r.end && r.end <= p.used);
+                        body.extend_from_slice(&piece[r.clone()]);
+                    }
+                    done = p.done;
+                }
+                Err(_) => failed = true,
+            }
+        }
+        assert!(body.len() <= MAX_BODY);
+        if !failed {
+            match &whole {
+                None => whole = Some((body, done)),
+                Some((first, first_done)) if *first_done && done => assert_eq!(first, &body),
+                Some(_) => {}
+            }
+        }
+    }
+}

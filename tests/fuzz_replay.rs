@@ -54,6 +54,7 @@ fn seed_corpora_are_present() {
         "admin_http",
         "forwarded_line",
         "binary_protocol",
+        "http_response",
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         let count = fs::read_dir(&dir)
@@ -116,5 +117,13 @@ fn replay_binary_protocol() {
     for (path, bytes) in inputs() {
         eprintln!("binary_protocol <- {}", path.display());
         checks::check_binary(&bytes);
+    }
+}
+
+#[test]
+fn replay_http_response() {
+    for (path, bytes) in inputs() {
+        eprintln!("http_response <- {}", path.display());
+        checks::check_http(&bytes);
     }
 }

@@ -11,6 +11,7 @@ pub mod base64;
 pub mod binary;
 pub mod command;
 pub mod decimal;
+pub mod http;
 pub mod meta_flags;
 pub mod reply;
 pub mod request;
