@@ -14,7 +14,8 @@
 # over W) in place of "vs twemproxy", then each row's gets, sets and side-effect counters and
 # the derived figures (hit path, write-back cost, parallel, replication per write).
 #
-# Usage: benches/e2e.sh [SCENARIO...]   scenarios: get_set (default), multiget, multiget4, tiers
+# Usage: benches/e2e.sh [SCENARIO...]   scenarios: get_set (default), multiget, multiget4, tiers,
+#                                         binary (get_set in text, then binary: memcaslap -B)
 #
 # Environment (defaults in brackets):
 #   E2E_SECONDS [10]          duration of each memcaslap run
@@ -520,7 +521,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
     memcached)
         # memcaslap gives each of its threads one server of the list (thread i: server i mod n).
         for port in "${BACKEND_PORTS[@]}"; do servers+="${servers:+,}127.0.0.1:$port"; done
-        measure "memcached direct" "$servers" ""
+        measure "memcached direct${ROW_SUFFIX:-}" "$servers" ""
         ;;
     twemproxy)
         if start_twemproxy; then
@@ -546,7 +547,7 @@ run_target() { # memcached | twemproxy | bifrost:WORKERS
         fi
         ;;
     bifrost:*)
-        name="bifrost workers=${target#bifrost:}"
+        name="bifrost workers=${target#bifrost:}${ROW_SUFFIX:-}"
         if start_bifrost "${target#bifrost:}"; then
             check_placement "$name"
             measure "$name" "127.0.0.1:$TARGET_PORT" "$TARGET_PID"
@@ -664,6 +665,12 @@ scenario_multiget4() {
     BACKENDS=pool4 LOAD_CFG=$WORKDIR/load-multiget4.cfg MULTIGET_KEYS=$E2E_MULTIGET4_KEYS TABLE=keys
     write_load_cfg "$LOAD_CFG" "$E2E_MULTIGET4_SET_PROP"
     LOAD_ARGS=(-d "$E2E_MULTIGET4_KEYS")
+}
+
+scenario_binary() {
+    TITLE="binary: get_set (90% get / 10% set, ${E2E_VALUE_SIZE}-byte values) in the text protocol, then in the binary one (memcaslap -B); twemproxy speaks no binary"
+    BACKENDS=single LOAD_CFG=$WORKDIR/load.cfg MULTIGET_KEYS=1 TABLE=protocols
+    LOAD_ARGS=()
 }
 
 scenario_tiers() {
@@ -900,12 +907,26 @@ print_tiers_figures() {
 run_scenario() { # NAME
     local target workers
     declare -F "scenario_$1" >/dev/null ||
-        die "unknown scenario $1 (get_set, multiget, multiget4, tiers)"
+        die "unknown scenario $1 (get_set, multiget, multiget4, tiers, binary)"
     "scenario_$1"
     use_backends "$BACKENDS"
     ROW_NAME=() ROW_OPS_S=() ROW_PROXY_US=() ROW_MC_US=() ROW_OK=() ROW_GETS_S=() ROW_SHARE=() ROW_PLACE=()
     ROW_REF=()
     TWEMPROXY_PLACEMENT=
+    if [[ $TABLE == protocols ]]; then
+        # The same load in each protocol, memcached direct and bifrost, in one table.
+        local protocol
+        for protocol in text binary; do
+            LOAD_ARGS=()
+            [[ $protocol == binary ]] && LOAD_ARGS=(-B)
+            ROW_SUFFIX=" ($protocol)"
+            run_target memcached
+            for workers in $E2E_BIFROST_WORKERS; do run_target "bifrost:$workers"; done
+        done
+        ROW_SUFFIX="" LOAD_ARGS=()
+        print_table "$TITLE"
+        return 0
+    fi
     if [[ $TABLE == tiers ]]; then
         rows_tiers
         print_table "$TITLE" "vs baseline"
