@@ -470,12 +470,15 @@ fn counters_touch_and_gat_round_trip() {
     let mut text = mc.client();
     c.set_ok(b"t", b"touched");
     assert_eq!(ttl_of(&mut text, "t"), -1, "stored without expiry");
-    c.call(
+    let touched = c.call(
         Request::new(op::TOUCH)
             .key(b"t")
             .extras(&exptime_extras(100)),
-    )
-    .expect_status(status::OK, "touch");
+    );
+    touched.expect_status(status::OK, "touch");
+    // As memcached answers a touch: the item's flags (extras) and its CAS.
+    assert_eq!(touched.flags(), 0, "{touched:?}");
+    assert_ne!(touched.cas, 0, "{touched:?}");
     let ttl = ttl_of(&mut text, "t");
     assert!((90..=100).contains(&ttl), "touched to 100 s: ttl {ttl}");
     c.call(

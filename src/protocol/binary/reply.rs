@@ -186,7 +186,28 @@ impl ReplyTranslator {
                 }
                 State::Done
             }
-            (Answer::Touch, b"HD") | (Answer::Delete, b"HD") | (Answer::Flush, b"OK") => {
+            (Answer::Touch, b"HD") => {
+                let (mut flags, mut cas) = (0u32, 0u64);
+                for (_, token) in words {
+                    match token.split_first() {
+                        Some((b'f', digits)) => {
+                            flags = parse_u64(digits)
+                                .and_then(|f| u32::try_from(f).ok())
+                                .unwrap_or(0);
+                        }
+                        Some((b'c', digits)) => cas = parse_u64(digits).unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                out.push(frame(
+                    pending,
+                    status::OK,
+                    cas,
+                    (&flags.to_be_bytes(), &[], &[]),
+                ));
+                State::Done
+            }
+            (Answer::Delete, b"HD") | (Answer::Flush, b"OK") => {
                 ok(0, out);
                 State::Done
             }

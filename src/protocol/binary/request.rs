@@ -141,12 +141,11 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
-            let text = meta_line(
-                b"mg",
-                key,
-                Flags::new().num(b'T', ttl(exptime).into()),
-                false,
-            );
+            // Its answer carries the item's flags and CAS, as memcached's does.
+            let flags = Flags::new()
+                .num(b'T', ttl(exptime).into())
+                .words(&[b"f", b"c"]);
+            let text = meta_line(b"mg", key, flags, false);
             translated(text, pending(Answer::Touch, false))
         }
         opcode::SET

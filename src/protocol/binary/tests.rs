@@ -95,7 +95,7 @@ fn each_opcode_becomes_its_meta_request() {
         ),
         (
             frame(opcode::TOUCH, &[0, 0, 0, 9], b"k", &[], 1, 0),
-            "mg k T9\r\n",
+            "mg k T9 f c\r\n",
         ),
         (
             frame(opcode::GATK, &[0, 0, 0, 9], b"k", &[], 1, 0),
@@ -193,6 +193,12 @@ fn replies_become_responses_whatever_the_cut() {
     assert!(
         answer(&getq, b"", 1).is_empty(),
         "a quiet miss answers nothing"
+    );
+    let touch = pending(opcode::TOUCH, Answer::Touch, false);
+    assert_eq!(
+        answer(&touch, b"HD f5 c2223\r\n", 4),
+        response(opcode::TOUCH, 0, 2223, &[0, 0, 0, 5], &[], &[]),
+        "touch answers the flags and CAS, as memcached does"
     );
     let set = pending(opcode::SET, Answer::Store, false);
     assert_eq!(
