@@ -578,6 +578,43 @@ fn non_reading_clients_pipelining_big_gets_neither_grow_memory_nor_starve_others
     );
 }
 
+/// A binary GET (opcode `op`, 0x00 Get or 0x0d GetKQ) of `key`: the same bytes a libmemcached
+/// client sends.
+fn binary_get(op: u8, key: &str) -> Vec<u8> {
+    let mut frame = vec![0x80, op];
+    frame.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&[0; 12]); // opaque, cas
+    frame.extend_from_slice(key.as_bytes());
+    frame
+}
+
+/// The same adversaries in the binary protocol: 10 clients pipelining 500 binary Gets of a
+/// 500 KB value, and one sending 2,000 quiet GetKQ of a 1 MiB value then a Noop (how
+/// libmemcached batches a multi-get), none of them reading: bounded as for text clients, and
+/// the good client is served.
+#[test]
+fn non_reading_binary_clients_pipelining_big_gets_are_bounded() {
+    let mc = memcached();
+    preload(&mc, "big", &value_of(500_000, 0));
+    preload(&mc, "huge", &value_of(1 << 20, 1));
+    let b = bifrost(&mc, &[]);
+    let pipeline = binary_get(0x00, "big").repeat(500);
+    let mut batch = binary_get(0x0d, "huge").repeat(2000);
+    batch.extend_from_slice(&[0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    batch.extend_from_slice(&[0; 12]);
+    bounded_beside_a_good_client(
+        &b,
+        "binary clients pipelining big gets, never reading",
+        |addr| {
+            let mut bad: Vec<TcpStream> = (0..10).map(|_| non_reader(addr, &pipeline)).collect();
+            bad.push(non_reader(addr, &batch));
+            bad
+        },
+    );
+}
+
 /// One client asks for a 1 MiB value 2,000 times in ONE `get` (2 GB of reply) and never reads:
 /// the proxy stays under 250 MB and a good client on the same worker sees no error.
 #[test]
