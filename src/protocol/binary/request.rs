@@ -56,7 +56,8 @@ pub struct Pending {
     pub opcode: u8,
     /// The request's opaque, echoed.
     pub opaque: u32,
-    /// The key, for responses that carry it.
+    /// The key, for the responses that carry it (GetK, GATK and their quiet forms; empty for
+    /// the others).
     pub key: Bytes,
     /// How the text reply reads.
     pub answer: Answer,
@@ -90,7 +91,13 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
     let pending = |answer: Answer, quiet: bool| Pending {
         opcode: op,
         opaque: header.opaque,
-        key: Bytes::copy_from_slice(key),
+        // Kept only where the response echoes it (no copy per request otherwise).
+        key: match op {
+            opcode::GETK | opcode::GETKQ | opcode::GATK | opcode::GATKQ => {
+                Bytes::copy_from_slice(key)
+            }
+            _ => Bytes::new(),
+        },
         answer,
         quiet,
     };
@@ -98,11 +105,6 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
         text: Bytes::from_static(b"mn\r\n"),
         pending: pending(Answer::Fixed(code), false),
         then: None,
-    };
-    let shape = Shape {
-        extras: extras.len(),
-        key: key.len(),
-        value: value.len(),
     };
     // A key text must carry base64-encoded is longer on the wire: it must still fit memcached's
     // 250 bytes there.
@@ -113,7 +115,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
     let keyed = !key.is_empty() && wire_len <= MAX_KEY;
     match op {
         opcode::GET | opcode::GETQ | opcode::GETK | opcode::GETKQ => {
-            if !keyed || !shape.is(0, value.is_empty()) {
+            if !keyed || !takes(extras, 0, value.is_empty()) {
                 return fixed(status::INVALID_ARGUMENTS);
             }
             let quiet = matches!(op, opcode::GETQ | opcode::GETKQ);
@@ -123,7 +125,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
         }
         opcode::GAT | opcode::GATQ | opcode::GATK | opcode::GATKQ => {
             let Some(exptime) =
-                u32_at(extras, 0).filter(|_| keyed && shape.is(4, value.is_empty()))
+                u32_at(extras, 0).filter(|_| keyed && takes(extras, 4, value.is_empty()))
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
@@ -137,7 +139,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
         }
         opcode::TOUCH => {
             let Some(exptime) =
-                u32_at(extras, 0).filter(|_| keyed && shape.is(4, value.is_empty()))
+                u32_at(extras, 0).filter(|_| keyed && takes(extras, 4, value.is_empty()))
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
@@ -188,7 +190,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             translated(text, pending(Answer::Store, quiet))
         }
         opcode::DELETE | opcode::DELETEQ => {
-            if !keyed || !shape.is(0, value.is_empty()) {
+            if !keyed || !takes(extras, 0, value.is_empty()) {
                 return fixed(status::INVALID_ARGUMENTS);
             }
             let quiet = op == opcode::DELETEQ;
@@ -201,7 +203,7 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
             else {
                 return fixed(status::INVALID_ARGUMENTS);
             };
-            if !keyed || !shape.is(20, value.is_empty()) {
+            if !keyed || !takes(extras, 20, value.is_empty()) {
                 return fixed(status::INVALID_ARGUMENTS);
             }
             let quiet = matches!(op, opcode::INCREMENTQ | opcode::DECREMENTQ);
@@ -265,19 +267,9 @@ pub fn translate(header: &Header, frame: &[u8]) -> Translated {
     }
 }
 
-/// The lengths of a frame's parts.
-struct Shape {
-    extras: usize,
-    key: usize,
-    value: usize,
-}
-
-impl Shape {
-    /// Exactly `extras` bytes of extras, and `value_ok`.
-    fn is(&self, extras: usize, value_ok: bool) -> bool {
-        let _ = (self.key, self.value);
-        self.extras == extras && value_ok
-    }
+/// Exactly `len` bytes of extras, and `value_ok` (what the opcode says of its value).
+fn takes(extras: &[u8], len: usize, value_ok: bool) -> bool {
+    extras.len() == len && value_ok
 }
 
 fn translated(text: Bytes, pending: Pending) -> Translated {
