@@ -14,17 +14,14 @@ mod common;
 use common::binary::{
     exptime_extras, header, op, status, store_extras, BinaryClient, Request, Response,
 };
+use common::program::run;
 use common::tiers::{dead_addr, effect, pool_yaml, server_list, start_proxy, ttl_of, LANDED};
 use common::{show, wait_until, Bifrost, Client, Memcached, TempFile};
-use std::io::{ErrorKind, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 /// How long a test waits to be sure nothing more arrives (a quiet miss, a quit without answer).
 const SILENCE: Duration = Duration::from_millis(300);
-/// Deadline of a whole external client run (memccapable: each test has its own 5 s timeout).
-const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Configs.
@@ -170,77 +167,6 @@ fn base64(bytes: &[u8]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // External programs.
-
-/// A child process killed and reaped on drop, so a timed-out run leaves nothing behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Reads a child's pipe to the end on a thread (so a full pipe can never block the child).
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = pipe.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    })
-}
-
-/// What a program printed, and how it exited.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn describe(&self, what: &str) -> String {
-        format!(
-            "{what} exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- end ---",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `program args` to its end (60 s deadline); `missing` is the panic message when the
-/// program is not installed.
-fn run(program: &str, args: &[&str], missing: &str) -> Output {
-    let spawned = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => Reaped(child),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            panic!("{program} is not installed: {missing}")
-        }
-        Err(e) => panic!("cannot run {program}: {e}"),
-    };
-    let stdout = drain(child.0.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.0.stderr.take().expect("piped stderr"));
-    let mut status = None;
-    wait_until(
-        RUN_DEADLINE,
-        &format!("{program} {args:?} finishes"),
-        || {
-            status = child.0.try_wait().expect("waiting for the child");
-            status.is_some()
-        },
-    );
-    Output {
-        status: status.expect("exited"),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
 
 const LIBMEMCACHED_TOOLS: &str =
     "install libmemcached-tools (`apt-get install libmemcached-tools`; CI installs it)";

@@ -31,6 +31,7 @@ mod fake_backend;
 pub mod http;
 pub mod lines;
 mod memcached;
+pub mod program;
 mod relay;
 mod rng;
 mod run;
