@@ -873,3 +873,41 @@ pub fn check_http(data: &[u8]) {
         }
     }
 }
+
+/// The bytes as responses of an HTTP origin to a fixed run of memcached requests, framed by the
+/// origin wire as a connection frames them, cut at several points: no panic, at most one answer
+/// per request, never a streamed piece, a classic read's reply always ends with `END`, and the
+/// answers do not depend on where the bytes were cut.
+pub fn check_http_wire(data: &[u8]) {
+    const REQUESTS: [&[u8]; 7] = [
+        b"get a b\r\n",
+        b"gets a\r\n",
+        b"mg Yw== b v f t k c s O1\r\n",
+        b"set e 1 0 2\r\nhi\r\n",
+        b"get a\r\n",
+        b"delete f\r\n",
+        b"version\r\n",
+    ];
+    let mut first: Option<Vec<String>> = None;
+    for cut in cut_points(data.len(), &[1, 7]) {
+        let cut = cut.min(data.len());
+        let pieces = [&data[..cut], &data[cut..]];
+        let Some(answers) = bifrost::origin_answers_for_fuzzing(&REQUESTS, &pieces, 64) else {
+            continue;
+        };
+        assert!(answers.len() <= REQUESTS.len());
+        for (i, answer) in answers.iter().enumerate() {
+            assert_ne!(answer, "piece");
+            if matches!(i, 0 | 1 | 4) && !answer.contains('_') {
+                assert!(answer.ends_with("END\r\n"), "{answer:?}");
+            }
+        }
+        match &first {
+            None => first = Some(answers),
+            Some(f) => {
+                let n = f.len().min(answers.len());
+                assert_eq!(&f[..n], &answers[..n]);
+            }
+        }
+    }
+}

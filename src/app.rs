@@ -202,7 +202,14 @@ pub fn start(config: &Config) -> Result<Running, String> {
             router.servers().iter().map(|s| s.address.clone()).collect(),
         )
         .with_health(health.clone())
-        .with_effects(effects.clone()),
+        .with_effects(effects.clone())
+        .with_origins(
+            router
+                .servers()
+                .iter()
+                .map(|s| s.origin.is_some())
+                .collect(),
+        ),
     );
     let client_fds = Arc::new(client_fds(config, &router, workers)?);
     let shutdown = Shutdown::new();

@@ -31,4 +31,6 @@ pub(crate) mod runtime;
 pub mod sim;
 pub(crate) mod upstream;
 pub mod warming;
+#[doc(hidden)]
+pub use upstream::origin::answers_for_fuzzing as origin_answers_for_fuzzing;
 pub(crate) mod worker;

@@ -125,5 +125,6 @@ fn replay_http_response() {
     for (path, bytes) in inputs() {
         eprintln!("http_response <- {}", path.display());
         checks::check_http(&bytes);
+        checks::check_http_wire(&bytes);
     }
 }

@@ -1,5 +1,6 @@
 //! Fuzzes the framing of an HTTP origin's responses: heads and chunked bodies (see
-//! `checks::check_http`).
+//! `checks::check_http`), and the origin wire that reads them into memcached replies
+//! (`checks::check_http_wire`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,4 +10,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../checks.rs"]
 mod checks;
 
-fuzz_target!(|data: &[u8]| checks::check_http(data));
+fuzz_target!(|data: &[u8]| {
+    checks::check_http(data);
+    checks::check_http_wire(data);
+});

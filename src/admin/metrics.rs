@@ -450,6 +450,7 @@ fn render_servers(registry: &StatsRegistry, out: &mut String) {
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(i));
         }
     }
+    render_origins(registry, out);
     header(
         out,
         "bifrost_server_request_duration_seconds",
@@ -463,6 +464,50 @@ fn render_servers(registry: &StatsRegistry, out: &mut String) {
             "bifrost_server_request_duration_seconds",
             &labels,
             &registry.server_latency(i),
+        );
+    }
+}
+
+/// The HTTP origins' own counters (their requests, errors, timeouts and latency are the
+/// servers' families above).
+fn render_origins(registry: &StatsRegistry, out: &mut String) {
+    let origins: Vec<(usize, &String)> = registry
+        .server_names()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| registry.is_origin(*i))
+        .collect();
+    if origins.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "bifrost_origin_responses_total",
+        "counter",
+        "HTTP responses from the origin, by status class.",
+    );
+    for &(i, address) in &origins {
+        let labels = server_labels(registry, i, address);
+        for (class, count) in registry.origin_statuses(i).iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "bifrost_origin_responses_total{{{labels},class=\"{}xx\"}} {count}",
+                class + 1
+            );
+        }
+    }
+    header(
+        out,
+        "bifrost_origin_coalesced_reads_total",
+        "counter",
+        "Reads of the origin that shared a request already out for the same key (no request of their own).",
+    );
+    for &(i, address) in &origins {
+        let labels = server_labels(registry, i, address);
+        let count = registry.origin_coalesced(i);
+        let _ = writeln!(
+            out,
+            "bifrost_origin_coalesced_reads_total{{{labels}}} {count}"
         );
     }
 }
@@ -581,6 +626,13 @@ pub fn json(registry: &StatsRegistry) -> String {
                 "probes": report.map_or(0, |r| r.probes),
                 "probe_failures": report.map_or(0, |r| r.probe_failures),
                 "latency": histogram_json(&registry.server_latency(i)),
+                "origin": registry.is_origin(i).then(|| {
+                    let [c1, c2, c3, c4, c5] = registry.origin_statuses(i);
+                    json!({
+                        "responses": {"1xx": c1, "2xx": c2, "3xx": c3, "4xx": c4, "5xx": c5},
+                        "coalesced_reads": registry.origin_coalesced(i),
+                    })
+                }),
             })
         })
         .collect();

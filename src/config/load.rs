@@ -61,6 +61,8 @@ const BACKEND_KEYS: &[&str] = &[
     "max_queued_requests",
     "resolve_interval",
     "health",
+    "writes",
+    "max_value_size",
 ];
 const SERVER_KEYS: &[&str] = &["address", "weight", "name"];
 const HEALTH_KEYS: &[&str] = &[
@@ -674,7 +676,32 @@ fn walk_backend(w: &mut Walker, v: &Value, path: &str) -> Option<BackendConfig> 
     if let Some(v) = f.get("health") {
         take(walk_health(w, v, &f.at("health")).map(|h| b.health = Some(h)));
     }
+    if let Some(v) = f.get("writes") {
+        take(w.boolean(v, &f.at("writes")).map(|x| b.writes = x));
+    }
+    if let Some(v) = f.get("max_value_size") {
+        let at = f.at("max_value_size");
+        take(
+            w.size(v, &at, 1, MAX_VALUE_SIZE)
+                .map(|n| b.max_value_size = n),
+        );
+    }
     b.servers = servers?;
+    let http = b.servers.iter().filter(|s| s.origin.is_some()).count();
+    if http > 0 && http < b.servers.len() {
+        let msg = "a pool is all memcached servers or all HTTP origins (http://...), not both";
+        w.error(&f.at("servers"), msg);
+        return None;
+    }
+    if http == 0 {
+        for key in ["writes", "max_value_size"] {
+            if f.get(key).is_some() {
+                let msg = "applies to pools of HTTP origins (http://...) only";
+                w.error(&f.at(key), msg);
+                ok = false;
+            }
+        }
+    }
     ok.then_some(b)
 }
 
@@ -750,12 +777,13 @@ fn ring_key(server: &ServerConfig) -> String {
 
 fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
     if v.is_string() {
-        let (address, addr) = w.server_address(v, path)?;
+        let (address, addr, origin) = server_or_origin(w, v, path)?;
         return Some(ServerConfig {
             address,
             addr,
             weight: 1,
             name: None,
+            origin,
         });
     }
     if !v.is_mapping() {
@@ -765,7 +793,7 @@ fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
     let f = w.fields(v, path, SERVER_KEYS)?;
     let address = w
         .required(&f, "address")
-        .and_then(|v| w.server_address(v, &f.at("address")));
+        .and_then(|v| server_or_origin(w, v, &f.at("address")));
     let weight = match f.get("weight") {
         Some(v) => w
             .integer(v, &f.at("weight"), 1, u32::MAX as u64)
@@ -776,13 +804,77 @@ fn walk_server(w: &mut Walker, v: &Value, path: &str) -> Option<ServerConfig> {
         Some(v) => w.name(v, &f.at("name")).map(Some),
         None => Some(None),
     };
-    let (address, addr) = address?;
+    let (address, addr, origin) = address?;
     Some(ServerConfig {
         address,
         addr,
         weight: weight?,
         name: name?,
+        origin,
     })
+}
+
+/// A server's address: `host:port` (memcached), or an HTTP origin's URL
+/// (`http://host[:port]/base/`, SPEC §13), whose `host:port` is returned as its address.
+fn server_or_origin(
+    w: &mut Walker,
+    v: &Value,
+    path: &str,
+) -> Option<(String, Option<SocketAddr>, Option<OriginUrl>)> {
+    let text = w.string(v, path)?.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        let msg = format!(
+            "'{text}': https origins are not supported; reach the origin over http:// \
+             (a TLS-terminating sidecar can carry it further)"
+        );
+        w.error(path, msg);
+        return None;
+    }
+    let Some(rest) = text.get(7..).filter(|_| lower.starts_with("http://")) else {
+        let (address, addr) = w.server_address(v, path)?;
+        return Some((address, addr, None));
+    };
+    let (authority, base_path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let bad_path = base_path
+        .bytes()
+        .find(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#'));
+    if let Some(b) = bad_path {
+        let msg = format!(
+            "'{text}': the base path may not hold {:?} (no query, fragment, spaces or \
+             control characters: the key is appended to it)",
+            char::from(b)
+        );
+        w.error(path, msg);
+        return None;
+    }
+    if authority.is_empty() || authority.contains('@') {
+        w.error(
+            path,
+            format!("'{text}': expected http://host[:port]/base/path/"),
+        );
+        return None;
+    }
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')
+    }) && !authority.ends_with(']');
+    let address = match has_port {
+        true => authority.to_string(),
+        false => format!("{authority}:80"),
+    };
+    let (address, addr) = w.server_address(&Value::String(address), path)?;
+    Some((
+        address,
+        addr,
+        Some(OriginUrl {
+            url: text.clone(),
+            host: authority.to_string(),
+            base_path: base_path.to_string(),
+        }),
+    ))
 }
 
 fn walk_health(w: &mut Walker, v: &Value, path: &str) -> Option<HealthConfig> {

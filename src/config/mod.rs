@@ -42,7 +42,7 @@ mod tests_leases;
 mod tests_load;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{lookup, ServerAddr, ServerSpec};
+pub use server::{lookup, OriginSpec, ServerAddr, ServerSpec};
 pub use units::{parse_duration, parse_size};
 
 /// Default [`ListenerConfig::max_connections`].
@@ -302,9 +302,20 @@ pub struct BackendConfig {
     /// Health checking of the servers; `None` (no `health:` block) means no probes, and no
     /// server is ever marked down.
     pub health: Option<HealthConfig>,
+    /// An HTTP pool's origins take `PUT` and `DELETE` (SPEC §13); false: writes to them are
+    /// refused (and warm_first sends them to warm only). Accepted on HTTP pools only.
+    pub writes: bool,
+    /// Largest body an HTTP origin's response may have (a larger one is an error). Accepted on
+    /// HTTP pools only.
+    pub max_value_size: usize,
 }
 
 impl BackendConfig {
+    /// True for a pool of HTTP origins (all its servers are; a pool is never mixed).
+    pub fn is_http(&self) -> bool {
+        self.servers.first().is_some_and(|s| s.origin.is_some())
+    }
+
     /// A pool with every setting at its default.
     pub fn with_defaults(name: &str, servers: Vec<ServerConfig>) -> BackendConfig {
         BackendConfig {
@@ -319,6 +330,8 @@ impl BackendConfig {
             max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             health: None,
+            writes: false,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
     }
 }
@@ -335,6 +348,20 @@ pub struct ServerConfig {
     pub weight: u32,
     /// Optional name; ketama hashes it instead of the address when given.
     pub name: Option<String>,
+    /// For an HTTP origin (`http://host:port/base/`), its URL's parts; `address` is then its
+    /// `host:port`.
+    pub origin: Option<OriginUrl>,
+}
+
+/// Where an HTTP origin's keys live: `http://<host>[:<port>]<base_path>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginUrl {
+    /// The URL as written in the file.
+    pub url: String,
+    /// The `Host` header sent (`host` or `host:port` as written).
+    pub host: String,
+    /// The path the percent-encoded key is appended to (starts with `/`).
+    pub base_path: String,
 }
 
 impl ServerConfig {
@@ -345,6 +372,7 @@ impl ServerConfig {
             addr: Some(addr),
             weight: 1,
             name: None,
+            origin: None,
         }
     }
 

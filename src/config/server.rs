@@ -26,6 +26,22 @@ pub struct ServerSpec {
     pub max_queued_requests: usize,
     /// Health checking of this server (its pool's `health:` block), if any.
     pub health: Option<super::HealthConfig>,
+    /// For an HTTP origin (SPEC §13): where its keys live and what it takes; `None` for a
+    /// memcached server.
+    pub origin: Option<std::sync::Arc<OriginSpec>>,
+}
+
+/// An HTTP origin as its connections speak to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginSpec {
+    /// The `Host` header of every request.
+    pub host: String,
+    /// The path each percent-encoded key is appended to.
+    pub base_path: String,
+    /// It takes `PUT` and `DELETE` (the pool's `writes: true`).
+    pub writes: bool,
+    /// Largest response body taken (the pool's `max_value_size`).
+    pub max_value_size: usize,
 }
 
 /// Where a server listens now: its configured `host:port` and the address that resolves to,

@@ -133,7 +133,7 @@ fn unknown_keys_at_every_level() {
         ),
         (
             "backends: {l1: {servers: ['127.0.0.1:1'], retries: 2}}",
-            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, max_queued_requests, resolve_interval, health)",
+            "backends.l1.retries: unknown key 'retries' (expected one of: servers, distribution, hash, hash_tag, timeout, connect_timeout, connections, max_queued_requests, resolve_interval, health, writes, max_value_size)",
         ),
         (
             "backends: {l1: {servers: [{address: '127.0.0.1:1', wieght: 2}]}}",

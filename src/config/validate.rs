@@ -16,6 +16,46 @@ pub(super) fn check(w: &mut Walker, d: &Draft) {
     blind_forward_pools(w, d);
     unreachable_routes(w, d);
     lease_placeholders(w, d);
+    origin_roles(w, d);
+}
+
+/// An HTTP origin cannot be a warm tier (write-backs and leases need memcached), nor take
+/// replicated copies unless it takes writes.
+fn origin_roles(w: &mut Walker, d: &Draft) {
+    let pool = |name: &str| {
+        d.backends
+            .iter()
+            .find(|b| b.name.as_deref() == Some(name))
+            .and_then(|b| b.value.as_ref())
+    };
+    for slot in &d.routes {
+        let Some(RouteConfig {
+            strategy: Strategy::WarmFirst { warm, .. },
+            ..
+        }) = &slot.value
+        else {
+            continue;
+        };
+        if pool(warm).is_some_and(BackendConfig::is_http) {
+            let msg = format!(
+                "'{warm}' is a pool of HTTP origins; warm_first's warm tier must be memcached \
+                 (it stores the copies of cold's values)"
+            );
+            w.error(&join(&slot.path, "warm"), msg);
+        }
+    }
+    for slot in &d.side_effects {
+        let Some(SideEffectConfig::Replicate { to, .. }) = &slot.value else {
+            continue;
+        };
+        if pool(to).is_some_and(|b| b.is_http() && !b.writes) {
+            let msg = format!(
+                "'{to}' is a pool of read-only HTTP origins; copies of writes need `writes: true` \
+                 on it"
+            );
+            w.error(&join(&slot.path, "to"), msg);
+        }
+    }
 }
 
 fn unique_names<T>(w: &mut Walker, slots: &[Slot<T>], what: &str) {

@@ -145,7 +145,7 @@ impl Failover {
         }
         if self.attempt > 0 && self.mg_added.is_none() {
             // A classic retrieval found on a later server.
-            self.write_back_values(&c.reply, fx);
+            self.write_back_values(&c.reply, c.max_age, fx);
         }
         match self.mg_added.filter(|_| self.attempt > 0) {
             Some(added) => {
@@ -177,12 +177,13 @@ impl Failover {
     /// Queues the write-back of every value in `reply` (a later server's reply to a classic
     /// retrieval: each of its values missed the first server) into the first server, as an
     /// `add` (a newer value written there meanwhile is kept).
-    fn write_back_values(&self, reply: &Bytes, fx: &mut Effects) {
+    fn write_back_values(&self, reply: &Bytes, max_age: Option<u32>, fx: &mut Effects) {
         let (Some(wb), Some(&warm)) = (self.write_back, self.chain.first()) else {
             return;
         };
+        let ttl = write_back::capped(wb.ttl, max_age);
         for block in write_back::value_blocks(reply) {
-            let [header, value] = write_back::classic_add(&block, wb.ttl);
+            let [header, value] = write_back::classic_add(&block, ttl);
             fx.side.push((
                 wb.effect,
                 write_back_send(warm, header, value, Command::Add),

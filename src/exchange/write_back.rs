@@ -339,6 +339,23 @@ pub fn write_back_ttl(remaining: Option<i64>, cap: u32) -> u64 {
     u64::try_from(ttl.min(MAX_RELATIVE_TTL)).unwrap_or(1)
 }
 
+/// The TTL of a classic write-back: `write_on_miss.ttl` (0: never expires), capped by the
+/// lifetime the cold tier gave the value (an HTTP origin's `max-age`; 0 there is 1 second,
+/// since 0 would mean forever).
+pub fn capped(ttl: u32, max_age: Option<u32>) -> u32 {
+    match max_age {
+        None => ttl,
+        Some(age) => {
+            let age = age.max(1);
+            if ttl == 0 {
+                age
+            } else {
+                ttl.min(age)
+            }
+        }
+    }
+}
+
 /// The classic invalidation of a key in the warm tier: `delete <key>\r\n`.
 pub fn classic_delete(key: &[u8]) -> Bytes {
     let mut line = BytesMut::with_capacity(7 + key.len() + 2);

@@ -252,6 +252,7 @@ mod tests {
                 eject,
                 ..HealthConfig::default()
             }),
+            origin: None,
         };
         let mut unchecked = spec.clone();
         unchecked.health = None;

@@ -141,7 +141,14 @@ pub struct DetailStats {
     server_errors: Vec<AtomicU64>,
     server_timeouts: Vec<AtomicU64>,
     server_latency: Vec<Histogram>,
+    /// An HTTP origin's responses by status class (`STATUS_CLASSES` per server: 1xx to 5xx).
+    origin_status: Vec<AtomicU64>,
+    /// An HTTP origin's reads that shared another read's request.
+    origin_coalesced: Vec<AtomicU64>,
 }
+
+/// Status classes counted per origin (1xx to 5xx; others count as 5xx).
+pub const STATUS_CLASSES: usize = 5;
 
 fn bump(counters: &[AtomicU64], index: usize) {
     if let Some(counter) = counters.get(index) {
@@ -167,7 +174,20 @@ impl DetailStats {
             server_errors: zeroes(servers),
             server_timeouts: zeroes(servers),
             server_latency: many(servers),
+            origin_status: zeroes(servers * STATUS_CLASSES),
+            origin_coalesced: zeroes(servers),
         }
+    }
+
+    /// HTTP origin `server` answered with `status`.
+    pub fn origin_status(&self, server: usize, status: u16) {
+        let class = usize::from(status / 100).clamp(1, STATUS_CLASSES) - 1;
+        bump(&self.origin_status, server * STATUS_CLASSES + class);
+    }
+
+    /// A read of HTTP origin `server` shared an origin request already out.
+    pub fn origin_coalesced(&self, server: usize) {
+        bump(&self.origin_coalesced, server);
     }
 
     /// A key was routed by route `route`.
@@ -226,6 +246,8 @@ pub struct StatsRegistry {
     server_names: Vec<String>,
     health: Option<Arc<HealthBoard>>,
     effects: Option<Arc<dyn EffectTotals>>,
+    /// Which servers are HTTP origins (their status classes and coalesced reads are reported).
+    origins: Vec<bool>,
 }
 
 impl StatsRegistry {
@@ -250,7 +272,19 @@ impl StatsRegistry {
             server_names,
             health: None,
             effects: None,
+            origins: Vec::new(),
         }
+    }
+
+    /// Reports the status classes and coalesced reads of the servers `origins` marks.
+    pub fn with_origins(mut self, origins: Vec<bool>) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// True when server `server` is an HTTP origin.
+    pub fn is_origin(&self, server: usize) -> bool {
+        self.origins.get(server).copied().unwrap_or(false)
     }
 
     /// Also reports the servers' health from `health`.
@@ -320,6 +354,21 @@ impl StatsRegistry {
             self.detail_total(|d| &d.server_errors, server),
             self.detail_total(|d| &d.server_timeouts, server),
         )
+    }
+
+    /// HTTP origin `server`'s responses by status class (index 0: 1xx ... 4: 5xx), over
+    /// every worker.
+    pub fn origin_statuses(&self, server: usize) -> [u64; STATUS_CLASSES] {
+        let mut classes = [0; STATUS_CLASSES];
+        for (class, total) in classes.iter_mut().enumerate() {
+            *total = self.detail_total(|d| &d.origin_status, server * STATUS_CLASSES + class);
+        }
+        classes
+    }
+
+    /// HTTP origin `server`'s reads that shared another's request, over every worker.
+    pub fn origin_coalesced(&self, server: usize) -> u64 {
+        self.detail_total(|d| &d.origin_coalesced, server)
     }
 
     /// The counters of `command` on route `route`, over every worker.
@@ -425,6 +474,14 @@ impl StatsRegistry {
             let _ = write!(out, "STAT server:{server}:requests {requests}\r\n");
             let _ = write!(out, "STAT server:{server}:errors {errors}\r\n");
             let _ = write!(out, "STAT server:{server}:timeouts {timeouts}\r\n");
+            if self.is_origin(i) {
+                for (class, count) in self.origin_statuses(i).iter().enumerate() {
+                    let class = class + 1;
+                    let _ = write!(out, "STAT server:{server}:responses_{class}xx {count}\r\n");
+                }
+                let coalesced = self.origin_coalesced(i);
+                let _ = write!(out, "STAT server:{server}:coalesced_reads {coalesced}\r\n");
+            }
             if let Some(health) = &self.health {
                 let connects = health.connects(i);
                 let _ = write!(out, "STAT server:{server}:connects {connects}\r\n");

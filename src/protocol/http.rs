@@ -34,6 +34,8 @@ pub enum Body {
     Length(usize),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// Neither: the body runs to the connection's close (which cannot be told from a cut one).
+    UntilClose,
 }
 
 /// A response head.
@@ -115,7 +117,7 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Head, usize)>, 
             // not kept then, and the body is still held to the limit by the caller.
             None => {
                 head.closes = true;
-                Body::Length(0)
+                Body::UntilClose
             }
         }
     };

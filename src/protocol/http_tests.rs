@@ -29,7 +29,8 @@ fn heads_give_status_flags_max_age_and_framing() {
     let (h, _) = head(gone).unwrap().unwrap();
     assert_eq!((h.status, h.closes), (404, true), "HTTP/1.0 closes");
     let no_length = b"HTTP/1.1 200 OK\r\n\r\n";
-    assert!(head(no_length).unwrap().unwrap().0.closes);
+    let (h, _) = head(no_length).unwrap().unwrap();
+    assert_eq!((h.closes, h.body), (true, Body::UntilClose));
     let quoted = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=\"7\"\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(head(quoted).unwrap().unwrap().0.max_age, Some(7));
     let not_modified = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n";

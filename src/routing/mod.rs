@@ -20,7 +20,7 @@ pub(crate) mod shape;
 pub(crate) mod strategy;
 
 use crate::config::placement::{Distribution, HashFunction};
-use crate::config::{Config, KeyMatch, Strategy, WritePolicy};
+use crate::config::{Config, KeyMatch, OriginSpec, Strategy, WritePolicy};
 use crate::protocol::Command;
 use matcher::KeyPattern;
 use ring::{Ring, RingServer};
@@ -167,6 +167,11 @@ pub struct WarmFirstSpec {
     pub read: usize,
     /// Warm is read under memcached's leases, and writes go to cold, then warm.
     pub leases: Option<crate::exchange::lease::LeaseRules>,
+    /// Cold is an HTTP origin: it has no CAS, so `gets`-like reads go through warm, and the
+    /// writes it cannot take (`cas`, `incr`, ...) go to warm alone.
+    pub cold_origin: bool,
+    /// Cold is an HTTP origin without `writes: true`: every write goes to warm alone.
+    pub cold_read_only: bool,
 }
 
 pub use crate::exchange::lease::LeaseRules;
@@ -272,9 +277,22 @@ impl Router {
                     name: ring::ring_name(&server.address, server.name.as_deref()),
                     weight: server.weight,
                 });
+                let origin = server.origin.as_ref().map(|url| {
+                    std::sync::Arc::new(OriginSpec {
+                        host: url.host.clone(),
+                        base_path: url.base_path.clone(),
+                        writes: backend.writes,
+                        max_value_size: backend.max_value_size,
+                    })
+                });
                 servers.push(ServerSpec {
                     backend: backend.name.clone(),
-                    address: server.address.clone(),
+                    // Stats name an origin by its URL.
+                    address: server
+                        .origin
+                        .as_ref()
+                        .map_or_else(|| server.address.clone(), |url| url.url.clone()),
+                    origin,
                     addr: std::sync::Arc::new(server.address_slot()),
                     resolve_interval: backend.resolve_interval,
                     timeout: backend.timeout,
@@ -364,6 +382,7 @@ impl Router {
                     write_on_miss,
                     leases,
                 } => {
+                    let cold_name = cold;
                     let (warm, cold) = (pool_of(warm)?, pool_of(cold)?);
                     // Write-back side effects are numbered after the configured ones, in
                     // route order (see crate::upstream::side_effects).
@@ -387,11 +406,15 @@ impl Router {
                         refresh_below: l.refresh_below,
                         write_back,
                     });
+                    let cold_pool = config.backends.iter().find(|b| &b.name == cold_name);
+                    let cold_origin = cold_pool.is_some_and(|b| b.is_http());
                     warm_firsts.push(WarmFirstSpec {
                         warm,
                         cold,
                         read: failovers.len() - 1,
                         leases,
+                        cold_origin,
+                        cold_read_only: cold_origin && !cold_pool.is_some_and(|b| b.writes),
                     });
                     RouteKind::WarmFirst(warm_firsts.len() - 1)
                 }

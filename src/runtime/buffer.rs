@@ -97,6 +97,12 @@ impl ReadBuf {
         self.buf = fresh;
     }
 
+    /// Appends `bytes` as a read of them would (for tests and fuzzing, which have no socket).
+    pub fn push_slice(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len());
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Bytes buffered.
     pub fn len(&self) -> usize {
         self.buf.len()

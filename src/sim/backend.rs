@@ -192,6 +192,7 @@ impl Conn {
                     server: self.server,
                     failed: None,
                     sent: fragment.sent,
+                    max_age: None,
                 },
             ));
         }
@@ -254,6 +255,7 @@ fn piece_of(fragment: &Fragment, piece: Bytes, server: usize) -> Completion {
         server,
         failed: None,
         sent: fragment.sent,
+        max_age: None,
     }
 }
 

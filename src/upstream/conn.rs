@@ -110,6 +110,8 @@ pub struct BackendConn<W: BackendWire = MemcacheText> {
     writable: bool,
     /// The server's FIN (or an error) was reported: read to the end even after a short read.
     read_closed: bool,
+    /// A read found the end of the stream.
+    peer_closed: bool,
     stats: Arc<WorkerStats>,
     /// Per-event warnings of this connection, rate limited (a dead server cannot flood the log).
     log: LogLimiter,
@@ -218,6 +220,7 @@ impl<W: BackendWire> BackendConn<W> {
             readable: false,
             writable: false,
             read_closed: false,
+            peer_closed: false,
             stats,
             log: LogLimiter::with_subjects(0),
             now: Instant::now(),
@@ -299,7 +302,8 @@ impl<W: BackendWire> BackendConn<W> {
         }
         fragment.wire_start = self.queued_total;
         let before = self.write_queue.len();
-        self.wire.encode(send, &mut fragment, &mut self.write_queue);
+        self.wire
+            .encode(send, &mut fragment, &mut self.write_queue)?;
         // Counted from the queue, not taken from the wire: the check that a reply answers a
         // request already written rests on this count.
         self.queued_total += self.write_queue.len().saturating_sub(before) as u64;
@@ -387,10 +391,64 @@ impl<W: BackendWire> BackendConn<W> {
     /// connection is reset and every in-flight fragment is answered.
     pub fn drive(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Completion>) {
         self.now = now;
-        if let Err(reason) = self.try_drive(out) {
+        let mut result = self.try_drive(out);
+        let closed = self.peer_closed || (result.is_ok() && self.wire.closing());
+        if closed && self.wire.reconnects() {
+            result = self.reopen(registry, now);
+        } else if self.peer_closed {
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ConnectionLost,
+                None,
+                self.now,
+                "backend {}: connection closed by server",
+                self.addr
+            );
+        }
+        if let Err(reason) = result {
             self.reset(registry, reason, now, out);
         }
         self.close_if_drained(registry);
+    }
+
+    /// The backend closed the connection (or said it would) between replies: closes it and,
+    /// when requests are in flight, connects again and sends them again (a wire that
+    /// [`BackendWire::reconnects`]). `Err` when that cannot be done: the caller fails them.
+    fn reopen(&mut self, registry: &Registry, now: Instant) -> Result<(), FailReason> {
+        let inflight = std::mem::take(&mut self.inflight);
+        if inflight.is_empty() {
+            log::debug!("backend {}: closed by the server while idle", self.addr);
+            self.close(registry);
+            return Ok(());
+        }
+        // `close` resets the wire: its state is kept across it.
+        let mut queue = WriteQueue::default();
+        let replayed = self.wire.replay(&mut queue);
+        self.inflight = inflight;
+        if !replayed {
+            crate::warn_limited!(
+                self.log,
+                LogEvent::ConnectionLost,
+                None,
+                self.now,
+                "backend {}: connection closed by server with {} in flight",
+                self.addr,
+                self.inflight.len()
+            );
+            return Err(FailReason::ConnectionLost);
+        }
+        log::debug!(
+            "backend {}: closed by the server; sending {} requests again on a new connection",
+            self.addr,
+            self.inflight.len()
+        );
+        self.close_socket(registry);
+        self.write_queue = queue;
+        self.queued_total = self.write_queue.len() as u64;
+        for fragment in &mut self.inflight {
+            fragment.wire_start = 0;
+        }
+        self.connect(registry, now).map(|_| ())
     }
 
     fn try_drive(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
@@ -478,16 +536,10 @@ impl<W: BackendWire> BackendConn<W> {
             };
             match self.read_buf.read_from(stream, BACKEND_READ_CHUNK) {
                 Ok(read) if read.bytes == 0 => {
-                    // Frame what arrived before the close, then fail the rest.
+                    // Frame what arrived before the close, then fail the rest (or, for a wire
+                    // that reconnects, send it again: see `drive`).
                     self.frame_replies(out)?;
-                    crate::warn_limited!(
-                        self.log,
-                        LogEvent::ConnectionLost,
-                        None,
-                        self.now,
-                        "backend {}: connection closed by server",
-                        self.addr
-                    );
+                    self.peer_closed = true;
                     return Err(FailReason::ConnectionLost);
                 }
                 Ok(read) => {
@@ -522,18 +574,28 @@ impl<W: BackendWire> BackendConn<W> {
     /// (or, for a streamed one, each piece the wire cuts) to `out`. The wire keeps its place
     /// between reads, so no byte is scanned twice.
     fn frame_replies(&mut self, out: &mut Vec<Completion>) -> Result<(), FailReason> {
-        while !self.read_buf.is_empty() {
+        loop {
+            // A wire may hold the head's answer already (an HTTP origin's shared read).
+            let ready = self.wire.ready();
+            if !ready && (self.read_buf.is_empty() || self.wire.closing()) {
+                break;
+            }
             // Bytes are a reply only to a request that has been (at least partly) written:
             // anything else came unasked, even if a request was queued since they arrived.
             let fragment = match self.inflight.front().copied() {
-                Some(f) if self.written_total > f.wire_start => f,
+                Some(f) if ready || self.written_total > f.wire_start => f,
                 _ => return Err(self.out_of_sync(UNSOLICITED)),
             };
             match self.wire.frame(&mut self.read_buf, &fragment) {
+                Ok(Framed::Failed(reason)) => {
+                    self.inflight.pop_front();
+                    out.push(fragment.fail(self.server, reason));
+                }
                 Ok(Framed::Whole {
                     reply,
                     tail,
                     values,
+                    max_age,
                 }) => {
                     // The deadline timer stays armed: when it fires it re-arms for the
                     // then-oldest request, so the wheel sees about one timer per timeout
@@ -549,6 +611,7 @@ impl<W: BackendWire> BackendConn<W> {
                         server: self.server,
                         failed: None,
                         sent: fragment.sent,
+                        max_age,
                     });
                 }
                 Ok(Framed::Piece(piece)) => {
@@ -561,6 +624,7 @@ impl<W: BackendWire> BackendConn<W> {
                         server: self.server,
                         failed: None,
                         sent: fragment.sent,
+                        max_age: None,
                     });
                     break;
                 }
@@ -708,6 +772,14 @@ impl<W: BackendWire> BackendConn<W> {
 
     /// Closes the socket and forgets everything of the connection but what is in flight.
     fn close(&mut self, registry: &Registry) {
+        self.close_socket(registry);
+        self.write_queue.clear();
+        self.wire.reset();
+    }
+
+    /// Closes the socket and forgets its state (not the write queue, the wire's requests or
+    /// what is in flight).
+    fn close_socket(&mut self, registry: &Registry) {
         if let Some(mut stream) = self.stream.take() {
             if let Err(e) = registry.deregister(&mut stream) {
                 log::debug!("backend {}: deregister: {e}", self.addr);
@@ -723,9 +795,8 @@ impl<W: BackendWire> BackendConn<W> {
         self.readable = false;
         self.writable = false;
         self.read_closed = false;
-        self.write_queue.clear();
+        self.peer_closed = false;
         self.read_buf.clear();
-        self.wire.reset();
         self.queued_total = 0;
         self.written_total = 0;
     }

@@ -51,6 +51,15 @@ pub enum FailReason {
     /// Health checks marked the server down (its pool does not eject it, or no server of the
     /// pool is left): the request fails without touching the wire.
     Down,
+    /// An HTTP origin answered a status that is neither a hit, a miss nor a success.
+    OriginStatus(u16),
+    /// An HTTP origin's value is over the pool's `max_value_size`.
+    TooLarge,
+    /// The command has no meaning for an HTTP origin (only reads, `set`/`ms` and
+    /// `delete`/`md` have).
+    NotSupported,
+    /// A write to an HTTP origin whose pool does not have `writes: true`.
+    ReadOnly,
 }
 
 impl FailReason {
@@ -64,6 +73,16 @@ impl FailReason {
             FailReason::BadReply => b"SERVER_ERROR backend sent a malformed reply\r\n",
             FailReason::Overloaded => b"SERVER_ERROR backend overloaded\r\n",
             FailReason::Down => b"SERVER_ERROR backend down\r\n",
+            FailReason::OriginStatus(500..=599) => b"SERVER_ERROR origin server error (5xx)\r\n",
+            FailReason::OriginStatus(400..=499) => {
+                b"SERVER_ERROR origin refused the request (4xx)\r\n"
+            }
+            FailReason::OriginStatus(_) => b"SERVER_ERROR origin answered an unexpected status\r\n",
+            FailReason::TooLarge => b"SERVER_ERROR origin value over max_value_size\r\n",
+            FailReason::NotSupported => b"SERVER_ERROR command not supported by an HTTP origin\r\n",
+            FailReason::ReadOnly => {
+                b"SERVER_ERROR HTTP origin is read-only (its pool has no writes: true)\r\n"
+            }
         }
     }
 
@@ -77,6 +96,10 @@ impl FailReason {
             FailReason::BadReply => "bad_reply",
             FailReason::Overloaded => "overloaded",
             FailReason::Down => "down",
+            FailReason::OriginStatus(_) => "origin_status",
+            FailReason::TooLarge => "too_large",
+            FailReason::NotSupported => "not_supported",
+            FailReason::ReadOnly => "read_only",
         }
     }
 
@@ -140,6 +163,9 @@ pub struct Completion {
     /// When the request was queued for the server, on the worker's clock (copied from the
     /// fragment).
     pub sent: u64,
+    /// With `end`: the smallest lifetime the server gave the reply's values (an HTTP
+    /// origin's `max-age`); a write-back of them lives no longer.
+    pub max_age: Option<u32>,
 }
 
 #[cfg(test)]
@@ -163,6 +189,7 @@ impl Completion {
             server: 0,
             failed,
             sent: 0,
+            max_age: None,
         }
     }
 }
@@ -170,7 +197,10 @@ impl Completion {
 impl Fragment {
     /// The completion that answers this request for a failure of `server`.
     pub fn fail(&self, server: usize, reason: FailReason) -> Completion {
+        let refused = matches!(reason, FailReason::NotSupported | FailReason::ReadOnly);
         let reply = match self.on_failure {
+            // A refusal is said, even to a read (whose failures are otherwise misses).
+            Failure::Miss(_) if refused => Bytes::from_static(reason.reply()),
             Failure::Miss(bytes) => Bytes::from_static(bytes),
             Failure::Error => Bytes::from_static(reason.reply()),
             Failure::Silent => Bytes::new(),
@@ -188,6 +218,7 @@ impl Fragment {
             server,
             failed: Some(reason),
             sent: self.sent,
+            max_age: None,
         }
     }
 }

@@ -6,11 +6,14 @@
 //!   its reply, and how a failed one is answered.
 //! * [`pool`]: a worker's connections to every server, and which need flushing.
 //! * [`wire`]: what a connection speaks ([`wire::BackendWire`]): how a request is written and
-//!   the reply stream framed; memcached text ([`wire::MemcacheText`]) today.
+//!   the reply stream framed; memcached text ([`wire::MemcacheText`]) or HTTP to an origin
+//!   ([`origin::HttpWire`]), chosen per server by [`any_wire::AnyWire`].
 
+pub mod any_wire;
 pub mod conn;
 pub mod fragment;
 pub mod jobs;
+pub mod origin;
 pub mod pool;
 pub mod resolver;
 pub mod send;

@@ -13,13 +13,14 @@ use std::time::Instant;
 
 use mio::{Registry, Token};
 
+use super::any_wire::AnyWire;
 use super::conn::{ArmTimer, ConnSettings};
-use super::wire::{BackendWire, MemcacheText};
+use super::wire::BackendWire;
 use super::{BackendConn, Completion, FailReason, Fragment, Owner};
 
 use crate::config::ServerSpec;
 use crate::observe::health::HealthBoard;
-use crate::observe::stats::WorkerStats;
+use crate::observe::stats::{DetailStats, WorkerStats};
 use std::sync::Arc;
 
 /// A timer to arm for connection `conn`.
@@ -33,10 +34,14 @@ pub struct ConnTimer {
 
 /// Every backend connection of one worker, each speaking `W` (memcached text unless said
 /// otherwise; see [`BackendWire`]).
-pub struct Backends<W: BackendWire = MemcacheText> {
+pub struct Backends<W: BackendWire = AnyWire> {
     conns: Vec<BackendConn<W>>,
     /// For each server: (index of its first connection in `conns`, connection count).
     server_conns: Vec<(usize, usize)>,
+    /// For each server: its requests take a connection by their key, not by their client (an
+    /// HTTP origin: every read of a key on this worker meets on one connection, where
+    /// concurrent ones share one origin request).
+    keyed: Vec<bool>,
     /// Connections with readiness to handle this iteration.
     events: Vec<usize>,
     /// Connections whose read budget ran out, to drive again next iteration.
@@ -70,10 +75,12 @@ impl<W: BackendWire> Backends<W> {
     /// (one with health checks); connection `i` is registered under `token_base + i`. A
     /// server's side-effect connection, made on first use, takes up to `side_queue` requests
     /// (see [`Backends::side_has_room`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         servers: &[ServerSpec],
         token_base: usize,
         stats: &Arc<WorkerStats>,
+        detail: Option<&Arc<DetailStats>>,
         health: &Arc<HealthBoard>,
         probes: impl Fn(usize) -> bool,
         side_queue: usize,
@@ -86,7 +93,7 @@ impl<W: BackendWire> Backends<W> {
                 let token = Token(token_base + conns.len());
                 conns.push(BackendConn::new(
                     ConnSettings::of(index, server),
-                    W::new(server),
+                    W::new(server, index, detail),
                     token,
                     stats.clone(),
                     Some(health.clone()),
@@ -111,7 +118,7 @@ impl<W: BackendWire> Backends<W> {
             };
             conns.push(BackendConn::new(
                 settings,
-                W::new(server),
+                W::new(server, index, detail),
                 token,
                 stats.clone(),
                 None,
@@ -126,10 +133,15 @@ impl<W: BackendWire> Backends<W> {
                 ..ConnSettings::of(index, server)
             })
             .collect();
-        let side_wires = servers.iter().map(|server| Some(W::new(server))).collect();
+        let side_wires = servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| Some(W::new(server, index, detail)))
+            .collect();
         Backends {
             conns,
             server_conns,
+            keyed: servers.iter().map(|s| s.origin.is_some()).collect(),
             events: Vec::new(),
             revisit: Vec::new(),
             to_flush: Vec::new(),
@@ -208,6 +220,16 @@ impl<W: BackendWire> Backends<W> {
     fn conn_for(&self, server: usize, client: usize) -> Option<usize> {
         let (base, count) = *self.server_conns.get(server)?;
         Some(base + client % count.max(1))
+    }
+
+    /// The connection `send` goes out on for `client`: by its client, or for a keyed server
+    /// by its first key (so a client's requests to it stay in order per key).
+    fn conn_for_send(&self, send: &crate::upstream::Send, client: usize) -> Option<usize> {
+        let keyed = self.keyed.get(send.server).copied().unwrap_or(false);
+        match keyed {
+            true => self.conn_for(send.server, key_spread(&send.bytes)),
+            false => self.conn_for(send.server, client),
+        }
     }
 
     /// False while `server` is down, or the client's connection to it is in connect backoff.
@@ -312,7 +334,7 @@ impl<W: BackendWire> Backends<W> {
         out: &mut Vec<Completion>,
         timers: &mut Vec<ConnTimer>,
     ) {
-        let conn = self.conn_for(send.server, client);
+        let conn = self.conn_for_send(send, client);
         if self.health.is_down(send.server) {
             // This client's requests still out to the server fail first, so that whatever
             // is done with the failures (a failover to the next server) happens in the order
@@ -433,6 +455,20 @@ impl<W: BackendWire> Backends<W> {
             timer: timer?,
         })
     }
+}
+
+/// A number spread by the first key of a request line (its second token): FNV-1a.
+fn key_spread(line: &[u8]) -> usize {
+    let mut words = crate::protocol::meta_flags::Words::new(
+        line.split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .unwrap_or_default(),
+    );
+    let key = words.nth(1).map_or(&[][..], |(_, key)| key);
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash as usize
 }
 
 /// What a connection tracks for `send` of `owner`, queued at `sent` (worker clock) and due by

@@ -15,8 +15,11 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{Fragment, Send};
+use std::sync::Arc;
+
+use super::{FailReason, Fragment, Send};
 use crate::config::ServerSpec;
+use crate::observe::stats::DetailStats;
 use crate::protocol::{Checks, Expect, ReplyFramer, ReplyKind};
 use crate::runtime::buffer::{ReadBuf, WriteQueue};
 
@@ -39,7 +42,13 @@ pub enum Framed {
         tail: usize,
         /// Hits in the reply (VALUE/VA blocks, HD lines).
         values: usize,
+        /// The smallest lifetime the backend gave its values (an HTTP origin's `max-age`),
+        /// which a write-back of them must not outlive; `None` when it gave none.
+        max_age: Option<u32>,
     },
+    /// The head request failed without the stream being out of step (an HTTP origin answered
+    /// a status that is an error, or a value over the limit): the connection goes on.
+    Failed(FailReason),
 }
 
 /// How requests are written to, and replies framed from, one kind of backend.
@@ -51,16 +60,53 @@ pub enum Framed {
 /// connection's in-flight FIFO. [`Self::reset`] empties it when the connection is reset
 /// (every request in flight is then failed by the connection, not the wire).
 pub trait BackendWire {
-    /// The wire of a new connection to `server` (its settings: an HTTP origin's base path).
-    fn new(server: &ServerSpec) -> Self
+    /// The wire of a new connection to `server`, server number `index` (its settings: an HTTP
+    /// origin's base path; its counters in `detail`).
+    fn new(server: &ServerSpec, index: usize, detail: Option<&Arc<DetailStats>>) -> Self
     where
         Self: Sized;
 
     /// Queues the bytes that ask the backend for `send` on `queue`. May fill in what the
     /// request's reply is checked against ([`Fragment::expect`]); `fragment` is what the
-    /// connection tracks for it and hands back to [`Self::frame`]. At least one byte must be
-    /// queued: a reply is taken only for a request whose bytes have started to leave.
-    fn encode(&mut self, send: &Send, fragment: &mut Fragment, queue: &mut WriteQueue);
+    /// connection tracks for it and hands back to [`Self::frame`]. Unless [`Self::ready`]
+    /// says its answer is already in, at least one byte must be queued: a reply is taken only
+    /// for a request whose bytes have started to leave. `Err`: the backend cannot take this
+    /// request (nothing is queued; the request is answered with the reason).
+    fn encode(
+        &mut self,
+        send: &Send,
+        fragment: &mut Fragment,
+        queue: &mut WriteQueue,
+    ) -> Result<(), FailReason>;
+
+    /// True when the head request's reply can be framed without reading more bytes (an
+    /// HTTP origin's coalesced read whose answer came with an earlier request's).
+    #[inline]
+    fn ready(&self) -> bool {
+        false
+    }
+
+    /// True when the connection is closed and made again instead of failing what is in
+    /// flight when the backend closes it between replies ([`Self::replay`]).
+    #[inline]
+    fn reconnects(&self) -> bool {
+        false
+    }
+
+    /// True when the backend said it closes the connection after the reply just framed: the
+    /// connection is made again ([`Self::replay`]) before anything more is read.
+    #[inline]
+    fn closing(&self) -> bool {
+        false
+    }
+
+    /// The connection closed between replies: queues again on `queue` every request not yet
+    /// answered, for a new connection. False when that cannot be done (the close cut a
+    /// reply, or nothing was answered since the last connect); the connection then fails
+    /// what is in flight.
+    fn replay(&mut self, _queue: &mut WriteQueue) -> bool {
+        false
+    }
 
     /// Frames what `buf` holds from its start as the reply to `head` (the oldest request in
     /// flight). Taking a piece or a whole reply takes its bytes off `buf` (small ones copied,
@@ -106,12 +152,17 @@ impl MemcacheText {
 }
 
 impl BackendWire for MemcacheText {
-    fn new(_server: &ServerSpec) -> Self {
+    fn new(_server: &ServerSpec, _index: usize, _detail: Option<&Arc<DetailStats>>) -> Self {
         MemcacheText::default()
     }
 
     #[inline]
-    fn encode(&mut self, send: &Send, fragment: &mut Fragment, queue: &mut WriteQueue) {
+    fn encode(
+        &mut self,
+        send: &Send,
+        fragment: &mut Fragment,
+        queue: &mut WriteQueue,
+    ) -> Result<(), FailReason> {
         fragment.expect = Expect::of(fragment.kind, &send.bytes);
         if fragment.expect.walks_line() {
             self.key_lines.push_back(send.bytes.clone());
@@ -125,6 +176,7 @@ impl BackendWire for MemcacheText {
         if send.framing.noop_tail {
             queue.push(Bytes::from_static(NOOP));
         }
+        Ok(())
     }
 
     #[inline]
@@ -166,6 +218,7 @@ impl BackendWire for MemcacheText {
             reply,
             tail,
             values: summary.values,
+            max_age: None,
         })
     }
 

@@ -50,7 +50,8 @@ fn encode_all<W: BackendWire>(wire: &mut W, sends: &[Send]) -> (Vec<Fragment>, V
         .iter()
         .map(|s| {
             let mut f = fragment(s);
-            wire.encode(s, &mut f, &mut queue);
+            wire.encode(s, &mut f, &mut queue)
+                .expect("memcached takes every request");
             f
         })
         .collect();
@@ -100,6 +101,7 @@ fn whole(framed: &Framed) -> (&[u8], usize, usize) {
             reply,
             tail,
             values,
+            ..
         } => (reply, *tail, *values),
         other => panic!("not a whole reply: {other:?}"),
     }

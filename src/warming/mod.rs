@@ -64,6 +64,8 @@ pub struct WarmManager {
     health: Arc<HealthBoard>,
     /// Backend names and their pool indices (as in `Router::pools`).
     backends: Vec<(String, usize)>,
+    /// Names of the pools of HTTP origins (warming reads and writes memcached only).
+    origins: Vec<String>,
     jobs: Mutex<Jobs>,
 }
 
@@ -79,10 +81,17 @@ impl WarmManager {
                     .map(|(index, _)| (b.name.clone(), index))
             })
             .collect();
+        let origins = config
+            .backends
+            .iter()
+            .filter(|b| b.is_http())
+            .map(|b| b.name.clone())
+            .collect();
         WarmManager {
             router,
             health,
             backends,
+            origins,
             jobs: Mutex::new(Jobs {
                 next_id: 1,
                 jobs: VecDeque::new(),
@@ -104,6 +113,13 @@ impl WarmManager {
                 .find(|(n, _)| n == name)
                 .map(|&(_, pool)| pool)
         })?;
+        for name in [&request.from, &request.to] {
+            if self.origins.contains(name) {
+                return Err(WarmError::BadRequest(format!(
+                    "'{name}' is a pool of HTTP origins: warming copies between memcached pools"
+                )));
+            }
+        }
         let mut jobs = self.lock();
         if jobs.engine.as_ref().is_some_and(|e| !e.alive()) {
             // The thread stopped (it logged why): whatever it ran is not running any more.

@@ -214,6 +214,7 @@ impl Worker {
             setup.router.servers(),
             BACKEND_BASE,
             &stats,
+            Some(&setup.registry.detail(setup.id)),
             &setup.health,
             probed,
             setup.effects.max_queue(),

@@ -11,6 +11,9 @@
 //! - [`FakeBackend`]: a scripted fake memcached (never answers, closes mid-reply, garbage, slow,
 //!   hangs once written to) that counts connections and bytes so a test can assert nothing
 //!   reached a backend.
+//! - [`origin`]: HTTP origins: [`Nginx`], Debian's real nginx serving a temp directory under
+//!   `/cache/` (optionally writable through WebDAV), and [`FakeOrigin`], a scripted in-process
+//!   HTTP/1.1 origin ([`OriginBehavior`]: slow, chunked, garbage, mid-body close, held replies).
 //! - [`Relay`]: a TCP relay in front of a real memcached that holds every reply chunk for a
 //!   configurable delay (a slow backend that still has real data).
 //! - [`tiers`]: configs over several pools and side-effect counters, for the tests of
@@ -31,6 +34,7 @@ mod fake_backend;
 pub mod http;
 pub mod lines;
 mod memcached;
+pub mod origin;
 pub mod program;
 mod relay;
 mod rng;
@@ -48,6 +52,8 @@ pub use client::{Client, Item};
 pub use fake_backend::{warm_value, Behavior, FakeBackend, GARBAGE_REPLY};
 #[allow(unused_imports)]
 pub use memcached::{Memcached, MemcachedBuilder};
+#[allow(unused_imports)]
+pub use origin::{FakeOrigin, Nginx, OriginBehavior};
 #[allow(unused_imports)]
 pub use relay::Relay;
 #[allow(unused_imports)]

@@ -113,6 +113,8 @@ struct Part {
     reply: Option<Bytes>,
     /// The order its reply arrived in, within the window.
     arrival: u32,
+    /// The smallest lifetime its server gave the values (an HTTP origin's `max-age`).
+    max_age: Option<u32>,
 }
 
 /// State of a multi-key retrieval.
@@ -415,6 +417,7 @@ impl Retrieval {
         if let Some(p) = self.parts.get_mut(index as usize) {
             p.reply = Some(reply);
             p.arrival = arrival;
+            p.max_age = c.max_age;
         }
         self.pending = self.pending.saturating_sub(1);
         self.settle(fx);
@@ -436,6 +439,7 @@ impl Retrieval {
             fx.lookups.0 += hits;
             fx.lookups.1 += p.keys - hits;
             p.reply = Some(reply);
+            p.max_age = c.max_age;
         }
         self.pending = self.pending.saturating_sub(1);
         if self.pending > 0 {
@@ -625,6 +629,7 @@ impl Retrieval {
         let Some(&server) = self.servers.get(first as usize) else {
             return;
         };
+        let max_age = self.parts.get(part as usize).and_then(|p| p.max_age);
         let reply = self.parts.get(part as usize).and_then(|p| p.reply.as_ref());
         let Some(block) = reply
             .and_then(|r| {
@@ -635,7 +640,7 @@ impl Retrieval {
         else {
             return;
         };
-        let [header, value] = write_back::classic_add(&block, wb.ttl);
+        let [header, value] = write_back::classic_add(&block, write_back::capped(wb.ttl, max_age));
         let send = write_back_send(server, header, value, Command::Add);
         fx.side.push((wb.effect, send));
     }

@@ -93,6 +93,7 @@ impl Retrieval {
                 keys,
                 reply: None,
                 arrival: u32::MAX,
+                max_age: None,
             });
             if keys == 0 {
                 continue;
@@ -163,6 +164,7 @@ impl Retrieval {
                         keys: 0,
                         reply: None,
                         arrival: u32::MAX,
+                        max_age: None,
                     });
                     self.parts.len() - 1
                 }

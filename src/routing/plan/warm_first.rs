@@ -41,8 +41,15 @@ impl Planner {
         if let Some(rules) = spec.leases {
             return self.plan_leased(whole, route, &spec, rules, shape, tag);
         }
+        if let Some(plan) = self.warm_alone(&spec, shape.plan, request, bytes, key, route, tag) {
+            return plan;
+        }
         let (pools, answer) = match shape.plan {
             WarmPlan::ReadThrough => {
+                return self.plan_failover(whole, (route, spec.read), tag);
+            }
+            // A CAS read with an HTTP origin as cold: warm's CAS is the only one there is.
+            WarmPlan::Cold if spec.cold_origin => {
                 return self.plan_failover(whole, (route, spec.read), tag);
             }
             WarmPlan::Cold => {
@@ -104,6 +111,9 @@ impl Planner {
                 close: false,
             };
         };
+        if let Some(plan) = self.warm_alone(spec, shape.plan, request, bytes, key, route, tag) {
+            return plan;
+        }
         self.detail.route_request(route);
         match shape.plan {
             WarmPlan::ReadThrough => {
@@ -122,6 +132,40 @@ impl Planner {
                 self.cold_then_drop_warm(request, bytes, (cold, warm), tag)
             }
         }
+    }
+
+    /// A write that goes to warm alone because cold is an HTTP origin that cannot take it
+    /// (read-only, or a write an origin has no meaning for: `cas`, `incr`, ...): forwarded to
+    /// the key's warm server. `None` for every other request.
+    #[allow(clippy::too_many_arguments)]
+    fn warm_alone(
+        &mut self,
+        spec: &WarmFirstSpec,
+        plan: WarmPlan,
+        request: &Request,
+        bytes: &Bytes,
+        key: &[u8],
+        route: usize,
+        tag: Option<Tag>,
+    ) -> Option<Plan> {
+        let alone = match plan {
+            WarmPlan::WriteBoth => spec.cold_read_only,
+            WarmPlan::ColdInvalidateWarm => spec.cold_origin,
+            _ => false,
+        };
+        if !alone {
+            return None;
+        }
+        self.detail.route_request(route);
+        Some(
+            match self.strategies.server_in(&self.router, spec.warm, key) {
+                Some(server) => self.forward(request, bytes.clone(), server, tag),
+                None => Plan::Reply {
+                    bytes: Bytes::from_static(NO_ROUTE),
+                    close: false,
+                },
+            },
+        )
     }
 
     /// `request` to cold, then the delete of its key in warm (see [`Ordered`]).
@@ -162,6 +206,9 @@ impl Planner {
             // With leases, a multi-key read asks cold alone: warm could answer a placeholder.
             _ if spec.leases.is_some() => std::slice::from_ref(&spec.cold),
             WarmPlan::ReadThrough => return self.failover_chain(spec.read, key, chain),
+            WarmPlan::Cold if spec.cold_origin => {
+                return self.failover_chain(spec.read, key, chain)
+            }
             WarmPlan::Both { cold_first: false } => &[spec.warm, spec.cold][..],
             WarmPlan::Both { cold_first: true } => &[spec.cold, spec.warm][..],
             _ => std::slice::from_ref(&spec.cold),

@@ -1,0 +1,626 @@
+//! An HTTP origin as a backend (SPEC §13): [`HttpWire`], the [`BackendWire`] that speaks
+//! HTTP/1.1 to it over one keep-alive connection, on the worker's poll loop like any other
+//! backend connection.
+//!
+//! * [`op`]: what a memcached request means to an origin (`GET` per key, `PUT`, `DELETE`,
+//!   `HEAD` for the probe), or why it is refused.
+//! * [`reply`]: what the responses make of it, as a memcached reply.
+//!
+//! Requests are pipelined in order and the responses read in order (HTTP/1.1). A memcached
+//! request of several keys is several `GET`s, answered once all are in. A read of a key whose
+//! `GET` is already out on this connection (or answered and still held for an earlier request)
+//! sends nothing and shares that answer (request coalescing; the pool sends every read of a
+//! key on a worker through the same connection, so a herd of misses on a worker is one origin
+//! request). A write to a key ends the sharing of its earlier `GET`: a read after a write sees
+//! the origin after the write.
+//!
+//! When the origin closes the connection between responses (an idle timeout, a request limit
+//! like nginx's `keepalive_requests`, `Connection: close`), the requests it had not answered
+//! are sent again on a new connection ([`BackendWire::replay`]); HTTP's `GET`, `PUT`, `DELETE`
+//! and `HEAD` may be repeated.
+
+pub mod op;
+pub mod reply;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use self::op::{op_of, Key, Op};
+use self::reply::{reply_of, Outcome, Replied};
+use super::wire::{BackendWire, Framed};
+use super::{FailReason, Fragment, Send};
+use crate::config::{OriginSpec, ServerSpec};
+use crate::observe::stats::DetailStats;
+use crate::protocol::http::{self, Body, Chunked, Head};
+use crate::runtime::buffer::{ReadBuf, WriteQueue};
+
+/// An HTTP request this connection sent and its answer once read.
+#[derive(Debug)]
+struct Exchange {
+    /// Its bytes, kept to send it again on a new connection.
+    bytes: Bytes,
+    /// A `PUT`'s body, sent after `bytes`.
+    body: Option<Bytes>,
+    /// What it is (how its status reads).
+    method: Method,
+    /// The key of a `GET` (for coalescing; removed from the map with the exchange).
+    key: Option<Bytes>,
+    /// The answer, once read.
+    outcome: Option<Outcome>,
+    /// Memcached requests still waiting for it.
+    waiters: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Put,
+    Delete,
+    Head,
+}
+
+/// A memcached request in flight: what it asked and the HTTP exchanges that answer it.
+#[derive(Debug)]
+struct Asked {
+    op: Op,
+    /// Sequence numbers of its exchanges (one per key of a read, else one).
+    parts: Vec<u64>,
+}
+
+/// Where the response at the head of the unanswered exchanges is.
+#[derive(Debug)]
+enum Reading {
+    /// Waiting for (the rest of) a head.
+    Head,
+    /// A body of this many bytes, kept (a `GET`'s 200).
+    Body(Head, usize),
+    /// A body of this many bytes, dropped as it comes (any other response).
+    Skip(Head, usize, Outcome),
+    /// A chunked body, kept when `keep`.
+    Chunked(Head, Chunked, BytesMut, bool),
+}
+
+/// The HTTP/1.1 wire of one connection to one origin.
+pub struct HttpWire {
+    origin: Arc<OriginSpec>,
+    /// The server's index (its counters).
+    server: usize,
+    detail: Option<Arc<DetailStats>>,
+    /// Exchanges from sequence number `base` on (answered ones are dropped from the front once
+    /// no request waits for them).
+    exchanges: VecDeque<Exchange>,
+    base: u64,
+    /// Sequence number of the first exchange whose response has not been read.
+    next_answer: u64,
+    /// Memcached requests in flight, in the connection's order.
+    asked: VecDeque<Asked>,
+    /// The `GET` each key's reads share, while it is held.
+    shared: HashMap<Bytes, u64>,
+    reading: Reading,
+    /// The origin said it closes the connection after the last response read.
+    closing: bool,
+    /// A response was read since the connection was made (a connection closed before any
+    /// is not made again: the origin may close every connection it takes).
+    answered_since_open: bool,
+}
+
+impl std::fmt::Debug for HttpWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpWire")
+            .field("server", &self.server)
+            .field("exchanges", &self.exchanges.len())
+            .field("asked", &self.asked.len())
+            .finish()
+    }
+}
+
+impl HttpWire {
+    /// The wire of a connection to `origin` (server number `server`, counted in `detail`).
+    pub fn new(origin: Arc<OriginSpec>, server: usize, detail: Option<Arc<DetailStats>>) -> Self {
+        HttpWire {
+            origin,
+            server,
+            detail,
+            exchanges: VecDeque::new(),
+            base: 0,
+            next_answer: 0,
+            asked: VecDeque::new(),
+            shared: HashMap::new(),
+            reading: Reading::Head,
+            closing: false,
+            answered_since_open: false,
+        }
+    }
+
+    /// The wire of a connection to `server` (an origin), server number `index`.
+    pub fn new_for(server: &ServerSpec, index: usize, detail: Option<&Arc<DetailStats>>) -> Self {
+        let origin = server.origin.clone().unwrap_or_else(|| {
+            // Not an origin: every request is answered by the origin's defaults (a base path
+            // of `/`), which only a test could ask for.
+            Arc::new(OriginSpec {
+                host: server.address.clone(),
+                base_path: "/".to_string(),
+                writes: false,
+                max_value_size: crate::config::DEFAULT_MAX_VALUE_SIZE,
+            })
+        });
+        HttpWire::new(origin, index, detail.cloned())
+    }
+
+    fn exchange(&self, seq: u64) -> Option<&Exchange> {
+        self.exchanges
+            .get(usize::try_from(seq.checked_sub(self.base)?).ok()?)
+    }
+
+    fn exchange_mut(&mut self, seq: u64) -> Option<&mut Exchange> {
+        self.exchanges
+            .get_mut(usize::try_from(seq.checked_sub(self.base)?).ok()?)
+    }
+
+    /// Starts an exchange; returns its sequence number.
+    fn start(
+        &mut self,
+        method: Method,
+        key: Option<&Key>,
+        body: Option<Bytes>,
+        queue: &mut WriteQueue,
+    ) -> u64 {
+        let seq = self.base + self.exchanges.len() as u64;
+        let bytes = self.request_bytes(method, key, body.as_ref());
+        queue.push(bytes.clone());
+        if let Some(body) = &body {
+            queue.push(body.clone());
+        }
+        self.exchanges.push_back(Exchange {
+            bytes,
+            body,
+            method,
+            key: key.filter(|_| method == Method::Get).map(|k| k.raw.clone()),
+            outcome: None,
+            waiters: 1,
+        });
+        seq
+    }
+
+    fn request_bytes(&self, method: Method, key: Option<&Key>, body: Option<&Bytes>) -> Bytes {
+        let mut path = String::with_capacity(self.origin.base_path.len() + 32);
+        path.push_str(&self.origin.base_path);
+        if let Some(key) = key {
+            http::percent_encode(&key.raw, &mut path);
+        }
+        let mut out = BytesMut::with_capacity(path.len() + self.origin.host.len() + 96);
+        out.put_slice(match method {
+            Method::Get => b"GET ",
+            Method::Put => b"PUT ",
+            Method::Delete => b"DELETE ",
+            Method::Head => b"HEAD ",
+        });
+        out.put_slice(path.as_bytes());
+        out.put_slice(b" HTTP/1.1\r\nHost: ");
+        out.put_slice(self.origin.host.as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(body) = body {
+            out.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+
+    /// Adds the headers of a `PUT` (flags, lifetime) before the blank line of `bytes`.
+    fn put_bytes(&self, key: &Key, flags: u32, max_age: Option<u32>, body: &Bytes) -> Bytes {
+        let plain = self.request_bytes(Method::Put, Some(key), Some(body));
+        let mut out = BytesMut::with_capacity(plain.len() + 64);
+        out.put_slice(
+            plain
+                .get(..plain.len().saturating_sub(2))
+                .unwrap_or_default(),
+        );
+        out.put_slice(format!("Bifrost-Flags: {flags}\r\n").as_bytes());
+        if let Some(age) = max_age {
+            out.put_slice(format!("Cache-Control: max-age={age}\r\n").as_bytes());
+        }
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
+
+    /// True when every exchange of the oldest memcached request has been answered.
+    fn head_answered(&self) -> bool {
+        self.asked.front().is_some_and(|asked| {
+            asked
+                .parts
+                .iter()
+                .all(|&seq| self.exchange(seq).is_some_and(|e| e.outcome.is_some()))
+        })
+    }
+
+    /// Answers the oldest memcached request (all its exchanges are answered).
+    fn answer_head(&mut self) -> Framed {
+        let Some(asked) = self.asked.pop_front() else {
+            return Framed::Partial;
+        };
+        let outcomes: Vec<&Outcome> = asked
+            .parts
+            .iter()
+            .filter_map(|&seq| self.exchange(seq).and_then(|e| e.outcome.as_ref()))
+            .collect();
+        let replied = reply_of(&asked.op, &outcomes);
+        for &seq in &asked.parts {
+            if let Some(exchange) = self.exchange_mut(seq) {
+                exchange.waiters = exchange.waiters.saturating_sub(1);
+            }
+        }
+        self.drop_answered();
+        match replied {
+            Replied::Reply {
+                reply,
+                tail,
+                values,
+                max_age,
+            } => Framed::Whole {
+                reply,
+                tail,
+                values,
+                max_age,
+            },
+            Replied::Failed(reason) => Framed::Failed(reason),
+        }
+    }
+
+    /// Drops answered exchanges nobody waits for from the front.
+    fn drop_answered(&mut self) {
+        while let Some(front) = self.exchanges.front() {
+            if front.outcome.is_none() || front.waiters > 0 {
+                break;
+            }
+            if let Some(key) = &front.key {
+                if self.shared.get(key) == Some(&self.base) {
+                    self.shared.remove(key);
+                }
+            }
+            self.exchanges.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Reads responses off `buf` into the exchanges they answer until the oldest memcached
+    /// request is answered or the bytes run out. `Err` when the bytes are not HTTP, or answer
+    /// nothing that was asked.
+    fn read_responses(&mut self, buf: &mut ReadBuf) -> Result<(), &'static str> {
+        while !self.head_answered() && !buf.is_empty() {
+            let method = self
+                .exchange(self.next_answer)
+                .map(|e| e.method)
+                .ok_or("http response with no request")?;
+            if !self.read_one(buf, method)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads (part of) the response to the oldest unanswered exchange; true when it is done.
+    fn read_one(&mut self, buf: &mut ReadBuf, method: Method) -> Result<bool, &'static str> {
+        let limit = self.origin.max_value_size;
+        loop {
+            match std::mem::replace(&mut self.reading, Reading::Head) {
+                Reading::Head => {
+                    let Some((head, len)) = http::parse_head(buf, usize::MAX)
+                        .map_err(|_| "malformed http response head")?
+                    else {
+                        return Ok(false);
+                    };
+                    buf.advance(len);
+                    if (100..200).contains(&head.status) {
+                        // An interim response (100 Continue): the real one follows.
+                        continue;
+                    }
+                    self.count_status(head.status);
+                    let head = match method {
+                        // A response to HEAD has no body, whatever its length says.
+                        Method::Head => Head {
+                            body: Body::Length(0),
+                            ..head
+                        },
+                        _ => head,
+                    };
+                    let keep = method == Method::Get && head.status == 200;
+                    self.reading = match (head.body, keep) {
+                        // A value whose end is the close cannot be told from a cut one.
+                        (Body::UntilClose, true) => {
+                            return Err("http body framed by the connection's close")
+                        }
+                        // Nothing else is read on this connection (see `closing`).
+                        (Body::UntilClose, false) => {
+                            let outcome = outcome_of(method, &head, Bytes::new());
+                            return Ok(self.answered(&head, outcome));
+                        }
+                        (Body::Chunked, _) => {
+                            Reading::Chunked(head, Chunked::new(limit), BytesMut::new(), keep)
+                        }
+                        (Body::Length(n), true) if n <= limit => Reading::Body(head, n),
+                        (Body::Length(n), true) => {
+                            Reading::Skip(head, n, Outcome::Failed(FailReason::TooLarge))
+                        }
+                        (Body::Length(n), false) => {
+                            let outcome = outcome_of(method, &head, Bytes::new());
+                            Reading::Skip(head, n, outcome)
+                        }
+                    };
+                }
+                Reading::Body(head, n) => {
+                    if buf.len() < n {
+                        self.reading = Reading::Body(head, n);
+                        return Ok(false);
+                    }
+                    let body = buf.take(n);
+                    return Ok(self.answered(&head, outcome_of(method, &head, body)));
+                }
+                Reading::Skip(head, n, outcome) => {
+                    let take = n.min(buf.len());
+                    buf.advance(take);
+                    if take < n {
+                        self.reading = Reading::Skip(head, n - take, outcome);
+                        return Ok(false);
+                    }
+                    return Ok(self.answered(&head, outcome));
+                }
+                Reading::Chunked(head, mut decoder, mut body, keep) => {
+                    let progress = match decoder.feed(buf) {
+                        Ok(progress) => progress,
+                        Err(http::HttpError::TooLarge) => {
+                            return Err("http chunked body over the limit")
+                        }
+                        Err(_) => return Err("malformed http chunked body"),
+                    };
+                    if keep {
+                        for range in &progress.data {
+                            body.put_slice(buf.get(range.clone()).unwrap_or_default());
+                        }
+                    }
+                    buf.advance(progress.used);
+                    if !progress.done {
+                        self.reading = Reading::Chunked(head, decoder, body, keep);
+                        return Ok(false);
+                    }
+                    let outcome = outcome_of(method, &head, body.freeze());
+                    return Ok(self.answered(&head, outcome));
+                }
+            }
+        }
+    }
+
+    /// The response to the oldest unanswered exchange is read: records it.
+    fn answered(&mut self, head: &Head, outcome: Outcome) -> bool {
+        let seq = self.next_answer;
+        if let Some(exchange) = self.exchange_mut(seq) {
+            exchange.outcome = Some(outcome);
+        }
+        self.next_answer += 1;
+        self.answered_since_open = true;
+        if head.closes {
+            self.closing = true;
+        }
+        true
+    }
+
+    fn count_status(&self, status: u16) {
+        if let Some(detail) = &self.detail {
+            detail.origin_status(self.server, status);
+        }
+    }
+}
+
+/// What `head` (and the body read, for a `GET`'s 200) means for a request of `method`.
+fn outcome_of(method: Method, head: &Head, body: Bytes) -> Outcome {
+    let status = head.status;
+    match (method, status) {
+        (Method::Get, 200) => Outcome::Hit {
+            flags: head.flags,
+            max_age: head.max_age,
+            body,
+        },
+        (Method::Get, 404 | 410) => Outcome::Miss,
+        (Method::Delete, 404 | 410) => Outcome::NotFound,
+        (Method::Put | Method::Delete, 200..=299) => Outcome::Done,
+        (Method::Head, 0..=499) => Outcome::Done,
+        _ => Outcome::Failed(FailReason::OriginStatus(status)),
+    }
+}
+
+impl BackendWire for HttpWire {
+    fn new(server: &ServerSpec, index: usize, detail: Option<&Arc<DetailStats>>) -> Self {
+        HttpWire::new_for(server, index, detail)
+    }
+
+    fn encode(
+        &mut self,
+        send: &Send,
+        _fragment: &mut Fragment,
+        queue: &mut WriteQueue,
+    ) -> Result<(), FailReason> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let op = op_of(send, self.origin.writes, now)?;
+        let mut parts = Vec::with_capacity(1);
+        match &op {
+            Op::Read { keys, .. } => {
+                for key in keys {
+                    let held = self.shared.get(&key.raw).copied();
+                    if let Some(seq) = held.filter(|&seq| self.exchange(seq).is_some()) {
+                        if let Some(exchange) = self.exchange_mut(seq) {
+                            exchange.waiters += 1;
+                        }
+                        if let Some(detail) = &self.detail {
+                            detail.origin_coalesced(self.server);
+                        }
+                        parts.push(seq);
+                        continue;
+                    }
+                    let seq = self.start(Method::Get, Some(key), None, queue);
+                    self.shared.insert(key.raw.clone(), seq);
+                    parts.push(seq);
+                }
+            }
+            Op::Put {
+                key,
+                flags,
+                max_age,
+                data,
+                ..
+            } => {
+                // Reads after this write must not share a `GET` sent before it.
+                self.shared.remove(&key.raw);
+                let seq = self.base + self.exchanges.len() as u64;
+                let bytes = self.put_bytes(key, *flags, *max_age, data);
+                queue.push(bytes.clone());
+                queue.push(data.clone());
+                self.exchanges.push_back(Exchange {
+                    bytes,
+                    body: Some(data.clone()),
+                    method: Method::Put,
+                    key: None,
+                    outcome: None,
+                    waiters: 1,
+                });
+                parts.push(seq);
+            }
+            Op::Delete { key, .. } => {
+                self.shared.remove(&key.raw);
+                parts.push(self.start(Method::Delete, Some(key), None, queue));
+            }
+            Op::Probe => parts.push(self.start(Method::Head, None, None, queue)),
+        }
+        self.asked.push_back(Asked { op, parts });
+        Ok(())
+    }
+
+    fn frame(&mut self, buf: &mut ReadBuf, _head: &Fragment) -> Result<Framed, &'static str> {
+        self.read_responses(buf)?;
+        if self.head_answered() {
+            return Ok(self.answer_head());
+        }
+        Ok(Framed::Partial)
+    }
+
+    fn ready(&self) -> bool {
+        self.head_answered()
+    }
+
+    fn reconnects(&self) -> bool {
+        true
+    }
+
+    fn closing(&self) -> bool {
+        self.closing && matches!(self.reading, Reading::Head)
+    }
+
+    fn replay(&mut self, queue: &mut WriteQueue) -> bool {
+        if !matches!(self.reading, Reading::Head) || !self.answered_since_open {
+            // The connection closed inside a response (it cannot be told from a cut one), or
+            // before answering anything since it was made.
+            return false;
+        }
+        self.closing = false;
+        self.answered_since_open = false;
+        let from = usize::try_from(self.next_answer.saturating_sub(self.base)).unwrap_or(0);
+        for exchange in self.exchanges.iter().skip(from) {
+            queue.push(exchange.bytes.clone());
+            if let Some(body) = &exchange.body {
+                queue.push(body.clone());
+            }
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        self.exchanges.clear();
+        self.asked.clear();
+        self.shared.clear();
+        self.base = 0;
+        self.next_answer = 0;
+        self.reading = Reading::Head;
+        self.closing = false;
+        self.answered_since_open = false;
+    }
+}
+
+/// The answers [`HttpWire`] frames, as a connection frames them, from responses arriving as
+/// `pieces` to the memcached requests `lines` (each one whole request, sent to an origin with
+/// `writes: true` and `max_value_size`): each reply as text, a failure as its name, and
+/// `None` once the bytes put the stream out of step. For the fuzz targets, which see only
+/// the crate's public API.
+#[doc(hidden)]
+pub fn answers_for_fuzzing(
+    lines: &[&'static [u8]],
+    pieces: &[&[u8]],
+    max_value_size: usize,
+) -> Option<Vec<String>> {
+    let spec = OriginSpec {
+        host: "o".into(),
+        base_path: "/".into(),
+        writes: true,
+        max_value_size,
+    };
+    let mut wire = HttpWire::new(Arc::new(spec), 0, None);
+    let mut fragment = bare_fragment();
+    let mut queue = WriteQueue::default();
+    for &line in lines {
+        wire.encode(&bare_send(line), &mut fragment, &mut queue)
+            .ok()?;
+    }
+    let mut buf = ReadBuf::default();
+    let mut answers = Vec::new();
+    for piece in pieces {
+        buf.push_slice(piece);
+        while wire.ready() || (!buf.is_empty() && !wire.closing()) {
+            match wire.frame(&mut buf, &fragment).ok()? {
+                Framed::Whole { reply, .. } => {
+                    answers.push(String::from_utf8_lossy(&reply).into_owned())
+                }
+                Framed::Failed(reason) => answers.push(reason.as_str().to_string()),
+                Framed::Partial => break,
+                Framed::Piece(_) => answers.push("piece".to_string()),
+            }
+        }
+    }
+    Some(answers)
+}
+
+/// A request of `line` as an exchange would send it (for [`answers_for_fuzzing`] and tests).
+fn bare_send(line: &'static [u8]) -> Send {
+    Send {
+        server: 0,
+        part: 0,
+        bytes: Bytes::from_static(line),
+        value: None,
+        framing: crate::upstream::Framing {
+            kind: crate::protocol::ReplyKind::Retrieval,
+            on_failure: crate::upstream::Failure::Error,
+            discard_reply: false,
+            noop_tail: false,
+        },
+        stream: false,
+    }
+}
+
+/// What a connection tracks for a request before the wire has seen it (the wire does not read
+/// it: for [`answers_for_fuzzing`] and tests).
+fn bare_fragment() -> Fragment {
+    Fragment {
+        owner: crate::upstream::Owner { token: 0, part: 0 },
+        kind: crate::protocol::ReplyKind::Retrieval,
+        on_failure: crate::upstream::Failure::Error,
+        discard_reply: false,
+        stream: false,
+        deadline: std::time::Instant::now(),
+        sent: 0,
+        expect: crate::protocol::Expect::ANY,
+        wire_start: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;
