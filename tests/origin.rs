@@ -443,3 +443,69 @@ fn configs_that_misuse_an_origin_are_refused_with_the_reason() {
         outcome.stderr
     );
 }
+
+#[test]
+fn binary_clients_read_through_an_origin_and_their_gets_fill_warm() {
+    use common::binary::BinaryClient;
+    let nginx = Nginx::builder().max_age(Some(60)).start();
+    nginx.put_file("bin:1", b"from the origin");
+    let warm = Memcached::start();
+    let bifrost = read_through(1, &warm.addr(), &nginx.base_url(), "");
+    let mut b = BinaryClient::connect(&bifrost.addr());
+    assert_eq!(b.get(b"bin:1").as_deref(), Some(&b"from the origin"[..]));
+    assert_eq!(b.get(b"bin:none"), None);
+    // A binary Get asks for a CAS: with an origin as cold it reads through warm (the origin has
+    // none), so the value lands in warm and the next Get is warm's.
+    let mut w = warm.client();
+    wait_until(LANDED, "bin:1 written back into warm", || {
+        w.get("bin:1").is_some()
+    });
+    let mut c = bifrost.client();
+    let before = origin_requests(&mut c);
+    assert_eq!(b.get(b"bin:1").as_deref(), Some(&b"from the origin"[..]));
+    assert_eq!(origin_requests(&mut c), before, "a warm hit");
+}
+
+/// Requests the proxy sent to its origins (`stats`: `server:http://...:requests`, summed).
+fn origin_requests(c: &mut Client) -> u64 {
+    c.stats()
+        .iter()
+        .filter(|(name, _)| name.starts_with("server:http://") && name.ends_with(":requests"))
+        .map(|(_, v)| v.parse::<u64>().expect("a number"))
+        .sum()
+}
+
+#[test]
+fn with_leases_a_herd_over_two_proxies_is_one_origin_request() {
+    let origin = FakeOrigin::start(OriginBehavior::Slow(Duration::from_millis(300)));
+    origin.insert(b"hot", b"value", None, None);
+    let warm = Memcached::start();
+    let leases = "  - name: users\n    match: \"*\"\n    strategy: warm_first\n    warm: warm\n\
+                  \x20   cold: origin\n    write_on_miss: { ttl: 300 }\n    leases: {}\n";
+    let backends = format!(
+        "  warm:\n    servers: [\"{}\"]\n    timeout: 2s\n\
+         \x20 origin:\n    servers: [\"{}\"]\n    timeout: 2s\n",
+        warm.addr(),
+        origin.base_url()
+    );
+    let proxies = [
+        start_proxy(2, &backends, leases, ""),
+        start_proxy(2, &backends, leases, ""),
+    ];
+    let mut clients: Vec<Client> = (0..40).map(|i| proxies[i % 2].client()).collect();
+    for c in &mut clients {
+        c.send(b"get hot\r\n");
+    }
+    for c in &mut clients {
+        assert_eq!(
+            c.read_reply_retrieval(),
+            b"VALUE hot 0 5\r\nvalue\r\nEND\r\n"
+        );
+    }
+    assert_eq!(
+        origin.requests_for(b"hot"),
+        1,
+        "one lease holder across both proxies reads the origin: {:?}",
+        origin.methods()
+    );
+}
