@@ -96,9 +96,18 @@ fn reference_yaml_uses_every_key_and_value_kind() {
     let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(
         names,
-        ["l1", "l2", "replica", "legacy"],
+        ["l1", "l2", "replica", "legacy", "catalog"],
         "file order is kept"
     );
+    let catalog = &c.backends[4];
+    assert!(catalog.is_http() && !catalog.writes);
+    assert_eq!(catalog.max_value_size, 1 << 20);
+    let url = catalog.servers[0].origin.as_ref().expect("an HTTP origin");
+    assert_eq!(
+        (url.host.as_str(), url.base_path.as_str()),
+        ("127.0.0.1:18080", "/cache/")
+    );
+    assert_eq!(catalog.servers[0].address, "127.0.0.1:18080");
     let l1 = &c.backends[0];
     assert_eq!(l1.servers[1].weight, 2);
     assert_eq!(l1.servers[1].name.as_deref(), Some("cache-b"));
@@ -578,4 +587,38 @@ fn memory_budgets_follow_a_container_limit_unless_the_file_sets_them() {
     let fit = set.fit_memory_limit(64 << 20);
     assert_eq!(fit.reply, (100 << 20, false), "the file's budget stays");
     assert_eq!(fit.request, (6 << 20, true));
+}
+
+#[test]
+fn http_origins_are_read_from_their_urls() {
+    let c = parse_yaml(
+        "listeners: [{name: a, bind: '127.0.0.1:0'}]\n\
+         backends:\n\
+         \x20 o: {servers: ['http://127.0.0.1/', 'HTTP://127.0.0.2:8080', {address: 'http://127.0.0.3:81/a/b-', weight: 2}], writes: true, max_value_size: 4KiB}\n\
+         routes: [{match: '*', strategy: consistent_hash, backend: o}]\n",
+    );
+    let o = &c.backends[0];
+    assert!(o.is_http() && o.writes);
+    assert_eq!(o.max_value_size, 4096);
+    let parts: Vec<(&str, &str, &str)> = o
+        .servers
+        .iter()
+        .map(|s| {
+            let url = s.origin.as_ref().expect("an origin");
+            (
+                s.address.as_str(),
+                url.host.as_str(),
+                url.base_path.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("127.0.0.1:80", "127.0.0.1", "/"),
+            ("127.0.0.2:8080", "127.0.0.2:8080", "/"),
+            ("127.0.0.3:81", "127.0.0.3:81", "/a/b-"),
+        ]
+    );
+    assert_eq!(o.servers[2].weight, 2);
 }

@@ -51,6 +51,24 @@ pub fn at_most(digits: &[u8], max: &[u8]) -> bool {
     is_digits(digits) && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
 }
 
+/// Appends `n` in decimal to `out` (no formatting machinery: a reply or request header built
+/// per request).
+pub fn put_u64(out: &mut bytes::BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(at..).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

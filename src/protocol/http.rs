@@ -7,7 +7,7 @@
 //! Responses are input from another machine: nothing here panics on any bytes, and no length
 //! the origin states is trusted past the limit the caller gives.
 
-use std::fmt::Write as _;
+use bytes::{BufMut, BytesMut};
 
 /// Most headers a response may carry.
 const MAX_HEADERS: usize = 64;
@@ -326,26 +326,45 @@ impl Chunked {
     }
 }
 
-/// The request line and headers of `GET <base><key>`: the key percent-encoded (every byte
-/// outside RFC 3986's unreserved characters, `%` included), HTTP/1.1 with keep-alive.
-pub fn get_request(host: &str, base_path: &str, key: &[u8]) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + base_path.len() + key.len() * 3);
-    out.push_str("GET ");
-    out.push_str(base_path);
-    percent_encode(key, &mut out);
-    out.push_str(" HTTP/1.1\r\nHost: ");
-    out.push_str(host);
-    out.push_str("\r\nConnection: keep-alive\r\n\r\n");
-    out.into_bytes()
+/// Appends to `out` the head of `<method> <base_path><key> HTTP/1.1` to `host`: the key (when
+/// given) percent-encoded (every byte outside RFC 3986's unreserved characters, `%` included),
+/// then each of `headers` with a decimal value, then the blank line. Keep-alive is HTTP/1.1's
+/// default, so no `Connection` header is sent.
+pub fn write_head(
+    out: &mut BytesMut,
+    method: &str,
+    (host, base_path): (&str, &str),
+    key: Option<&[u8]>,
+    headers: &[(&str, u64)],
+) {
+    out.reserve(method.len() + base_path.len() + host.len() + 32 + key.map_or(0, |k| k.len() * 3));
+    out.put_slice(method.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(base_path.as_bytes());
+    if let Some(key) = key {
+        percent_encode(key, out);
+    }
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    out.put_slice(host.as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        crate::protocol::decimal::put_u64(out, *value);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
 }
 
 /// Appends `key` percent-encoded to `out`.
-pub fn percent_encode(key: &[u8], out: &mut String) {
+pub fn percent_encode(key: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in key {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
+            out.put_u8(b);
         } else {
-            let _ = write!(out, "%{b:02X}");
+            let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+            out.put_slice(&[b'%', hex(b >> 4), hex(b & 15)]);
         }
     }
 }

@@ -106,11 +106,33 @@ fn chunked_bodies_decode_whatever_the_cut_and_stop_at_their_end() {
 }
 
 #[test]
-fn get_requests_percent_encode_the_key() {
-    let request = get_request("origin:8080", "/cache/", b"user:1 a/b%\xff~x");
-    assert_eq!(
-        String::from_utf8(request).unwrap(),
-        "GET /cache/user%3A1%20a%2Fb%25%FF~x HTTP/1.1\r\nHost: origin:8080\r\n\
-         Connection: keep-alive\r\n\r\n"
+fn request_heads_percent_encode_the_key_and_carry_their_headers() {
+    let mut out = bytes::BytesMut::new();
+    write_head(
+        &mut out,
+        "GET",
+        ("origin:8080", "/cache/"),
+        Some(b"user:1 a/b%\xff~x"),
+        &[],
     );
+    assert_eq!(
+        String::from_utf8(out.to_vec()).unwrap(),
+        "GET /cache/user%3A1%20a%2Fb%25%FF~x HTTP/1.1\r\nHost: origin:8080\r\n\r\n"
+    );
+    let mut out = bytes::BytesMut::new();
+    let headers = [
+        ("Content-Length", 0),
+        ("Bifrost-Flags", u64::from(u32::MAX)),
+    ];
+    write_head(&mut out, "PUT", ("o", "/"), Some(b"k"), &headers);
+    assert_eq!(
+        String::from_utf8(out.to_vec()).unwrap(),
+        "PUT /k HTTP/1.1\r\nHost: o\r\nContent-Length: 0\r\nBifrost-Flags: 4294967295\r\n\r\n"
+    );
+    let mut digits = bytes::BytesMut::new();
+    for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+        digits.clear();
+        crate::protocol::decimal::put_u64(&mut digits, n);
+        assert_eq!(&digits[..], n.to_string().as_bytes());
+    }
 }

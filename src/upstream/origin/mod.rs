@@ -185,43 +185,36 @@ impl HttpWire {
     }
 
     fn request_bytes(&self, method: Method, key: Option<&Key>, body: Option<&Bytes>) -> Bytes {
-        let mut path = String::with_capacity(self.origin.base_path.len() + 32);
-        path.push_str(&self.origin.base_path);
-        if let Some(key) = key {
-            http::percent_encode(&key.raw, &mut path);
-        }
-        let mut out = BytesMut::with_capacity(path.len() + self.origin.host.len() + 96);
-        out.put_slice(match method {
-            Method::Get => b"GET ",
-            Method::Put => b"PUT ",
-            Method::Delete => b"DELETE ",
-            Method::Head => b"HEAD ",
-        });
-        out.put_slice(path.as_bytes());
-        out.put_slice(b" HTTP/1.1\r\nHost: ");
-        out.put_slice(self.origin.host.as_bytes());
-        out.put_slice(b"\r\n");
-        if let Some(body) = body {
-            out.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-        }
-        out.put_slice(b"\r\n");
+        let name = match method {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        };
+        let length = body.map(|b| ("Content-Length", b.len() as u64));
+        let headers = length.as_slice();
+        let mut out = BytesMut::new();
+        let target = (self.origin.host.as_str(), self.origin.base_path.as_str());
+        http::write_head(&mut out, name, target, key.map(|k| &k.raw[..]), headers);
         out.freeze()
     }
 
-    /// Adds the headers of a `PUT` (flags, lifetime) before the blank line of `bytes`.
+    /// The head of a `PUT` of `body` with its flags and lifetime.
     fn put_bytes(&self, key: &Key, flags: u32, max_age: Option<u32>, body: &Bytes) -> Bytes {
-        let plain = self.request_bytes(Method::Put, Some(key), Some(body));
-        let mut out = BytesMut::with_capacity(plain.len() + 64);
-        out.put_slice(
-            plain
-                .get(..plain.len().saturating_sub(2))
-                .unwrap_or_default(),
-        );
-        out.put_slice(format!("Bifrost-Flags: {flags}\r\n").as_bytes());
+        let headers = [
+            ("Content-Length", body.len() as u64),
+            ("Bifrost-Flags", u64::from(flags)),
+        ];
+        let mut out = BytesMut::new();
+        let target = (self.origin.host.as_str(), self.origin.base_path.as_str());
+        http::write_head(&mut out, "PUT", target, Some(&key.raw), &headers);
         if let Some(age) = max_age {
-            out.put_slice(format!("Cache-Control: max-age={age}\r\n").as_bytes());
+            // Cache-Control's value is not a bare number: added before the blank line.
+            out.truncate(out.len().saturating_sub(2));
+            out.put_slice(b"Cache-Control: max-age=");
+            crate::protocol::decimal::put_u64(&mut out, u64::from(age));
+            out.put_slice(b"\r\n\r\n");
         }
-        out.put_slice(b"\r\n");
         out.freeze()
     }
 

@@ -46,11 +46,8 @@ pub enum Replied {
     Failed(FailReason),
 }
 
-fn put_decimal(out: &mut BytesMut, n: impl std::fmt::Display) {
-    use std::fmt::Write as _;
-    let mut digits = String::new();
-    let _ = write!(digits, "{n}");
-    out.put_slice(digits.as_bytes());
+fn put_decimal(out: &mut BytesMut, n: impl Into<u64>) {
+    crate::protocol::decimal::put_u64(out, n.into());
 }
 
 /// The reply to `op`, given the outcome of each of its HTTP requests in order (`outcomes[i]`
@@ -138,9 +135,9 @@ fn read_reply(keys: &[Key], form: &Form, outcomes: &[&Outcome]) -> Replied {
                 out.put_slice(b"VALUE ");
                 out.put_slice(&key.sent);
                 out.put_u8(b' ');
-                put_decimal(&mut out, flags);
+                put_decimal(&mut out, *flags);
                 out.put_u8(b' ');
-                put_decimal(&mut out, body.len());
+                put_decimal(&mut out, body.len() as u64);
                 if *cas {
                     out.put_slice(b" 0");
                 }
@@ -153,24 +150,24 @@ fn read_reply(keys: &[Key], form: &Form, outcomes: &[&Outcome]) -> Replied {
                 match ask.value {
                     true => {
                         out.put_slice(b"VA ");
-                        put_decimal(&mut out, body.len());
+                        put_decimal(&mut out, body.len() as u64);
                     }
                     false => out.put_slice(b"HD"),
                 }
                 if ask.flags {
                     out.put_slice(b" f");
-                    put_decimal(&mut out, flags);
+                    put_decimal(&mut out, *flags);
                 }
                 if ask.ttl {
                     out.put_slice(b" t");
                     match age {
-                        Some(age) => put_decimal(&mut out, age),
+                        Some(age) => put_decimal(&mut out, *age),
                         None => out.put_slice(b"-1"),
                     }
                 }
                 if ask.size {
                     out.put_slice(b" s");
-                    put_decimal(&mut out, body.len());
+                    put_decimal(&mut out, body.len() as u64);
                 }
                 if ask.cas {
                     out.put_slice(b" c0");
