@@ -7,47 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::http::HttpClient;
-use common::{free_port, wait_until, Behavior, Bifrost, FakeBackend, Memcached};
-
-const PROMTOOL: &str = "/usr/bin/promtool";
-
-/// Runs `promtool check metrics` on `text`; panics with its findings when it has any. A
-/// missing promtool fails the test: a check that cannot run must not pass.
-fn promtool_check(text: &str) {
-    assert!(
-        Path::new(PROMTOOL).exists(),
-        "{PROMTOOL} is not installed: install the Debian package prometheus (.ci/run does)"
-    );
-    let mut child = Command::new(PROMTOOL)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("promtool reads the metrics");
-    let out = child.wait_with_output().expect("promtool finishes");
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "promtool check metrics: {findings}\n--- metrics ---\n{text}"
-    );
-}
+use common::{free_port, promtool_check, wait_until, Behavior, Bifrost, FakeBackend, Memcached};
 
 /// Every sample of a Prometheus text exposition: `name{labels}` → value.
 fn samples(text: &str) -> HashMap<String, f64> {

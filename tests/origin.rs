@@ -509,3 +509,64 @@ fn with_leases_a_herd_over_two_proxies_is_one_origin_request() {
         origin.methods()
     );
 }
+
+#[test]
+fn metrics_count_each_origins_responses_by_class_and_its_coalesced_reads() {
+    use common::http::HttpClient;
+    use common::{free_port, promtool_check};
+    let origin = FakeOrigin::start(OriginBehavior::Serve);
+    origin.insert(b"hit", b"v", None, None);
+    let url = origin.base_url();
+    let mut admin = 0;
+    let bifrost = Bifrost::start_templated(
+        |port| {
+            admin = free_port();
+            format!(
+                "workers: 1\nadmin: {{bind: '127.0.0.1:{admin}'}}\n\
+                 listeners: [{{name: main, bind: '127.0.0.1:{port}'}}]\n\
+                 backends:\n  origin:\n    servers: ['{url}']\n\
+                 routes: [{{name: r, match: '*', strategy: consistent_hash, backend: origin}}]\n"
+            )
+        },
+        &[],
+    );
+    let mut c = bifrost.client();
+    // Two pipelined reads of one key share one GET; a miss is a 404.
+    c.send(b"get hit\r\nget hit\r\nget nope\r\n");
+    for want in [
+        &b"VALUE hit 0 1\r\nv\r\nEND\r\n"[..],
+        b"VALUE hit 0 1\r\nv\r\nEND\r\n",
+        b"END\r\n",
+    ] {
+        assert_eq!(c.read_reply_retrieval(), want);
+    }
+    assert_eq!(origin.requests(), 2);
+    let mut http = HttpClient::connect(&format!("127.0.0.1:{admin}"));
+    let text = http.request("GET", "/metrics", &[], b"").text();
+    promtool_check(&text);
+    let labels = format!("backend=\"origin\",server=\"{url}\"");
+    for (sample, value) in [
+        (
+            format!("bifrost_origin_responses_total{{{labels},class=\"2xx\"}}"),
+            1,
+        ),
+        (
+            format!("bifrost_origin_responses_total{{{labels},class=\"4xx\"}}"),
+            1,
+        ),
+        (
+            format!("bifrost_origin_responses_total{{{labels},class=\"5xx\"}}"),
+            0,
+        ),
+        (
+            format!("bifrost_origin_coalesced_reads_total{{{labels}}}"),
+            1,
+        ),
+        (format!("bifrost_server_requests_total{{{labels}}}"), 3),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{sample} {value}")),
+            "{sample} {value} not in:\n{text}"
+        );
+    }
+}

@@ -435,3 +435,39 @@ pub fn limit_open_files(cmd: &mut Command, soft: u64, hard: u64) {
         });
     }
 }
+
+/// Where Debian's `prometheus` package puts promtool.
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// Runs `promtool check metrics` on `text`; panics with its findings when it has any. A
+/// missing promtool fails the test: a check that cannot run must not pass.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    assert!(
+        Path::new(PROMTOOL).exists(),
+        "{PROMTOOL} is not installed: install the Debian package prometheus (.ci/run does)"
+    );
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("promtool reads the metrics");
+    let out = child.wait_with_output().expect("promtool finishes");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics: {findings}\n--- metrics ---\n{text}"
+    );
+}
