@@ -478,7 +478,7 @@ fn origin_requests(c: &mut Client) -> u64 {
 #[test]
 fn with_leases_a_herd_over_two_proxies_is_one_origin_request() {
     let origin = FakeOrigin::start(OriginBehavior::Slow(Duration::from_millis(300)));
-    origin.insert(b"hot", b"value", None, None);
+    origin.insert(b"hot", b"value", None, Some(9));
     let warm = Memcached::start();
     let leases = "  - name: users\n    match: \"*\"\n    strategy: warm_first\n    warm: warm\n\
                   \x20   cold: origin\n    write_on_miss: { ttl: 300 }\n    leases: {}\n";
@@ -502,6 +502,15 @@ fn with_leases_a_herd_over_two_proxies_is_one_origin_request() {
             b"VALUE hot 0 5\r\nvalue\r\nEND\r\n"
         );
     }
+    let mut w = warm.client();
+    wait_until(LANDED, "the lease holder's copy in warm", || {
+        w.get("hot").is_some()
+    });
+    let ttl = ttl_of(&mut w, "hot");
+    assert!(
+        (1..=9).contains(&ttl),
+        "the lease holder's copy lives no longer than the origin's max-age (9): {ttl}"
+    );
     assert_eq!(
         origin.requests_for(b"hot"),
         1,

@@ -320,9 +320,10 @@ impl Lease {
             if !reply.is_empty() {
                 fx.deliver.push(reply);
             }
+            // A classic reply says no TTL; an HTTP origin's `max-age` comes beside it.
             write_back::value_blocks(&c.reply)
                 .next()
-                .map(|b| (b.flags, b.data, None))
+                .map(|b| (b.flags, b.data, c.max_age.map(i64::from)))
         };
         fx.lookups = if hit.is_some() { (1, 0) } else { (0, 1) };
         if let Some(cas) = cas {
