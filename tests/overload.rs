@@ -1046,3 +1046,42 @@ fn a_parked_multi_get_goes_on_though_the_replies_behind_it_are_over_the_soft_lim
         }
     }
 }
+
+/// The same adversaries against an HTTP origin (a warm_first route over memcached and the
+/// origin, and keys `o:*` read from the origin alone): 10 clients pipelining 500 gets of a
+/// 500 KB origin value and one asking for a 1 MiB origin value 2,000 times in one `get`, none
+/// of them reading. An origin's replies are made by the proxy from its responses, not sliced
+/// from a memcached reply: a reply that copied its value (16 reads in flight per client, all
+/// sharing one origin request) held 86-90 MiB here, where memcached's path holds about 24.
+#[test]
+fn non_reading_clients_of_an_http_origin_are_bounded() {
+    use common::origin::{FakeOrigin, OriginBehavior};
+    let origin = FakeOrigin::start(OriginBehavior::Serve);
+    origin.insert(b"o:big", &value_of(500_000, 0), None, None);
+    origin.insert(b"o:huge", &value_of(1 << 20, 1), None, None);
+    let warm = memcached();
+    let backends = format!(
+        "  warm:\n    servers: [\"{}\"]\n    timeout: {BACKEND_TIMEOUT}\n\
+         \x20 origin:\n    servers: [\"{}\"]\n    timeout: {BACKEND_TIMEOUT}\n    max_value_size: 2MiB\n",
+        warm.addr(),
+        origin.base_url()
+    );
+    let routes =
+        "  - name: o\n    match: \"o:*\"\n    strategy: consistent_hash\n    backend: origin\n\
+                  \x20 - name: rest\n    match: \"*\"\n    strategy: warm_first\n    warm: warm\n\
+                  \x20   cold: origin\n    write_on_miss: { ttl: 300 }\n";
+    let b = common::tiers::start_proxy(1, &backends, routes, "");
+    let pipeline = b"get o:big\r\n".repeat(500);
+    bounded_beside_a_good_client(
+        &b,
+        "clients of an HTTP origin pipelining big gets, never reading",
+        |addr| {
+            let mut bad: Vec<TcpStream> = (0..10).map(|_| non_reader(addr, &pipeline)).collect();
+            bad.push(non_reader(
+                addr,
+                &get_line(std::iter::repeat("o:huge").take(2000)),
+            ));
+            bad
+        },
+    );
+}

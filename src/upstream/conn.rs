@@ -626,7 +626,10 @@ impl<W: BackendWire> BackendConn<W> {
                         sent: fragment.sent,
                         max_age: None,
                     });
-                    break;
+                    // The next piece may be in already (an HTTP origin's next value).
+                    if !self.wire.ready() {
+                        break;
+                    }
                 }
                 Ok(Framed::Partial) => break,
                 Err(why) => return Err(self.out_of_sync(why)),

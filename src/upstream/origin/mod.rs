@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use self::op::{op_of, Key, Op};
+use self::op::{op_of, Form, Key, Op};
 use self::reply::{reply_of, Outcome, Replied};
 use super::wire::{BackendWire, Framed};
 use super::{FailReason, Fragment, Send};
@@ -67,6 +67,17 @@ struct Asked {
     op: Op,
     /// Sequence numbers of its exchanges (one per key of a read, else one).
     parts: Vec<u64>,
+    /// A classic read whose reply may be handed on in pieces: each value as soon as it and
+    /// those before it are in, as the origin's body itself (not a copy), so nothing is built.
+    stream: bool,
+    /// Keys of a streamed read handed on (or found missing) so far.
+    streamed: usize,
+    /// Hits of a streamed read so far.
+    hits: usize,
+    /// The smallest `max-age` of a streamed read's hits so far.
+    max_age: Option<u32>,
+    /// The first failure among a streamed read's keys (the request fails at its end).
+    failed: Option<FailReason>,
 }
 
 /// Where the response at the head of the unanswered exchanges is.
@@ -99,6 +110,9 @@ pub struct HttpWire {
     /// The `GET` each key's reads share, while it is held.
     shared: HashMap<Bytes, u64>,
     reading: Reading,
+    /// Pieces of the oldest memcached request's streamed reply still to hand on (a value and
+    /// its `\r\n` after its line).
+    pieces: VecDeque<Bytes>,
     /// The origin said it closes the connection after the last response read.
     closing: bool,
     /// A response was read since the connection was made (a connection closed before any
@@ -129,6 +143,7 @@ impl HttpWire {
             asked: VecDeque::new(),
             shared: HashMap::new(),
             reading: Reading::Head,
+            pieces: VecDeque::new(),
             closing: false,
             answered_since_open: false,
         }
@@ -218,14 +233,84 @@ impl HttpWire {
         out.freeze()
     }
 
-    /// True when every exchange of the oldest memcached request has been answered.
+    /// True when the oldest memcached request can be answered (every exchange answered), or,
+    /// when it is streamed, its next key handed on (that key's exchange answered, or none left).
     fn head_answered(&self) -> bool {
-        self.asked.front().is_some_and(|asked| {
-            asked
-                .parts
-                .iter()
-                .all(|&seq| self.exchange(seq).is_some_and(|e| e.outcome.is_some()))
+        let answered = |seq: &u64| self.exchange(*seq).is_some_and(|e| e.outcome.is_some());
+        self.asked.front().is_some_and(|asked| match asked.stream {
+            false => asked.parts.iter().all(answered),
+            true => asked.parts.get(asked.streamed).map_or(true, answered),
         })
+    }
+
+    /// The next step of the oldest memcached request once [`Self::head_answered`]: its whole
+    /// reply, or for a streamed read the next value (`None` when that key was a miss or failed
+    /// and nothing is handed on for it).
+    fn step_head(&mut self) -> Option<Framed> {
+        let asked = self.asked.front_mut()?;
+        if !asked.stream {
+            return Some(self.answer_head());
+        }
+        let Some(&seq) = asked.parts.get(asked.streamed) else {
+            return Some(self.end_stream());
+        };
+        let index = asked.streamed;
+        asked.streamed += 1;
+        let Op::Read {
+            keys,
+            form: Form::Classic { cas },
+        } = &asked.op
+        else {
+            return Some(self.end_stream());
+        };
+        let exchange = self
+            .exchanges
+            .get_mut(usize::try_from(seq.checked_sub(self.base)?).ok()?)?;
+        exchange.waiters = exchange.waiters.saturating_sub(1);
+        let piece = match &exchange.outcome {
+            Some(Outcome::Hit {
+                flags,
+                max_age,
+                body,
+            }) => {
+                // The value goes on as the body the origin sent (shared by every read that
+                // coalesced on it), between its line and its `\r\n`: never copied.
+                let mut line = BytesMut::new();
+                reply::put_value_line(&mut line, keys.get(index)?, *flags, body.len(), *cas);
+                self.pieces.push_back(body.clone());
+                self.pieces.push_back(Bytes::from_static(b"\r\n"));
+                asked.hits += 1;
+                if let Some(age) = max_age {
+                    asked.max_age = Some(asked.max_age.map_or(*age, |m| m.min(*age)));
+                }
+                Some(Framed::Piece(line.freeze()))
+            }
+            Some(Outcome::Failed(reason)) => {
+                asked.failed = asked.failed.or(Some(*reason));
+                None
+            }
+            _ => None,
+        };
+        self.drop_answered();
+        piece
+    }
+
+    /// A streamed read has handed on every value: its end (`END`), or its failure.
+    fn end_stream(&mut self) -> Framed {
+        let Some(asked) = self.asked.pop_front() else {
+            return Framed::Partial;
+        };
+        // Every key's waiter was dropped as it was handed on.
+        self.drop_answered();
+        match asked.failed {
+            Some(reason) => Framed::Failed(reason),
+            None => Framed::Whole {
+                reply: Bytes::from_static(b"END\r\n"),
+                tail: 5,
+                values: asked.hits,
+                max_age: asked.max_age,
+            },
+        }
     }
 
     /// Answers the oldest memcached request (all its exchanges are answered).
@@ -430,7 +515,7 @@ impl BackendWire for HttpWire {
     fn encode(
         &mut self,
         send: &Send,
-        _fragment: &mut Fragment,
+        fragment: &mut Fragment,
         queue: &mut WriteQueue,
     ) -> Result<(), FailReason> {
         let now = std::time::SystemTime::now()
@@ -486,20 +571,43 @@ impl BackendWire for HttpWire {
             }
             Op::Probe => parts.push(self.start(Method::Head, None, None, queue)),
         }
-        self.asked.push_back(Asked { op, parts });
+        let stream = fragment.stream
+            && matches!(
+                &op,
+                Op::Read {
+                    form: Form::Classic { .. },
+                    ..
+                }
+            );
+        self.asked.push_back(Asked {
+            op,
+            parts,
+            stream,
+            streamed: 0,
+            hits: 0,
+            max_age: None,
+            failed: None,
+        });
         Ok(())
     }
 
     fn frame(&mut self, buf: &mut ReadBuf, _head: &Fragment) -> Result<Framed, &'static str> {
-        self.read_responses(buf)?;
-        if self.head_answered() {
-            return Ok(self.answer_head());
+        loop {
+            if let Some(piece) = self.pieces.pop_front() {
+                return Ok(Framed::Piece(piece));
+            }
+            self.read_responses(buf)?;
+            if !self.head_answered() {
+                return Ok(Framed::Partial);
+            }
+            if let Some(framed) = self.step_head() {
+                return Ok(framed);
+            }
         }
-        Ok(Framed::Partial)
     }
 
     fn ready(&self) -> bool {
-        self.head_answered()
+        !self.pieces.is_empty() || self.head_answered()
     }
 
     fn reconnects(&self) -> bool {
@@ -535,6 +643,7 @@ impl BackendWire for HttpWire {
         self.base = 0;
         self.next_answer = 0;
         self.reading = Reading::Head;
+        self.pieces.clear();
         self.closing = false;
         self.answered_since_open = false;
     }

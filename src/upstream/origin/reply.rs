@@ -112,6 +112,29 @@ fn write_reply(answer: &Answer, classic: &'static [u8], meta: &'static [u8]) -> 
     }
 }
 
+/// Appends the `VALUE` line of a `len`-byte value of `key` (with a CAS of 0 when `cas`).
+pub fn put_value_line(out: &mut BytesMut, key: &Key, flags: u32, len: usize, cas: bool) {
+    out.reserve(key.sent.len() + 40);
+    out.put_slice(b"VALUE ");
+    out.put_slice(&key.sent);
+    out.put_u8(b' ');
+    put_decimal(out, flags);
+    out.put_u8(b' ');
+    put_decimal(out, len as u64);
+    if cas {
+        out.put_slice(b" 0");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends the `VALUE` block of `key` (with a CAS of 0 when `cas`) to `out`.
+fn put_value_block(out: &mut BytesMut, key: &Key, flags: u32, body: &[u8], cas: bool) {
+    out.reserve(body.len() + 2);
+    put_value_line(out, key, flags, body.len(), cas);
+    out.put_slice(body);
+    out.put_slice(b"\r\n");
+}
+
 fn read_reply(keys: &[Key], form: &Form, outcomes: &[&Outcome]) -> Replied {
     let mut out = BytesMut::new();
     let mut values = 0;
@@ -130,21 +153,7 @@ fn read_reply(keys: &[Key], form: &Form, outcomes: &[&Outcome]) -> Replied {
             max_age = Some(max_age.map_or(*age, |m| m.min(*age)));
         }
         match form {
-            Form::Classic { cas } => {
-                out.reserve(body.len() + key.sent.len() + 40);
-                out.put_slice(b"VALUE ");
-                out.put_slice(&key.sent);
-                out.put_u8(b' ');
-                put_decimal(&mut out, *flags);
-                out.put_u8(b' ');
-                put_decimal(&mut out, body.len() as u64);
-                if *cas {
-                    out.put_slice(b" 0");
-                }
-                out.put_slice(b"\r\n");
-                out.put_slice(body);
-                out.put_slice(b"\r\n");
-            }
+            Form::Classic { cas } => put_value_block(&mut out, key, *flags, body, *cas),
             Form::Meta(ask) => {
                 out.reserve(body.len() + key.sent.len() + 64);
                 match ask.value {

@@ -310,3 +310,84 @@ fn the_health_probe_is_a_head_whose_status_under_500_is_up() {
         "a HEAD's Content-Length has no body behind it"
     );
 }
+
+#[test]
+fn a_streamed_read_of_several_keys_hands_each_value_on_as_it_comes_and_ends_with_end() {
+    for step in [1, 5, 64, 4096] {
+        let mut wire = origin(false, 1024);
+        let mut queue = WriteQueue::default();
+        let mut streamed = fragment();
+        streamed.stream = true;
+        wire.encode(&send(b"get a b c a\r\n"), &mut streamed, &mut queue)
+            .expect("a read");
+        let mut responses = HIT_A.to_vec();
+        responses.extend_from_slice(MISS);
+        responses.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nCache-Control: max-age=5\r\n\r\nC",
+        );
+        let mut buf = ReadBuf::default();
+        let mut got = Vec::new();
+        for chunk in responses.chunks(step) {
+            arrive(&mut buf, chunk);
+            while wire.ready() || !buf.is_empty() {
+                match wire.frame(&mut buf, &streamed).expect("in step") {
+                    Framed::Partial => break,
+                    Framed::Piece(piece) => got.push(String::from_utf8_lossy(&piece).into_owned()),
+                    // (a value goes on as three pieces: its line, its body, its `\r\n`)
+                    Framed::Whole {
+                        reply,
+                        values,
+                        max_age,
+                        ..
+                    } => {
+                        assert_eq!((&reply[..], values, max_age), (&b"END\r\n"[..], 3, Some(5)));
+                        got.push("end".into());
+                    }
+                    Framed::Failed(reason) => panic!("{reason:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                "VALUE a 7 3\r\n",
+                "AAA",
+                "\r\n",
+                "VALUE c 0 1\r\n",
+                "C",
+                "\r\n",
+                "VALUE a 7 3\r\n",
+                "AAA",
+                "\r\n",
+                "end"
+            ],
+            "split every {step} bytes"
+        );
+        assert!(wire.exchanges.is_empty(), "nothing held");
+    }
+}
+
+#[test]
+fn a_streamed_read_with_a_failed_key_fails_at_its_end() {
+    let mut wire = origin(false, 1024);
+    let mut queue = WriteQueue::default();
+    let mut streamed = fragment();
+    streamed.stream = true;
+    wire.encode(&send(b"get a b\r\n"), &mut streamed, &mut queue)
+        .expect("a read");
+    let mut buf = ReadBuf::default();
+    arrive(&mut buf, b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n");
+    arrive(&mut buf, HIT_A);
+    let mut pieces = Vec::new();
+    let last = loop {
+        match wire.frame(&mut buf, &streamed).expect("in step") {
+            Framed::Piece(piece) => pieces.extend_from_slice(&piece),
+            other => break other,
+        }
+    };
+    assert_eq!(pieces, b"VALUE b 7 3\r\nAAA\r\n");
+    assert!(
+        matches!(last, Framed::Failed(FailReason::OriginStatus(500))),
+        "{last:?}"
+    );
+}
