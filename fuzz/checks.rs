@@ -875,9 +875,10 @@ pub fn check_http(data: &[u8]) {
 }
 
 /// The bytes as responses of an HTTP origin to a fixed run of memcached requests, framed by the
-/// origin wire as a connection frames them, cut at several points: no panic, at most one answer
-/// per request, never a streamed piece, a classic read's reply always ends with `END`, and the
-/// answers do not depend on where the bytes were cut.
+/// origin wire as a connection frames them, cut at several points, with classic reads whole
+/// and streamed: no panic, at most one answer per request, a classic read's reply always ends
+/// with `END`, the answers do not depend on where the bytes were cut, and a streamed read's
+/// pieces make the same reply as the whole one (where no key failed).
 pub fn check_http_wire(data: &[u8]) {
     const REQUESTS: [&[u8]; 7] = [
         b"get a b\r\n",
@@ -892,14 +893,21 @@ pub fn check_http_wire(data: &[u8]) {
     for cut in cut_points(data.len(), &[1, 7]) {
         let cut = cut.min(data.len());
         let pieces = [&data[..cut], &data[cut..]];
-        let Some(answers) = bifrost::origin_answers_for_fuzzing(&REQUESTS, &pieces, 64) else {
+        let whole = bifrost::origin_answers_for_fuzzing(&REQUESTS, &pieces, 64, false);
+        let streamed = bifrost::origin_answers_for_fuzzing(&REQUESTS, &pieces, 64, true);
+        assert_eq!(whole.is_some(), streamed.is_some(), "in step either way");
+        let (Some(answers), Some(streamed)) = (whole, streamed) else {
             continue;
         };
         assert!(answers.len() <= REQUESTS.len());
-        for (i, answer) in answers.iter().enumerate() {
-            assert_ne!(answer, "piece");
-            if matches!(i, 0 | 1 | 4) && !answer.contains('_') {
+        assert_eq!(answers.len(), streamed.len());
+        for (i, (answer, piecewise)) in answers.iter().zip(&streamed).enumerate() {
+            let failed = answer.ends_with(|c: char| c.is_ascii_lowercase());
+            if matches!(i, 0 | 1 | 4) && !failed {
                 assert!(answer.ends_with("END\r\n"), "{answer:?}");
+            }
+            if !failed {
+                assert_eq!(answer, piecewise, "request {i}: whole and streamed");
             }
         }
         match &first {

@@ -651,14 +651,16 @@ impl BackendWire for HttpWire {
 
 /// The answers [`HttpWire`] frames, as a connection frames them, from responses arriving as
 /// `pieces` to the memcached requests `lines` (each one whole request, sent to an origin with
-/// `writes: true` and `max_value_size`): each reply as text, a failure as its name, and
-/// `None` once the bytes put the stream out of step. For the fuzz targets, which see only
-/// the crate's public API.
+/// `writes: true` and `max_value_size`; classic reads streamed when `stream`): each reply as
+/// text (a streamed one's pieces joined), a failure as its name after whatever pieces came
+/// before it, and `None` once the bytes put the stream out of step. For the fuzz targets,
+/// which see only the crate's public API.
 #[doc(hidden)]
 pub fn answers_for_fuzzing(
     lines: &[&'static [u8]],
     pieces: &[&[u8]],
     max_value_size: usize,
+    stream: bool,
 ) -> Option<Vec<String>> {
     let spec = OriginSpec {
         host: "o".into(),
@@ -668,6 +670,7 @@ pub fn answers_for_fuzzing(
     };
     let mut wire = HttpWire::new(Arc::new(spec), 0, None);
     let mut fragment = bare_fragment();
+    fragment.stream = stream;
     let mut queue = WriteQueue::default();
     for &line in lines {
         wire.encode(&bare_send(line), &mut fragment, &mut queue)
@@ -675,16 +678,21 @@ pub fn answers_for_fuzzing(
     }
     let mut buf = ReadBuf::default();
     let mut answers = Vec::new();
+    let mut streamed = String::new();
     for piece in pieces {
         buf.push_slice(piece);
         while wire.ready() || (!buf.is_empty() && !wire.closing()) {
             match wire.frame(&mut buf, &fragment).ok()? {
                 Framed::Whole { reply, .. } => {
-                    answers.push(String::from_utf8_lossy(&reply).into_owned())
+                    streamed.push_str(&String::from_utf8_lossy(&reply));
+                    answers.push(std::mem::take(&mut streamed));
                 }
-                Framed::Failed(reason) => answers.push(reason.as_str().to_string()),
+                Framed::Failed(reason) => {
+                    streamed.push_str(reason.as_str());
+                    answers.push(std::mem::take(&mut streamed));
+                }
                 Framed::Partial => break,
-                Framed::Piece(_) => answers.push("piece".to_string()),
+                Framed::Piece(piece) => streamed.push_str(&String::from_utf8_lossy(&piece)),
             }
         }
     }
