@@ -579,3 +579,32 @@ fn metrics_count_each_origins_responses_by_class_and_its_coalesced_reads() {
         );
     }
 }
+
+#[test]
+fn a_multi_get_of_many_origin_keys_streams_every_value_in_the_asked_order() {
+    let origin = FakeOrigin::start(OriginBehavior::Chunked);
+    let mut want = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..150 {
+        let key = format!("m{i}");
+        // Every third key is missing; values of different sizes, some big.
+        if i % 3 != 0 {
+            let value: Vec<u8> = (0..(i * 997) % 70_000 + 1)
+                .map(|j| (j * 7 + i) as u8)
+                .collect();
+            origin.insert(key.as_bytes(), &value, Some(i as u32), None);
+            want.extend_from_slice(format!("VALUE {key} {i} {}\r\n", value.len()).as_bytes());
+            want.extend_from_slice(&value);
+            want.extend_from_slice(b"\r\n");
+        }
+        keys.push(key);
+    }
+    want.extend_from_slice(b"END\r\n");
+    let bifrost = direct(&[origin.base_url()], "");
+    let mut c = bifrost.client();
+    for _ in 0..2 {
+        // Twice: the second time on a connection that has carried 150 requests already.
+        let got = get_line(&mut c, &keys.join(" "));
+        assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+    }
+}

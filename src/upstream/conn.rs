@@ -626,10 +626,8 @@ impl<W: BackendWire> BackendConn<W> {
                         sent: fragment.sent,
                         max_age: None,
                     });
-                    // The next piece may be in already (an HTTP origin's next value).
-                    if !self.wire.ready() {
-                        break;
-                    }
+                    // The rest may be in already (an HTTP origin's next value, or its next
+                    // response to read): the loop's test says whether to go on.
                 }
                 Ok(Framed::Partial) => break,
                 Err(why) => return Err(self.out_of_sync(why)),
