@@ -353,8 +353,11 @@ impl HttpWire {
                 break;
             }
             if let Some(key) = &front.key {
-                if self.shared.get(key) == Some(&self.base) {
-                    self.shared.remove(key);
+                // One hash in the usual case: the entry is this exchange's.
+                if let Some(seq) = self.shared.remove(key) {
+                    if seq != self.base {
+                        self.shared.insert(key.clone(), seq);
+                    }
                 }
             }
             self.exchanges.pop_front();
@@ -526,20 +529,23 @@ impl BackendWire for HttpWire {
         match &op {
             Op::Read { keys, .. } => {
                 for key in keys {
-                    let held = self.shared.get(&key.raw).copied();
-                    if let Some(seq) = held.filter(|&seq| self.exchange(seq).is_some()) {
-                        if let Some(exchange) = self.exchange_mut(seq) {
-                            exchange.waiters += 1;
-                        }
+                    // One hash of the key: its entry is the shared GET, or made for a new one.
+                    let next = self.base + self.exchanges.len() as u64;
+                    let seq = *self.shared.entry(key.raw.clone()).or_insert(next);
+                    if let Some(exchange) = self.exchange_mut(seq).filter(|_| seq != next) {
+                        exchange.waiters += 1;
                         if let Some(detail) = &self.detail {
                             detail.origin_coalesced(self.server);
                         }
                         parts.push(seq);
                         continue;
                     }
-                    let seq = self.start(Method::Get, Some(key), None, queue);
-                    self.shared.insert(key.raw.clone(), seq);
-                    parts.push(seq);
+                    let started = self.start(Method::Get, Some(key), None, queue);
+                    if seq != started {
+                        // An entry whose exchange had gone: it names the new one now.
+                        self.shared.insert(key.raw.clone(), started);
+                    }
+                    parts.push(started);
                 }
             }
             Op::Put {
