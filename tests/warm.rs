@@ -1063,7 +1063,11 @@ fn readme_walkthrough_warms_a_replacement_server() {
     let m0 = Memcached::start_with(&exact);
     let m1 = Memcached::start_with(&exact);
     let mut lost = Memcached::start_with(&exact);
-    let health = "health: {interval: 100ms, failure_limit: 1, retry_after: 30s, eject: true}";
+    // A killed server fails its probe at once (connection refused); the long probe timeout
+    // keeps a live one (`fresh`) from being ejected by one slow probe on a loaded machine,
+    // which would leave the new server no keys to take (seen once in CI: 0 copied).
+    let health =
+        "health: {interval: 100ms, timeout: 3s, failure_limit: 1, retry_after: 30s, eject: true}";
     let config = |port: u16, admin: u16, pools: &str, route_to: &str| {
         format!(
             "workers: 2\n\
