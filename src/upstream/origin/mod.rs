@@ -36,6 +36,10 @@ use crate::observe::stats::DetailStats;
 use crate::protocol::http::{self, Body, Chunked, Head};
 use crate::runtime::buffer::{ReadBuf, WriteQueue};
 
+/// Values of at least this many bytes go on as the origin's body (pieces, no copy); smaller
+/// ones are copied into their reply (one piece, or a whole reply for a read of one key).
+const STREAM_ABOVE: usize = 16 * 1024;
+
 /// An HTTP request this connection sent and its answer once read.
 #[derive(Debug)]
 struct Exchange {
@@ -247,10 +251,18 @@ impl HttpWire {
     /// reply, or for a streamed read the next value (`None` when that key was a miss or failed
     /// and nothing is handed on for it).
     fn step_head(&mut self) -> Option<Framed> {
-        let asked = self.asked.front_mut()?;
-        if !asked.stream {
+        let asked = self.asked.front()?;
+        // A read of one key whose value is small is answered whole: one completion, not four,
+        // for a copy of under STREAM_ABOVE bytes.
+        let small_single = asked.parts.len() == 1
+            && asked.streamed == 0
+            && asked.parts.first().and_then(|&seq| self.exchange(seq)).is_some_and(|e| {
+                !matches!(&e.outcome, Some(Outcome::Hit { body, .. }) if body.len() >= STREAM_ABOVE)
+            });
+        if !asked.stream || small_single {
             return Some(self.answer_head());
         }
+        let asked = self.asked.front_mut()?;
         let Some(&seq) = asked.parts.get(asked.streamed) else {
             return Some(self.end_stream());
         };
@@ -273,12 +285,18 @@ impl HttpWire {
                 max_age,
                 body,
             }) => {
-                // The value goes on as the body the origin sent (shared by every read that
-                // coalesced on it), between its line and its `\r\n`: never copied.
                 let mut line = BytesMut::new();
-                reply::put_value_line(&mut line, keys.get(index)?, *flags, body.len(), *cas);
-                self.pieces.push_back(body.clone());
-                self.pieces.push_back(Bytes::from_static(b"\r\n"));
+                let key = keys.get(index)?;
+                if body.len() < STREAM_ABOVE {
+                    // A small value is copied: one piece.
+                    reply::put_value_block(&mut line, key, *flags, body, *cas);
+                } else {
+                    // A big one goes on as the body the origin sent (shared by every read that
+                    // coalesced on it), between its line and its `\r\n`: never copied.
+                    reply::put_value_line(&mut line, key, *flags, body.len(), *cas);
+                    self.pieces.push_back(body.clone());
+                    self.pieces.push_back(Bytes::from_static(b"\r\n"));
+                }
                 asked.hits += 1;
                 if let Some(age) = max_age {
                     asked.max_age = Some(asked.max_age.map_or(*age, |m| m.min(*age)));

@@ -128,7 +128,7 @@ pub fn put_value_line(out: &mut BytesMut, key: &Key, flags: u32, len: usize, cas
 }
 
 /// Appends the `VALUE` block of `key` (with a CAS of 0 when `cas`) to `out`.
-fn put_value_block(out: &mut BytesMut, key: &Key, flags: u32, body: &[u8], cas: bool) {
+pub fn put_value_block(out: &mut BytesMut, key: &Key, flags: u32, body: &[u8], cas: bool) {
     out.reserve(body.len() + 2);
     put_value_line(out, key, flags, body.len(), cas);
     out.put_slice(body);
