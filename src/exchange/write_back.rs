@@ -403,22 +403,7 @@ fn slice(buf: &Bytes, start: usize, end: usize) -> Option<Bytes> {
 }
 
 /// Appends `n` in decimal without going through a `String`.
-pub fn put_decimal(buf: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(slot) = digits.get_mut(start) {
-            // `n % 10` is below 10, so the cast keeps it.
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || start == 0 {
-            break;
-        }
-    }
-    buf.put_slice(digits.get(start..).unwrap_or(&[]));
-}
+pub use crate::protocol::decimal::put_u64 as put_decimal;
 
 #[cfg(test)]
 #[path = "write_back_tests.rs"]

@@ -51,14 +51,14 @@ pub fn at_most(digits: &[u8], max: &[u8]) -> bool {
     is_digits(digits) && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
 }
 
-/// Appends `n` in decimal to `out` (no formatting machinery: a reply or request header built
-/// per request).
-pub fn put_u64(out: &mut bytes::BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// `n` in decimal, written at the end of `buf`: the digits are the slice returned (no
+/// formatting machinery; numbers are written per request).
+pub fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        if let Some(d) = digits.get_mut(at) {
+        if let Some(d) = buf.get_mut(at) {
+            // Below 10, so the cast keeps it.
             *d = b'0' + (n % 10) as u8;
         }
         n /= 10;
@@ -66,7 +66,12 @@ pub fn put_u64(out: &mut bytes::BytesMut, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(digits.get(at..).unwrap_or_default());
+    buf.get(at..).unwrap_or_default()
+}
+
+/// Appends `n` in decimal to `out`.
+pub fn put_u64(out: &mut bytes::BytesMut, n: u64) {
+    out.extend_from_slice(digits(n, &mut [0; 20]));
 }
 
 #[cfg(test)]

@@ -314,22 +314,8 @@ impl Flags {
 
     /// ` <letter><n>`.
     fn num(mut self, letter: u8, n: u64) -> Flags {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = n;
-        loop {
-            at -= 1;
-            if let Some(d) = digits.get_mut(at) {
-                // Below 10, so the cast keeps it.
-                *d = b'0' + (n % 10) as u8;
-            }
-            n /= 10;
-            if n == 0 || at == 0 {
-                break;
-            }
-        }
         self.push(&[b' ', letter]);
-        self.push(digits.get(at..).unwrap_or_default());
+        self.push(crate::protocol::decimal::digits(n, &mut [0; 20]));
         self
     }
 
