@@ -387,7 +387,8 @@ impl HttpWire {
     /// request is answered or the bytes run out. `Err` when the bytes are not HTTP, or answer
     /// nothing that was asked.
     fn read_responses(&mut self, buf: &mut ReadBuf) -> Result<(), &'static str> {
-        while !self.head_answered() && !buf.is_empty() {
+        // Nothing after a response that said it closes the connection is a response.
+        while !self.head_answered() && !buf.is_empty() && !self.closing {
             let method = self
                 .exchange(self.next_answer)
                 .map(|e| e.method)

@@ -388,3 +388,20 @@ fn a_streamed_read_with_a_failed_key_fails_at_its_end() {
         "{last:?}"
     );
 }
+
+#[test]
+fn bytes_after_a_response_that_closes_are_not_read_as_responses() {
+    // Found by fuzzing: a multi-key read went on reading after the close-announcing response
+    // of its first key, and took what followed as the next response.
+    let mut wire = origin(false, 1024);
+    encode_all(&mut wire, &[b"get a b\r\n"]);
+    let mut bytes = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nAAA".to_vec();
+    bytes.extend_from_slice(b"HTTP/1.1 200 OK\r\nnot a header line\r\n\r\n");
+    let answers = feed(&mut wire, &bytes, 4096).expect("in step");
+    assert!(answers.is_empty(), "{answers:?}");
+    assert!(wire.closing());
+    let mut queue = WriteQueue::default();
+    assert!(wire.replay(&mut queue), "b goes again on a new connection");
+    let answers = feed(&mut wire, MISS, 4096).expect("in step");
+    assert_eq!(answers, ["VALUE a 0 3\r\nAAA\r\nEND\r\n"]);
+}
