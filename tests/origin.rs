@@ -608,3 +608,24 @@ fn a_multi_get_of_many_origin_keys_streams_every_value_in_the_asked_order() {
         assert!(got == want, "{} bytes, want {}", got.len(), want.len());
     }
 }
+
+#[test]
+fn warm_first_over_an_origin_with_writes_puts_sets_and_deletes_and_keeps_other_writes_in_warm() {
+    let nginx = Nginx::builder().writable(true).start();
+    let warm = Memcached::start();
+    let bifrost = read_through(1, &warm.addr(), &nginx.base_url(), "    writes: true\n");
+    let mut c = bifrost.client();
+    let mut w = warm.client();
+    assert_eq!(c.set("k", b"v1", 0, 0), "STORED");
+    assert_eq!(nginx.file("k").as_deref(), Some(&b"v1"[..]), "set is a PUT");
+    assert_eq!(w.get("k").as_deref(), Some(&b"v1"[..]), "and reaches warm");
+    // `add` and `append` mean nothing to an origin: warm alone answers them.
+    assert_eq!(c.store("add", "n", b"x", 0, 0), "STORED");
+    assert_eq!(c.store("append", "k", b"+", 0, 0), "STORED");
+    assert_eq!(nginx.file("n"), None);
+    assert_eq!(nginx.file("k").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(w.get("k").as_deref(), Some(&b"v1+"[..]));
+    assert_eq!(c.delete("k"), "DELETED");
+    assert_eq!(nginx.file("k"), None, "delete is a DELETE");
+    assert_eq!(w.get("k"), None);
+}

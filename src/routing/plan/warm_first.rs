@@ -135,8 +135,8 @@ impl Planner {
     }
 
     /// A write that goes to warm alone because cold is an HTTP origin that cannot take it
-    /// (read-only, or a write an origin has no meaning for: `cas`, `incr`, ...): forwarded to
-    /// the key's warm server. `None` for every other request.
+    /// (read-only, or a write an origin has no meaning for: `add`, `touch`, `cas`, `incr`,
+    /// ...): forwarded to the key's warm server. `None` for every other request.
     #[allow(clippy::too_many_arguments)]
     fn warm_alone(
         &mut self,
@@ -148,8 +148,13 @@ impl Planner {
         route: usize,
         tag: Option<Tag>,
     ) -> Option<Plan> {
+        // An origin that takes writes takes `set`/`ms` and `delete`/`md` only (PUT, DELETE).
+        let origin_takes = matches!(
+            request.command,
+            Command::Set | Command::Delete | Command::MetaSet | Command::MetaDelete
+        );
         let alone = match plan {
-            WarmPlan::WriteBoth => spec.cold_read_only,
+            WarmPlan::WriteBoth => spec.cold_read_only || (spec.cold_origin && !origin_takes),
             WarmPlan::ColdInvalidateWarm => spec.cold_origin,
             _ => false,
         };
