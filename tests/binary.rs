@@ -14,6 +14,7 @@ mod common;
 use common::binary::{
     exptime_extras, header, op, status, store_extras, BinaryClient, Request, Response,
 };
+use common::lines::base64;
 use common::program::run;
 use common::tiers::{dead_addr, effect, pool_yaml, server_list, start_proxy, ttl_of, LANDED};
 use common::{show, wait_until, Bifrost, Client, Memcached, TempFile};
@@ -141,28 +142,6 @@ fn assert_hits(got: &[Response], want: &[(usize, Vec<u8>, Vec<u8>)]) {
         assert_eq!(resp.key, *key, "GetKQ echoes the key: {resp:?}");
         assert_eq!(resp.value, *value, "the value of {}: {resp:?}", show(key));
     }
-}
-
-/// The standard base64 of `bytes` (what meta's `b` flag takes).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

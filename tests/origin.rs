@@ -205,30 +205,11 @@ fn flags_and_max_age_come_from_the_origins_headers_and_chunked_bodies_are_read_w
     let ttl = ttl_of(&mut w, "small");
     assert!((1..=7).contains(&ttl), "capped by max-age=7: {ttl}");
     // A key only meta's base64 can carry reaches the origin as its bytes.
-    let key = base64_of("k\u{e9} y".as_bytes());
+    let key = common::lines::base64("k\u{e9} y".as_bytes());
     let (line, value) = meta(&mut c, &format!("mg {key} b v f"));
     assert!(line.starts_with("VA 6"), "{line}");
     assert_eq!(value.as_deref(), Some(&b"spaced"[..]));
     assert_eq!(origin.requests_for("k\u{e9} y".as_bytes()), 1);
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]

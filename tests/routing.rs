@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::lines::base64;
 use common::{assert_bytes, start_listeners, Client, Memcached};
 use std::collections::HashMap;
 use std::thread;
@@ -141,24 +142,6 @@ fn hit(key: &str, flags: u32, data: &[u8]) -> Vec<u8> {
     let mut out = format!("VALUE {key} {flags} {}\r\n", data.len()).into_bytes();
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\nEND\r\n");
-    out
-}
-
-/// Standard base64 with padding (the meta `b` flag's encoding).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
     out
 }
 
