@@ -540,10 +540,7 @@ impl BackendWire for HttpWire {
         fragment: &mut Fragment,
         queue: &mut WriteQueue,
     ) -> Result<(), FailReason> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let op = op_of(send, self.origin.writes, now)?;
+        let op = op_of(send, self.origin.writes)?;
         let mut parts = Vec::with_capacity(1);
         match &op {
             Op::Read { keys, .. } => {

@@ -116,7 +116,7 @@ pub enum Op {
 }
 
 /// What `send` asks of an origin that takes writes when `writes` is true, or why it cannot.
-pub fn op_of(send: &Send, writes: bool, now_unix: i64) -> Result<Op, FailReason> {
+pub fn op_of(send: &Send, writes: bool) -> Result<Op, FailReason> {
     // A request the proxy built may carry its value apart (a write-back): join them to parse.
     let joined;
     let buf: &Bytes = match &send.value {
@@ -149,8 +149,8 @@ pub fn op_of(send: &Send, writes: bool, now_unix: i64) -> Result<Op, FailReason>
         Command::Get | Command::Gat => Ok(classic_read(&request, buf, false)),
         Command::Gets | Command::Gats => Ok(classic_read(&request, buf, true)),
         Command::MetaGet => meta_read(&request, buf),
-        Command::Set => write(classic_set(&request, buf, now_unix)?),
-        Command::MetaSet => write(meta_set(&request, buf, now_unix)?),
+        Command::Set => write(classic_set(&request, buf)?),
+        Command::MetaSet => write(meta_set(&request, buf)?),
         Command::Delete => write(classic_delete(&request, buf)?),
         Command::MetaDelete => write(meta_delete(&request, buf)?),
         Command::Version => Ok(Op::Probe),
@@ -230,10 +230,16 @@ fn meta_read(request: &Request, buf: &Bytes) -> Result<Op, FailReason> {
 }
 
 /// An exptime as a `max-age`: 0 is none (never expires), over 30 days a unix time.
-fn max_age_of(exptime: i64, now_unix: i64) -> Option<u32> {
+fn max_age_of(exptime: i64) -> Option<u32> {
     let seconds = match exptime {
         0 => return None,
-        e if e > MAX_RELATIVE_TTL => e - now_unix,
+        // A unix time: the clock is read only for these.
+        e if e > MAX_RELATIVE_TTL => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            e - now
+        }
         e => e,
     };
     // An item already expired is stored for the least time an origin can be told.
@@ -254,14 +260,14 @@ fn data_of(request: &Request, buf: &Bytes) -> Result<Bytes, FailReason> {
         .ok_or(FailReason::NotSupported)
 }
 
-fn classic_set(request: &Request, buf: &Bytes, now_unix: i64) -> Result<Op, FailReason> {
+fn classic_set(request: &Request, buf: &Bytes) -> Result<Op, FailReason> {
     let mut words = Words::new(request.args.of(buf)).map(|(_, t)| t).skip(1);
     let flags = decimal::<u32>(words.next())?;
     let exptime = decimal::<i64>(words.next())?;
     Ok(Op::Put {
         key: key_of(request, buf)?,
         flags,
-        max_age: max_age_of(exptime, now_unix),
+        max_age: max_age_of(exptime),
         data: data_of(request, buf)?,
         answer: classic_answer(request),
     })
@@ -300,7 +306,7 @@ fn meta_answer(request: &Request, buf: &Bytes, data_len: bool) -> Result<Answer,
     Ok(Answer::Meta { quiet, opaque })
 }
 
-fn meta_set(request: &Request, buf: &Bytes, now_unix: i64) -> Result<Op, FailReason> {
+fn meta_set(request: &Request, buf: &Bytes) -> Result<Op, FailReason> {
     let answer = meta_answer(request, buf, true)?;
     let mut flags = 0;
     let mut exptime = 0;
@@ -314,7 +320,7 @@ fn meta_set(request: &Request, buf: &Bytes, now_unix: i64) -> Result<Op, FailRea
     Ok(Op::Put {
         key: key_of(request, buf)?,
         flags,
-        max_age: max_age_of(exptime, now_unix),
+        max_age: max_age_of(exptime),
         data: data_of(request, buf)?,
         answer,
     })
