@@ -457,14 +457,17 @@ impl<W: BackendWire> Backends<W> {
     }
 }
 
-/// A number spread by the first key of a request line (its second token): FNV-1a.
+/// A number spread by the first key of a request line (its second token; the third for
+/// `gat`/`gats`, whose second is the exptime): FNV-1a.
 fn key_spread(line: &[u8]) -> usize {
-    let mut words = crate::protocol::meta_flags::Words::new(
-        line.split(|&b| b == b'\r' || b == b'\n')
-            .next()
-            .unwrap_or_default(),
-    );
-    let key = words.nth(1).map_or(&[][..], |(_, key)| key);
+    let first_line = line.split(|&b| b == b'\r' || b == b'\n').next();
+    let mut words =
+        crate::protocol::meta_flags::Words::new(first_line.unwrap_or_default()).map(|(_, w)| w);
+    let skip = match words.next() {
+        Some(b"gat" | b"gats") => 1,
+        _ => 0,
+    };
+    let key = words.nth(skip).unwrap_or_default();
     let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
@@ -490,5 +493,32 @@ fn fragment_of(
         // Filled in by the wire of the connection that queues it (BackendWire::encode).
         expect: crate::protocol::Expect::ANY,
         wire_start: 0,
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::key_spread;
+
+    #[test]
+    fn requests_of_one_key_spread_alike_whatever_their_command() {
+        let spread = key_spread(b"get k\r\n");
+        for line in [
+            &b"get k other\r\n"[..],
+            b"gets k\r\n",
+            b"gat 100 k\r\n",
+            b"gats 0 k x\r\n",
+            b"mg k v f\r\n",
+            b"set k 0 0 1\r\nx\r\n",
+            b"delete k\r\n",
+        ] {
+            assert_eq!(
+                key_spread(line),
+                spread,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_ne!(key_spread(b"get j\r\n"), spread);
     }
 }
